@@ -1,0 +1,1 @@
+"""Domain services, each behind an interface in ``interfaces.py``."""
