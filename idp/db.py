@@ -1,0 +1,128 @@
+"""All database wiring in one place: Base, engine, ``request.dbsession``.
+
+Every request gets one SQLAlchemy session joined to the request's
+transaction manager (pyramid_tm commits or aborts it); nothing here commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import zope.sqlalchemy
+from sqlalchemy import MetaData, String, engine_from_config, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, configure_mappers
+from sqlalchemy.types import DateTime, TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every backend.
+
+    SQLite keeps no zone, so values are stored as naive UTC and given their
+    zone back on load; a naive value handed in is a programming error.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where UTC is required")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_uuid() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dt.datetime: UTCDateTime(), str: String()}
+
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """foreign_keys on, a busy timeout, WAL, and SAVEPOINTs that work.
+
+    pysqlite begins transactions lazily and so breaks SAVEPOINT; take over
+    BEGIN ourselves (SQLAlchemy's documented workaround).
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN")
+
+
+def make_engine(settings, prefix: str = "sqlalchemy.") -> Engine:
+    url = settings[prefix + "url"]
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        import pathlib
+
+        pathlib.Path(url.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+    engine = engine_from_config(settings, prefix=prefix, future=True)
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def get_tm_session(engine_or_connection, transaction_manager) -> Session:
+    session = Session(bind=engine_or_connection, expire_on_commit=False)
+    zope.sqlalchemy.register(session, transaction_manager=transaction_manager)
+    return session
+
+
+def _dbsession(request) -> Session:
+    # Test seam: a test hands in a session bound to its outer transaction.
+    session = request.environ.get("idp.dbsession")
+    if session is None:
+        session = get_tm_session(request.registry["dbengine"], request.tm)
+        request.add_finished_callback(lambda _request: session.close())
+    return session
+
+
+def includeme(config) -> None:
+    settings = config.get_settings()
+    engine = settings.get("idp.dbengine") or make_engine(settings)
+    config.registry["dbengine"] = engine
+    # Make mappers fail at start, not at the first request that touches them.
+    import idp.models  # noqa: F401
+
+    configure_mappers()
+    config.add_request_method(_dbsession, "dbsession", reify=True)

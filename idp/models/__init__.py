@@ -1,0 +1,33 @@
+"""The data model. Importing this package registers every table on Base."""
+
+from idp.models.audit import AuditEvent
+from idp.models.keys import KeyRecord
+from idp.models.outbox import OutboxMessage
+from idp.models.role import Module, Role, role_modules, user_roles
+from idp.models.saml_state import PendingSamlRequest, SeenRequestId
+from idp.models.session import IdpSession, SessionParticipant
+from idp.models.sp import PersistentNameId, ServiceProvider, SpRegistryState
+from idp.models.throttle import ThrottleCounter
+from idp.models.token import CaptchaChallenge, OneTimeToken
+from idp.models.user import User
+
+__all__ = [
+    "AuditEvent",
+    "CaptchaChallenge",
+    "IdpSession",
+    "KeyRecord",
+    "Module",
+    "OneTimeToken",
+    "OutboxMessage",
+    "PendingSamlRequest",
+    "PersistentNameId",
+    "Role",
+    "SeenRequestId",
+    "ServiceProvider",
+    "SessionParticipant",
+    "SpRegistryState",
+    "ThrottleCounter",
+    "User",
+    "role_modules",
+    "user_roles",
+]

@@ -1,0 +1,71 @@
+import datetime as dt
+import uuid
+
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from idp.db import Base, utcnow
+
+NAMEID_PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
+
+
+class ServiceProvider(Base):
+    """A registered SAML service provider: its metadata and its policy."""
+
+    __tablename__ = "service_providers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    entity_id: Mapped[str] = mapped_column(String(1024), unique=True)
+    module_id: Mapped[int | None] = mapped_column(
+        ForeignKey("modules.id", ondelete="SET NULL")
+    )
+    enabled: Mapped[bool] = mapped_column(default=True)
+    metadata_xml: Mapped[str] = mapped_column(Text)
+    metadata_sha256: Mapped[str] = mapped_column(String(64))
+    metadata_valid_until: Mapped[dt.datetime | None]
+    name_id_format: Mapped[str] = mapped_column(
+        String(256), default=NAMEID_PERSISTENT
+    )
+    attributes_released: Mapped[list[str]] = mapped_column(JSON, default=list)
+    sign_response: Mapped[bool] = mapped_column(default=True)
+    sign_assertion: Mapped[bool] = mapped_column(default=True)
+    encrypt_assertion: Mapped[bool] = mapped_column(default=True)
+    allow_sha1: Mapped[bool] = mapped_column(default=False)
+    required_authn_context: Mapped[str | None] = mapped_column(String(256))
+    clock_skew: Mapped[int | None]
+    relay_state_max: Mapped[int | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    module = relationship("Module", back_populates="service_providers")
+
+
+class SpRegistryState(Base):
+    """One row whose generation rises with every SP registry change.
+
+    Each process rebuilds its SAML server only when it sees a new generation,
+    so every node converges without rebuilding per request.
+    """
+
+    __tablename__ = "sp_registry_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    generation: Mapped[int] = mapped_column(default=0)
+    changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class PersistentNameId(Base):
+    """The opaque, stable NameID a user has at one SP (random, per SP)."""
+
+    __tablename__ = "persistent_name_ids"
+    __table_args__ = (UniqueConstraint("user_id", "sp_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE")
+    )
+    sp_id: Mapped[int] = mapped_column(
+        ForeignKey("service_providers.id", ondelete="CASCADE"), index=True
+    )
+    name_id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,65 @@
+import datetime as dt
+import enum
+import uuid
+
+from sqlalchemy import CheckConstraint, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from idp.db import Base, new_uuid, utcnow
+
+
+class IdentifierKind(enum.StrEnum):
+    MYKAD = "mykad"
+    PASSPORT = "passport"
+
+
+class UserCategory(enum.StrEnum):
+    STUDENT = "student"
+    PARENT = "parent"
+    EDUCATOR = "educator"
+    AGENCY = "agency"
+    PRIVATE_INSTITUTION = "private_institution"
+    PUBLIC = "public"
+
+
+class User(Base):
+    """A registered person.
+
+    ``identifier`` is normalised (12 digits for MyKad, ``CCC:NUMBER`` for a
+    passport) and ``email`` lower-cased before they are stored, so the unique
+    constraints catch every spelling of the same person.
+    """
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint(
+            "identifier_kind IN ('mykad', 'passport')", name="identifier_kind"
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_uuid)
+    identifier_kind: Mapped[str] = mapped_column(String(16))
+    identifier: Mapped[str] = mapped_column(String(40), unique=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    full_name: Mapped[str] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    category: Mapped[str] = mapped_column(String(32))
+    institution: Mapped[str | None] = mapped_column(String(200))
+    locale: Mapped[str] = mapped_column(String(5), default="ms")
+    security_image: Mapped[str | None] = mapped_column(String(64))
+    security_phrase: Mapped[str | None] = mapped_column(String(80))
+    password_hash: Mapped[str | None] = mapped_column(String(100))
+    password_changed_at: Mapped[dt.datetime | None]
+    must_change_password: Mapped[bool] = mapped_column(default=False)
+    temp_password_expires_at: Mapped[dt.datetime | None]
+    failed_logins: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[dt.datetime | None]
+    disabled_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    roles = relationship("Role", secondary="user_roles", back_populates="users")
+
+    def __repr__(self) -> str:
+        # Never the identifier or email: reprs end up in logs.
+        return f"<User {self.id}>"

@@ -1,0 +1,182 @@
+"""Typed, validated settings.
+
+The ini files give strings; :func:`parse_settings` turns the ones the IdP
+knows into typed values once, at start, and refuses to start with a one-line
+error naming the setting when one is wrong. Secrets may come from the
+environment (and in production must not be the shipped development values).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pyramid.settings import asbool
+
+ENVIRONMENTS = ("development", "production")
+
+# Environment variables that override a secret setting. Only secrets are
+# taken from the environment: everything else lives in the ini file.
+SECRET_ENV = {
+    "idp.session_secret": "IDP_SESSION_SECRET",
+    "idp.hmac_key": "IDP_HMAC_KEY",
+    "sqlalchemy.url": "IDP_DATABASE_URL",
+    "mail.smtp_password": "IDP_SMTP_PASSWORD",
+}
+
+# Secrets every node must have; production refuses to start without them.
+REQUIRED_SECRETS = ("idp.session_secret", "idp.hmac_key")
+MIN_SECRET_BYTES = 32
+# The development ini's secrets all carry this marker, so production can
+# recognise and refuse them whichever one an operator copied.
+DEV_SECRET_MARKER = "development-only"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; the message names it on one line."""
+
+
+@dataclass(frozen=True)
+class Option:
+    parse: Callable[[str], Any]
+    default: Any
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        number = int(str(value).strip())
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return number
+
+    return parse
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        value = str(value).strip()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def _text(value: str) -> str:
+    return str(value).strip()
+
+
+def _url(value: str) -> str:
+    value = str(value).strip().rstrip("/")
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _bool(value: str) -> bool:
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+        raise ValueError("must be true or false")
+    return asbool(text)
+
+
+OPTIONS: dict[str, Option] = {
+    "idp.environment": Option(_choice(*ENVIRONMENTS), "production"),
+    "idp.base_url": Option(_url, None),
+    "idp.entity_id": Option(_text, ""),
+    "idp.session_secret": Option(_text, ""),
+    "idp.hmac_key": Option(_text, ""),
+    "idp.bcrypt_rounds": Option(_int_between(4, 16), 12),
+    "idp.clock_skew": Option(_int_between(0, 600), 180),
+    "idp.certs_dir": Option(_text, "certs"),
+    "idp.metadata_dir": Option(_text, "metadata"),
+    "idp.auto_create_keys": Option(_bool, False),
+    "idp.key_size": Option(_int_between(2048, 8192), 3072),
+    "idp.metadata_valid_days": Option(_int_between(1, 365), 7),
+    "idp.metadata_cache_seconds": Option(_int_between(60, 7 * 24 * 3600), 3600),
+    "idp.max_request_body": Option(_int_between(1024, 64 * 1024 * 1024), 1048576),
+    "idp.name.ms": Option(_text, "idMe"),
+    "idp.name.en": Option(_text, "idMe"),
+    "idp.description.ms": Option(_text, ""),
+    "idp.description.en": Option(_text, ""),
+    "idp.organization.name": Option(_text, ""),
+    "idp.organization.display_name.ms": Option(_text, ""),
+    "idp.organization.display_name.en": Option(_text, ""),
+    "idp.organization.url": Option(_text, ""),
+    "idp.contact.technical.name": Option(_text, ""),
+    "idp.contact.technical.email": Option(_text, ""),
+    "idp.contact.security.name": Option(_text, ""),
+    "idp.contact.security.email": Option(_text, ""),
+    "mail.sender": Option(_text, ""),
+    "mail.smtp_password": Option(_text, ""),
+    "captcha.enabled": Option(_bool, True),
+}
+
+
+def parse_settings(
+    raw: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Return a copy of ``raw`` with every known option typed and checked.
+
+    Unknown keys (pyramid's, jinja2's, tm's...) pass through unchanged.
+    Raises :class:`SettingsError` naming the first bad setting.
+    """
+    environ = os.environ if environ is None else environ
+    settings = dict(raw)
+    for name, variable in SECRET_ENV.items():
+        if environ.get(variable):
+            settings[name] = environ[variable]
+
+    for name, option in OPTIONS.items():
+        value = settings.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if option.default is None:
+                raise SettingsError(f"{name}: this setting is required")
+            settings[name] = option.default
+            continue
+        if isinstance(value, str):
+            try:
+                settings[name] = option.parse(value)
+            except ValueError as exc:
+                raise SettingsError(f"{name}: {exc} (got {value!r})") from None
+
+    if not settings.get("sqlalchemy.url"):
+        raise SettingsError("sqlalchemy.url: this setting is required")
+    if not settings["idp.entity_id"]:
+        settings["idp.entity_id"] = settings["idp.base_url"] + "/saml/metadata"
+    settings["idp.development"] = settings["idp.environment"] == "development"
+    if not settings["idp.development"]:
+        _check_production(settings)
+    elif any(not settings[name] for name in REQUIRED_SECRETS):
+        missing = next(name for name in REQUIRED_SECRETS if not settings[name])
+        raise SettingsError(f"{missing}: this setting is required")
+    return settings
+
+
+def _check_production(settings: dict[str, Any]) -> None:
+    for name in REQUIRED_SECRETS:
+        value = settings[name]
+        variable = SECRET_ENV[name]
+        if not value:
+            raise SettingsError(
+                f"{name}: required in production; set the {variable} "
+                "environment variable"
+            )
+        if DEV_SECRET_MARKER in value:
+            raise SettingsError(
+                f"{name}: the development value must not be used in production; "
+                f"set {variable}"
+            )
+        if len(value.encode()) < MIN_SECRET_BYTES:
+            raise SettingsError(
+                f"{name}: must be at least {MIN_SECRET_BYTES} bytes in production"
+            )
+    if settings["idp.auto_create_keys"]:
+        raise SettingsError(
+            "idp.auto_create_keys: must be false in production; "
+            "create keys with 'idp-admin CONFIG keys generate'"
+        )
+    if not settings["idp.base_url"].startswith("https://"):
+        raise SettingsError("idp.base_url: must be an https:// URL in production")
