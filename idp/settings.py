@@ -31,7 +31,7 @@ REQUIRED_SECRETS = ("idp.session_secret", "idp.hmac_key")
 MIN_SECRET_BYTES = 32
 # The development ini's secrets all carry this marker, so production can
 # recognise and refuse them whichever one an operator copied.
-DEV_SECRET_MARKER = "development-only"
+DEV_SECRET_MARKER = "development-only"  # noqa: S105 (a marker, not a secret)
 
 
 class SettingsError(ValueError):

@@ -8,9 +8,8 @@ from the same ini's ``[app:main]`` settings the app uses.
 
 from alembic import context
 
-from idp.db import Base, make_engine
-
 import idp.models  # noqa: F401  (registers the tables on Base.metadata)
+from idp.db import Base, make_engine
 
 config = context.config
 target_metadata = Base.metadata

@@ -17,9 +17,7 @@ role_modules = Table(
     "role_modules",
     Base.metadata,
     Column("role_id", ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
-    Column(
-        "module_id", ForeignKey("modules.id", ondelete="CASCADE"), primary_key=True
-    ),
+    Column("module_id", ForeignKey("modules.id", ondelete="CASCADE"), primary_key=True),
 )
 
 

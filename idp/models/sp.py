@@ -23,9 +23,7 @@ class ServiceProvider(Base):
     metadata_xml: Mapped[str] = mapped_column(Text)
     metadata_sha256: Mapped[str] = mapped_column(String(64))
     metadata_valid_until: Mapped[dt.datetime | None]
-    name_id_format: Mapped[str] = mapped_column(
-        String(256), default=NAMEID_PERSISTENT
-    )
+    name_id_format: Mapped[str] = mapped_column(String(256), default=NAMEID_PERSISTENT)
     attributes_released: Mapped[list[str]] = mapped_column(JSON, default=list)
     sign_response: Mapped[bool] = mapped_column(default=True)
     sign_assertion: Mapped[bool] = mapped_column(default=True)
