@@ -50,7 +50,7 @@ def _remember_choice(event):
 def _add_renderer_globals(event):
     request = event.get("request")
     if request is not None:
-        event["_"] = request.localizer.translate
+        event["translate"] = request.localizer.translate
         event["locale"] = request.locale_name
 
 
@@ -64,3 +64,23 @@ def includeme(config):
     config.add_request_method(
         lambda request: request.localizer.translate, "_", reify=True
     )
+
+
+def translate_in(request, message, locale: str) -> str:
+    """Translate ``message`` into ``locale``, whatever the request's language.
+
+    Error pages and bilingual mail show both languages at once.
+    """
+    from pyramid.i18n import make_localizer
+    from pyramid.interfaces import ITranslationDirectories
+
+    cache = request.registry.setdefault("idp.localizers", {})
+    localizer = cache.get(locale)
+    if localizer is None:
+        directories = request.registry.queryUtility(ITranslationDirectories) or []
+        localizer = cache[locale] = make_localizer(locale, directories)
+    return localizer.translate(message)
+
+
+def other_locale(locale: str) -> str:
+    return "en" if locale == "ms" else "ms"

@@ -1,1 +1,5 @@
 """Domain services, each behind an interface in ``interfaces.py``."""
+
+
+def includeme(config):
+    config.include(".passwords")

@@ -1,0 +1,194 @@
+"""Server-side sessions: Pyramid's ``ISession`` on an ``idp_sessions`` row.
+
+The browser holds a random 256-bit id in an HttpOnly, SameSite=Lax cookie
+(Secure outside development); the database holds only its SHA-256. A row is
+written only when the session is first given data (a CSRF token, a flash,
+flow state), so pages that need no session, like the metadata, write
+nothing. Changes are saved on ``NewResponse``, inside the request's
+transaction, so they commit or abort with everything else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+
+from pyramid.events import NewResponse
+from pyramid.interfaces import ISession
+from sqlalchemy import delete, select
+from zope.interface import implementer
+
+from idp.db import utcnow
+from idp.models import IdpSession
+
+COOKIE_NAME = "idp_session"
+# How stale last_seen_at may get before a read-only request refreshes it.
+TOUCH_INTERVAL = dt.timedelta(seconds=60)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _mutator(name):
+    method = getattr(dict, name)
+
+    def changed_method(self, *args, **kwargs):
+        self._dirty = True
+        return method(self, *args, **kwargs)
+
+    changed_method.__name__ = name
+    return changed_method
+
+
+@implementer(ISession)
+class DatabaseSession(dict):
+    """The session of one request; loaded lazily, saved at response time."""
+
+    def __init__(self, request):
+        super().__init__()
+        self.request = request
+        self.row: IdpSession | None = None
+        self._dirty = False
+        self._rotated_from: str | None = None
+        self._invalidated = False
+        settings = request.registry.settings
+        self.idle = dt.timedelta(seconds=settings["idp.session_idle_seconds"])
+        self.lifetime = dt.timedelta(seconds=settings["idp.session_max_seconds"])
+        self._token: str | None = None
+        self._load()
+
+    def _load(self) -> None:
+        token = self.request.cookies.get(COOKIE_NAME)
+        if not token or len(token) > 128:
+            return
+        row = self.request.dbsession.scalar(
+            select(IdpSession).where(IdpSession.token_hash == hash_token(token))
+        )
+        now = utcnow()
+        if row is None:
+            return
+        if row.expires_at <= now or row.last_seen_at + self.idle <= now:
+            self.request.dbsession.delete(row)
+            return
+        self.row = row
+        self._token = token
+        dict.update(self, row.data or {})
+
+    # ISession
+    @property
+    def created(self) -> float:
+        return (self.row.created_at if self.row else utcnow()).timestamp()
+
+    @property
+    def new(self) -> bool:
+        return self.row is None
+
+    def changed(self) -> None:
+        self._dirty = True
+
+    def invalidate(self) -> None:
+        """End this session: its row is deleted and the cookie cleared."""
+        if self.row is not None:
+            self.request.dbsession.delete(self.row)
+        self.row = None
+        self._token = None
+        self._invalidated = True
+        self._dirty = False
+        dict.clear(self)
+
+    def rotate(self) -> None:
+        """Give the session a new id, keeping its data (sign-in, password change)."""
+        self._rotated_from = self._token
+        self._token = None
+        self._dirty = True
+
+    def flash(self, msg, queue="", allow_duplicate=True):
+        storage = self.setdefault("_f_" + queue, [])
+        if allow_duplicate or msg not in storage:
+            storage.append(msg)
+            self._dirty = True
+
+    def pop_flash(self, queue=""):
+        messages = self.pop("_f_" + queue, [])
+        return messages
+
+    def peek_flash(self, queue=""):
+        return list(self.get("_f_" + queue, []))
+
+    def new_csrf_token(self):
+        token = secrets.token_urlsafe(32)
+        self["_csrft_"] = token
+        return token
+
+    def get_csrf_token(self):
+        token = self.get("_csrft_")
+        return token if token is not None else self.new_csrf_token()
+
+    __setitem__ = _mutator("__setitem__")
+    __delitem__ = _mutator("__delitem__")
+    clear = _mutator("clear")
+    pop = _mutator("pop")
+    popitem = _mutator("popitem")
+    setdefault = _mutator("setdefault")
+    update = _mutator("update")
+
+    # Saving
+    def save(self, response) -> None:
+        request = self.request
+        dbsession = request.dbsession
+        secure = not request.registry.settings["idp.development"]
+        if self._invalidated and self.row is None and not self._dirty:
+            response.delete_cookie(COOKIE_NAME, path="/")
+            return
+        now = utcnow()
+        if self.row is not None and now - self.row.last_seen_at > TOUCH_INTERVAL:
+            self._dirty = True
+        if not self._dirty and self._rotated_from is None:
+            return
+        if self.row is None:
+            if not dict.__len__(self):
+                return
+            self.row = IdpSession(
+                created_at=now,
+                expires_at=now + self.lifetime,
+                client_address=request.client_addr,
+                user_agent=(request.user_agent or "")[:512],
+            )
+            dbsession.add(self.row)
+        if self._token is None:
+            self._token = secrets.token_urlsafe(32)
+            self.row.token_hash = hash_token(self._token)
+            response.set_cookie(
+                COOKIE_NAME,
+                self._token,
+                httponly=True,
+                secure=secure,
+                samesite="Lax",
+                path="/",
+            )
+        self.row.data = dict(self)
+        self.row.last_seen_at = now
+        dbsession.flush()
+
+
+def end_user_sessions(dbsession, user_id) -> int:
+    """Delete every session of a user (lock, password change); return how many."""
+    result = dbsession.execute(delete(IdpSession).where(IdpSession.user_id == user_id))
+    return result.rowcount
+
+
+def _session_factory(request):
+    return DatabaseSession(request)
+
+
+def _save_session(event) -> None:
+    session = event.request.__dict__.get("session")
+    if isinstance(session, DatabaseSession):
+        session.save(event.response)
+
+
+def includeme(config):
+    config.set_session_factory(_session_factory)
+    config.add_subscriber(_save_session, NewResponse)

@@ -1,0 +1,99 @@
+"""Checks every request passes first, and headers every response carries.
+
+- A Host the IdP does not serve is refused (400): links in pages and mail are
+  built from ``idp.base_url``, and a forged Host must not steer anything.
+- A body larger than ``idp.max_request_body`` is refused (413) before a view
+  reads it (waitress enforces the same bound on chunked bodies).
+- Security headers: a CSP without inline script, no framing, no referrer,
+  no sniffing, HSTS outside development.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pyramid.httpexceptions import HTTPBadRequest, HTTPRequestEntityTooLarge
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: https:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ]
+)
+
+BASE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+}
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def allowed_hosts(settings) -> frozenset[str]:
+    base = urlsplit(settings["idp.base_url"])
+    default_port = 443 if base.scheme == "https" else 80
+    hosts = {base.netloc.lower()}
+    if base.port in (None, default_port):
+        hosts.add(f"{base.hostname}:{default_port}")
+    hosts.update(h.strip().lower() for h in settings["idp.allowed_hosts"].split())
+    return frozenset(hosts)
+
+
+def sanity_tween_factory(handler, registry):
+    settings = registry.settings
+    hosts = allowed_hosts(settings)
+    max_body = settings["idp.max_request_body"]
+
+    def sanity_tween(request):
+        if request.host.lower() not in hosts:
+            return _refuse(request, HTTPBadRequest())
+        if request.content_length is not None and request.content_length > max_body:
+            return _refuse(request, HTTPRequestEntityTooLarge())
+        return handler(request)
+
+    return sanity_tween
+
+
+def _refuse(request, exc):
+    # Render through the exception views so the refusal is the same
+    # bilingual page as any other; the body is never read.
+    return request.invoke_exception_view(exc_info=(type(exc), exc, None))
+
+
+def security_headers_tween_factory(handler, registry):
+    hsts = not registry.settings["idp.development"]
+
+    def security_headers_tween(request):
+        response = handler(request)
+        headers = response.headers
+        for name, value in BASE_HEADERS.items():
+            headers.setdefault(name, value)
+        headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        if hsts:
+            headers.setdefault("Strict-Transport-Security", HSTS)
+        if response.content_type == "text/html":
+            headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    return security_headers_tween
+
+
+def includeme(config):
+    from pyramid.tweens import EXCVIEW, INGRESS
+
+    config.add_tween("idp.tweens.security_headers_tween_factory", under=INGRESS)
+    config.add_tween(
+        "idp.tweens.sanity_tween_factory",
+        under="idp.tweens.security_headers_tween_factory",
+        over=EXCVIEW,
+    )

@@ -1,0 +1,151 @@
+"""Every failure becomes a bilingual page with a stable code and a reference.
+
+No exception text, SQL, path or traceback reaches the browser; the
+reference ID is logged with the traceback so an operator can find it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from pyramid.exceptions import BadCSRFToken
+from pyramid.httpexceptions import HTTPException
+from pyramid.view import (
+    exception_view_config,
+    forbidden_view_config,
+    notfound_view_config,
+)
+
+from idp.i18n import _, other_locale, translate_in
+
+log = logging.getLogger(__name__)
+
+# status -> (stable code, title, explanation)
+PAGES = {
+    400: (
+        "bad_request",
+        _("The request could not be understood"),
+        _("Please go back and try again."),
+    ),
+    403: (
+        "forbidden",
+        _("Access denied"),
+        _("You do not have permission to open this page."),
+    ),
+    404: (
+        "not_found",
+        _("Page not found"),
+        _("The page you asked for does not exist or has moved."),
+    ),
+    405: (
+        "method_not_allowed",
+        _("Action not allowed"),
+        _("This page cannot be used that way."),
+    ),
+    413: (
+        "too_large",
+        _("Request too large"),
+        _("What you sent is larger than this service accepts."),
+    ),
+    414: (
+        "uri_too_long",
+        _("Address too long"),
+        _("The address you followed is longer than this service accepts."),
+    ),
+    500: (
+        "server_error",
+        _("Something went wrong"),
+        _(
+            "The service could not complete your request. "
+            "Please try again later; if it keeps happening, contact the helpdesk "
+            "and quote the reference below."
+        ),
+    ),
+}
+CSRF_PAGE = (
+    "csrf",
+    _("Your form has expired"),
+    _(
+        "For your security the form could not be accepted. "
+        "Please open the page again and resubmit."
+    ),
+)
+
+
+def new_reference() -> str:
+    return secrets.token_hex(6).upper()
+
+
+def render_error(request, status: int, page=None, *, headers=None):
+    code, title, explanation = (
+        page or PAGES.get(status) or PAGES[500 if status >= 500 else 400]
+    )
+    reference = new_reference()
+    locale = request.locale_name
+    second = other_locale(locale)
+    request.response.status_int = status
+    if headers:
+        for name, value in headers.items():
+            request.response.headers[name] = value
+    return reference, {
+        "status": status,
+        "code": code,
+        "reference": reference,
+        "title": title,
+        "explanation": explanation,
+        "second_locale": second,
+        "second_title": translate_in(request, title, second),
+        "second_explanation": translate_in(request, explanation, second),
+    }
+
+
+def _http_error(exc, request):
+    allow = exc.headers.get("Allow")
+    reference, values = render_error(
+        request, exc.status_int, headers={"Allow": allow} if allow else None
+    )
+    log.info(
+        "refused %s %s: %s [%s]", request.method, request.path, exc.status, reference
+    )
+    return values
+
+
+@notfound_view_config(renderer="errors/error.jinja2")
+def not_found(exc, request):
+    return _http_error(exc, request)
+
+
+@forbidden_view_config(renderer="errors/error.jinja2")
+def forbidden(exc, request):
+    return _http_error(exc, request)
+
+
+@exception_view_config(BadCSRFToken, renderer="errors/error.jinja2")
+def bad_csrf(exc, request):
+    reference, values = render_error(request, 403, CSRF_PAGE)
+    log.warning(
+        "CSRF check failed on %s %s [%s]", request.method, request.path, reference
+    )
+    return values
+
+
+@exception_view_config(HTTPException, renderer="errors/error.jinja2")
+def http_error(exc, request):
+    if exc.status_int < 400:
+        # Redirects raised as exceptions pass through untouched.
+        return exc
+    return _http_error(exc, request)
+
+
+@exception_view_config(Exception, renderer="errors/error.jinja2")
+def server_error(exc, request):
+    reference, values = render_error(request, 500)
+    log.error(
+        "unhandled error on %s %s [%s]",
+        request.method,
+        request.path,
+        reference,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return values
