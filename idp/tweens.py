@@ -4,7 +4,8 @@
   built from ``idp.base_url``, and a forged Host must not steer anything.
 - A body larger than ``idp.max_request_body`` is refused (413) before a view
   reads it (waitress enforces the same bound on chunked bodies).
-- Security headers: a CSP without inline script, no framing, no referrer,
+- Security headers: a CSP without inline script, no framing, no referrer
+  outside the site,
   no sniffing, HSTS outside development.
 """
 
@@ -32,7 +33,10 @@ CONTENT_SECURITY_POLICY = "; ".join(
 BASE_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer browsers send
+    # "Origin: null" on POST, which defeats the CSRF origin check. Pages
+    # whose URL holds a token set no-referrer themselves.
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
 }
@@ -58,6 +62,10 @@ def sanity_tween_factory(handler, registry):
         if request.host.lower() not in hosts:
             return _refuse(request, HTTPBadRequest())
         if request.content_length is not None and request.content_length > max_body:
+            # The retry policy may already have spooled the body to a
+            # temporary file so it could replay it; release it now.
+            if request.is_body_seekable:
+                request.body_file_raw.close()
             return _refuse(request, HTTPRequestEntityTooLarge())
         return handler(request)
 

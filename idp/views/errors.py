@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 
-from pyramid.exceptions import BadCSRFToken
+from pyramid.exceptions import BadCSRFOrigin, BadCSRFToken
 from pyramid.httpexceptions import HTTPException
 from pyramid.view import (
     exception_view_config,
@@ -122,6 +122,7 @@ def forbidden(exc, request):
 
 
 @exception_view_config(BadCSRFToken, renderer="errors/error.jinja2")
+@exception_view_config(BadCSRFOrigin, renderer="errors/error.jinja2")
 def bad_csrf(exc, request):
     reference, values = render_error(request, 403, CSRF_PAGE)
     log.warning(

@@ -1,0 +1,213 @@
+"""The fixture ladder: settings -> keys -> database -> app -> per-test transaction.
+
+Every test that touches the database runs once on SQLite and once on
+PostgreSQL (the ``db_url`` fixture is parametrised). Each test runs inside an
+outer transaction that is rolled back at teardown, so tests never see each
+other's rows; the app's own commits become SAVEPOINTs inside it.
+
+PostgreSQL comes from ``IDP_TEST_POSTGRESQL_URL`` (the test command starts
+the cluster and provisions a role and database). Without it the PostgreSQL
+half is skipped with the reason printed, unless
+``IDP_TEST_REQUIRE_POSTGRESQL=1`` (set by the test command) makes that an
+error: in CI a missing database must fail, not pass quietly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import transaction
+import webtest
+from pyramid.paster import get_appsettings
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from idp.config import configure
+from idp.db import make_engine
+from idp.saml import keys as keystore
+
+ROOT = Path(__file__).resolve().parent.parent
+DEVELOPMENT_INI = ROOT / "development.ini"
+TEST_HOST = "idp.test"
+TEST_BASE_URL = f"https://{TEST_HOST}"
+POSTGRESQL_ENV = "IDP_TEST_POSTGRESQL_URL"
+REQUIRE_POSTGRESQL_ENV = "IDP_TEST_REQUIRE_POSTGRESQL"
+
+
+def base_settings(tmp: Path) -> dict:
+    """development.ini (so the shipped ini stays tested) plus test overrides."""
+    settings = dict(get_appsettings(str(DEVELOPMENT_INI), name="main"))
+    settings.update(
+        {
+            "idp.base_url": TEST_BASE_URL,
+            "idp.allowed_hosts": "",
+            "idp.bcrypt_rounds": "4",
+            "idp.certs_dir": str(tmp / "certs"),
+            "idp.metadata_dir": str(tmp / "metadata"),
+            "idp.auto_create_keys": "false",
+            "idp.key_size": "2048",
+            "captcha.enabled": "false",
+            "pyramid.reload_templates": "false",
+        }
+    )
+    return settings
+
+
+@pytest.fixture(scope="session")
+def tmp_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("idp")
+
+
+@pytest.fixture(scope="session")
+def keypair(tmp_root):
+    """Made once by idp/saml/keys.py, exactly as the CLI makes it."""
+    return keystore.generate(tmp_root / "certs", TEST_HOST, key_size=2048)
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_root, keypair) -> dict:
+    return base_settings(tmp_root)
+
+
+def _postgresql_url() -> str | None:
+    return os.environ.get(POSTGRESQL_ENV) or None
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def db_url(request, tmp_root) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_root / 'test.sqlite'}"
+    url = _postgresql_url()
+    reason = None
+    if not url:
+        reason = f"PostgreSQL tests need {POSTGRESQL_ENV} (the test command sets it)"
+    else:
+        engine = make_engine({"sqlalchemy.url": url})
+        try:
+            with engine.connect():
+                pass
+        except OperationalError as exc:
+            reason = f"PostgreSQL at {POSTGRESQL_ENV} unreachable: {exc.orig}"
+        finally:
+            engine.dispose()
+    if reason:
+        if os.environ.get(REQUIRE_POSTGRESQL_ENV) == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return url
+
+
+def reset_schema(engine) -> None:
+    """Start from an empty database, so migrations build everything."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+    else:
+        database = Path(engine.url.database)
+        engine.dispose()
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(database) + suffix).unlink(missing_ok=True)
+
+
+def upgrade(engine) -> None:
+    from alembic import command
+
+    from idp.migrations import alembic_config
+
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "head")
+
+
+@pytest.fixture(scope="session")
+def db_engine(db_url):
+    engine = make_engine({"sqlalchemy.url": db_url})
+    reset_schema(engine)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def make_app(settings: dict, engine, *includes: str):
+    config = configure({**settings, "idp.dbengine": engine})
+    for include in includes:
+        config.include(include)
+    config.commit()
+    return config.make_wsgi_app()
+
+
+@pytest.fixture(scope="session")
+def app(settings, db_engine):
+    """The real app, plus a few probe views the tests need (tests/probe.py)."""
+    return make_app(settings, db_engine, "tests.probe")
+
+
+@pytest.fixture
+def tm():
+    manager = transaction.TransactionManager(explicit=True)
+    manager.begin()
+    manager.doom()
+    yield manager
+    manager.abort()
+
+
+@pytest.fixture
+def dbsession(db_engine, tm):
+    import zope.sqlalchemy
+
+    connection = db_engine.connect()
+    outer = connection.begin()
+    session = Session(
+        bind=connection,
+        join_transaction_mode="create_savepoint",
+        expire_on_commit=False,
+    )
+    zope.sqlalchemy.register(session, transaction_manager=tm)
+    yield session
+    session.close()
+    outer.rollback()
+    connection.close()
+
+
+def environ(tm, dbsession, **extra) -> dict:
+    return {
+        "HTTP_HOST": TEST_HOST,
+        "HTTP_ORIGIN": TEST_BASE_URL,
+        "wsgi.url_scheme": "https",
+        "tm.active": True,
+        "tm.manager": tm,
+        "idp.dbsession": dbsession,
+        "REMOTE_ADDR": "192.0.2.10",
+        **extra,
+    }
+
+
+@pytest.fixture
+def testapp(app, tm, dbsession):
+    return webtest.TestApp(app, extra_environ=environ(tm, dbsession))
+
+
+@pytest.fixture
+def committing_testapp(app, db_engine):
+    """The app with its real transaction handling: commits and aborts happen.
+
+    Shows what the rolled-back ``testapp`` cannot: that a failed request
+    writes nothing. Every table is emptied afterwards.
+    """
+    from idp.db import Base
+
+    yield webtest.TestApp(
+        app,
+        extra_environ={
+            "HTTP_HOST": TEST_HOST,
+            "HTTP_ORIGIN": TEST_BASE_URL,
+            "wsgi.url_scheme": "https",
+            "REMOTE_ADDR": "192.0.2.10",
+        },
+    )
+    with db_engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())

@@ -1,0 +1,47 @@
+"""Views that exist only in the test app, to drive shared mechanisms.
+
+``/_probe/form`` is a minimal state-changing form (CSRF, sessions, method
+checks); ``/_probe/boom`` fails the way an unexpected bug would.
+"""
+
+from markupsafe import escape
+from pyramid.response import Response
+from sqlalchemy import text
+
+
+def form(request):
+    token = request.session.get_csrf_token()
+    return Response(
+        f'<form id="probe" method="post" action="/_probe/form">'
+        f'<input type="hidden" name="csrf_token" value="{escape(token)}">'
+        f'<input name="note" value="">'
+        f"</form>"
+    )
+
+
+def form_post(request):
+    request.session["note"] = request.POST.get("note", "")
+    return Response("saved")
+
+
+def boom(request):
+    # A write, then a crash: the write must not survive (DATA-10, DATA-03).
+    request.dbsession.execute(
+        text(
+            "INSERT INTO roles (name, display_name_ms, display_name_en, "
+            "description, created_at) VALUES ('boom', 'b', 'b', "
+            "'/srv/secret/path SELECT', CURRENT_TIMESTAMP)"
+        )
+    )
+    raise RuntimeError("database password is hunter2 at /srv/secret/path")
+
+
+def includeme(config):
+    config.add_route("probe.form", "/_probe/form")
+    config.add_route("probe.boom", "/_probe/boom")
+    config.add_view(form, route_name="probe.form", request_method="GET")
+    config.add_view(
+        form_post, route_name="probe.form", request_method="POST",
+        require_methods=["POST"],
+    )
+    config.add_view(boom, route_name="probe.boom")
