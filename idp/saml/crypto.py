@@ -1,0 +1,978 @@
+"""In-process XML signatures and encryption for pysaml2, through python-xmlsec.
+
+pysaml2's default crypto backend (``saml2.sigver.CryptoBackendXmlSec1``)
+writes every document to a temporary file and spawns the ``xmlsec1`` binary
+for each signature, verification and encryption: about 25 ms a signature.
+:class:`XmlsecBackend` does the same work inside the process with the
+``xmlsec`` Python bindings (about 0.5 ms a signature) and is stricter than
+the binary about what it accepts as a SAML signature.
+
+Plugging it into pysaml2::
+
+    from saml2.server import Server
+    from idp.saml.crypto import install_security_context, self_test
+
+    self_test()                    # at start-up: the verifier must work
+    server = Server(config=conf)   # conf: a saml2.config.IdPConfig
+    install_security_context(server)   # or (server, make_security_context(...))
+
+``Entity.__init__`` (the base of ``Server`` and ``Saml2Client``) always builds
+a context with ``saml2.sigver.security_context(conf)``, and so does the
+``MetadataStore`` that ``Config.load`` creates for ``conf.metadata``; the
+entity keeps it as ``entity.sec`` and the store as ``store.security`` (and
+passes it on to each remote/MDQ metadata source as ``source.security``).
+:func:`install_security_context` replaces all of those references, so no
+pysaml2 code path keeps the binary backend.  Building the entity still runs
+pysaml2's own ``security_context(conf)`` once; with the default
+``crypto_backend = "xmlsec1"`` that looks for the binary on ``$PATH``
+(``os.lstat``, no process spawned) and fails if it is absent.  Setting
+``"crypto_backend": "XMLSecurity"`` in the pysaml2 configuration avoids the
+look-up; that placeholder backend cannot sign or verify anything, so any
+reference the installer missed fails closed instead of silently spawning
+``xmlsec1``.
+
+pysaml2 signs with RSA-SHA1 unless the configuration sets
+``signing_algorithm`` / ``digest_algorithm`` *inside the service section*
+(``"service": {"idp": {"signing_algorithm": ...}}``; ``Entity`` does not read
+the top-level keys); this backend refuses SHA-1 unless it was built with
+``allow_sha1=True``, so configure SHA-256 there.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import xmlsec
+from lxml import etree
+from saml2 import SamlBase
+from saml2.sigver import (
+    ASSERT_XPATH,
+    CryptoBackend,
+    DecryptError,
+    EncryptError,
+    RSACrypto,
+    SecurityContext,
+    SignatureError,
+    SigverError,
+    import_rsa_key_from_file,
+    pre_encrypt_assertion,
+)
+
+# DecryptError / EncryptError / SignatureError are pysaml2's (saml2.sigver);
+# re-exported so callers outside idp.saml need not import saml2.
+__all__ = [
+    "DecryptError",
+    "EncryptError",
+    "SignatureError",
+    "VerifierSelfTestError",
+    "XmlsecBackend",
+    "install_security_context",
+    "make_security_context",
+    "security_context_from_config",
+    "self_test",
+]
+
+DS_NS = "http://www.w3.org/2000/09/xmldsig#"
+XENC_NS = "http://www.w3.org/2001/04/xmlenc#"
+_DS_SIGNATURE = f"{{{DS_NS}}}Signature"
+_DS_SIGNED_INFO = f"{{{DS_NS}}}SignedInfo"
+_DS_SIGNATURE_VALUE = f"{{{DS_NS}}}SignatureValue"
+_DS_C14N_METHOD = f"{{{DS_NS}}}CanonicalizationMethod"
+_DS_SIGNATURE_METHOD = f"{{{DS_NS}}}SignatureMethod"
+_DS_REFERENCE = f"{{{DS_NS}}}Reference"
+_DS_TRANSFORMS = f"{{{DS_NS}}}Transforms"
+_DS_TRANSFORM = f"{{{DS_NS}}}Transform"
+_DS_DIGEST_METHOD = f"{{{DS_NS}}}DigestMethod"
+_DS_OBJECT = f"{{{DS_NS}}}Object"
+_DS_KEY_INFO = f"{{{DS_NS}}}KeyInfo"
+_DS_KEY_NAME = f"{{{DS_NS}}}KeyName"
+_DS_X509_DATA = f"{{{DS_NS}}}X509Data"
+_DS_X509_CERTIFICATE = f"{{{DS_NS}}}X509Certificate"
+_DS_RETRIEVAL_METHOD = f"{{{DS_NS}}}RetrievalMethod"
+_XENC_ENCRYPTED_DATA = f"{{{XENC_NS}}}EncryptedData"
+_XENC_ENCRYPTED_KEY = f"{{{XENC_NS}}}EncryptedKey"
+_XENC_ENCRYPTION_METHOD = f"{{{XENC_NS}}}EncryptionMethod"
+_XENC_CIPHER_REFERENCE = f"{{{XENC_NS}}}CipherReference"
+_XENC_TYPE_ELEMENT = "http://www.w3.org/2001/04/xmlenc#Element"
+
+_C = xmlsec.constants
+
+# Canonicalization and reference transforms SAML's signature profile allows
+# (saml-core 5.4.3/5.4.4): enveloped-signature plus exclusive c14n.
+_C14N_METHODS = {_C.TransformExclC14N.href, _C.TransformExclC14NWithComments.href}
+_REFERENCE_TRANSFORMS = {_C.TransformEnveloped.href, *_C14N_METHODS}
+
+_SHA2_SIGNATURE_METHODS = (
+    _C.TransformRsaSha224,
+    _C.TransformRsaSha256,
+    _C.TransformRsaSha384,
+    _C.TransformRsaSha512,
+    _C.TransformEcdsaSha224,
+    _C.TransformEcdsaSha256,
+    _C.TransformEcdsaSha384,
+    _C.TransformEcdsaSha512,
+)
+_SHA1_SIGNATURE_METHODS = (_C.TransformRsaSha1, _C.TransformEcdsaSha1)
+_SHA2_DIGEST_METHODS = (
+    _C.TransformSha224,
+    _C.TransformSha256,
+    _C.TransformSha384,
+    _C.TransformSha512,
+)
+_SHA1_DIGEST_METHODS = (_C.TransformSha1,)
+
+# Algorithms an incoming EncryptedData / EncryptedKey may name for decrypt().
+_SYMMETRIC_KEY_KLASS = {
+    _C.TransformAes128Cbc.href: _C.KeyDataAes,
+    _C.TransformAes192Cbc.href: _C.KeyDataAes,
+    _C.TransformAes256Cbc.href: _C.KeyDataAes,
+    _C.TransformAes128Gcm.href: _C.KeyDataAes,
+    _C.TransformAes192Gcm.href: _C.KeyDataAes,
+    _C.TransformAes256Gcm.href: _C.KeyDataAes,
+    _C.TransformDes3Cbc.href: _C.KeyDataDes,
+}
+
+_CACHE_SIZE = 64
+
+
+class VerifierSelfTestError(RuntimeError):
+    """The signature verifier accepted a bad signature or refused a good one."""
+
+
+class _Refused(ValueError):
+    """The document breaks a rule this backend enforces before xmlsec runs."""
+
+
+# --------------------------------------------------------------------------
+# Safe XML parsing
+
+_parsers = threading.local()
+
+
+def _parser() -> etree.XMLParser:
+    # lxml parsers must not be shared between threads.
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = etree.XMLParser(
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            dtd_validation=False,
+            attribute_defaults=False,
+            huge_tree=False,
+            remove_blank_text=False,
+        )
+        _parsers.parser = parser
+    return parser
+
+
+def _as_bytes(document: Any) -> bytes:
+    if isinstance(document, SamlBase):
+        document = document.to_string()
+    if isinstance(document, str):
+        document = document.encode("utf-8")
+    if not isinstance(document, bytes | bytearray):
+        raise _Refused(f"expected XML text, got {type(document).__name__}")
+    return bytes(document)
+
+
+def _parse(document: Any) -> tuple[etree._Element, bool]:
+    """Parse XML text without entities, network or DTDs; refuse any DOCTYPE.
+
+    Returns the root element and whether the text had an XML declaration.
+    """
+    data = _as_bytes(document)
+    try:
+        root = etree.fromstring(data, _parser())
+    except etree.XMLSyntaxError as exc:
+        raise _Refused(f"not well-formed XML: {exc}") from exc
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise _Refused("a DOCTYPE is not allowed in SAML messages")
+    has_declaration = data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<?xml")
+    return root, has_declaration
+
+
+def _serialize(root: etree._Element, declaration: bool) -> str:
+    return etree.tostring(
+        root.getroottree(), encoding="UTF-8", xml_declaration=declaration
+    ).decode("utf-8")
+
+
+# --------------------------------------------------------------------------
+# Signature structure checks
+
+
+def _qualified_tag(node_name: str) -> str:
+    """``urn:...:assertion:Assertion`` (pysaml2's class_name) -> Clark notation."""
+    namespace, _, local = node_name.rpartition(":")
+    if not namespace or not local:
+        raise _Refused(f"bad node name {node_name!r}")
+    return f"{{{namespace}}}{local}"
+
+
+def _local(name: str) -> str:
+    return name.rpartition("}")[2]
+
+
+def _elements(root: etree._Element) -> Iterable[etree._Element]:
+    return root.iter(etree.Element)
+
+
+_XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
+
+
+def _check_unique_ids(root: etree._Element, node_id: str) -> None:
+    """Refuse the ID confusion that signature wrapping relies on.
+
+    Every attribute libxml2 may resolve a ``#fragment`` to must be unique:
+    ``ID`` (``xmlsec.tree.add_ids`` matches it by local name, in any
+    namespace) and ``xml:id`` (registered by libxml2 itself while parsing).
+    And ``node_id`` must not appear in any other ID-like attribute (``Id``,
+    ``id``) either.  Duplicate ``Id`` values elsewhere are tolerated: nothing
+    resolves them, and pysaml2 itself gives nested signatures the same
+    ``Id="Signature1"``.
+    """
+    resolvable: set[str] = set()
+    holders = 0
+    for element in _elements(root):
+        for name, value in element.attrib.items():
+            local = _local(name)
+            if local == "ID" or name == _XML_ID:
+                if value in resolvable:
+                    raise _Refused(f"duplicate ID value {value!r} in the document")
+                resolvable.add(value)
+            if value == node_id and local in ("ID", "Id", "id"):
+                holders += 1
+    if holders > 1:
+        raise _Refused(f"duplicate ID value {node_id!r} in the document")
+
+
+def _target(
+    root: etree._Element, node_name: str | None, node_id: str | None
+) -> etree._Element:
+    """The element carrying ``ID=node_id`` (of type ``node_name``)."""
+    tag = _qualified_tag(node_name) if node_name else None
+    if node_id:
+        found = [e for e in _elements(root) if e.get("ID") == node_id]
+        if len(found) > 1:
+            raise _Refused(f"duplicate ID value {node_id!r} in the document")
+        if not found:
+            raise _Refused(f"no element with ID {node_id!r}")
+        target = found[0]
+        if tag is not None and target.tag != tag:
+            raise _Refused(f"element with ID {node_id!r} is {target.tag}, not {tag}")
+        return target
+    # pysaml2 passes no node_id when it signs metadata; like xmlsec1 without
+    # --node-id, take the element of that type carrying a signature, but only
+    # if that is unambiguous.
+    if tag is None:
+        raise _Refused("neither a node name nor a node ID was given")
+    found = [
+        e
+        for e in root.iter(tag)
+        if any(c.tag == _DS_SIGNATURE for c in e) and e.get("ID")
+    ]
+    if len(found) != 1:
+        raise _Refused(f"{len(found)} signed {tag} elements with an ID; need exactly 1")
+    return found[0]
+
+
+def _algorithm(parent: etree._Element, tag: str) -> str:
+    found = [c for c in parent if c.tag == tag]
+    if len(found) != 1:
+        raise _Refused(f"need exactly one {_local(tag)}, found {len(found)}")
+    algorithm = found[0].get("Algorithm")
+    if not algorithm:
+        raise _Refused(f"{_local(tag)} has no Algorithm")
+    return algorithm
+
+
+# --------------------------------------------------------------------------
+# Key loading with caches
+
+
+class _LRU:
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[Any, xmlsec.Key] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> xmlsec.Key | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: xmlsec.Key) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+_CERT_FORMATS = {
+    "pem": _C.KeyDataFormatCertPem,
+    "der": _C.KeyDataFormatCertDer,
+}
+
+
+class XmlsecBackend(CryptoBackend):
+    """pysaml2 ``CryptoBackend`` running libxmlsec in-process.
+
+    :param allow_sha1: accept (and produce) RSA-SHA1 / ECDSA-SHA1 signatures
+        and SHA-1 digests; refused by default.
+
+    Errors follow ``CryptoBackendXmlSec1``: signing and verification failures
+    raise ``saml2.sigver.SignatureError``, encryption failures
+    ``EncryptError``, decryption failures ``DecryptError`` (all subclasses of
+    ``XmlsecError``, which ``SecurityContext`` catches to try the next
+    certificate or key).
+    """
+
+    def __init__(self, allow_sha1: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.allow_sha1 = allow_sha1
+        signature_methods = _SHA2_SIGNATURE_METHODS
+        digest_methods = _SHA2_DIGEST_METHODS
+        if allow_sha1:
+            signature_methods += _SHA1_SIGNATURE_METHODS
+            digest_methods += _SHA1_DIGEST_METHODS
+        self._signature_methods = tuple(signature_methods)
+        self._digest_methods = tuple(digest_methods)
+        self._signature_hrefs = frozenset(t.href for t in signature_methods)
+        self._digest_hrefs = frozenset(t.href for t in digest_methods)
+        self._sha1_hrefs = frozenset(
+            t.href for t in _SHA1_SIGNATURE_METHODS + _SHA1_DIGEST_METHODS
+        )
+        self._private_keys = _LRU(_CACHE_SIZE)
+        self._certificates = _LRU(_CACHE_SIZE)
+
+    # -- CryptoBackend interface -------------------------------------------
+
+    @property
+    def version(self) -> str:
+        """The libxmlsec version linked into the bindings, e.g. ``"1.3.9"``."""
+        return ".".join(str(part) for part in xmlsec.get_libxmlsec_version())
+
+    def sign_statement(
+        self,
+        statement: Any,
+        node_name: str,
+        key_file: str,
+        node_id: str | None,
+    ) -> str:
+        """Fill in the ``ds:Signature`` template of the element ``node_id``.
+
+        :param statement: XML text (or a pysaml2 object) holding the template
+        :param node_name: pysaml2 class name of the signed element
+        :param key_file: PEM file with the private key
+        :param node_id: value of the element's ``ID`` attribute
+        :return: the signed document as text
+        """
+        try:
+            root, declaration = _parse(statement)
+            signature = self._checked_signature(root, node_name, node_id)
+            ctx = self._signature_context(self._private_key(key_file))
+            xmlsec.tree.add_ids(root, ["ID"])
+            ctx.sign(signature)
+        except (_Refused, xmlsec.Error, OSError) as exc:
+            raise SignatureError(f"cannot sign {node_name} {node_id}: {exc}") from exc
+        return _serialize(root, declaration)
+
+    def validate_signature(
+        self,
+        signedtext: Any,
+        cert_file: str,
+        cert_type: str,
+        node_name: str,
+        node_id: str | None,
+    ) -> bool:
+        """Verify the enveloped signature of element ``node_id`` with ``cert_file``.
+
+        Only the given certificate is used; keys in ``ds:KeyInfo`` are never
+        consulted.  Returns True, or raises ``SignatureError`` (the contract of
+        ``CryptoBackendXmlSec1.validate_signature``, which
+        ``SecurityContext._check_signature`` relies on).
+        """
+        try:
+            root, _ = _parse(signedtext)
+            signature = self._checked_signature(root, node_name, node_id)
+            ctx = self._signature_context(self._certificate(cert_file, cert_type))
+            xmlsec.tree.add_ids(root, ["ID"])
+            ctx.verify(signature)
+        except (_Refused, xmlsec.Error, OSError) as exc:
+            raise SignatureError(
+                f"signature of {node_name} {node_id} refused: {exc}"
+            ) from exc
+        return True
+
+    def encrypt_assertion(
+        self,
+        statement: Any,
+        enc_key: str,
+        template: Any,
+        key_type: str | None = None,
+        node_xpath: str | None = None,
+        node_id: str | None = None,
+    ) -> str:
+        """Encrypt the assertion of a Response for the holder of ``enc_key``.
+
+        Mirrors ``CryptoBackendXmlSec1.encrypt_assertion``: ``statement`` is a
+        Response (text or ``samlp.Response``) whose assertion sits inside
+        ``saml:EncryptedAssertion``; the element at ``node_xpath`` (default:
+        ``Response/EncryptedAssertion/Assertion``), or with ``ID=node_id``, is
+        replaced by ``xenc:EncryptedData``.  ``template`` is pysaml2's
+        ``pre_encryption_part()``; its ``Id`` attributes, ``KeyName`` and
+        certificate are kept, but its algorithms and ``key_type`` are not
+        honoured: data is always encrypted with AES-256-GCM under a fresh
+        session key, transported with RSA-OAEP (``rsa-oaep-mgf1p``).
+
+        :param enc_key: PEM certificate file of the recipient
+        :param key_type: ignored (pysaml2 passes its default, ``"des-192"``)
+        :return: the document, as text, with the assertion encrypted
+        """
+        try:
+            # pysaml2 may hand over a Response it already moved the assertion
+            # out of; moving it again would drop the assertion.
+            if isinstance(statement, SamlBase) and getattr(
+                statement, "assertion", None
+            ):
+                statement = pre_encrypt_assertion(statement)
+            root, declaration = _parse(statement)
+            node = self._node_to_encrypt(root, node_xpath, node_id)
+            hints = _template_hints(template)
+            manager = xmlsec.KeysManager()
+            manager.add_key(self._certificate(enc_key, "pem"))
+
+            enc_data = xmlsec.template.encrypted_data_create(
+                root,
+                _C.TransformAes256Gcm,
+                id=hints["data_id"],
+                type=_C.TypeEncElement,
+                ns="xenc",
+            )
+            xmlsec.template.encrypted_data_ensure_cipher_value(enc_data)
+            key_info = xmlsec.template.encrypted_data_ensure_key_info(enc_data, ns="ds")
+            enc_key_node = xmlsec.template.add_encrypted_key(
+                key_info, _C.TransformRsaOaep, id=hints["key_id"]
+            )
+            xmlsec.template.encrypted_data_ensure_cipher_value(enc_key_node)
+
+            ctx = xmlsec.EncryptionContext(manager)
+            ctx.key = xmlsec.Key.generate(_C.KeyDataAes, 256, _C.KeyDataTypeSession)
+            enc_data = ctx.encrypt_xml(enc_data, node)
+            _add_recipient_key_info(enc_data, hints)
+        except (_Refused, xmlsec.Error, OSError, etree.XPathError) as exc:
+            raise EncryptError(f"cannot encrypt the assertion: {exc}") from exc
+        return _serialize(root, declaration)
+
+    def decrypt(self, enctext: Any, key_file: str) -> str:
+        """Decrypt the first ``xenc:EncryptedData`` of ``enctext`` with ``key_file``.
+
+        Like ``xmlsec1 --decrypt``: returns the document with that element
+        replaced by its plaintext.  The session key may be transported in an
+        ``EncryptedKey`` inside the ``EncryptedData``'s ``KeyInfo`` or in a
+        sibling ``EncryptedKey`` (as SAML's ``EncryptedAssertion`` allows);
+        any algorithm libxmlsec supports is accepted.  External references
+        (``CipherReference``, ``RetrievalMethod`` to anything but ``#id``)
+        are refused.  Raises ``DecryptError`` on any failure.
+        """
+        try:
+            root, declaration = _parse(enctext)
+            enc_data = next(root.iter(_XENC_ENCRYPTED_DATA), None)
+            if enc_data is None:
+                raise _Refused("no EncryptedData in the document")
+            parent = enc_data.getparent()
+            _check_no_external_references(enc_data if parent is None else parent)
+            private_key = self._private_key(key_file)
+            manager = xmlsec.KeysManager()
+            manager.add_key(private_key)
+            ctx = xmlsec.EncryptionContext(manager)
+            inline = any(
+                c.tag == _DS_KEY_INFO
+                and next(c.iter(_XENC_ENCRYPTED_KEY), None) is not None
+                for c in enc_data
+            )
+            if not inline:
+                ctx.key = self._sibling_session_key(enc_data, manager)
+            result = ctx.decrypt(enc_data)
+        except (_Refused, xmlsec.Error, OSError) as exc:
+            raise DecryptError(f"cannot decrypt: {exc}") from exc
+        if isinstance(result, bytes):
+            return result.decode("utf-8")
+        return _serialize(result, declaration)
+
+    # -- helpers -------------------------------------------------------------
+
+    def _signature_context(self, key: xmlsec.Key) -> xmlsec.SignatureContext:
+        ctx = xmlsec.SignatureContext()
+        ctx.key = key  # duplicated by the bindings; the cached key stays intact
+        for transform in (
+            _C.TransformEnveloped,
+            *_C14N_TRANSFORMS,
+            *self._digest_methods,
+        ):
+            ctx.enable_reference_transform(transform)
+        for transform in (*_C14N_TRANSFORMS, *self._signature_methods):
+            ctx.enable_signature_transform(transform)
+        return ctx
+
+    def _checked_signature(
+        self, root: etree._Element, node_name: str | None, node_id: str | None
+    ) -> etree._Element:
+        """Find the one signature of the element ``node_id`` and vet its shape.
+
+        saml-core 5.4: enveloped signature, exactly one Reference pointing at
+        the enclosing element's ID, only enveloped-signature and exclusive
+        c14n transforms, no ``ds:Object``; plus no duplicate IDs, no second
+        signature over the same element, and no SHA-1 unless allowed.
+        """
+        target = _target(root, node_name, node_id)
+        node_id = target.get("ID")
+        _check_unique_ids(root, node_id)
+        signatures = [c for c in target if c.tag == _DS_SIGNATURE]
+        if len(signatures) != 1:
+            raise _Refused(
+                f"need exactly one ds:Signature child of {node_id!r}, "
+                f"found {len(signatures)}"
+            )
+        signature = signatures[0]
+        uri = f"#{node_id}"
+        for other in root.iter(_DS_SIGNATURE):
+            if other is not signature and any(
+                r.get("URI") == uri for r in other.iter(_DS_REFERENCE)
+            ):
+                raise _Refused(f"a second ds:Signature references {uri}")
+        if any(c.tag == _DS_OBJECT for c in signature):
+            raise _Refused("ds:Object is not allowed in a SAML signature")
+        signed_infos = [c for c in signature if c.tag == _DS_SIGNED_INFO]
+        if len(signed_infos) != 1:
+            raise _Refused("need exactly one ds:SignedInfo")
+        signed_info = signed_infos[0]
+
+        c14n = _algorithm(signed_info, _DS_C14N_METHOD)
+        if c14n not in _C14N_METHODS:
+            raise _Refused(f"canonicalization {c14n} is not exclusive c14n")
+        self._check_algorithm(
+            _algorithm(signed_info, _DS_SIGNATURE_METHOD), "signature"
+        )
+
+        references = [c for c in signed_info if c.tag == _DS_REFERENCE]
+        if len(references) != 1:
+            raise _Refused(f"need exactly one ds:Reference, found {len(references)}")
+        reference = references[0]
+        if reference.get("URI") != uri:
+            raise _Refused(f"Reference URI {reference.get('URI')!r} is not {uri!r}")
+        transform_lists = [c for c in reference if c.tag == _DS_TRANSFORMS]
+        if len(transform_lists) != 1:
+            raise _Refused("need exactly one ds:Transforms")
+        transforms = [t.get("Algorithm") for t in transform_lists[0]]
+        if not all(t.tag == _DS_TRANSFORM for t in transform_lists[0]):
+            raise _Refused("unexpected element in ds:Transforms")
+        if (
+            not 1 <= len(transforms) <= 2
+            or _C.TransformEnveloped.href not in transforms
+        ):
+            raise _Refused("need the enveloped-signature transform (and at most c14n)")
+        for transform in transforms:
+            if transform not in _REFERENCE_TRANSFORMS:
+                raise _Refused(f"transform {transform} is not allowed")
+        self._check_algorithm(_algorithm(reference, _DS_DIGEST_METHOD), "digest")
+        return signature
+
+    def _check_algorithm(self, href: str, kind: str) -> None:
+        allowed = self._signature_hrefs if kind == "signature" else self._digest_hrefs
+        if href in allowed:
+            return
+        if href in self._sha1_hrefs:
+            raise _Refused(f"SHA-1 {kind} algorithm {href} refused (allow_sha1 is off)")
+        raise _Refused(f"{kind} algorithm {href} is not allowed")
+
+    def _private_key(self, key_file: str | os.PathLike[str]) -> xmlsec.Key:
+        """Load a PEM private key, cached per (path, inode, size, mtime)."""
+        path = os.fspath(key_file)
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            cache_key = (path, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            key = self._private_keys.get(cache_key)
+            if key is None:
+                key = xmlsec.Key.from_memory(handle.read(), _C.KeyDataFormatPem)
+                self._private_keys.put(cache_key, key)
+        return key
+
+    def _certificate(
+        self, cert_file: str | os.PathLike[str], cert_type: str
+    ) -> xmlsec.Key:
+        """Load the public key of a certificate, cached by the file's content.
+
+        pysaml2 hands over certificates from metadata in fresh temporary files,
+        so the content, not the path, identifies them.
+        """
+        fmt = _CERT_FORMATS.get((cert_type or "pem").lower())
+        if fmt is None:
+            raise _Refused(f"unsupported certificate type {cert_type!r}")
+        data = Path(cert_file).read_bytes()
+        cache_key = (fmt, hashlib.sha256(data).digest())
+        key = self._certificates.get(cache_key)
+        if key is None:
+            key = xmlsec.Key.from_memory(data, fmt)
+            self._certificates.put(cache_key, key)
+        return key
+
+    @staticmethod
+    def _node_to_encrypt(
+        root: etree._Element, node_xpath: str | None, node_id: str | None
+    ) -> etree._Element:
+        if node_id:
+            found = [e for e in _elements(root) if e.get("ID") == node_id]
+        else:
+            found = root.getroottree().xpath(node_xpath or ASSERT_XPATH)
+        if len(found) != 1 or not isinstance(found[0], etree._Element):
+            # xmlsec1 would take the first match and leave the others in clear.
+            raise _Refused(f"need exactly one element to encrypt, found {len(found)}")
+        return found[0]
+
+    @staticmethod
+    def _sibling_session_key(
+        enc_data: etree._Element, manager: xmlsec.KeysManager
+    ) -> xmlsec.Key:
+        """Decrypt the session key carried in an EncryptedKey next to enc_data."""
+        method = _algorithm(enc_data, _XENC_ENCRYPTION_METHOD)
+        klass = _SYMMETRIC_KEY_KLASS.get(method)
+        if klass is None:
+            raise _Refused(f"unsupported data encryption {method}")
+        parent = enc_data.getparent()
+        candidates = (
+            []
+            if parent is None
+            else [c for c in parent if c.tag == _XENC_ENCRYPTED_KEY]
+        )
+        data_id = enc_data.get("Id")
+        if data_id and len(candidates) > 1:
+            # Prefer the key whose ReferenceList points at this EncryptedData.
+            referencing = [
+                k
+                for k in candidates
+                if any(r.get("URI") == f"#{data_id}" for r in k.iter())
+            ]
+            candidates = referencing or candidates
+        for enc_key in candidates:
+            try:
+                raw = xmlsec.EncryptionContext(manager).decrypt(enc_key)
+            except xmlsec.Error:
+                continue
+            if isinstance(raw, bytes) and raw:
+                return xmlsec.Key.from_binary_data(klass, raw)
+        raise _Refused("no EncryptedKey could be decrypted with this key")
+
+
+_C14N_TRANSFORMS = (_C.TransformExclC14N, _C.TransformExclC14NWithComments)
+
+
+def _check_no_external_references(scope: etree._Element) -> None:
+    for element in _elements(scope):
+        if element.tag == _XENC_CIPHER_REFERENCE:
+            raise _Refused("CipherReference is not allowed")
+        if element.tag == _DS_RETRIEVAL_METHOD and not (
+            element.get("URI") or ""
+        ).startswith("#"):
+            raise _Refused("RetrievalMethod may only point into the document")
+
+
+def _template_hints(template: Any) -> dict[str, str | None]:
+    """Ids, key name and certificate from pysaml2's pre_encryption_part()."""
+    hints: dict[str, str | None] = {
+        "data_id": None,
+        "key_id": None,
+        "key_name": None,
+        "certificate": None,
+    }
+    if template is None or (isinstance(template, str | bytes) and not template.strip()):
+        return hints
+    root, _ = _parse(template)
+    if root.tag != _XENC_ENCRYPTED_DATA:
+        raise _Refused(f"template is {root.tag}, not xenc:EncryptedData")
+    if root.get("Type", _XENC_TYPE_ELEMENT) != _XENC_TYPE_ELEMENT:
+        raise _Refused("only element encryption is supported")
+    hints["data_id"] = root.get("Id")
+    enc_key = next(root.iter(_XENC_ENCRYPTED_KEY), None)
+    if enc_key is not None:
+        hints["key_id"] = enc_key.get("Id")
+        name = next(enc_key.iter(_DS_KEY_NAME), None)
+        if name is not None and (name.text or "").strip():
+            hints["key_name"] = name.text.strip()
+        cert = next(enc_key.iter(_DS_X509_CERTIFICATE), None)
+        if cert is not None and (cert.text or "").strip():
+            hints["certificate"] = "".join(cert.text.split())
+    return hints
+
+
+def _add_recipient_key_info(
+    enc_data: etree._Element, hints: dict[str, str | None]
+) -> None:
+    """Tell the recipient which of its keys was used (KeyName / certificate).
+
+    Added after encryption: it is only a hint, and letting libxmlsec read it
+    while looking up the RSA key would make it try to validate the
+    certificate.
+    """
+    if not hints["key_name"] and not hints["certificate"]:
+        return
+    enc_key = next(enc_data.iter(_XENC_ENCRYPTED_KEY))
+    key_info = etree.Element(_DS_KEY_INFO, nsmap={"ds": DS_NS})
+    if hints["key_name"]:
+        etree.SubElement(key_info, _DS_KEY_NAME).text = hints["key_name"]
+    if hints["certificate"]:
+        x509 = etree.SubElement(key_info, _DS_X509_DATA)
+        etree.SubElement(x509, _DS_X509_CERTIFICATE).text = hints["certificate"]
+    # xenc:EncryptedKey content order: EncryptionMethod, ds:KeyInfo, CipherData.
+    enc_key.insert(1, key_info)
+
+
+# --------------------------------------------------------------------------
+# SecurityContext construction
+
+
+def make_security_context(
+    key_file: str | None,
+    cert_file: str | None,
+    metadata: Any = None,
+    *,
+    allow_sha1: bool = False,
+    backend: CryptoBackend | None = None,
+    only_use_keys_in_metadata: bool = True,
+    **kwargs: Any,
+) -> SecurityContext:
+    """A pysaml2 ``SecurityContext`` signing and verifying with :class:`XmlsecBackend`.
+
+    ``key_file`` / ``cert_file`` are this entity's signing key and certificate
+    (PEM files); ``metadata`` is the ``MetadataStore`` whose certificates
+    verify incoming messages.  ``only_use_keys_in_metadata`` defaults to True
+    (pysaml2's configuration default too): otherwise pysaml2 verifies messages
+    from unknown issuers with the certificate they carry themselves.  Other
+    keyword arguments go to ``SecurityContext`` (e.g. ``encryption_keypairs``,
+    ``enc_key_files``, ``delete_tmpfiles``).  Also sets ``sec_backend`` (used
+    for HTTP-Redirect binding signatures) from ``key_file``, as pysaml2 does.
+    """
+    if backend is None:
+        backend = XmlsecBackend(allow_sha1=allow_sha1)
+    if key_file and "sec_backend" not in kwargs:
+        kwargs["sec_backend"] = RSACrypto(import_rsa_key_from_file(key_file))
+    return SecurityContext(
+        backend,
+        key_file or "",
+        cert_file=cert_file or "",
+        metadata=metadata,
+        only_use_keys_in_metadata=only_use_keys_in_metadata,
+        **kwargs,
+    )
+
+
+def security_context_from_config(conf: Any, **kwargs: Any) -> SecurityContext:
+    """What ``saml2.sigver.security_context(conf)`` builds, with this backend.
+
+    :param conf: a ``saml2.config.Config`` (e.g. ``server.config``)
+    :param kwargs: ``allow_sha1`` or ``backend``, passed to
+        :func:`make_security_context`
+    """
+    enc_key_files = [
+        pair["key_file"]
+        for pair in (conf.encryption_keypairs or [])
+        if "key_file" in pair
+    ]
+    return make_security_context(
+        conf.key_file,
+        conf.cert_file,
+        getattr(conf, "metadata", None),
+        only_use_keys_in_metadata=conf.only_use_keys_in_metadata,
+        cert_handler_extra_class=conf.cert_handler_extra_class,
+        generate_cert_info=conf.generate_cert_info,
+        tmp_cert_file=conf.tmp_cert_file,
+        tmp_key_file=conf.tmp_key_file,
+        validate_certificate=conf.validate_certificate,
+        enc_key_files=enc_key_files,
+        encryption_keypairs=conf.encryption_keypairs,
+        delete_tmpfiles=conf.delete_tmpfiles,
+        **kwargs,
+    )
+
+
+def install_security_context(
+    entity: Any, sec: SecurityContext | None = None, **kwargs: Any
+) -> SecurityContext:
+    """Make a pysaml2 ``Server`` / ``Saml2Client`` (any ``Entity``) use ``sec``.
+
+    ``sec`` defaults to ``security_context_from_config(entity.config,
+    **kwargs)``.  Replaces ``entity.sec`` and the contexts the metadata store
+    and its remote/MDQ sources keep for verifying signed metadata.  pysaml2
+    hands ``entity.sec`` to the request/response objects it creates later, and
+    metadata sources loaded later through ``MetadataStore.load`` get the
+    store's context, which is this one.  Returns the installed context.
+    """
+    if sec is None:
+        sec = security_context_from_config(entity.config, **kwargs)
+    elif kwargs:
+        raise TypeError("pass either a SecurityContext or options to build one")
+    entity.sec = sec
+    candidates = (getattr(entity, "metadata", None), sec.metadata)
+    # (A MetadataStore with no entities is falsy: compare with None.)
+    stores = {id(s): s for s in candidates if s is not None}
+    for store in stores.values():
+        if hasattr(store, "security"):
+            store.security = sec
+        for source in getattr(store, "metadata", {}).values():
+            if hasattr(source, "security"):
+                source.security = sec
+    return sec
+
+
+# --------------------------------------------------------------------------
+# Verifier self-test
+
+_SELF_TEST_ID = "_idme_self_test_0001"
+_RESPONSE = "urn:oasis:names:tc:SAML:2.0:protocol:Response"
+_SELF_TEST_VALUE = "idme-self-test-subject"
+_SELF_TEST_FIXTURE = f"""\
+<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" \
+xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{_SELF_TEST_ID}" \
+Version="2.0" IssueInstant="2024-01-01T00:00:00Z">\
+<saml:Issuer>https://idp.invalid/self-test</saml:Issuer>\
+<ds:Signature xmlns:ds="{DS_NS}"><ds:SignedInfo>\
+<ds:CanonicalizationMethod Algorithm="{_C.TransformExclC14N.href}"/>\
+<ds:SignatureMethod Algorithm="{_C.TransformRsaSha256.href}"/>\
+<ds:Reference URI="#{_SELF_TEST_ID}"><ds:Transforms>\
+<ds:Transform Algorithm="{_C.TransformEnveloped.href}"/>\
+<ds:Transform Algorithm="{_C.TransformExclC14N.href}"/></ds:Transforms>\
+<ds:DigestMethod Algorithm="{_C.TransformSha256.href}"/>\
+<ds:DigestValue/></ds:Reference></ds:SignedInfo>\
+<ds:SignatureValue/></ds:Signature>\
+<samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/>\
+</samlp:Status><saml:Assertion ID="_idme_self_test_a" Version="2.0" \
+IssueInstant="2024-01-01T00:00:00Z"><saml:Issuer>https://idp.invalid/self-test</saml:Issuer>\
+<saml:Subject><saml:NameID>{_SELF_TEST_VALUE}</saml:NameID></saml:Subject>\
+</saml:Assertion></samlp:Response>"""
+
+
+@functools.cache
+def _throwaway_pem() -> tuple[bytes, bytes]:
+    """A throwaway RSA-2048 key and self-signed certificate, made once."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "idme verifier self-test")]
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _refuses(backend: CryptoBackend, document: str, cert_file: str) -> bool:
+    try:
+        result = backend.validate_signature(
+            document, cert_file, "pem", _RESPONSE, _SELF_TEST_ID
+        )
+    except SigverError:
+        return True
+    return not result
+
+
+def self_test(backend: CryptoBackend | None = None) -> None:
+    """Check that ``backend`` verifies a good signature and refuses bad ones.
+
+    Signs a small Response with a throwaway RSA key, verifies it, then checks
+    that a copy with altered signed content and a copy with an altered
+    ``SignatureValue`` are both refused.  Raises :class:`VerifierSelfTestError`
+    otherwise.  Run it at start-up; after the first call (which makes the
+    throwaway key) it takes a few milliseconds.
+    """
+    if backend is None:
+        backend = XmlsecBackend()
+    key_pem, cert_pem = _throwaway_pem()
+    with tempfile.TemporaryDirectory(prefix="idme-selftest-") as tmp:
+        key_file = os.path.join(tmp, "key.pem")
+        cert_file = os.path.join(tmp, "cert.pem")
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key_pem)
+        Path(cert_file).write_bytes(cert_pem)
+
+        try:
+            signed = backend.sign_statement(
+                _SELF_TEST_FIXTURE, _RESPONSE, key_file, _SELF_TEST_ID
+            )
+        except Exception as exc:
+            raise VerifierSelfTestError(
+                f"signer failed on the self-test fixture: {exc}"
+            ) from exc
+        if isinstance(signed, bytes):
+            signed = signed.decode("utf-8")
+
+        try:
+            good = backend.validate_signature(
+                signed, cert_file, "pem", _RESPONSE, _SELF_TEST_ID
+            )
+        except Exception as exc:
+            raise VerifierSelfTestError(
+                f"verifier refused a correctly signed document: {exc}"
+            ) from exc
+        if not good:
+            raise VerifierSelfTestError("verifier refused a correctly signed document")
+
+        tampered_content = signed.replace(_SELF_TEST_VALUE, "idme-self-test-attacker")
+        if tampered_content == signed:
+            raise VerifierSelfTestError(
+                "self-test fixture lost its subject while signing"
+            )
+        if not _refuses(backend, tampered_content, cert_file):
+            raise VerifierSelfTestError(
+                "verifier accepted a document whose signed content was altered"
+            )
+
+        tampered_signature = _alter_signature_value(signed)
+        if not _refuses(backend, tampered_signature, cert_file):
+            raise VerifierSelfTestError(
+                "verifier accepted a document with an altered SignatureValue"
+            )
+
+
+def _alter_signature_value(signed: str) -> str:
+    root, declaration = _parse(signed)
+    value = next(root.iter(_DS_SIGNATURE_VALUE), None)
+    if value is None or not (value.text or "").strip():
+        raise VerifierSelfTestError("signer left the SignatureValue empty")
+    raw = bytearray(base64.b64decode("".join(value.text.split())))
+    raw[len(raw) // 2] ^= 0x01
+    value.text = base64.b64encode(bytes(raw)).decode("ascii")
+    return _serialize(root, declaration)
