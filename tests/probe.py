@@ -41,7 +41,9 @@ def includeme(config):
     config.add_route("probe.boom", "/_probe/boom")
     config.add_view(form, route_name="probe.form", request_method="GET")
     config.add_view(
-        form_post, route_name="probe.form", request_method="POST",
+        form_post,
+        route_name="probe.form",
+        request_method="POST",
         require_methods=["POST"],
     )
     config.add_view(boom, route_name="probe.boom")

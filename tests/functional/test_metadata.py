@@ -66,8 +66,15 @@ def test_tampered_metadata_fails_xmlsec1(metadata, keypair, tmp_path):
     path = tmp_path / "md.xml"
     path.write_bytes(metadata.body.replace(b"/saml/sso/post", b"/saml/sso/evil"))
     result = subprocess.run(
-        ["xmlsec1", "--verify", "--pubkey-cert-pem", str(keypair.cert_file),
-         "--id-attr:ID", f"{MD}:EntityDescriptor", str(path)],
+        [
+            "xmlsec1",
+            "--verify",
+            "--pubkey-cert-pem",
+            str(keypair.cert_file),
+            "--id-attr:ID",
+            f"{MD}:EntityDescriptor",
+            str(path),
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -79,12 +86,16 @@ def test_metadata_is_signed_rsa_sha256(metadata):
     doc = _doc(metadata)
     signature = doc.find("ds:Signature", NS)
     assert signature is not None, "signature must be a direct child of the root"
-    assert signature.find("ds:SignedInfo/ds:SignatureMethod", NS).get(
-        "Algorithm"
-    ) == "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
-    assert signature.find("ds:SignedInfo/ds:Reference/ds:DigestMethod", NS).get(
-        "Algorithm"
-    ) == "http://www.w3.org/2001/04/xmlenc#sha256"
+    assert (
+        signature.find("ds:SignedInfo/ds:SignatureMethod", NS).get("Algorithm")
+        == "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+    )
+    assert (
+        signature.find("ds:SignedInfo/ds:Reference/ds:DigestMethod", NS).get(
+            "Algorithm"
+        )
+        == "http://www.w3.org/2001/04/xmlenc#sha256"
+    )
     reference = signature.find("ds:SignedInfo/ds:Reference", NS).get("URI")
     assert reference == "#" + doc.get("ID")
 
@@ -93,10 +104,14 @@ def test_metadata_lists_the_design_endpoints(metadata):
     doc = _doc(metadata)
     assert doc.get("entityID") == "https://idp.test/saml/metadata"
     idp = doc.find("md:IDPSSODescriptor", NS)
-    sso = {(e.get("Binding").rsplit(":", 1)[1], e.get("Location"))
-           for e in idp.findall("md:SingleSignOnService", NS)}
-    slo = {(e.get("Binding").rsplit(":", 1)[1], e.get("Location"))
-           for e in idp.findall("md:SingleLogoutService", NS)}
+    sso = {
+        (e.get("Binding").rsplit(":", 1)[1], e.get("Location"))
+        for e in idp.findall("md:SingleSignOnService", NS)
+    }
+    slo = {
+        (e.get("Binding").rsplit(":", 1)[1], e.get("Location"))
+        for e in idp.findall("md:SingleLogoutService", NS)
+    }
     assert sso == {
         ("HTTP-Redirect", "https://idp.test/saml/sso/redirect"),
         ("HTTP-POST", "https://idp.test/saml/sso/post"),
@@ -121,7 +136,9 @@ def test_metadata_carries_the_signing_certificate(metadata, keypair):
 
 def test_metadata_valid_until_and_cache_duration(metadata):
     doc = _doc(metadata)
-    valid_until = dt.datetime.fromisoformat(doc.get("validUntil").replace("Z", "+00:00"))
+    valid_until = dt.datetime.fromisoformat(
+        doc.get("validUntil").replace("Z", "+00:00")
+    )
     now = dt.datetime.now(dt.UTC)
     assert dt.timedelta(days=6, hours=23) < valid_until - now <= dt.timedelta(days=7)
     assert doc.get("cacheDuration") == "PT3600S"
@@ -129,8 +146,10 @@ def test_metadata_valid_until_and_cache_duration(metadata):
 
 def test_metadata_organization_contacts_and_ui_names(metadata):
     doc = _doc(metadata)
-    names = {e.get("{http://www.w3.org/XML/1998/namespace}lang"): e.text
-             for e in doc.findall("md:Organization/md:OrganizationDisplayName", NS)}
+    names = {
+        e.get("{http://www.w3.org/XML/1998/namespace}lang"): e.text
+        for e in doc.findall("md:Organization/md:OrganizationDisplayName", NS)
+    }
     assert names == {
         "ms": "Kementerian Pendidikan Malaysia",
         "en": "Ministry of Education Malaysia",
@@ -142,10 +161,14 @@ def test_metadata_organization_contacts_and_ui_names(metadata):
     assert security.get("{http://refeds.org/metadata}contactType") == (
         "http://refeds.org/metadata/contactType/security"
     )
-    assert security.find("md:EmailAddress", NS).text == "mailto:idme-security@moe.gov.my"
+    assert (
+        security.find("md:EmailAddress", NS).text == "mailto:idme-security@moe.gov.my"
+    )
     ui = doc.find("md:IDPSSODescriptor/md:Extensions/mdui:UIInfo", NS)
-    display = {e.get("{http://www.w3.org/XML/1998/namespace}lang"): e.text
-               for e in ui.findall("mdui:DisplayName", NS)}
+    display = {
+        e.get("{http://www.w3.org/XML/1998/namespace}lang"): e.text
+        for e in ui.findall("mdui:DisplayName", NS)
+    }
     assert display == {
         "ms": "idMe Kementerian Pendidikan Malaysia",
         "en": "idMe Ministry of Education Malaysia",

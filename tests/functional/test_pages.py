@@ -89,9 +89,9 @@ def test_405_for_an_undeclared_method(testapp, locale):
     response = testapp.post(f"/healthz?lang={locale}", status=405)
     assert response.headers["Allow"] == "GET, HEAD"
     assert 'data-error-code="method_not_allowed"' in response.text
-    assert ("Tindakan tidak dibenarkan" if locale == "ms" else "Action not allowed") in (
-        response.text
-    )
+    assert (
+        "Tindakan tidak dibenarkan" if locale == "ms" else "Action not allowed"
+    ) in (response.text)
 
 
 def test_web_12_method_override_headers_are_ignored(testapp, dbsession):

@@ -1,0 +1,155 @@
+"""Typed settings: defaults, bounds, and production's refusal of weak secrets."""
+
+from __future__ import annotations
+
+import pytest
+
+from idp.settings import SettingsError, parse_settings
+
+STRONG = "x" * 48
+
+
+def raw(**overrides) -> dict:
+    base = {
+        "idp.environment": "production",
+        "idp.base_url": "https://idme.example.gov.my",
+        "idp.session_secret": STRONG,
+        "idp.hmac_key": STRONG + "y",
+        "sqlalchemy.url": "postgresql+psycopg://idp@db/idp",
+    }
+    base.update(overrides)
+    return base
+
+
+def test_typed_values_and_defaults():
+    settings = parse_settings(raw(**{"idp.bcrypt_rounds": "13"}), environ={})
+    assert settings["idp.bcrypt_rounds"] == 13
+    assert settings["idp.clock_skew"] == 180
+    assert settings["captcha.enabled"] is True
+    assert settings["idp.entity_id"] == "https://idme.example.gov.my/saml/metadata"
+    assert settings["idp.development"] is False
+
+
+def test_unknown_settings_pass_through():
+    settings = parse_settings(raw(**{"jinja2.filters": "x"}), environ={})
+    assert settings["jinja2.filters"] == "x"
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"), [("-1", False), ("0", True), ("600", True), ("601", False)]
+)
+def test_ops_02_clock_skew_outside_0_to_600_stops_start(value, ok):
+    """OPS-02: idp.clock_skew must be 0-600 seconds, or the IdP does not start."""
+    if ok:
+        assert parse_settings(raw(**{"idp.clock_skew": value}), environ={})[
+            "idp.clock_skew"
+        ] == int(value)
+    else:
+        with pytest.raises(
+            SettingsError, match=r"^idp\.clock_skew: must be between 0 and 600"
+        ):
+            parse_settings(raw(**{"idp.clock_skew": value}), environ={})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("idp.bcrypt_rounds", "twelve", "idp.bcrypt_rounds"),
+        ("idp.bcrypt_rounds", "3", "idp.bcrypt_rounds: must be between 4 and 16"),
+        ("captcha.enabled", "maybe", "captcha.enabled: must be true or false"),
+        ("idp.environment", "staging", "idp.environment: must be one of"),
+        ("idp.base_url", "idme.example", "idp.base_url: must be an http"),
+    ],
+)
+def test_bad_values_name_the_setting(name, value, message):
+    with pytest.raises(SettingsError) as info:
+        parse_settings(raw(**{name: value}), environ={})
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_base_url_is_required():
+    settings = raw()
+    del settings["idp.base_url"]
+    with pytest.raises(
+        SettingsError, match=r"^idp\.base_url: this setting is required"
+    ):
+        parse_settings(settings, environ={})
+
+
+@pytest.mark.parametrize("name", ["idp.session_secret", "idp.hmac_key"])
+def test_data_06_production_refuses_missing_secrets(name):
+    """DATA-06: production without a secret does not start, and says which."""
+    with pytest.raises(SettingsError, match=rf"^{name}: required in production"):
+        parse_settings(raw(**{name: ""}), environ={})
+
+
+@pytest.mark.parametrize("name", ["idp.session_secret", "idp.hmac_key"])
+def test_data_06_production_refuses_development_secrets(name):
+    """DATA-06: the shipped development secrets are refused in production."""
+    with pytest.raises(SettingsError, match=rf"^{name}: the development value"):
+        parse_settings(
+            raw(**{name: "development-only-session-secret-0123456789abcdef"}),
+            environ={},
+        )
+    # Control: the same length of real secret is accepted.
+    parse_settings(raw(**{name: "z" * 48}), environ={})
+
+
+@pytest.mark.parametrize("name", ["idp.session_secret", "idp.hmac_key"])
+def test_data_06_production_refuses_short_secrets(name):
+    """DATA-06: secrets under 32 bytes are refused in production; 32 are accepted."""
+    with pytest.raises(SettingsError, match=rf"^{name}: must be at least 32 bytes"):
+        parse_settings(raw(**{name: "s" * 31}), environ={})
+    parse_settings(raw(**{name: "s" * 32}), environ={})
+
+
+def test_data_06_secrets_come_from_the_environment():
+    """DATA-06: production.ini ships no secret; the environment supplies them."""
+    settings = parse_settings(
+        raw(**{"idp.session_secret": "", "idp.hmac_key": ""}),
+        environ={
+            "IDP_SESSION_SECRET": "e" * 40,
+            "IDP_HMAC_KEY": "h" * 40,
+            "IDP_DATABASE_URL": "postgresql+psycopg://u:p@db/x",
+        },
+    )
+    assert settings["idp.session_secret"] == "e" * 40
+    assert settings["idp.hmac_key"] == "h" * 40
+    assert settings["sqlalchemy.url"] == "postgresql+psycopg://u:p@db/x"
+
+
+def test_production_refuses_auto_created_keys_and_plain_http():
+    with pytest.raises(SettingsError, match=r"^idp\.auto_create_keys"):
+        parse_settings(raw(**{"idp.auto_create_keys": "true"}), environ={})
+    with pytest.raises(SettingsError, match=r"^idp\.base_url: must be an https"):
+        parse_settings(raw(**{"idp.base_url": "http://idme.example"}), environ={})
+
+
+def test_development_accepts_its_own_secrets():
+    settings = parse_settings(
+        raw(
+            **{
+                "idp.environment": "development",
+                "idp.base_url": "http://127.0.0.1:6543",
+                "idp.session_secret": "development-only-a",
+                "idp.hmac_key": "development-only-b",
+                "idp.auto_create_keys": "true",
+            }
+        ),
+        environ={},
+    )
+    assert settings["idp.development"] is True
+
+
+def test_shipped_production_ini_refuses_to_start_without_environment():
+    """production.ini as shipped cannot start: its secrets must come from the environment."""
+    from pathlib import Path
+
+    from pyramid.paster import get_appsettings
+
+    ini = Path(__file__).resolve().parents[2] / "production.ini"
+    with pytest.raises(
+        SettingsError, match=r"^idp\.session_secret: required in production"
+    ):
+        parse_settings(dict(get_appsettings(str(ini), name="main")), environ={})
