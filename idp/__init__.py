@@ -6,12 +6,13 @@ import sys
 def main(global_config, **settings):
     """The Paste app factory named ``idp:main`` in the ini files."""
     from idp.config import configure
+    from idp.saml.crypto import VerifierSelfTestError
     from idp.saml.keys import KeyPairError
     from idp.settings import SettingsError
 
     try:
         return configure(settings).make_wsgi_app()
-    except (SettingsError, KeyPairError) as exc:
+    except (SettingsError, KeyPairError, VerifierSelfTestError) as exc:
         # One line an operator can act on, not a traceback.
         print(f"idp: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

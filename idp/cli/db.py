@@ -57,6 +57,7 @@ def pending_difference(connection) -> list:
     """What autogenerate would change: empty when models and schema agree."""
     from alembic.autogenerate import compare_metadata
 
+    import idp.models  # noqa: F401  (the tables must be on Base.metadata)
     from idp.db import Base
 
     context = MigrationContext.configure(

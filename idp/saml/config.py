@@ -80,6 +80,10 @@ def config_dict(settings, keypair: KeyPair) -> dict[str, Any]:
                 "endpoints": endpoints(settings["idp.base_url"]),
                 "name_id_format": list(NAMEID_FORMATS),
                 "want_authn_requests_signed": False,
+                # pysaml2 reads these per service, not at the top level; without
+                # them it would sign with RSA-SHA1.
+                "signing_algorithm": SIGNING_ALGORITHM,
+                "digest_algorithm": DIGEST_ALGORITHM,
                 "ui_info": {
                     "display_name": _localised(settings, "idp.name"),
                     "description": _localised(settings, "idp.description"),
@@ -92,9 +96,10 @@ def config_dict(settings, keypair: KeyPair) -> dict[str, Any]:
         "contact_person": contacts or None,
         "accepted_time_diff": settings["idp.clock_skew"],
         "valid_for": settings["idp.metadata_valid_days"] * 24,
-        "signing_algorithm": SIGNING_ALGORITHM,
-        "digest_algorithm": DIGEST_ALGORITHM,
         "metadata": {},
+        # Signing goes through idp.saml.crypto; this placeholder keeps pysaml2
+        # from probing the xmlsec1 binary, and cannot sign if ever reached.
+        "crypto_backend": "XMLSecurity",
     }
 
 

@@ -1,0 +1,125 @@
+"""idp-admin, run as an operator runs it: a real process, a real ini."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+ROOT = Path(__file__).resolve().parents[2]
+IDP_ADMIN = Path(sys.executable).parent / "idp-admin"
+
+
+@pytest.fixture
+def ini(tmp_path) -> Path:
+    """development.ini pointed at a scratch database and scratch key folder."""
+    text = (ROOT / "development.ini").read_text()
+    text = text.replace("%(here)s/var/idp.sqlite", str(tmp_path / "idp.sqlite"))
+    text = text.replace("%(here)s/certs", str(tmp_path / "certs"))
+    text = text.replace("%(here)s/metadata", str(tmp_path / "metadata"))
+    text = text.replace("idp.key_size = 3072", "idp.key_size = 2048")
+    path = tmp_path / "test.ini"
+    path.write_text(text)
+    return path
+
+
+def run(*args, env=None):
+    return subprocess.run(
+        [str(IDP_ADMIN), *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_help_lists_every_command():
+    result = run("--help")
+    assert result.returncode == 0
+    for word in ("db", "keys", "metadata"):
+        assert word in result.stdout
+    for group in ("db", "keys", "metadata"):
+        result = run("x.ini", group, "--help")
+        assert result.returncode == 0, result.stderr
+
+
+def test_db_upgrade_then_check(ini):
+    result = run(ini, "db", "check")
+    assert result.returncode == 1
+    assert "db upgrade" in result.stderr
+    result = run(ini, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert "database at revision 0001" in result.stdout
+    result = run(ini, "db", "check")
+    assert result.returncode == 0, result.stderr
+    assert "matches the models" in result.stdout
+
+
+def test_keys_generate_refuses_to_replace_without_force(ini, tmp_path):
+    result = run(ini, "keys", "generate")
+    assert result.returncode == 0, result.stderr
+    key = tmp_path / "certs" / "signing.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    first = key.read_bytes()
+    result = run(ini, "keys", "generate")
+    assert result.returncode == 1
+    assert "already exists" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert key.read_bytes() == first
+    result = run(ini, "keys", "generate", "--force")
+    assert result.returncode == 0
+    assert key.read_bytes() != first
+
+
+def test_metadata_export_writes_signed_metadata(ini, tmp_path):
+    assert run(ini, "keys", "generate").returncode == 0
+    result = run(ini, "metadata", "export")
+    assert result.returncode == 0, result.stderr
+    exported = tmp_path / "metadata" / "idp-metadata.xml"
+    doc = etree.fromstring(exported.read_bytes())
+    assert doc.get("entityID") == "http://127.0.0.1:6543/saml/metadata"
+    assert doc.find("{http://www.w3.org/2000/09/xmldsig#}Signature") is not None
+    target = tmp_path / "out.xml"
+    assert run(ini, "metadata", "export", target).returncode == 0
+    assert target.read_bytes().startswith(b"<?xml")
+
+
+def test_metadata_export_without_keys_fails_clearly(tmp_path):
+    text = (
+        (ROOT / "production.ini")
+        .read_text()
+        .replace("%(here)s/certs", str(tmp_path / "none"))
+    )
+    ini = tmp_path / "prod.ini"
+    ini.write_text(text)
+    env = {"IDP_SESSION_SECRET": "s" * 40, "IDP_HMAC_KEY": "h" * 40}
+    result = run(ini, "metadata", "export", "-", env=env)
+    assert result.returncode == 1
+    assert "signing.key is missing" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_config_is_a_one_line_error(tmp_path):
+    result = run(tmp_path / "missing.ini", "db", "upgrade")
+    assert result.returncode == 1
+    assert "no such configuration file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_production_with_development_secrets_refuses(tmp_path):
+    """DATA-06: the CLI, like the app, refuses development secrets in production."""
+    ini = tmp_path / "prod.ini"
+    ini.write_text((ROOT / "production.ini").read_text())
+    env = {
+        "IDP_SESSION_SECRET": "development-only-session-secret-0123456789abcdef",
+        "IDP_HMAC_KEY": "h" * 40,
+    }
+    result = run(ini, "db", "check", env=env)
+    assert result.returncode == 1
+    assert "idp.session_secret: the development value" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,51 @@
+"""What the IdP checks before it serves anything."""
+
+from __future__ import annotations
+
+import pytest
+
+import idp
+from idp.saml.crypto import XmlsecBackend
+
+
+def test_ops_07_accept_all_verifier_stops_start(settings, monkeypatch, capsys):
+    """OPS-07: a verifier that passes a tampered document keeps the IdP from starting."""
+    # Control: the real verifier starts.
+    assert idp.main({}, **settings) is not None
+    monkeypatch.setattr(XmlsecBackend, "validate_signature", lambda self, *a, **k: True)
+    with pytest.raises(SystemExit) as info:
+        idp.main({}, **settings)
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("idp: cannot start:")
+    assert error.count("\n") == 1
+
+
+def test_missing_keys_stop_start_with_one_line(settings, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        idp.main({}, **{**settings, "idp.certs_dir": str(tmp_path / "none")})
+    error = capsys.readouterr().err
+    assert "signing.key is missing" in error
+    assert error.count("\n") == 1
+
+
+def test_development_creates_keys_on_first_start(settings, tmp_path):
+    certs = tmp_path / "certs"
+    idp.main(
+        {}, **{**settings, "idp.certs_dir": str(certs), "idp.auto_create_keys": "true"}
+    )
+    assert (certs / "signing.key").stat().st_mode & 0o777 == 0o600
+    assert (certs / "signing.crt").is_file()
+
+
+def test_production_with_development_secret_stops_start(settings, capsys):
+    """DATA-06: the app itself refuses development secrets in production."""
+    production = {
+        **settings,
+        "idp.environment": "production",
+        "idp.base_url": "https://idp.test",
+    }
+    with pytest.raises(SystemExit):
+        idp.main({}, **production)
+    error = capsys.readouterr().err
+    assert "idp.session_secret: the development value" in error
