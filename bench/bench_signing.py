@@ -17,7 +17,6 @@ Defaults: 200 in-process iterations, 50 subprocess iterations.  Not a test.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import shutil
@@ -27,16 +26,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from saml2 import saml, samlp
 from saml2.saml import NAME_FORMAT_URI, NAMEID_FORMAT_PERSISTENT
 from saml2.sigver import CryptoBackendXmlSec1, pre_signature_part
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
 from idp.saml.crypto import XmlsecBackend
+from idp.saml.keys import make_pem_pair, write_private_key
 
 RESPONSE = "urn:oasis:names:tc:SAML:2.0:protocol:Response"
 RESPONSE_ID = "_bench-response-6f1c2d0e9a7b4c3d8e5f"
@@ -70,30 +66,9 @@ ATTRIBUTES = [
 
 def make_key_pair(directory: Path) -> tuple[str, str, str]:
     """RSA-3072 key (0600) and self-signed certificate; returns paths and cert body."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idme bench signer")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    key_pem, cert_pem = make_pem_pair("idme bench signer", key_size=3072, valid_days=1)
     key_file = directory / "bench.key"
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    write_private_key(key_file, key_pem)
     cert_file = directory / "bench.crt"
     cert_file.write_bytes(cert_pem)
     body = "".join(cert_pem.decode("ascii").splitlines()[1:-1])

@@ -868,34 +868,9 @@ IssueInstant="2024-01-01T00:00:00Z"><saml:Issuer>https://idp.invalid/self-test</
 @functools.cache
 def _throwaway_pem() -> tuple[bytes, bytes]:
     """A throwaway RSA-2048 key and self-signed certificate, made once."""
-    import datetime
+    from idp.saml.keys import make_pem_pair
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, "idme verifier self-test")]
-    )
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return key_pem, cert.public_bytes(serialization.Encoding.PEM)
+    return make_pem_pair("idme verifier self-test", key_size=2048, valid_days=1)
 
 
 def _refuses(backend: CryptoBackend, document: str, cert_file: str) -> bool:

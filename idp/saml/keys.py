@@ -50,7 +50,8 @@ def signing_pair(certs_dir: str | os.PathLike) -> KeyPair:
     return KeyPair(certs / SIGNING_KEY, certs / SIGNING_CERT)
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private_key(path: Path, data: bytes) -> None:
+    """Write a private key file readable by its owner only (0600)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         # os.open's mode is filtered by the umask and ignored for an existing
@@ -59,6 +60,35 @@ def _write_private(path: Path, data: bytes) -> None:
         os.write(fd, data)
     finally:
         os.close(fd)
+
+
+def make_pem_pair(
+    common_name: str,
+    *,
+    key_size: int = DEFAULT_KEY_SIZE,
+    valid_days: int = CERT_VALID_DAYS,
+) -> tuple[bytes, bytes]:
+    """A new RSA private key and a self-signed certificate, both as PEM."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=valid_days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM)
 
 
 def generate(
@@ -80,29 +110,9 @@ def generate(
             "use --force to replace it"
         )
     pair.key_file.parent.mkdir(parents=True, exist_ok=True)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=CERT_VALID_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    _write_private(
-        pair.key_file,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    pair.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem, cert_pem = make_pem_pair(common_name, key_size=key_size)
+    write_private_key(pair.key_file, key_pem)
+    pair.cert_file.write_bytes(cert_pem)
     return pair
 
 

@@ -40,15 +40,16 @@ def test_metadata_validates_against_the_saml_schema(metadata, tmp_path):
     validate_schema(str(path))
 
 
-def test_metadata_signature_verifies_with_xmlsec1(metadata, keypair, tmp_path):
+def xmlsec1_verify(document: bytes, cert_file, tmp_path):
+    """Verify the EntityDescriptor's signature with the xmlsec1 command line."""
     path = tmp_path / "md.xml"
-    path.write_bytes(metadata.body)
-    result = subprocess.run(
+    path.write_bytes(document)
+    return subprocess.run(
         [
             "xmlsec1",
             "--verify",
             "--pubkey-cert-pem",
-            str(keypair.cert_file),
+            str(cert_file),
             "--id-attr:ID",
             f"{MD}:EntityDescriptor",
             str(path),
@@ -57,28 +58,18 @@ def test_metadata_signature_verifies_with_xmlsec1(metadata, keypair, tmp_path):
         text=True,
         check=False,
     )
+
+
+def test_metadata_signature_verifies_with_xmlsec1(metadata, keypair, tmp_path):
+    result = xmlsec1_verify(metadata.body, keypair.cert_file, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stderr
 
 
 def test_tampered_metadata_fails_xmlsec1(metadata, keypair, tmp_path):
     """The control for the test above: xmlsec1 really checks this document."""
-    path = tmp_path / "md.xml"
-    path.write_bytes(metadata.body.replace(b"/saml/sso/post", b"/saml/sso/evil"))
-    result = subprocess.run(
-        [
-            "xmlsec1",
-            "--verify",
-            "--pubkey-cert-pem",
-            str(keypair.cert_file),
-            "--id-attr:ID",
-            f"{MD}:EntityDescriptor",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    tampered = metadata.body.replace(b"/saml/sso/post", b"/saml/sso/evil")
+    result = xmlsec1_verify(tampered, keypair.cert_file, tmp_path)
     assert result.returncode != 0
 
 

@@ -8,7 +8,6 @@ test cannot pass because everything is refused.
 from __future__ import annotations
 
 import base64
-import datetime
 import os
 import re
 import shutil
@@ -17,10 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from lxml import etree
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, saml, samlp
 from saml2.client import Saml2Client
@@ -55,6 +50,7 @@ from idp.saml.crypto import (
     security_context_from_config,
     self_test,
 )
+from idp.saml.keys import make_pem_pair, write_private_key
 
 XMLSEC1 = shutil.which("xmlsec1") or "/usr/bin/xmlsec1"
 needs_xmlsec1 = pytest.mark.skipif(
@@ -84,30 +80,9 @@ class KeyPair:
 
 
 def _make_key_pair(directory: Path, name: str, bits: int) -> KeyPair:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
+    key_pem, cert_pem = make_pem_pair(name, key_size=bits, valid_days=30)
     key_file = directory / f"{name}.key"
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    write_private_key(key_file, key_pem)
     cert_file = directory / f"{name}.crt"
     cert_file.write_bytes(cert_pem)
     body = "".join(cert_pem.decode("ascii").splitlines()[1:-1])
