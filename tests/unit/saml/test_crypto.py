@@ -560,26 +560,19 @@ def test_attacker_cert_in_keyinfo_does_not_verify(idp_keys, attacker_keys, backe
 
 
 @needs_xmlsec1
+@pytest.mark.parametrize(
+    ("ident", "sign_alg", "digest_alg"),
+    [
+        ("_sha1-0001", SIG_RSA_SHA1, DIGEST_SHA1),
+        ("_sha1-digest-0001", SIG_RSA_SHA256, DIGEST_SHA1),
+    ],
+    ids=["sha1-signature", "sha1-digest-under-sha256"],
+)
 def test_sha1_refused_by_default_and_accepted_with_allow_sha1(
-    idp_keys, backend, tmp_path
+    idp_keys, backend, tmp_path, ident, sign_alg, digest_alg
 ):
-    ident = "_sha1-0001"
     signed = _binary_sign(
-        _template(ident, sign_alg=SIG_RSA_SHA1, digest_alg=DIGEST_SHA1),
-        idp_keys.key_file,
-        tmp_path,
-        ident,
-    )
-    with pytest.raises(SignatureError, match="SHA-1"):
-        _verify(backend, signed, idp_keys.cert_file, ident)
-    assert _verify(XmlsecBackend(allow_sha1=True), signed, idp_keys.cert_file, ident)
-
-
-@needs_xmlsec1
-def test_sha1_digest_under_sha256_signature_refused(idp_keys, backend, tmp_path):
-    ident = "_sha1-digest-0001"
-    signed = _binary_sign(
-        _template(ident, sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA1),
+        _template(ident, sign_alg=sign_alg, digest_alg=digest_alg),
         idp_keys.key_file,
         tmp_path,
         ident,
