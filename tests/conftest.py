@@ -87,8 +87,7 @@ def db_url(request, tmp_root) -> str:
     else:
         engine = make_engine({"sqlalchemy.url": url})
         try:
-            with engine.connect():
-                pass
+            engine.connect().close()
         except OperationalError as exc:
             reason = f"PostgreSQL at {POSTGRESQL_ENV} unreachable: {exc.orig}"
         finally:

@@ -189,6 +189,7 @@ def test_1000_character_password_hashes_and_verifies(service):
 
 
 def test_auth_11_equal_first_72_bytes_do_not_cross_verify(service):
+    """AUTH-11: passwords sharing their first 72 bytes are different passwords."""
     prefix = "p" * 72
     first, second = prefix + "A", prefix + "B"
     assert first.encode()[:72] == second.encode()[:72]
@@ -203,6 +204,7 @@ def test_auth_11_equal_first_72_bytes_do_not_cross_verify(service):
 
 
 def test_auth_11_equal_first_72_bytes_multibyte(service):
+    """AUTH-11: the same holds when multi-byte characters fill the 72 bytes."""
     # 24 three-byte characters fill the 72 bytes exactly.
     prefix = "密" * 24
     assert len(prefix.encode()) == 72
