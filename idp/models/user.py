@@ -33,7 +33,10 @@ class User(Base):
     __tablename__ = "users"
     __table_args__ = (
         CheckConstraint(
-            "identifier_kind IN ('mykad', 'passport')", name="identifier_kind"
+            "identifier_kind IN ({})".format(
+                ", ".join(f"'{kind.value}'" for kind in IdentifierKind)
+            ),
+            name="identifier_kind",
         ),
     )
 

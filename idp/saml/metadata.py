@@ -7,7 +7,6 @@ is days away while the signature is computed a few times an hour at most.
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 import time
 from dataclasses import dataclass
@@ -90,8 +89,3 @@ class MetadataCache:
             if self._cached is None or now - self._cached.built_at > self.max_age:
                 self._cached = _Cached(build(self.settings, self.keypair), now)
             return self._cached.xml
-
-
-def valid_until(settings, now: dt.datetime | None = None) -> dt.datetime:
-    now = now or dt.datetime.now(dt.UTC)
-    return now + dt.timedelta(days=settings["idp.metadata_valid_days"])
