@@ -135,12 +135,16 @@ def test_metadata_valid_until_and_cache_duration(metadata):
     assert doc.get("cacheDuration") == "PT3600S"
 
 
+def _by_language(elements) -> dict[str, str]:
+    """Localised metadata names as {xml:lang: text}."""
+    return {
+        e.get("{http://www.w3.org/XML/1998/namespace}lang"): e.text for e in elements
+    }
+
+
 def test_metadata_organization_contacts_and_ui_names(metadata):
     doc = _doc(metadata)
-    names = {
-        e.get("{http://www.w3.org/XML/1998/namespace}lang"): e.text
-        for e in doc.findall("md:Organization/md:OrganizationDisplayName", NS)
-    }
+    names = _by_language(doc.findall("md:Organization/md:OrganizationDisplayName", NS))
     assert names == {
         "ms": "Kementerian Pendidikan Malaysia",
         "en": "Ministry of Education Malaysia",
@@ -156,10 +160,7 @@ def test_metadata_organization_contacts_and_ui_names(metadata):
         security.find("md:EmailAddress", NS).text == "mailto:idme-security@moe.gov.my"
     )
     ui = doc.find("md:IDPSSODescriptor/md:Extensions/mdui:UIInfo", NS)
-    display = {
-        e.get("{http://www.w3.org/XML/1998/namespace}lang"): e.text
-        for e in ui.findall("mdui:DisplayName", NS)
-    }
+    display = _by_language(ui.findall("mdui:DisplayName", NS))
     assert display == {
         "ms": "idMe Kementerian Pendidikan Malaysia",
         "en": "idMe Ministry of Education Malaysia",
