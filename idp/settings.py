@@ -112,9 +112,24 @@ OPTIONS: dict[str, Option] = {
     "idp.contact.technical.email": Option(_text, ""),
     "idp.contact.security.name": Option(_text, ""),
     "idp.contact.security.email": Option(_text, ""),
+    "idp.temporary_password_hours": Option(_int_between(1, 30 * 24), 72),
     "mail.sender": Option(_text, ""),
+    "mail.backend": Option(_text, "idp.services.delivery.SMTPSender"),
+    "mail.host": Option(_text, "localhost"),
+    "mail.port": Option(_int_between(1, 65535), 587),
+    "mail.security": Option(_choice("starttls", "ssl", "none"), "starttls"),
+    "mail.username": Option(_text, ""),
     "mail.smtp_password": Option(_text, ""),
+    "mail.ca_file": Option(_text, ""),
+    "mail.timeout": Option(_int_between(1, 300), 30),
+    "mail.directory": Option(_text, "var/mail"),
+    "mail.deliver_in_process": Option(_bool, False),
+    "mail.poll_seconds": Option(_int_between(1, 3600), 5),
+    "mail.batch_size": Option(_int_between(1, 1000), 50),
+    "mail.retry_seconds": Option(_int_between(1, 3600), 60),
+    "mail.retry_max_seconds": Option(_int_between(60, 7 * 24 * 3600), 3600),
     "captcha.enabled": Option(_bool, True),
+    "captcha.expires_seconds": Option(_int_between(60, 3600), 900),
 }
 
 
@@ -149,6 +164,9 @@ def parse_settings(
         raise SettingsError("sqlalchemy.url: this setting is required")
     if not settings["idp.entity_id"]:
         settings["idp.entity_id"] = settings["idp.base_url"] + "/saml/metadata"
+    if not settings["mail.sender"]:
+        raise SettingsError("mail.sender: this setting is required")
+    _check_address("mail.sender", settings["mail.sender"])
     settings["idp.development"] = settings["idp.environment"] == "development"
     if not settings["idp.development"]:
         _check_production(settings)
@@ -156,6 +174,20 @@ def parse_settings(
         missing = next(name for name in REQUIRED_SECRETS if not settings[name])
         raise SettingsError(f"{missing}: this setting is required")
     return settings
+
+
+def _check_address(name: str, value: str) -> None:
+    from email.headerregistry import Address
+    from email.utils import parseaddr
+
+    display, address = parseaddr(value)
+    local, at, domain = address.rpartition("@")
+    try:
+        if not (at and local and "." in domain) or any(c in value for c in "\r\n"):
+            raise ValueError(value)
+        Address(display_name=display, addr_spec=address)
+    except ValueError:
+        raise SettingsError(f"{name}: not an email address (got {value!r})") from None
 
 
 def _check_production(settings: dict[str, Any]) -> None:
@@ -183,3 +215,8 @@ def _check_production(settings: dict[str, Any]) -> None:
         )
     if not settings["idp.base_url"].startswith("https://"):
         raise SettingsError("idp.base_url: must be an https:// URL in production")
+    if settings["mail.security"] == "none" and settings["mail.username"]:
+        raise SettingsError(
+            "mail.security: must be starttls or ssl when mail.username is set; "
+            "the SMTP password would cross the network in clear"
+        )

@@ -7,12 +7,21 @@ from idp.db import Base, utcnow
 
 
 class OutboxMessage(Base):
-    """An email waiting for delivery, written in the transaction that caused it."""
+    """An email waiting for delivery, written in the transaction that caused it.
+
+    ``message`` is the whole RFC 5322 message, sealed (encrypted and
+    authenticated) by :class:`idp.services.mail.OutboxCodec`, because it may
+    carry a temporary password; it is emptied once the message is sent.
+    ``dedupe_key``, when set, makes a second message with the same key a
+    no-op (a notice sent at most once a day, whatever the retries).
+    ``next_attempt_at`` doubles as the lease of a worker that claimed it.
+    """
 
     __tablename__ = "mail_outbox"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     template: Mapped[str] = mapped_column(String(64))
+    dedupe_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     recipient: Mapped[str] = mapped_column(String(254))
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
