@@ -4,8 +4,8 @@ The browser holds a random 256-bit id in an HttpOnly, SameSite=Lax cookie
 (Secure outside development); the database holds only its SHA-256. A row is
 written only when the session is first given data (a CSRF token, a flash,
 flow state), so pages that need no session, like the metadata, write
-nothing. Changes are saved on ``NewResponse``, inside the request's
-transaction, so they commit or abort with everything else.
+nothing. Changes are saved by a tween under pyramid_tm, inside the
+request's transaction, so they commit or abort with everything else.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import datetime as dt
 import hashlib
 import secrets
 
-from pyramid.events import NewResponse
 from pyramid.interfaces import ISession
 from sqlalchemy import delete, select
 from zope.interface import implementer
@@ -183,12 +182,30 @@ def _session_factory(request):
     return DatabaseSession(request)
 
 
-def _save_session(event) -> None:
-    session = event.request.__dict__.get("session")
-    if isinstance(session, DatabaseSession):
-        session.save(event.response)
+def session_tween_factory(handler, registry):
+    """Save the session once the view (or exception view) has answered.
+
+    This tween sits under pyramid_tm, so the session row is written in the
+    request's own transaction, before the commit: a ``NewResponse``
+    subscriber would run after pyramid_tm has already committed.
+    """
+
+    def session_tween(request):
+        response = handler(request)
+        session = request.__dict__.get("session")
+        if isinstance(session, DatabaseSession):
+            session.save(response)
+        return response
+
+    return session_tween
 
 
 def includeme(config):
+    from pyramid.tweens import EXCVIEW
+
     config.set_session_factory(_session_factory)
-    config.add_subscriber(_save_session, NewResponse)
+    config.add_tween(
+        "idp.sessions.session_tween_factory",
+        under="pyramid_tm.tm_tween_factory",
+        over=EXCVIEW,
+    )

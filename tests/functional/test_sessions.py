@@ -92,3 +92,22 @@ def test_sqlite_and_postgresql_keep_the_outer_transaction_after_a_failed_savepoi
     names = dbsession.scalars(select(Role.name).order_by(Role.name)).all()
     assert names == ["parent", "teacher"]
     assert dbsession.scalar(select(func.count()).select_from(Role)) == 2
+
+
+def test_session_is_saved_inside_the_real_transaction(committing_testapp, db_engine):
+    """With pyramid_tm really committing, the session row reaches the database.
+
+    Saving on ``NewResponse`` ran after pyramid_tm's commit and failed with
+    NoTransaction; the save must happen inside the request's transaction.
+    """
+    from sqlalchemy import func, select
+
+    from idp.models import IdpSession
+
+    page = committing_testapp.get("/_probe/form")
+    assert "idp_session" in committing_testapp.cookies
+    with db_engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(IdpSession)) == 1
+    form = page.forms["probe"]
+    form["note"] = "kept"
+    assert form.submit().text == "saved"
