@@ -6,3 +6,7 @@ def includeme(config):
     config.add_route("home", "/")
     config.add_route("healthz", "/healthz")
     config.add_route("saml.metadata", "/saml/metadata")
+    config.add_route("register.index", "/register")
+    config.add_route("register.done", "/register/done")
+    config.add_route("captcha.image", "/captcha/{token}.png")
+    config.add_route("captcha.audio", "/captcha/{token}.{locale}.wav")

@@ -75,6 +75,19 @@ def _url(value: str) -> str:
     return value
 
 
+def _timezone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    value = str(value).strip()
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            "must be an IANA time zone such as Asia/Kuala_Lumpur"
+        ) from None
+    return value
+
+
 def _bool(value: str) -> bool:
     text = str(value).strip().lower()
     if text not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
@@ -112,6 +125,7 @@ OPTIONS: dict[str, Option] = {
     "idp.contact.technical.email": Option(_text, ""),
     "idp.contact.security.name": Option(_text, ""),
     "idp.contact.security.email": Option(_text, ""),
+    "idp.timezone": Option(_timezone, "Asia/Kuala_Lumpur"),
     "idp.temporary_password_hours": Option(_int_between(1, 30 * 24), 72),
     "mail.sender": Option(_text, ""),
     "mail.backend": Option(_text, "idp.services.delivery.SMTPSender"),

@@ -50,6 +50,8 @@ def base_settings(tmp: Path) -> dict:
             "idp.auto_create_keys": "false",
             "idp.key_size": "2048",
             "captcha.enabled": "false",
+            "mail.backend": "idp.services.delivery.MemorySender",
+            "mail.deliver_in_process": "false",
             "pyramid.reload_templates": "false",
         }
     )
@@ -210,3 +212,40 @@ def committing_testapp(app, db_engine):
     with db_engine.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):
             conn.execute(table.delete())
+
+
+@pytest.fixture(scope="session")
+def captcha_app(settings, db_engine):
+    """The app with the captcha on, as both shipped ini files have it."""
+    return make_app({**settings, "captcha.enabled": "true"}, db_engine)
+
+
+@pytest.fixture
+def captcha_testapp(captcha_app, tm, dbsession):
+    return webtest.TestApp(captcha_app, extra_environ=environ(tm, dbsession))
+
+
+@pytest.fixture
+def mailbox(app, dbsession):
+    """The messages queued in this test's transaction, as the recipient gets them.
+
+    Call it (optionally with a recipient) for a list of ``EmailMessage``s.
+    The outbox stores each message sealed; this opens them the way the
+    delivery worker does, so what the tests read is what would be sent.
+    """
+    from sqlalchemy import select
+
+    from idp.models import OutboxMessage
+    from idp.services.mail import parse_message
+
+    codec = app.registry["idp.mail.codec"]
+
+    def read(recipient: str | None = None) -> list:
+        rows = dbsession.scalars(select(OutboxMessage).order_by(OutboxMessage.id))
+        return [
+            parse_message(codec.open(row.message))
+            for row in rows
+            if recipient is None or row.recipient == recipient
+        ]
+
+    return read

@@ -3,3 +3,7 @@
 
 def includeme(config):
     config.include(".passwords")
+    config.include(".mail")
+    config.include(".delivery")
+    config.include(".captcha")
+    config.include(".users")

@@ -55,3 +55,69 @@ class IPasswordService(Interface):
         appear in the password, for example the identity number, the email
         local part and the parts of the name.
         """
+
+
+class IOutbox(Interface):
+    """Queues email in the current database transaction.
+
+    Nothing is sent here: the delivery worker sends queued mail afterwards,
+    so an SMTP outage never fails the request that caused the email, and a
+    request that fails leaves no email behind.
+    """
+
+    def add(name, *, recipient, locale, context, dedupe_key=None):
+        """Render the email template ``name`` and queue it for ``recipient``.
+
+        ``locale`` is the recipient's language, shown first; the other
+        language follows. ``context`` is the template's variables. With a
+        ``dedupe_key`` already used by a queued or sent message, nothing is
+        queued and None is returned; otherwise the outbox row is returned.
+        """
+
+
+class ICaptchaService(Interface):
+    """Tells people from programs before an expensive or abusable action.
+
+    ``enabled`` is False when ``captcha.enabled = false``: then
+    :meth:`check` always passes and forms show no captcha.
+    """
+
+    def new_challenge():
+        """Store a new challenge and return its token (a URL-safe ``str``)."""
+
+    def image(token):
+        """Return the challenge's PNG, or None if unknown, used or expired."""
+
+    def audio(token, locale):
+        """Return the challenge spoken in ``locale`` as a WAV, or None."""
+
+    def check(token, answer):
+        """Consume the challenge and return True if ``answer`` is right.
+
+        The first check consumes the challenge whatever the answer, so a
+        challenge can be neither replayed nor guessed twice. A missing
+        token or answer is a wrong answer.
+        """
+
+
+class IUserService(Interface):
+    """Creates accounts and handles their temporary passwords."""
+
+    def register(registration):
+        """Create the account described by a ``Registration``; return it.
+
+        The new account gets a random temporary password (stored only as a
+        hash, expiring, single use), emailed through the outbox. When the
+        identity number or email already belongs to an account, nothing is
+        created, the owner is sent a notice instead, and None is returned;
+        callers show the same page either way.
+        """
+
+    def consume_temporary_password(user, password):
+        """Return True, and use it up, if ``password`` is ``user``'s live
+        temporary password.
+
+        False when it is wrong, expired or already used, or when the user
+        has no temporary password; a used password is gone for good and the
+        user must then choose a new one.
+        """

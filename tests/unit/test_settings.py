@@ -16,6 +16,7 @@ def raw(**overrides) -> dict:
         "idp.session_secret": STRONG,
         "idp.hmac_key": STRONG + "y",
         "sqlalchemy.url": "postgresql+psycopg://idp@db/idp",
+        "mail.sender": "idMe <no-reply@idme.example.gov.my>",
     }
     base.update(overrides)
     return base
@@ -153,3 +154,35 @@ def test_shipped_production_ini_refuses_to_start_without_environment():
         SettingsError, match=r"^idp\.session_secret: required in production"
     ):
         parse_settings(dict(get_appsettings(str(ini), name="main")), environ={})
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("idMe <no-reply@idme.example.gov.my>", True),
+        ("no-reply@idme.example.gov.my", True),
+        ("", False),
+        ("no-reply", False),
+        ("a@localhost", False),
+        ("x@y.my\r\nBcc: victim@example.com", False),
+    ],
+)
+def test_mail_sender_must_be_an_address(value, ok):
+    if ok:
+        assert parse_settings(raw(**{"mail.sender": value}), environ={})
+    else:
+        with pytest.raises(SettingsError, match=r"^mail\.sender: "):
+            parse_settings(raw(**{"mail.sender": value}), environ={})
+
+
+def test_smtp_credentials_need_encryption():
+    mail = {"mail.username": "idme", "mail.security": "none"}
+    with pytest.raises(SettingsError, match=r"^mail\.security: "):
+        parse_settings(raw(**mail), environ={})
+    assert parse_settings(raw(**{**mail, "mail.security": "starttls"}), environ={})
+
+
+def test_timezone_is_checked():
+    assert parse_settings(raw(), environ={})["idp.timezone"] == "Asia/Kuala_Lumpur"
+    with pytest.raises(SettingsError, match=r"^idp\.timezone: "):
+        parse_settings(raw(**{"idp.timezone": "Mars/Olympus"}), environ={})

@@ -1,0 +1,143 @@
+"""Accounts: registration and the temporary password.
+
+Registration never says whether an identity number or an email is already
+registered: a duplicate gets the same answer as a success, and the owner of
+the existing account gets an email instead (at most one a day, and none in
+the first hour after they registered, when a double submission is the
+likely cause). Uniqueness is the database's: the insert runs in a SAVEPOINT
+and a unique violation, even one caused by a concurrent registration, turns
+into that notice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from zope.interface import implementer
+
+from idp.db import utcnow
+from idp.identifiers import Identifier
+from idp.models import User
+from idp.services import mail
+from idp.services.interfaces import IOutbox, IPasswordService, IUserService
+
+# Lower-case letters and digits without the ones people confuse (i l o 0 1).
+TEMPORARY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+TEMPORARY_LENGTH = 16  # about 79 bits
+NOTICE_GRACE = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What a person submitted on the registration form, already checked."""
+
+    category: str
+    identifier: Identifier
+    full_name: str
+    email: str
+    phone: str
+    institution: str | None
+    security_image: str
+    security_phrase: str
+    locale: str
+
+
+def new_temporary_password() -> str:
+    return "".join(secrets.choice(TEMPORARY_ALPHABET) for _ in range(TEMPORARY_LENGTH))
+
+
+@implementer(IUserService)
+class UserService:
+    def __init__(
+        self, dbsession, passwords, outbox, *, temporary_hours: int, clock=utcnow
+    ):
+        self.dbsession = dbsession
+        self.passwords = passwords
+        self.outbox = outbox
+        self.temporary_lifetime = dt.timedelta(hours=temporary_hours)
+        self.clock = clock
+
+    @classmethod
+    def create_service(cls, context, request) -> UserService:
+        return cls(
+            request.dbsession,
+            request.find_service(IPasswordService, context=None),
+            request.find_service(IOutbox, context=None),
+            temporary_hours=request.registry.settings["idp.temporary_password_hours"],
+        )
+
+    def register(self, registration: Registration) -> User | None:
+        now = self.clock()
+        password = new_temporary_password()
+        # Hash before knowing whether the insert succeeds, so a duplicate
+        # costs the same time as a new account.
+        user = User(
+            identifier_kind=registration.identifier.kind,
+            identifier=registration.identifier.value,
+            email=registration.email,
+            full_name=registration.full_name,
+            phone=registration.phone,
+            category=registration.category,
+            institution=registration.institution,
+            locale=registration.locale,
+            security_image=registration.security_image,
+            security_phrase=registration.security_phrase,
+            password_hash=self.passwords.hash(password),
+            must_change_password=True,
+            temp_password_expires_at=now + self.temporary_lifetime,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            with self.dbsession.begin_nested():
+                self.dbsession.add(user)
+        except IntegrityError:
+            self._notify_owners(registration, now)
+            return None
+        mail.temporary_password(
+            self.outbox,
+            user,
+            password=password,
+            expires_at=user.temp_password_expires_at,
+        )
+        return user
+
+    def _notify_owners(self, registration: Registration, now: dt.datetime) -> None:
+        owners = self.dbsession.scalars(
+            select(User).where(
+                or_(
+                    User.identifier == registration.identifier.value,
+                    User.email == registration.email,
+                )
+            )
+        ).all()
+        for owner in owners:
+            if now - owner.created_at < NOTICE_GRACE:
+                continue
+            mail.already_registered(
+                self.outbox,
+                owner,
+                dedupe_key=f"already-registered:{owner.id}:{now:%Y-%m-%d}",
+            )
+
+    def consume_temporary_password(self, user: User, password: str) -> bool:
+        temporary = user.must_change_password and user.password_hash is not None
+        expires_at = user.temp_password_expires_at
+        if not temporary or expires_at is None:
+            self.passwords.dummy_verify(password)
+            return False
+        if not self.passwords.verify(password, user.password_hash):
+            return False
+        if self.clock() >= expires_at:
+            return False
+        user.password_hash = None
+        user.temp_password_expires_at = None
+        return True
+
+
+def includeme(config) -> None:
+    config.register_service_factory(UserService.create_service, IUserService)

@@ -1,0 +1,68 @@
+"""Registration: "Daftar Baharu".
+
+GET shows the form; POST checks the captcha and every field and either
+re-renders the form (400, every error beside its field, everything typed
+kept except the captcha) or creates the account and redirects to the same
+"check your email" page whether or not the details were already registered.
+The "Set Semula" (reset) button posts ``action=reset`` and gets an empty form.
+"""
+
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.view import view_config
+
+from idp import security_images
+from idp.forms.register import (
+    CATEGORIES,
+    ID_TYPES,
+    MESSAGES,
+    RegisterForm,
+    country_choices,
+)
+from idp.services.interfaces import ICaptchaService, IUserService
+
+
+def _page(request, form: RegisterForm) -> dict:
+    captcha = request.find_service(ICaptchaService, context=None)
+    form.captcha_answer.data = ""
+    form.captcha_token.data = captcha.new_challenge() if captcha.enabled else ""
+    return {
+        "form": form,
+        "categories": [(c.value, request._(text)) for c, text in CATEGORIES.items()],
+        "id_types": [(value, request._(text)) for value, text in ID_TYPES.items()],
+        "countries": country_choices(request.locale_name),
+        "images": security_images.CATALOGUE,
+        "captcha_enabled": captcha.enabled,
+    }
+
+
+@view_config(
+    route_name="register.index",
+    renderer="register/index.jinja2",
+    require_methods=["GET", "HEAD", "POST"],
+)
+def index(request):
+    if request.method != "POST":
+        return _page(request, RegisterForm())
+    if request.POST.get("action") == "reset":
+        return HTTPSeeOther(request.route_path("register.index"))
+
+    form = RegisterForm(request.POST)
+    captcha = request.find_service(ICaptchaService, context=None)
+    # The captcha is checked (and consumed) first, whatever the other fields
+    # say, so one solved challenge cannot be replayed against a form error.
+    captcha_ok = captcha.check(form.captcha_token.data, form.captcha_answer.data)
+    valid = form.validate()
+    if not captcha_ok:
+        form.captcha_answer.errors = [MESSAGES["captcha"]]
+    if not (valid and captcha_ok):
+        request.response.status_code = 400
+        return _page(request, form)
+
+    users = request.find_service(IUserService, context=None)
+    users.register(form.registration(request.locale_name))
+    return HTTPSeeOther(request.route_path("register.done"))
+
+
+@view_config(route_name="register.done", renderer="register/done.jinja2")
+def done(request):
+    return {"hours": request.registry.settings["idp.temporary_password_hours"]}
