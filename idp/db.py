@@ -70,7 +70,12 @@ def _configure_sqlite(engine: Engine) -> None:
     """foreign_keys on, a busy timeout, WAL, and SAVEPOINTs that work.
 
     pysqlite begins transactions lazily and so breaks SAVEPOINT; take over
-    BEGIN ourselves (SQLAlchemy's documented workaround).
+    BEGIN ourselves (SQLAlchemy's documented workaround). We begin with
+    ``BEGIN IMMEDIATE``: a deferred transaction that reads and then writes
+    while another one writes gets "database is locked" at once (the busy
+    timeout does not apply to that upgrade), which made concurrent requests
+    fail with 500s. Taking the write lock at BEGIN makes them queue instead;
+    SQLite serves one writer at a time either way.
     """
 
     @event.listens_for(engine, "connect")
@@ -85,7 +90,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(settings, prefix: str = "sqlalchemy.") -> Engine:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from idp.cli import db, keys, metadata
+from idp.cli import db, keys, mail, metadata
 
 
 class CommandError(Exception):
@@ -19,13 +19,13 @@ class CommandError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="idp-admin",
-        description="Operate an idMe IdP: database, keys and metadata.",
+        description="Operate an idMe IdP: database, keys, metadata and mail.",
     )
     parser.add_argument(
         "config_uri", metavar="CONFIG_URI", help="the ini file, e.g. production.ini"
     )
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
-    for module in (db, keys, metadata):
+    for module in (db, keys, mail, metadata):
         module.register(groups)
     return parser
 

@@ -21,6 +21,7 @@ def ini(tmp_path) -> Path:
     text = text.replace("%(here)s/var/idp.sqlite", str(tmp_path / "idp.sqlite"))
     text = text.replace("%(here)s/certs", str(tmp_path / "certs"))
     text = text.replace("%(here)s/metadata", str(tmp_path / "metadata"))
+    text = text.replace("%(here)s/var/mail", str(tmp_path / "mail"))
     text = text.replace("idp.key_size = 3072", "idp.key_size = 2048")
     path = tmp_path / "test.ini"
     path.write_text(text)
@@ -41,9 +42,9 @@ def run(*args, env=None):
 def test_help_lists_every_command():
     result = run("--help")
     assert result.returncode == 0
-    for word in ("db", "keys", "metadata"):
+    for word in ("db", "keys", "mail", "metadata"):
         assert word in result.stdout
-    for group in ("db", "keys", "metadata"):
+    for group in ("db", "keys", "mail", "metadata"):
         result = run("x.ini", group, "--help")
         assert result.returncode == 0, result.stderr
 
@@ -131,3 +132,90 @@ def test_production_with_development_secrets_refuses(tmp_path):
     assert result.returncode == 1
     assert "idp.session_secret: the development value" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def queue_one_message(ini: Path, recipient: str = "ali@example.com.my") -> None:
+    """Queue a message exactly as the app does, through the outbox service."""
+    from pyramid.paster import get_appsettings
+    from sqlalchemy.orm import Session
+
+    from idp.db import make_engine
+    from idp.services.mail import Composer, Outbox, OutboxCodec
+    from idp.settings import parse_settings
+
+    settings = parse_settings(get_appsettings(str(ini), name="main"))
+    engine = make_engine(settings)
+    with Session(engine) as session, session.begin():
+        outbox = Outbox(
+            session, Composer(settings), OutboxCodec(settings["idp.hmac_key"])
+        )
+        outbox.add(
+            "already-registered",
+            recipient=recipient,
+            locale="ms",
+            context={"full_name": "Ali bin Abu", "identifier": "XXXXXX-XX-1234"},
+        )
+    engine.dispose()
+
+
+def test_mail_deliver_writes_eml_files_in_development(ini, tmp_path):
+    from email import message_from_bytes, policy
+
+    assert run(ini, "db", "upgrade").returncode == 0
+    queue_one_message(ini)
+    assert run(ini, "mail", "status").stdout.startswith("queued 1 (failing 0), sent 0")
+
+    result = run(ini, "mail", "deliver")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "sent 1, failed 0\n"
+    (eml,) = (tmp_path / "mail").glob("*.eml")
+    message = message_from_bytes(eml.read_bytes(), policy=policy.SMTP)
+    assert message["To"] == "ali@example.com.my"
+    assert message["Subject"].startswith("Seseorang cuba mendaftar")
+    assert run(ini, "mail", "status").stdout == "queued 0 (failing 0), sent 1\n"
+    assert run(ini, "mail", "deliver").stdout == "sent 0, failed 0\n"
+
+
+def test_mail_deliver_with_smtp_down_fails_and_keeps_the_message(ini):
+    """DATA-04: an unreachable SMTP server is reported; the message stays queued."""
+    from tests.smtp import free_port
+
+    text = ini.read_text().replace(
+        "mail.backend = idp.services.delivery.FileSender",
+        "mail.backend = idp.services.delivery.SMTPSender\n"
+        f"mail.host = 127.0.0.1\nmail.port = {free_port()}\nmail.security = none",
+    )
+    ini.write_text(text)
+    assert run(ini, "db", "upgrade").returncode == 0
+    queue_one_message(ini)
+    result = run(ini, "mail", "deliver")
+    assert result.returncode == 1
+    assert result.stdout == "sent 0, failed 1\n"
+    assert "Traceback" not in result.stderr
+    assert run(ini, "mail", "status").stdout.startswith("queued 1 (failing 1), sent 0")
+
+
+def test_mail_deliver_loop_sends_until_stopped(ini, tmp_path):
+    import signal
+    import time
+
+    assert run(ini, "db", "upgrade").returncode == 0
+    text = ini.read_text().replace("mail.poll_seconds = 2", "mail.poll_seconds = 1")
+    ini.write_text(text)
+    process = subprocess.Popen(
+        [str(IDP_ADMIN), str(ini), "mail", "deliver", "--loop"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        queue_one_message(ini)
+        deadline = time.monotonic() + 30
+        while not list((tmp_path / "mail").glob("*.eml")):
+            assert time.monotonic() < deadline, "the loop did not deliver"
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "sent 1, failed 0" in out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 import lxml.html
 import pytest
@@ -16,39 +15,13 @@ from idp.identifiers import InvalidIdentifier
 from idp.models import CaptchaChallenge, OutboxMessage, User
 from idp.services.captcha import _token_hash
 from idp.services.passwords import BcryptPasswordService
+from tests.registration import VALID, fill, open_form, temporary_password_from
 
 LOCALE_DIRS = [str(__import__("idp").__path__[0] + "/locale")]
-
-VALID = {
-    "category": "student",
-    "id_type": "mykad",
-    "mykad": "080512-14-5678",
-    "full_name": "Nur Aisyah binti Ahmad",
-    "email": "Aisyah.Ahmad@Example.com.my",
-    "email_confirm": "aisyah.ahmad@example.com.my",
-    "phone": "012-345 6789",
-    "institution": "SK Taman Melati",
-    "security_image": "cat",
-    "security_phrase": "Nasi lemak kegemaran saya",
-}
 
 
 def translated(message, locale: str) -> str:
     return make_localizer(locale, LOCALE_DIRS).translate(message)
-
-
-def fill(form, **values):
-    for name, value in {**VALID, **values}.items():
-        field = form[name]
-        if hasattr(field, "force_value"):
-            field.force_value(value)
-        else:
-            field.value = value
-    return form
-
-
-def open_form(testapp, lang: str = "ms"):
-    return testapp.get(f"/register?lang={lang}").forms["register-form"]
 
 
 def field_errors(page, name: str) -> list[str]:
@@ -65,11 +38,6 @@ def count(dbsession, model) -> int:
 
 def user_by_email(dbsession, email):
     return dbsession.scalars(select(User).where(User.email == email)).one_or_none()
-
-
-def temporary_password_from(message) -> str:
-    body = message.get_body(("plain",)).get_content()
-    return re.search(r": ([a-z0-9]{16})\s*$", body, re.MULTILINE).group(1)
 
 
 @pytest.mark.parametrize("lang", LOCALES)

@@ -1,0 +1,99 @@
+"""``mail deliver [--loop]`` and ``mail status``: the outbox, from the shell."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from sqlalchemy import case, func, select
+
+from idp.cli.common import load_settings
+from idp.db import make_engine
+from idp.models import OutboxMessage
+
+
+def register(groups) -> None:
+    parser = groups.add_parser("mail", help="outgoing email")
+    commands = parser.add_subparsers(dest="command", metavar="ACTION", required=True)
+    deliver_parser = commands.add_parser(
+        "deliver",
+        help="send the mail waiting in the outbox (safe on several nodes at once)",
+    )
+    deliver_parser.add_argument(
+        "--loop",
+        action="store_true",
+        help="keep running, polling every mail.poll_seconds, until stopped",
+    )
+    deliver_parser.set_defaults(handler=deliver)
+    status_parser = commands.add_parser(
+        "status", help="count queued, failing and sent messages"
+    )
+    status_parser.set_defaults(handler=status)
+
+
+def _engine(settings):
+    from sqlalchemy.exc import ArgumentError
+
+    from idp.cli import CommandError
+
+    try:
+        return make_engine(settings)
+    except ArgumentError as exc:
+        raise CommandError(f"sqlalchemy.url: {exc}") from None
+
+
+def deliver(args) -> int:
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from idp.cli import CommandError
+    from idp.services.delivery import OutboxWorker
+
+    settings = load_settings(args.config_uri)
+    engine = _engine(settings)
+    try:
+        worker = OutboxWorker.from_settings(settings, engine)
+    except (ImportError, ValueError, OSError) as exc:
+        raise CommandError(f"mail.backend: {exc}") from None
+    stopping = threading.Event()
+    if args.loop:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stopping.set())
+    try:
+        while True:
+            report = worker.run()
+            if report.sent or report.failed or not args.loop:
+                print(f"sent {report.sent}, failed {report.failed}", flush=True)
+            if not args.loop or stopping.wait(settings["mail.poll_seconds"]):
+                break
+    except (OperationalError, ProgrammingError) as exc:
+        raise CommandError(f"database: {exc.orig}") from None
+    finally:
+        engine.dispose()
+    return 0 if not report.failed or args.loop else 1
+
+
+def status(args) -> int:
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from idp.cli import CommandError
+
+    settings = load_settings(args.config_uri)
+    engine = _engine(settings)
+    pending = OutboxMessage.sent_at.is_(None)
+    query = select(
+        func.count().filter(pending),
+        func.count().filter(pending, OutboxMessage.last_error.is_not(None)),
+        func.count().filter(OutboxMessage.sent_at.is_not(None)),
+        func.min(case((pending, OutboxMessage.created_at))),
+    )
+    try:
+        with engine.connect() as conn:
+            queued, failing, sent, oldest = conn.execute(query).one()
+    except (OperationalError, ProgrammingError) as exc:
+        raise CommandError(f"database: {exc.orig}") from None
+    finally:
+        engine.dispose()
+    print(f"queued {queued} (failing {failing}), sent {sent}")
+    if oldest is not None:
+        print(f"oldest queued since {oldest:%Y-%m-%d %H:%M:%S} UTC")
+    return 0

@@ -1,0 +1,240 @@
+"""Mail, end to end: registration -> outbox -> worker -> a real SMTP server.
+
+These tests use the committing app (real transactions) and an aiosmtpd
+server on 127.0.0.1, so they show what a rolled-back test cannot: that the
+outbox row really commits with the account, that the worker sends it over
+STARTTLS + AUTH or implicit TLS, that an outage loses nothing, and that
+concurrent workers never send a message twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import pytest
+import webtest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from idp.db import utcnow
+from idp.models import OutboxMessage, User
+from idp.services.delivery import MemorySender, OutboxWorker
+from idp.services.passwords import BcryptPasswordService
+from idp.services.users import UserService
+from tests.registration import fill, open_form, register, temporary_password_from
+from tests.smtp import SMTPServer, make_certificate
+
+LATER = dt.timedelta(days=2)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    return make_certificate(tmp_path_factory.mktemp("smtp"))
+
+
+@pytest.fixture
+def smtp(certificate):
+    server = SMTPServer(*certificate, implicit_tls=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+def worker_for(app, engine, server: SMTPServer) -> OutboxWorker:
+    settings = {**app.registry.settings, **server.settings()}
+    return OutboxWorker.from_settings(settings, engine)
+
+
+def student(number: int) -> dict:
+    return {
+        "mykad": f"080512-14-{number:04d}",
+        "email": f"murid{number}@example.com.my",
+        "email_confirm": f"murid{number}@example.com.my",
+    }
+
+
+def users_service(session) -> UserService:
+    return UserService(
+        session, BcryptPasswordService(rounds=4), None, temporary_hours=72
+    )
+
+
+def test_auth_12_temporary_password_from_the_delivered_email_works_once(
+    committing_testapp, app, db_engine, smtp
+):
+    """AUTH-12: the emailed temporary password is single use and expires."""
+    register(committing_testapp, "en", **student(1)).follow()
+    register(committing_testapp, "en", **student(2)).follow()
+
+    report = worker_for(app, db_engine, smtp).run()
+    assert (report.sent, report.failed) == (2, 0)
+    by_recipient = {m["To"]: m for m in smtp.messages}
+    assert set(by_recipient) == {"murid1@example.com.my", "murid2@example.com.my"}
+    assert smtp.envelopes[0][0] == "no-reply@idme.moe.gov.my"
+
+    with Session(db_engine) as session, session.begin():
+        first = session.scalars(
+            select(User).where(User.email == "murid1@example.com.my")
+        ).one()
+        password = temporary_password_from(by_recipient["murid1@example.com.my"])
+        service = users_service(session)
+        assert service.consume_temporary_password(first, "wrong" + password) is False
+        assert service.consume_temporary_password(first, password) is True
+        assert service.consume_temporary_password(first, password) is False
+        assert first.must_change_password is True
+
+        # The second account's password, presented after its expiry.
+        second = session.scalars(
+            select(User).where(User.email == "murid2@example.com.my")
+        ).one()
+        password = temporary_password_from(by_recipient["murid2@example.com.my"])
+        service.clock = lambda: (
+            second.temp_password_expires_at + dt.timedelta(seconds=1)
+        )
+        assert service.consume_temporary_password(second, password) is False
+        service.clock = lambda: (
+            second.temp_password_expires_at - dt.timedelta(seconds=1)
+        )
+        assert service.consume_temporary_password(second, password) is True
+
+    with Session(db_engine) as session:
+        rows = session.scalars(select(OutboxMessage)).all()
+        assert all(row.sent_at is not None and row.message == "" for row in rows)
+
+
+def test_data_04_smtp_outage_delays_mail_and_loses_none(
+    committing_testapp, app, db_engine, certificate
+):
+    """DATA-04: 20 registrations while SMTP is down are all delivered once, later."""
+    server = SMTPServer(*certificate, implicit_tls=False)  # not started: down
+    worker = worker_for(app, db_engine, server)
+    for number in range(20):
+        assert register(committing_testapp, **student(number)).status_int == 303
+
+    report = worker.run()
+    assert (report.sent, report.failed) == (0, 20)
+    with Session(db_engine) as session:
+        rows = session.scalars(select(OutboxMessage)).all()
+        assert len(rows) == 20
+        assert all(row.attempts == 1 and row.sent_at is None for row in rows)
+        assert all("cannot connect" in row.last_error for row in rows)
+        assert all(row.next_attempt_at > utcnow() for row in rows)
+
+    server.start()
+    try:
+        assert worker.run().sent == 0  # nothing is due before its backoff
+        assert worker.run(now=utcnow() + LATER).sent == 20
+        assert worker.run(now=utcnow() + LATER).sent == 0
+    finally:
+        server.stop()
+    recipients = [to for _sender, (to,) in server.envelopes]
+    assert sorted(recipients) == sorted(f"murid{n}@example.com.my" for n in range(20))
+
+
+def test_implicit_tls_and_wrong_credentials(
+    committing_testapp, app, db_engine, certificate
+):
+    server = SMTPServer(*certificate, implicit_tls=True)
+    server.start()
+    try:
+        register(committing_testapp, **student(1))
+        settings = {**app.registry.settings, **server.settings()}
+        wrong = {**settings, "mail.smtp_password": "not-the-password"}
+        report = OutboxWorker.from_settings(wrong, db_engine).run()
+        assert (report.sent, report.failed) == (0, 1)
+        with Session(db_engine) as session:
+            (row,) = session.scalars(select(OutboxMessage)).all()
+            assert "535" in row.last_error  # authentication refused
+        report = OutboxWorker.from_settings(settings, db_engine).run(
+            now=utcnow() + LATER
+        )
+        assert (report.sent, report.failed) == (1, 0)
+        assert [m["To"] for m in server.messages] == ["murid1@example.com.my"]
+    finally:
+        server.stop()
+
+
+def test_starttls_refuses_a_server_whose_certificate_is_not_trusted(
+    committing_testapp, app, db_engine, smtp
+):
+    register(committing_testapp, **student(1))
+    untrusted = {**app.registry.settings, **smtp.settings(), "mail.ca_file": ""}
+    report = OutboxWorker.from_settings(untrusted, db_engine).run()
+    assert (report.sent, report.failed) == (0, 1)
+    assert smtp.messages == []
+
+
+class SlowSender(MemorySender):
+    """Takes a while per message, so concurrent workers overlap."""
+
+    def send(self, message) -> None:
+        time.sleep(0.01)
+        super().send(message)
+
+
+def test_data_04_concurrent_workers_never_send_a_message_twice(
+    committing_testapp, app, db_engine
+):
+    """DATA-04: workers on several nodes share the outbox; each message goes once."""
+    for number in range(12):
+        register(committing_testapp, **student(number))
+    sender = SlowSender()
+    settings = {**app.registry.settings, "mail.batch_size": 2}
+    workers = [
+        OutboxWorker.from_settings(settings, db_engine, sender) for _ in range(4)
+    ]
+    start = threading.Barrier(len(workers))
+    reports = []
+
+    def run(worker):
+        start.wait()
+        reports.append(worker.run())
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sum(report.sent for report in reports) == 12
+    assert sum(report.failed for report in reports) == 0
+    ids = [message["Message-ID"] for message in sender.messages]
+    assert len(ids) == len(set(ids)) == 12
+    with Session(db_engine) as session:
+        pending = session.scalar(
+            select(func.count()).where(OutboxMessage.sent_at.is_(None))
+        )
+        assert pending == 0
+
+
+def test_data_01_concurrent_registrations_of_one_number_make_one_account(
+    committing_testapp, app, db_engine
+):
+    """DATA-01: 20 simultaneous registrations of one identity number: one user, no 5xx."""
+    browsers = [
+        webtest.TestApp(app, extra_environ=committing_testapp.extra_environ)
+        for _ in range(20)
+    ]
+    forms = []
+    for number, browser in enumerate(browsers):
+        forms.append(
+            fill(open_form(browser), **{**student(number), "mykad": "080512-14-5678"})
+        )
+    start = threading.Barrier(len(forms))
+    statuses = []
+
+    def submit(form):
+        start.wait()
+        statuses.append(form.submit(expect_errors=True).status_int)
+
+    threads = [threading.Thread(target=submit, args=(form,)) for form in forms]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert statuses == [303] * 20
+    with Session(db_engine) as session:
+        assert session.scalar(select(func.count()).select_from(User)) == 1
+        # One welcome email; the others were within the first hour: no notice.
+        assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
