@@ -24,6 +24,7 @@ SECRET_ENV = {
     "idp.hmac_key": "IDP_HMAC_KEY",
     "sqlalchemy.url": "IDP_DATABASE_URL",
     "mail.smtp_password": "IDP_SMTP_PASSWORD",
+    "captcha.secret": "IDP_CAPTCHA_SECRET",
 }
 
 # Secrets every node must have; production refuses to start without them.
@@ -144,6 +145,13 @@ OPTIONS: dict[str, Option] = {
     "mail.retry_max_seconds": Option(_int_between(60, 7 * 24 * 3600), 3600),
     "captcha.enabled": Option(_bool, True),
     "captcha.expires_seconds": Option(_int_between(60, 3600), 900),
+    "captcha.backend": Option(
+        _choice("image", "recaptcha", "hcaptcha", "turnstile"), "image"
+    ),
+    "captcha.site_key": Option(_text, ""),
+    "captcha.secret": Option(_text, ""),
+    "captcha.verify_url": Option(_text, ""),
+    "captcha.timeout": Option(_int_between(1, 60), 5),
 }
 
 
@@ -181,6 +189,7 @@ def parse_settings(
     if not settings["mail.sender"]:
         raise SettingsError("mail.sender: this setting is required")
     _check_address("mail.sender", settings["mail.sender"])
+    _check_captcha(settings)
     settings["idp.development"] = settings["idp.environment"] == "development"
     if not settings["idp.development"]:
         _check_production(settings)
@@ -202,6 +211,23 @@ def _check_address(name: str, value: str) -> None:
         Address(display_name=display, addr_spec=address)
     except ValueError:
         raise SettingsError(f"{name}: not an email address (got {value!r})") from None
+
+
+def _check_captcha(settings: dict[str, Any]) -> None:
+    backend = settings["captcha.backend"]
+    if backend == "image" or not settings["captcha.enabled"]:
+        return
+    for name in ("captcha.site_key", "captcha.secret"):
+        if not settings[name]:
+            hint = " (or IDP_CAPTCHA_SECRET)" if name == "captcha.secret" else ""
+            raise SettingsError(
+                f"{name}: required when captcha.backend = {backend}{hint}"
+            )
+    url = settings["captcha.verify_url"]
+    if url and not url.startswith(("https://", "http://127.0.0.1", "http://[::1]")):
+        raise SettingsError(
+            "captcha.verify_url: must be https:// (http only on this machine)"
+        )
 
 
 def _check_production(settings: dict[str, Any]) -> None:

@@ -69,6 +69,9 @@ MESSAGES = {
         "The characters you typed do not match the picture. "
         "Type the characters in the new picture."
     ),
+    "captcha.hosted": _(
+        "Complete the check that shows you are not a robot, then try again."
+    ),
 }
 
 

@@ -1,4 +1,10 @@
-"""The self-hosted written captcha: challenges stored server-side, single use.
+"""Captchas: the self-hosted written one by default, or a hosted service.
+
+``captcha.backend = image`` (the default, and the only choice for a
+deployment without outbound internet) is :class:`ImageCaptcha`, challenges
+stored server-side and single use. ``recaptcha``, ``hcaptcha`` or
+``turnstile`` is :class:`SiteVerifyCaptcha`, which asks the provider's
+siteverify endpoint about the token its widget put in the form.
 
 A challenge is a random token handed to the browser (a hidden form field and
 the image and audio URLs). Its answer is derived from the token with a key
@@ -12,7 +18,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import json
+import logging
 import secrets
+import urllib.request
+from dataclasses import dataclass
+from types import MappingProxyType
+from urllib.parse import urlencode, urlsplit
 
 from sqlalchemy import delete, select, update
 from zope.interface import implementer
@@ -21,6 +33,8 @@ from idp.db import utcnow
 from idp.models import CaptchaChallenge
 from idp.services import captcha_media
 from idp.services.interfaces import ICaptchaService
+
+log = logging.getLogger(__name__)
 
 # Expired challenges removed by each new one: enough to keep the table near
 # (issue rate x lifetime) without ever making one request slow.
@@ -35,6 +49,10 @@ def _token_hash(token: str) -> str:
 @implementer(ICaptchaService)
 class ImageCaptcha:
     """Distorted digits in a PNG, spoken digits in a WAV, both from one token."""
+
+    kind = "image"
+    widget = None
+    csp = MappingProxyType({})
 
     def __init__(
         self, dbsession, secret: str, *, enabled: bool, lifetime: int, clock=utcnow
@@ -115,9 +133,14 @@ class ImageCaptcha:
             self.answer(token), locale, self._mac("seed", token)
         )
 
-    def check(self, token: str | None, answer: str | None) -> bool:
+    def check(self, params, client_address: str | None = None) -> bool:
         if not self.enabled:
             return True
+        return self.check_answer(
+            params.get("captcha_token"), params.get("captcha_answer")
+        )
+
+    def check_answer(self, token: str | None, answer: str | None) -> bool:
         if not token or len(token) > 100:
             return False
         now = self.clock()
@@ -142,5 +165,138 @@ class ImageCaptcha:
         )
 
 
+@dataclass(frozen=True)
+class Provider:
+    """A hosted captcha: its widget, where to verify, what the CSP must allow."""
+
+    script_url: str
+    verify_url: str
+    css_class: str
+    response_field: str
+    csp: dict[str, tuple[str, ...]]
+
+
+PROVIDERS = {
+    "recaptcha": Provider(
+        script_url="https://www.google.com/recaptcha/api.js",
+        verify_url="https://www.google.com/recaptcha/api/siteverify",
+        css_class="g-recaptcha",
+        response_field="g-recaptcha-response",
+        csp={
+            "script-src": (
+                "https://www.google.com/recaptcha/",
+                "https://www.gstatic.com/recaptcha/",
+            ),
+            "frame-src": ("https://www.google.com/recaptcha/",),
+        },
+    ),
+    "hcaptcha": Provider(
+        script_url="https://js.hcaptcha.com/1/api.js",
+        verify_url="https://api.hcaptcha.com/siteverify",
+        css_class="h-captcha",
+        response_field="h-captcha-response",
+        csp=dict.fromkeys(
+            ("script-src", "frame-src", "style-src", "connect-src"),
+            ("https://hcaptcha.com", "https://*.hcaptcha.com"),
+        ),
+    ),
+    "turnstile": Provider(
+        script_url="https://challenges.cloudflare.com/turnstile/v0/api.js",
+        verify_url="https://challenges.cloudflare.com/turnstile/v0/siteverify",
+        css_class="cf-turnstile",
+        response_field="cf-turnstile-response",
+        csp=dict.fromkeys(
+            ("script-src", "frame-src"), ("https://challenges.cloudflare.com",)
+        ),
+    ),
+}
+MAX_RESPONSE_LENGTH = 4096
+
+
+@implementer(ICaptchaService)
+class SiteVerifyCaptcha:
+    """reCAPTCHA, hCaptcha or Turnstile: one protocol, three providers.
+
+    The provider's widget puts a token in the form; :meth:`check` posts it
+    with our secret to the provider's siteverify endpoint. Anything but a
+    clear success (a refusal, a timeout, a malformed answer, a token issued
+    for another site) counts as a wrong answer: the check fails closed.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        site_key: str,
+        secret: str,
+        hostname: str,
+        verify_url: str = "",
+        timeout: float = 5,
+        enabled: bool = True,
+    ) -> None:
+        self.kind = kind
+        self.provider = PROVIDERS[kind]
+        self.enabled = enabled
+        self.secret = secret
+        self.hostname = hostname
+        self.verify_url = verify_url or self.provider.verify_url
+        self.timeout = timeout
+        self.widget = {
+            "script_url": self.provider.script_url,
+            "css_class": self.provider.css_class,
+            "site_key": site_key,
+        }
+        self.csp = self.provider.csp
+
+    @classmethod
+    def create_service(cls, context, request) -> SiteVerifyCaptcha:
+        settings = request.registry.settings
+        return cls(
+            settings["captcha.backend"],
+            site_key=settings["captcha.site_key"],
+            secret=settings["captcha.secret"],
+            hostname=urlsplit(settings["idp.base_url"]).hostname,
+            verify_url=settings["captcha.verify_url"],
+            timeout=settings["captcha.timeout"],
+            enabled=settings["captcha.enabled"],
+        )
+
+    def new_challenge(self) -> str:
+        return ""
+
+    def image(self, token: str) -> None:
+        return None
+
+    def audio(self, token: str, locale: str) -> None:
+        return None
+
+    def check(self, params, client_address: str | None = None) -> bool:
+        if not self.enabled:
+            return True
+        response = params.get(self.provider.response_field) or ""
+        if not response or len(response) > MAX_RESPONSE_LENGTH:
+            return False
+        fields = {"secret": self.secret, "response": response}
+        if client_address:
+            fields["remoteip"] = client_address
+        request = urllib.request.Request(  # noqa: S310 (a fixed https URL from settings)
+            self.verify_url,
+            data=urlencode(fields).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310
+                verdict = json.loads(answer.read(65536))
+        except (OSError, ValueError) as exc:
+            log.warning("%s siteverify failed: %s", self.kind, exc)
+            return False
+        if not isinstance(verdict, dict) or verdict.get("success") is not True:
+            return False
+        hostname = verdict.get("hostname")
+        return hostname is None or hostname == self.hostname
+
+
 def includeme(config) -> None:
-    config.register_service_factory(ImageCaptcha.create_service, ICaptchaService)
+    backend = config.get_settings()["captcha.backend"]
+    factory = ImageCaptcha if backend == "image" else SiteVerifyCaptcha
+    config.register_service_factory(factory.create_service, ICaptchaService)

@@ -79,11 +79,15 @@ class ICaptchaService(Interface):
     """Tells people from programs before an expensive or abusable action.
 
     ``enabled`` is False when ``captcha.enabled = false``: then
-    :meth:`check` always passes and forms show no captcha.
+    :meth:`check` always passes and forms show no captcha. ``kind`` is
+    ``"image"`` for the self-hosted captcha, else the hosted provider's name;
+    ``widget`` (for a provider) holds ``script_url``, ``css_class`` and
+    ``site_key`` for the template, and ``csp`` the sources the page's
+    Content-Security-Policy must add for it.
     """
 
     def new_challenge():
-        """Store a new challenge and return its token (a URL-safe ``str``)."""
+        """Store a new challenge and return its token (``""`` for a provider)."""
 
     def image(token):
         """Return the challenge's PNG, or None if unknown, used or expired."""
@@ -91,12 +95,12 @@ class ICaptchaService(Interface):
     def audio(token, locale):
         """Return the challenge spoken in ``locale`` as a WAV, or None."""
 
-    def check(token, answer):
-        """Consume the challenge and return True if ``answer`` is right.
+    def check(params, client_address=None):
+        """Return True if the submitted form ``params`` solve the captcha.
 
         The first check consumes the challenge whatever the answer, so a
-        challenge can be neither replayed nor guessed twice. A missing
-        token or answer is a wrong answer.
+        challenge can be neither replayed nor guessed twice. Missing fields
+        are a wrong answer; so is a provider that cannot be reached.
         """
 
 

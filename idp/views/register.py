@@ -19,12 +19,17 @@ from idp.forms.register import (
     country_choices,
 )
 from idp.services.interfaces import ICaptchaService, IUserService
+from idp.tweens import content_security_policy
 
 
 def _page(request, form: RegisterForm) -> dict:
     captcha = request.find_service(ICaptchaService, context=None)
     form.captcha_answer.data = ""
     form.captcha_token.data = captcha.new_challenge() if captcha.enabled else ""
+    if captcha.enabled and captcha.csp:
+        request.response.headers["Content-Security-Policy"] = content_security_policy(
+            captcha.csp
+        )
     return {
         "form": form,
         "categories": [(c.value, request._(text)) for c, text in CATEGORIES.items()],
@@ -32,6 +37,7 @@ def _page(request, form: RegisterForm) -> dict:
         "countries": country_choices(request.locale_name),
         "images": security_images.CATALOGUE,
         "captcha_enabled": captcha.enabled,
+        "captcha_widget": captcha.widget,
     }
 
 
@@ -50,10 +56,11 @@ def index(request):
     captcha = request.find_service(ICaptchaService, context=None)
     # The captcha is checked (and consumed) first, whatever the other fields
     # say, so one solved challenge cannot be replayed against a form error.
-    captcha_ok = captcha.check(form.captcha_token.data, form.captcha_answer.data)
+    captcha_ok = captcha.check(request.POST, request.client_addr)
     valid = form.validate()
     if not captcha_ok:
-        form.captcha_answer.errors = [MESSAGES["captcha"]]
+        wrong = "captcha" if captcha.kind == "image" else "captcha.hosted"
+        form.captcha_answer.errors = [MESSAGES[wrong]]
     if not (valid and captcha_ok):
         request.response.status_code = 400
         return _page(request, form)

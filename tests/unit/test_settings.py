@@ -186,3 +186,23 @@ def test_timezone_is_checked():
     assert parse_settings(raw(), environ={})["idp.timezone"] == "Asia/Kuala_Lumpur"
     with pytest.raises(SettingsError, match=r"^idp\.timezone: "):
         parse_settings(raw(**{"idp.timezone": "Mars/Olympus"}), environ={})
+
+
+def test_a_hosted_captcha_needs_its_keys():
+    hosted = {"captcha.backend": "turnstile"}
+    with pytest.raises(SettingsError, match=r"^captcha\.site_key: "):
+        parse_settings(raw(**hosted), environ={})
+    with pytest.raises(SettingsError, match=r"^captcha\.secret: .*IDP_CAPTCHA_SECRET"):
+        parse_settings(raw(**hosted, **{"captcha.site_key": "k"}), environ={})
+    settings = parse_settings(
+        raw(**hosted, **{"captcha.site_key": "k"}),
+        environ={"IDP_CAPTCHA_SECRET": "s"},
+    )
+    assert settings["captcha.secret"] == "s"
+    with pytest.raises(SettingsError, match=r"^captcha\.verify_url: "):
+        parse_settings(
+            raw(
+                **hosted, **{"captcha.site_key": "k", "captcha.verify_url": "http://x"}
+            ),
+            environ={"IDP_CAPTCHA_SECRET": "s"},
+        )
