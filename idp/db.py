@@ -7,6 +7,7 @@ transaction manager (pyramid_tm commits or aborts it); nothing here commits.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 
 import zope.sqlalchemy
@@ -63,7 +64,7 @@ class Base(DeclarativeBase):
     type_annotation_map = {dt.datetime: UTCDateTime(), str: String()}
 
 
-SQLITE_BUSY_TIMEOUT_MS = 5000
+SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -76,7 +77,15 @@ def _configure_sqlite(engine: Engine) -> None:
     timeout does not apply to that upgrade), which made concurrent requests
     fail with 500s. Taking the write lock at BEGIN makes them queue instead;
     SQLite serves one writer at a time either way.
+
+    Inside one process the queue is a lock of our own, taken before BEGIN
+    and released at COMMIT or ROLLBACK: SQLite's busy handler polls with
+    growing sleeps and can starve a thread past any timeout, while a lock
+    hands the database over in turn. The busy timeout still covers other
+    processes (``idp-admin`` beside the server).
     """
+    writer = threading.Lock()
+    wait = SQLITE_BUSY_TIMEOUT_MS / 1000
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
@@ -90,7 +99,20 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if not writer.acquire(timeout=wait):
+            raise TimeoutError(f"SQLite writer queue: no turn within {wait:.0f} s")
+        conn.info["idp.sqlite_writer"] = True
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(conn)
+            raise
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _release(conn):
+        if conn.info.pop("idp.sqlite_writer", False):
+            writer.release()
 
 
 def make_engine(settings, prefix: str = "sqlalchemy.") -> Engine:

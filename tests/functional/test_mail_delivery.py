@@ -18,11 +18,12 @@ import webtest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from idp.db import utcnow
+from idp.db import Base, make_engine, utcnow
 from idp.models import OutboxMessage, User
 from idp.services.delivery import MemorySender, OutboxWorker
 from idp.services.passwords import BcryptPasswordService
 from idp.services.users import UserService
+from tests.conftest import make_app
 from tests.registration import fill, open_form, register, temporary_password_from
 from tests.smtp import SMTPServer, make_certificate
 
@@ -209,18 +210,21 @@ def test_data_04_concurrent_workers_never_send_a_message_twice(
 
 
 def test_data_01_concurrent_registrations_of_one_number_make_one_account(
-    committing_testapp, app, db_engine
+    committing_testapp, app, settings, db_url
 ):
-    """DATA-01: 20 simultaneous registrations of one identity number: one user, no 5xx."""
-    browsers = [
-        webtest.TestApp(app, extra_environ=committing_testapp.extra_environ)
-        for _ in range(20)
+    """DATA-01: 20 simultaneous registrations of one number over two nodes: 1 user.
+
+    Two app instances with their own engines and pools stand for two nodes
+    sharing the database; every browser gets the neutral page, none a 5xx.
+    """
+    second_engine = make_engine({"sqlalchemy.url": db_url})
+    nodes = [app, make_app(settings, second_engine)]
+    environ = committing_testapp.extra_environ
+    browsers = [webtest.TestApp(nodes[i % 2], extra_environ=environ) for i in range(20)]
+    forms = [
+        fill(open_form(browser), **{**student(number), "mykad": "080512-14-5678"})
+        for number, browser in enumerate(browsers)
     ]
-    forms = []
-    for number, browser in enumerate(browsers):
-        forms.append(
-            fill(open_form(browser), **{**student(number), "mykad": "080512-14-5678"})
-        )
     start = threading.Barrier(len(forms))
     statuses = []
 
@@ -233,8 +237,48 @@ def test_data_01_concurrent_registrations_of_one_number_make_one_account(
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
+    second_engine.dispose()
     assert statuses == [303] * 20
-    with Session(db_engine) as session:
+    with Session(second_engine) as session:
         assert session.scalar(select(func.count()).select_from(User)) == 1
-        # One welcome email; the others were within the first hour: no notice.
+        # One welcome email; the others came within the first hour: no notice.
         assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
+
+
+def test_development_server_delivers_mail_from_a_background_thread(
+    settings, db_engine, tmp_path
+):
+    """mail.deliver_in_process: the single-node server writes .eml files itself."""
+    node = make_app(
+        {
+            **settings,
+            "mail.backend": "idp.services.delivery.FileSender",
+            "mail.directory": str(tmp_path / "mail"),
+            "mail.deliver_in_process": "true",
+            "mail.poll_seconds": "1",
+        },
+        db_engine,
+    )
+    thread = node.registry["idp.mail.thread"]
+    try:
+        browser = webtest.TestApp(
+            node,
+            extra_environ={
+                "HTTP_HOST": "idp.test",
+                "HTTP_ORIGIN": "https://idp.test",
+                "wsgi.url_scheme": "https",
+            },
+        )
+        assert register(browser, **student(7)).status_int == 303
+        deadline = time.monotonic() + 20
+        while not list((tmp_path / "mail").glob("*.eml")):
+            assert time.monotonic() < deadline, "no .eml file was written"
+            time.sleep(0.1)
+        (eml,) = (tmp_path / "mail").glob("*.eml")
+        assert b"murid7@example.com.my" in eml.read_bytes()
+    finally:
+        thread.stop()
+        thread.join(timeout=10)
+        with db_engine.begin() as conn:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
