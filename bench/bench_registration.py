@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 import webtest
-from pyramid.paster import get_appsettings
 from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +42,7 @@ from idp.db import make_engine  # noqa: E402
 from idp.migrations import alembic_config  # noqa: E402
 from idp.saml import keys as keystore  # noqa: E402
 from idp.services.captcha import ImageCaptcha  # noqa: E402
+from tests.conftest import base_settings  # noqa: E402
 
 HOST = "idp.bench"
 
@@ -58,19 +58,14 @@ def build_app(url: str, folder: Path, rounds: int):
     with engine.begin() as conn:
         command.upgrade(alembic_config(conn), "head")
     keystore.generate(folder / "certs", HOST, key_size=2048)
-    settings = dict(get_appsettings(str(ROOT / "development.ini"), name="main"))
+    # The test suite's settings (development.ini, memory mail, scratch key
+    # folders), with the production bcrypt cost and the captcha on.
+    settings = base_settings(folder)
     settings.update(
         {
             "idp.base_url": f"https://{HOST}",
-            "idp.allowed_hosts": "",
             "idp.bcrypt_rounds": str(rounds),
-            "idp.certs_dir": str(folder / "certs"),
-            "idp.metadata_dir": str(folder / "metadata"),
-            "idp.auto_create_keys": "false",
             "captcha.enabled": "true",
-            "mail.backend": "idp.services.delivery.MemorySender",
-            "mail.deliver_in_process": "false",
-            "pyramid.reload_templates": "false",
             "sqlalchemy.url": url,
             "idp.dbengine": engine,
         }
