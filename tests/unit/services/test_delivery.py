@@ -26,6 +26,12 @@ def message() -> EmailMessage:
     return msg
 
 
+def opening(sender):
+    """Open a connection as the worker does, and close it again."""
+    with sender.connect() as connection:
+        return connection
+
+
 def test_backoff_doubles_and_is_capped():
     worker = OutboxWorker(None, None, None, retry_seconds=60, retry_max_seconds=3600)
     waits = [worker.backoff(attempt) for attempt in range(1, 10)]
@@ -51,8 +57,8 @@ def test_file_sender_writes_one_eml_per_message(tmp_path):
 def test_file_sender_reports_an_unwritable_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(DeliveryError), FileSender(blocker / "mail").connect():
-        pass
+    with pytest.raises(DeliveryError):
+        opening(FileSender(blocker / "mail"))
 
 
 def test_file_sender_folder_is_relative_to_the_ini(tmp_path):
@@ -65,8 +71,8 @@ def test_file_sender_folder_is_relative_to_the_ini(tmp_path):
 def test_memory_sender_can_simulate_an_outage():
     sender = MemorySender()
     sender.fail = True
-    with pytest.raises(DeliveryError), sender.connect():
-        pass
+    with pytest.raises(DeliveryError):
+        opening(sender)
     sender.fail = False
     with sender.connect() as connection:
         connection.send(message())
@@ -77,8 +83,8 @@ def test_smtp_sender_reports_a_refused_connection():
     from tests.smtp import free_port
 
     sender = SMTPSender("127.0.0.1", free_port(), security="none", timeout=5)
-    with pytest.raises(DeliveryError, match="cannot connect"), sender.connect():
-        pass
+    with pytest.raises(DeliveryError, match="cannot connect"):
+        opening(sender)
 
 
 def test_backend_is_chosen_by_dotted_name():
