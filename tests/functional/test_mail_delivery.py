@@ -233,16 +233,18 @@ def test_data_01_concurrent_registrations_of_one_number_make_one_account(
         statuses.append(form.submit(expect_errors=True).status_int)
 
     threads = [threading.Thread(target=submit, args=(form,)) for form in forms]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    second_engine.dispose()
-    assert statuses == [303] * 20
-    with Session(second_engine) as session:
-        assert session.scalar(select(func.count()).select_from(User)) == 1
-        # One welcome email; the others came within the first hour: no notice.
-        assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert statuses == [303] * 20
+        with Session(second_engine) as session:
+            assert session.scalar(select(func.count()).select_from(User)) == 1
+            # One welcome email; the others came within the first hour: no notice.
+            assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
+    finally:
+        second_engine.dispose()
 
 
 def test_development_server_delivers_mail_from_a_background_thread(
