@@ -125,3 +125,45 @@ class IUserService(Interface):
         has no temporary password; a used password is gone for good and the
         user must then choose a new one.
         """
+
+
+class IRateLimiter(Interface):
+    """Counts attempts per named limiter and key, in storage every node shares.
+
+    A named limiter (``login.identifier``, ``login.address``...) has a limit
+    and a window from settings (``ratelimit.<name> = COUNT/SECONDS``). Keys
+    are whatever the caller counts by (an identifier, an address); they are
+    stored only as keyed hashes. Windows slide: the count weighs the previous
+    fixed window by how much of it still overlaps the last ``SECONDS``.
+    """
+
+    def hit(name, key):
+        """Count one attempt; return the ``Decision`` after counting it.
+
+        ``Decision.allowed`` is False once the count exceeds the limit.
+        """
+
+    def check(name, key):
+        """Return the ``Decision`` for ``key`` without counting anything."""
+
+    def reset(name, key):
+        """Forget the attempts counted for ``key`` (after a success)."""
+
+
+class IAuditLog(Interface):
+    """Appends events to the hash-chained audit log in the current transaction."""
+
+    def record(
+        event,
+        *,
+        subject_user_id=None,
+        actor_user_id=None,
+        client_address=None,
+        detail=None,
+    ):
+        """Append one event and return its row.
+
+        ``event`` is a dotted name (``login.success``, ``account.locked``);
+        ``detail`` a JSON-able dict that must hold no secret and no full
+        identity number. Rows can never be updated or deleted.
+        """
