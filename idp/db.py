@@ -91,6 +91,9 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # The audit table's DELETE trigger asks this; 0 outside maintenance
+        # (see idp.services.audit.audit_maintenance).
+        dbapi_connection.create_function("idp_audit_maintenance", 0, lambda: 0)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         if engine.url.database not in (None, "", ":memory:"):

@@ -209,7 +209,11 @@ def committing_testapp(app, db_engine):
             "REMOTE_ADDR": "192.0.2.10",
         },
     )
-    with db_engine.begin() as conn:
+    from idp.services.audit import audit_maintenance
+
+    # audit_events refuses DELETE unless the transaction turns on the
+    # maintenance switch (migration 0003).
+    with db_engine.begin() as conn, audit_maintenance(conn):
         for table in reversed(Base.metadata.sorted_tables):
             conn.execute(table.delete())
 

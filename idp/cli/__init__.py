@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from idp.cli import db, keys, mail, metadata
+from idp.cli import audit, db, keys, mail, metadata
 
 
 class CommandError(Exception):
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         "config_uri", metavar="CONFIG_URI", help="the ini file, e.g. production.ini"
     )
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
-    for module in (db, keys, mail, metadata):
+    for module in (audit, db, keys, mail, metadata):
         module.register(groups)
     return parser
 
