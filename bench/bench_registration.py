@@ -47,7 +47,7 @@ from tests.conftest import base_settings  # noqa: E402
 HOST = "idp.bench"
 
 
-def build_app(url: str, folder: Path, rounds: int):
+def build_app(url: str, folder: Path, rounds: int, extra: dict | None = None):
     from alembic import command
 
     engine = make_engine({"sqlalchemy.url": url})
@@ -68,6 +68,7 @@ def build_app(url: str, folder: Path, rounds: int):
             "captcha.enabled": "true",
             "sqlalchemy.url": url,
             "idp.dbengine": engine,
+            **(extra or {}),
         }
     )
     app = configure(settings).make_wsgi_app()

@@ -25,6 +25,8 @@ def configure(settings=None) -> Configurator:
     config.include(".db")
     config.include(".i18n")
     config.include(".sessions")
+    config.include(".security")
+    config.include(".authz")
     config.include(".services")
     config.include(".saml")
     config.include(".routes")

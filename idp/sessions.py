@@ -56,6 +56,7 @@ class DatabaseSession(dict):
         self.idle = dt.timedelta(seconds=settings["idp.session_idle_seconds"])
         self.lifetime = dt.timedelta(seconds=settings["idp.session_max_seconds"])
         self._token: str | None = None
+        self._signed_in: tuple | None = None
         self._load()
 
     def _load(self) -> None:
@@ -95,6 +96,7 @@ class DatabaseSession(dict):
         self._token = None
         self._invalidated = True
         self._dirty = False
+        self._signed_in = None
         dict.clear(self)
 
     def rotate(self) -> None:
@@ -102,6 +104,38 @@ class DatabaseSession(dict):
         self._rotated_from = self._token
         self._token = None
         self._dirty = True
+
+    # Who is signed in
+    @property
+    def user_id(self):
+        """The signed-in user's id, or None."""
+        if self._signed_in is not None:
+            return self._signed_in[0]
+        return self.row.user_id if self.row is not None else None
+
+    @property
+    def authn_at(self) -> dt.datetime | None:
+        if self._signed_in is not None:
+            return self._signed_in[2]
+        return self.row.authn_at if self.row is not None else None
+
+    def sign_in(self, user_id, method: str) -> None:
+        """Bind the session to a user who just proved who they are.
+
+        The id rotates, so a cookie planted or seen before the sign-in is
+        worth nothing afterwards (session fixation). The address and browser
+        are recorded for the user's list of sign-ins.
+        """
+        self.rotate()
+        self._signed_in = (user_id, method, utcnow())
+        self["_uid"] = str(user_id)
+
+    def reauthenticated(self) -> None:
+        """Mark the sign-in as fresh again (after a password change)."""
+        user_id = self.user_id
+        if user_id is not None:
+            method = self.row.authn_method if self.row is not None else "password"
+            self.sign_in(user_id, method)
 
     def flash(self, msg, queue="", allow_duplicate=True):
         storage = self.setdefault("_f_" + queue, [])
@@ -167,14 +201,29 @@ class DatabaseSession(dict):
                 samesite="Lax",
                 path="/",
             )
+        if self._signed_in is not None:
+            user_id, method, at = self._signed_in
+            self.row.user_id = user_id
+            self.row.authn_method = method
+            self.row.authn_at = at
+            self.row.client_address = request.client_addr
+            self.row.user_agent = (request.user_agent or "")[:512]
+            self._signed_in = None
         self.row.data = dict(self)
         self.row.last_seen_at = now
         dbsession.flush()
 
 
-def end_user_sessions(dbsession, user_id) -> int:
-    """Delete every session of a user (lock, password change); return how many."""
-    result = dbsession.execute(delete(IdpSession).where(IdpSession.user_id == user_id))
+def end_user_sessions(dbsession, user_id, *, keep=None) -> int:
+    """Delete every session of a user (lock, password change); return how many.
+
+    ``keep`` is a session row to spare: the one the user is changing their
+    password in.
+    """
+    query = delete(IdpSession).where(IdpSession.user_id == user_id)
+    if keep is not None:
+        query = query.where(IdpSession.id != keep.id)
+    result = dbsession.execute(query)
     return result.rowcount
 
 

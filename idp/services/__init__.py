@@ -7,3 +7,6 @@ def includeme(config):
     config.include(".delivery")
     config.include(".captcha")
     config.include(".users")
+    config.include(".ratelimit")
+    config.include(".audit")
+    config.include(".signin")

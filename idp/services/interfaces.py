@@ -167,3 +167,23 @@ class IAuditLog(Interface):
         ``detail`` a JSON-able dict that must hold no secret and no full
         identity number. Rows can never be updated or deleted.
         """
+
+
+class ISignInService(Interface):
+    """Checks passwords at sign-in, with throttling and lockout."""
+
+    def throttled(identifier, address):
+        """True if sign-in for this identifier or address is blocked for now."""
+
+    def captcha_required():
+        """True while site-wide failures run high enough to ask for a captcha."""
+
+    def attempt(identifier, kind, password, address, user_agent=None):
+        """Check a password; return an ``Attempt`` (``OK``, ``FAILED``, ``THROTTLED``).
+
+        ``FAILED`` covers every reason (wrong, unknown, locked, disabled,
+        expired temporary password) so that callers show one message.
+        """
+
+    def lock(user, *, reason, address=None, actor_user_id=None):
+        """Lock the account, end its sessions and tell the owner by email."""

@@ -259,6 +259,44 @@ def already_registered(composer: Composer, user):
     return _person(user)
 
 
+@email("password-changed")
+def password_changed(composer: Composer, user, *, changed_at):
+    """Confirms a password change to the owner, who can act if it was not them."""
+    return {
+        **_person(user),
+        "changed_at": {loc: composer.local_time(changed_at, loc) for loc in LOCALES},
+    }
+
+
+@email("account-locked")
+def account_locked(composer: Composer, user, *, until, needs_helpdesk: bool):
+    """Tells the owner their account was locked after repeated wrong passwords."""
+    return {
+        **_person(user),
+        "until": {loc: composer.local_time(until, loc) for loc in LOCALES},
+        "needs_helpdesk": needs_helpdesk,
+    }
+
+
+@email("security-image-changed")
+def security_image_changed(composer: Composer, user, *, changed_at):
+    """Tells the owner their security image or phrase was changed."""
+    return {
+        **_person(user),
+        "changed_at": {loc: composer.local_time(changed_at, loc) for loc in LOCALES},
+    }
+
+
+@email("password-reset")
+def password_reset(composer: Composer, user, *, link: str, expires_at):
+    """The single-use link of "Lupa Kata Laluan"."""
+    return {
+        **_person(user),
+        "link": link,
+        "expires_at": {loc: composer.local_time(expires_at, loc) for loc in LOCALES},
+    }
+
+
 def includeme(config) -> None:
     settings = config.get_settings()
     config.registry["idp.mail.composer"] = Composer(settings)

@@ -15,15 +15,16 @@ import datetime as dt
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from zope.interface import implementer
 
 from idp.db import utcnow
 from idp.identifiers import Identifier
-from idp.models import User
+from idp.models import OneTimeToken, User
 from idp.services import mail
 from idp.services.interfaces import IOutbox, IPasswordService, IUserService
+from idp.sessions import end_user_sessions
 
 # Lower-case letters and digits without the ones people confuse (i l o 0 1).
 TEMPORARY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
@@ -123,6 +124,52 @@ class UserService:
                 owner,
                 dedupe_key=f"already-registered:{owner.id}:{now:%Y-%m-%d}",
             )
+
+    def find_by_identifier(self, value: str) -> User | None:
+        """The user with this normalised identifier (12 digits or CCC:NUMBER)."""
+        return self.dbsession.scalars(
+            select(User).where(User.identifier == value)
+        ).one_or_none()
+
+    def find_by_email(self, email: str) -> User | None:
+        """The user with this normalised (lower-case) email."""
+        return self.dbsession.scalars(
+            select(User).where(User.email == email)
+        ).one_or_none()
+
+    def policy_violations(self, user: User, password: str) -> list:
+        """What is wrong with ``password`` as ``user``'s new password."""
+        identifier = Identifier(user.identifier_kind, user.identifier)
+        return self.passwords.check_policy(
+            password,
+            identifiers=[
+                identifier.number,
+                identifier.display,
+                user.email,
+                user.email.partition("@")[0],
+                *user.full_name.split(),
+            ],
+        )
+
+    def set_password(self, user: User, password: str, *, keep_session=None) -> None:
+        """Give ``user`` a new password (already checked against the policy).
+
+        Ends every other session of the user (all of them without
+        ``keep_session``), voids unused reset links, records the change and
+        emails the owner.
+        """
+        now = self.clock()
+        user.password_hash = self.passwords.hash(password)
+        user.password_changed_at = now
+        user.must_change_password = False
+        user.temp_password_expires_at = None
+        self.dbsession.execute(
+            update(OneTimeToken)
+            .where(OneTimeToken.user_id == user.id, OneTimeToken.used_at.is_(None))
+            .values(used_at=now)
+        )
+        end_user_sessions(self.dbsession, user.id, keep=keep_session)
+        mail.password_changed(self.outbox, user, changed_at=now)
 
     def consume_temporary_password(self, user: User, password: str) -> bool:
         temporary = user.must_change_password and user.password_hash is not None

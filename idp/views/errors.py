@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import secrets
+from urllib.parse import urlencode
 
 from pyramid.exceptions import BadCSRFOrigin, BadCSRFToken
-from pyramid.httpexceptions import HTTPException
+from pyramid.httpexceptions import HTTPException, HTTPSeeOther
 from pyramid.view import (
     exception_view_config,
     forbidden_view_config,
@@ -118,6 +119,10 @@ def not_found(exc, request):
 
 @forbidden_view_config(renderer="errors/error.jinja2")
 def forbidden(exc, request):
+    """Someone not signed in is sent to sign in, and brought back afterwards."""
+    if request.identity is None and request.method in ("GET", "HEAD"):
+        query = urlencode({"next": request.path_qs})
+        return HTTPSeeOther(f"{request.route_path('login.identifier')}?{query}")
     return _http_error(exc, request)
 
 

@@ -1,0 +1,66 @@
+""" "Akaun saya" forms: change the password, change the security image and phrase.
+
+Both ask for the current password, so a session left open on a shared
+computer is not enough to take the account over (AUTH-21). The view checks
+that password; the forms only say whether one was typed.
+"""
+
+from __future__ import annotations
+
+from wtforms import PasswordField, RadioField, StringField
+
+from idp.forms import BaseForm, collapse_spaces
+from idp.forms.login import NewPasswordForm
+from idp.forms.register import REQUIRED, RegisterForm
+from idp.i18n import _
+
+MESSAGES = {
+    "current_password": _("Your current password is wrong."),
+}
+
+
+class _CurrentPassword:
+    """The current-password field, required, and a way to call it wrong."""
+
+    current_password = PasswordField()
+
+    def _check_current_password(self) -> None:
+        if not self.current_password.data:
+            self.current_password.errors = [REQUIRED]
+
+    def current_password_wrong(self) -> None:
+        """Show "your current password is wrong" beside the field."""
+        self.current_password.errors = [MESSAGES["current_password"]]
+
+
+class PasswordForm(_CurrentPassword, NewPasswordForm):
+    """The current password, and a new one typed twice."""
+
+    def validate(self, extra_validators=None) -> bool:
+        super().validate(extra_validators)
+        self._check_current_password()
+        return not self.errors
+
+
+class SecurityForm(_CurrentPassword, BaseForm):
+    """A new security image and phrase, under the rules registration applies."""
+
+    security_image = RadioField(validate_choice=False)
+    security_phrase = StringField()
+
+    # The registration form's own checks, borrowed rather than copied, so the
+    # rules for a phrase cannot drift apart between the two forms.
+    _error = RegisterForm._error
+    _required = RegisterForm._required
+    _check_security = RegisterForm._check_security
+
+    def validate(self, extra_validators=None) -> bool:
+        super().validate(extra_validators)
+        self._check_security()
+        self._check_current_password()
+        return not self.errors
+
+    @property
+    def phrase(self) -> str:
+        """The phrase as it is stored; call only after :meth:`validate`."""
+        return collapse_spaces(self.security_phrase.data)

@@ -1,0 +1,85 @@
+"""Sign-in forms: the identifier, the security-image confirmation, the password."""
+
+from __future__ import annotations
+
+from wtforms import BooleanField, HiddenField, PasswordField, SelectField, StringField
+
+from idp.forms import BaseForm
+from idp.forms.register import REQUIRED
+from idp.i18n import _
+from idp.identifiers import Identifier, InvalidIdentifier, parse_identifier
+
+MESSAGES = {
+    "confirm": _("Tick the box only if this is the picture and phrase you chose."),
+    "failed": _("The identity number or password is wrong. Check them and try again."),
+    "throttled": _(
+        "Too many unsuccessful attempts. For your safety, wait 15 minutes and "
+        'try again, or choose "Forgot password".'
+    ),
+    "password_confirm": _("The two passwords are not the same."),
+}
+PASSWORD_MAX = 256
+
+
+class IdentifierForm(BaseForm):
+    identifier = StringField()
+    country = SelectField(validate_choice=False)
+    next = HiddenField()
+
+    parsed: Identifier | None = None
+
+    def validate(self, extra_validators=None) -> bool:
+        super().validate(extra_validators)
+        text = (self.identifier.data or "").strip()
+        if not text:
+            self.identifier.errors = [REQUIRED]
+            return False
+        try:
+            self.parsed = parse_identifier(text, self.country.data or None)
+        except InvalidIdentifier as exc:
+            field = self.country if exc.code == "passport.country" else self.identifier
+            field.errors = [exc.message]
+            return False
+        return True
+
+
+class ImageForm(BaseForm):
+    confirm = BooleanField()
+
+    def validate(self, extra_validators=None) -> bool:
+        super().validate(extra_validators)
+        if not self.confirm.data:
+            self.confirm.errors = [MESSAGES["confirm"]]
+        return not self.errors
+
+
+class PasswordForm(BaseForm):
+    password = PasswordField()
+
+    def validate(self, extra_validators=None) -> bool:
+        super().validate(extra_validators)
+        if not self.password.data:
+            self.password.errors = [REQUIRED]
+        return not self.errors
+
+
+class NewPasswordForm(BaseForm):
+    """A new password, typed twice, checked against the policy by the caller."""
+
+    password = PasswordField()
+    password_confirm = PasswordField()
+
+    def validate(self, extra_validators=None) -> bool:
+        super().validate(extra_validators)
+        for field in (self.password, self.password_confirm):
+            if not field.data:
+                field.errors = [REQUIRED]
+        if not self.errors and self.password.data != self.password_confirm.data:
+            self.password_confirm.errors = [MESSAGES["password_confirm"]]
+        return not self.errors
+
+    def check_policy(self, violations) -> bool:
+        """Put the policy's ``violations`` on the password field; True if none."""
+        if violations:
+            self.password.errors = [v.message for v in violations]
+        return not violations

@@ -1,0 +1,75 @@
+"""Forgot-password forms: the email, the email and identity number, the new password."""
+
+from __future__ import annotations
+
+from wtforms import HiddenField, SelectField, StringField
+
+from idp.contact import InvalidContact, normalise_email
+from idp.forms import BaseForm
+from idp.forms.login import NewPasswordForm
+from idp.forms.register import REQUIRED
+from idp.i18n import _
+from idp.identifiers import Identifier, InvalidIdentifier, parse_identifier
+
+MISMATCH = _("The email or identity number does not match this link.")
+
+
+def _email(field) -> str | None:
+    """The normalised address in ``field``, or None with the error on the field."""
+    if not (field.data or "").strip():
+        field.errors = [REQUIRED]
+        return None
+    try:
+        return normalise_email(field.data)
+    except InvalidContact as exc:
+        field.errors = [exc.message]
+        return None
+
+
+class RequestForm(BaseForm):
+    email = StringField()
+    captcha_token = HiddenField()
+    captcha_answer = StringField()
+
+    address: str | None = None
+
+    def validate(self, extra_validators=None) -> bool:
+        super().validate(extra_validators)
+        self.address = _email(self.email)
+        return not self.errors
+
+
+class VerifyForm(BaseForm):
+    email = StringField()
+    identifier = StringField()
+    country = SelectField(validate_choice=False)
+
+    address: str | None = None
+    parsed: Identifier | None = None
+
+    def validate(self, extra_validators=None) -> bool:
+        super().validate(extra_validators)
+        self.address = _email(self.email)
+        text = (self.identifier.data or "").strip()
+        if not text:
+            self.identifier.errors = [REQUIRED]
+            return False
+        try:
+            self.parsed = parse_identifier(text, self.country.data or None)
+        except InvalidIdentifier as exc:
+            field = self.country if exc.code == "passport.country" else self.identifier
+            field.errors = [exc.message]
+        return not self.errors
+
+    def matches(self, user) -> bool:
+        """True if both answers are ``user``'s; call after :meth:`validate`."""
+        return (
+            self.address == user.email
+            and self.parsed.kind == user.identifier_kind
+            and self.parsed.value == user.identifier
+        )
+
+
+class NewForm(NewPasswordForm):
+    captcha_token = HiddenField()
+    captcha_answer = StringField()

@@ -1,0 +1,109 @@
+"""The one security policy: who the session says is signed in, and what they may do.
+
+``identity()`` returns a user only if the session is live and bound to
+them, the user exists, is neither locked nor disabled, and has not changed
+their password since this session signed in (a change elsewhere ends it).
+Principals: ``idp:ready`` for a normal account, ``idp:password-pending``
+for one that must choose a new password first (see :mod:`idp.authz`).
+"""
+
+from __future__ import annotations
+
+from pyramid.authorization import ACLHelper, Authenticated, Everyone
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.security import Denied
+from sqlalchemy import select
+
+from idp.authz import PASSWORD_PENDING, READY
+from idp.db import utcnow
+from idp.models import User
+
+
+def usable(user: User | None, now=None) -> bool:
+    """True if ``user`` may be signed in at all (exists, not locked or disabled)."""
+    if user is None or user.disabled_at is not None:
+        return False
+    return user.locked_until is None or user.locked_until <= (now or utcnow())
+
+
+class SessionSecurityPolicy:
+    def __init__(self) -> None:
+        self.acl = ACLHelper()
+
+    def identity(self, request) -> User | None:
+        cached = request.environ.get("idp.identity", False)
+        if cached is not False:
+            return cached
+        request.environ["idp.identity"] = user = self._load(request)
+        return user
+
+    def _load(self, request) -> User | None:
+        session = request.session
+        user_id = session.user_id
+        if user_id is None:
+            return None
+        user = request.dbsession.scalars(
+            select(User).where(User.id == user_id)
+        ).one_or_none()
+        if not usable(user):
+            return None
+        authn_at = session.authn_at
+        changed = user.password_changed_at
+        if changed is not None and (authn_at is None or authn_at < changed):
+            return None
+        return user
+
+    def forget_identity(self, request) -> None:
+        request.environ.pop("idp.identity", None)
+
+    def authenticated_userid(self, request) -> str | None:
+        user = self.identity(request)
+        return str(user.id) if user is not None else None
+
+    def principals(self, request) -> list[str]:
+        user = self.identity(request)
+        if user is None:
+            return [Everyone]
+        state = PASSWORD_PENDING if user.must_change_password else READY
+        return [Everyone, Authenticated, f"user:{user.id}", state]
+
+    def permits(self, request, context, permission):
+        if context is None:
+            return Denied("no context")
+        return self.acl.permits(context, self.principals(request), permission)
+
+    def remember(self, request, userid, **kw):
+        return []
+
+    def forget(self, request, **kw):
+        return []
+
+
+# What a user who must still choose a new password may open.
+PENDING_CHANGE_ROUTES = frozenset(
+    {"password.new", "login.logout", "help.index", "healthz", "__static/"}
+)
+
+
+def pending_change_gate(event) -> None:
+    """Send a user with a pending password change to the change form.
+
+    Runs once the route is known, before any view: no page, single sign-on
+    included, can be reached until the new password is set.
+    """
+    request = event.request
+    route = request.matched_route
+    if route is None or route.name in PENDING_CHANGE_ROUTES:
+        return
+    if route.name.startswith("__static"):
+        return
+    user = request.identity
+    if user is not None and user.must_change_password:
+        raise HTTPSeeOther(request.route_path("password.new"))
+
+
+def includeme(config) -> None:
+    from pyramid.events import ContextFound
+
+    config.set_security_policy(SessionSecurityPolicy())
+    config.add_subscriber(pending_change_gate, ContextFound)

@@ -1,0 +1,309 @@
+""" "Akaun saya": the signed-in user's own profile, password, image and sessions.
+
+Every page needs the ``account`` permission and acts only on
+``request.identity``: no page reads a user id from the address or the form,
+so nobody can open or change another person's account through these pages
+(WEB-11, AUTH-21). Changing the password or the security image asks for the
+current password; wrong guesses count against the same limit as sign-in, and
+reaching it locks the account just as sign-in does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_datetime
+from pyramid.httpexceptions import HTTPBadRequest, HTTPSeeOther
+from pyramid.view import view_config
+from sqlalchemy import select
+
+from idp import security_images
+from idp.authz import Permission
+from idp.db import utcnow
+from idp.forms.account import PasswordForm, SecurityForm
+from idp.forms.register import CATEGORIES
+from idp.i18n import _
+from idp.identifiers import Identifier
+from idp.models import AuditEvent, IdpSession
+from idp.services import mail
+from idp.services.interfaces import (
+    IAuditLog,
+    IOutbox,
+    IPasswordService,
+    IRateLimiter,
+    ISignInService,
+    IUserService,
+)
+from idp.sessions import end_user_sessions
+
+# Languages are named in themselves, as the language switch names them.
+LANGUAGES = {"ms": "Bahasa Melayu", "en": "English"}
+RECENT_SIGN_INS = 10
+TIME_FORMAT = "d MMM y, HH:mm"
+
+# (pattern, name), first match wins: Edge and Opera also say "Chrome", and
+# Chrome also says "Safari".
+_BROWSERS = (
+    (re.compile(r"\bEdg(?:e|A|iOS)?/"), "Edge"),
+    (re.compile(r"\b(?:OPR|Opera)/"), "Opera"),
+    (re.compile(r"\bSamsungBrowser/"), "Samsung Internet"),
+    (re.compile(r"\b(?:Firefox|FxiOS)/"), "Firefox"),
+    (re.compile(r"\b(?:Chrome|Chromium|CriOS)/"), "Chrome"),
+    (re.compile(r"\bVersion/[\d.]+.*\bSafari/"), "Safari"),
+)
+_SYSTEMS = (
+    (re.compile(r"\bWindows\b"), "Windows"),
+    (re.compile(r"\bAndroid\b"), "Android"),
+    (re.compile(r"\biPad\b"), "iPadOS"),
+    (re.compile(r"\b(?:iPhone|iPod)\b"), "iOS"),
+    (re.compile(r"\bCrOS\b"), "ChromeOS"),
+    (re.compile(r"\bMac OS X\b|\bMacintosh\b"), "macOS"),
+    (re.compile(r"\bLinux\b"), "Linux"),
+)
+
+
+def _first(table, text: str) -> str | None:
+    return next((name for pattern, name in table if pattern.search(text)), None)
+
+
+def describe_browser(user_agent: str | None):
+    """A ``User-Agent`` header as people say it: "Firefox on Windows".
+
+    Only the common browsers and systems are named; anything else is an
+    unknown browser. Returns a string or a ``TranslationString``.
+    """
+    text = user_agent or ""
+    browser, system = _first(_BROWSERS, text), _first(_SYSTEMS, text)
+    if browser and system:
+        return _(
+            "${browser} on ${system}", mapping={"browser": browser, "system": system}
+        )
+    if browser or system:
+        return browser or system
+    return _("Unknown browser")
+
+
+def _services(request, *interfaces):
+    return [request.find_service(iface, context=None) for iface in interfaces]
+
+
+def _check_current_password(request, form, user) -> str:
+    """Check the form's current password: ``"ok"``, ``"wrong"`` or ``"locked"``.
+
+    A wrong one counts as a failed sign-in for the user's identifier; the one
+    that reaches the limit locks the account, as at sign-in.
+    """
+    passwords, limiter = _services(request, IPasswordService, IRateLimiter)
+    typed = form.current_password.data
+    if user.password_hash and passwords.verify(typed, user.password_hash):
+        limiter.reset("login.identifier", user.identifier)
+        return "ok"
+    if not user.password_hash:
+        passwords.dummy_verify(typed)
+    decision = limiter.hit("login.identifier", user.identifier)
+    if decision.count >= decision.limit:
+        return "locked"
+    form.current_password_wrong()
+    return "wrong"
+
+
+def _locked_out(request, user, reason: str) -> HTTPSeeOther:
+    """Lock the account, sign this browser out and say why on the home page."""
+    # This browser's session goes first: lock() then ends the others, and the
+    # other order would delete this session's row twice.
+    request.session.invalidate()
+    request.environ.pop("idp.identity", None)
+    (signin,) = _services(request, ISignInService)
+    signin.lock(user, reason=reason, address=request.client_addr)
+    request.session.flash(
+        _(
+            "Too many wrong passwords. For your safety your account is locked "
+            "and you have been signed out; we have sent you an email about it."
+        )
+    )
+    return HTTPSeeOther(request.route_path("home"))
+
+
+def _audit(request, event: str, user, detail: dict | None = None) -> None:
+    (audit,) = _services(request, IAuditLog)
+    audit.record(
+        event,
+        subject_user_id=user.id,
+        actor_user_id=user.id,
+        client_address=request.client_addr,
+        detail=detail,
+    )
+
+
+@view_config(
+    route_name="account.index",
+    renderer="account/index.jinja2",
+    permission=Permission.ACCOUNT,
+)
+def index(request):
+    user = request.identity
+    category = CATEGORIES.get(user.category)
+    return {
+        "user": user,
+        "identifier": Identifier(user.identifier_kind, user.identifier).masked,
+        "category": request._(category) if category else user.category,
+        "language": LANGUAGES.get(user.locale, user.locale),
+        "image": security_images.get(user.security_image or ""),
+        "phrase": user.security_phrase,
+    }
+
+
+@view_config(
+    route_name="account.password",
+    renderer="account/password.jinja2",
+    permission=Permission.ACCOUNT,
+    require_methods=["GET", "HEAD", "POST"],
+)
+def password(request):
+    user = request.identity
+    form = PasswordForm(request.POST if request.method == "POST" else None)
+    if request.method != "POST":
+        return {"form": form}
+    valid = form.validate()
+    if form.current_password.data:
+        checked = _check_current_password(request, form, user)
+        if checked == "locked":
+            return _locked_out(request, user, "account-password")
+        valid = valid and checked == "ok"
+    (users,) = _services(request, IUserService)
+    if valid and form.check_policy(users.policy_violations(user, form.password.data)):
+        users.set_password(user, form.password.data, keep_session=request.session.row)
+        request.session.reauthenticated()
+        _audit(request, "password.changed", user, {"how": "account"})
+        request.session.flash(_("Your password has been changed."))
+        return HTTPSeeOther(request.route_path("account.index"))
+    request.response.status_int = 400
+    return {"form": form}
+
+
+def _security_page(request, form: SecurityForm) -> dict:
+    return {"form": form, "images": security_images.CATALOGUE}
+
+
+@view_config(
+    route_name="account.security",
+    renderer="account/security.jinja2",
+    permission=Permission.ACCOUNT,
+    require_methods=["GET", "HEAD", "POST"],
+)
+def security(request):
+    user = request.identity
+    if request.method != "POST":
+        form = SecurityForm(
+            security_image=user.security_image, security_phrase=user.security_phrase
+        )
+        return _security_page(request, form)
+    form = SecurityForm(request.POST)
+    valid = form.validate()
+    if form.current_password.data:
+        checked = _check_current_password(request, form, user)
+        if checked == "locked":
+            return _locked_out(request, user, "account-security")
+        valid = valid and checked == "ok"
+    if not valid:
+        request.response.status_int = 400
+        return _security_page(request, form)
+    changed = [
+        name
+        for name, old, new in (
+            ("image", user.security_image, form.security_image.data),
+            ("phrase", user.security_phrase, form.phrase),
+        )
+        if old != new
+    ]
+    user.security_image = form.security_image.data
+    user.security_phrase = form.phrase
+    _audit(request, "security_image.changed", user, {"changed": changed})
+    (outbox,) = _services(request, IOutbox)
+    mail.security_image_changed(outbox, user, changed_at=utcnow())
+    request.session.flash(_("Your security image and phrase have been saved."))
+    return HTTPSeeOther(request.route_path("account.index"))
+
+
+def _active_sessions(request, user) -> list[dict]:
+    now = utcnow()
+    idle = dt.timedelta(seconds=request.registry.settings["idp.session_idle_seconds"])
+    rows = request.dbsession.scalars(
+        select(IdpSession)
+        .where(
+            IdpSession.user_id == user.id,
+            IdpSession.expires_at > now,
+            IdpSession.last_seen_at > now - idle,
+        )
+        .order_by(IdpSession.last_seen_at.desc(), IdpSession.created_at.desc())
+    ).all()
+    current = request.session.row
+    return [
+        {
+            "created": row.created_at,
+            "last_seen": row.last_seen_at,
+            "address": row.client_address,
+            "browser": describe_browser(row.user_agent),
+            "current": current is not None and row.id == current.id,
+        }
+        for row in rows
+    ]
+
+
+def _recent_sign_ins(request, user) -> list[dict]:
+    rows = request.dbsession.scalars(
+        select(AuditEvent)
+        .where(
+            AuditEvent.event == "login.success",
+            AuditEvent.subject_user_id == user.id,
+        )
+        .order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
+        .limit(RECENT_SIGN_INS)
+    ).all()
+    sign_ins = []
+    for row in rows:
+        agent = (row.detail or {}).get("user_agent")
+        sign_ins.append(
+            {
+                "at": row.occurred_at,
+                "address": row.client_address,
+                "browser": describe_browser(agent) if agent else None,
+            }
+        )
+    return sign_ins
+
+
+@view_config(
+    route_name="account.sessions",
+    renderer="account/sessions.jinja2",
+    permission=Permission.ACCOUNT,
+    require_methods=["GET", "HEAD", "POST"],
+)
+def sessions(request):
+    user = request.identity
+    if request.method == "POST":
+        if request.POST.get("action") != "signout-all":
+            raise HTTPBadRequest()
+        # This browser's session first (its row and cookie), then the rest:
+        # ending them the other way round would delete this row twice.
+        ended = int(request.session.row is not None)
+        request.session.invalidate()
+        request.environ.pop("idp.identity", None)
+        ended += end_user_sessions(request.dbsession, user.id)
+        _audit(request, "sessions.ended", user, {"how": "account", "count": ended})
+        request.session.flash(_("You have been signed out of every session."))
+        return HTTPSeeOther(request.route_path("home"))
+    zone = request.registry.settings["idp.timezone"]
+    tzinfo, locale = ZoneInfo(zone), request.locale_name
+
+    def when(moment: dt.datetime) -> str:
+        return format_datetime(moment, TIME_FORMAT, tzinfo=tzinfo, locale=locale)
+
+    return {
+        "sign_ins": _recent_sign_ins(request, user),
+        "active": _active_sessions(request, user),
+        "when": when,
+        "timezone": zone,
+    }

@@ -1,0 +1,189 @@
+"""Sign-in: "Daftar Masuk", in three steps as idMe does it.
+
+1. ``/login``: the MyKad or passport number.
+2. ``/login/image``: the user's security image and phrase (or, for a number
+   nobody registered, a decoy derived from it), and a box to tick if they are
+   the user's own.
+3. ``/login/password``: the password, only once the box was ticked.
+
+Where the user is in the flow lives in the server-side session, so a step
+cannot be skipped or posted out of order. Steps 2 and 3 do the same work and
+render the same template for registered and unregistered numbers; only the
+image and phrase differ.
+"""
+
+from __future__ import annotations
+
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.view import view_config
+
+from idp.forms.login import (
+    MESSAGES,
+    IdentifierForm,
+    ImageForm,
+    PasswordForm,
+)
+from idp.forms.register import country_choices
+from idp.identifiers import Identifier
+from idp.redirects import safe_next
+from idp.services.interfaces import (
+    IAuditLog,
+    ICaptchaService,
+    ISignInService,
+    IUserService,
+)
+from idp.services.security_image import shown_for
+from idp.services.signin import AUTHN_METHOD, Outcome
+
+STATE = "login"
+
+
+def _state(request) -> dict | None:
+    state = request.session.get(STATE)
+    return state if isinstance(state, dict) and state.get("identifier") else None
+
+
+def _restart(request) -> HTTPSeeOther:
+    return HTTPSeeOther(request.route_path("login.identifier"))
+
+
+def _shown(request, state: dict) -> dict:
+    """The image and phrase for the number in ``state``: the user's, or a decoy."""
+    users = request.find_service(IUserService, context=None)
+    user = users.find_by_identifier(state["identifier"])
+    secret = request.registry.settings["idp.hmac_key"]
+    image, phrase = shown_for(secret, state["identifier"], user)
+    identifier = Identifier(state["kind"], state["identifier"])
+    return {"image": image, "phrase": phrase, "identifier": identifier.display}
+
+
+def after_sign_in(request, user, next_url: str | None) -> HTTPSeeOther:
+    if user.must_change_password:
+        return HTTPSeeOther(request.route_path("password.new"))
+    return HTTPSeeOther(next_url or request.route_path("home"))
+
+
+@view_config(
+    route_name="login.identifier",
+    renderer="login/identifier.jinja2",
+    require_methods=["GET", "HEAD", "POST"],
+)
+def identifier(request):
+    if request.method != "POST":
+        form = IdentifierForm(next=safe_next(request.GET.get("next")) or "")
+        return {"form": form, "countries": country_choices(request.locale_name)}
+    form = IdentifierForm(request.POST)
+    if not form.validate():
+        request.response.status_int = 400
+        return {"form": form, "countries": country_choices(request.locale_name)}
+    request.session[STATE] = {
+        "identifier": form.parsed.value,
+        "kind": form.parsed.kind,
+        "confirmed": False,
+        "next": safe_next(form.next.data),
+    }
+    return HTTPSeeOther(request.route_path("login.image"))
+
+
+@view_config(
+    route_name="login.image",
+    renderer="login/image.jinja2",
+    require_methods=["GET", "HEAD", "POST"],
+)
+def image(request):
+    state = _state(request)
+    if state is None:
+        return _restart(request)
+    form = ImageForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST":
+        if form.validate():
+            request.session[STATE] = {**state, "confirmed": True}
+            return HTTPSeeOther(request.route_path("login.password"))
+        request.response.status_int = 400
+    return {"form": form, **_shown(request, state)}
+
+
+@view_config(
+    route_name="login.password",
+    renderer="login/password.jinja2",
+    require_methods=["GET", "HEAD", "POST"],
+)
+def password(request):
+    state = _state(request)
+    if state is None or not state.get("confirmed"):
+        return _restart(request)
+    signin = request.find_service(ISignInService, context=None)
+    captcha = request.find_service(ICaptchaService, context=None)
+    form = PasswordForm(request.POST if request.method == "POST" else None)
+    needs_captcha = captcha.enabled and signin.captcha_required()
+    message = None
+    if request.method == "POST":
+        message = _check(request, form, state, signin, captcha, needs_captcha)
+        if isinstance(message, HTTPSeeOther):
+            return message
+        request.response.status_int = 429 if message == "throttled" else 400
+    token = captcha.new_challenge() if needs_captcha else ""
+    return {
+        "form": form,
+        "message": MESSAGES.get(message) if message else None,
+        "needs_captcha": needs_captcha,
+        "captcha_token": token,
+        "captcha_widget": captcha.widget,
+        **_shown(request, state),
+    }
+
+
+def _check(request, form, state, signin, captcha, needs_captcha):
+    """Check the posted password; a redirect on success, else a message key."""
+    if not form.validate():
+        return None
+    if needs_captcha and not captcha.check(request.POST, request.client_addr):
+        return "failed"
+    attempt = signin.attempt(
+        state["identifier"],
+        state["kind"],
+        form.password.data,
+        request.client_addr,
+        request.user_agent,
+    )
+    if attempt.outcome is Outcome.THROTTLED:
+        return "throttled"
+    if not attempt.ok:
+        return "failed"
+    del request.session[STATE]
+    request.session.sign_in(attempt.user.id, AUTHN_METHOD)
+    request.environ.pop("idp.identity", None)
+    return after_sign_in(request, attempt.user, state.get("next"))
+
+
+@view_config(route_name="login.not_mine", renderer="login/not_mine.jinja2")
+def not_mine(request):
+    """ "This is not my image": what it may mean, and whom to tell."""
+    if request.session.get(STATE) is not None:
+        del request.session[STATE]
+    settings = request.registry.settings
+    locale = request.locale_name
+    return {
+        "helpdesk_email": settings["idp.helpdesk.email"],
+        "helpdesk_phone": settings["idp.helpdesk.phone"],
+        "helpdesk_name": settings[f"idp.helpdesk.name.{locale}"],
+    }
+
+
+@view_config(
+    route_name="login.logout",
+    renderer="login/logout.jinja2",
+    require_methods=["GET", "HEAD", "POST"],
+)
+def logout(request):
+    """Sign out: GET asks, POST ends the IdP session."""
+    if request.method != "POST":
+        return {"signed_in": request.identity is not None}
+    user = request.identity
+    if user is not None:
+        request.find_service(IAuditLog, context=None).record(
+            "logout", subject_user_id=user.id, client_address=request.client_addr
+        )
+    request.session.invalidate()
+    request.environ.pop("idp.identity", None)
+    return HTTPSeeOther(request.route_path("home"))

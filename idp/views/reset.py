@@ -1,0 +1,281 @@
+"""Forgot password: "Lupa Kata Laluan", as idMe does it.
+
+1. ``/password/forgot``: the email and the captcha. The answer is always the
+   same 303 to ``/password/forgot/sent``, registered or not, rate limited or
+   not (AUTH-04); only an account that is registered and not disabled gets
+   a link.
+2. The email holds ``<idp.base_url>/password/reset/<token>``, never a host
+   taken from the request (WEB-07); only the token's hash is stored
+   (:mod:`idp.services.tokens`).
+3. Opening the link swaps the token for server-side state and redirects to
+   the token-free ``/password/reset``, with no Referer sent (WEB-13).
+4. ``/password/reset``: the email and the identity number must both be the
+   link's user's (AUTH-16). A wrong pair counts against the account's sign-in
+   limiter; the fifth uses the link up.
+5. ``/password/reset/new``: the new password twice and the captcha. The link
+   is used up with the change, every session of the user ends and a lock
+   from failed sign-ins is lifted; an account disabled by the helpdesk stays
+   disabled.
+
+Where the user is in the flow lives in the session (``reset``), so the steps
+cannot be skipped; the link's row is read again at every step, so a link
+used, expired or voided meanwhile (AUTH-14, AUTH-15, AUTH-17) stops the flow.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.renderers import render_to_response
+from pyramid.view import view_config
+
+from idp.forms.register import MESSAGES as FORM_MESSAGES
+from idp.forms.register import country_choices
+from idp.forms.reset import MISMATCH, NewForm, RequestForm, VerifyForm
+from idp.i18n import _
+from idp.models import User
+from idp.services import mail
+from idp.services.interfaces import (
+    IAuditLog,
+    ICaptchaService,
+    IOutbox,
+    IRateLimiter,
+    IUserService,
+)
+from idp.services.tokens import MISMATCH_EVENT, RESET_LIFETIME, ResetTokens
+from idp.tweens import content_security_policy
+from idp.views.errors import render_error
+
+log = logging.getLogger(__name__)
+
+STATE = "reset"
+MAX_MISMATCHES = 5
+# The link's URL holds the token: nothing reached from it may see it.
+NO_REFERRER = {"Referrer-Policy": "no-referrer"}
+LINK_PAGE = (
+    "reset_link",
+    _("This link cannot be used"),
+    _(
+        "The password reset link is wrong, has already been used or has expired. "
+        'Ask for a new link with "Forgot password" on the sign-in page.'
+    ),
+)
+
+
+def _service(request, iface):
+    return request.find_service(iface, context=None)
+
+
+def _captcha(request, form) -> dict:
+    """Put a new challenge in ``form``; the captcha's values for the template."""
+    captcha = _service(request, ICaptchaService)
+    form.captcha_answer.data = ""
+    form.captcha_token.data = captcha.new_challenge() if captcha.enabled else ""
+    if captcha.enabled and captcha.csp:
+        request.response.headers["Content-Security-Policy"] = content_security_policy(
+            captcha.csp
+        )
+    return {"captcha_enabled": captcha.enabled, "captcha_widget": captcha.widget}
+
+
+def _captcha_error(request, form) -> None:
+    kind = _service(request, ICaptchaService).kind
+    wrong = "captcha" if kind == "image" else "captcha.hosted"
+    form.captcha_answer.errors = [FORM_MESSAGES[wrong]]
+
+
+def _link_refused(request) -> dict:
+    """The bilingual "this link cannot be used" page (400), for errors/error.jinja2."""
+    reference, values = render_error(request, 400, LINK_PAGE, headers=NO_REFERRER)
+    # The route's name, not the path: the path may hold the token.
+    log.info("reset link refused at %s [%s]", request.matched_route.name, reference)
+    return values
+
+
+def _restart(request) -> HTTPSeeOther:
+    request.session.pop(STATE, None)
+    return HTTPSeeOther(request.route_path("reset.request"))
+
+
+def _progress(request, *, verified: bool):
+    """The link and user of the reset under way, or None to start again."""
+    state = request.session.get(STATE)
+    if not isinstance(state, dict) or (verified and state.get("verified") is not True):
+        return None
+    row = ResetTokens(request.dbsession).get(state.get("token_id"))
+    if row is None:
+        return None
+    user = request.dbsession.get(User, row.user_id)
+    if user is None or user.disabled_at is not None:
+        return None
+    return row, user
+
+
+@view_config(
+    route_name="reset.request",
+    renderer="reset/request.jinja2",
+    require_methods=["GET", "HEAD", "POST"],
+)
+def request_(request):
+    # The trailing underscore (PEP 8) keeps the view apart from its argument.
+    if request.method != "POST":
+        form = RequestForm()
+        return {"form": form, **_captcha(request, form)}
+    form = RequestForm(request.POST)
+    # Checked (and consumed) first, whatever the other fields say (AUTH-19).
+    captcha_ok = _service(request, ICaptchaService).check(
+        request.POST, request.client_addr
+    )
+    valid = form.validate()
+    if not captcha_ok:
+        _captcha_error(request, form)
+    if not (valid and captcha_ok):
+        request.response.status_int = 400
+        return {"form": form, **_captcha(request, form)}
+    _send_link(request, form.address)
+    return HTTPSeeOther(request.route_path("reset.sent"))
+
+
+def _send_link(request, email: str) -> None:
+    """Email a reset link if ``email`` is a usable account's; say nothing either way."""
+    address = request.client_addr or ""
+    limiter = _service(request, IRateLimiter)
+    audit = _service(request, IAuditLog)
+    for name, key in (("reset.address", address), ("reset.email", email)):
+        if not limiter.hit(name, key).allowed:
+            log.info("password reset throttled by %s", name)
+            audit.record(
+                "password.reset_throttled",
+                client_address=address,
+                detail={"limit": name},
+            )
+            return
+    user = _service(request, IUserService).find_by_email(email)
+    if user is None or user.disabled_at is not None:
+        return
+    tokens = ResetTokens(request.dbsession)
+    token = tokens.issue(user)
+    base_url = request.registry.settings["idp.base_url"]
+    mail.password_reset(
+        _service(request, IOutbox),
+        user,
+        link=f"{base_url}/password/reset/{token}",
+        expires_at=tokens.find(token).expires_at,
+    )
+    audit.record(
+        "password.reset_requested", subject_user_id=user.id, client_address=address
+    )
+
+
+@view_config(route_name="reset.sent", renderer="reset/sent.jinja2")
+def sent(request):
+    return {"minutes": int(RESET_LIFETIME.total_seconds() // 60)}
+
+
+@view_config(route_name="reset.link", renderer="errors/error.jinja2")
+def link(request):
+    """Swap the token in the URL for session state and leave the URL (WEB-13)."""
+    row = ResetTokens(request.dbsession).find(request.matchdict["token"])
+    if row is None:
+        return _link_refused(request)
+    request.session[STATE] = {"token_id": str(row.id), "verified": False}
+    return HTTPSeeOther(request.route_path("reset.verify"), headers=NO_REFERRER)
+
+
+@view_config(
+    route_name="reset.verify",
+    renderer="reset/verify.jinja2",
+    require_methods=["GET", "HEAD", "POST"],
+)
+def verify(request):
+    progress = _progress(request, verified=False)
+    if progress is None:
+        return _restart(request)
+    row, user = progress
+    form = VerifyForm(request.POST if request.method == "POST" else None)
+    message = None
+    if request.method == "POST":
+        if form.validate():
+            if form.matches(user):
+                request.session[STATE] = {"token_id": str(row.id), "verified": True}
+                return HTTPSeeOther(request.route_path("reset.new"))
+            if _mismatch(request, row, user) >= MAX_MISMATCHES:
+                ResetTokens(request.dbsession).void(row)
+                request.session.pop(STATE, None)
+                values = _link_refused(request)
+                return render_to_response(
+                    "errors/error.jinja2",
+                    values,
+                    request=request,
+                    response=request.response,
+                )
+            message = MISMATCH
+        request.response.status_int = 400
+    return {
+        "form": form,
+        "message": message,
+        "countries": country_choices(request.locale_name),
+    }
+
+
+def _mismatch(request, row, user) -> int:
+    """Count a wrong answer as a failed sign-in too; return the link's count."""
+    _service(request, IRateLimiter).hit("login.identifier", user.identifier)
+    _service(request, IAuditLog).record(
+        MISMATCH_EVENT,
+        subject_user_id=user.id,
+        client_address=request.client_addr,
+        detail={"token": str(row.id)},
+    )
+    return ResetTokens(request.dbsession).mismatches(row)
+
+
+@view_config(
+    route_name="reset.new",
+    renderer="reset/new.jinja2",
+    require_methods=["GET", "HEAD", "POST"],
+)
+def new(request):
+    progress = _progress(request, verified=True)
+    if progress is None:
+        return _restart(request)
+    row, user = progress
+    users = _service(request, IUserService)
+    form = NewForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST":
+        captcha_ok = _service(request, ICaptchaService).check(
+            request.POST, request.client_addr
+        )
+        valid = form.validate() and form.check_policy(
+            users.policy_violations(user, form.password.data)
+        )
+        if not captcha_ok:
+            _captcha_error(request, form)
+        if valid and captcha_ok:
+            # Used up before anything changes: of two requests racing with
+            # one link, only one gets here (AUTH-14).
+            if not ResetTokens(request.dbsession).void(row):
+                return _restart(request)
+            _reset(request, users, user, form.password.data)
+            return HTTPSeeOther(request.route_path("login.identifier"))
+        request.response.status_int = 400
+    return {"form": form, **_captcha(request, form)}
+
+
+def _reset(request, users, user: User, password: str) -> None:
+    # This browser's session goes first: it may be one of the user's own,
+    # which set_password is about to end with all the others.
+    request.session.invalidate()
+    request.environ.pop("idp.identity", None)
+    users.set_password(user, password)
+    # Proving the mailbox and the identity number lifts a lock from failed
+    # sign-ins; an account disabled by the helpdesk stays disabled.
+    user.locked_until = None
+    _service(request, IRateLimiter).reset("login.identifier", user.identifier)
+    _service(request, IAuditLog).record(
+        "password.reset", subject_user_id=user.id, client_address=request.client_addr
+    )
+    request.session.flash(
+        _("Your password has been reset. Sign in with your new password.")
+    )
