@@ -458,3 +458,47 @@ def test_failures_are_audited_without_the_number(testapp, dbsession):
     assert event.detail["identifier"] == "XXXXXX-XX-" + user.identifier[-4:]
     assert user.identifier not in str(event.detail)
     assert count(dbsession, OutboxMessage) == 0
+
+
+def test_auth_18_a_lock_on_one_node_ends_the_session_on_the_other(
+    committing_testapp, app, settings, db_url
+):
+    """AUTH-18: sessions end at the lock, whichever node serves the next request."""
+    from sqlalchemy.orm import Session
+
+    from idp.db import make_engine
+    from idp.models import User
+    from tests.factories import HASHER
+
+    engine = make_engine({"sqlalchemy.url": db_url})
+    try:
+        with Session(engine) as session, session.begin():
+            session.add(
+                User(
+                    identifier_kind="mykad",
+                    identifier="080512145699",
+                    email="dua.nod@example.com.my",
+                    full_name="Siti Dua Nod",
+                    phone="+60123456789",
+                    category="educator",
+                    locale="en",
+                    security_image="cat",
+                    security_phrase="Nasi lemak kegemaran saya",
+                    password_hash=HASHER.hash(PASSWORD),
+                )
+            )
+        node_b = make_app(settings, engine)
+        environ_b = committing_testapp.extra_environ
+        victim = webtest.TestApp(node_b, extra_environ=environ_b)
+        assert sign_in(victim, "080512-14-5699").status_int == 303
+        assert "Siti Dua Nod" in victim.get("/").text
+        # The control: the session is live on node A as well.
+        on_a = webtest.TestApp(app, extra_environ=environ_b, cookiejar=victim.cookiejar)
+        assert "Siti Dua Nod" in on_a.get("/").text
+        attacker = webtest.TestApp(app, extra_environ=environ_b)
+        for attempt in range(10):
+            sign_in(attacker, "080512-14-5699", f"wrong guess {attempt}")
+        for node in (victim, on_a):
+            assert "Siti Dua Nod" not in node.get("/").text
+    finally:
+        engine.dispose()
