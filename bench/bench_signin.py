@@ -124,6 +124,36 @@ def timing(app, known: list[str], n: int) -> None:
     )
 
 
+def password_step(client: webtest.TestApp, number: str) -> float:
+    """A wrong password, timed from the POST of the password alone."""
+    token = csrf(client.get("/login").text)
+    client.post("/login", {"csrf_token": token, "identifier": number}, status=303)
+    client.post("/login/image", {"csrf_token": token, "confirm": "y"}, status=303)
+    started = time.perf_counter()
+    client.post(
+        "/login/password", {"csrf_token": token, "password": "wrong"}, status=400
+    )
+    return (time.perf_counter() - started) * 1000
+
+
+def password_timing(app, known: list[str], n: int) -> None:
+    client = browser(app, "192.0.2.2")
+    times = {"registered": [], "unregistered": []}
+    for i in range(n):
+        times["registered"].append(password_step(client, known[i % len(known)]))
+        times["unregistered"].append(password_step(client, f"09010111{i:04d}"))
+    for label, values in times.items():
+        print(
+            f"wrong password, {label:<12} n={len(values)}  "
+            f"p50 {statistics.median(values):6.1f} ms  "
+            f"p95 {percentile(values, 0.95):6.1f} ms"
+        )
+    p50 = statistics.median(times["registered"]) - statistics.median(
+        times["unregistered"]
+    )
+    print(f"difference (registered - unregistered): p50 {p50:+.1f} ms")
+
+
 def sign_in(client: webtest.TestApp, number: str) -> None:
     token = csrf(client.get("/login").text)
     client.post("/login", {"csrf_token": token, "identifier": number}, status=303)
@@ -173,6 +203,9 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=300, help="identifier steps per kind")
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--signins", type=int, default=100)
+    parser.add_argument(
+        "--passwords", type=int, default=60, help="wrong passwords per kind"
+    )
     parser.add_argument("--rounds", type=int, default=12)
     args = parser.parse_args()
     if args.database == "postgresql":
@@ -192,11 +225,15 @@ def main() -> None:
                 # per-address limits so they measure work, not refusals.
                 "ratelimit.login.address": "1000000/60",
                 "ratelimit.login.prefix": "1000000/60",
+                # ... and on the number, so wrong passwords never lock.
+                "ratelimit.login.identifier": "1000000/60",
+                "ratelimit.login.global": "1000000/60",
             },
         )
         numbers = make_users(engine, 200, args.rounds)
         print(f"database {args.database}, bcrypt cost {args.rounds}")
         timing(app, numbers, args.n)
+        password_timing(app, numbers, args.passwords)
         throughput(app, numbers, args.signins, args.threads, args.rounds)
         engine.dispose()
 
