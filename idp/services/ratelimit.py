@@ -111,7 +111,8 @@ LIMITS: Mapping[str, Limit] = MappingProxyType(
         "login.locks": Limit(3, 86400),
         "reset.address": Limit(10, 3600),
         "reset.email": Limit(3, 3600),
-        "register.address": Limit(20, 3600),
+        # A school's computer lab registers a whole class from one address.
+        "register.address": Limit(200, 3600),
         "captcha.address": Limit(200, 3600),
     }
 )

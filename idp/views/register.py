@@ -18,7 +18,7 @@ from idp.forms.register import (
     RegisterForm,
     country_choices,
 )
-from idp.services.interfaces import ICaptchaService, IUserService
+from idp.services.interfaces import ICaptchaService, IRateLimiter, IUserService
 from idp.tweens import content_security_policy
 
 
@@ -65,6 +65,12 @@ def index(request):
         request.response.status_code = 400
         return _page(request, form)
 
+    limiter = request.find_service(IRateLimiter, context=None)
+    if not limiter.hit("register.address", request.client_addr).allowed:
+        request.response.status_int = 429
+        page = _page(request, form)
+        page["throttled"] = True
+        return page
     users = request.find_service(IUserService, context=None)
     users.register(form.registration(request.locale_name))
     return HTTPSeeOther(request.route_path("register.done"))

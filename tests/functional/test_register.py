@@ -6,6 +6,7 @@ import datetime as dt
 
 import lxml.html
 import pytest
+import webtest
 from pyramid.i18n import make_localizer
 from sqlalchemy import func, select, text
 
@@ -15,6 +16,7 @@ from idp.identifiers import InvalidIdentifier
 from idp.models import CaptchaChallenge, OutboxMessage, User
 from idp.services.captcha import _token_hash
 from idp.services.passwords import BcryptPasswordService
+from tests.conftest import environ, make_app
 from tests.registration import VALID, fill, open_form, temporary_password_from
 
 LOCALE_DIRS = [str(__import__("idp").__path__[0] + "/locale")]
@@ -485,3 +487,31 @@ def test_captcha_store_holds_no_token_or_answer(
     assert len(rows) == 1
     assert token not in rows[0]
     assert answer not in rows[0]
+
+
+@pytest.fixture(scope="module")
+def limited_app(settings, db_engine):
+    return make_app({**settings, "ratelimit.register.address": "2/3600"}, db_engine)
+
+
+def test_registrations_from_one_address_are_limited(limited_app, tm, dbsession):
+    """Bots on one address cannot create accounts without end; others still can."""
+    first = webtest.TestApp(limited_app, extra_environ=environ(tm, dbsession))
+    for number in range(2):
+        values = {"mykad": f"080512-14-{number:04d}", "email": f"m{number}@example.my"}
+        fill(open_form(first), **values, email_confirm=values["email"]).submit(
+            status=303
+        )
+    values = {"mykad": "080512-14-0009", "email": "m9@example.my"}
+    page = fill(open_form(first, "en"), **values, email_confirm=values["email"]).submit(
+        status=429
+    )
+    assert page.html.select_one("#register-throttled")
+    assert page.forms["register-form"]["email"].value == "m9@example.my"
+    assert count(dbsession, User) == 2
+    # The control: another address registers.
+    other = webtest.TestApp(
+        limited_app, extra_environ=environ(tm, dbsession, REMOTE_ADDR="203.0.113.5")
+    )
+    fill(open_form(other), **values, email_confirm=values["email"]).submit(status=303)
+    assert count(dbsession, User) == 3
