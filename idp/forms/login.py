@@ -21,6 +21,20 @@ MESSAGES = {
 PASSWORD_MAX = 256
 
 
+def read_identifier(identifier, country) -> Identifier | None:
+    """Parse a number field and its passport-country field; errors go on them."""
+    text = (identifier.data or "").strip()
+    if not text:
+        identifier.errors = [*identifier.errors, REQUIRED]
+        return None
+    try:
+        return parse_identifier(text, country.data or None)
+    except InvalidIdentifier as exc:
+        field = country if exc.code == "passport.country" else identifier
+        field.errors = [*field.errors, exc.message]
+        return None
+
+
 class IdentifierForm(BaseForm):
     identifier = StringField()
     country = SelectField(validate_choice=False)
@@ -30,17 +44,8 @@ class IdentifierForm(BaseForm):
 
     def validate(self, extra_validators=None) -> bool:
         super().validate(extra_validators)
-        text = (self.identifier.data or "").strip()
-        if not text:
-            self.identifier.errors = [REQUIRED]
-            return False
-        try:
-            self.parsed = parse_identifier(text, self.country.data or None)
-        except InvalidIdentifier as exc:
-            field = self.country if exc.code == "passport.country" else self.identifier
-            field.errors = [exc.message]
-            return False
-        return True
+        self.parsed = read_identifier(self.identifier, self.country)
+        return self.parsed is not None
 
 
 class ImageForm(BaseForm):

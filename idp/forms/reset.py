@@ -6,10 +6,10 @@ from wtforms import HiddenField, SelectField, StringField
 
 from idp.contact import InvalidContact, normalise_email
 from idp.forms import BaseForm
-from idp.forms.login import NewPasswordForm
+from idp.forms.login import NewPasswordForm, read_identifier
 from idp.forms.register import REQUIRED
 from idp.i18n import _
-from idp.identifiers import Identifier, InvalidIdentifier, parse_identifier
+from idp.identifiers import Identifier
 
 MISMATCH = _("The email or identity number does not match this link.")
 
@@ -50,15 +50,7 @@ class VerifyForm(BaseForm):
     def validate(self, extra_validators=None) -> bool:
         super().validate(extra_validators)
         self.address = _email(self.email)
-        text = (self.identifier.data or "").strip()
-        if not text:
-            self.identifier.errors = [REQUIRED]
-            return False
-        try:
-            self.parsed = parse_identifier(text, self.country.data or None)
-        except InvalidIdentifier as exc:
-            field = self.country if exc.code == "passport.country" else self.identifier
-            field.errors = [exc.message]
+        self.parsed = read_identifier(self.identifier, self.country)
         return not self.errors
 
     def matches(self, user) -> bool:
