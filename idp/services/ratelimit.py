@@ -241,9 +241,14 @@ def window_start(index: int, seconds: int) -> dt.datetime:
 
 
 def sliding_count(current: int, previous: int, elapsed_us: int, seconds: int) -> int:
-    """``current + previous * (1 - elapsed/window)``, rounded down, exactly."""
+    """``current + previous * (1 - elapsed/window)``, rounded up, exactly.
+
+    Rounded up, not down: a count must never dip below the attempts still
+    inside the window, or crossing a window boundary would hand an attacker
+    one free attempt past a lockout.
+    """
     window = seconds * _US_PER_SECOND
-    return current + previous * (window - elapsed_us) // window
+    return current + -(-previous * (window - elapsed_us) // window)
 
 
 def retry_after(current: int, previous: int, elapsed_us: int, limit: Limit) -> int:
@@ -256,15 +261,18 @@ def retry_after(current: int, previous: int, elapsed_us: int, limit: Limit) -> i
     window = limit.seconds * _US_PER_SECOND
     if sliding_count(current, previous, elapsed_us, limit.seconds) < limit.count:
         return 0
-    # The count is under the limit once weight * n < limit - (what is not
-    # weighted); solve for that moment and take the first whole second after.
+    # With the weight rounded up, the count is under the limit once
+    # weight * n <= limit - 1 - (what is not weighted); solve for that
+    # moment and take the first whole second at or after it.
     if current < limit.count:
         wait = (
-            window - elapsed_us - Fraction((limit.count - current) * window, previous)
+            window
+            - elapsed_us
+            - Fraction((limit.count - 1 - current) * window, previous)
         )
     else:
-        wait = 2 * window - elapsed_us - Fraction(limit.count * window, current)
-    return int(wait // _US_PER_SECOND) + 1
+        wait = 2 * window - elapsed_us - Fraction((limit.count - 1) * window, current)
+    return max(1, -(-wait // _US_PER_SECOND))
 
 
 def decide(

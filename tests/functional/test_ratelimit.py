@@ -116,9 +116,11 @@ class LimiterBehaviour:
         clock.advance(30)  # half of it
         assert limiter.check("test.slide", "k").count == 5
         assert limiter.hit("test.slide", "k").count == 6
-        clock.advance(15)  # a quarter of the ten, plus the one: 3.5 -> 3
-        assert limiter.check("test.slide", "k").count == 3
-        clock.advance(45)  # the ten are two windows back; the one weighs 0.5
+        clock.advance(15)  # a quarter of the ten, plus the one: 3.5 -> 4
+        assert limiter.check("test.slide", "k").count == 4
+        clock.advance(45)  # the ten are two windows back; the one weighs 0.5 -> 1
+        assert limiter.check("test.slide", "k").count == 1
+        clock.advance(30)  # the one is two windows back too
         assert limiter.check("test.slide", "k").count == 0
 
     def test_retry_after_is_when_an_attempt_is_allowed_again(self, make, clock):

@@ -44,7 +44,7 @@ def test_defaults_are_the_documented_policy():
         "login.locks": Limit(3, 86400),
         "reset.address": Limit(10, 3600),
         "reset.email": Limit(3, 3600),
-        "register.address": Limit(20, 3600),
+        "register.address": Limit(200, 3600),
         "captcha.address": Limit(200, 3600),
     }
 
@@ -65,10 +65,10 @@ def test_windows_are_numbered_from_the_epoch():
     [
         (0, 10, 0, 10),  # at a window's start the previous counts in full
         (0, 10, 30, 5),  # half way, half of it
-        (0, 10, 45, 2),  # 2.5, rounded down
+        (0, 10, 45, 3),  # 2.5, rounded up: never below what is still there
         (4, 10, 30, 9),  # plus the current window in full
-        (0, 3, 30, 1),  # 1.5 rounds down
-        (7, 100, 59.999999, 7),  # just before the end, 0.0017 of 100 is 0
+        (0, 3, 30, 2),  # 1.5 rounds up
+        (7, 100, 59.999999, 8),  # just before the end, 0.0017 of 100 is still 1
         (0, 0, 10, 0),
     ],
 )
