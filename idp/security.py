@@ -18,6 +18,13 @@ from idp.authz import PASSWORD_PENDING, READY
 from idp.db import utcnow
 from idp.models import User
 
+_CACHE = "_idp_identity"
+
+
+def forget_identity(request) -> None:
+    """Make the next ``request.identity`` look again (after sign-in or sign-out)."""
+    request.__dict__.pop(_CACHE, None)
+
 
 def usable(user: User | None, now=None) -> bool:
     """True if ``user`` may be signed in at all (exists, not locked or disabled)."""
@@ -31,10 +38,12 @@ class SessionSecurityPolicy:
         self.acl = ACLHelper()
 
     def identity(self, request) -> User | None:
-        cached = request.environ.get("idp.identity", False)
+        # Cached on the request, not in the WSGI environ: pyramid_retry hands
+        # the same environ to a replay, whose database session is a new one.
+        cached = request.__dict__.get(_CACHE, False)
         if cached is not False:
             return cached
-        request.environ["idp.identity"] = user = self._load(request)
+        request.__dict__[_CACHE] = user = self._load(request)
         return user
 
     def _load(self, request) -> User | None:
@@ -52,9 +61,6 @@ class SessionSecurityPolicy:
         if changed is not None and (authn_at is None or authn_at < changed):
             return None
         return user
-
-    def forget_identity(self, request) -> None:
-        request.environ.pop("idp.identity", None)
 
     def authenticated_userid(self, request) -> str | None:
         user = self.identity(request)

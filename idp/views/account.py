@@ -27,6 +27,7 @@ from idp.forms.register import CATEGORIES
 from idp.i18n import _
 from idp.identifiers import Identifier
 from idp.models import AuditEvent, IdpSession
+from idp.security import forget_identity
 from idp.services import mail
 from idp.services.interfaces import (
     IAuditLog,
@@ -114,7 +115,7 @@ def _locked_out(request, user, reason: str) -> HTTPSeeOther:
     # This browser's session goes first: lock() then ends the others, and the
     # other order would delete this session's row twice.
     request.session.invalidate()
-    request.environ.pop("idp.identity", None)
+    forget_identity(request)
     (signin,) = _services(request, ISignInService)
     signin.lock(user, reason=reason, address=request.client_addr)
     request.session.flash(
@@ -290,7 +291,7 @@ def sessions(request):
         # ending them the other way round would delete this row twice.
         ended = int(request.session.row is not None)
         request.session.invalidate()
-        request.environ.pop("idp.identity", None)
+        forget_identity(request)
         ended += end_user_sessions(request.dbsession, user.id)
         _audit(request, "sessions.ended", user, {"how": "account", "count": ended})
         request.session.flash(_("You have been signed out of every session."))

@@ -26,6 +26,7 @@ from idp.forms.login import (
 from idp.forms.register import country_choices
 from idp.identifiers import Identifier
 from idp.redirects import safe_next
+from idp.security import forget_identity
 from idp.services.interfaces import (
     IAuditLog,
     ICaptchaService,
@@ -152,7 +153,7 @@ def _check(request, form, state, signin, captcha, needs_captcha):
         return "failed"
     del request.session[STATE]
     request.session.sign_in(attempt.user.id, AUTHN_METHOD)
-    request.environ.pop("idp.identity", None)
+    forget_identity(request)
     return after_sign_in(request, attempt.user, state.get("next"))
 
 
@@ -185,5 +186,5 @@ def logout(request):
             "logout", subject_user_id=user.id, client_address=request.client_addr
         )
     request.session.invalidate()
-    request.environ.pop("idp.identity", None)
+    forget_identity(request)
     return HTTPSeeOther(request.route_path("home"))

@@ -35,6 +35,7 @@ from idp.forms.register import country_choices
 from idp.forms.reset import MISMATCH, NewForm, RequestForm, VerifyForm
 from idp.i18n import _
 from idp.models import User
+from idp.security import forget_identity
 from idp.services import mail
 from idp.services.interfaces import (
     IAuditLog,
@@ -267,7 +268,7 @@ def _reset(request, users, user: User, password: str) -> None:
     # This browser's session goes first: it may be one of the user's own,
     # which set_password is about to end with all the others.
     request.session.invalidate()
-    request.environ.pop("idp.identity", None)
+    forget_identity(request)
     users.set_password(user, password)
     # Proving the mailbox and the identity number lifts a lock from failed
     # sign-ins; an account disabled by the helpdesk stays disabled.
