@@ -36,9 +36,11 @@ def load_keypair(settings):
 def includeme(config):
     from idp.saml.crypto import self_test
     from idp.saml.metadata import MetadataCache
+    from idp.saml.server import ServerCache
 
     settings = config.get_settings()
     self_test()
     keypair = load_keypair(settings)
     config.registry["idp.keypair"] = keypair
     config.registry["idp.metadata"] = MetadataCache(settings, keypair)
+    config.registry["idp.saml.servers"] = ServerCache(settings, keypair)

@@ -1,0 +1,484 @@
+"""The SP registry: service providers registered from their SAML metadata.
+
+An SP's metadata is checked here once, at registration, and the database
+keeps the document (``metadata_xml``) next to the policy chosen for the SP.
+Every change to the registry raises ``SpRegistryState.generation`` in the
+same transaction, which is how every process learns that its pysaml2
+``Server`` (``idp.saml.server.ServerCache``) must be rebuilt.
+
+Metadata comes from partners, so it is parsed as hostile input: the size is
+capped before the parser sees a byte (OPS-03), any DOCTYPE is refused
+(defusedxml: no DTD, no entities, no network), and the document must be one
+``md:EntityDescriptor`` with one SAML 2.0 ``md:SPSSODescriptor``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from idp.i18n import LOCALES
+from idp.models import Module, ServiceProvider, SpRegistryState
+from idp.models.sp import NAMEID_PERSISTENT
+
+MAX_METADATA_BYTES = 5 * 1024 * 1024
+MAX_ENTITY_ID_LENGTH = 1024  # service_providers.entity_id
+REGISTRY_STATE_ID = 1
+
+SAML2_PROTOCOL = "urn:oasis:names:tc:SAML:2.0:protocol"
+MD_NS = "urn:oasis:names:tc:SAML:2.0:metadata"
+MDUI_NS = "urn:oasis:names:tc:SAML:metadata:ui"
+DS_NS = "http://www.w3.org/2000/09/xmldsig#"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+_ENTITY_DESCRIPTOR = f"{{{MD_NS}}}EntityDescriptor"
+_ENTITIES_DESCRIPTOR = f"{{{MD_NS}}}EntitiesDescriptor"
+_SP_DESCRIPTOR = f"{{{MD_NS}}}SPSSODescriptor"
+_ACS = f"{{{MD_NS}}}AssertionConsumerService"
+_SLO = f"{{{MD_NS}}}SingleLogoutService"
+_KEY_DESCRIPTOR = f"{{{MD_NS}}}KeyDescriptor"
+_ENCRYPTION_METHOD = f"{{{MD_NS}}}EncryptionMethod"
+_NAMEID_FORMAT = f"{{{MD_NS}}}NameIDFormat"
+_UI_INFO = f"{{{MD_NS}}}Extensions/{{{MDUI_NS}}}UIInfo"
+_DISPLAY_NAME = f"{{{MDUI_NS}}}DisplayName"
+_LOGO = f"{{{MDUI_NS}}}Logo"
+_X509_CERTIFICATES = (
+    f"{{{DS_NS}}}KeyInfo/{{{DS_NS}}}X509Data/{{{DS_NS}}}X509Certificate"
+)
+
+# Plain http is allowed only for endpoints on the local machine (tests and
+# development); anything an SP publishes for real users must be https.
+_LOCAL_HOSTS = {"localhost", "127.0.0.1"}
+
+
+class MetadataError(ValueError):
+    """The metadata cannot be registered; the message says why, on one line."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An AssertionConsumerService or SingleLogoutService of the SP."""
+
+    binding: str
+    location: str
+    index: int | None = None
+    is_default: bool | None = None
+    response_location: str | None = None
+
+
+@dataclass(frozen=True)
+class SpMetadata:
+    """What the IdP uses from an SP's metadata, checked and normalised."""
+
+    entity_id: str
+    assertion_consumer_services: tuple[Endpoint, ...]
+    single_logout_services: tuple[Endpoint, ...]
+    signing_certificates: tuple[str, ...]  # PEM
+    encryption_certificates: tuple[str, ...]  # PEM
+    authn_requests_signed: bool
+    want_assertions_signed: bool
+    name_id_formats: tuple[str, ...]
+    encryption_methods: tuple[str, ...]  # algorithm URIs, in document order
+    display_names: dict[str, str] = field(default_factory=dict)  # lang -> text
+    logos: dict[str, str] = field(default_factory=dict)  # lang -> https URL
+    valid_until: dt.datetime | None = None
+
+
+# --------------------------------------------------------------------------
+# Parsing
+
+
+def parse_sp_metadata(
+    data: bytes, *, now: dt.datetime | None = None, allow_expired: bool = False
+) -> SpMetadata:
+    """Check one SP's metadata document and return what the IdP needs of it.
+
+    Raises :class:`MetadataError` for anything that cannot be registered:
+    over :data:`MAX_METADATA_BYTES` (checked before parsing, OPS-03), not
+    UTF-8, not well-formed, any DOCTYPE or entity, not exactly one
+    ``EntityDescriptor`` with one SAML 2.0 ``SPSSODescriptor``, no usable
+    AssertionConsumerService, an endpoint that is not https, a certificate
+    that does not parse, or a ``validUntil`` already past (at ``now``,
+    default the current time) unless ``allow_expired`` (to show what is
+    stored).
+    """
+    if not isinstance(data, bytes | bytearray):
+        raise MetadataError(f"metadata must be bytes, not {type(data).__name__}")
+    if len(data) > MAX_METADATA_BYTES:
+        raise MetadataError(
+            f"metadata is {len(data)} bytes; the limit is {MAX_METADATA_BYTES} "
+            f"bytes ({MAX_METADATA_BYTES // (1024 * 1024)} MiB)"
+        )
+    root = _parse_xml(bytes(data))
+    if root.tag == _ENTITIES_DESCRIPTOR:
+        raise MetadataError(
+            "metadata is an EntitiesDescriptor (an aggregate); "
+            "register one SP's EntityDescriptor at a time"
+        )
+    if root.tag != _ENTITY_DESCRIPTOR:
+        raise MetadataError(
+            f"metadata root is {_display_tag(root.tag)}, not md:EntityDescriptor"
+        )
+    if sum(1 for _ in root.iter(_ENTITY_DESCRIPTOR)) > 1:
+        raise MetadataError("metadata holds more than one EntityDescriptor")
+
+    entity_id = _entity_id(root)
+    valid_until = _valid_until(root)
+    expired = valid_until is not None and valid_until <= (
+        now or dt.datetime.now(dt.UTC)
+    )
+    if expired and not allow_expired:
+        raise MetadataError(
+            f"metadata expired at {valid_until:%Y-%m-%d %H:%M:%S} UTC "
+            "(validUntil); ask the SP for a current copy"
+        )
+    descriptor = _sp_descriptor(root)
+    signing, encryption, methods = _keys(descriptor)
+    ui_info = descriptor.find(_UI_INFO)
+    return SpMetadata(
+        entity_id=entity_id,
+        assertion_consumer_services=_acs_endpoints(descriptor),
+        single_logout_services=_slo_endpoints(descriptor),
+        signing_certificates=signing,
+        encryption_certificates=encryption,
+        authn_requests_signed=_boolean(descriptor, "AuthnRequestsSigned"),
+        want_assertions_signed=_boolean(descriptor, "WantAssertionsSigned"),
+        name_id_formats=tuple(
+            text
+            for element in descriptor.findall(_NAMEID_FORMAT)
+            if (text := (element.text or "").strip())
+        ),
+        encryption_methods=methods,
+        display_names=_localised(ui_info, _DISPLAY_NAME, https_only=False),
+        logos=_localised(ui_info, _LOGO, https_only=True),
+        valid_until=valid_until,
+    )
+
+
+def _parse_xml(data: bytes) -> ET.Element:
+    # Parse the decoded text, so the parser reads exactly what is stored and
+    # later handed to pysaml2, whatever encoding the declaration names.
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise MetadataError("metadata is not UTF-8 text") from None
+    try:
+        return fromstring(text, forbid_dtd=True)
+    except DefusedXmlException:
+        raise MetadataError(
+            "metadata contains a DOCTYPE or entity declaration, which is refused"
+        ) from None
+    except ET.ParseError as exc:
+        raise MetadataError(f"metadata is not well-formed XML ({exc})") from None
+
+
+def _display_tag(tag: str) -> str:
+    return tag.replace(f"{{{MD_NS}}}", "md:")
+
+
+def _entity_id(root: ET.Element) -> str:
+    entity_id = root.get("entityID") or ""
+    if not entity_id:
+        raise MetadataError("EntityDescriptor has no entityID")
+    if len(entity_id) > MAX_ENTITY_ID_LENGTH:
+        raise MetadataError(
+            f"entityID is longer than {MAX_ENTITY_ID_LENGTH} characters"
+        )
+    if entity_id != entity_id.strip() or not entity_id.isprintable():
+        raise MetadataError(
+            "entityID has leading or trailing spaces or control characters"
+        )
+    return entity_id
+
+
+def _valid_until(root: ET.Element) -> dt.datetime | None:
+    value = root.get("validUntil")
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise MetadataError(f"validUntil is not a date and time: {value!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+def _sp_descriptor(root: ET.Element) -> ET.Element:
+    descriptors = [
+        element
+        for element in root.findall(_SP_DESCRIPTOR)
+        if SAML2_PROTOCOL in (element.get("protocolSupportEnumeration") or "").split()
+    ]
+    if not descriptors:
+        raise MetadataError(
+            f"no SPSSODescriptor supporting {SAML2_PROTOCOL} "
+            "(is this an SP's metadata?)"
+        )
+    if len(descriptors) > 1:
+        raise MetadataError("more than one SAML 2.0 SPSSODescriptor")
+    return descriptors[0]
+
+
+def _boolean(element: ET.Element, name: str) -> bool:
+    value = (element.get(name) or "false").strip()
+    if value not in ("true", "1", "false", "0"):
+        raise MetadataError(f"{name} is not a boolean: {value!r}")
+    return value in ("true", "1")
+
+
+def _checked_url(value: str | None, what: str) -> str:
+    if not value:
+        raise MetadataError(f"{what} has no Location")
+    parts = urlsplit(value)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return value
+    if parts.scheme == "http" and host in _LOCAL_HOSTS:
+        return value
+    raise MetadataError(
+        f"{what} {value!r} is not an https URL (http is allowed only for "
+        "localhost and 127.0.0.1)"
+    )
+
+
+def _acs_endpoints(descriptor: ET.Element) -> tuple[Endpoint, ...]:
+    endpoints = []
+    seen: set[int] = set()
+    for element in descriptor.findall(_ACS):
+        binding = element.get("Binding") or ""
+        if not binding:
+            raise MetadataError("AssertionConsumerService has no Binding")
+        location = _checked_url(element.get("Location"), "AssertionConsumerService")
+        raw_index = (element.get("index") or "").strip()
+        try:
+            index = int(raw_index)
+        except ValueError:
+            raise MetadataError(
+                f"AssertionConsumerService {location} has no numeric index"
+            ) from None
+        if index < 0 or index > 65535:
+            raise MetadataError(
+                f"AssertionConsumerService index {index} is out of range"
+            )
+        if index in seen:
+            raise MetadataError(f"AssertionConsumerService index {index} repeats")
+        seen.add(index)
+        is_default = (
+            _boolean(element, "isDefault") if "isDefault" in element.attrib else None
+        )
+        endpoints.append(Endpoint(binding, location, index, is_default))
+    if not endpoints:
+        raise MetadataError("SPSSODescriptor lists no AssertionConsumerService")
+    return tuple(endpoints)
+
+
+def _slo_endpoints(descriptor: ET.Element) -> tuple[Endpoint, ...]:
+    endpoints = []
+    for element in descriptor.findall(_SLO):
+        binding = element.get("Binding") or ""
+        if not binding:
+            raise MetadataError("SingleLogoutService has no Binding")
+        location = _checked_url(element.get("Location"), "SingleLogoutService")
+        response = element.get("ResponseLocation")
+        if response is not None:
+            response = _checked_url(response, "SingleLogoutService ResponseLocation")
+        endpoints.append(Endpoint(binding, location, response_location=response))
+    return tuple(endpoints)
+
+
+def _pem(text: str | None) -> str:
+    body = "".join((text or "").split())
+    try:
+        der = base64.b64decode(body, validate=True)
+        certificate = x509.load_der_x509_certificate(der)
+    except (binascii.Error, ValueError):
+        raise MetadataError(
+            "a KeyDescriptor's X509Certificate is not a valid certificate"
+        ) from None
+    return certificate.public_bytes(Encoding.PEM).decode("ascii")
+
+
+def _keys(
+    descriptor: ET.Element,
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    signing: list[str] = []
+    encryption: list[str] = []
+    methods: list[str] = []
+    for key in descriptor.findall(_KEY_DESCRIPTOR):
+        use = key.get("use")
+        if use not in (None, "signing", "encryption"):
+            raise MetadataError(
+                f"KeyDescriptor use={use!r} is neither signing nor encryption"
+            )
+        certificates = [
+            _pem(element.text) for element in key.findall(_X509_CERTIFICATES)
+        ]
+        if use in (None, "signing"):
+            signing.extend(c for c in certificates if c not in signing)
+        if use in (None, "encryption"):
+            encryption.extend(c for c in certificates if c not in encryption)
+            for method in key.findall(_ENCRYPTION_METHOD):
+                algorithm = (method.get("Algorithm") or "").strip()
+                if algorithm and algorithm not in methods:
+                    methods.append(algorithm)
+    return tuple(signing), tuple(encryption), tuple(methods)
+
+
+def _localised(
+    ui_info: ET.Element | None, tag: str, *, https_only: bool
+) -> dict[str, str]:
+    """Text per language (ours only); one without xml:lang fills the gaps."""
+    if ui_info is None:
+        return {}
+    found: dict[str, str] = {}
+    fallback = None
+    for element in ui_info.findall(tag):
+        text = " ".join((element.text or "").split())
+        if not text or (https_only and urlsplit(text).scheme != "https"):
+            continue
+        lang = element.get(XML_LANG)
+        if lang is None:
+            fallback = fallback or text
+        elif lang in LOCALES:
+            found.setdefault(lang, text)
+    if fallback:
+        for lang in LOCALES:
+            found.setdefault(lang, fallback)
+    return found
+
+
+# --------------------------------------------------------------------------
+# The registry in the database
+
+
+def default_name_id_format(formats: tuple[str, ...]) -> str:
+    """Persistent, unless the SP lists NameID formats and persistent is not one."""
+    if not formats or NAMEID_PERSISTENT in formats:
+        return NAMEID_PERSISTENT
+    return formats[0]
+
+
+def bump_generation(dbsession: Session) -> int:
+    """Raise the registry generation in the current transaction; return it."""
+    now = dt.datetime.now(dt.UTC)
+    raised = dbsession.execute(
+        update(SpRegistryState)
+        .where(SpRegistryState.id == REGISTRY_STATE_ID)
+        .values(generation=SpRegistryState.generation + 1, changed_at=now)
+        .returning(SpRegistryState.generation)
+    ).scalar_one_or_none()
+    if raised is not None:
+        return raised
+    try:
+        with dbsession.begin_nested():
+            dbsession.add(
+                SpRegistryState(id=REGISTRY_STATE_ID, generation=1, changed_at=now)
+            )
+        return 1
+    except IntegrityError:
+        # Another transaction created the row first; raise it as usual.
+        return bump_generation(dbsession)
+
+
+def current_generation(dbsession: Session) -> int:
+    """The registry generation (0 before the first change): one SELECT."""
+    value = dbsession.scalar(
+        select(SpRegistryState.generation).where(
+            SpRegistryState.id == REGISTRY_STATE_ID
+        )
+    )
+    return value or 0
+
+
+def find_sp(dbsession: Session, entity_id: str) -> ServiceProvider:
+    """The registered SP with exactly this entity ID, or MetadataError."""
+    sp = dbsession.scalar(
+        select(ServiceProvider).where(ServiceProvider.entity_id == entity_id)
+    )
+    if sp is None:
+        raise MetadataError(f"no SP is registered as {entity_id!r}")
+    return sp
+
+
+def import_sp(
+    dbsession: Session,
+    data: bytes,
+    *,
+    module_code: str | None = None,
+    enabled: bool | None = None,
+) -> ServiceProvider:
+    """Register an SP from its metadata, or refresh a registered one.
+
+    A new SP gets the default policy: responses and assertions signed,
+    assertions encrypted only if the SP publishes an encryption key, NameID
+    persistent unless the SP lists only other formats, enabled unless
+    ``enabled`` is False. A re-import replaces the metadata and keeps the
+    policy chosen since, except what the new metadata decides: encryption
+    follows whether the SP still publishes an encryption key, and a NameID
+    format the SP no longer lists falls back to the default. ``module_code``
+    and ``enabled`` change an existing SP only when given. Raises
+    :class:`MetadataError` (nothing written) for bad metadata or an unknown
+    module. Flushes; the caller's transaction commits.
+    """
+    parsed = parse_sp_metadata(data)
+    module = None
+    if module_code is not None:
+        module = dbsession.scalar(select(Module).where(Module.code == module_code))
+        if module is None:
+            raise MetadataError(f"no module has the code {module_code!r}")
+    sp = dbsession.scalar(
+        select(ServiceProvider).where(ServiceProvider.entity_id == parsed.entity_id)
+    )
+    if sp is None:
+        sp = ServiceProvider(
+            entity_id=parsed.entity_id,
+            enabled=enabled is not False,
+            name_id_format=default_name_id_format(parsed.name_id_formats),
+            sign_response=True,
+            sign_assertion=True,
+            attributes_released=[],
+        )
+        dbsession.add(sp)
+    else:
+        if enabled is not None:
+            sp.enabled = enabled
+        if parsed.name_id_formats and sp.name_id_format not in parsed.name_id_formats:
+            sp.name_id_format = default_name_id_format(parsed.name_id_formats)
+    if module is not None:
+        sp.module = module
+    sp.metadata_xml = bytes(data).decode("utf-8-sig")
+    sp.metadata_sha256 = hashlib.sha256(data).hexdigest()
+    sp.metadata_valid_until = parsed.valid_until
+    sp.encrypt_assertion = bool(parsed.encryption_certificates)
+    bump_generation(dbsession)
+    dbsession.flush()
+    return sp
+
+
+def remove_sp(dbsession: Session, entity_id: str) -> None:
+    """Unregister an SP (its persistent NameIDs go with it)."""
+    dbsession.delete(find_sp(dbsession, entity_id))
+    bump_generation(dbsession)
+    dbsession.flush()
+
+
+def set_enabled(dbsession: Session, entity_id: str, enabled: bool) -> ServiceProvider:
+    """Enable or disable an SP; a disabled SP gets no assertion."""
+    sp = find_sp(dbsession, entity_id)
+    sp.enabled = enabled
+    bump_generation(dbsession)
+    dbsession.flush()
+    return sp

@@ -1,0 +1,160 @@
+"""One pysaml2 ``Server`` per process, rebuilt only when the SP registry changes.
+
+Building a ``Server`` parses the metadata of every registered SP, far too
+slow for each request. :class:`ServerCache` keeps one and asks the database
+for the registry generation (one SELECT) on each use; when another node or
+the CLI has changed the registry, the generation has risen and the next
+request builds a new ``Server`` and swaps it in. Readers never wait for, or
+see, a half-built server: they keep using the previous one until the swap.
+
+The ``Server`` holds no per-request state. pysaml2 by default keeps every
+assertion it issues (``session_db``) and every NameID it makes (``ident``)
+in process memory: a leak, and state that other nodes cannot see. Here
+``session_db`` keeps nothing, and ``ident`` refuses to make NameIDs: they
+come from our tables and are passed to pysaml2 as ``name_id=``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from saml2.config import IdPConfig
+from saml2.ident import IdentDB
+from saml2.mdstore import InMemoryMetaData
+from saml2.server import Server
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idp.models import ServiceProvider
+from idp.saml.config import config_dict
+from idp.saml.crypto import install_security_context
+from idp.saml.keys import KeyPair
+from idp.saml.registry import current_generation
+
+log = logging.getLogger(__name__)
+
+
+class NoSessionStorage:
+    """pysaml2's ``session_db`` interface, keeping nothing.
+
+    pysaml2 stores each issued assertion for AssertionIDRequest and
+    AuthnQuery, which this IdP does not serve; SLO uses our session tables.
+    """
+
+    def store_assertion(self, assertion: Any, to_sign: Any) -> None:
+        return None
+
+    def get_assertion(self, cid: str) -> Any:
+        raise KeyError(cid)
+
+    def get_authn_statements(
+        self, name_id: Any, session_index: Any = None, requested_context: Any = None
+    ) -> list:
+        return []
+
+    def remove_authn_statements(self, name_id: Any) -> None:
+        return None
+
+
+class NameIdNotStored(RuntimeError):
+    """pysaml2 was asked to make a NameID: pass ``name_id=`` from our tables."""
+
+
+class NoIdentities(IdentDB):
+    """pysaml2's NameID store, holding nothing and refusing to make NameIDs.
+
+    pysaml2's default (a dict in ``Server.ident``) would keep every NameID it
+    made; persistent NameIDs must instead come from ``persistent_name_ids``.
+    Lookups find nothing; making or storing one raises, so a caller that
+    forgets ``name_id=`` fails instead of issuing an untracked NameID.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(db={})
+
+    def store(self, ident: Any, name_id: Any) -> None:
+        raise NameIdNotStored("NameIDs come from the database; pass name_id=")
+
+    def construct_nameid(self, *args: Any, **kwargs: Any) -> Any:
+        raise NameIdNotStored("NameIDs come from the database; pass name_id=")
+
+
+_NO_IDENTITIES = f"{NoIdentities.__module__}.{NoIdentities.__qualname__}"
+
+
+def enabled_sp_metadata(dbsession: Session) -> list[tuple[str, str]]:
+    """(entity ID, metadata XML) of every enabled SP, by entity ID."""
+    rows = dbsession.execute(
+        select(ServiceProvider.entity_id, ServiceProvider.metadata_xml)
+        .where(ServiceProvider.enabled.is_(True))
+        .order_by(ServiceProvider.entity_id)
+    )
+    return [(entity_id, xml) for entity_id, xml in rows]
+
+
+def build_server(settings, keypair: KeyPair, sps: list[tuple[str, str]]) -> Server:
+    """A ``Server`` that knows ``sps`` and signs in-process.
+
+    An SP whose stored metadata pysaml2 refuses (typically expired since it
+    was registered) is left out and logged by entity ID; the others load.
+    Each SP is its own metadata source, keyed by its entity ID.
+    """
+    conf = config_dict(settings, keypair)
+    conf["service"]["idp"]["subject_data"] = ("identdb", _NO_IDENTITIES)
+    config = IdPConfig()
+    config.load(conf)
+    server = Server(config=config)
+    server.session_db = NoSessionStorage()
+    store = server.metadata
+    for entity_id, xml in sps:
+        source = InMemoryMetaData(store.attrc, xml)
+        try:
+            source.load()
+        except Exception as exc:  # pysaml2 raises a dozen unrelated types here
+            problem = f"it does not load ({exc.__class__.__name__})"
+        else:
+            # pysaml2 drops an expired EntityDescriptor without raising.
+            if list(source.keys()) == [entity_id]:
+                store[entity_id] = source
+                continue
+            problem = "it has expired or names another entity"
+        log.error("SP %s left out of the SAML server: %s", entity_id, problem)
+    install_security_context(server)
+    return server
+
+
+@dataclass(frozen=True)
+class _Built:
+    generation: int
+    server: Server
+
+
+class ServerCache:
+    """The process's ``Server``, rebuilt when the registry generation rises."""
+
+    def __init__(self, settings, keypair: KeyPair):
+        self.settings = settings
+        self.keypair = keypair
+        self._lock = threading.Lock()
+        self._built: _Built | None = None
+
+    def get(self, dbsession: Session) -> Server:
+        """The current ``Server``; builds one only if the registry changed."""
+        generation = current_generation(dbsession)
+        built = self._built
+        if built is not None and built.generation >= generation:
+            return built.server
+        with self._lock:
+            built = self._built
+            # Generations only rise: a thread that read an older one while
+            # another built a newer server must not swap the older back in.
+            if built is None or built.generation < generation:
+                server = self._build(enabled_sp_metadata(dbsession))
+                built = self._built = _Built(generation, server)
+            return built.server
+
+    def _build(self, sps: list[tuple[str, str]]) -> Server:
+        return build_server(self.settings, self.keypair, sps)

@@ -1,0 +1,167 @@
+"""idp-admin sp ...: the SP registry from the shell, as an operator runs it.
+
+Each command is a real process on a real ini and a scratch SQLite database;
+every failure is one line on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idp.db import make_engine
+from idp.models import Module, ServiceProvider
+from tests.functional.test_cli import ini, run  # noqa: F401  (ini: a fixture)
+from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
+
+OTHER_SP = "https://other.example.org/sp"
+
+
+@pytest.fixture
+def database(ini, tmp_path):  # noqa: F811
+    """The scratch database at head, with one module, ``emis``."""
+    result = run(ini, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    engine = make_engine({"sqlalchemy.url": f"sqlite:///{tmp_path / 'idp.sqlite'}"})
+    with Session(engine) as session, session.begin():
+        session.add(Module(code="emis", display_name_ms="EMIS", display_name_en="EMIS"))
+    yield engine
+    engine.dispose()
+
+
+def rows(engine) -> dict[str, ServiceProvider]:
+    with Session(engine, expire_on_commit=False) as session:
+        sps = session.scalars(select(ServiceProvider)).all()
+        return {sp.entity_id: sp for sp in sps}
+
+
+def assert_refused(result, message: str) -> None:
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.startswith("idp-admin: "), result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_import_list_show_disable_enable_remove(ini, database, tmp_path):  # noqa: F811
+    signed = tmp_path / "sp.xml"
+    signed.write_bytes(
+        make_sp_metadata(signed_requests=True, encryption=True, name_id_formats=())
+    )
+    plain = tmp_path / "other.xml"
+    plain.write_bytes(make_sp_metadata(OTHER_SP))
+
+    result = run(ini, "sp", "import", signed, "--module", "emis")
+    assert result.returncode == 0, result.stderr
+    assert f"registered {SP_ENTITY_ID} (module emis, enabled)" in result.stdout
+    result = run(ini, "sp", "import", plain, "--disabled")
+    assert result.returncode == 0, result.stderr
+    assert f"registered {OTHER_SP} (module -, disabled)" in result.stdout
+    assert rows(database)[SP_ENTITY_ID].encrypt_assertion is True
+    assert rows(database)[OTHER_SP].enabled is False
+
+    # A re-import updates the row; it does not add one.
+    result = run(ini, "sp", "import", signed)
+    assert result.returncode == 0, result.stderr
+    assert f"updated {SP_ENTITY_ID} (module emis, enabled)" in result.stdout
+    assert len(rows(database)) == 2
+
+    result = run(ini, "sp", "list")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"{OTHER_SP}\t-\tdisabled\t1 ACS",
+        f"{SP_ENTITY_ID}\temis\tenabled\t1 ACS",
+    ]
+
+    result = run(ini, "sp", "show", SP_ENTITY_ID)
+    assert result.returncode == 0, result.stderr
+    for line in (
+        "module:               emis",
+        "encrypt assertion:    yes",
+        "signed requests:      yes (AuthnRequestsSigned)",
+        "NameID format:        urn:oasis:names:tc:SAML:2.0:nameid-format:persistent",
+        "name:                 Sistem Contoh (ms), Example System (en)",
+        "ACS [1]: urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST "
+        "https://sp.example.org/acs",
+        "SLO: urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect "
+        "https://sp.example.org/slo",
+    ):
+        assert line in result.stdout
+
+    result = run(ini, "sp", "disable", SP_ENTITY_ID)
+    assert (result.returncode, result.stdout) == (0, f"disabled {SP_ENTITY_ID}\n")
+    assert rows(database)[SP_ENTITY_ID].enabled is False
+    result = run(ini, "sp", "enable", SP_ENTITY_ID)
+    assert (result.returncode, result.stdout) == (0, f"enabled {SP_ENTITY_ID}\n")
+    assert rows(database)[SP_ENTITY_ID].enabled is True
+
+    result = run(ini, "sp", "remove", OTHER_SP)
+    assert (result.returncode, result.stdout) == (0, f"removed {OTHER_SP}\n")
+    assert list(rows(database)) == [SP_ENTITY_ID]
+
+
+def test_errors_are_one_line_without_traceback(ini, database, tmp_path):  # noqa: F811
+    good = tmp_path / "sp.xml"
+    good.write_bytes(make_sp_metadata())
+    bad = tmp_path / "bad.xml"
+    bad.write_bytes(b"<md:EntityDescriptor")
+    http = tmp_path / "http.xml"
+    http.write_bytes(make_sp_metadata(acs="http://sp.example.org/acs"))
+
+    assert_refused(
+        run(ini, "sp", "import", tmp_path / "missing.xml"),
+        "cannot read",
+    )
+    assert_refused(run(ini, "sp", "import", bad), "not well-formed XML")
+    assert_refused(run(ini, "sp", "import", http), "is not an https URL")
+    assert_refused(
+        run(ini, "sp", "import", good, "--module", "nope"),
+        "no module has the code 'nope'",
+    )
+    assert rows(database) == {}
+    for action in ("show", "remove", "enable", "disable"):
+        assert_refused(
+            run(ini, "sp", action, "https://unknown.example.org/sp"),
+            "no SP is registered as 'https://unknown.example.org/sp'",
+        )
+    result = run(ini, "sp", "list")
+    assert (result.returncode, result.stdout) == (0, "no SP is registered\n")
+    # The control: the same file imports once the module exists.
+    result = run(ini, "sp", "import", good, "--module", "emis")
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_database_without_tables_is_one_line(ini):  # noqa: F811
+    assert_refused(run(ini, "sp", "list"), "run 'idp-admin CONFIG db upgrade' first")
+
+
+def test_saml_27_expired_metadata_is_refused_by_the_cli(ini, database, tmp_path):  # noqa: F811
+    """SAML-27: metadata whose validUntil has passed: exit 1, nothing written."""
+    now = dt.datetime.now(dt.UTC)
+    expired = tmp_path / "expired.xml"
+    expired.write_bytes(make_sp_metadata(valid_until=now - dt.timedelta(minutes=1)))
+    current = tmp_path / "current.xml"
+    current.write_bytes(make_sp_metadata(valid_until=now + dt.timedelta(days=1)))
+    assert_refused(run(ini, "sp", "import", expired), "metadata expired at")
+    assert rows(database) == {}
+    result = run(ini, "sp", "import", current)
+    assert result.returncode == 0, result.stderr
+    assert rows(database)[SP_ENTITY_ID].metadata_valid_until is not None
+
+
+def test_ops_03_oversized_file_is_refused_by_the_cli(ini, database, tmp_path):  # noqa: F811
+    """OPS-03: a metadata file over 5 MiB: exit 1, the limit named."""
+    from idp.saml.registry import MAX_METADATA_BYTES
+    from tests.unit.saml.test_registry import padded
+
+    data = make_sp_metadata()
+    big = tmp_path / "big.xml"
+    big.write_bytes(padded(data, MAX_METADATA_BYTES + 1))
+    assert_refused(run(ini, "sp", "import", big), "the limit is 5242880 bytes")
+    assert rows(database) == {}
+    big.write_bytes(padded(data, MAX_METADATA_BYTES))
+    result = run(ini, "sp", "import", big)
+    assert result.returncode == 0, result.stderr

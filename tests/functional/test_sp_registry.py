@@ -1,0 +1,171 @@
+"""import_sp / remove_sp / set_enabled: the SP registry in the database.
+
+Runs on SQLite and PostgreSQL. Each change must raise the registry
+generation in its own transaction; a refused import writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_TRANSIENT
+from sqlalchemy import func, select
+
+from idp.models import Module, PersistentNameId, ServiceProvider, SpRegistryState
+from idp.models.sp import NAMEID_PERSISTENT
+from idp.saml.registry import (
+    MAX_METADATA_BYTES,
+    MetadataError,
+    current_generation,
+    import_sp,
+    remove_sp,
+    set_enabled,
+)
+from tests.factories import make_user
+from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata, padded
+
+
+@pytest.fixture
+def module(dbsession):
+    module = Module(code="emis", display_name_ms="EMIS", display_name_en="EMIS")
+    dbsession.add(module)
+    dbsession.flush()
+    return module
+
+
+def sp_count(dbsession) -> int:
+    return dbsession.scalar(select(func.count(ServiceProvider.id)))
+
+
+def test_import_registers_an_sp_with_the_default_policy(dbsession, module):
+    data = make_sp_metadata(signed_requests=True, encryption=True)
+    sp = import_sp(dbsession, data, module_code="emis")
+    dbsession.expire_all()
+    sp = dbsession.get(ServiceProvider, sp.id)
+    assert sp.entity_id == SP_ENTITY_ID
+    assert sp.metadata_xml == data.decode("utf-8")
+    assert sp.metadata_sha256 == hashlib.sha256(data).hexdigest()
+    assert sp.module.code == "emis"
+    assert sp.enabled is True
+    assert (sp.sign_response, sp.sign_assertion, sp.encrypt_assertion) == (
+        True,
+        True,
+        True,
+    )
+    assert sp.name_id_format == NAMEID_PERSISTENT
+    assert sp.attributes_released == []
+
+
+def test_no_encryption_key_means_no_encryption(dbsession):
+    sp = import_sp(dbsession, make_sp_metadata())
+    assert sp.encrypt_assertion is False
+    assert sp.module is None
+
+
+def test_name_id_format_is_persistent_unless_the_sp_lists_only_others(dbsession):
+    only_email = make_sp_metadata(name_id_formats=(NAMEID_FORMAT_EMAILADDRESS,))
+    assert import_sp(dbsession, only_email).name_id_format == (
+        NAMEID_FORMAT_EMAILADDRESS
+    )
+    both = make_sp_metadata(
+        "https://sp2.example.org/sp",
+        name_id_formats=(NAMEID_FORMAT_TRANSIENT, NAMEID_PERSISTENT),
+    )
+    assert import_sp(dbsession, both).name_id_format == NAMEID_PERSISTENT
+
+
+def test_reimport_updates_the_row_and_keeps_the_policy(dbsession, module):
+    sp = import_sp(dbsession, make_sp_metadata(), module_code="emis")
+    sp.sign_response = False
+    sp.attributes_released = ["urn:oid:2.5.4.3"]
+    set_enabled(dbsession, SP_ENTITY_ID, False)
+    count = sp_count(dbsession)
+    newer = make_sp_metadata(acs="https://sp.example.org/new-acs", encryption=True)
+    again = import_sp(dbsession, newer)
+    assert again.id == sp.id
+    assert sp_count(dbsession) == count
+    assert "https://sp.example.org/new-acs" in again.metadata_xml
+    assert again.metadata_sha256 == hashlib.sha256(newer).hexdigest()
+    # Chosen policy, module and the disabled state survive a refresh...
+    assert again.sign_response is False
+    assert again.attributes_released == ["urn:oid:2.5.4.3"]
+    assert again.module.code == "emis"
+    assert again.enabled is False
+    # ...what the metadata decides follows it.
+    assert again.encrypt_assertion is True
+    assert import_sp(dbsession, make_sp_metadata()).encrypt_assertion is False
+    assert import_sp(dbsession, make_sp_metadata(), enabled=True).enabled is True
+
+
+def test_every_change_raises_the_generation(dbsession):
+    start = current_generation(dbsession)
+    import_sp(dbsession, make_sp_metadata())
+    assert current_generation(dbsession) == start + 1
+    import_sp(dbsession, make_sp_metadata())
+    assert current_generation(dbsession) == start + 2
+    set_enabled(dbsession, SP_ENTITY_ID, False)
+    assert current_generation(dbsession) == start + 3
+    set_enabled(dbsession, SP_ENTITY_ID, True)
+    assert current_generation(dbsession) == start + 4
+    remove_sp(dbsession, SP_ENTITY_ID)
+    assert current_generation(dbsession) == start + 5
+    assert dbsession.scalar(select(func.count(SpRegistryState.id))) == 1
+
+
+def test_the_first_change_creates_the_state_row_at_1(dbsession):
+    dbsession.execute(SpRegistryState.__table__.delete())
+    assert current_generation(dbsession) == 0
+    import_sp(dbsession, make_sp_metadata())
+    assert current_generation(dbsession) == 1
+
+
+def test_remove_takes_the_persistent_name_ids_with_it(dbsession):
+    sp = import_sp(dbsession, make_sp_metadata())
+    user = make_user(dbsession)
+    dbsession.add(PersistentNameId(user_id=user.id, sp_id=sp.id, name_id="n-1"))
+    dbsession.flush()
+    remove_sp(dbsession, SP_ENTITY_ID)
+    dbsession.expire_all()
+    assert dbsession.scalar(select(func.count(PersistentNameId.id))) == 0
+    assert sp_count(dbsession) == 0
+
+
+def test_unknown_module_is_refused_and_nothing_is_written(dbsession, module):
+    generation = current_generation(dbsession)
+    with pytest.raises(MetadataError, match="no module has the code 'nope'"):
+        import_sp(dbsession, make_sp_metadata(), module_code="nope")
+    assert sp_count(dbsession) == 0
+    assert current_generation(dbsession) == generation
+    assert import_sp(dbsession, make_sp_metadata(), module_code="emis").module
+
+
+def test_ops_03_oversized_metadata_writes_nothing(dbsession):
+    """OPS-03: import refuses 5 MiB + 1 byte, naming the limit; nothing written."""
+    generation = current_generation(dbsession)
+    data = make_sp_metadata()
+    with pytest.raises(MetadataError, match="limit is"):
+        import_sp(dbsession, padded(data, MAX_METADATA_BYTES + 1))
+    assert sp_count(dbsession) == 0
+    assert current_generation(dbsession) == generation
+    import_sp(dbsession, padded(data, MAX_METADATA_BYTES))
+    assert sp_count(dbsession) == 1
+
+
+def test_http_acs_is_refused_on_import(dbsession):
+    with pytest.raises(MetadataError, match="not an https URL"):
+        import_sp(dbsession, make_sp_metadata(acs="http://sp.example.org/acs"))
+    assert sp_count(dbsession) == 0
+
+
+def test_unknown_entity_ids_are_refused(dbsession):
+    import_sp(dbsession, make_sp_metadata())
+    generation = current_generation(dbsession)
+    # Exact match only: a trailing slash or another case is another entity.
+    for other in (SP_ENTITY_ID + "/", SP_ENTITY_ID.upper()):
+        with pytest.raises(MetadataError, match="no SP is registered"):
+            remove_sp(dbsession, other)
+        with pytest.raises(MetadataError, match="no SP is registered"):
+            set_enabled(dbsession, other, False)
+    assert current_generation(dbsession) == generation
+    assert sp_count(dbsession) == 1

@@ -1,0 +1,393 @@
+"""parse_sp_metadata: what an SP's metadata must be before it is registered.
+
+The metadata under test is made by pysaml2 itself (an ``SPConfig`` turned
+into an ``EntityDescriptor``), so it is what a real pysaml2 SP publishes.
+Every refusal is paired with an accepted control that differs only in the
+attack.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import tempfile
+from pathlib import Path
+
+import pytest
+from lxml import etree
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+from saml2.config import SPConfig
+from saml2.metadata import entity_descriptor, metadata_tostring_fix
+from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_PERSISTENT
+
+from idp.saml.keys import make_pem_pair
+from idp.saml.registry import (
+    MAX_METADATA_BYTES,
+    MetadataError,
+    default_name_id_format,
+    parse_sp_metadata,
+)
+
+MD = "urn:oasis:names:tc:SAML:2.0:metadata"
+DS = "http://www.w3.org/2000/09/xmldsig#"
+AES256_GCM = "http://www.w3.org/2009/xmlenc11#aes256-gcm"
+AES128_CBC = "http://www.w3.org/2001/04/xmlenc#aes128-cbc"
+SP_ENTITY_ID = "https://sp.example.org/sp"
+
+_keys_dir = tempfile.TemporaryDirectory(prefix="idp-test-sp-keys-")
+
+
+@functools.cache
+def sp_key_files(name: str = "sp") -> tuple[str, str]:
+    """A throwaway SP key pair on disk (pysaml2 reads certificates from files)."""
+    key_pem, cert_pem = make_pem_pair(f"{name}.example.org", key_size=2048)
+    key_file = Path(_keys_dir.name) / f"{name}.key"
+    cert_file = Path(_keys_dir.name) / f"{name}.crt"
+    key_file.write_bytes(key_pem)
+    cert_file.write_bytes(cert_pem)
+    return str(key_file), str(cert_file)
+
+
+def make_sp_metadata(
+    entity_id: str = SP_ENTITY_ID,
+    *,
+    acs: str | None = None,
+    slo: str | None = None,
+    signed_requests: bool = False,
+    encryption: bool = False,
+    encryption_methods: tuple[str, ...] = (),
+    name_id_formats: tuple[str, ...] = (NAMEID_FORMAT_PERSISTENT,),
+    valid_until: dt.datetime | None = None,
+) -> bytes:
+    """An SP's EntityDescriptor as pysaml2 publishes it.
+
+    ``encryption`` adds an encryption key (and ``encryption_methods`` lists
+    its algorithms); ``signed_requests`` sets ``AuthnRequestsSigned``.
+    """
+    base = entity_id.rsplit("/", 1)[0]
+    key_file, cert_file = sp_key_files()
+    conf: dict = {
+        "entityid": entity_id,
+        "key_file": key_file,
+        "cert_file": cert_file,
+        "service": {
+            "sp": {
+                "endpoints": {
+                    "assertion_consumer_service": [
+                        (acs or f"{base}/acs", BINDING_HTTP_POST)
+                    ],
+                    "single_logout_service": [
+                        (slo or f"{base}/slo", BINDING_HTTP_REDIRECT)
+                    ],
+                },
+                "authn_requests_signed": signed_requests,
+                "want_assertions_signed": True,
+                "name_id_format": list(name_id_formats),
+                "ui_info": {
+                    "display_name": [
+                        {"text": "Sistem Contoh", "lang": "ms"},
+                        {"text": "Example System", "lang": "en"},
+                    ],
+                    "logo": {
+                        "text": f"{base}/logo.png",
+                        "height": "40",
+                        "width": "40",
+                    },
+                },
+            }
+        },
+        "crypto_backend": "XMLSecurity",
+    }
+    if encryption:
+        enc_key, enc_cert = sp_key_files("sp-encryption")
+        conf["encryption_keypairs"] = [{"key_file": enc_key, "cert_file": enc_cert}]
+    config = SPConfig()
+    config.load(conf)
+    descriptor = entity_descriptor(config)
+    if valid_until is not None:
+        descriptor.valid_until = valid_until.strftime("%Y-%m-%dT%H:%M:%SZ")
+    xml = metadata_tostring_fix(descriptor, {"md": MD, "ds": DS})
+    if isinstance(xml, str):
+        xml = xml.encode("utf-8")
+    if encryption_methods:
+        root = etree.fromstring(xml)
+        for key in root.iter(f"{{{MD}}}KeyDescriptor"):
+            if key.get("use") == "encryption":
+                for algorithm in encryption_methods:
+                    etree.SubElement(
+                        key, f"{{{MD}}}EncryptionMethod", Algorithm=algorithm
+                    )
+        xml = etree.tostring(root)
+    return xml
+
+
+def pem_of(cert_file: str) -> str:
+    return Path(cert_file).read_text()
+
+
+# --------------------------------------------------------------------------
+# What is extracted
+
+
+def test_parses_an_sp_that_signs_requests_and_publishes_an_encryption_key():
+    data = make_sp_metadata(
+        signed_requests=True,
+        encryption=True,
+        encryption_methods=(AES256_GCM, AES128_CBC),
+    )
+    md = parse_sp_metadata(data)
+    assert md.entity_id == SP_ENTITY_ID
+    [acs] = md.assertion_consumer_services
+    assert (acs.binding, acs.location, acs.index) == (
+        BINDING_HTTP_POST,
+        "https://sp.example.org/acs",
+        1,
+    )
+    [slo] = md.single_logout_services
+    assert (slo.binding, slo.location) == (
+        BINDING_HTTP_REDIRECT,
+        "https://sp.example.org/slo",
+    )
+    assert md.authn_requests_signed is True
+    assert md.want_assertions_signed is True
+    assert md.signing_certificates == (pem_of(sp_key_files()[1]),)
+    assert md.encryption_certificates == (pem_of(sp_key_files("sp-encryption")[1]),)
+    assert md.encryption_methods == (AES256_GCM, AES128_CBC)
+    assert md.name_id_formats == (NAMEID_FORMAT_PERSISTENT,)
+    assert md.display_names == {"ms": "Sistem Contoh", "en": "Example System"}
+    # A logo without xml:lang serves both languages.
+    assert md.logos == {
+        "ms": "https://sp.example.org/logo.png",
+        "en": "https://sp.example.org/logo.png",
+    }
+    assert md.valid_until is None
+    with pytest.raises(AttributeError):
+        md.entity_id = "https://other.example.org"  # frozen
+
+
+def test_parses_an_sp_without_signed_requests_or_encryption_key():
+    md = parse_sp_metadata(make_sp_metadata())
+    assert md.authn_requests_signed is False
+    assert md.encryption_certificates == ()
+    assert md.encryption_methods == ()
+    assert len(md.signing_certificates) == 1
+
+
+def test_a_key_descriptor_without_use_serves_signing_and_encryption():
+    root = etree.fromstring(make_sp_metadata())
+    [key] = root.iter(f"{{{MD}}}KeyDescriptor")
+    del key.attrib["use"]
+    md = parse_sp_metadata(etree.tostring(root))
+    assert md.signing_certificates == md.encryption_certificates
+    assert len(md.signing_certificates) == 1
+
+
+def test_acs_index_and_is_default_are_read():
+    root = etree.fromstring(make_sp_metadata())
+    descriptor = root.find(f"{{{MD}}}SPSSODescriptor")
+    etree.SubElement(
+        descriptor,
+        f"{{{MD}}}AssertionConsumerService",
+        Binding=BINDING_HTTP_POST,
+        Location="https://sp.example.org/acs2",
+        index="7",
+        isDefault="true",
+    )
+    md = parse_sp_metadata(etree.tostring(root))
+    assert [(a.index, a.is_default) for a in md.assertion_consumer_services] == [
+        (1, None),
+        (7, True),
+    ]
+
+
+def test_default_name_id_format_is_persistent_unless_only_others_listed():
+    assert default_name_id_format(()) == NAMEID_FORMAT_PERSISTENT
+    assert (
+        default_name_id_format((NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_PERSISTENT))
+        == NAMEID_FORMAT_PERSISTENT
+    )
+    assert (
+        default_name_id_format((NAMEID_FORMAT_EMAILADDRESS,))
+        == NAMEID_FORMAT_EMAILADDRESS
+    )
+
+
+# --------------------------------------------------------------------------
+# OPS-03: size and entity caps
+
+
+def padded(data: bytes, size: int) -> bytes:
+    """``data`` followed by a comment that brings it to exactly ``size`` bytes."""
+    filler = size - len(data) - len(b"\n<!---->")
+    return data + b"\n<!--" + b"x" * filler + b"-->"
+
+
+def test_ops_03_metadata_over_5_mib_is_refused_before_parsing():
+    """OPS-03: 5 MiB + 1 byte is refused, naming the limit; 5 MiB exactly loads."""
+    data = make_sp_metadata()
+    at_cap = padded(data, MAX_METADATA_BYTES)
+    assert len(at_cap) == MAX_METADATA_BYTES
+    assert parse_sp_metadata(at_cap).entity_id == SP_ENTITY_ID
+    with pytest.raises(MetadataError, match=r"limit is 5242880 bytes \(5 MiB\)"):
+        parse_sp_metadata(padded(data, MAX_METADATA_BYTES + 1))
+    # Not XML at all: the size check answers before any parser runs.
+    with pytest.raises(MetadataError, match="limit is"):
+        parse_sp_metadata(b"\x00" * (MAX_METADATA_BYTES + 1))
+
+
+def test_ops_03_an_aggregate_of_entity_descriptors_is_refused():
+    """OPS-03: an EntitiesDescriptor, or a second EntityDescriptor, is refused."""
+    one = make_sp_metadata()
+    parse_sp_metadata(one)
+    entities = etree.Element(f"{{{MD}}}EntitiesDescriptor", nsmap={"md": MD})
+    for n in range(50):
+        entities.append(
+            etree.fromstring(make_sp_metadata(f"https://sp{n}.example.org/sp"))
+        )
+    with pytest.raises(MetadataError, match="EntitiesDescriptor"):
+        parse_sp_metadata(etree.tostring(entities))
+    nested = etree.fromstring(one)
+    extensions = etree.SubElement(nested, f"{{{MD}}}Extensions")
+    nested.insert(0, extensions)
+    extensions.append(etree.fromstring(make_sp_metadata("https://b.example.org/sp")))
+    with pytest.raises(MetadataError, match="more than one EntityDescriptor"):
+        parse_sp_metadata(etree.tostring(nested))
+
+
+# --------------------------------------------------------------------------
+# Hostile or unusable metadata
+
+
+def test_http_acs_is_refused_https_and_local_http_accepted():
+    assert parse_sp_metadata(make_sp_metadata(acs="https://sp.example.org/acs"))
+    for local in ("http://localhost:8000/acs", "http://127.0.0.1/acs"):
+        md = parse_sp_metadata(make_sp_metadata(acs=local))
+        assert md.assertion_consumer_services[0].location == local
+    for bad in (
+        "http://sp.example.org/acs",
+        "http://localhost.evil.example/acs",
+        "javascript:alert(1)",
+        "https:///acs",
+    ):
+        with pytest.raises(MetadataError, match="is not an https URL"):
+            parse_sp_metadata(make_sp_metadata(acs=bad))
+
+
+def test_http_slo_is_refused():
+    with pytest.raises(MetadataError, match=r"SingleLogoutService .* not an https"):
+        parse_sp_metadata(make_sp_metadata(slo="http://sp.example.org/slo"))
+
+
+def with_doctype(data: bytes, doctype: str) -> bytes:
+    return doctype.encode() + b"\n" + data
+
+
+@pytest.mark.parametrize(
+    "doctype",
+    [
+        '<!DOCTYPE md:EntityDescriptor [<!ENTITY x "x">]>',
+        '<!DOCTYPE md:EntityDescriptor [<!ENTITY x SYSTEM "file:///etc/passwd">]>',
+        '<!DOCTYPE md:EntityDescriptor SYSTEM "http://127.0.0.1:9/evil.dtd">',
+        "<!DOCTYPE md:EntityDescriptor>",
+    ],
+)
+def test_doctype_and_entities_are_refused(doctype):
+    data = make_sp_metadata()
+    assert parse_sp_metadata(data)
+    with pytest.raises(MetadataError, match="DOCTYPE or entity"):
+        parse_sp_metadata(with_doctype(data, doctype))
+
+
+def test_billion_laughs_is_refused_quickly():
+    laughs = (
+        '<!DOCTYPE lolz [<!ENTITY lol "lol">'
+        + "".join(
+            f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">'
+            for i in range(1, 10)
+        )
+        + "]>"
+    )
+    data = make_sp_metadata().replace(b'entityID="', b'entityID="&lol9;', 1)
+    with pytest.raises(MetadataError, match="DOCTYPE or entity"):
+        parse_sp_metadata(with_doctype(data, laughs))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"<md:EntityDescriptor", "not well-formed"),
+        (b"\xff\xfe<\x00a\x00/\x00>\x00", "not UTF-8"),
+        (
+            b'<EntityDescriptor xmlns="urn:example" entityID="x"/>',
+            "not md:EntityDescriptor",
+        ),
+    ],
+)
+def test_unparseable_metadata_is_refused(data, message):
+    with pytest.raises(MetadataError, match=message):
+        parse_sp_metadata(data)
+
+
+def test_metadata_without_a_saml2_sp_descriptor_is_refused():
+    root = etree.fromstring(make_sp_metadata())
+    descriptor = root.find(f"{{{MD}}}SPSSODescriptor")
+    descriptor.set("protocolSupportEnumeration", "urn:oasis:names:tc:SAML:1.1:protocol")
+    with pytest.raises(MetadataError, match="no SPSSODescriptor supporting"):
+        parse_sp_metadata(etree.tostring(root))
+    descriptor.tag = f"{{{MD}}}IDPSSODescriptor"
+    with pytest.raises(MetadataError, match="no SPSSODescriptor"):
+        parse_sp_metadata(etree.tostring(root))
+
+
+def test_metadata_without_acs_is_refused():
+    root = etree.fromstring(make_sp_metadata())
+    descriptor = root.find(f"{{{MD}}}SPSSODescriptor")
+    for acs in descriptor.findall(f"{{{MD}}}AssertionConsumerService"):
+        descriptor.remove(acs)
+    with pytest.raises(MetadataError, match="no AssertionConsumerService"):
+        parse_sp_metadata(etree.tostring(root))
+
+
+def test_repeated_acs_index_is_refused():
+    root = etree.fromstring(make_sp_metadata())
+    descriptor = root.find(f"{{{MD}}}SPSSODescriptor")
+    etree.SubElement(
+        descriptor,
+        f"{{{MD}}}AssertionConsumerService",
+        Binding=BINDING_HTTP_POST,
+        Location="https://sp.example.org/other",
+        index="1",
+    )
+    with pytest.raises(MetadataError, match="index 1 repeats"):
+        parse_sp_metadata(etree.tostring(root))
+
+
+def test_a_broken_certificate_is_refused():
+    root = etree.fromstring(make_sp_metadata())
+    cert = next(root.iter(f"{{{DS}}}X509Certificate"))
+    cert.text = cert.text[:40]
+    with pytest.raises(MetadataError, match="not a valid certificate"):
+        parse_sp_metadata(etree.tostring(root))
+
+
+@pytest.mark.parametrize(
+    "entity_id", [" https://sp.example.org/sp", "https://sp.example.org/sp\t"]
+)
+def test_entity_id_with_surrounding_space_is_refused(entity_id):
+    data = make_sp_metadata().replace(
+        SP_ENTITY_ID.encode(), entity_id.encode().replace(b"\t", b"&#9;"), 1
+    )
+    with pytest.raises(MetadataError, match="entityID"):
+        parse_sp_metadata(data)
+
+
+def test_expired_metadata_is_refused_current_accepted():
+    now = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    current = make_sp_metadata(valid_until=now + dt.timedelta(seconds=1))
+    assert parse_sp_metadata(current, now=now).valid_until == now + dt.timedelta(
+        seconds=1
+    )
+    expired = make_sp_metadata(valid_until=now)
+    with pytest.raises(MetadataError, match="expired at 2030-01-01 00:00:00 UTC"):
+        parse_sp_metadata(expired, now=now)
+    assert parse_sp_metadata(expired, now=now, allow_expired=True).valid_until == now
