@@ -36,6 +36,12 @@ def register(groups) -> None:
         action="store_true",
         help="register it disabled (no sign-in until 'sp enable')",
     )
+    import_parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="accept new keys or endpoints for an SP already registered "
+        "(the changes are printed and audited)",
+    )
     import_parser.set_defaults(handler=import_)
     commands.add_parser(
         "list", help="every SP: entity ID, module, enabled, ACS count"
@@ -99,13 +105,28 @@ def import_(args) -> int:
             data,
             module_code=args.module,
             enabled=False if args.disabled else None,
+            replace=args.replace,
         )
         new = session.scalar(count) > before
+        if sp.trust_changes:
+            from idp.services.audit import AuditLog
+
+            AuditLog(session).record(
+                "sp.replaced",
+                detail={
+                    "by": "idp-admin",
+                    "entity_id": sp.entity_id,
+                    "changes": sp.trust_changes,
+                },
+            )
+        replaced = list(sp.trust_changes)
         line = (
             f"{'registered' if new else 'updated'} {sp.entity_id} "
             f"(module {sp.module.code if sp.module else '-'}, "
             f"{'enabled' if sp.enabled else 'disabled'})"
         )
+    for change in replaced:
+        print(f"replaced: {change}")
     print(line)
     return 0
 

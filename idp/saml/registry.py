@@ -413,12 +413,74 @@ def find_sp(dbsession: Session, entity_id: str) -> ServiceProvider:
     return sp
 
 
+def _fingerprint(pem: str) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    digest = x509.load_pem_x509_certificate(pem.encode()).fingerprint(hashes.SHA256())
+    return digest.hex(":")[:23] + "..."
+
+
+def trust_changes(old: SpMetadata, new: SpMetadata) -> list[str]:
+    """What a new metadata document changes in what the IdP trusts (SAML-30).
+
+    Keys and endpoints: the certificates the SP signs and encrypts with, and
+    where assertions and logout messages go. Names, logos and validity are
+    not trust and are left out. Empty when nothing trusted changes.
+    """
+    changes = []
+    for label, before, after in (
+        ("signing certificate", old.signing_certificates, new.signing_certificates),
+        (
+            "encryption certificate",
+            old.encryption_certificates,
+            new.encryption_certificates,
+        ),
+    ):
+        for pem in sorted(set(before) - set(after)):
+            changes.append(f"{label} removed: SHA-256 {_fingerprint(pem)}")
+        for pem in sorted(set(after) - set(before)):
+            changes.append(f"{label} added: SHA-256 {_fingerprint(pem)}")
+    for label, before, after in (
+        (
+            "AssertionConsumerService",
+            old.assertion_consumer_services,
+            new.assertion_consumer_services,
+        ),
+        ("SingleLogoutService", old.single_logout_services, new.single_logout_services),
+    ):
+        for endpoint in sorted(set(before) - set(after), key=str):
+            changes.append(f"{label} removed: {endpoint.location} ({endpoint.binding})")
+        for endpoint in sorted(set(after) - set(before), key=str):
+            changes.append(f"{label} added: {endpoint.location} ({endpoint.binding})")
+    if old.authn_requests_signed != new.authn_requests_signed:
+        changes.append(
+            f"AuthnRequestsSigned: {old.authn_requests_signed} -> "
+            f"{new.authn_requests_signed}"
+        )
+    return changes
+
+
+class ReplaceRefused(MetadataError):
+    """A re-import would change trusted keys or endpoints without ``replace``."""
+
+    def __init__(self, entity_id: str, changes: list[str]) -> None:
+        self.changes = changes
+        super().__init__(
+            f"{entity_id} is already registered and this metadata changes its "
+            f"keys or endpoints ({len(changes)} change"
+            f"{'' if len(changes) == 1 else 's'}: {'; '.join(changes)}); "
+            "import it again with --replace to accept"
+        )
+
+
 def import_sp(
     dbsession: Session,
     data: bytes,
     *,
     module_code: str | None = None,
     enabled: bool | None = None,
+    replace: bool = False,
 ) -> ServiceProvider:
     """Register an SP from its metadata, or refresh a registered one.
 
@@ -432,6 +494,11 @@ def import_sp(
     and ``enabled`` change an existing SP only when given. Raises
     :class:`MetadataError` (nothing written) for bad metadata or an unknown
     module. Flushes; the caller's transaction commits.
+
+    A re-import that changes the SP's keys or endpoints (SAML-30) is refused
+    with :class:`ReplaceRefused`, which lists the changes, unless
+    ``replace`` is true; the caller audits an accepted replacement, whose
+    changes are then in ``sp.trust_changes`` (empty otherwise).
     """
     parsed = parse_sp_metadata(data)
     module = None
@@ -452,7 +519,12 @@ def import_sp(
             attributes_released=[],
         )
         dbsession.add(sp)
+        sp.trust_changes = []
     else:
+        old = parse_sp_metadata(sp.metadata_xml.encode(), allow_expired=True)
+        sp.trust_changes = trust_changes(old, parsed)
+        if sp.trust_changes and not replace:
+            raise ReplaceRefused(parsed.entity_id, sp.trust_changes)
         if enabled is not None:
             sp.enabled = enabled
         if parsed.name_id_formats and sp.name_id_format not in parsed.name_id_formats:

@@ -165,3 +165,25 @@ def test_ops_03_oversized_file_is_refused_by_the_cli(ini, database, tmp_path):  
     big.write_bytes(padded(data, MAX_METADATA_BYTES))
     result = run(ini, "sp", "import", big)
     assert result.returncode == 0, result.stderr
+
+
+def test_saml_30_replacing_keys_or_endpoints_needs_replace(ini, database, tmp_path):  # noqa: F811
+    """SAML-30: the CLI refuses a silent takeover and audits an explicit one."""
+    first = tmp_path / "first.xml"
+    first.write_bytes(make_sp_metadata())
+    assert run(ini, "sp", "import", first).returncode == 0
+    takeover = tmp_path / "takeover.xml"
+    takeover.write_bytes(make_sp_metadata(acs="https://sp.example.org/evil-acs"))
+    refused = run(ini, "sp", "import", takeover)
+    assert refused.returncode == 1
+    assert "--replace" in refused.stderr
+    assert "evil-acs" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert "evil-acs" not in run(ini, "sp", "show", SP_ENTITY_ID).stdout
+    accepted = run(ini, "sp", "import", takeover, "--replace")
+    assert accepted.returncode == 0, accepted.stderr
+    assert (
+        "replaced: AssertionConsumerService added: https://sp.example.org/evil-acs"
+        in (accepted.stdout)
+    )
+    assert "sp.replaced" in run(ini, "audit", "tail").stdout

@@ -82,7 +82,7 @@ def test_reimport_updates_the_row_and_keeps_the_policy(dbsession, module):
     set_enabled(dbsession, SP_ENTITY_ID, False)
     count = sp_count(dbsession)
     newer = make_sp_metadata(acs="https://sp.example.org/new-acs", encryption=True)
-    again = import_sp(dbsession, newer)
+    again = import_sp(dbsession, newer, replace=True)
     assert again.id == sp.id
     assert sp_count(dbsession) == count
     assert "https://sp.example.org/new-acs" in again.metadata_xml
@@ -94,8 +94,34 @@ def test_reimport_updates_the_row_and_keeps_the_policy(dbsession, module):
     assert again.enabled is False
     # ...what the metadata decides follows it.
     assert again.encrypt_assertion is True
-    assert import_sp(dbsession, make_sp_metadata()).encrypt_assertion is False
-    assert import_sp(dbsession, make_sp_metadata(), enabled=True).enabled is True
+    plain = make_sp_metadata()
+    assert import_sp(dbsession, plain, replace=True).encrypt_assertion is False
+    assert import_sp(dbsession, plain, enabled=True).enabled is True
+
+
+def test_saml_30_a_reimport_that_swaps_keys_or_endpoints_needs_replace(dbsession):
+    """SAML-30: new keys or endpoints are refused unless replaced explicitly."""
+    from idp.saml.registry import ReplaceRefused
+
+    original = make_sp_metadata()
+    sp = import_sp(dbsession, original)
+    digest = sp.metadata_sha256
+    takeover = make_sp_metadata(acs="https://sp.example.org/new-acs", encryption=True)
+    with pytest.raises(ReplaceRefused) as refused:
+        import_sp(dbsession, takeover)
+    changes = refused.value.changes
+    assert "AssertionConsumerService added: https://sp.example.org/new-acs" in (
+        " ".join(changes)
+    )
+    assert any(c.startswith("encryption certificate added") for c in changes)
+    dbsession.refresh(sp)
+    assert sp.metadata_sha256 == digest
+    # The controls: the same metadata again is accepted, and so is the new
+    # one when the replacement is explicit, with its changes listed.
+    assert import_sp(dbsession, original).trust_changes == []
+    replaced = import_sp(dbsession, takeover, replace=True)
+    assert replaced.trust_changes == changes
+    assert replaced.metadata_sha256 != digest
 
 
 def test_every_change_raises_the_generation(dbsession):
