@@ -30,11 +30,9 @@ from idp.services import mail
 from idp.services.interfaces import (
     IAuditLog,
     IOutbox,
-    IPasswordService,
     IRateLimiter,
     IUserService,
 )
-from idp.services.users import new_temporary_password
 from idp.sessions import end_user_sessions
 
 BY = {"by": "idp-admin"}
@@ -198,16 +196,6 @@ def _print_password_argument(parser) -> None:
 # Temporary passwords
 
 
-def _temporary_password(request, user: User, now: dt.datetime) -> str:
-    """Give ``user`` a fresh temporary password and return it."""
-    password = new_temporary_password()
-    hours = request.registry.settings["idp.temporary_password_hours"]
-    user.password_hash = _service(request, IPasswordService).hash(password)
-    user.must_change_password = True
-    user.temp_password_expires_at = now + dt.timedelta(hours=hours)
-    return password
-
-
 def _deliver(request, user: User, password: str, args) -> list[str]:
     """Email ``password``, or return the lines that print it once."""
     expires = _when(user.temp_password_expires_at)
@@ -280,19 +268,8 @@ def add(args) -> int:
             )
         roles = [find_role(dbsession, name) for name in dict.fromkeys(args.roles)]
         now = utcnow()
-        user = User(
-            identifier_kind=identifier.kind,
-            identifier=identifier.value,
-            email=registration.email,
-            full_name=registration.full_name,
-            phone=registration.phone,
-            category=registration.category,
-            institution=registration.institution,
-            locale=registration.locale,
-            created_at=now,
-            updated_at=now,
-        )
-        password = _temporary_password(request, user, now)
+        user = users.build(registration, now)
+        password = users.issue_temporary_password(user, now)
         try:
             with dbsession.begin_nested():
                 dbsession.add(user)
@@ -452,7 +429,7 @@ def reset_password(args) -> int:
     with app_request(args.config_uri) as request:
         user = _find_user(request, args)
         now = utcnow()
-        password = _temporary_password(request, user, now)
+        password = _service(request, IUserService).issue_temporary_password(user, now)
         request.dbsession.execute(
             update(OneTimeToken)
             .where(OneTimeToken.user_id == user.id, OneTimeToken.used_at.is_(None))

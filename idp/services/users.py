@@ -71,12 +71,10 @@ class UserService:
             temporary_hours=request.registry.settings["idp.temporary_password_hours"],
         )
 
-    def register(self, registration: Registration) -> User | None:
-        now = self.clock()
-        password = new_temporary_password()
-        # Hash before knowing whether the insert succeeds, so a duplicate
-        # costs the same time as a new account.
-        user = User(
+    def build(self, registration: Registration, now: dt.datetime | None = None) -> User:
+        """A new, unsaved user from checked registration values, no password yet."""
+        now = now or self.clock()
+        return User(
             identifier_kind=registration.identifier.kind,
             identifier=registration.identifier.value,
             email=registration.email,
@@ -85,14 +83,32 @@ class UserService:
             category=registration.category,
             institution=registration.institution,
             locale=registration.locale,
-            security_image=registration.security_image,
-            security_phrase=registration.security_phrase,
-            password_hash=self.passwords.hash(password),
-            must_change_password=True,
-            temp_password_expires_at=now + self.temporary_lifetime,
+            security_image=registration.security_image or None,
+            security_phrase=registration.security_phrase or None,
             created_at=now,
             updated_at=now,
         )
+
+    def issue_temporary_password(
+        self, user: User, now: dt.datetime | None = None
+    ) -> str:
+        """Give ``user`` a fresh temporary password and return it, once.
+
+        Only its hash is kept; it expires after ``idp.temporary_password_hours``
+        and the user must choose a new password at the sign-in that uses it.
+        """
+        password = new_temporary_password()
+        user.password_hash = self.passwords.hash(password)
+        user.must_change_password = True
+        user.temp_password_expires_at = (now or self.clock()) + self.temporary_lifetime
+        return password
+
+    def register(self, registration: Registration) -> User | None:
+        now = self.clock()
+        user = self.build(registration, now)
+        # Hash before knowing whether the insert succeeds, so a duplicate
+        # costs the same time as a new account.
+        password = self.issue_temporary_password(user, now)
         try:
             with self.dbsession.begin_nested():
                 self.dbsession.add(user)
