@@ -369,7 +369,9 @@ class DatabaseRateLimiter(_Limiter):
         elif dialect == "sqlite":
             insert = sqlite_insert
         else:
-            raise NotImplementedError(f"no rate-limit upsert for {dialect}")
+            raise RuntimeError(
+                f"rate limits: only SQLite and PostgreSQL are supported, not {dialect}"
+            )
         start = window_start(index, seconds)
         statement = (
             insert(ThrottleCounter)

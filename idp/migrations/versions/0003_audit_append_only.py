@@ -103,7 +103,9 @@ def upgrade():
     elif dialect == "sqlite":
         _run(SQLITE_UPGRADE)
     else:
-        raise NotImplementedError(f"no audit_events triggers for {dialect}")
+        raise RuntimeError(
+            f"audit_events triggers: only SQLite and PostgreSQL, not {dialect}"
+        )
 
 
 def downgrade():
@@ -113,4 +115,6 @@ def downgrade():
     elif dialect == "sqlite":
         _run(SQLITE_DOWNGRADE)
     else:
-        raise NotImplementedError(f"no audit_events triggers for {dialect}")
+        raise RuntimeError(
+            f"audit_events triggers: only SQLite and PostgreSQL, not {dialect}"
+        )
