@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -554,3 +555,18 @@ def set_enabled(dbsession: Session, entity_id: str, enabled: bool) -> ServicePro
     bump_generation(dbsession)
     dbsession.flush()
     return sp
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(metadata_sha256: str, metadata_xml: str) -> SpMetadata:
+    return parse_sp_metadata(metadata_xml.encode("utf-8"), allow_expired=True)
+
+
+def sp_metadata(sp: ServiceProvider) -> SpMetadata:
+    """The parsed metadata of a registered SP, cached by its SHA-256.
+
+    Registered metadata was checked at import; parsing it again on every
+    request would cost a millisecond per SSO. Expiry is the caller's check
+    (``valid_until``), since the cache outlives the moment of parsing.
+    """
+    return _parsed(sp.metadata_sha256, sp.metadata_xml)
