@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from pyramid.settings import asbool
 
@@ -104,6 +105,16 @@ OPTIONS: dict[str, Option] = {
     "idp.hmac_key": Option(_text, ""),
     "idp.bcrypt_rounds": Option(_int_between(4, 16), 12),
     "idp.clock_skew": Option(_int_between(0, 600), 180),
+    # How old an AuthnRequest/LogoutRequest may be (plus the clock skew).
+    "idp.saml.request_lifetime": Option(_int_between(30, 3600), 300),
+    # How long an assertion may be used (NotOnOrAfter); SAML-35: at most 5 min.
+    "idp.saml.assertion_lifetime": Option(_int_between(30, 300), 300),
+    # How long a stored request waits for the user to sign in.
+    "idp.saml.pending_seconds": Option(_int_between(60, 3600), 1800),
+    # How long single logout waits for each service before moving on.
+    "idp.saml.logout_seconds": Option(_int_between(2, 120), 10),
+    # Scope of subject-id / pairwise-id values (default: the base URL's host).
+    "idp.saml.scope": Option(_text, ""),
     "idp.session_idle_seconds": Option(_int_between(60, 24 * 3600), 1800),
     "idp.session_max_seconds": Option(_int_between(300, 7 * 24 * 3600), 43200),
     "idp.allowed_hosts": Option(_text, ""),
@@ -193,6 +204,8 @@ def parse_settings(
         raise SettingsError("sqlalchemy.url: this setting is required")
     if not settings["idp.entity_id"]:
         settings["idp.entity_id"] = settings["idp.base_url"] + "/saml/metadata"
+    if not settings["idp.saml.scope"]:
+        settings["idp.saml.scope"] = urlsplit(settings["idp.base_url"]).hostname
     if not settings["mail.sender"]:
         raise SettingsError("mail.sender: this setting is required")
     _check_address("mail.sender", settings["mail.sender"])

@@ -41,6 +41,8 @@ the top-level keys); this backend refuses SHA-1 unless it was built with
 from __future__ import annotations
 
 import base64
+import contextlib
+import contextvars
 import functools
 import hashlib
 import os
@@ -142,6 +144,47 @@ _SYMMETRIC_KEY_KLASS = {
 }
 
 _CACHE_SIZE = 64
+
+# The data encryption algorithm of the next encrypt_assertion() in this
+# context: AES-256-GCM unless an SP's metadata lists no GCM support, when the
+# response builder selects AES-256-CBC with :func:`data_encryption`.
+AES256_GCM = _C.TransformAes256Gcm.href
+AES256_CBC = _C.TransformAes256Cbc.href
+_DATA_ENCRYPTION = {
+    AES256_GCM: _C.TransformAes256Gcm,
+    AES256_CBC: _C.TransformAes256Cbc,
+}
+_data_encryption: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "idp_data_encryption", default=AES256_GCM
+)
+
+
+@contextlib.contextmanager
+def data_encryption(algorithm: str):
+    """Encrypt assertions with ``algorithm`` (AES-256-GCM or -CBC) inside."""
+    if algorithm not in _DATA_ENCRYPTION:
+        raise ValueError(f"unsupported data encryption {algorithm}")
+    token = _data_encryption.set(algorithm)
+    try:
+        yield
+    finally:
+        _data_encryption.reset(token)
+
+
+class XmlRefused(ValueError):
+    """An XML message this IdP will not read (DOCTYPE, not well-formed...)."""
+
+
+def parse_xml(data: bytes) -> etree._Element:
+    """Parse a SAML message as hostile input: no DTD, entities or network.
+
+    Raises :class:`XmlRefused` with a one-line reason.
+    """
+    try:
+        root, _ = _parse(data)
+    except _Refused as exc:
+        raise XmlRefused(str(exc)) from exc
+    return root
 
 
 class VerifierSelfTestError(RuntimeError):
@@ -358,6 +401,7 @@ class XmlsecBackend(CryptoBackend):
         )
         self._private_keys = _LRU(_CACHE_SIZE)
         self._certificates = _LRU(_CACHE_SIZE)
+        self._managers = _LRU(_CACHE_SIZE)
 
     # -- CryptoBackend interface -------------------------------------------
 
@@ -436,8 +480,9 @@ class XmlsecBackend(CryptoBackend):
         replaced by ``xenc:EncryptedData``.  ``template`` is pysaml2's
         ``pre_encryption_part()``; its ``Id`` attributes, ``KeyName`` and
         certificate are kept, but its algorithms and ``key_type`` are not
-        honoured: data is always encrypted with AES-256-GCM under a fresh
-        session key, transported with RSA-OAEP (``rsa-oaep-mgf1p``).
+        honoured: data is encrypted with AES-256-GCM (AES-256-CBC inside
+        :func:`data_encryption`) under a fresh session key, transported with
+        RSA-OAEP (``rsa-oaep-mgf1p``).
 
         :param enc_key: PEM certificate file of the recipient
         :param key_type: ignored (pysaml2 passes its default, ``"des-192"``)
@@ -453,12 +498,11 @@ class XmlsecBackend(CryptoBackend):
             root, declaration = _parse(statement)
             node = self._node_to_encrypt(root, node_xpath, node_id)
             hints = _template_hints(template)
-            manager = xmlsec.KeysManager()
-            manager.add_key(self._certificate(enc_key, "pem"))
+            manager = self._keys_manager(enc_key)
 
             enc_data = xmlsec.template.encrypted_data_create(
                 root,
-                _C.TransformAes256Gcm,
+                _DATA_ENCRYPTION[_data_encryption.get()],
                 id=hints["data_id"],
                 type=_C.TypeEncElement,
                 ns="xenc",
@@ -515,6 +559,65 @@ class XmlsecBackend(CryptoBackend):
         return _serialize(result, declaration)
 
     # -- helpers -------------------------------------------------------------
+
+    def verify_root(
+        self, root: etree._Element, node_name: str, certificates: Iterable[str]
+    ) -> str:
+        """Verify the enveloped signature of ``root`` with one of ``certificates``.
+
+        For messages the IdP receives: ``root`` is the parsed message (see
+        :func:`parse_xml`), ``certificates`` the PEM signing certificates of
+        the registered sender, never a key from the message. The same shape
+        rules as :meth:`validate_signature` apply, and the signed element must
+        be the root itself, so what the caller reads is what was signed.
+        Returns the signature algorithm URI, or raises ``SignatureError``.
+        """
+        try:
+            node_id = root.get("ID")
+            if not node_id:
+                raise _Refused("the message has no ID")
+            signature = self._checked_signature(root, node_name, node_id)
+            if signature.getparent() is not root:
+                raise _Refused("the signature does not sign the message itself")
+            algorithm = _algorithm(
+                next(c for c in signature if c.tag == _DS_SIGNED_INFO),
+                _DS_SIGNATURE_METHOD,
+            )
+            xmlsec.tree.add_ids(root, ["ID"])
+            for pem in certificates:
+                ctx = self._signature_context(self._certificate_from_pem(pem))
+                try:
+                    ctx.verify(signature)
+                except xmlsec.Error:
+                    continue
+                return algorithm
+            raise _Refused("no registered key of the sender verifies it")
+        except (_Refused, xmlsec.Error, StopIteration) as exc:
+            raise SignatureError(f"signature refused: {exc}") from exc
+
+    def _certificate_from_pem(self, pem: str) -> xmlsec.Key:
+        data = pem.encode("ascii")
+        cache_key = (_C.KeyDataFormatCertPem, hashlib.sha256(data).digest())
+        key = self._certificates.get(cache_key)
+        if key is None:
+            key = xmlsec.Key.from_memory(data, _C.KeyDataFormatCertPem)
+            self._certificates.put(cache_key, key)
+        return key
+
+    def _keys_manager(self, cert_file: str | os.PathLike[str]) -> xmlsec.KeysManager:
+        """A keys manager holding one recipient certificate, cached by content.
+
+        Creating a ``KeysManager`` costs about 9 ms (libxmlsec sets up its
+        default stores), more than the RSA work of an encryption.
+        """
+        data = Path(cert_file).read_bytes()
+        cache_key = hashlib.sha256(data).digest()
+        manager = self._managers.get(cache_key)
+        if manager is None:
+            manager = xmlsec.KeysManager()
+            manager.add_key(self._certificate(cert_file, "pem"))
+            self._managers.put(cache_key, manager)
+        return manager
 
     def _signature_context(self, key: xmlsec.Key) -> xmlsec.SignatureContext:
         ctx = xmlsec.SignatureContext()
@@ -951,3 +1054,71 @@ def _alter_signature_value(signed: str) -> str:
     raw[len(raw) // 2] ^= 0x01
     value.text = base64.b64encode(bytes(raw)).decode("ascii")
     return _serialize(root, declaration)
+
+
+# --------------------------------------------------------------------------
+# HTTP-Redirect binding signatures (saml-bindings 3.4.4.1)
+
+_REDIRECT_HASHES = {
+    _C.TransformRsaSha256.href: ("rsa", "sha256"),
+    _C.TransformRsaSha384.href: ("rsa", "sha384"),
+    _C.TransformRsaSha512.href: ("rsa", "sha512"),
+    _C.TransformEcdsaSha256.href: ("ec", "sha256"),
+    _C.TransformEcdsaSha384.href: ("ec", "sha384"),
+    _C.TransformEcdsaSha512.href: ("ec", "sha512"),
+}
+_REDIRECT_SHA1 = {
+    _C.TransformRsaSha1.href: ("rsa", "sha1"),
+    _C.TransformEcdsaSha1.href: ("ec", "sha1"),
+}
+
+
+def verify_redirect_signature(
+    signed_octets: bytes,
+    sig_alg: str,
+    signature: bytes,
+    certificates: Iterable[str],
+    *,
+    allow_sha1: bool = False,
+) -> None:
+    """Verify a Redirect-binding signature over the query octets as received.
+
+    ``signed_octets`` is ``SAMLRequest=...&RelayState=...&SigAlg=...`` built
+    from the raw, still URL-encoded values the browser sent (SAML-11: a
+    re-encoded query would verify a different string); ``certificates`` are
+    the sender's registered PEM signing certificates. Raises
+    ``SignatureError``.
+    """
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    kind_hash = _REDIRECT_HASHES.get(sig_alg)
+    if kind_hash is None and allow_sha1:
+        kind_hash = _REDIRECT_SHA1.get(sig_alg)
+    if kind_hash is None:
+        if sig_alg in _REDIRECT_SHA1:
+            raise SignatureError(f"SHA-1 signature {sig_alg} refused (allow_sha1 off)")
+        raise SignatureError(f"signature algorithm {sig_alg!r} is not allowed")
+    kind, hash_name = kind_hash
+    algorithm = {
+        "sha1": hashes.SHA1,
+        "sha256": hashes.SHA256,
+        "sha384": hashes.SHA384,
+        "sha512": hashes.SHA512,
+    }[hash_name]()
+    for pem in certificates:
+        public_key = x509.load_pem_x509_certificate(pem.encode("ascii")).public_key()
+        try:
+            if kind == "rsa" and isinstance(public_key, rsa.RSAPublicKey):
+                public_key.verify(
+                    signature, signed_octets, padding.PKCS1v15(), algorithm
+                )
+                return
+            if kind == "ec" and isinstance(public_key, ec.EllipticCurvePublicKey):
+                public_key.verify(signature, signed_octets, ec.ECDSA(algorithm))
+                return
+        except InvalidSignature:
+            continue
+    raise SignatureError("no registered key of the sender verifies the signature")

@@ -42,6 +42,8 @@ REGISTRY_STATE_ID = 1
 SAML2_PROTOCOL = "urn:oasis:names:tc:SAML:2.0:protocol"
 MD_NS = "urn:oasis:names:tc:SAML:2.0:metadata"
 MDUI_NS = "urn:oasis:names:tc:SAML:metadata:ui"
+MDATTR_NS = "urn:oasis:names:tc:SAML:metadata:attribute"
+SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
 DS_NS = "http://www.w3.org/2000/09/xmldsig#"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 _ENTITY_DESCRIPTOR = f"{{{MD_NS}}}EntityDescriptor"
@@ -95,6 +97,8 @@ class SpMetadata:
     display_names: dict[str, str] = field(default_factory=dict)  # lang -> text
     logos: dict[str, str] = field(default_factory=dict)  # lang -> https URL
     valid_until: dt.datetime | None = None
+    # OASIS subject-id profile: "subject-id", "pairwise-id", "any" or "none".
+    subject_id_req: str | None = None
 
 
 # --------------------------------------------------------------------------
@@ -165,7 +169,26 @@ def parse_sp_metadata(
         display_names=_localised(ui_info, _DISPLAY_NAME, https_only=False),
         logos=_localised(ui_info, _LOGO, https_only=True),
         valid_until=valid_until,
+        subject_id_req=_subject_id_req(root),
     )
+
+
+_ENTITY_ATTRIBUTE = (
+    f"{{{MD_NS}}}Extensions/{{{MDATTR_NS}}}EntityAttributes/{{{SAML_NS}}}Attribute"
+)
+SUBJECT_ID_REQ = "urn:oasis:names:tc:SAML:profiles:subject-id:req"
+
+
+def _subject_id_req(root: ET.Element) -> str | None:
+    """The SP's subject-id:req entity attribute, if it states one we know."""
+    for attribute in root.findall(_ENTITY_ATTRIBUTE):
+        if attribute.get("Name") != SUBJECT_ID_REQ:
+            continue
+        for value in attribute.findall(f"{{{SAML_NS}}}AttributeValue"):
+            text = (value.text or "").strip()
+            if text in ("subject-id", "pairwise-id", "any", "none"):
+                return text
+    return None
 
 
 def _parse_xml(data: bytes) -> ET.Element:

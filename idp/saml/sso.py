@@ -1,0 +1,233 @@
+"""Single sign-on: from a checked AuthnRequest or an IdP-initiated start to a Response.
+
+The views (``idp/views/saml.py``) call in here with plain values and get
+back plain values; this module and ``idp/saml/response.py`` are the only
+ones that talk to pysaml2 for SSO.
+
+* :func:`park` stores a request server-side while the user signs in (and
+  always for the POST binding, whose cross-site POST carries no
+  SameSite=Lax cookie), and :func:`resume` takes it back, once.
+* :func:`may_reach` is the role gate (SAML-32): a user reaches an SP only
+  through a role granting the SP's module, checked at every SSO.
+* :func:`assertion_for` makes the Response and records the SP as a
+  participant of the IdP session, for single logout.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from idp.models import (
+    IdpSession,
+    PendingSamlRequest,
+    Role,
+    ServiceProvider,
+    SessionParticipant,
+    User,
+)
+from idp.models.role import role_modules, user_roles
+from idp.saml import response as responses
+from idp.saml.registry import sp_metadata
+from idp.saml.requests import (
+    AuthnRequest,
+    Reply,
+    SamlRefused,
+    reparse_authn_request,
+    resolve_acs,
+)
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
+
+
+def park(
+    dbsession: Session,
+    request: AuthnRequest,
+    xml: bytes,
+    binding: str,
+    settings,
+) -> str:
+    """Store a checked request; the returned token continues it, once."""
+    token = secrets.token_urlsafe(32)
+    now = dt.datetime.now(dt.UTC)
+    dbsession.add(
+        PendingSamlRequest(
+            token_hash=_hash(token),
+            sp_id=request.sp_id,
+            binding=binding,
+            request_xml=xml.decode("utf-8"),
+            relay_state=request.relay_state,
+            created_at=now,
+            expires_at=now + dt.timedelta(seconds=settings["idp.saml.pending_seconds"]),
+        )
+    )
+    dbsession.flush()
+    return token
+
+
+@dataclass(frozen=True)
+class Resumed:
+    request: AuthnRequest
+    token: str
+    arrived_at: dt.datetime
+
+
+def resume(dbsession: Session, token: str, settings) -> Resumed:
+    """The parked request for ``token``; refused once used or expired."""
+    if not token or len(token) > 128:
+        raise SamlRefused("saml_expired", "no token")
+    row = dbsession.scalar(
+        select(PendingSamlRequest).where(PendingSamlRequest.token_hash == _hash(token))
+    )
+    now = dt.datetime.now(dt.UTC)
+    if row is None or row.consumed_at is not None or row.expires_at <= now:
+        raise SamlRefused("saml_expired", "unknown, used or expired token")
+    request = reparse_authn_request(
+        dbsession,
+        row.request_xml.encode("utf-8"),
+        row.relay_state,
+        row.binding,
+        settings,
+    )
+    return Resumed(request, token, row.created_at)
+
+
+def finish(dbsession: Session, token: str | None) -> bool:
+    """Mark a parked request answered; False if another request did first."""
+    if token is None:
+        return True
+    done = dbsession.execute(
+        update(PendingSamlRequest)
+        .where(
+            PendingSamlRequest.token_hash == _hash(token),
+            PendingSamlRequest.consumed_at.is_(None),
+        )
+        .values(consumed_at=dt.datetime.now(dt.UTC))
+        .execution_options(synchronize_session=False)
+    )
+    return done.rowcount == 1
+
+
+def role_names(dbsession: Session, user: User) -> list[str]:
+    return list(
+        dbsession.scalars(
+            select(Role.name)
+            .join(user_roles, user_roles.c.role_id == Role.id)
+            .where(user_roles.c.user_id == user.id)
+            .order_by(Role.name)
+        )
+    )
+
+
+def may_reach(dbsession: Session, user: User, sp: ServiceProvider) -> bool:
+    """True if one of the user's roles grants the SP's module (SAML-32)."""
+    if sp.module_id is None:
+        return False
+    granted = dbsession.scalar(
+        select(role_modules.c.module_id)
+        .join(user_roles, user_roles.c.role_id == role_modules.c.role_id)
+        .where(
+            user_roles.c.user_id == user.id,
+            role_modules.c.module_id == sp.module_id,
+        )
+        .limit(1)
+    )
+    return granted is not None
+
+
+def service_name(sp: ServiceProvider, locale: str) -> str:
+    """The SP's display name in ``locale``: mdui, then its module, then entity ID."""
+    names = sp_metadata(sp).display_names
+    if names.get(locale):
+        return names[locale]
+    if sp.module is not None:
+        return getattr(sp.module, f"display_name_{locale}", None) or sp.module.code
+    return next(iter(names.values()), sp.entity_id)
+
+
+def idp_initiated_reply(sp: ServiceProvider, relay_state: str | None) -> Reply:
+    """Unsolicited SSO goes to the SP's default ACS, answering no request."""
+    acs = resolve_acs(sp_metadata(sp), None, None, None)
+    return Reply(sp.id, sp.entity_id, acs.location, "", relay_state)
+
+
+def _participant(
+    dbsession: Session, session_row: IdpSession, sp: ServiceProvider, subject
+) -> SessionParticipant:
+    """This session's record of ``sp``: one per SP, refreshed per assertion."""
+    participant = dbsession.scalar(
+        select(SessionParticipant).where(
+            SessionParticipant.session_id == session_row.id,
+            SessionParticipant.sp_id == sp.id,
+        )
+    )
+    if participant is None:
+        participant = SessionParticipant(session_id=session_row.id, sp_id=sp.id)
+        dbsession.add(participant)
+    participant.name_id = subject.value
+    participant.name_id_format = subject.format
+    participant.session_index = responses.session_index()
+    return participant
+
+
+def assertion_for(
+    dbsession: Session,
+    server,
+    *,
+    user: User,
+    session_row: IdpSession,
+    sp: ServiceProvider,
+    reply: Reply,
+    request: AuthnRequest | None,
+    settings,
+) -> str:
+    """The signed Response for ``user`` at ``sp``, recorded for logout.
+
+    Raises :class:`SamlRefused` (with ``reply`` set) for NoAuthnContext and
+    InvalidNameIDPolicy.
+    """
+    metadata = sp_metadata(sp)
+    try:
+        context = responses.authn_context(
+            request.requested_context if request else None, sp, settings
+        )
+        subject = responses.name_id(dbsession, user, sp, request)
+    except SamlRefused as exc:
+        raise exc.with_reply(reply) from None
+    participant = _participant(dbsession, session_row, sp, subject)
+    xml = responses.build(
+        server,
+        sp=sp,
+        metadata=metadata,
+        acs_url=reply.acs_url,
+        in_response_to=reply.in_response_to or None,
+        subject=subject,
+        attributes=responses.attributes(
+            user, sp, metadata, role_names(dbsession, user), settings
+        ),
+        context_class=context,
+        authn_instant=session_row.authn_at or dt.datetime.now(dt.UTC),
+        session_index=participant.session_index,
+        settings=settings,
+    )
+    dbsession.flush()
+    return responses.encode(xml)
+
+
+def error_response(server, reply: Reply, status, message: str | None = None) -> str:
+    """A signed error Response for a trusted reply address."""
+    xml = responses.build_error(
+        server,
+        acs_url=reply.acs_url,
+        in_response_to=reply.in_response_to or None,
+        status=status,
+        message=message,
+    )
+    return responses.encode(xml)
