@@ -203,6 +203,10 @@ class DatabaseSession(dict):
             )
         if self._signed_in is not None:
             user_id, method, at = self._signed_in
+            if self.row.user_id is not None and self.row.user_id != user_id:
+                # Another person signs in on this browser: the services the
+                # previous one reached are not theirs to log out of.
+                self.row.participants.clear()
             self.row.user_id = user_id
             self.row.authn_method = method
             self.row.authn_at = at

@@ -33,15 +33,21 @@ CSP_DIRECTIVES: dict[str, tuple[str, ...]] = {
 
 def content_security_policy(
     extra: Mapping[str, Iterable[str]] = MappingProxyType({}),
+    *,
+    replace: Mapping[str, Iterable[str]] = MappingProxyType({}),
 ) -> str:
     """The CSP header value, with ``extra`` sources added per directive.
 
-    A page that embeds a third-party widget (a hosted captcha) sets the
-    result on its response; the tween then leaves it alone.
+    ``replace`` sets a directive outright (a page shown in the IdP's own
+    frames needs ``frame-ancestors 'self'`` instead of ``'none'``). A page
+    that embeds a third-party widget (a hosted captcha) or posts to a
+    service sets the result on its response; the tween then leaves it alone.
     """
     directives = {name: list(sources) for name, sources in CSP_DIRECTIVES.items()}
     for name, sources in extra.items():
         directives.setdefault(name, ["'self'"]).extend(sources)
+    for name, sources in replace.items():
+        directives[name] = list(sources)
     return "; ".join(f"{name} {' '.join(srcs)}" for name, srcs in directives.items())
 
 

@@ -4,7 +4,12 @@ from idp.models.audit import AuditEvent
 from idp.models.keys import KeyRecord
 from idp.models.outbox import OutboxMessage
 from idp.models.role import Module, Role, role_modules, user_roles
-from idp.models.saml_state import PendingSamlRequest, SeenRequestId
+from idp.models.saml_state import (
+    LogoutFlow,
+    LogoutLeg,
+    PendingSamlRequest,
+    SeenRequestId,
+)
 from idp.models.session import IdpSession, SessionParticipant
 from idp.models.sp import PersistentNameId, ServiceProvider, SpRegistryState
 from idp.models.throttle import ThrottleCounter
@@ -16,6 +21,8 @@ __all__ = [
     "CaptchaChallenge",
     "IdpSession",
     "KeyRecord",
+    "LogoutFlow",
+    "LogoutLeg",
     "Module",
     "OneTimeToken",
     "OutboxMessage",

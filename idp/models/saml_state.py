@@ -1,7 +1,8 @@
 import datetime as dt
+import uuid
 
 from sqlalchemy import ForeignKey, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.db import Base, utcnow
 
@@ -36,3 +37,64 @@ class PendingSamlRequest(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)
     consumed_at: Mapped[dt.datetime | None]
+
+
+class LogoutFlow(Base):
+    """One single logout: the IdP session is already ended; the SPs follow.
+
+    Started by an SP's LogoutRequest (``initiator_*`` set, answered with a
+    LogoutResponse at the end) or by sign-out at the IdP. Each other SP of
+    the session is a :class:`LogoutLeg`; the flow is over when every leg has
+    answered or ``deadline_at`` has passed, so one silent SP never blocks
+    the others.
+    """
+
+    __tablename__ = "logout_flows"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    initiator_sp_id: Mapped[int | None] = mapped_column(
+        ForeignKey("service_providers.id", ondelete="SET NULL")
+    )
+    initiator_request_id: Mapped[str | None] = mapped_column(String(256))
+    initiator_status: Mapped[str | None] = mapped_column(String(128))
+    relay_state: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    deadline_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+    initiator = relationship("ServiceProvider")
+    legs = relationship(
+        "LogoutLeg",
+        back_populates="flow",
+        cascade="all, delete-orphan",
+        order_by="LogoutLeg.id",
+    )
+
+
+class LogoutLeg(Base):
+    """One SP to be told of a logout, and what it answered."""
+
+    __tablename__ = "logout_legs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    flow_id: Mapped[int] = mapped_column(
+        ForeignKey("logout_flows.id", ondelete="CASCADE"), index=True
+    )
+    sp_id: Mapped[int] = mapped_column(
+        ForeignKey("service_providers.id", ondelete="CASCADE")
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    request_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    name_id: Mapped[str] = mapped_column(String(256))
+    name_id_format: Mapped[str] = mapped_column(String(256))
+    session_index: Mapped[str] = mapped_column(String(64))
+    # pending -> sent -> done | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    flow = relationship("LogoutFlow", back_populates="legs")
+    sp = relationship("ServiceProvider")

@@ -26,6 +26,7 @@ from idp.forms.login import (
 from idp.forms.register import country_choices
 from idp.identifiers import Identifier
 from idp.redirects import safe_next
+from idp.saml import slo
 from idp.security import forget_identity
 from idp.services.interfaces import (
     IAuditLog,
@@ -185,6 +186,15 @@ def logout(request):
         request.find_service(IAuditLog, context=None).record(
             "logout", subject_user_id=user.id, client_address=request.client_addr
         )
+    row = request.session.row
+    target = request.route_path("home")
+    if user is not None and row is not None and row.participants:
+        # Single logout started here: the services this session reached are
+        # told on the status page.
+        token = slo.start(
+            request.dbsession, [row], settings=request.registry.settings, keep=row
+        )
+        target = request.route_path("saml.slo.done", _query={"f": token})
     request.session.invalidate()
     forget_identity(request)
-    return HTTPSeeOther(request.route_path("home"))
+    return HTTPSeeOther(target)

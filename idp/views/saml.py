@@ -25,7 +25,7 @@ from pyramid.httpexceptions import HTTPNotFound, HTTPSeeOther
 from pyramid.response import Response
 from pyramid.view import view_config
 
-from idp.i18n import _, translate_in
+from idp.i18n import _
 from idp.models import ServiceProvider
 from idp.saml import requests as saml_requests
 from idp.saml import sso
@@ -98,6 +98,13 @@ PAGES = {
         _("This sign-in is finished or has expired"),
         _("Go back to the service and start again."),
     ),
+    "saml_logout_expired": (
+        _("This sign-out is finished or has expired"),
+        _(
+            "You are signed out of idMe. Close the browser to be sure you are "
+            "signed out of every service."
+        ),
+    ),
     "saml_no_authn_context": (
         _("This service asks for a sign-in method idMe does not offer"),
         _("You can return to the service; it will tell you what to do next."),
@@ -109,16 +116,16 @@ PAGES = {
 }
 
 
-def _endpoint(request, route: str) -> str:
+def endpoint_url(request, route: str) -> str:
     """The absolute URL a message must name as its Destination."""
     return request.registry.settings["idp.base_url"] + request.route_path(route)
 
 
-def _server(request):
+def saml_server(request):
     return request.registry["idp.saml.servers"].get(request.dbsession)
 
 
-def _no_store(request) -> None:
+def no_store(request) -> None:
     request.response.cache_control.no_store = True
     request.response.headers["Pragma"] = "no-cache"
 
@@ -135,7 +142,7 @@ def _post_policy(request, acs_url: str, nonce: str | None = None) -> None:
 def post_form(request, reply, saml_response: str, *, status: int = 200):
     """The HTTP-POST binding page: auto-submitted, with a visible button."""
     nonce = secrets.token_urlsafe(16)
-    _no_store(request)
+    no_store(request)
     _post_policy(request, reply.acs_url, nonce)
     request.response.status_int = status
     return render_to_response(
@@ -163,12 +170,12 @@ def refused(request, exc: SamlRefused):
     log.info(
         "SAML refused %s %s: %s [%s]", request.method, request.path, exc, reference
     )
-    _no_store(request)
+    no_store(request)
     values["reply"] = None
     if exc.reply is not None and exc.reply.acs_url:
         values["reply"] = exc.reply
         values["saml_response"] = sso.error_response(
-            _server(request), exc.reply, exc.saml_status, exc.code
+            saml_server(request), exc.reply, exc.saml_status, exc.code
         )
         _post_policy(request, exc.reply.acs_url)
     return render_to_response("saml/error.jinja2", values, request)
@@ -220,13 +227,13 @@ def _deliver(request, user, sp: ServiceProvider, reply, authn, token):
             ),
         )
         values["service"] = name
-        _no_store(request)
+        no_store(request)
         return render_to_response("saml/no_access.jinja2", values, request)
     session_row = request.session.row
     try:
         saml_response = sso.assertion_for(
             dbsession,
-            _server(request),
+            saml_server(request),
             user=user,
             session_row=session_row,
             sp=sp,
@@ -255,8 +262,9 @@ def _sso(request, authn, *, token, arrived_at, received=None):
         if authn.is_passive:
             # IsPassive: never a page of ours; straight back with NoPassive.
             sso.finish(dbsession, token)
+            no_passive = (STATUS_RESPONDER, STATUS_NO_PASSIVE)
             response = sso.error_response(
-                _server(request), authn.reply(), (STATUS_RESPONDER, STATUS_NO_PASSIVE)
+                saml_server(request), authn.reply(), no_passive
             )
             return post_form(request, authn.reply(), response)
         if token is None:
@@ -274,7 +282,7 @@ def sso_redirect(request):
         authn = saml_requests.receive_authn_request(
             request.dbsession,
             received,
-            destination=_endpoint(request, "saml.sso.redirect"),
+            destination=endpoint_url(request, "saml.sso.redirect"),
             settings=request.registry.settings,
         )
     except SamlRefused as exc:
@@ -291,7 +299,7 @@ def sso_post(request):
         authn = saml_requests.receive_authn_request(
             request.dbsession,
             received,
-            destination=_endpoint(request, "saml.sso.post"),
+            destination=endpoint_url(request, "saml.sso.post"),
             settings=settings,
         )
     except SamlRefused as exc:
@@ -358,6 +366,3 @@ def metadata(request):
     response.cache_control.max_age = settings["idp.metadata_cache_seconds"]
     response.content_disposition = 'inline; filename="idp-metadata.xml"'
     return response
-
-
-__all__ = ["post_form", "refused", "translate_in"]
