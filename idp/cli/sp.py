@@ -1,4 +1,4 @@
-"""``sp import|list|show|remove|enable|disable``: the SP registry, from the shell.
+"""``sp import|list|show|policy|remove|enable|disable``: the SP registry.
 
 Each command runs in one transaction and prints only after it committed;
 every change raises the registry generation, so each running node rebuilds
@@ -46,6 +46,7 @@ def register(groups) -> None:
     commands.add_parser(
         "list", help="every SP: entity ID, module, enabled, ACS count"
     ).set_defaults(handler=list_)
+    _register_policy(commands)
     for name, handler, text in (
         ("show", show, "an SP's policy and endpoints"),
         ("remove", remove, "unregister an SP (its persistent NameIDs go too)"),
@@ -55,6 +56,112 @@ def register(groups) -> None:
         command = commands.add_parser(name, help=text)
         command.add_argument("entity_id", metavar="ENTITY_ID")
         command.set_defaults(handler=handler)
+
+
+_UNSET = object()  # an option not given (None means "back to the default")
+
+
+def _yes_no(value: str) -> bool:
+    import argparse
+
+    if value in ("yes", "no"):
+        return value == "yes"
+    raise argparse.ArgumentTypeError("say yes or no")
+
+
+def _int_or_default(value: str) -> int | None:
+    import argparse
+
+    if value == "default":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a number, or 'default'") from None
+
+
+def _register_policy(commands) -> None:
+    policy = commands.add_parser(
+        "policy",
+        help="change what an SP receives and how (only the options given change)",
+    )
+    policy.add_argument("entity_id", metavar="ENTITY_ID")
+    policy.add_argument(
+        "--release",
+        metavar="NAMES",
+        help="comma-separated attribute FriendlyNames, e.g. uid,displayName,mail,"
+        "isMemberOf ('' for none); see 'sp show'",
+    )
+    policy.add_argument(
+        "--name-id-format", choices=sorted(registry.NAME_ID_FORMATS), metavar="FORMAT"
+    )
+    for flag, text in (
+        ("--sign-response", "sign the Response"),
+        ("--sign-assertion", "sign the Assertion"),
+        ("--encrypt", "encrypt the Assertion (needs the SP's encryption key)"),
+        ("--allow-sha1", "accept this SP's SHA-1 signatures (legacy only)"),
+    ):
+        policy.add_argument(flag, type=_yes_no, metavar="yes|no", help=text)
+    policy.add_argument(
+        "--authn-context",
+        metavar="URI",
+        help="the only AuthnContext class asserted to this SP ('none' to clear)",
+    )
+    policy.add_argument(
+        "--clock-skew", type=_int_or_default, default=_UNSET, metavar="SECONDS|default"
+    )
+    policy.add_argument(
+        "--relay-state-max",
+        type=_int_or_default,
+        default=_UNSET,
+        metavar="BYTES|default",
+    )
+    policy.set_defaults(handler=set_policy)
+
+
+def set_policy(args) -> int:
+    changes: dict = {}
+    if args.release is not None:
+        changes["attributes_released"] = [
+            name.strip() for name in args.release.split(",") if name.strip()
+        ]
+    if args.name_id_format is not None:
+        changes["name_id_format"] = args.name_id_format
+    for option, key in (
+        ("sign_response", "sign_response"),
+        ("sign_assertion", "sign_assertion"),
+        ("encrypt", "encrypt_assertion"),
+        ("allow_sha1", "allow_sha1"),
+    ):
+        if getattr(args, option) is not None:
+            changes[key] = getattr(args, option)
+    if args.authn_context is not None:
+        changes["required_authn_context"] = (
+            None if args.authn_context == "none" else args.authn_context
+        )
+    if args.clock_skew is not _UNSET:
+        changes["clock_skew"] = args.clock_skew
+    if args.relay_state_max is not _UNSET:
+        changes["relay_state_max"] = args.relay_state_max
+    if not changes:
+        from idp.cli import CommandError
+
+        raise CommandError("nothing to change; see 'sp policy --help'")
+    with _transaction(args.config_uri) as session:
+        sp = registry.set_policy(session, args.entity_id, **changes)
+        from idp.services.audit import AuditLog
+
+        AuditLog(session).record(
+            "sp.policy",
+            detail={
+                "by": "idp-admin",
+                "entity_id": sp.entity_id,
+                "changes": changes,
+            },
+        )
+        lines = _describe(sp, _parsed(sp))
+    print("\n".join(lines))
+    return 0
 
 
 @contextmanager
@@ -188,6 +295,11 @@ def _describe(sp: ServiceProvider, md: registry.SpMetadata) -> list[str]:
         f"sign assertion:       {yes(sp.sign_assertion)}",
         f"encrypt assertion:    {yes(sp.encrypt_assertion)}",
         f"allow SHA-1:          {yes(sp.allow_sha1)}",
+        f"AuthnContext class:   {sp.required_authn_context or '-'}",
+        "clock skew:           "
+        + (f"{sp.clock_skew} s" if sp.clock_skew is not None else "IdP default"),
+        "RelayState limit:     "
+        + (f"{sp.relay_state_max} B" if sp.relay_state_max else "1024 B"),
         f"signed requests:      {yes(md.authn_requests_signed)} (AuthnRequestsSigned)",
         f"signing keys:         {len(md.signing_certificates)}",
         f"encryption keys:      {len(md.encryption_certificates)}"

@@ -384,6 +384,26 @@ def _localised(
     return found
 
 
+# FriendlyName -> what it carries. Names on the wire are the standard
+# urn:oid: ones from pysaml2's URI attribute map (saml2/attributemaps).
+RELEASABLE = {
+    "uid": "the account's opaque identity reference",
+    "displayName": "full name",
+    "mail": "email address",
+    "mobile": "mobile number (E.164)",
+    "employeeType": "user category (student, parent, educator, ...)",
+    "o": "institution",
+    "preferredLanguage": "ms or en",
+    "isMemberOf": "roles, one value each",
+    "schacPersonalUniqueID": "the MyKad or passport number (only when released)",
+    "subject-id": "OASIS subject-id: one stable value per person",
+    "pairwise-id": "OASIS pairwise-id: a different value at each SP",
+}
+# What a newly registered SP receives until an operator says otherwise: an
+# opaque reference to the person and their roles, enough for role-based
+# access and nothing personal.
+DEFAULT_RELEASE = ("uid", "isMemberOf")
+
 # --------------------------------------------------------------------------
 # The registry in the database
 
@@ -540,7 +560,7 @@ def import_sp(
             name_id_format=default_name_id_format(parsed.name_id_formats),
             sign_response=True,
             sign_assertion=True,
-            attributes_released=[],
+            attributes_released=list(DEFAULT_RELEASE),
         )
         dbsession.add(sp)
         sp.trust_changes = []
@@ -593,3 +613,66 @@ def sp_metadata(sp: ServiceProvider) -> SpMetadata:
     (``valid_until``), since the cache outlives the moment of parsing.
     """
     return _parsed(sp.metadata_sha256, sp.metadata_xml)
+
+
+NAME_ID_FORMATS = {
+    "persistent": NAMEID_PERSISTENT,
+    "transient": "urn:oasis:names:tc:SAML:2.0:nameid-format:transient",
+    "email": "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress",
+}
+
+
+def set_policy(dbsession: Session, entity_id: str, **changes) -> ServiceProvider:
+    """Change an SP's policy; only the given keys change.
+
+    Keys: ``attributes_released`` (FriendlyNames from :data:`RELEASABLE`),
+    ``name_id_format`` (a key of :data:`NAME_ID_FORMATS`), ``sign_response``,
+    ``sign_assertion``, ``encrypt_assertion`` (needs an encryption key in the
+    metadata), ``allow_sha1``, ``required_authn_context`` (a URI or None),
+    ``clock_skew`` (0-600 s or None for the IdP's), ``relay_state_max``
+    (80-1024 bytes or None). Raises :class:`MetadataError`, nothing written.
+    """
+    sp = find_sp(dbsession, entity_id)
+    if "attributes_released" in changes:
+        names = list(dict.fromkeys(changes["attributes_released"]))
+        unknown = [name for name in names if name not in RELEASABLE]
+        if unknown:
+            raise MetadataError(
+                f"unknown attribute {', '.join(unknown)}; "
+                f"releasable: {', '.join(RELEASABLE)}"
+            )
+        sp.attributes_released = names
+    if "name_id_format" in changes:
+        key = changes["name_id_format"]
+        if key not in NAME_ID_FORMATS:
+            raise MetadataError(
+                f"NameID format must be one of {', '.join(NAME_ID_FORMATS)}"
+            )
+        sp.name_id_format = NAME_ID_FORMATS[key]
+    for flag in ("sign_response", "sign_assertion", "allow_sha1"):
+        if flag in changes:
+            setattr(sp, flag, bool(changes[flag]))
+    if "encrypt_assertion" in changes:
+        if changes["encrypt_assertion"] and not sp_metadata(sp).encryption_certificates:
+            raise MetadataError(
+                f"{entity_id} publishes no encryption key; assertions cannot be "
+                "encrypted for it"
+            )
+        sp.encrypt_assertion = bool(changes["encrypt_assertion"])
+    if "required_authn_context" in changes:
+        value = changes["required_authn_context"]
+        if value is not None and (not value or len(value) > 256 or " " in value):
+            raise MetadataError("the AuthnContext class must be a URI")
+        sp.required_authn_context = value
+    if "clock_skew" in changes:
+        value = changes["clock_skew"]
+        if value is not None and not 0 <= value <= 600:
+            raise MetadataError("the clock skew must be 0 to 600 seconds")
+        sp.clock_skew = value
+    if "relay_state_max" in changes:
+        value = changes["relay_state_max"]
+        if value is not None and not 80 <= value <= 1024:
+            raise MetadataError("the RelayState limit must be 80 to 1024 bytes")
+        sp.relay_state_max = value
+    dbsession.flush()
+    return sp

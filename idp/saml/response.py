@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 from idp.models import PersistentNameId, ServiceProvider, User
 from idp.saml.config import DIGEST_ALGORITHM, SIGNING_ALGORITHM
 from idp.saml.crypto import AES256_CBC, AES256_GCM, data_encryption
-from idp.saml.registry import SpMetadata
+from idp.saml.registry import RELEASABLE, SpMetadata
 from idp.saml.requests import (
     STATUS_REQUESTER,
     STATUS_RESPONDER,
@@ -192,21 +192,6 @@ def _invalid_policy(detail: str) -> SamlRefused:
 
 # -- Attributes ----------------------------------------------------------------
 
-# FriendlyName -> what it carries. Names on the wire are the standard
-# urn:oid: ones from pysaml2's URI attribute map (saml2/attributemaps).
-RELEASABLE = {
-    "uid": "the account's opaque identity reference",
-    "displayName": "full name",
-    "mail": "email address",
-    "mobile": "mobile number (E.164)",
-    "employeeType": "user category (student, parent, educator, ...)",
-    "o": "institution",
-    "preferredLanguage": "ms or en",
-    "isMemberOf": "roles, one value each",
-    "schacPersonalUniqueID": "the MyKad or passport number (only when released)",
-    "subject-id": "OASIS subject-id: one stable value per person",
-    "pairwise-id": "OASIS pairwise-id: a different value at each SP",
-}
 SUBJECT_ID_REQ = "urn:oasis:names:tc:SAML:profiles:subject-id:req"
 
 

@@ -528,3 +528,58 @@ def test_reset_password_ends_sessions_voids_links_and_emails(db, engine, tmp_pat
     assert "no user with identity number" in fails(
         db, "user", "reset-password", "900101-14-5679"
     )
+
+
+def test_sp_policy_changes_only_what_is_given_and_is_audited(db, engine, tmp_path):
+    from tests.unit.saml.test_registry import make_sp_metadata
+
+    metadata = tmp_path / "sp.xml"
+    metadata.write_bytes(make_sp_metadata(encryption=False))
+    ok(db, "module", "create", "emis", "--name-ms", "EMIS", "--name-en", "EMIS")
+    ok(db, "sp", "import", metadata, "--module", "emis")
+    entity = "https://sp.example.org/sp"
+    shown = ok(db, "sp", "show", entity)
+    assert "attributes released:  uid, isMemberOf" in shown
+
+    out = ok(
+        db, "sp", "policy", entity,
+        "--release", "uid,displayName,mail,isMemberOf",
+        "--name-id-format", "email",
+        "--sign-response", "no",
+        "--clock-skew", "60",
+        "--relay-state-max", "80",
+        "--authn-context", "urn:oasis:names:tc:SAML:2.0:ac:classes:Password",
+    )  # fmt: skip
+    assert "attributes released:  uid, displayName, mail, isMemberOf" in out
+    assert "emailAddress" in out
+    assert "sign response:        no" in out
+    assert "sign assertion:       yes" in out
+    assert "clock skew:           60 s" in out
+    assert "RelayState limit:     80 B" in out
+    assert "classes:Password" in out
+    assert events(engine, "sp.policy")[-1].detail["changes"]["clock_skew"] == 60
+
+    out = ok(
+        db, "sp", "policy", entity, "--clock-skew", "default", "--authn-context", "none"
+    )
+    assert "clock skew:           IdP default" in out
+    assert "AuthnContext class:   -" in out
+    assert "attributes released:  uid, displayName, mail, isMemberOf" in out
+
+    assert "unknown attribute icNumber" in fails(
+        db, "sp", "policy", entity, "--release", "uid,icNumber"
+    )
+    assert "publishes no encryption key" in fails(
+        db, "sp", "policy", entity, "--encrypt", "yes"
+    )
+    assert "0 to 600" in fails(db, "sp", "policy", entity, "--clock-skew", "601")
+    assert "80 to 1024" in fails(db, "sp", "policy", entity, "--relay-state-max", "79")
+    assert "nothing to change" in fails(db, "sp", "policy", entity)
+    assert fails(db, "sp", "policy", entity, "--sign-assertion", "maybe")
+    assert "no SP is registered" in fails(
+        db, "sp", "policy", "https://nobody.example/sp", "--release", "uid"
+    )
+    # Refusals wrote nothing.
+    assert "attributes released:  uid, displayName, mail, isMemberOf" in ok(
+        db, "sp", "show", entity
+    )

@@ -54,7 +54,7 @@ def test_import_registers_an_sp_with_the_default_policy(dbsession, module):
         True,
     )
     assert sp.name_id_format == NAMEID_PERSISTENT
-    assert sp.attributes_released == []
+    assert sp.attributes_released == ["uid", "isMemberOf"]
 
 
 def test_no_encryption_key_means_no_encryption(dbsession):
