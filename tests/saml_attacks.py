@@ -36,7 +36,8 @@ XSW names; :func:`attacked_post_fields` builds HTTP-POST binding fields.
 ``KeyInfo`` certificate through python-xmlsec), :func:`resign`,
 :func:`sign_with_keyinfo_cert`, :func:`hmac_sign`, :func:`sha1_signature`,
 :func:`sha1_digest`, :func:`add_transform`, :func:`set_c14n_method`,
-:func:`comment_in_text`.
+:func:`comment_in_text`; for SAML-14 :func:`add_doctype`,
+:func:`add_payload`, :func:`set_payload_markup`, :data:`BILLION_LAUGHS`.
 
 **Signed fixtures** made by pysaml2's own SP client (signing in-process
 through ``idp.saml.crypto``; the xmlsec1 binary is never used):
@@ -58,18 +59,32 @@ from lxml import etree
 __all__ = [
     "ALL",
     "ASSERTION",
+    "BILLION_LAUGHS",
     "DS",
+    "ENVELOPED",
+    "EXC_C14N",
+    "HMAC_SHA256",
     "MD",
+    "PAYLOAD_NS",
+    "RSA_SHA1",
+    "RSA_SHA256",
     "SAMLP",
+    "SHA1",
+    "SHA256",
     "SHAPES",
+    "XPATH",
     "XPATH_BENIGN",
     "XPATH_BOMB",
+    "XSLT",
     "XSLT_BENIGN",
     "XSLT_BOMB",
     "Mutator",
+    "add_doctype",
+    "add_payload",
     "add_transform",
     "attacked_post_fields",
     "comment_in_text",
+    "compose",
     "hmac_sign",
     "make_sp_client",
     "node_name",
@@ -82,6 +97,7 @@ __all__ = [
     "set_c14n_method",
     "set_issuer",
     "set_name_id",
+    "set_payload_markup",
     "sha1_digest",
     "sha1_signature",
     "sign",
@@ -90,6 +106,7 @@ __all__ = [
     "signed_id",
     "signed_logout_request",
     "strip_signature",
+    "write_key_pair",
     "xsw1",
     "xsw2",
     "xsw3",
@@ -216,10 +233,15 @@ def _child(root: etree._Element) -> etree._Element:
         return (signed or entities)[0]
     for element in root.iter(etree.Element):
         if element is not root and _signature_of(element) is not None:
-            if element.getparent().tag == _SIGNATURE:
-                continue
             return element
     return root
+
+
+def _covering_signature(root: etree._Element, child: etree._Element) -> etree._Element:
+    """The child's own ds:Signature, else the root's (an aggregate's unsigned
+    EntityDescriptor is covered by the aggregate's signature only)."""
+    signature = _signature_of(child)
+    return signature if signature is not None else _require_root_signature(root)
 
 
 def _new_id(old: str | None, new_id: str | None) -> str:
@@ -230,9 +252,7 @@ def _after_header(parent: etree._Element) -> int:
     """Index after the leading saml:Issuer and ds:Signature children."""
     index = 0
     for child in parent:
-        if child.tag in (_ISSUER, _SIGNATURE) or not isinstance(
-            child.tag, str
-        ):
+        if child.tag in (_ISSUER, _SIGNATURE) or not isinstance(child.tag, str):
             index += 1
             continue
         break
@@ -298,6 +318,16 @@ def set_name_id(value: str) -> Mutator:
             raise ValueError(f"no saml:NameID under {element.tag}")
         for name_id in found:
             name_id.text = value
+
+    return mutate
+
+
+def compose(*mutators: Mutator) -> Mutator:
+    """One mutator applying ``mutators`` in order."""
+
+    def mutate(element: etree._Element) -> None:
+        for mutator in mutators:
+            mutator(element)
 
     return mutate
 
@@ -438,7 +468,9 @@ def xsw6(signed_xml: bytes, mutate: Mutator, *, new_id: str | None = None) -> by
 
     Child below the root: ``copy`` (original child minus its ds:Signature)
     appended as the last child of the child's ds:Signature, as SAML Raider
-    does; child altered in place and ``ID`` := ``new_id``.
+    does (the root's Signature if the child has none, e.g. an unsigned
+    EntityDescriptor in a signed aggregate); child altered in place and
+    ``ID`` := ``new_id``.
 
     Root-signed messages (where appending to the Signature would repeat
     XSW1): the root is altered and re-IDed and the copy is appended inside
@@ -448,9 +480,7 @@ def xsw6(signed_xml: bytes, mutate: Mutator, *, new_id: str | None = None) -> by
     root = parse(signed_xml)
     _require_root_signature(root)
     child = _child(root)
-    signature = _signature_of(child)
-    if signature is None:
-        raise ValueError(f"{child.tag} carries no ds:Signature to hide the copy in")
+    signature = _covering_signature(root, child)
     original = _unsigned_copy(child)
     mutate(child)
     child.set("ID", _new_id(original.get("ID"), new_id))
@@ -509,17 +539,15 @@ def xsw8(signed_xml: bytes, mutate: Mutator, *, new_id: str | None = None) -> by
 
     Built: ``copy`` = deep copy of the original child minus its ds:Signature
     (same ID); ``mutate(child)``; a ``ds:Object`` appended to the child's
-    ds:Signature holds ``copy``.  For root-signed messages the child is the
-    root.  (SAML Raider writes an unqualified ``Object``; this is the paper's
+    ds:Signature (the root's if the child has none) holds ``copy``.  For
+    root-signed messages the child is the root.  (SAML Raider writes an unqualified ``Object``; this is the paper's
     and SECURITY.md's ``ds:Object``.)  ``new_id`` is ignored.
     """
     del new_id
     root = parse(signed_xml)
     _require_root_signature(root)
     child = _child(root)
-    signature = _signature_of(child)
-    if signature is None:
-        raise ValueError(f"{child.tag} carries no ds:Signature to hide the copy in")
+    signature = _covering_signature(root, child)
     original = _unsigned_copy(child)
     mutate(child)
     etree.SubElement(signature, _OBJECT).append(original)
@@ -540,12 +568,15 @@ ALL: dict[str, Shape] = {
 }
 SHAPES: dict[str, Shape] = {f"XSW{n}": ALL[f"SAML-0{n}"] for n in range(1, 9)}
 
-_RESPONSE_TAGS = {"Response", "LogoutResponse", "ArtifactResponse", "ManageNameIDResponse"}
+_RESPONSE_TAGS = {
+    "Response",
+    "LogoutResponse",
+    "ArtifactResponse",
+    "ManageNameIDResponse",
+}
 
 
-def post_fields(
-    xml: bytes | str, relay_state: str | None = None
-) -> dict[str, str]:
+def post_fields(xml: bytes | str, relay_state: str | None = None) -> dict[str, str]:
     """HTTP-POST binding form fields: ``SAMLRequest`` (or ``SAMLResponse`` for
     a *Response root) holding base64(xml), plus ``RelayState`` if given."""
     data = _to_bytes(xml)
@@ -616,7 +647,9 @@ def _cert_body(cert_file: str | Path) -> str:
 TransformSpec = str | tuple[str, "str | bytes | etree._Element | None"]
 
 
-def _add_transforms(reference: etree._Element, transforms: Iterable[TransformSpec]) -> None:
+def _add_transforms(
+    reference: etree._Element, transforms: Iterable[TransformSpec]
+) -> None:
     holder = reference.find(_TRANSFORMS)
     if holder is None:
         holder = etree.Element(_TRANSFORMS)
@@ -667,7 +700,9 @@ def _template(
     return signature
 
 
-def _sign_template(root: etree._Element, signature: etree._Element, key: xmlsec.Key) -> None:
+def _sign_template(
+    root: etree._Element, signature: etree._Element, key: xmlsec.Key
+) -> None:
     xmlsec.tree.add_ids(root, ["ID"])
     ctx = xmlsec.SignatureContext()
     ctx.key = key
@@ -758,24 +793,35 @@ def hmac_sign(
     return serialize(root, _has_declaration(xml))
 
 
-def sha1_signature(xml: bytes, key_file: str | Path, mutate: Mutator | None = None) -> bytes:
+def sha1_signature(
+    xml: bytes, key_file: str | Path, mutate: Mutator | None = None
+) -> bytes:
     """SAML-12: re-signed with ``rsa-sha1`` and a ``sha1`` digest."""
-    return sign(xml, key_file, mutate=mutate, signature_method=RSA_SHA1, digest_method=SHA1)
+    return sign(
+        xml, key_file, mutate=mutate, signature_method=RSA_SHA1, digest_method=SHA1
+    )
 
 
-def sha1_digest(xml: bytes, key_file: str | Path, mutate: Mutator | None = None) -> bytes:
+def sha1_digest(
+    xml: bytes, key_file: str | Path, mutate: Mutator | None = None
+) -> bytes:
     """SAML-12: re-signed with ``rsa-sha256`` over a ``sha1`` Reference digest."""
     return sign(xml, key_file, mutate=mutate, digest_method=SHA1)
 
 
-# A filter keeping everything but the signature: harmless, signable.
-XPATH_BENIGN = f'<ds:XPath xmlns:ds="{DS}">not(ancestor-or-self::ds:Signature)</ds:XPath>'
-# Quadratic-or-worse XPath (every node against every node, several times):
-# a CPU bomb for a verifier that runs it once per node of the document.
+# A filter keeping everything but the signature: harmless, signable.  (No
+# prefix in the expression: lxml may re-prefix ds:XPath when it is inserted.)
+XPATH_BENIGN = (
+    f'<ds:XPath xmlns:ds="{DS}">not(ancestor-or-self::*['
+    f"local-name()='Signature' and namespace-uri()='{DS}'])</ds:XPath>"
+)
+# Nested predicates, each re-scanning the whole document: n**6 node visits
+# per node the transform filters, i.e. a CPU bomb for a verifier that runs it
+# (plain libxmlsec on a pysaml2 AuthnRequest: minutes).
 XPATH_BOMB = (
     f'<ds:XPath xmlns:ds="{DS}">'
-    "count(//. | //. | //. | //. | //. | //. | //. | //.) = "
-    "count(//.//.//.//.//.//.//.//.)</ds:XPath>"
+    "count(//node()[count(//node()[count(//node()[count(//node()["
+    "count(//node()) &gt; 0]) &gt; 0]) &gt; 0]) &gt; 0]) &gt; 0</ds:XPath>"
 )
 # The identity stylesheet: harmless, signable.
 XSLT_BENIGN = (
@@ -881,7 +927,9 @@ def comment_in_text(
         method = next(
             e.get("Algorithm") for e in signature.iter(f"{{{DS}}}SignatureMethod")
         )
-        digest = next(e.get("Algorithm") for e in signature.iter(f"{{{DS}}}DigestMethod"))
+        digest = next(
+            e.get("Algorithm") for e in signature.iter(f"{{{DS}}}DigestMethod")
+        )
         return sign(
             serialize(root, _has_declaration(xml)),
             key_file,
@@ -892,7 +940,81 @@ def comment_in_text(
 
 
 # --------------------------------------------------------------------------
+# XXE, DTDs, XInclude (SAML-14)
+
+PAYLOAD_NS = "urn:example:idme-test:payload"
+_PAYLOAD = f"{{{PAYLOAD_NS}}}Payload"
+_PAYLOAD_MARK = "idme-payload-placeholder-7f3a"
+
+BILLION_LAUGHS = (
+    '<!ENTITY lol "lol">'
+    '<!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
+    + "".join(f'<!ENTITY lol{n} "{f"&lol{n - 1};" * 10}">' for n in range(2, 10))
+)
+
+
+def add_doctype(xml: bytes, doctype: str) -> bytes:
+    """``doctype`` (e.g. ``<!DOCTYPE AuthnRequest [...]>``) put before the
+    root element, after the XML declaration if there is one."""
+    data = _to_bytes(xml)
+    start = data.index(b"?>") + 2 if _has_declaration(data) else 0
+    return data[:start] + doctype.encode("utf-8") + data[start:]
+
+
+def add_payload(xml: bytes, text: str, *, key_file: str | Path | None = None) -> bytes:
+    """A ``<p:Payload xmlns:p="urn:example:idme-test:payload">text</p:Payload>``
+    in the root's Extensions (samlp: or md:, created after the Issuer and
+    Signature if absent): signed content a verifier must hash.  With
+    ``key_file`` the root is re-signed (SHA-256) over it.
+
+    Build an XXE / XInclude pair with it: the control carries the text an
+    expanding parser would produce, signed; :func:`set_payload_markup` then
+    swaps that text for ``&xxe;`` or an ``xi:include`` without re-signing,
+    so a verifier that expanded it would see a valid signature.
+    """
+    root = parse(xml)
+    namespace = etree.QName(root).namespace
+    tag = f"{{{namespace}}}Extensions"
+    extensions = root.find(tag)
+    if extensions is None:
+        extensions = etree.Element(tag)
+        root.insert(_after_header(root), extensions)
+    etree.SubElement(extensions, _PAYLOAD, nsmap={"p": PAYLOAD_NS}).text = text
+    document = serialize(root, _has_declaration(xml))
+    return sign(document, key_file) if key_file is not None else document
+
+
+def set_payload_markup(xml: bytes, markup: str) -> bytes:
+    """The Payload's content replaced by raw ``markup`` (``&xxe;``, an
+    ``<xi:include .../>``), at the byte level: nothing is re-signed."""
+    root = parse(xml)
+    payload = next(root.iter(_PAYLOAD), None)
+    if payload is None:
+        raise ValueError("no Payload element: use add_payload() first")
+    for child in list(payload):
+        payload.remove(child)
+    payload.text = _PAYLOAD_MARK
+    data = serialize(root, _has_declaration(xml))
+    return data.replace(_PAYLOAD_MARK.encode(), markup.encode("utf-8"), 1)
+
+
+# --------------------------------------------------------------------------
 # Signed fixtures from pysaml2's own SP client
+
+
+def write_key_pair(
+    directory: str | Path, name: str, *, key_size: int = 2048
+) -> tuple[str, str]:
+    """A fresh RSA key (0600) and self-signed certificate, PEM files named
+    ``<name>.key`` / ``<name>.crt`` in ``directory``: (key_file, cert_file)."""
+    from idp.saml.keys import make_pem_pair, write_private_key
+
+    key_pem, cert_pem = make_pem_pair(f"{name}.example.org", key_size=key_size)
+    key_file = Path(directory) / f"{name}.key"
+    cert_file = Path(directory) / f"{name}.crt"
+    write_private_key(key_file, key_pem)
+    cert_file.write_bytes(cert_pem)
+    return str(key_file), str(cert_file)
 
 
 def make_sp_client(
@@ -929,7 +1051,9 @@ def make_sp_client(
                     "assertion_consumer_service": [
                         (acs or f"{base}/acs", BINDING_HTTP_POST)
                     ],
-                    "single_logout_service": [(slo or f"{base}/slo", BINDING_HTTP_POST)],
+                    "single_logout_service": [
+                        (slo or f"{base}/slo", BINDING_HTTP_POST)
+                    ],
                 },
                 "authn_requests_signed": True,
                 "logout_requests_signed": True,

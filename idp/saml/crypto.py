@@ -315,9 +315,11 @@ def _target(
         if tag is not None and target.tag != tag:
             raise _Refused(f"element with ID {node_id!r} is {target.tag}, not {tag}")
         return target
-    # pysaml2 passes no node_id when it signs metadata; like xmlsec1 without
-    # --node-id, take the element of that type carrying a signature, but only
-    # if that is unambiguous.
+    # pysaml2 passes no node_id when it signs or verifies metadata; like
+    # xmlsec1 without --node-id, take the element of that type carrying a
+    # signature, if that is unambiguous. It must be the document element:
+    # otherwise a signed original nested in an altered, unsigned copy
+    # (XSW3/XSW4) would verify while the caller reads the copy.
     if tag is None:
         raise _Refused("neither a node name nor a node ID was given")
     found = [
@@ -327,6 +329,8 @@ def _target(
     ]
     if len(found) != 1:
         raise _Refused(f"{len(found)} signed {tag} elements with an ID; need exactly 1")
+    if found[0] is not root:
+        raise _Refused(f"the signed {tag} is not the document element")
     return found[0]
 
 
