@@ -181,6 +181,14 @@ _COUNTRY_CODES = """
 """
 COUNTRIES: frozenset[str] = frozenset(_COUNTRY_CODES.split())
 
+
+def alpha2(code: str) -> str:
+    """The ISO 3166-1 alpha-2 code of an alpha-3 code (CLDR's aliases)."""
+    from babel.core import get_global
+
+    return get_global("territory_aliases").get(code, [code])[0]
+
+
 # The messages, one per stable code. Translators see the English msgids.
 _MESSAGES = {
     "mykad.length": _("The identity card number must have 12 digits."),

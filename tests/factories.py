@@ -7,7 +7,7 @@ import itertools
 from idp.models import User
 from idp.services.passwords import BcryptPasswordService
 
-PASSWORD = "kopi o kosong tanpa gula"  # noqa: S105 (a test user's password)
+PASSWORD = "kopi o kosong tanpa gula"
 HASHER = BcryptPasswordService(rounds=4)
 _numbers = itertools.count(1)
 
@@ -17,7 +17,7 @@ def make_user(dbsession, *, password: str | None = PASSWORD, **values) -> User:
     number = next(_numbers)
     fields = {
         "identifier_kind": "mykad",
-        "identifier": f"0805121456{number:02d}",
+        "identifier": f"08051214{number:04d}",
         "email": f"pengguna{number}@example.com.my",
         "full_name": "Siti Nurhaliza binti Tarudin",
         "phone": "+60123456789",

@@ -11,7 +11,13 @@ from idp import security_images
 from idp.contact import InvalidContact, normalise_email, normalise_phone
 from idp.forms import BaseForm, collapse_spaces, has_control_characters
 from idp.i18n import _
-from idp.identifiers import COUNTRIES, Identifier, InvalidIdentifier, parse_identifier
+from idp.identifiers import (
+    COUNTRIES,
+    Identifier,
+    InvalidIdentifier,
+    alpha2,
+    parse_identifier,
+)
 from idp.models.user import UserCategory
 from idp.services.users import Registration
 
@@ -79,14 +85,11 @@ MESSAGES = {
 def country_choices(locale: str) -> list[tuple[str, str]]:
     """Every passport country as (alpha-3 code, name in ``locale``), by name."""
     from babel import Locale
-    from babel.core import get_global
 
-    aliases = get_global("territory_aliases")
     names = Locale.parse(locale).territories
     choices = []
     for code in COUNTRIES:
-        alpha2 = aliases.get(code, [code])[0]
-        choices.append((code, names.get(alpha2, code)))
+        choices.append((code, names.get(alpha2(code), code)))
     return sorted(choices, key=lambda choice: choice[1].casefold())
 
 

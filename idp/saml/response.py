@@ -41,6 +41,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from idp.identifiers import alpha2
 from idp.models import PersistentNameId, ServiceProvider, User
 from idp.saml.config import DIGEST_ALGORITHM, SIGNING_ALGORITHM
 from idp.saml.crypto import AES256_CBC, AES256_GCM, data_encryption
@@ -205,7 +206,7 @@ def personal_unique_id(user: User) -> str:
     if user.identifier_kind == "mykad":
         return f"urn:schac:personalUniqueID:my:NIC:{user.identifier}"
     country, _, number = user.identifier.partition(":")
-    return f"urn:schac:personalUniqueID:{country.lower()}:passport:{number}"
+    return f"urn:schac:personalUniqueID:{alpha2(country).lower()}:passport:{number}"
 
 
 def attributes(

@@ -24,6 +24,7 @@ from typing import Any
 from saml2.config import IdPConfig
 from saml2.ident import IdentDB
 from saml2.mdstore import InMemoryMetaData
+from saml2.saml import NAME_FORMAT_URI
 from saml2.server import Server
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -122,8 +123,23 @@ def build_server(settings, keypair: KeyPair, sps: list[tuple[str, str]]) -> Serv
                 continue
             problem = "it has expired or names another entity"
         log.error("SP %s left out of the SAML server: %s", entity_id, problem)
+    _add_missing_attribute_names(server)
     install_security_context(server)
     return server
+
+
+# Attributes we release that pysaml2's URI attribute map does not name;
+# without an entry pysaml2 would send the bare FriendlyName as the Name.
+EXTRA_URI_NAMES = {"mobile": "urn:oid:0.9.2342.19200300.100.1.41"}
+
+
+def _add_missing_attribute_names(server: Server) -> None:
+    for converter in server.config.attribute_converters:
+        if converter.name_format != NAME_FORMAT_URI:
+            continue
+        for friendly, uri in EXTRA_URI_NAMES.items():
+            converter._to.setdefault(friendly.lower(), uri)
+            converter._fro.setdefault(uri.lower(), friendly)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ can be attacked alone, with a control that differs only in the attack.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 
 import pytest
 import webtest
@@ -16,7 +15,6 @@ from lxml import etree
 from sqlalchemy import func, select
 
 from idp.models import (
-    AuditEvent,
     Module,
     PendingSamlRequest,
     PersistentNameId,
@@ -29,13 +27,10 @@ from tests.conftest import environ
 from tests.factories import PASSWORD, display, make_user
 from tests.saml_requests import (
     SP_ACS,
-    SSO_POST,
     authn_request,
-    post_fields,
     redirect_query,
-    sign_xml,
 )
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
+from tests.unit.saml.test_registry import make_sp_metadata
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -101,17 +96,31 @@ def test_sp_initiated_redirect_signs_in_then_posts_a_signed_response(
     xml = authn_request()
     page = testapp.get("/saml/sso/redirect?" + redirect_query(xml, relay_state="r1"))
     assert page.status_int == 303
-    assert page.location.startswith("https://idp.test/login?next=")
-    page = sign_in(testapp, user, None)
-    # The sign-in form carried the continuation as next.
-    assert "/saml/sso/continue" not in page.location or True
-    pending = dbsession.scalar(select(PendingSamlRequest))
-    assert pending is not None
+    login = page.location
+    assert login.startswith("https://idp.test/login?next=")
+    assert dbsession.scalar(select(func.count()).select_from(PendingSamlRequest)) == 1
+    next_url = login.split("next=", 1)[1]
+    done = sign_in(testapp, user, next_url)
+    assert "/saml/sso/continue?r=" in done.location
+    page = done.follow()
+    form = page.forms["saml-post-form"]
+    assert form.action == SP_ACS
+    assert form["RelayState"].value == "r1"
+    root = response_of(page)
+    assert status_of(root) == [SUCCESS]
+    assert root.get("InResponseTo") == etree.fromstring(xml).get("ID")
+    # The parked request is answered once.
+    again = testapp.get(done.location, status=400)
+    assert again.html.select_one("[data-error-code]")["data-error-code"] == (
+        "saml_expired"
+    )
 
 
 def test_signed_in_user_gets_a_response_straight_away(testapp, dbsession, sp, user):
     sign_in(testapp, user)
-    page = testapp.get("/saml/sso/redirect?" + redirect_query(authn_request(), relay_state="r1"))
+    page = testapp.get(
+        "/saml/sso/redirect?" + redirect_query(authn_request(), relay_state="r1")
+    )
     assert page.status_int == 200
     form = page.forms["saml-post-form"]
     assert form.action == SP_ACS
