@@ -50,6 +50,7 @@ from idp.saml.requests import (
     check_not_replayed,
     verify,
 )
+from idp.saml.sso import purge_expired
 
 SAMLP_NS = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -196,6 +197,7 @@ def start(
         if session is not keep:
             dbsession.delete(session)
     dbsession.flush()
+    purge_expired(dbsession, LogoutFlow)
     return token
 
 

@@ -20,7 +20,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import (
@@ -69,7 +69,28 @@ def park(
         )
     )
     dbsession.flush()
+    purge_expired(dbsession, PendingSamlRequest)
     return token
+
+
+def purge_expired(dbsession: Session, model, limit: int = 20) -> None:
+    """Delete a few expired rows of ``model`` (by ``expires_at``) per call.
+
+    Each new row pays for the removal of a few dead ones, so the table stays
+    small without a scheduled job; ``SKIP LOCKED`` (PostgreSQL) keeps two
+    nodes from waiting on each other's purge.
+    """
+    now = dt.datetime.now(dt.UTC)
+    ids = select(model.id).where(model.expires_at < now).limit(limit)
+    if dbsession.get_bind().dialect.name == "postgresql":
+        ids = ids.with_for_update(skip_locked=True)
+    found = list(dbsession.scalars(ids))
+    if found:
+        dbsession.execute(
+            delete(model)
+            .where(model.id.in_(found))
+            .execution_options(synchronize_session=False)
+        )
 
 
 @dataclass(frozen=True)

@@ -264,3 +264,30 @@ def test_slo_without_a_message_is_a_page(testapp):
     assert page.html.select_one("[data-error-code]")["data-error-code"] == (
         "saml_no_message"
     )
+
+
+def test_expired_flows_and_parked_requests_are_purged(testapp, dbsession, sps, user):  # noqa: F811
+    from idp.models import LogoutFlow, PendingSamlRequest
+
+    sign_in(testapp, user)
+    sso(testapp, SP1)
+    sso(testapp, SP2)
+    testapp.get("/logout").forms["logout-form"].submit(status=303)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    for flow in dbsession.scalars(select(LogoutFlow)):
+        flow.expires_at = past
+    dbsession.flush()
+    assert dbsession.scalar(select(func.count()).select_from(LogoutLeg)) == 2
+    # The next logout pays for the purge; the legs go with their flow.
+    sign_in(testapp, user)
+    sso(testapp, SP1)
+    testapp.get("/logout").forms["logout-form"].submit(status=303)
+    assert dbsession.scalar(select(func.count()).select_from(LogoutFlow)) == 1
+    assert dbsession.scalar(select(func.count()).select_from(LogoutLeg)) == 1
+    # Parked requests likewise.
+    testapp.get("/saml/sso/redirect?" + redirect_query(authn_request()), status=303)
+    for row in dbsession.scalars(select(PendingSamlRequest)):
+        row.expires_at = past
+    dbsession.flush()
+    testapp.get("/saml/sso/redirect?" + redirect_query(authn_request()), status=303)
+    assert dbsession.scalar(select(func.count()).select_from(PendingSamlRequest)) == 1
