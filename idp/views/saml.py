@@ -25,7 +25,7 @@ from pyramid.httpexceptions import HTTPNotFound, HTTPSeeOther
 from pyramid.response import Response
 from pyramid.view import view_config
 
-from idp.i18n import _
+from idp.i18n import _, translate_in
 from idp.models import ServiceProvider
 from idp.saml import requests as saml_requests
 from idp.saml import sso
@@ -197,6 +197,14 @@ def _audit(request, event: str, user, detail: dict) -> None:
     )
 
 
+def _no_access(service: str):
+    return _(
+        "Your roles in idMe do not give you access to ${service}. "
+        "If you need it, ask your institution's administrator.",
+        mapping={"service": service},
+    )
+
+
 def _deliver(request, user, sp: ServiceProvider, reply, authn, token):
     """Role gate, then the Response (SAML-31, SAML-32)."""
     dbsession = request.dbsession
@@ -216,15 +224,12 @@ def _deliver(request, user, sp: ServiceProvider, reply, authn, token):
         _reference, values = render_error(
             request,
             403,
-            (
-                "saml_no_access",
-                _("No access to this service"),
-                _(
-                    "Your roles in idMe do not give you access to ${service}. "
-                    "If you need it, ask your institution's administrator.",
-                    mapping={"service": name},
-                ),
-            ),
+            ("saml_no_access", _("No access to this service"), _no_access(name)),
+        )
+        # The second language names the service in that language too.
+        second = values["second_locale"]
+        values["second_explanation"] = translate_in(
+            request, _no_access(sso.service_name(sp, second)), second
         )
         values["service"] = name
         no_store(request)

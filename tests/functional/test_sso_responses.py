@@ -1238,3 +1238,20 @@ def test_post_page_nonce_button_and_no_store(testapp, dbsession, sp, user):
         re.findall(r"'nonce-([^']+)'", again.headers["Content-Security-Policy"])
         != nonces
     )
+
+
+def test_saml_32_no_access_page_names_the_service_in_both_languages(
+    testapp, dbsession, sp
+):
+    """SAML-32: the refusal page names the service in each language shown."""
+    from tests.factories import make_user
+    from tests.functional.test_sso import sign_in
+
+    outsider = make_user(dbsession)
+    sign_in(testapp, outsider)
+    page = testapp.get(
+        "/saml/sso/redirect?" + redirect_query(authn_request()), status=403
+    )
+    text = page.html.select_one("[data-error-code]").get_text(" ")
+    assert "Example System" in text
+    assert "Sistem Contoh" in text
