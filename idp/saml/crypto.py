@@ -599,6 +599,95 @@ class XmlsecBackend(CryptoBackend):
         except (_Refused, xmlsec.Error, StopIteration) as exc:
             raise SignatureError(f"signature refused: {exc}") from exc
 
+    def encrypt_element(
+        self, element: etree._Element, certificate_pem: str, algorithm: str
+    ) -> etree._Element:
+        """Replace ``element`` in its document by ``xenc:EncryptedData``.
+
+        The plaintext is a standalone copy of the element carrying the
+        namespace declarations it uses *with the prefixes it has in the
+        document*: a recipient that decrypts and puts the element back
+        (python3-saml, php-saml) then sees the very bytes that were signed.
+        (pysaml2's "self-contained" encryption renames the prefixes, and
+        exclusive c14n includes prefixes, so such a recipient's signature
+        check fails.) Data is encrypted with ``algorithm`` (AES-256-GCM or
+        -CBC) under a fresh key sent with RSA-OAEP to ``certificate_pem``.
+        Returns the EncryptedData; raises ``EncryptError``.
+        """
+        try:
+            data_method = _DATA_ENCRYPTION.get(algorithm)
+            if data_method is None:
+                raise _Refused(f"unsupported data encryption {algorithm}")
+            standalone = etree.fromstring(etree.tostring(element), _parser())
+            plaintext = etree.tostring(standalone)
+            enc_data = xmlsec.template.encrypted_data_create(
+                element, data_method, type=_C.TypeEncElement, ns="xenc"
+            )
+            xmlsec.template.encrypted_data_ensure_cipher_value(enc_data)
+            key_info = xmlsec.template.encrypted_data_ensure_key_info(enc_data, ns="ds")
+            enc_key = xmlsec.template.add_encrypted_key(key_info, _C.TransformRsaOaep)
+            xmlsec.template.encrypted_data_ensure_cipher_value(enc_key)
+            ctx = xmlsec.EncryptionContext(self._keys_manager_pem(certificate_pem))
+            ctx.key = xmlsec.Key.generate(_C.KeyDataAes, 256, _C.KeyDataTypeSession)
+            enc_data = ctx.encrypt_binary(enc_data, plaintext)
+            parent = element.getparent()
+            if parent is None:
+                raise _Refused("the element to encrypt has no parent")
+            parent.replace(element, enc_data)
+        except (_Refused, xmlsec.Error, etree.XMLSyntaxError) as exc:
+            raise EncryptError(f"cannot encrypt: {exc}") from exc
+        return enc_data
+
+    def sign_element(
+        self, element: etree._Element, key_file: str, cert_pem: str | None = None
+    ) -> None:
+        """Add an enveloped RSA-SHA256 signature to ``element``, after its Issuer.
+
+        Exclusive c14n, one Reference to the element's ID, SHA-256 digest:
+        the shape :meth:`verify_root` and SAML's signature profile expect.
+        ``cert_pem`` goes into KeyInfo as a hint for the recipient.
+        """
+        try:
+            node_id = element.get("ID")
+            if not node_id:
+                raise _Refused("the element to sign has no ID")
+            signature = xmlsec.template.create(
+                element, _C.TransformExclC14N, _C.TransformRsaSha256, ns="ds"
+            )
+            issuer = next(
+                (i for i, child in enumerate(element) if _local(child.tag) == "Issuer"),
+                None,
+            )
+            element.insert(0 if issuer is None else issuer + 1, signature)
+            reference = xmlsec.template.add_reference(
+                signature, _C.TransformSha256, uri=f"#{node_id}"
+            )
+            xmlsec.template.add_transform(reference, _C.TransformEnveloped)
+            xmlsec.template.add_transform(reference, _C.TransformExclC14N)
+            if cert_pem:
+                key_info = xmlsec.template.ensure_key_info(signature)
+                x509 = xmlsec.template.add_x509_data(key_info)
+                etree.SubElement(x509, _DS_X509_CERTIFICATE).text = "".join(
+                    line
+                    for line in cert_pem.strip().splitlines()
+                    if not line.startswith("-----")
+                )
+            ctx = self._signature_context(self._private_key(key_file))
+            xmlsec.tree.add_ids(element, ["ID"])
+            ctx.sign(signature)
+        except (_Refused, xmlsec.Error, OSError) as exc:
+            raise SignatureError(f"cannot sign: {exc}") from exc
+
+    def _keys_manager_pem(self, certificate_pem: str) -> xmlsec.KeysManager:
+        data = certificate_pem.encode("ascii")
+        cache_key = hashlib.sha256(b"manager|" + data).digest()
+        manager = self._managers.get(cache_key)
+        if manager is None:
+            manager = xmlsec.KeysManager()
+            manager.add_key(self._certificate_from_pem(certificate_pem))
+            self._managers.put(cache_key, manager)
+        return manager
+
     def _certificate_from_pem(self, pem: str) -> xmlsec.Key:
         data = pem.encode("ascii")
         cache_key = (_C.KeyDataFormatCertPem, hashlib.sha256(data).digest())

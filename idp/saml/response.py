@@ -22,6 +22,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from lxml import etree
 from saml2 import samlp
 from saml2.assertion import Policy
 from saml2.saml import (
@@ -44,7 +45,7 @@ from sqlalchemy.orm import Session
 from idp.identifiers import alpha2
 from idp.models import PersistentNameId, ServiceProvider, User
 from idp.saml.config import DIGEST_ALGORITHM, SIGNING_ALGORITHM
-from idp.saml.crypto import AES256_CBC, AES256_GCM, data_encryption
+from idp.saml.crypto import AES256_CBC, AES256_GCM, XmlsecBackend, parse_xml
 from idp.saml.registry import RELEASABLE, SpMetadata
 from idp.saml.requests import (
     STATUS_REQUESTER,
@@ -53,6 +54,11 @@ from idp.saml.requests import (
     RequestedContext,
     SamlRefused,
 )
+
+_SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
+_ASSERTION = f"{{{_SAML_NS}}}Assertion"
+_ENCRYPTED_ASSERTION = f"{{{_SAML_NS}}}EncryptedAssertion"
+_BACKEND = XmlsecBackend()
 
 STATUS_NO_PASSIVE = "urn:oasis:names:tc:SAML:2.0:status:NoPassive"
 STATUS_NO_AUTHN_CONTEXT = "urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext"
@@ -343,26 +349,36 @@ def build(
         ),
     )
     encrypt = bool(sp.encrypt_assertion and metadata.encryption_certificates)
-    with data_encryption(encryption_algorithm(metadata)):
-        response = server._authn_response(
-            in_response_to,
-            acs_url,
-            sp.entity_id,
-            identity=attributes,
-            name_id=name,
-            policy=ReleaseAsGiven(lifetime, mds=server.metadata),
-            authn_statement=statement,
-            sign_assertion=sp.sign_assertion,
-            sign_response=sp.sign_response,
-            encrypt_assertion=encrypt,
-            encrypt_cert_assertion=(
-                metadata.encryption_certificates[0] if encrypt else None
-            ),
-            encrypt_assertion_self_contained=True,
-            sign_alg=SIGNING_ALGORITHM,
-            digest_alg=DIGEST_ALGORITHM,
+    response = server._authn_response(
+        in_response_to,
+        acs_url,
+        sp.entity_id,
+        identity=attributes,
+        name_id=name,
+        policy=ReleaseAsGiven(lifetime, mds=server.metadata),
+        authn_statement=statement,
+        sign_assertion=sp.sign_assertion,
+        sign_response=False,
+        encrypt_assertion=False,
+        sign_alg=SIGNING_ALGORITHM,
+        digest_alg=DIGEST_ALGORITHM,
+    )
+    root = parse_xml(str(response).encode("utf-8"))
+    if encrypt:
+        # Sign-then-encrypt; on any failure EncryptError propagates and no
+        # Response leaves, never a plain assertion instead (SAML-35).
+        assertion = root.find(_ASSERTION)
+        holder = etree.SubElement(root, _ENCRYPTED_ASSERTION)
+        root.insert(root.index(assertion), holder)
+        holder.append(assertion)
+        _BACKEND.encrypt_element(
+            assertion,
+            metadata.encryption_certificates[0],
+            encryption_algorithm(metadata),
         )
-    return str(response)
+    if sp.sign_response:
+        _BACKEND.sign_element(root, server.config.key_file, server.sec.my_cert)
+    return etree.tostring(root, encoding="unicode")
 
 
 def build_error(

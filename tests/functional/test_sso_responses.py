@@ -17,7 +17,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from lxml import etree
-from saml2.entity import Entity
 from saml2.sigver import DecryptError, EncryptError, SignatureError
 from sqlalchemy import func, select
 
@@ -510,8 +509,8 @@ def test_saml_35_never_a_plain_assertion_when_encryption_fails(
     def broken(self, *args, **kwargs):
         raise EncryptError("injected fault")
 
-    # The step of pysaml2 that encrypts the signed assertion fails.
-    monkeypatch.setattr(Entity, "_encrypt_assertion", broken)
+    # The step that encrypts the signed assertion fails.
+    monkeypatch.setattr(XmlsecBackend, "encrypt_element", broken)
     page = sso(testapp)
     assert_no_response(page)
     assert "saml-error-form" not in page.forms

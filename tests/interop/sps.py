@@ -244,6 +244,9 @@ class Pysaml2SP(_SP):
                     "want_response_signed": True,
                     "allow_unsolicited": True,
                     "name_id_format": list(self.name_id_formats),
+                    # pysaml2 sends AllowCreate="false" by default, which
+                    # (saml-core 3.4.1.1) forbids a first persistent NameID.
+                    "name_id_format_allow_create": True,
                     "signing_algorithm": SIG_RSA_SHA256,
                     "digest_algorithm": DIGEST_SHA256,
                 }
@@ -356,6 +359,10 @@ class Pysaml2SP(_SP):
         if response is None:
             raise self._refused("the Response", "pysaml2 returned no response")
         assertion = response.assertion
+        if assertion is None:
+            # _parse_response ignores a False from verify() (wrong Destination,
+            # IssueInstant, InResponseTo): the assertion is then never read.
+            raise self._refused("the Response", "it did not verify (see the log)")
         name_id = response.name_id
         authn = assertion.authn_statement
         attributes: dict[str, list[str]] = {}
@@ -703,7 +710,7 @@ class OneLoginSP(_SP):
                 session_index=response.get_session_index(),
                 attributes=attributes_of(document),
                 status=codes[-1],
-                encrypted=response.encrypted,
+                encrypted=bool(response.encrypted),
                 status_codes=codes,
             )
         )
@@ -741,7 +748,7 @@ class OneLoginSP(_SP):
         if problems:
             raise self._refused("the error Response", ", ".join(problems))
         codes = status_codes(root)
-        return Login(None, None, None, {}, codes[-1], response.encrypted, codes)
+        return Login(None, None, None, {}, codes[-1], is_encrypted(root), codes)
 
     # -- single logout ---------------------------------------------------------
 
