@@ -138,6 +138,11 @@ def _logout_response(request, route: str):
         destination=endpoint_url(request, route),
         settings=request.registry.settings,
     )
+    return _leg_page(request, leg)
+
+
+def _leg_page(request, leg):
+    """One service's outcome, shown inside its frame of the status page."""
     _framable(request)
     no_store(request)
     return render_to_response(
@@ -165,16 +170,7 @@ def next_leg(request):
         _framable(request)
         return refused(request, exc)
     if outgoing is None:
-        _framable(request)
-        return render_to_response(
-            "saml/logout_leg.jinja2",
-            {
-                "service": service_name(leg.sp, request.locale_name),
-                "label": LEG_LABELS[leg.status],
-                "status": leg.status,
-            },
-            request,
-        )
+        return _leg_page(request, leg)
     return _carry(request, outgoing, framed=True)
 
 
