@@ -447,6 +447,20 @@ def current_generation(dbsession: Session) -> int:
     return value or 0
 
 
+def current_version(dbsession: Session) -> tuple[int, dt.datetime | None]:
+    """(generation, when it last rose): one SELECT.
+
+    The time tells apart two registries that reached the same generation
+    along different histories (a rolled-back change followed by another).
+    """
+    row = dbsession.execute(
+        select(SpRegistryState.generation, SpRegistryState.changed_at).where(
+            SpRegistryState.id == REGISTRY_STATE_ID
+        )
+    ).first()
+    return (row[0], row[1]) if row is not None else (0, None)
+
+
 def find_sp(dbsession: Session, entity_id: str) -> ServiceProvider:
     """The registered SP with exactly this entity ID, or MetadataError."""
     sp = dbsession.scalar(

@@ -387,7 +387,10 @@ def _check_signature(
             backend = _LEGACY if sp.allow_sha1 else _STRICT
             backend.verify_root(root, node_name, certificates)
             return True
-    except (SignatureError, XMLSchemaError, UnicodeDecodeError, ValueError) as exc:
+    except XMLSchemaError as exc:
+        # The schema error quotes the document; the log gets no content.
+        raise SamlRefused("saml_bad_signature", "not a valid SAML message") from exc
+    except (SignatureError, UnicodeDecodeError, ValueError) as exc:
         raise SamlRefused("saml_bad_signature", str(exc)[:200]) from exc
     if required:
         raise SamlRefused("saml_signature_required", "the SP must sign this message")

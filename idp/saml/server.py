@@ -33,7 +33,7 @@ from idp.models import ServiceProvider
 from idp.saml.config import config_dict
 from idp.saml.crypto import install_security_context
 from idp.saml.keys import KeyPair
-from idp.saml.registry import current_generation
+from idp.saml.registry import current_version
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,16 @@ def _add_missing_attribute_names(server: Server) -> None:
 
 @dataclass(frozen=True)
 class _Built:
-    generation: int
+    version: tuple
     server: Server
+
+
+def _newer(version: tuple, than: tuple) -> bool:
+    """A registry state to build for: a higher generation, or the same one
+    reached again by another history (its change time differs)."""
+    if version[0] != than[0]:
+        return version[0] > than[0]
+    return version[1] != than[1]
 
 
 class ServerCache:
@@ -159,17 +167,17 @@ class ServerCache:
 
     def get(self, dbsession: Session) -> Server:
         """The current ``Server``; builds one only if the registry changed."""
-        generation = current_generation(dbsession)
+        version = current_version(dbsession)
         built = self._built
-        if built is not None and built.generation >= generation:
+        if built is not None and built.version == version:
             return built.server
         with self._lock:
             built = self._built
             # Generations only rise: a thread that read an older one while
             # another built a newer server must not swap the older back in.
-            if built is None or built.generation < generation:
+            if built is None or _newer(version, built.version):
                 server = self._build(enabled_sp_metadata(dbsession))
-                built = self._built = _Built(generation, server)
+                built = self._built = _Built(version, server)
             return built.server
 
     def _build(self, sps: list[tuple[str, str]]) -> Server:
