@@ -39,3 +39,24 @@ def display(user: User) -> str:
     """The identity number as a person types it."""
     value = user.identifier
     return f"{value[:6]}-{value[6:8]}-{value[8:]}"
+
+
+def make_module(dbsession, code: str, ms: str | None = None, en: str | None = None):
+    """A module; its display names default to its code."""
+    from idp.models import Module
+
+    module = Module(code=code, display_name_ms=ms or code, display_name_en=en or code)
+    dbsession.add(module)
+    dbsession.flush()
+    return module
+
+
+def make_role(dbsession, name: str, *modules):
+    """A role granting ``modules``."""
+    from idp.models import Role
+
+    role = Role(name=name, display_name_ms=name, display_name_en=name)
+    role.modules.extend(modules)
+    dbsession.add(role)
+    dbsession.flush()
+    return role

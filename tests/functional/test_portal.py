@@ -16,7 +16,7 @@ from idp.i18n import LOCALES
 from idp.models import Module, Role, ServiceProvider
 from idp.saml.registry import import_sp
 from tests.conftest import TEST_BASE_URL
-from tests.factories import PASSWORD, display, make_user
+from tests.factories import PASSWORD, display, make_module, make_role, make_user
 from tests.unit.saml.test_registry import make_sp_metadata
 
 # The portal's wording in both languages.
@@ -45,21 +45,6 @@ def sign_in(testapp, number: str, password: str = PASSWORD, lang: str = "en"):
     form = form.submit(status=303).follow().forms["password-form"]
     form["password"] = password
     return form.submit(status=303)
-
-
-def make_module(dbsession, code: str, ms: str, en: str) -> Module:
-    module = Module(code=code, display_name_ms=ms, display_name_en=en)
-    dbsession.add(module)
-    dbsession.flush()
-    return module
-
-
-def make_role(dbsession, name: str, *modules: Module) -> Role:
-    role = Role(name=name, display_name_ms=name, display_name_en=name)
-    role.modules.extend(modules)
-    dbsession.add(role)
-    dbsession.flush()
-    return role
 
 
 def sp_metadata_xml(

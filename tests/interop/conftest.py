@@ -11,7 +11,7 @@ import pytest
 
 from idp.models import Module, Role, ServiceProvider
 from idp.saml.registry import import_sp
-from tests.factories import make_user
+from tests.factories import make_role, make_user
 from tests.interop.browser import Browser
 
 MODULE_CODE = "m1"
@@ -30,14 +30,6 @@ def module(dbsession) -> Module:
     dbsession.add(module)
     dbsession.flush()
     return module
-
-
-def make_role(dbsession, name: str, *modules: Module) -> Role:
-    role = Role(name=name, display_name_ms=name, display_name_en=name)
-    role.modules.extend(modules)
-    dbsession.add(role)
-    dbsession.flush()
-    return role
 
 
 @pytest.fixture
