@@ -1,6 +1,7 @@
 """The application, assembled in the order it is read: a table of contents."""
 
 from pyramid.config import Configurator
+from pyramid_retry import RetryableExecutionPolicy
 
 from idp.settings import parse_settings
 
@@ -33,4 +34,29 @@ def configure(settings=None) -> Configurator:
     config.scan("idp.views")
     config.include(".tweens")
     config.commit()
+    # After pyramid_retry's own registration, so this one wraps it.
+    attempts = int(config.get_settings()["retry.attempts"])
+    config.set_execution_policy(closing_input(RetryableExecutionPolicy(attempts)))
+    config.commit()
     return config
+
+
+def closing_input(policy):
+    """An execution policy that closes the request body copy ``policy`` made.
+
+    pyramid_retry makes the body seekable so it can replay it; above 10 KiB
+    WebOb copies it into a temporary file that nothing closes, so every
+    large POST (a SAMLRequest, an upload) would leak a file descriptor
+    until the garbage collector finds it.
+    """
+
+    def execute(environ, router):
+        original = environ.get("wsgi.input")
+        try:
+            return policy(environ, router)
+        finally:
+            body = environ.get("wsgi.input")
+            if body is not original and hasattr(body, "close"):
+                body.close()
+
+    return execute

@@ -50,6 +50,7 @@ from idp.saml.registry import Endpoint, SpMetadata, sp_metadata
 SAMLP_NS = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
 DS_NS = "http://www.w3.org/2000/09/xmldsig#"
+XINCLUDE_NS = "http://www.w3.org/2001/XInclude"
 BINDING_REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
 BINDING_POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
 NAMEID_ENTITY = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"
@@ -202,6 +203,9 @@ def _relay_state(value: str | None) -> str | None:
         raise SamlRefused(
             "saml_relay_state", f"RelayState over {MAX_RELAY_STATE} bytes"
         )
+    if any(ord(ch) < 0x20 and ch not in "\t\r\n" for ch in value):
+        # Opaque, but text: a NUL cannot even be stored in PostgreSQL.
+        raise SamlRefused("saml_relay_state", "control character in RelayState")
     return value
 
 
@@ -300,7 +304,6 @@ def verify(
     *,
     expect: tuple[str, ...],
     require_signature: bool | None,
-    destination: str,
     settings,
     now: dt.datetime | None = None,
 ) -> Verified:
@@ -308,8 +311,8 @@ def verify(
 
     ``expect`` lists the accepted root elements (Clark notation);
     ``require_signature`` None means "as the SP's metadata says"
-    (AuthnRequestsSigned); ``destination`` is the URL this message arrived at.
-    Raises :class:`SamlRefused`.
+    (AuthnRequestsSigned). The Destination is checked by the caller, once a
+    reply address is known (:func:`check_destination`). Raises :class:`SamlRefused`.
     """
     now = now or dt.datetime.now(dt.UTC)
     try:
@@ -318,6 +321,9 @@ def verify(
         raise SamlRefused("saml_bad_message", str(exc)) from exc
     if root.tag not in expect:
         raise SamlRefused("saml_bad_message", f"unexpected {root.tag}")
+    if next(root.iter(f"{{{XINCLUDE_NS}}}*"), None) is not None:
+        # Never expanded here, but no SAML message has a use for one (SAML-14).
+        raise SamlRefused("saml_bad_message", "XInclude element in the message")
     issuer = _issuer(root)
     sp = _find_sp(dbsession, issuer)
     metadata = sp_metadata(sp)
@@ -340,11 +346,6 @@ def verify(
         issue_instant = _parse_instant(root.get("IssueInstant"))
     except ValueError as exc:
         raise SamlRefused("saml_bad_message", "bad IssueInstant") from exc
-    sent_to = root.get("Destination")
-    if sent_to is None and signed:
-        raise SamlRefused("saml_destination", "a signed request must name Destination")
-    if sent_to is not None and sent_to != destination:
-        raise SamlRefused("saml_destination", f"Destination is {sent_to!r}")
     return Verified(
         root=root,
         sp=sp,
@@ -352,10 +353,23 @@ def verify(
         id=message_id,
         issuer=issuer,
         issue_instant=issue_instant,
-        destination=sent_to,
+        destination=root.get("Destination"),
         signed=signed,
         received=received,
     )
+
+
+def check_destination(verified: Verified, destination: str) -> None:
+    """Destination must be the URL the message arrived at (SAML-20).
+
+    A signed message must name it: otherwise one signed for another
+    endpoint (or another IdP) could be replayed here.
+    """
+    sent_to = verified.destination
+    if sent_to is None and verified.signed:
+        raise SamlRefused("saml_destination", "a signed request must name Destination")
+    if sent_to is not None and sent_to != destination:
+        raise SamlRefused("saml_destination", f"Destination is {sent_to!r}")
 
 
 def _name(names: dict[str, str] | None) -> str | None:
@@ -601,11 +615,11 @@ def receive_authn_request(
         received,
         expect=(_AUTHN_REQUEST,),
         require_signature=None,
-        destination=destination,
         settings=settings,
     )
     request = authn_request(verified)
     try:
+        check_destination(verified, destination)
         check_relay_state(verified)
         expires_at = check_fresh(verified, settings)
         check_not_replayed(dbsession, verified, expires_at)

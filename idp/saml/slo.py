@@ -46,6 +46,7 @@ from idp.saml.requests import (
     STATUS_RESPONDER,
     Received,
     SamlRefused,
+    check_destination,
     check_fresh,
     check_not_replayed,
     verify,
@@ -99,9 +100,9 @@ def receive_logout_request(
         received,
         expect=(_LOGOUT_REQUEST,),
         require_signature=True,
-        destination=destination,
         settings=settings,
     )
+    check_destination(verified, destination)
     names = [c for c in verified.root if c.tag == _NAME_ID]
     if len(names) != 1 or len(names[0]):
         raise SamlRefused("saml_bad_message", "need one plain NameID")
@@ -332,9 +333,9 @@ def receive_logout_response(
         received,
         expect=(_LOGOUT_RESPONSE,),
         require_signature=True,
-        destination=destination,
         settings=settings,
     )
+    check_destination(verified, destination)
     check_fresh(verified, settings)
     in_response_to = verified.root.get("InResponseTo") or ""
     leg = dbsession.scalar(

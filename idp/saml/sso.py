@@ -20,6 +20,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
+from lxml import etree
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
@@ -33,6 +34,7 @@ from idp.models import (
 )
 from idp.models.role import role_modules, user_roles
 from idp.saml import response as responses
+from idp.saml.crypto import parse_xml
 from idp.saml.registry import sp_metadata
 from idp.saml.requests import (
     AuthnRequest,
@@ -62,7 +64,7 @@ def park(
             token_hash=_hash(token),
             sp_id=request.sp_id,
             binding=binding,
-            request_xml=xml.decode("utf-8"),
+            request_xml=_as_text(xml),
             relay_state=request.relay_state,
             created_at=now,
             expires_at=now + dt.timedelta(seconds=settings["idp.saml.pending_seconds"]),
@@ -91,6 +93,14 @@ def purge_expired(dbsession: Session, model, limit: int = 20) -> None:
             .where(model.id.in_(found))
             .execution_options(synchronize_session=False)
         )
+
+
+def _as_text(xml: bytes) -> str:
+    """The request as text, whatever encoding it declared (checked on arrival)."""
+    try:
+        return xml.decode("utf-8")
+    except UnicodeDecodeError:
+        return etree.tostring(parse_xml(xml), encoding="unicode")
 
 
 @dataclass(frozen=True)
