@@ -515,3 +515,48 @@ def test_registrations_from_one_address_are_limited(limited_app, tm, dbsession):
     )
     fill(open_form(other), **values, email_confirm=values["email"]).submit(status=303)
     assert count(dbsession, User) == 3
+
+
+@pytest.mark.parametrize(
+    "step",
+    ["temporary password", "after the user row", "composing mail", "sealing mail"],
+)
+def test_data_03_a_fault_at_any_step_of_registration_leaves_no_rows(
+    committing_testapp, db_engine, monkeypatch, step
+):
+    """DATA-03: Half-written user: a crash mid-registration writes nothing."""
+    from sqlalchemy import func, select
+
+    from idp.models import OutboxMessage, User
+    from idp.services import mail
+    from idp.services.users import UserService
+
+    def boom(*args, **kwargs):
+        raise RuntimeError(f"injected fault: {step}")
+
+    target = {
+        "temporary password": (UserService, "issue_temporary_password"),
+        "after the user row": (mail, "temporary_password"),
+        "composing mail": (mail.Composer, "compose"),
+        "sealing mail": (mail.OutboxCodec, "seal"),
+    }[step]
+    monkeypatch.setattr(*target, boom)
+
+    def counts() -> tuple[int, int]:
+        with db_engine.connect() as conn:
+            return tuple(
+                conn.scalar(select(func.count()).select_from(model))
+                for model in (User, OutboxMessage)
+            )
+
+    form = fill(committing_testapp.get("/register").forms["register-form"])
+    page = form.submit(expect_errors=True)
+    assert page.status_int == 500
+    assert "injected fault" not in page.text
+    assert counts() == (0, 0)
+
+    # Control: without the fault the same form registers one user, one mail.
+    monkeypatch.undo()
+    form = fill(committing_testapp.get("/register").forms["register-form"])
+    assert form.submit().status_int == 303
+    assert counts() == (1, 1)
