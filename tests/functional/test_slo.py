@@ -15,12 +15,7 @@ from sqlalchemy import func, select
 
 from idp.models import IdpSession, LogoutLeg, Role, SessionParticipant
 from idp.saml.registry import import_sp
-from tests.functional.test_sso import (
-    module,  # noqa: F401 (fixture)
-    response_of,
-    sign_in,
-    user,  # noqa: F401 (fixture)
-)
+from tests.saml_pages import browser, response_of, sign_in
 from tests.saml_requests import (
     SLO_REDIRECT,
     authn_request,
@@ -42,7 +37,7 @@ PARTIAL = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout"
 
 
 @pytest.fixture
-def sps(dbsession, module):  # noqa: F811
+def sps(dbsession, module):
     one = import_sp(dbsession, make_sp_metadata(SP1), module_code="emis")
     two = import_sp(dbsession, make_sp_metadata(SP2), module_code="emis")
     dbsession.flush()
@@ -93,7 +88,7 @@ def test_sp_initiated_logout_reaches_the_other_sp_and_answers_success(
     testapp,
     dbsession,
     sps,
-    user,  # noqa: F811
+    user,
 ):
     sign_in(testapp, user)
     first = sso(testapp, SP1)
@@ -126,7 +121,7 @@ def test_a_silent_sp_gives_partial_logout_after_the_deadline(
     testapp,
     dbsession,
     sps,
-    user,  # noqa: F811
+    user,
 ):
     sign_in(testapp, user)
     first = sso(testapp, SP1)
@@ -151,7 +146,7 @@ def test_a_silent_sp_gives_partial_logout_after_the_deadline(
     assert codes == [SUCCESS, PARTIAL]
 
 
-def test_idp_initiated_logout_lists_each_service(testapp, dbsession, sps, user):  # noqa: F811
+def test_idp_initiated_logout_lists_each_service(testapp, dbsession, sps, user):
     sign_in(testapp, user)
     sso(testapp, SP1)
     sso(testapp, SP2)
@@ -171,11 +166,10 @@ def test_saml_26_a_logout_request_naming_another_users_session_logs_no_one_out(
     tm,
     dbsession,
     sps,
-    user,  # noqa: F811
+    user,
 ):
     """SAML-26: Forged LogoutRequest: another user's NameID or SessionIndex."""
     from tests.factories import make_user
-    from tests.functional.test_sso import browser
 
     sign_in(testapp, user)
     victim_sso = sso(testapp, SP1)
@@ -233,7 +227,7 @@ def test_saml_26_a_logout_request_naming_another_users_session_logs_no_one_out(
     assert page.status_int == 200
 
 
-def test_logout_request_over_post_binding(testapp, dbsession, sps, user):  # noqa: F811
+def test_logout_request_over_post_binding(testapp, dbsession, sps, user):
     sign_in(testapp, user)
     first = sso(testapp, SP1)
     xml = logout_request(
@@ -266,7 +260,7 @@ def test_slo_without_a_message_is_a_page(testapp):
     )
 
 
-def test_expired_flows_and_parked_requests_are_purged(testapp, dbsession, sps, user):  # noqa: F811
+def test_expired_flows_and_parked_requests_are_purged(testapp, dbsession, sps, user):
     from idp.models import LogoutFlow, PendingSamlRequest
 
     sign_in(testapp, user)

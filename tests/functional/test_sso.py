@@ -7,87 +7,24 @@ can be attacked alone, with a control that differs only in the attack.
 
 from __future__ import annotations
 
-import base64
-
-import pytest
-import webtest
 from lxml import etree
 from sqlalchemy import func, select
 
 from idp.models import (
-    Module,
     PendingSamlRequest,
     PersistentNameId,
-    Role,
     SeenRequestId,
     SessionParticipant,
 )
-from idp.saml.registry import import_sp
-from tests.conftest import environ
-from tests.factories import PASSWORD, display, make_user
+from tests.saml_pages import response_of, sign_in, status_of
 from tests.saml_requests import (
     SP_ACS,
     authn_request,
     redirect_query,
 )
-from tests.unit.saml.test_registry import make_sp_metadata
 
-SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
-
-
-@pytest.fixture
-def module(dbsession):
-    module = Module(code="emis", display_name_ms="EMIS", display_name_en="EMIS")
-    role = Role(name="guru", display_name_ms="Guru", display_name_en="Teacher")
-    role.modules.append(module)
-    dbsession.add_all([module, role])
-    dbsession.flush()
-    return module
-
-
-@pytest.fixture
-def sp(dbsession, module):
-    sp = import_sp(dbsession, make_sp_metadata(), module_code="emis")
-    sp.attributes_released = ["uid", "displayName", "mail", "isMemberOf"]
-    dbsession.flush()
-    return sp
-
-
-@pytest.fixture
-def user(dbsession, module):
-    user = make_user(dbsession)
-    user.roles.append(dbsession.scalar(select(Role).where(Role.name == "guru")))
-    dbsession.flush()
-    return user
-
-
-def browser(app, tm, dbsession):
-    return webtest.TestApp(app, extra_environ=environ(tm, dbsession))
-
-
-def sign_in(testapp, user, next_url: str | None = None):
-    """The three sign-in steps; returns the final redirect."""
-    url = "/login?lang=en" + (f"&next={next_url}" if next_url else "")
-    form = testapp.get(url).forms["login-form"]
-    form["identifier"] = display(user)
-    page = form.submit(status=303).follow()
-    form = page.forms["image-form"]
-    form["confirm"] = True
-    page = form.submit(status=303).follow()
-    form = page.forms["password-form"]
-    form["password"] = PASSWORD
-    return form.submit(status=303)
-
-
-def response_of(page) -> etree._Element:
-    form = page.forms["saml-post-form"]
-    return etree.fromstring(base64.b64decode(form["SAMLResponse"].value))
-
-
-def status_of(root) -> list[str]:
-    return [c.get("Value") for c in root.iter(f"{{{SAMLP}}}StatusCode")]
 
 
 def test_sp_initiated_redirect_signs_in_then_posts_a_signed_response(

@@ -58,8 +58,7 @@ from idp.saml.registry import import_sp
 from idp.views.saml import PAGES
 from tests.conftest import make_app
 from tests.factories import make_user
-from tests.functional import test_sso
-from tests.functional.test_sso import response_of, sign_in, status_of
+from tests.saml_pages import response_of, sign_in, status_of
 from tests.saml_requests import (
     RSA_SHA1,
     RSA_SHA256,
@@ -115,10 +114,7 @@ NOT_CHECKED = object()
 # --------------------------------------------------------------------------
 # Fixtures
 
-# test_sso's: the EMIS module and a role granting it, the SP, a user with it.
-module = test_sso.module
-sp = test_sso.sp
-user = test_sso.user
+# module, sp and user: tests/functional/conftest.py.
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from sqlalchemy import func, select
 from idp.models import (
     AuditEvent,
     IdpSession,
-    Module,
     PendingSamlRequest,
     PersistentNameId,
     Role,
@@ -33,7 +32,7 @@ from idp.saml.crypto import XmlsecBackend
 from idp.saml.registry import import_sp, set_enabled
 from idp.saml.response import RELEASABLE, security_image_context
 from tests.factories import PASSWORD, display, make_user
-from tests.functional.test_sso import browser, sign_in, status_of
+from tests.saml_pages import browser, sign_in, status_of
 from tests.saml_requests import (
     SP_ACS,
     SSO_POST,
@@ -109,16 +108,6 @@ SCOPED_ID = re.compile(r"^[a-z0-9][a-z0-9=-]{0,126}@idp\.test$")
 
 # --------------------------------------------------------------------------
 # Fixtures
-
-
-@pytest.fixture
-def module(dbsession):
-    module = Module(code="emis", display_name_ms="EMIS", display_name_en="EMIS")
-    role = Role(name="guru", display_name_ms="Guru", display_name_en="Teacher")
-    role.modules.append(module)
-    dbsession.add_all([module, role])
-    dbsession.flush()
-    return module
 
 
 @pytest.fixture
@@ -1244,7 +1233,6 @@ def test_saml_32_no_access_page_names_the_service_in_both_languages(
 ):
     """SAML-32: the refusal page names the service in each language shown."""
     from tests.factories import make_user
-    from tests.functional.test_sso import sign_in
 
     outsider = make_user(dbsession)
     sign_in(testapp, outsider)

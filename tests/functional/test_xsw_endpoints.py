@@ -43,13 +43,6 @@ from idp.models import (
 )
 from idp.saml.registry import import_sp
 from tests.factories import make_user
-from tests.functional.test_sso import (  # noqa: F401 (module: a fixture)
-    browser,
-    module,
-    response_of,
-    sign_in,
-    status_of,
-)
 from tests.saml_attacks import (
     attacked_post_fields,
     compose,
@@ -57,6 +50,7 @@ from tests.saml_attacks import (
     set_issuer,
     set_name_id,
 )
+from tests.saml_pages import browser, response_of, sign_in, status_of
 from tests.saml_requests import (
     SAML,
     SAMLP,
@@ -98,7 +92,7 @@ _AUTHN_STATEMENT = f"{{{SAML}}}AuthnStatement"
 
 
 @pytest.fixture
-def signed_sp(dbsession, module):  # noqa: F811
+def signed_sp(dbsession, module):
     """The fixture SP, its metadata setting AuthnRequestsSigned."""
     sp = import_sp(
         dbsession, make_sp_metadata(signed_requests=True), module_code="emis"
@@ -109,7 +103,7 @@ def signed_sp(dbsession, module):  # noqa: F811
 
 
 @pytest.fixture
-def other_sp(dbsession, module):  # noqa: F811
+def other_sp(dbsession, module):
     """Another registered SP, signing with the same key, its ACS elsewhere."""
     sp = import_sp(
         dbsession,
@@ -122,7 +116,7 @@ def other_sp(dbsession, module):  # noqa: F811
 
 
 @pytest.fixture
-def slo_sps(dbsession, module):  # noqa: F811
+def slo_sps(dbsession, module):
     """Two SPs that both sign with the fixture key (unsigned AuthnRequests ok)."""
     one = import_sp(dbsession, make_sp_metadata(SP_ENTITY_ID), module_code="emis")
     two = import_sp(dbsession, make_sp_metadata(OTHER_SP), module_code="emis")
@@ -147,13 +141,13 @@ def make_member(dbsession, number: int):
 
 
 @pytest.fixture
-def user(dbsession, module):  # noqa: F811
+def user(dbsession, module):
     """The signed-in user: the attacker, who holds one genuine signed message."""
     return make_member(dbsession, 1)
 
 
 @pytest.fixture
-def victim(app, tm, dbsession, module):  # noqa: F811
+def victim(app, tm, dbsession, module):
     """Another user, signed in on their own browser."""
     other_browser = browser(app, tm, dbsession)
     sign_in(other_browser, make_member(dbsession, 2))

@@ -1,0 +1,43 @@
+"""An SSO-ready world for the SAML tests: module, role, SP, user.
+
+A test file may define a fixture of the same name to change it.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from idp.models import Module, Role
+from idp.saml.registry import import_sp
+from tests.factories import make_user
+from tests.unit.saml.test_registry import make_sp_metadata
+
+
+@pytest.fixture
+def module(dbsession):
+    """The module "emis" and the role "guru" that grants it."""
+    module = Module(code="emis", display_name_ms="EMIS", display_name_en="EMIS")
+    role = Role(name="guru", display_name_ms="Guru", display_name_en="Teacher")
+    role.modules.append(module)
+    dbsession.add_all([module, role])
+    dbsession.flush()
+    return module
+
+
+@pytest.fixture
+def sp(dbsession, module):
+    """The SP of make_sp_metadata(), in module emis, releasing four attributes."""
+    sp = import_sp(dbsession, make_sp_metadata(), module_code="emis")
+    sp.attributes_released = ["uid", "displayName", "mail", "isMemberOf"]
+    dbsession.flush()
+    return sp
+
+
+@pytest.fixture
+def user(dbsession, module):
+    """A user holding the role guru."""
+    user = make_user(dbsession)
+    user.roles.append(dbsession.scalar(select(Role).where(Role.name == "guru")))
+    dbsession.flush()
+    return user
