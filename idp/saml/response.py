@@ -327,6 +327,8 @@ def build(
     Audience, the AuthnStatement (our SessionIndex), the attributes.
     ``Server.create_authn_response`` would make up its own SessionIndex, so
     the one step below it that accepts a whole AuthnStatement is used.
+    The document is then parsed once: the assertion signed, encrypted when
+    the SP publishes a key, the Response signed, and serialised once.
     """
     lifetime = settings["idp.saml.assertion_lifetime"]
     statement = AuthnStatement(
@@ -357,13 +359,16 @@ def build(
         name_id=name,
         policy=ReleaseAsGiven(lifetime, mds=server.metadata),
         authn_statement=statement,
-        sign_assertion=sp.sign_assertion,
+        sign_assertion=False,
         sign_response=False,
         encrypt_assertion=False,
         sign_alg=SIGNING_ALGORITHM,
         digest_alg=DIGEST_ALGORITHM,
     )
     root = parse_xml(str(response).encode("utf-8"))
+    key_file, certificate = server.config.key_file, server.sec.my_cert
+    if sp.sign_assertion:
+        _BACKEND.sign_element(root.find(_ASSERTION), key_file, certificate)
     if encrypt:
         # Sign-then-encrypt; on any failure EncryptError propagates and no
         # Response leaves, never a plain assertion instead (SAML-35).
@@ -377,7 +382,7 @@ def build(
             encryption_algorithm(metadata),
         )
     if sp.sign_response:
-        _BACKEND.sign_element(root, server.config.key_file, server.sec.my_cert)
+        _BACKEND.sign_element(root, key_file, certificate)
     return etree.tostring(root, encoding="unicode")
 
 

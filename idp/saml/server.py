@@ -148,14 +148,6 @@ class _Built:
     server: Server
 
 
-def _newer(version: tuple, than: tuple) -> bool:
-    """A registry state to build for: a higher generation, or the same one
-    reached again by another history (its change time differs)."""
-    if version[0] != than[0]:
-        return version[0] > than[0]
-    return version[1] != than[1]
-
-
 class ServerCache:
     """The process's ``Server``, rebuilt when the registry generation rises."""
 
@@ -173,9 +165,12 @@ class ServerCache:
             return built.server
         with self._lock:
             built = self._built
-            # Generations only rise: a thread that read an older one while
-            # another built a newer server must not swap the older back in.
-            if built is None or _newer(version, built.version):
+            # Another thread may have built this version while we waited.
+            # Any other version is rebuilt, even a lower generation (a
+            # database restored from a backup, or a test's rolled-back
+            # change); a thread that read an older state and swaps it in
+            # is corrected by the next request, which reads the newer one.
+            if built is None or built.version != version:
                 server = self._build(enabled_sp_metadata(dbsession))
                 built = self._built = _Built(version, server)
             return built.server

@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass
 
 from lxml import etree
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import (
@@ -146,31 +146,37 @@ def finish(dbsession: Session, token: str | None) -> bool:
     return done.rowcount == 1
 
 
-def role_names(dbsession: Session, user: User) -> list[str]:
-    return list(
-        dbsession.scalars(
-            select(Role.name)
-            .join(user_roles, user_roles.c.role_id == Role.id)
-            .where(user_roles.c.user_id == user.id)
-            .order_by(Role.name)
-        )
-    )
+@dataclass(frozen=True)
+class Access:
+    """Whether a user's roles reach an SP, and the roles' names (one query)."""
+
+    allowed: bool
+    roles: tuple[str, ...]
+
+    def __bool__(self) -> bool:
+        return self.allowed
 
 
-def may_reach(dbsession: Session, user: User, sp: ServiceProvider) -> bool:
-    """True if one of the user's roles grants the SP's module (SAML-32)."""
-    if sp.module_id is None:
-        return False
-    granted = dbsession.scalar(
-        select(role_modules.c.module_id)
-        .join(user_roles, user_roles.c.role_id == role_modules.c.role_id)
-        .where(
-            user_roles.c.user_id == user.id,
-            role_modules.c.module_id == sp.module_id,
+def may_reach(dbsession: Session, user: User, sp: ServiceProvider) -> Access:
+    """Does one of the user's roles grant the SP's module? (SAML-32)
+
+    Checked at every SSO, in the same query that reads the role names the
+    assertion releases.
+    """
+    rows = dbsession.execute(
+        select(Role.name, role_modules.c.module_id)
+        .join(user_roles, user_roles.c.role_id == Role.id)
+        .outerjoin(
+            role_modules,
+            and_(
+                role_modules.c.role_id == Role.id,
+                role_modules.c.module_id == sp.module_id,
+            ),
         )
-        .limit(1)
-    )
-    return granted is not None
+        .where(user_roles.c.user_id == user.id)
+    ).all()
+    allowed = sp.module_id is not None and any(m is not None for _, m in rows)
+    return Access(allowed, tuple(sorted({name for name, _ in rows})))
 
 
 def service_name(sp: ServiceProvider, locale: str) -> str:
@@ -217,6 +223,7 @@ def assertion_for(
     sp: ServiceProvider,
     reply: Reply,
     request: AuthnRequest | None,
+    roles: tuple[str, ...],
     settings,
 ) -> str:
     """The signed Response for ``user`` at ``sp``, recorded for logout.
@@ -240,9 +247,7 @@ def assertion_for(
         acs_url=reply.acs_url,
         in_response_to=reply.in_response_to or None,
         subject=subject,
-        attributes=responses.attributes(
-            user, sp, metadata, role_names(dbsession, user), settings
-        ),
+        attributes=responses.attributes(user, sp, metadata, list(roles), settings),
         context_class=context,
         authn_instant=session_row.authn_at or dt.datetime.now(dt.UTC),
         session_index=participant.session_index,

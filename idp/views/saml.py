@@ -212,7 +212,8 @@ def _deliver(request, user, sp: ServiceProvider, reply, authn, token):
     if not sp.enabled:
         sso.finish(dbsession, token)
         return refused(request, SamlRefused("saml_sp_disabled", status=403))
-    if not sso.may_reach(dbsession, user, sp):
+    access = sso.may_reach(dbsession, user, sp)
+    if not access:
         sso.finish(dbsession, token)
         _audit(
             request,
@@ -244,6 +245,7 @@ def _deliver(request, user, sp: ServiceProvider, reply, authn, token):
             sp=sp,
             reply=reply,
             request=authn,
+            roles=access.roles,
             settings=settings,
         )
     except SamlRefused as exc:
@@ -275,7 +277,7 @@ def _sso(request, authn, *, token, arrived_at, received=None):
         if token is None:
             token = sso.park(dbsession, authn, received.xml, received.binding, settings)
         return _login_then(request, token)
-    sp = dbsession.get(ServiceProvider, authn.sp_id)
+    sp = authn.sp or dbsession.get(ServiceProvider, authn.sp_id)
     return _deliver(request, user, sp, authn.reply(), authn, token)
 
 
