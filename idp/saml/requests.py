@@ -116,7 +116,6 @@ class SamlRefused(Exception):
         status: int = 400,
         reply: Reply | None = None,
         saml_status: tuple[str, str | None] = (STATUS_REQUESTER, None),
-        sp_name: str | None = None,
     ) -> None:
         super().__init__(f"{code}: {detail}" if detail else code)
         self.code = code
@@ -124,7 +123,6 @@ class SamlRefused(Exception):
         self.status = status
         self.reply = reply
         self.saml_status = saml_status
-        self.sp_name = sp_name
 
     def with_reply(self, reply: Reply) -> SamlRefused:
         self.reply = reply
@@ -329,11 +327,10 @@ def verify(
     issuer = _issuer(root)
     sp = _find_sp(dbsession, issuer)
     metadata = sp_metadata(sp)
-    name = metadata.display_names or None
     if not sp.enabled:
-        raise SamlRefused("saml_sp_disabled", issuer, status=403, sp_name=_name(name))
+        raise SamlRefused("saml_sp_disabled", issuer, status=403)
     if metadata.valid_until is not None and metadata.valid_until <= now:
-        raise SamlRefused("saml_sp_expired", issuer, status=403, sp_name=_name(name))
+        raise SamlRefused("saml_sp_expired", issuer, status=403)
 
     if require_signature is None:
         require_signature = metadata.authn_requests_signed
@@ -372,10 +369,6 @@ def check_destination(verified: Verified, destination: str) -> None:
         raise SamlRefused("saml_destination", "a signed request must name Destination")
     if sent_to is not None and sent_to != destination:
         raise SamlRefused("saml_destination", f"Destination is {sent_to!r}")
-
-
-def _name(names: dict[str, str] | None) -> str | None:
-    return next(iter(names.values())) if names else None
 
 
 def _check_signature(
@@ -651,12 +644,7 @@ def reparse_authn_request(
     sp = _find_sp(dbsession, issuer)
     metadata = sp_metadata(sp)
     if not sp.enabled:
-        raise SamlRefused(
-            "saml_sp_disabled",
-            issuer,
-            status=403,
-            sp_name=_name(metadata.display_names),
-        )
+        raise SamlRefused("saml_sp_disabled", issuer, status=403)
     verified = Verified(
         root=root,
         sp=sp,
