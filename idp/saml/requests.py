@@ -36,7 +36,8 @@ from saml2.sigver import SignatureError
 from saml2.xml.schema import XMLSchemaError
 from saml2.xml.schema import validate as schema_validate
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from idp.models import SeenRequestId, ServiceProvider
@@ -434,23 +435,23 @@ def check_not_replayed(
 ) -> None:
     """Record (issuer, ID); refuse one seen before on any node (SAML-17).
 
-    The primary key decides, so two nodes racing with one request cannot
-    both accept it. About one request in :data:`PURGE_ONE_IN` also deletes
-    expired records, a batch at a time, so the table stays small without
-    a scheduled job or a query on every request.
+    The primary key decides (one INSERT ... ON CONFLICT DO NOTHING), so two
+    nodes racing with one request cannot both accept it. About one request
+    in :data:`PURGE_ONE_IN` also deletes expired records, a batch at a
+    time, so the table stays small without a scheduled job or a query on
+    every request.
     """
     now = dt.datetime.now(dt.UTC)
-    try:
-        with dbsession.begin_nested():
-            dbsession.add(
-                SeenRequestId(
-                    issuer=verified.issuer,
-                    request_id=verified.id,
-                    expires_at=expires_at,
-                )
-            )
-    except IntegrityError as exc:
-        raise SamlRefused("saml_replay", verified.id) from exc
+    dialect = dbsession.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    recorded = dbsession.execute(
+        insert(SeenRequestId)
+        .values(issuer=verified.issuer, request_id=verified.id, expires_at=expires_at)
+        .on_conflict_do_nothing()
+        .returning(SeenRequestId.request_id)
+    ).scalar_one_or_none()
+    if recorded is None:
+        raise SamlRefused("saml_replay", verified.id)
     if secrets.randbelow(PURGE_ONE_IN):
         return
     stale = (

@@ -70,3 +70,27 @@ def test_signed_in_user_gets_a_response_straight_away(testapp, dbsession, sp, us
     csp = page.headers["Content-Security-Policy"]
     assert "form-action 'self' https://sp.example.org" in csp
     assert "'nonce-" in csp
+
+
+def test_saml_17_a_refused_request_still_counts_as_seen(committing_testapp, db_engine):
+    """SAML-17: the replay record commits even when nothing else is written."""
+    from sqlalchemy.orm import Session
+
+    from idp.saml.registry import import_sp
+    from tests.factories import make_module
+    from tests.unit.saml.test_registry import make_sp_metadata
+
+    with Session(db_engine) as session, session.begin():
+        make_module(session, "emis")
+        import_sp(session, make_sp_metadata(), module_code="emis")
+    # IsPassive from a browser with no session: NoPassive, and no other row.
+    xml = authn_request(is_passive=True)
+    query = "/saml/sso/redirect?" + redirect_query(xml)
+    page = committing_testapp.get(query)
+    assert status_of(response_of(page))[-1].endswith(":NoPassive")
+    with db_engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(SeenRequestId)) == 1
+    again = committing_testapp.get(query, status=400)
+    assert again.html.select_one("[data-error-code]")["data-error-code"] == (
+        "saml_replay"
+    )
