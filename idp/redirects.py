@@ -25,3 +25,9 @@ def safe_next(value: str | None) -> str | None:
     if parts.scheme or parts.netloc:
         return None
     return value
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of an absolute URL (for CSP sources)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

@@ -24,7 +24,6 @@ import datetime as dt
 import hashlib
 import secrets
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, samlp
 from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NameID
@@ -39,6 +38,7 @@ from idp.models import (
     ServiceProvider,
     SessionParticipant,
 )
+from idp.redirects import origin
 from idp.saml.config import DIGEST_ALGORITHM, SIGNING_ALGORITHM
 from idp.saml.registry import Endpoint, sp_metadata
 from idp.saml.requests import (
@@ -405,8 +405,7 @@ def origins(flow: LogoutFlow) -> list[str]:
     for leg in flow.legs:
         endpoint = slo_endpoint(leg.sp)
         if endpoint is not None:
-            parts = urlsplit(endpoint.location)
-            origin = f"{parts.scheme}://{parts.netloc}"
-            if origin not in found:
-                found.append(origin)
+            source = origin(endpoint.location)
+            if source not in found:
+                found.append(source)
     return found

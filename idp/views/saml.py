@@ -19,14 +19,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from urllib.parse import urlsplit
 
 from pyramid.httpexceptions import HTTPNotFound, HTTPSeeOther
+from pyramid.renderers import render_to_response as render
 from pyramid.response import Response
 from pyramid.view import view_config
 
 from idp.i18n import _, translate_in
 from idp.models import ServiceProvider
+from idp.redirects import origin
 from idp.saml import requests as saml_requests
 from idp.saml import sso
 from idp.saml.metadata import MEDIA_TYPE
@@ -132,8 +133,7 @@ def no_store(request) -> None:
 
 def _post_policy(request, acs_url: str, nonce: str | None = None) -> None:
     """This page may post to the SP's ACS (and run its own nonce'd script)."""
-    parts = urlsplit(acs_url)
-    extra = {"form-action": [f"{parts.scheme}://{parts.netloc}"]}
+    extra = {"form-action": [origin(acs_url)]}
     if nonce:
         extra["script-src"] = [f"'nonce-{nonce}'"]
     request.response.headers["Content-Security-Policy"] = content_security_policy(extra)
@@ -158,8 +158,6 @@ def post_form(request, reply, saml_response: str, *, status: int = 200):
 
 
 def render_to_response(renderer: str, values: dict, request):
-    from pyramid.renderers import render_to_response as render
-
     return render(renderer, values, request=request, response=request.response)
 
 

@@ -18,6 +18,7 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.view import view_config
 
 from idp.i18n import _
+from idp.redirects import origin
 from idp.saml import requests as saml_requests
 from idp.saml import slo
 from idp.saml.requests import SamlRefused
@@ -61,8 +62,7 @@ def _carry(request, outgoing, *, framed: bool = False):
     if outgoing.binding == saml_requests.BINDING_REDIRECT:
         return HTTPSeeOther(outgoing.url)
     nonce = secrets.token_urlsafe(16)
-    origin = "/".join(outgoing.url.split("/", 3)[:3])
-    extra = {"form-action": [origin], "script-src": [f"'nonce-{nonce}'"]}
+    extra = {"form-action": [origin(outgoing.url)], "script-src": [f"'nonce-{nonce}'"]}
     if framed:
         _framable(request, **extra)
     else:
@@ -204,8 +204,7 @@ def done(request):
             slo.flow_status(flow),
         )
         if continuation is not None:
-            origin = "/".join(continuation.url.split("/", 3)[:3])
-            extra["form-action"] = [origin]
+            extra["form-action"] = [origin(continuation.url)]
             extra["script-src"] = [f"'nonce-{nonce}'"]
     request.response.headers["Content-Security-Policy"] = content_security_policy(extra)
     return {
