@@ -27,7 +27,7 @@ PHRASE = "Nasi lemak kegemaran saya"
 # Random four-word passphrases: what the policy must keep accepting.
 GOOD = [
     "gajah biru minum kopi susu",
-    "kerusi-lembu-awan-jingga",
+    "kerusi-lembu-awan-merah",
     "Payung merah bawah hujan 1987",
     "lantern oyster gravel violet",
 ]
@@ -285,7 +285,13 @@ def test_password_fields_carry_the_hint_in_the_page_language(signed_in, user, la
     )
     assert field.get("data-policy-sequence") == translated(REASONS["sequence"], lang)
     assert field.get("data-policy-keyboard") == translated(REASONS["keyboard"], lang)
-    assert field.get("data-policy-phrase") == translated(REASONS["phrase"], lang)
+    too_short = TranslationString(
+        "Use at least ${min} characters.", domain="idp", mapping={"min": 12}
+    )
+    assert field.get("data-policy-too-short") == make_localizer(
+        lang, LOCALE_DIRS
+    ).translate(too_short)
+    assert "kpm" in field.get("data-policy-words").split()
     assert tree.xpath('//script[@src="/static/js/password-policy.js"]')
     # The phrase itself is never put on the page for the script.
     assert PHRASE.casefold() not in page.text.casefold()
