@@ -79,7 +79,6 @@ MIN_REMAINDER = 6
 MIN_BASE = 3
 
 DATA_PACKAGE = "idp.data"
-COMMON_PASSWORDS_PACKAGE = DATA_PACKAGE
 COMMON_PASSWORDS_FILE = "common-passwords.txt"
 MALAY_WORDS_FILE = "malay-common-words.txt"
 BREACHED_FILTER_FILE = "breached-passwords.bloom"
