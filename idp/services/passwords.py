@@ -220,7 +220,8 @@ def filter_keys(entry: str) -> set[str]:
 
 
 class BloomFilter:
-    """A read-only Bloom filter over folded strings.
+    """A Bloom filter over folded strings: built by
+    ``scripts/build-password-filter``, read by the policy.
 
     The file is one ASCII header line, ``IDME-BLOOM-1 m=<bits> k=<hashes>
     n=<entries>``, then ``m / 8`` bytes of bits. The ``k`` positions of a
@@ -249,10 +250,10 @@ class BloomFilter:
     def from_bytes(cls, data: bytes) -> BloomFilter:
         header, _newline, bits = data.partition(b"\n")
         magic, *fields = header.split(b" ")
-        values = dict(field.split(b"=", 1) for field in fields)
-        if magic != cls.MAGIC or len(bits) * 8 != int(values[b"m"]):
+        values = dict(field.partition(b"=")[::2] for field in fields)
+        if magic != cls.MAGIC or len(bits) * 8 != int(values.get(b"m", -1)):
             raise ValueError("not an idMe Bloom filter, or a truncated one")
-        return cls(bits, int(values[b"k"]), int(values[b"n"]))
+        return cls(bits, int(values.get(b"k", 0)), int(values.get(b"n", 0)))
 
     def to_bytes(self) -> bytes:
         header = b"%s m=%d k=%d n=%d\n" % (

@@ -785,6 +785,8 @@ def test_bloom_filter_round_trips_and_refuses_a_damaged_file():
     assert (again.size, again.hashes, again.entries) == (1024, 3, 1)
     with pytest.raises(ValueError):
         BloomFilter.from_bytes(bloom.to_bytes()[:-1])
+    with pytest.raises(ValueError):
+        BloomFilter.from_bytes(b"IDME-BLOOM-1 k=3\n" + bytes(128))
 
 
 def test_filter_keys_follow_the_policy_normalisation():
