@@ -19,11 +19,11 @@ is refused, with one reason each, when:
   is made wholly of runs of repeated characters, alphabet or digit
   sequences (``abcdefghijkl``, ``123456789012``) and keyboard walks
   (``qwertyuiopasdf``, ``1qaz2wsx3edc``);
-- it is a date or dates with little else (``010120102010``, a MyKad number);
 - it is a common word or password with digits or symbols around it
   (``password1234``, ``malaysia1234``, ``p@ssw0rd2024``): the part left when
   they are stripped is looked up in the breached-password filter and the
   bundled Malay word list;
+- it is a date or dates with little else (``010120102010``, a MyKad number);
 - it is on the breached-password filter as a whole (``idp/data/README.md``
   says where the list comes from);
 - it contains the user's name, identity number or email local part;
@@ -636,11 +636,12 @@ class BcryptPasswordService:
             pattern = _pattern(base)
         if pattern:
             return pattern
+        # A word with a date after it ("cikgu2024!!!") is named for the word.
+        if weak_base(folded) != folded and self._common_base(folded):
+            return COMMON_WORD
         rest = _without_dates(text)
         if rest is not None and (len(rest) < MIN_REMAINDER or rest.isdigit()):
             return DATE
-        if weak_base(folded) != folded and self._common_base(folded):
-            return COMMON_WORD
         if self._is_common(folded) or self._is_common(text):
             return COMMON
         return None
