@@ -801,3 +801,24 @@ def test_auth_10_a_megabyte_password_gets_only_too_long(policy):
     # The other rules do not run over whatever size a client posts.
     assert codes(policy.check_policy("a" * 2**20, phrase=PHRASE)) == ["too_long"]
     assert policy.check_phrase(PHRASE, password="a" * 2**20) == []
+
+
+def test_auth_32_control_random_passphrases_are_rarely_refused(policy):
+    """Over-refusal: 2,000 random four-word passphrases of common Malay words.
+
+    Each word alone would be refused with digits after it; four of them
+    chosen at random are a good password. Only the breached filter's false
+    positives (0.05 % a lookup) may refuse one: at most 1 % here.
+    """
+    import random
+
+    rng = random.Random(11)
+    words = sorted(word for word in passwords.load_malay_words() if len(word) >= 4)
+    refused = []
+    for _ in range(2000):
+        candidate = rng.choice([" ", "-", ""]).join(rng.sample(words, 4))
+        if len(candidate) >= MIN_LENGTH and policy.check_policy(
+            candidate, phrase=PHRASE
+        ):
+            refused.append(candidate)
+    assert len(refused) <= 20, refused[:10]
