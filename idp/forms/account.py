@@ -60,6 +60,12 @@ class SecurityForm(_CurrentPassword, BaseForm):
         self._check_current_password()
         return not self.errors
 
+    def check_phrase(self, violations) -> bool:
+        """Put ``violations`` of the new phrase beside it; True if none."""
+        if violations:
+            self.security_phrase.errors = [v.message for v in violations]
+        return not violations
+
     @property
     def phrase(self) -> str:
         """The phrase as it is stored; call only after :meth:`validate`."""

@@ -46,14 +46,26 @@ class IPasswordService(Interface):
         ``hash(password)`` in its place.
         """
 
-    def check_policy(password, *, identifiers=()):
+    def check_policy(password, *, identifiers=(), phrase=None):
         """Return the policy violations of a new ``password``.
 
         Returns a list of ``PolicyViolation``s, each with a stable ``code``
         and a translatable ``message``. An empty list means the password is
         acceptable. ``identifiers`` are the user's own strings that must not
         appear in the password, for example the identity number, the email
-        local part and the parts of the name.
+        local part and the parts of the name. ``phrase`` is the user's
+        security phrase: the sign-in page shows it to anyone who types the
+        identity number, so the password must not be it, contain it, be
+        part of it, or be its words with only something weak added.
+        """
+
+    def check_phrase(phrase, *, password):
+        """Return the violations of a new security ``phrase`` (a list).
+
+        The reverse of the phrase rule of :meth:`check_policy`: a phrase is
+        refused when ``password``, the user's current password, is it, a
+        variant of it, or part of it, since the phrase is shown to anyone
+        who types the identity number.
         """
 
 

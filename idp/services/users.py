@@ -165,6 +165,7 @@ class UserService:
                 user.email.partition("@")[0],
                 *user.full_name.split(),
             ],
+            phrase=user.security_phrase,
         )
 
     def set_password(self, user: User, password: str, *, keep_session=None) -> None:

@@ -208,6 +208,13 @@ def security(request):
         if checked == "locked":
             return _locked_out(request, user, "account-security")
         valid = valid and checked == "ok"
+    if valid:
+        # Only now is the current password known to be the user's: compare
+        # the new phrase with it (AUTH-31, the reverse of the password rule).
+        (passwords,) = _services(request, IPasswordService)
+        valid = form.check_phrase(
+            passwords.check_phrase(form.phrase, password=form.current_password.data)
+        )
     if not valid:
         request.response.status_int = 400
         return _security_page(request, form)
