@@ -270,7 +270,12 @@ def password_changed(composer: Composer, user, *, changed_at):
 
 @email("account-locked")
 def account_locked(composer: Composer, user, *, until, needs_helpdesk: bool):
-    """Tells the owner their account was locked after repeated wrong passwords."""
+    """Tells the owner their account was locked, and what to do about it.
+
+    ``needs_helpdesk`` is an operator's lock (until unlocked); otherwise the
+    lock came from wrong passwords, lasts until ``until``, and a password
+    reset by email ends it.
+    """
     return {
         **_person(user),
         "until": {loc: composer.local_time(until, loc) for loc in LOCALES},
