@@ -74,6 +74,13 @@ class IOutbox(Interface):
         queued and None is returned; otherwise the outbox row is returned.
         """
 
+    def defer(job, data):
+        """Queue work for the delivery worker: the job ``job`` with ``data``.
+
+        For per-user work a request must not do itself, for instance because
+        doing it only for some inputs would show in the answer's timing.
+        """
+
 
 class ICaptchaService(Interface):
     """Tells people from programs before an expensive or abusable action.

@@ -19,6 +19,7 @@ import base64
 import datetime as dt
 import functools
 import gettext
+import json
 import os
 from collections.abc import Callable
 from email.headerregistry import Address
@@ -46,6 +47,9 @@ from idp.models import OutboxMessage
 from idp.services.interfaces import IOutbox
 
 EMAIL_TEMPLATES = TEMPLATES_DIR / "email"
+# Outbox rows whose template starts with this are jobs, not messages: work
+# the delivery worker does (and deletes the row) instead of the request.
+JOB_PREFIX = "job:"
 LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
 
 
@@ -211,6 +215,26 @@ class Outbox:
         except IntegrityError:
             return None
         return row
+
+    def defer(self, job, data):
+        """Queue the job ``job`` with the JSON-able ``data``, sealed; return the row.
+
+        The row names no recipient: who, if anyone, gets mail is for the
+        job to find out outside the request.
+        """
+        row = OutboxMessage(
+            template=JOB_PREFIX + job,
+            recipient="",
+            message=self.codec.seal(json.dumps(data, sort_keys=True).encode()),
+        )
+        self.dbsession.add(row)
+        self.dbsession.flush()
+        return row
+
+
+def open_job(codec: OutboxCodec, row: OutboxMessage) -> dict:
+    """The data :meth:`Outbox.defer` sealed into ``row``."""
+    return json.loads(codec.open(row.message))
 
 
 def email(name: str) -> Callable:
