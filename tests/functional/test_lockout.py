@@ -15,6 +15,7 @@ import webtest
 from sqlalchemy import select
 
 from idp.db import utcnow
+from idp.forms.login import MESSAGES as LOGIN_MESSAGES
 from idp.models import AuditEvent
 from idp.services.audit import AuditLog
 from idp.services.mail import Outbox
@@ -60,7 +61,9 @@ def signin_service(app, dbsession, clock) -> SignInService:
             clock=clock,
         ),
         audit=AuditLog(dbsession, clock=clock),
-        outbox=Outbox(dbsession, registry["idp.mail.composer"], registry["idp.mail.codec"]),
+        outbox=Outbox(
+            dbsession, registry["idp.mail.composer"], registry["idp.mail.codec"]
+        ),
         clock=clock,
     )
 
@@ -80,7 +83,9 @@ def stranger_attack(app, dbsession, user) -> tuple[Clock, SignInService, list]:
 
 
 def browser(app, tm, dbsession, address=OWNER):
-    return webtest.TestApp(app, extra_environ=environ(tm, dbsession, REMOTE_ADDR=address))
+    return webtest.TestApp(
+        app, extra_environ=environ(tm, dbsession, REMOTE_ADDR=address)
+    )
 
 
 def locks(dbsession, user) -> list[AuditEvent]:
@@ -154,8 +159,23 @@ def nat_app(settings, db_engine):
     return make_app({**settings, "captcha.enabled": "true"}, db_engine)
 
 
+def bcrypt_calls(monkeypatch) -> list[str]:
+    """The bcrypt calls made from now on (OPS-06)."""
+    from idp.services import passwords
+
+    calls = []
+    for name in ("checkpw", "hashpw"):
+        original = getattr(passwords.bcrypt, name)
+        monkeypatch.setattr(
+            passwords.bcrypt,
+            name,
+            lambda *a, _o=original, _n=name: calls.append(_n) or _o(*a),
+        )
+    return calls
+
+
 def test_auth_30_a_right_password_behind_a_busy_address_succeeds_after_the_captcha(
-    nat_app, tm, dbsession
+    nat_app, tm, dbsession, monkeypatch
 ):
     """AUTH-30: 30 failures on other numbers from a NAT address refuse nobody's right password."""
     user = make_user(dbsession)
@@ -164,14 +184,45 @@ def test_auth_30_a_right_password_behind_a_busy_address_succeeds_after_the_captc
         page = sign_in(attacker, f"9001011456{n:02d}", "not the password")
         assert page.status_int == 400
     # A classmate behind the same address, with the right password.
+    calls = bcrypt_calls(monkeypatch)
     classmate = browser(nat_app, tm, dbsession, "100.64.0.9")
     page = sign_in(classmate, display(user), PASSWORD)
+    assert page.status_int == 400  # the captcha was not answered yet
+    assert message(page) == LOGIN_MESSAGES["failed"]
     form = page.forms["password-form"]
     assert "captcha_answer" in form.fields
-    assert page.status_int == 400  # the captcha was not answered yet
+    # OPS-06: an attempt without the captcha costs no bcrypt.
+    assert calls == []
     form["password"] = PASSWORD
     form["captcha_answer"] = solve(nat_app, form["captcha_token"].value)
     assert form.submit(expect_errors=True).status_int == 303
+    assert calls == ["checkpw"]
+
+
+def test_auth_30_past_the_address_limit_a_wrong_password_still_fails(
+    nat_app, tm, dbsession
+):
+    """AUTH-30: the captcha lets an attempt be heard, not succeed: wrong stays wrong."""
+    user = make_user(dbsession)
+    attacker = browser(nat_app, tm, dbsession, "100.64.0.11")
+    for n in range(30):
+        sign_in(attacker, f"9001011457{n:02d}", "not the password")
+    form = sign_in(attacker, display(user), "still not it").forms["password-form"]
+    form["password"] = "still not it"
+    form["captcha_answer"] = solve(nat_app, form["captcha_token"].value)
+    refused = form.submit(expect_errors=True)
+    assert refused.status_int == 400
+    assert message(refused) == LOGIN_MESSAGES["failed"]
+    # The identifier's own limit still holds past the address limit (AUTH-07).
+    for n in range(9):
+        form = refused.forms["password-form"]
+        form["password"] = f"guess {n} behind the captcha"
+        form["captcha_answer"] = solve(nat_app, form["captcha_token"].value)
+        refused = form.submit(expect_errors=True)
+    form = refused.forms["password-form"]
+    form["password"] = PASSWORD
+    form["captcha_answer"] = solve(nat_app, form["captcha_token"].value)
+    assert form.submit(expect_errors=True).status_int == 429
 
 
 def test_auth_30_the_captcha_is_demanded_only_past_the_address_limit(
