@@ -806,3 +806,45 @@ def test_auth_28_the_delivery_worker_runs_the_queued_requests(
             select(AuditEvent).where(AuditEvent.event == "password.reset_requested")
         ).all()
         assert event.client_address == "192.0.2.10"
+
+
+def test_auth_28_concurrent_workers_run_each_queued_request_once(
+    committing_testapp, app, db_engine
+):
+    """AUTH-28 (DATA-04 for jobs): workers on several nodes send each link once."""
+    import threading
+
+    from sqlalchemy.orm import Session
+
+    from idp.services.delivery import MemorySender, OutboxWorker
+
+    emails = [f"murid{n}@example.com.my" for n in range(6)]
+    with Session(db_engine) as session, session.begin():
+        for n, email in enumerate(emails):
+            make_user(session, identifier=f"0805121456{n:02d}", email=email)
+    for email in [*emails, "nobody.here@example.com.my"]:
+        assert ask(committing_testapp, email).status_int == 303
+    sender = MemorySender()
+    settings = {**app.registry.settings, "mail.batch_size": 2}
+    workers = [
+        OutboxWorker.from_settings(settings, db_engine, sender) for _ in range(3)
+    ]
+    start = threading.Barrier(len(workers))
+
+    def run(worker):
+        start.wait()
+        # Until nothing is left: a worker may find a job another one holds.
+        for _ in range(10):
+            if worker.run().jobs == 0:
+                return
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(message["To"] for message in sender.messages) == sorted(emails)
+    with Session(db_engine) as session:
+        assert session.scalar(select(func.count()).select_from(OneTimeToken)) == 6
+        left = session.scalars(select(OutboxMessage.template)).all()
+        assert left == ["password-reset"] * 6
