@@ -232,3 +232,66 @@ def test_auth_30_the_captcha_is_demanded_only_past_the_address_limit(
     user = make_user(dbsession)
     page = sign_in(browser(nat_app, tm, dbsession, "100.64.0.10"), display(user))
     assert page.status_int == 303
+
+
+def test_auth_29_migration_0005_enables_what_the_old_rule_disabled(tmp_path):
+    """AUTH-29: accounts the old third-lock rule disabled are usable again; an
+    operator's lock stays, and the audit chain records each change and holds."""
+    from alembic import command
+    from sqlalchemy.orm import Session
+
+    from idp.db import make_engine
+    from idp.migrations import alembic_config
+    from idp.models import User
+    from idp.services import audit
+
+    engine = make_engine({"sqlalchemy.url": f"sqlite:///{tmp_path / 'm.sqlite'}"})
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "head")
+        now = utcnow()
+        old_rule = {"reason": "failures", "until_unlocked": True}
+        operator = {"by": "idp-admin", "reason": None, "until_unlocked": True}
+        with Session(engine) as session, session.begin():
+            log = audit.AuditLog(session)
+            stranger_victim = make_user(session, disabled_at=now)
+            log.record(
+                "account.locked", subject_user_id=stranger_victim.id, detail=old_rule
+            )
+            left_school = make_user(session, disabled_at=now)
+            log.record(
+                "account.locked", subject_user_id=left_school.id, detail=old_rule
+            )
+            log.record(
+                "account.unlocked",
+                subject_user_id=left_school.id,
+                detail={"by": "idp-admin"},
+            )
+            log.record(
+                "account.locked", subject_user_id=left_school.id, detail=operator
+            )
+            # Locked by the old rule, unlocked, then in use: not disabled.
+            in_use = make_user(session)
+            log.record("account.locked", subject_user_id=in_use.id, detail=old_rule)
+            ids = [stranger_victim.id, left_school.id, in_use.id]
+        # As a database upgraded from 0004 meets the new revision.
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0004")
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "head")
+        with Session(engine) as session:
+            victim, school, used = (session.get(User, i) for i in ids)
+            assert victim.disabled_at is None
+            assert school.disabled_at is not None  # the control: an operator's lock
+            assert used.disabled_at is None
+            unlocked = session.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.event == "account.unlocked",
+                    AuditEvent.detail["by"].as_string()
+                    == "migration 0005_failure_locks",
+                )
+            ).all()
+            assert [event.subject_user_id for event in unlocked] == [victim.id]
+            assert audit.verify(session).ok
+    finally:
+        engine.dispose()
