@@ -102,6 +102,7 @@ def locks(dbsession, user) -> list[AuditEvent]:
 # AUTH-29
 
 
+@pytest.mark.slow
 def test_auth_29_a_strangers_failures_never_disable_the_account(app, dbsession):
     """AUTH-29: hours of wrong passwords lock, for longer each time, never for good."""
     user = make_user(dbsession)
@@ -123,6 +124,7 @@ def test_auth_29_a_strangers_failures_never_disable_the_account(app, dbsession):
     assert signin.attempt(user.identifier, "mykad", PASSWORD, OWNER).ok
 
 
+@pytest.mark.slow
 def test_auth_29_a_reset_by_email_works_during_the_lock_and_ends_it(
     app, tm, dbsession, mailbox
 ):
@@ -174,6 +176,7 @@ def bcrypt_calls(monkeypatch) -> list[str]:
     return calls
 
 
+@pytest.mark.slow
 def test_auth_30_a_right_password_behind_a_busy_address_succeeds_after_the_captcha(
     nat_app, tm, dbsession, monkeypatch
 ):
@@ -199,6 +202,7 @@ def test_auth_30_a_right_password_behind_a_busy_address_succeeds_after_the_captc
     assert calls == ["checkpw"]
 
 
+@pytest.mark.slow
 def test_auth_30_past_the_address_limit_a_wrong_password_still_fails(
     nat_app, tm, dbsession
 ):
