@@ -234,17 +234,27 @@ def mailbox(app, dbsession):
     """The messages queued in this test's transaction, as the recipient gets them.
 
     Call it (optionally with a recipient) for a list of ``EmailMessage``s.
-    The outbox stores each message sealed; this opens them the way the
-    delivery worker does, so what the tests read is what would be sent.
+    The outbox stores each message sealed; this first runs the jobs waiting
+    there (a reset link asked for) and then opens the messages, both the way
+    the delivery worker does, so what the tests read is what would be sent.
     """
     from sqlalchemy import select
 
     from idp.models import OutboxMessage
-    from idp.services.mail import parse_message
+    from idp.services.delivery import MemorySender, OutboxWorker
+    from idp.services.mail import JOB_PREFIX, parse_message
 
     codec = app.registry["idp.mail.codec"]
+    worker = OutboxWorker.from_settings(app.registry.settings, None, MemorySender())
 
     def read(recipient: str | None = None) -> list:
+        jobs = dbsession.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.template.startswith(JOB_PREFIX, autoescape=True))
+            .order_by(OutboxMessage.id)
+        ).all()
+        for job in jobs:
+            worker.run_job(dbsession, job)
         rows = dbsession.scalars(select(OutboxMessage).order_by(OutboxMessage.id))
         return [
             parse_message(codec.open(row.message))

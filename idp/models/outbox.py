@@ -15,6 +15,11 @@ class OutboxMessage(Base):
     ``dedupe_key``, when set, makes a second message with the same key a
     no-op (a notice sent at most once a day, whatever the retries).
     ``next_attempt_at`` doubles as the lease of a worker that claimed it.
+
+    A row whose ``template`` starts with ``job:`` is work for the delivery
+    worker rather than a message (``Outbox.defer``): ``message`` holds the
+    job's sealed data, ``recipient`` is empty, and the worker deletes the row
+    once the job ran.
     """
 
     __tablename__ = "mail_outbox"

@@ -10,6 +10,13 @@ A worker that dies mid-batch leaves its claims to expire and be retried, so
 a message is never lost; it can, rarely, be sent twice (SMTP has no
 exactly-once delivery), but never by two live workers at once.
 
+Rows whose template starts with ``job:`` are jobs, not messages
+(:meth:`idp.services.mail.Outbox.defer`): work a request must not do itself.
+Before sending, the worker runs each due job in its own transaction with the
+handler :attr:`OutboxWorker.jobs` names for it; the job's row is deleted in
+that transaction, and any email the job queues is sent in the same run. A
+job that fails is retried later with the same backoff as a message.
+
 Senders are chosen by ``mail.backend`` (a dotted name): :class:`SMTPSender`
 in production, :class:`FileSender` (``.eml`` files) in development,
 :class:`MemorySender` in tests.
@@ -25,7 +32,7 @@ import secrets
 import smtplib
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -36,7 +43,7 @@ from sqlalchemy.orm import Session
 
 from idp.db import utcnow
 from idp.models import OutboxMessage
-from idp.services.mail import OutboxCodec, OutboxCodecError, parse_message
+from idp.services.mail import JOB_PREFIX, OutboxCodec, OutboxCodecError, parse_message
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +200,7 @@ def make_sender(settings: dict):
 class DeliveryReport:
     sent: int = 0
     failed: int = 0
+    jobs: int = 0
 
 
 class OutboxWorker:
@@ -207,23 +215,31 @@ class OutboxWorker:
         batch_size: int = 50,
         retry_seconds: int = 60,
         retry_max_seconds: int = 3600,
+        jobs: Mapping[str, Callable[[Session, OutboxMessage], None]] | None = None,
     ) -> None:
         self.engine = engine
         self.sender = sender
         self.codec = codec
+        # Job name (without JOB_PREFIX) -> handler(session, row), run in the
+        # session's transaction.
+        self.jobs = dict(jobs or {})
         self.batch_size = batch_size
         self.retry = dt.timedelta(seconds=retry_seconds)
         self.retry_max = dt.timedelta(seconds=retry_max_seconds)
 
     @classmethod
     def from_settings(cls, settings: dict, engine, sender=None) -> OutboxWorker:
+        from idp.services.tokens import RESET_JOB, ResetLinkJob
+
+        codec = OutboxCodec(settings["idp.hmac_key"])
         return cls(
             engine,
             sender if sender is not None else make_sender(settings),
-            OutboxCodec(settings["idp.hmac_key"]),
+            codec,
             batch_size=settings["mail.batch_size"],
             retry_seconds=settings["mail.retry_seconds"],
             retry_max_seconds=settings["mail.retry_max_seconds"],
+            jobs={RESET_JOB: ResetLinkJob.from_settings(settings, codec)},
         )
 
     def backoff(self, attempts: int) -> dt.timedelta:
@@ -234,18 +250,69 @@ class OutboxWorker:
     def run(self, now: dt.datetime | None = None) -> DeliveryReport:
         """Send every message due at ``now`` (default: the current time)."""
         report = DeliveryReport()
+        # Jobs first: the mail they queue goes out in this same run.
+        for _ in range(self.batch_size):
+            if not self._run_job(now or utcnow(), report):
+                break
         while True:
             batch = self._claim(now or utcnow())
             if not batch:
                 return report
             self._send(batch, report, now)
 
+    @staticmethod
+    def _due(now: dt.datetime, *, jobs: bool):
+        is_job = OutboxMessage.template.startswith(JOB_PREFIX, autoescape=True)
+        return (
+            OutboxMessage.sent_at.is_(None),
+            OutboxMessage.next_attempt_at <= now,
+            is_job if jobs else ~is_job,
+        )
+
+    def run_job(self, session: Session, row: OutboxMessage) -> None:
+        """Run the job ``row`` in ``session``'s transaction and delete its row.
+
+        Raises whatever the job raises, and :class:`DeliveryError` for a job
+        this worker has no handler for.
+        """
+        handler = self.jobs.get(row.template.removeprefix(JOB_PREFIX))
+        if handler is None:
+            raise DeliveryError(f"no handler for {row.template}")
+        handler(session, row)
+        session.delete(row)
+        session.flush()
+
+    def _run_job(self, now: dt.datetime, report: DeliveryReport) -> bool:
+        """Run one due job; False when none is due."""
+        with Session(self.engine) as session, session.begin():
+            row = session.scalars(
+                select(OutboxMessage)
+                .where(*self._due(now, jobs=True))
+                .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if row is None:
+                return False
+            row_id, attempts = row.id, row.attempts + 1
+            try:
+                with session.begin_nested():
+                    self.run_job(session, row)
+            # Whatever went wrong, the job stays for a retry and the other
+            # jobs and messages still go: a worker loop must not stop here.
+            except Exception as exc:
+                failure = exc
+            else:
+                report.jobs += 1
+                return True
+        self._failed(row_id, attempts, failure, now, count_attempt=True)
+        report.failed += 1
+        return True
+
     def _claim(self, now: dt.datetime) -> list[tuple[int, str, int]]:
         due = (
             select(OutboxMessage.id)
-            .where(
-                OutboxMessage.sent_at.is_(None), OutboxMessage.next_attempt_at <= now
-            )
+            .where(*self._due(now, jobs=False))
             .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
             .limit(self.batch_size)
             .with_for_update(skip_locked=True)
@@ -298,19 +365,31 @@ class OutboxWorker:
                 .values(sent_at=now or utcnow(), message="", last_error=None)
             )
 
-    def _failed(self, message_id: int, attempts: int, exc: Exception, now) -> None:
+    def _failed(
+        self,
+        message_id: int,
+        attempts: int,
+        exc: Exception,
+        now,
+        *,
+        count_attempt: bool = False,
+    ) -> None:
         error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
         log.warning(
             "mail %s not delivered (attempt %s): %s", message_id, attempts, error
         )
+        values = {
+            "last_error": error,
+            "next_attempt_at": (now or utcnow()) + self.backoff(attempts),
+        }
+        if count_attempt:
+            # A claimed message counted its attempt at the claim; a job here.
+            values["attempts"] = attempts
         with Session(self.engine) as session, session.begin():
             session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == message_id)
-                .values(
-                    last_error=error,
-                    next_attempt_at=(now or utcnow()) + self.backoff(attempts),
-                )
+                .values(**values)
             )
 
 

@@ -86,6 +86,13 @@ class IOutbox(Interface):
         queued and None is returned; otherwise the outbox row is returned.
         """
 
+    def defer(job, data):
+        """Queue work for the delivery worker: the job ``job`` with ``data``.
+
+        For per-user work a request must not do itself, for instance because
+        doing it only for some inputs would show in the answer's timing.
+        """
+
 
 class ICaptchaService(Interface):
     """Tells people from programs before an expensive or abusable action.
@@ -185,17 +192,32 @@ class ISignInService(Interface):
     """Checks passwords at sign-in, with throttling and lockout."""
 
     def throttled(identifier, address):
-        """True if sign-in for this identifier or address is blocked for now."""
+        """True if this identifier is past its failure limit (right passwords too)."""
 
-    def captcha_required():
-        """True while site-wide failures run high enough to ask for a captcha."""
+    def address_limited(address):
+        """True if failures from this address or its network are past their limits."""
 
-    def attempt(identifier, kind, password, address, user_agent=None):
+    def captcha_required(address):
+        """True if an attempt from ``address`` must solve the captcha first.
+
+        Site-wide failures running high, or this address or its network past
+        its limits: both ask for the captcha rather than refuse (AUTH-30).
+        """
+
+    def attempt(
+        identifier, kind, password, address, user_agent=None, *, captcha_solved=False
+    ):
         """Check a password; return an ``Attempt`` (``OK``, ``FAILED``, ``THROTTLED``).
 
         ``FAILED`` covers every reason (wrong, unknown, locked, disabled,
         expired temporary password) so that callers show one message.
+        ``THROTTLED`` is the identifier past its limit, or the address past
+        its limits without ``captcha_solved``.
         """
 
     def lock(user, *, reason, address=None, actor_user_id=None):
-        """Lock the account, end its sessions and tell the owner by email."""
+        """Lock the account for a while, end its sessions and tell the owner.
+
+        Always temporary (longer for each lock of the day); never
+        ``disabled_at``, which only an operator sets.
+        """

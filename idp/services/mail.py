@@ -19,6 +19,7 @@ import base64
 import datetime as dt
 import functools
 import gettext
+import json
 import os
 from collections.abc import Callable
 from email.headerregistry import Address
@@ -46,6 +47,9 @@ from idp.models import OutboxMessage
 from idp.services.interfaces import IOutbox
 
 EMAIL_TEMPLATES = TEMPLATES_DIR / "email"
+# Outbox rows whose template starts with this are jobs, not messages: work
+# the delivery worker does (and deletes the row) instead of the request.
+JOB_PREFIX = "job:"
 LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
 
 
@@ -212,6 +216,26 @@ class Outbox:
             return None
         return row
 
+    def defer(self, job, data):
+        """Queue the job ``job`` with the JSON-able ``data``, sealed; return the row.
+
+        The row names no recipient: who, if anyone, gets mail is for the
+        job to find out outside the request.
+        """
+        row = OutboxMessage(
+            template=JOB_PREFIX + job,
+            recipient="",
+            message=self.codec.seal(json.dumps(data, sort_keys=True).encode()),
+        )
+        self.dbsession.add(row)
+        self.dbsession.flush()
+        return row
+
+
+def open_job(codec: OutboxCodec, row: OutboxMessage) -> dict:
+    """The data :meth:`Outbox.defer` sealed into ``row``."""
+    return json.loads(codec.open(row.message))
+
 
 def email(name: str) -> Callable:
     """Make ``fn(composer, user, **kw) -> context`` queue the email ``name``.
@@ -270,7 +294,12 @@ def password_changed(composer: Composer, user, *, changed_at):
 
 @email("account-locked")
 def account_locked(composer: Composer, user, *, until, needs_helpdesk: bool):
-    """Tells the owner their account was locked after repeated wrong passwords."""
+    """Tells the owner their account was locked, and what to do about it.
+
+    ``needs_helpdesk`` is an operator's lock (until unlocked); otherwise the
+    lock came from wrong passwords, lasts until ``until``, and a password
+    reset by email ends it.
+    """
     return {
         **_person(user),
         "until": {loc: composer.local_time(until, loc) for loc in LOCALES},

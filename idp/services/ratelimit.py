@@ -101,13 +101,15 @@ LIMITS: Mapping[str, Limit] = MappingProxyType(
     {
         # Failed passwords per identifier (AUTH-07).
         "login.identifier": Limit(10, 900),
-        # Failures per client address, and per IPv4 /24 or IPv6 /64 (AUTH-08).
+        # Failures per client address, and per IPv4 /24 or IPv6 /64: past
+        # them sign-in asks for the captcha (AUTH-08, AUTH-30).
         "login.address": Limit(30, 900),
         "login.prefix": Limit(100, 900),
         # Failures across the whole site; above it sign-in shows a captcha
         # (AUTH-09).
         "login.global": Limit(500, 300),
-        # Locks per identifier per day; past it only an admin unlocks.
+        # Locks per identifier per day: each lasts four times the one before,
+        # up to the lock that reaches this count (AUTH-29, signin.lock_period).
         "login.locks": Limit(3, 86400),
         "reset.address": Limit(10, 3600),
         "reset.email": Limit(3, 3600),

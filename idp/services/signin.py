@@ -4,10 +4,24 @@ Every attempt ends in one of three outcomes, and the page shows one message
 per outcome whatever the reason behind it: a wrong password, an unknown
 identifier, a locked or disabled account and an expired temporary password
 are all ``FAILED``. Throttling is checked before any hashing (a blocked
-request never costs a bcrypt), is keyed by the identifier whether or not it
-is registered, and by the client address and its network prefix. A user who
-reaches the failure limit is locked for a while, told by email, and signed
-out everywhere; the third lock in a day needs the helpdesk to unlock.
+request never costs a bcrypt).
+
+Two kinds of limits, because they slow different people:
+
+- Per identifier (registered or not): past ``login.identifier`` every
+  attempt is refused, the right password too (AUTH-07), and a registered
+  account is locked, told by email and signed out everywhere. Anyone who
+  knows an identity number can cause this, so a lock caused by failures is
+  always temporary (AUTH-29): the n-th lock within ``login.locks``' window
+  lasts :data:`LOCK_PERIOD` times :data:`LOCK_GROWTH` ** (n - 1), growing
+  only until the n that reaches ``login.locks``' count (15 minutes, 1 hour,
+  then 4 hours with the defaults), and a password reset by email ends it at
+  once. Only an operator (``idp-admin user lock``) disables an account.
+- Per client address and its network prefix: a school or a carrier's NAT
+  puts many honest people behind one address, so exceeding these limits
+  never refuses a right password; it makes every attempt from there solve
+  the captcha first (AUTH-30). Only with the captcha switched off (tests)
+  do they refuse outright, since nothing else tells a person from a script.
 """
 
 from __future__ import annotations
@@ -33,7 +47,10 @@ from idp.services.interfaces import (
 )
 from idp.sessions import end_user_sessions
 
+# The first lock of a day; each later one lasts LOCK_GROWTH times longer,
+# until the lock that reaches login.locks' count (4 hours by default).
 LOCK_PERIOD = dt.timedelta(minutes=15)
+LOCK_GROWTH = 4
 # How every sign-in here authenticates: the user confirmed their security
 # image, then gave the password. Sessions record it; SAML maps it to an
 # AuthnContextClassRef.
@@ -54,6 +71,11 @@ class Attempt:
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.OK
+
+
+def lock_period(locks) -> dt.timedelta:
+    """How long the lock counted by ``locks`` (a ``login.locks`` hit) lasts."""
+    return LOCK_PERIOD * LOCK_GROWTH ** (max(1, min(locks.count, locks.limit)) - 1)
 
 
 def masked(identifier_value: str, kind: str) -> str:
@@ -87,27 +109,32 @@ class SignInService:
             outbox=find(IOutbox),
         )
 
-    def _keys(self, identifier: str, address: str) -> list[tuple[str, str]]:
+    @staticmethod
+    def _address_keys(address: str) -> list[tuple[str, str]]:
         from idp.services.ratelimit import address_prefix
 
-        return [
-            ("login.identifier", identifier),
-            ("login.address", address),
-            ("login.prefix", address_prefix(address)),
-        ]
+        return [("login.address", address), ("login.prefix", address_prefix(address))]
+
+    def _exhausted(self, keys: list[tuple[str, str]]) -> bool:
+        return any(not self.limiter.check(name, key).allowed for name, key in keys)
 
     def throttled(self, identifier: str, address: str) -> bool:
-        """True if any limiter on this identifier or address is exhausted."""
-        for name, key in self._keys(identifier, address):
-            decision = self.limiter.check(name, key)
-            if decision.count >= decision.limit:
-                return True
-        return False
+        """True if this identifier is past its limit: even right passwords fail."""
+        return self._exhausted([("login.identifier", identifier)])
 
-    def captcha_required(self) -> bool:
-        """True while failures across the whole site run above their limit."""
-        decision = self.limiter.check("login.global", "site")
-        return decision.count >= decision.limit
+    def address_limited(self, address: str) -> bool:
+        """True if failures from ``address`` or its prefix are past their limits."""
+        return self._exhausted(self._address_keys(address))
+
+    def captcha_required(self, address: str) -> bool:
+        """True if an attempt from ``address`` must solve the captcha first.
+
+        So it must while failures across the whole site run above their limit
+        (AUTH-09), or from this address or its network (AUTH-08, AUTH-30).
+        """
+        return self._exhausted([("login.global", "site")]) or self.address_limited(
+            address
+        )
 
     def attempt(
         self,
@@ -116,13 +143,19 @@ class SignInService:
         password: str,
         address: str,
         user_agent: str | None = None,
+        *,
+        captcha_solved: bool = False,
     ) -> Attempt:
         """Check ``password`` for the normalised ``identifier``.
 
-        ``user_agent`` is kept with a successful sign-in, for the user's own
-        list of recent sign-ins.
+        ``captcha_solved`` says the caller checked a captcha answer for this
+        very attempt; without it an address past its limits is refused, so a
+        caller that forgets the captcha fails closed. ``user_agent`` is kept
+        with a successful sign-in, for the user's own list of recent sign-ins.
         """
-        if self.throttled(identifier, address):
+        if self.throttled(identifier, address) or (
+            not captcha_solved and self.address_limited(address)
+        ):
             self.audit.record(
                 "login.throttled",
                 client_address=address,
@@ -153,11 +186,9 @@ class SignInService:
         return Attempt(Outcome.FAILED)
 
     def _failed(self, identifier: str, kind: str, user, address: str) -> None:
-        decision = None
-        for name, key in [*self._keys(identifier, address), ("login.global", "site")]:
-            hit = self.limiter.hit(name, key)
-            if name == "login.identifier":
-                decision = hit
+        decision = self.limiter.hit("login.identifier", identifier)
+        for name, key in [*self._address_keys(address), ("login.global", "site")]:
+            self.limiter.hit(name, key)
         self.audit.record(
             "login.failure",
             subject_user_id=user.id if user is not None else None,
@@ -172,26 +203,34 @@ class SignInService:
     def lock(
         self, user: User, *, reason: str, address: str | None = None, actor_user_id=None
     ) -> None:
-        """Lock ``user`` for a while (for good after the third lock in a day).
+        """Lock ``user`` for a while: longer for each lock of the day, never for good.
 
-        Ends every session of the user at once and tells the owner by email.
+        Ends every session of the user at once and tells the owner by email
+        what happened and what to do (wait, or reset the password by email,
+        which ends the lock). Never sets ``disabled_at``: that is the
+        operator's lock, and failures anyone can cause must not reach it.
         """
         now = self.clock()
-        locks = self.limiter.hit("login.locks", user.identifier)
-        needs_helpdesk = locks.count >= locks.limit
-        user.locked_until = now + LOCK_PERIOD
-        if needs_helpdesk:
-            user.disabled_at = now
+        period = lock_period(self.limiter.hit("login.locks", user.identifier))
+        # A lock never shortens one already running (a lock at the password
+        # change page while a longer one is in force, for instance).
+        until = now + period
+        if user.locked_until is None or user.locked_until < until:
+            user.locked_until = until
         end_user_sessions(self.dbsession, user.id)
         self.audit.record(
             "account.locked",
             subject_user_id=user.id,
             actor_user_id=actor_user_id,
             client_address=address,
-            detail={"reason": reason, "until_unlocked": needs_helpdesk},
+            detail={
+                "reason": reason,
+                "until_unlocked": False,
+                "minutes": int(period.total_seconds() // 60),
+            },
         )
         mail.account_locked(
-            self.outbox, user, until=user.locked_until, needs_helpdesk=needs_helpdesk
+            self.outbox, user, until=user.locked_until, needs_helpdesk=False
         )
 
 

@@ -5,6 +5,14 @@ SHA-256 in a :class:`~idp.models.OneTimeToken` row, so a dump of the table
 opens no account. A token is live until it expires (:data:`RESET_LIFETIME`
 after it was issued) or is used up; issuing a new link voids the user's older
 ones, and a password change voids them all (``UserService.set_password``).
+
+Asking for a link (:func:`request_link`) does the same in the request for
+every email, registered or not: it queues a sealed job in the outbox and
+looks nothing up. The delivery worker runs the job (:class:`ResetLinkJob`):
+it finds the account, issues the token, queues the email and audits it, or,
+for an email no usable account has, just drops the job. So the answer's
+timing cannot tell a registered email from another (AUTH-28), and the link's
+hour starts when it is issued, not when it was asked for.
 """
 
 from __future__ import annotations
@@ -17,13 +25,17 @@ import uuid
 from sqlalchemy import select, update
 
 from idp.db import utcnow
-from idp.models import AuditEvent, OneTimeToken, User
+from idp.models import AuditEvent, OneTimeToken, OutboxMessage, User
+from idp.services import mail
+from idp.services.audit import AuditLog
 
 RESET_PURPOSE = "password-reset"
 # The audit event of a wrong email or identity number given with a link; the
 # events are what :meth:`ResetTokens.mismatches` counts.
 MISMATCH_EVENT = "password.reset_mismatch"
 RESET_LIFETIME = dt.timedelta(hours=1)
+# The outbox job of a "Forgot password" request (see ResetLinkJob).
+RESET_JOB = "password-reset"
 TOKEN_BYTES = 32
 # token_urlsafe(32) gives 43 characters; anything much longer is not ours and
 # is refused before it is hashed.
@@ -124,4 +136,59 @@ class ResetTokens:
                 OneTimeToken.used_at.is_(None),
             )
             .values(used_at=self.clock())
+        )
+
+
+def request_link(outbox, email: str, *, client_address: str | None) -> None:
+    """Queue a reset link for ``email``, whoever it belongs to, if anyone.
+
+    The same single outbox row for every email: the lookup and everything
+    after it happen in :class:`ResetLinkJob`, outside the request.
+    """
+    outbox.defer(RESET_JOB, {"email": email, "client_address": client_address})
+
+
+class ResetLinkJob:
+    """Runs a queued :func:`request_link` in the delivery worker's transaction.
+
+    Only an account that exists and is not disabled gets a link; a lock from
+    failed sign-ins does not stop it, since the reset is how the owner ends
+    one (AUTH-29).
+    """
+
+    def __init__(
+        self,
+        composer: mail.Composer,
+        codec: mail.OutboxCodec,
+        base_url: str,
+        clock=utcnow,
+    ) -> None:
+        self.composer = composer
+        self.codec = codec
+        self.base_url = base_url.rstrip("/")
+        self.clock = clock
+
+    @classmethod
+    def from_settings(cls, settings, codec: mail.OutboxCodec) -> ResetLinkJob:
+        return cls(mail.Composer(settings), codec, settings["idp.base_url"])
+
+    def __call__(self, dbsession, row: OutboxMessage) -> None:
+        data = mail.open_job(self.codec, row)
+        user = dbsession.scalars(
+            select(User).where(User.email == data["email"])
+        ).one_or_none()
+        if user is None or user.disabled_at is not None:
+            return
+        tokens = ResetTokens(dbsession, self.clock)
+        token = tokens.issue(user)
+        mail.password_reset(
+            mail.Outbox(dbsession, self.composer, self.codec),
+            user,
+            link=f"{self.base_url}/password/reset/{token}",
+            expires_at=tokens.find(token).expires_at,
+        )
+        AuditLog(dbsession, self.clock).record(
+            "password.reset_requested",
+            subject_user_id=user.id,
+            client_address=data.get("client_address"),
         )

@@ -117,7 +117,7 @@ def password(request):
     signin = request.find_service(ISignInService, context=None)
     captcha = request.find_service(ICaptchaService, context=None)
     form = PasswordForm(request.POST if request.method == "POST" else None)
-    needs_captcha = captcha.enabled and signin.captcha_required()
+    needs_captcha = captcha.enabled and signin.captcha_required(request.client_addr)
     message = None
     if request.method == "POST":
         message = _check(request, form, state, signin, captcha, needs_captcha)
@@ -147,6 +147,7 @@ def _check(request, form, state, signin, captcha, needs_captcha):
         form.password.data,
         request.client_addr,
         request.user_agent,
+        captcha_solved=needs_captcha,
     )
     if attempt.outcome is Outcome.THROTTLED:
         return "throttled"

@@ -2,8 +2,9 @@
 
 1. ``/password/forgot``: the email and the captcha. The answer is always the
    same 303 to ``/password/forgot/sent``, registered or not, rate limited or
-   not (AUTH-04); only an account that is registered and not disabled gets
-   a link.
+   not (AUTH-04), after the same work (AUTH-28): the request only queues a
+   job; the delivery worker finds the account and, only for one that is
+   registered and not disabled, issues and mails the link.
 2. The email holds ``<idp.base_url>/password/reset/<token>``, never a host
    taken from the request (WEB-07); only the token's hash is stored
    (:mod:`idp.services.tokens`).
@@ -36,7 +37,6 @@ from idp.forms.reset import MISMATCH, NewForm, RequestForm, VerifyForm
 from idp.i18n import _
 from idp.models import User
 from idp.security import forget_identity
-from idp.services import mail
 from idp.services.interfaces import (
     IAuditLog,
     ICaptchaService,
@@ -44,7 +44,12 @@ from idp.services.interfaces import (
     IRateLimiter,
     IUserService,
 )
-from idp.services.tokens import MISMATCH_EVENT, RESET_LIFETIME, ResetTokens
+from idp.services.tokens import (
+    MISMATCH_EVENT,
+    RESET_LIFETIME,
+    ResetTokens,
+    request_link,
+)
 from idp.tweens import content_security_policy
 from idp.views.errors import render_error
 
@@ -139,34 +144,25 @@ def request_(request):
 
 
 def _send_link(request, email: str) -> None:
-    """Email a reset link if ``email`` is a usable account's; say nothing either way."""
+    """Queue a reset link for ``email``; say nothing either way.
+
+    The request does the same for every email, registered or not (AUTH-28):
+    count it against the limits and queue one job. Finding the account,
+    issuing the token and writing the email happen in the delivery worker
+    (:class:`idp.services.tokens.ResetLinkJob`).
+    """
     address = request.client_addr or ""
     limiter = _service(request, IRateLimiter)
-    audit = _service(request, IAuditLog)
     for name, key in (("reset.address", address), ("reset.email", email)):
         if not limiter.hit(name, key).allowed:
             log.info("password reset throttled by %s", name)
-            audit.record(
+            _service(request, IAuditLog).record(
                 "password.reset_throttled",
                 client_address=address,
                 detail={"limit": name},
             )
             return
-    user = _service(request, IUserService).find_by_email(email)
-    if user is None or user.disabled_at is not None:
-        return
-    tokens = ResetTokens(request.dbsession)
-    token = tokens.issue(user)
-    base_url = request.registry.settings["idp.base_url"]
-    mail.password_reset(
-        _service(request, IOutbox),
-        user,
-        link=f"{base_url}/password/reset/{token}",
-        expires_at=tokens.find(token).expires_at,
-    )
-    audit.record(
-        "password.reset_requested", subject_user_id=user.id, client_address=address
-    )
+    request_link(_service(request, IOutbox), email, client_address=address)
 
 
 @view_config(route_name="reset.sent", renderer="reset/sent.jinja2")

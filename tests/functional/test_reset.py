@@ -757,3 +757,94 @@ def test_auth_20_new_password_step_needs_the_captcha_too(
     form["captcha_answer"] = solve(captcha_app, form["captcha_token"].value)
     assert form.submit(status=303).location.endswith("/login")
     assert password_is(dbsession, aisyah, NEW_PASSWORD)
+
+
+# AUTH-28: the worker, not the request, finds the account and sends the link
+
+
+def test_auth_28_the_delivery_worker_runs_the_queued_requests(
+    committing_testapp, app, db_engine
+):
+    """AUTH-28: each request queues one job; only the registered email gets a link."""
+    from sqlalchemy.orm import Session
+
+    from idp.services.delivery import MemorySender, OutboxWorker
+    from idp.services.mail import JOB_PREFIX
+
+    with Session(db_engine) as session, session.begin():
+        make_user(session, **AISYAH)
+    for email in (AISYAH["email"], "nobody.here@example.com.my"):
+        assert ask(committing_testapp, email).status_int == 303
+    with Session(db_engine) as session:
+        jobs = session.scalars(select(OutboxMessage)).all()
+        assert [job.template for job in jobs] == [JOB_PREFIX + "password-reset"] * 2
+        # The queued request keeps no email in clear, registered or not.
+        assert {job.recipient for job in jobs} == {""}
+        assert not any("example.com.my" in job.message for job in jobs)
+        assert session.scalar(select(func.count()).select_from(OneTimeToken)) == 0
+
+    # A worker that cannot run the job keeps it for a retry, and sends nothing.
+    stuck = OutboxWorker(db_engine, MemorySender(), app.registry["idp.mail.codec"])
+    assert (stuck.run().jobs, stuck.sender.messages) == (0, [])
+    with Session(db_engine) as session:
+        errors = session.scalars(select(OutboxMessage.last_error)).all()
+        assert errors == ["DeliveryError: no handler for job:password-reset"] * 2
+
+    # The real worker, once the retry is due: one link, for the registered email.
+    sender = MemorySender()
+    worker = OutboxWorker.from_settings(app.registry.settings, db_engine, sender)
+    report = worker.run(now=utcnow() + dt.timedelta(hours=2))
+    assert (report.jobs, report.sent, report.failed) == (2, 1, 0)
+    (message,) = sender.messages
+    assert message["To"] == AISYAH["email"]
+    assert LINK.search(message.get_body(("plain",)).get_content())
+    with Session(db_engine) as session:
+        rows = session.scalars(select(OutboxMessage)).all()
+        assert [row.template for row in rows] == ["password-reset"]
+        assert session.scalar(select(func.count()).select_from(OneTimeToken)) == 1
+        (event,) = session.scalars(
+            select(AuditEvent).where(AuditEvent.event == "password.reset_requested")
+        ).all()
+        assert event.client_address == "192.0.2.10"
+
+
+def test_auth_28_concurrent_workers_run_each_queued_request_once(
+    committing_testapp, app, db_engine
+):
+    """AUTH-28 (DATA-04 for jobs): workers on several nodes send each link once."""
+    import threading
+
+    from sqlalchemy.orm import Session
+
+    from idp.services.delivery import MemorySender, OutboxWorker
+
+    emails = [f"murid{n}@example.com.my" for n in range(6)]
+    with Session(db_engine) as session, session.begin():
+        for n, email in enumerate(emails):
+            make_user(session, identifier=f"0805121456{n:02d}", email=email)
+    for email in [*emails, "nobody.here@example.com.my"]:
+        assert ask(committing_testapp, email).status_int == 303
+    sender = MemorySender()
+    settings = {**app.registry.settings, "mail.batch_size": 2}
+    workers = [
+        OutboxWorker.from_settings(settings, db_engine, sender) for _ in range(3)
+    ]
+    start = threading.Barrier(len(workers))
+
+    def run(worker):
+        start.wait()
+        # Until nothing is left: a worker may find a job another one holds.
+        for _ in range(10):
+            if worker.run().jobs == 0:
+                return
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(message["To"] for message in sender.messages) == sorted(emails)
+    with Session(db_engine) as session:
+        assert session.scalar(select(func.count()).select_from(OneTimeToken)) == 6
+        left = session.scalars(select(OutboxMessage.template)).all()
+        assert left == ["password-reset"] * 6

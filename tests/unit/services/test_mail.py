@@ -166,3 +166,38 @@ def test_stored_message_parses_back_to_the_same_message(composer):
         return msg.get_body(("html",)).get_content().replace("\r\n", "\n")
 
     assert html(again) == html(message)
+
+
+@pytest.mark.parametrize(
+    ("locale", "revealed"), [("en", "was not revealed"), ("ms", "tidak terdedah")]
+)
+def test_auth_29_a_failure_lock_mail_says_what_happened_and_what_to_do(
+    composer, locale, revealed
+):
+    """AUTH-29: the owner learns the lock ends by itself or with a reset by email."""
+    outbox = Recorder(composer)
+    mail.account_locked(
+        outbox, user(locale=locale), until=EXPIRES, needs_helpdesk=False
+    )
+    ((message, _key),) = outbox.messages
+    for body in (
+        message.get_body(("plain",)).get_content(),
+        message.get_body(("html",)).get_content(),
+    ):
+        assert "XXXXXX-XX-5678" in body
+        assert revealed in body
+        assert "https://idme.moe.gov.my/password/forgot" in body
+        # Local time in Malaysia (UTC+8), not UTC.
+        assert "10:30" in body
+        assert "meja bantuan" not in body and "helpdesk" not in body
+
+
+def test_an_operator_lock_mail_points_to_the_helpdesk(composer):
+    """The control: only an operator's lock sends the owner to the helpdesk."""
+    outbox = Recorder(composer)
+    mail.account_locked(outbox, user(locale="en"), until=EXPIRES, needs_helpdesk=True)
+    ((message, _key),) = outbox.messages
+    plain = message.get_body(("plain",)).get_content()
+    assert "The helpdesk has locked the idMe account XXXXXX-XX-5678" in plain
+    assert "Meja bantuan telah mengunci akaun idMe XXXXXX-XX-5678" in plain
+    assert "/password/forgot" not in plain
