@@ -204,6 +204,7 @@ def _read_metadata(path: str) -> bytes:
 
 def import_(args) -> int:
     data = _read_metadata(args.file)
+    development = load_settings(args.config_uri)["idp.development"]
     with _transaction(args.config_uri) as session:
         count = select(func.count(ServiceProvider.id))
         before = session.scalar(count)
@@ -213,6 +214,7 @@ def import_(args) -> int:
             module_code=args.module,
             enabled=False if args.disabled else None,
             replace=args.replace,
+            allow_http=development,
         )
         new = session.scalar(count) > before
         if sp.trust_changes:
@@ -262,9 +264,7 @@ def list_(args) -> int:
 
 
 def _parsed(sp: ServiceProvider) -> registry.SpMetadata:
-    return registry.parse_sp_metadata(
-        sp.metadata_xml.encode("utf-8"), allow_expired=True
-    )
+    return registry.sp_metadata(sp)
 
 
 def _acs_count(sp: ServiceProvider) -> int:

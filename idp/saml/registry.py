@@ -21,7 +21,6 @@ import functools
 import hashlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -34,6 +33,7 @@ from sqlalchemy.orm import Session
 from idp.i18n import LOCALES
 from idp.models import Module, ServiceProvider, SpRegistryState
 from idp.models.sp import NAMEID_PERSISTENT
+from idp.redirects import UnsafeUrl, endpoint_url
 
 MAX_METADATA_BYTES = 5 * 1024 * 1024
 MAX_ENTITY_ID_LENGTH = 1024  # service_providers.entity_id
@@ -60,10 +60,6 @@ _LOGO = f"{{{MDUI_NS}}}Logo"
 _X509_CERTIFICATES = (
     f"{{{DS_NS}}}KeyInfo/{{{DS_NS}}}X509Data/{{{DS_NS}}}X509Certificate"
 )
-
-# Plain http is allowed only for endpoints on the local machine (tests and
-# development); anything an SP publishes for real users must be https.
-_LOCAL_HOSTS = {"localhost", "127.0.0.1"}
 
 
 class MetadataError(ValueError):
@@ -106,7 +102,11 @@ class SpMetadata:
 
 
 def parse_sp_metadata(
-    data: bytes, *, now: dt.datetime | None = None, allow_expired: bool = False
+    data: bytes,
+    *,
+    now: dt.datetime | None = None,
+    allow_expired: bool = False,
+    allow_http: bool = False,
 ) -> SpMetadata:
     """Check one SP's metadata document and return what the IdP needs of it.
 
@@ -117,7 +117,8 @@ def parse_sp_metadata(
     AssertionConsumerService, an endpoint that is not https, a certificate
     that does not parse, or a ``validUntil`` already past (at ``now``,
     default the current time) unless ``allow_expired`` (to show what is
-    stored).
+    stored). Endpoints follow :func:`idp.redirects.endpoint_url` (SAML-36):
+    https, or http to this machine when ``allow_http`` (development only).
     """
     if not isinstance(data, bytes | bytearray):
         raise MetadataError(f"metadata must be bytes, not {type(data).__name__}")
@@ -154,8 +155,8 @@ def parse_sp_metadata(
     ui_info = descriptor.find(_UI_INFO)
     return SpMetadata(
         entity_id=entity_id,
-        assertion_consumer_services=_acs_endpoints(descriptor),
-        single_logout_services=_slo_endpoints(descriptor),
+        assertion_consumer_services=_acs_endpoints(descriptor, allow_http),
+        single_logout_services=_slo_endpoints(descriptor, allow_http),
         signing_certificates=signing,
         encryption_certificates=encryption,
         authn_requests_signed=_boolean(descriptor, "AuthnRequestsSigned"),
@@ -263,29 +264,26 @@ def _boolean(element: ET.Element, name: str) -> bool:
     return value in ("true", "1")
 
 
-def _checked_url(value: str | None, what: str) -> str:
+def _checked_url(value: str | None, what: str, *, allow_http: bool) -> str:
+    """An endpoint browsers and the IdP read alike (SAML-36), as published."""
     if not value:
         raise MetadataError(f"{what} has no Location")
-    parts = urlsplit(value)
-    host = parts.hostname or ""
-    if parts.scheme == "https" and host:
-        return value
-    if parts.scheme == "http" and host in _LOCAL_HOSTS:
-        return value
-    raise MetadataError(
-        f"{what} {value!r} is not an https URL (http is allowed only for "
-        "localhost and 127.0.0.1)"
-    )
+    try:
+        return endpoint_url(value, allow_http=allow_http).url
+    except UnsafeUrl as exc:
+        raise MetadataError(f"{what} {value!r} {exc}") from None
 
 
-def _acs_endpoints(descriptor: ET.Element) -> tuple[Endpoint, ...]:
+def _acs_endpoints(descriptor: ET.Element, allow_http: bool) -> tuple[Endpoint, ...]:
     endpoints = []
     seen: set[int] = set()
     for element in descriptor.findall(_ACS):
         binding = element.get("Binding") or ""
         if not binding:
             raise MetadataError("AssertionConsumerService has no Binding")
-        location = _checked_url(element.get("Location"), "AssertionConsumerService")
+        location = _checked_url(
+            element.get("Location"), "AssertionConsumerService", allow_http=allow_http
+        )
         raw_index = (element.get("index") or "").strip()
         try:
             index = int(raw_index)
@@ -309,16 +307,20 @@ def _acs_endpoints(descriptor: ET.Element) -> tuple[Endpoint, ...]:
     return tuple(endpoints)
 
 
-def _slo_endpoints(descriptor: ET.Element) -> tuple[Endpoint, ...]:
+def _slo_endpoints(descriptor: ET.Element, allow_http: bool) -> tuple[Endpoint, ...]:
     endpoints = []
     for element in descriptor.findall(_SLO):
         binding = element.get("Binding") or ""
         if not binding:
             raise MetadataError("SingleLogoutService has no Binding")
-        location = _checked_url(element.get("Location"), "SingleLogoutService")
+        location = _checked_url(
+            element.get("Location"), "SingleLogoutService", allow_http=allow_http
+        )
         response = element.get("ResponseLocation")
         if response is not None:
-            response = _checked_url(response, "SingleLogoutService ResponseLocation")
+            response = _checked_url(
+                response, "SingleLogoutService ResponseLocation", allow_http=allow_http
+            )
         endpoints.append(Endpoint(binding, location, response_location=response))
     return tuple(endpoints)
 
@@ -361,6 +363,14 @@ def _keys(
     return tuple(signing), tuple(encryption), tuple(methods)
 
 
+def _is_https_url(value: str) -> bool:
+    try:
+        endpoint_url(value, allow_http=False)
+    except UnsafeUrl:
+        return False
+    return True
+
+
 def _localised(
     ui_info: ET.Element | None, tag: str, *, https_only: bool
 ) -> dict[str, str]:
@@ -371,7 +381,7 @@ def _localised(
     fallback = None
     for element in ui_info.findall(tag):
         text = " ".join((element.text or "").split())
-        if not text or (https_only and urlsplit(text).scheme != "https"):
+        if not text or (https_only and not _is_https_url(text)):
             continue
         lang = element.get(XML_LANG)
         if lang is None:
@@ -539,6 +549,7 @@ def import_sp(
     module_code: str | None = None,
     enabled: bool | None = None,
     replace: bool = False,
+    allow_http: bool = False,
 ) -> ServiceProvider:
     """Register an SP from its metadata, or refresh a registered one.
 
@@ -555,10 +566,11 @@ def import_sp(
 
     A re-import that changes the SP's keys or endpoints (SAML-30) is refused
     with :class:`ReplaceRefused`, which lists the changes, unless
-    ``replace`` is true; the caller audits an accepted replacement, whose
+    ``replace`` is true. ``allow_http`` (development only) accepts plain
+    http endpoints on this machine; the caller audits an accepted replacement, whose
     changes are then in ``sp.trust_changes`` (empty otherwise).
     """
-    parsed = parse_sp_metadata(data)
+    parsed = parse_sp_metadata(data, allow_http=allow_http)
     module = None
     if module_code is not None:
         module = dbsession.scalar(select(Module).where(Module.code == module_code))
@@ -579,7 +591,9 @@ def import_sp(
         dbsession.add(sp)
         sp.trust_changes = []
     else:
-        old = parse_sp_metadata(sp.metadata_xml.encode(), allow_expired=True)
+        old = parse_sp_metadata(
+            sp.metadata_xml.encode(), allow_expired=True, allow_http=True
+        )
         sp.trust_changes = trust_changes(old, parsed)
         if sp.trust_changes and not replace:
             raise ReplaceRefused(parsed.entity_id, sp.trust_changes)
@@ -616,7 +630,10 @@ def set_enabled(dbsession: Session, entity_id: str, enabled: bool) -> ServicePro
 
 @functools.lru_cache(maxsize=4096)
 def _parsed(metadata_sha256: str, metadata_xml: str) -> SpMetadata:
-    return parse_sp_metadata(metadata_xml.encode("utf-8"), allow_expired=True)
+    # Stored metadata passed the scheme rule of the mode it was imported in.
+    return parse_sp_metadata(
+        metadata_xml.encode("utf-8"), allow_expired=True, allow_http=True
+    )
 
 
 def sp_metadata(sp: ServiceProvider) -> SpMetadata:
