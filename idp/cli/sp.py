@@ -100,6 +100,11 @@ def _register_policy(commands) -> None:
         ("--sign-assertion", "sign the Assertion"),
         ("--encrypt", "encrypt the Assertion (needs the SP's encryption key)"),
         ("--allow-sha1", "accept this SP's SHA-1 signatures (legacy only)"),
+        (
+            "--global-uid",
+            "release the account's global uid, the same at every SP that has it, "
+            "instead of one made for this SP (lets those SPs correlate people)",
+        ),
     ):
         policy.add_argument(flag, type=_yes_no, metavar="yes|no", help=text)
     policy.add_argument(
@@ -132,6 +137,7 @@ def set_policy(args) -> int:
         ("sign_assertion", "sign_assertion"),
         ("encrypt", "encrypt_assertion"),
         ("allow_sha1", "allow_sha1"),
+        ("global_uid", "global_uid"),
     ):
         if getattr(args, option) is not None:
             changes[key] = getattr(args, option)
@@ -291,6 +297,12 @@ def _describe(sp: ServiceProvider, md: registry.SpMetadata) -> list[str]:
         f"{md.display_names.get('en') or '-'} (en)",
         f"NameID format:        {sp.name_id_format}",
         f"attributes released:  {', '.join(sp.attributes_released) or '-'}",
+        "uid:                  "
+        + ("global (the same at every SP)" if sp.global_uid else "for this SP only"),
+        "metadata asks for:    "
+        + (", ".join(md.requested_attributes) or "-")
+        + (f" (subject-id:req {md.subject_id_req})" if md.subject_id_req else "")
+        + " (not released unless the policy above names it)",
         f"sign response:        {yes(sp.sign_response)}",
         f"sign assertion:       {yes(sp.sign_assertion)}",
         f"encrypt assertion:    {yes(sp.encrypt_assertion)}",

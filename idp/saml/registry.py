@@ -93,8 +93,12 @@ class SpMetadata:
     display_names: dict[str, str] = field(default_factory=dict)  # lang -> text
     logos: dict[str, str] = field(default_factory=dict)  # lang -> https URL
     valid_until: dt.datetime | None = None
+    # What the SP asks for. Neither changes what it receives, which is its
+    # policy alone (SAML-33, SAML-37); a change of either is a trust change.
     # OASIS subject-id profile: "subject-id", "pairwise-id", "any" or "none".
     subject_id_req: str | None = None
+    # RequestedAttribute Names of its AttributeConsumingServices, sorted.
+    requested_attributes: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------
@@ -171,6 +175,7 @@ def parse_sp_metadata(
         logos=_localised(ui_info, _LOGO, https_only=True),
         valid_until=valid_until,
         subject_id_req=_subject_id_req(root),
+        requested_attributes=_requested_attributes(descriptor),
     )
 
 
@@ -190,6 +195,20 @@ def _subject_id_req(root: ET.Element) -> str | None:
             if text in ("subject-id", "pairwise-id", "any", "none"):
                 return text
     return None
+
+
+_REQUESTED_ATTRIBUTE = (
+    f"{{{MD_NS}}}AttributeConsumingService/{{{MD_NS}}}RequestedAttribute"
+)
+
+
+def _requested_attributes(descriptor: ET.Element) -> tuple[str, ...]:
+    names = {
+        name
+        for element in descriptor.findall(_REQUESTED_ATTRIBUTE)
+        if (name := (element.get("Name") or "").strip())
+    }
+    return tuple(sorted(names))
 
 
 def _parse_xml(data: bytes) -> ET.Element:
@@ -397,7 +416,8 @@ def _localised(
 # FriendlyName -> what it carries. Names on the wire are the standard
 # urn:oid: ones from pysaml2's URI attribute map (saml2/attributemaps).
 RELEASABLE = {
-    "uid": "the account's opaque identity reference",
+    "uid": "an opaque reference to the account, different at each SP "
+    "(the global one only with --global-uid)",
     "displayName": "full name",
     "mail": "email address",
     "mobile": "mobile number (E.164)",
@@ -493,8 +513,11 @@ def trust_changes(old: SpMetadata, new: SpMetadata) -> list[str]:
     """What a new metadata document changes in what the IdP trusts (SAML-30).
 
     Keys and endpoints: the certificates the SP signs and encrypts with, and
-    where assertions and logout messages go. Names, logos and validity are
-    not trust and are left out. Empty when nothing trusted changes.
+    where assertions and logout messages go; and what the SP asks to receive
+    (its ``subject-id:req`` and RequestedAttributes, SAML-37), which never
+    changes the release by itself but is a partner asking for more data, for
+    an operator to see. Names, logos and validity are not trust and are left
+    out. Empty when nothing trusted changes.
     """
     changes = []
     for label, before, after in (
@@ -521,6 +544,16 @@ def trust_changes(old: SpMetadata, new: SpMetadata) -> list[str]:
             changes.append(f"{label} removed: {endpoint.location} ({endpoint.binding})")
         for endpoint in sorted(set(after) - set(before), key=str):
             changes.append(f"{label} added: {endpoint.location} ({endpoint.binding})")
+    if old.subject_id_req != new.subject_id_req:
+        if old.subject_id_req is not None:
+            changes.append(f"subject-id:req removed: {old.subject_id_req}")
+        if new.subject_id_req is not None:
+            changes.append(f"subject-id:req added: {new.subject_id_req}")
+    before, after = set(old.requested_attributes), set(new.requested_attributes)
+    for name in sorted(before - after):
+        changes.append(f"RequestedAttribute removed: {name}")
+    for name in sorted(after - before):
+        changes.append(f"RequestedAttribute added: {name}")
     if old.authn_requests_signed != new.authn_requests_signed:
         changes.append(
             f"AuthnRequestsSigned: {old.authn_requests_signed} -> "
@@ -530,13 +563,13 @@ def trust_changes(old: SpMetadata, new: SpMetadata) -> list[str]:
 
 
 class ReplaceRefused(MetadataError):
-    """A re-import would change trusted keys or endpoints without ``replace``."""
+    """A re-import would change what the IdP trusts without ``replace``."""
 
     def __init__(self, entity_id: str, changes: list[str]) -> None:
         self.changes = changes
         super().__init__(
             f"{entity_id} is already registered and this metadata changes its "
-            f"keys or endpoints ({len(changes)} change"
+            f"keys, endpoints or requested attributes ({len(changes)} change"
             f"{'' if len(changes) == 1 else 's'}: {'; '.join(changes)}); "
             "import it again with --replace to accept"
         )
@@ -564,7 +597,8 @@ def import_sp(
     :class:`MetadataError` (nothing written) for bad metadata or an unknown
     module. Flushes; the caller's transaction commits.
 
-    A re-import that changes the SP's keys or endpoints (SAML-30) is refused
+    A re-import that changes the SP's keys, endpoints (SAML-30) or the
+    attributes it requests (SAML-37) is refused
     with :class:`ReplaceRefused`, which lists the changes, unless
     ``replace`` is true. ``allow_http`` (development only) accepts plain
     http endpoints on this machine; the caller audits an accepted replacement, whose
@@ -586,6 +620,7 @@ def import_sp(
             name_id_format=default_name_id_format(parsed.name_id_formats),
             sign_response=True,
             sign_assertion=True,
+            global_uid=False,
             attributes_released=list(DEFAULT_RELEASE),
         )
         dbsession.add(sp)
@@ -659,8 +694,9 @@ def set_policy(dbsession: Session, entity_id: str, **changes) -> ServiceProvider
     Keys: ``attributes_released`` (FriendlyNames from :data:`RELEASABLE`),
     ``name_id_format`` (a key of :data:`NAME_ID_FORMATS`), ``sign_response``,
     ``sign_assertion``, ``encrypt_assertion`` (needs an encryption key in the
-    metadata), ``allow_sha1``, ``required_authn_context`` (a URI or None),
-    ``clock_skew`` (0-600 s or None for the IdP's), ``relay_state_max``
+    metadata), ``allow_sha1``, ``global_uid`` (release the account's global
+    ``uid`` instead of the per-SP one, SAML-38), ``required_authn_context``
+    (a URI or None), ``clock_skew`` (0-600 s or None for the IdP's), ``relay_state_max``
     (80-1024 bytes or None). Raises :class:`MetadataError`, nothing written.
     """
     sp = find_sp(dbsession, entity_id)
@@ -680,7 +716,7 @@ def set_policy(dbsession: Session, entity_id: str, **changes) -> ServiceProvider
                 f"NameID format must be one of {', '.join(NAME_ID_FORMATS)}"
             )
         sp.name_id_format = NAME_ID_FORMATS[key]
-    for flag in ("sign_response", "sign_assertion", "allow_sha1"):
+    for flag in ("sign_response", "sign_assertion", "allow_sha1", "global_uid"):
         if flag in changes:
             setattr(sp, flag, bool(changes[flag]))
     if "encrypt_assertion" in changes:

@@ -247,7 +247,7 @@ def assertion_for(
         acs_url=reply.acs_url,
         in_response_to=reply.in_response_to or None,
         subject=subject,
-        attributes=responses.attributes(user, sp, metadata, list(roles), settings),
+        attributes=responses.attributes(user, sp, list(roles), settings),
         context_class=context,
         authn_instant=session_row.authn_at or dt.datetime.now(dt.UTC),
         session_index=participant.session_index,

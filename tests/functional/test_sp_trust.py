@@ -22,6 +22,7 @@ from idp.saml.registry import (
     set_policy,
 )
 from idp.saml.server import build_server, enabled_sp_metadata
+from idp.settings import parse_settings
 from tests.functional.test_sso_responses import (
     ATTRNAME_URI,
     MD,
@@ -31,7 +32,6 @@ from tests.functional.test_sso_responses import (
     sso,
     with_subject_id_req,
 )
-from idp.settings import parse_settings
 from tests.saml_pages import sign_in
 from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
 
