@@ -26,6 +26,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
+from saml2.attribute_converter import ac_factory
+from saml2.mdstore import InMemoryMetaData
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -36,6 +38,10 @@ from idp.models.sp import NAMEID_PERSISTENT
 from idp.redirects import UnsafeUrl, endpoint_url
 
 MAX_METADATA_BYTES = 5 * 1024 * 1024
+# Real SP metadata nests about ten elements deep (a signature's transforms
+# are the deepest); pysaml2 builds its objects recursively and cannot load
+# a few hundred levels (SAML-39).
+MAX_METADATA_DEPTH = 64
 MAX_ENTITY_ID_LENGTH = 1024  # service_providers.entity_id
 REGISTRY_STATE_ID = 1
 
@@ -132,6 +138,7 @@ def parse_sp_metadata(
             f"bytes ({MAX_METADATA_BYTES // (1024 * 1024)} MiB)"
         )
     root = _parse_xml(bytes(data))
+    _check_depth(root)
     if root.tag == _ENTITIES_DESCRIPTOR:
         raise MetadataError(
             "metadata is an EntitiesDescriptor (an aggregate); "
@@ -226,6 +233,19 @@ def _parse_xml(data: bytes) -> ET.Element:
         ) from None
     except ET.ParseError as exc:
         raise MetadataError(f"metadata is not well-formed XML ({exc})") from None
+
+
+def _check_depth(root: ET.Element) -> None:
+    """Refuse nesting deeper than :data:`MAX_METADATA_DEPTH` (no recursion here)."""
+    pending = [(root, 1)]
+    while pending:
+        element, depth = pending.pop()
+        if depth > MAX_METADATA_DEPTH:
+            raise MetadataError(
+                f"metadata nests elements more than {MAX_METADATA_DEPTH} deep, "
+                "which the SAML server cannot load"
+            )
+        pending.extend((child, depth + 1) for child in element)
 
 
 def _display_tag(tag: str) -> str:
@@ -411,6 +431,55 @@ def _localised(
         for lang in LOCALES:
             found.setdefault(lang, fallback)
     return found
+
+
+# --------------------------------------------------------------------------
+# Loading into the SAML server
+
+
+@functools.cache
+def _attribute_converters():
+    # What IdPConfig loads when no attribute_map_dir is configured (ours).
+    return ac_factory()
+
+
+def load_sp_source(
+    entity_id: str, metadata_xml: str, attribute_converters=None
+) -> InMemoryMetaData:
+    """The SP's metadata loaded exactly as the SAML server loads it.
+
+    :func:`idp.saml.server.build_server` uses this for every enabled SP, and
+    :func:`import_sp` before registering one, so an import either registers
+    an SP the server can use or is refused (SAML-39). Raises
+    :class:`MetadataError` naming why pysaml2 cannot use it.
+    """
+    source = InMemoryMetaData(
+        attribute_converters or _attribute_converters(), metadata_xml
+    )
+    try:
+        source.load()
+    except RecursionError:
+        raise MetadataError(
+            "the SAML server cannot load this metadata: elements nest too deep"
+        ) from None
+    except Exception as exc:  # pysaml2 raises a dozen unrelated types here
+        raise MetadataError(
+            "the SAML server cannot load this metadata "
+            f"({exc.__class__.__name__}: {_one_line(str(exc))})"
+        ) from None
+    if list(source.keys()) != [entity_id]:
+        raise MetadataError(
+            "the SAML server cannot load this metadata: pysaml2 reads it as "
+            f"expired or as naming another entity than {entity_id!r}"
+        )
+    return source
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """Partner-supplied text, safe for one log or CLI line."""
+    flat = "".join(ch if ch.isprintable() else " " for ch in text)
+    flat = " ".join(flat.split())
+    return flat[:limit] + ("..." if len(flat) > limit else "") or "no detail"
 
 
 # FriendlyName -> what it carries. Names on the wire are the standard
@@ -605,6 +674,7 @@ def import_sp(
     changes are then in ``sp.trust_changes`` (empty otherwise).
     """
     parsed = parse_sp_metadata(data, allow_http=allow_http)
+    load_sp_source(parsed.entity_id, bytes(data).decode("utf-8-sig"))
     module = None
     if module_code is not None:
         module = dbsession.scalar(select(Module).where(Module.code == module_code))

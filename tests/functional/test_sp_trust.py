@@ -16,9 +16,11 @@ from sqlalchemy import func, select
 
 from idp.models import ServiceProvider
 from idp.saml.registry import (
+    MAX_METADATA_DEPTH,
     MetadataError,
     ReplaceRefused,
     import_sp,
+    load_sp_source,
     set_policy,
 )
 from idp.saml.server import build_server, enabled_sp_metadata
@@ -297,10 +299,25 @@ def test_saml_39_metadata_the_saml_server_cannot_load_is_refused(
         import_sp(dbsession, deeply_nested(200_000), module_code="emis")
     assert sp_count(dbsession) == 0
 
-    # Control: shallow extensions register and are in the SAML server.
-    import_sp(dbsession, deeply_nested(8), module_code="emis")
+    # The cap is exact: one level more is refused, the cap itself loads.
+    with pytest.raises(MetadataError, match=f"more than {MAX_METADATA_DEPTH} deep"):
+        import_sp(dbsession, deeply_nested(MAX_METADATA_DEPTH - 1))
+    assert sp_count(dbsession) == 0
+    # Control: nesting to the cap registers, and the SP is in the SAML server.
+    import_sp(dbsession, deeply_nested(MAX_METADATA_DEPTH - 2), module_code="emis")
     server = build_server(parsed_settings, keypair, enabled_sp_metadata(dbsession))
-    assert SP_ENTITY_ID in server.metadata
+    assert SP_ENTITY_ID in server.metadata.metadata
+
+
+def test_saml_39_the_loader_import_shares_with_the_server_names_the_reason():
+    """SAML-39: behind the depth cap, the server's own loader refuses too."""
+    with pytest.raises(MetadataError, match="nest too deep"):
+        load_sp_source(SP_ENTITY_ID, deeply_nested(5000).decode())
+    with pytest.raises(MetadataError, match="naming another entity"):
+        load_sp_source(SP2_ENTITY_ID, make_sp_metadata().decode())
+    # Control: the document as published loads.
+    source = load_sp_source(SP_ENTITY_ID, make_sp_metadata().decode())
+    assert list(source.keys()) == [SP_ENTITY_ID]
 
 
 def test_saml_39_the_server_names_a_registered_sp_it_cannot_load(
@@ -321,8 +338,8 @@ def test_saml_39_the_server_names_a_registered_sp_it_cannot_load(
     ]
     with caplog.at_level(logging.ERROR, logger="idp.saml.server"):
         server = build_server(parsed_settings, keypair, broken)
-    assert SP_ENTITY_ID in server.metadata
-    assert SP2_ENTITY_ID not in server.metadata
+    assert SP_ENTITY_ID in server.metadata.metadata
+    assert SP2_ENTITY_ID not in server.metadata.metadata
     [record] = [r for r in caplog.records if SP2_ENTITY_ID in r.getMessage()]
     assert record.levelno == logging.ERROR
 
