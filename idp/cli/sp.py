@@ -273,8 +273,12 @@ def _parsed(sp: ServiceProvider) -> registry.SpMetadata:
     return registry.sp_metadata(sp)
 
 
-def _acs_count(sp: ServiceProvider) -> int:
-    return len(_parsed(sp).assertion_consumer_services)
+def _acs_count(sp: ServiceProvider) -> str:
+    try:
+        return str(len(_parsed(sp).assertion_consumer_services))
+    except MetadataError:
+        # Stored by an older release; 'sp show' names the reason.
+        return "unusable"
 
 
 def show(args) -> int:

@@ -19,6 +19,7 @@ import binascii
 import datetime as dt
 import functools
 import hashlib
+import logging
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
@@ -36,6 +37,8 @@ from idp.i18n import LOCALES
 from idp.models import Module, ServiceProvider, SpRegistryState
 from idp.models.sp import NAMEID_PERSISTENT
 from idp.redirects import UnsafeUrl, endpoint_url
+
+log = logging.getLogger(__name__)
 
 MAX_METADATA_BYTES = 5 * 1024 * 1024
 # Real SP metadata nests about ten elements deep (a signature's transforms
@@ -696,10 +699,14 @@ def import_sp(
         dbsession.add(sp)
         sp.trust_changes = []
     else:
-        old = parse_sp_metadata(
-            sp.metadata_xml.encode(), allow_expired=True, allow_http=True
-        )
-        sp.trust_changes = trust_changes(old, parsed)
+        try:
+            old = sp_metadata(sp)
+        except MetadataError as exc:
+            # Stored by an older release under looser rules: replacing it is
+            # the way out, and an explicit one.
+            sp.trust_changes = [f"stored metadata no longer passes the checks: {exc}"]
+        else:
+            sp.trust_changes = trust_changes(old, parsed)
         if sp.trust_changes and not replace:
             raise ReplaceRefused(parsed.entity_id, sp.trust_changes)
         if enabled is not None:
@@ -749,6 +756,27 @@ def sp_metadata(sp: ServiceProvider) -> SpMetadata:
     (``valid_until``), since the cache outlives the moment of parsing.
     """
     return _parsed(sp.metadata_sha256, sp.metadata_xml)
+
+
+def usable_metadata(sp: ServiceProvider) -> SpMetadata | None:
+    """:func:`sp_metadata`, or None when the stored document fails today's checks.
+
+    Import refuses such metadata; this is one stored by an older release
+    under looser rules (SAML-36). Callers treat the SP as unavailable (no
+    sign-in, left off the portal, not told of logouts) rather than fail
+    every page that touches it; the error is logged, naming the SP, until an
+    operator re-imports it with ``--replace``.
+    """
+    try:
+        return sp_metadata(sp)
+    except MetadataError as exc:
+        log.error(
+            "SP %s is unavailable: its stored metadata fails the checks (%s); "
+            "re-import it with --replace",
+            sp.entity_id,
+            exc,
+        )
+        return None
 
 
 NAME_ID_FORMATS = {

@@ -47,7 +47,7 @@ from idp.saml.crypto import (
     parse_xml,
     verify_redirect_signature,
 )
-from idp.saml.registry import Endpoint, SpMetadata, sp_metadata
+from idp.saml.registry import Endpoint, SpMetadata, usable_metadata
 
 SAMLP_NS = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -335,8 +335,8 @@ def verify(
         raise SamlRefused("saml_bad_message", "XInclude element in the message")
     issuer = _issuer(root)
     sp = _find_sp(dbsession, issuer)
-    metadata = sp_metadata(sp)
-    if not sp.enabled:
+    metadata = usable_metadata(sp)
+    if not sp.enabled or metadata is None:
         raise SamlRefused("saml_sp_disabled", issuer, status=403)
     if metadata.valid_until is not None and metadata.valid_until <= now:
         raise SamlRefused("saml_sp_expired", issuer, status=403)
@@ -648,8 +648,8 @@ def reparse_authn_request(
     root = parse_xml(xml)
     issuer = _issuer(root)
     sp = _find_sp(dbsession, issuer)
-    metadata = sp_metadata(sp)
-    if not sp.enabled:
+    metadata = usable_metadata(sp)
+    if not sp.enabled or metadata is None:
         raise SamlRefused("saml_sp_disabled", issuer, status=403)
     verified = Verified(
         root=root,

@@ -158,6 +158,51 @@ def test_saml_36_csp_is_built_from_the_normalised_origin(
     assert directives["form-action"] == ["'self'", "https://sp2.example.org:8443"]
 
 
+def test_saml_36_metadata_stored_under_the_old_rule_makes_the_sp_unavailable(
+    testapp, dbsession, module, user, caplog
+):
+    """SAML-36: an SP registered before the rule is unavailable, nothing fails.
+
+    An older release accepted the CR LF SLO Location; the row is written as
+    that release left it. Portal, SSO and logout go on for everyone; the SP
+    gets no assertion until it is re-imported with replace.
+    """
+    good = add_sp(dbsession, SP2_ENTITY_ID)
+    legacy = add_sp(dbsession)
+    sign_in(testapp, user)
+    # Both SPs are in the session before the rule changes under them.
+    assert sso(testapp).status_int == 200
+    assert idp_initiated(testapp, good).status_int == 200
+    legacy.metadata_xml = metadata_with(
+        None, "https://sp.example.org/slo\r\nX-Injected: 1"
+    ).decode()
+    dbsession.flush()
+    with caplog.at_level(logging.ERROR, logger="idp.saml.registry"):
+        home = testapp.get("/?lang=en", status=200)
+    assert f"/saml/init/{good.id}" in home.text
+    assert f"/saml/init/{legacy.id}" not in home.text
+    assert any(SP_ENTITY_ID in r.getMessage() for r in caplog.records)
+    for page in (idp_initiated(testapp, legacy), sso(testapp)):
+        assert page.status_int == 403, page.text[:300]
+        assert 'data-error-code="saml_sp_disabled"' in page.text
+        assert "saml-post-form" not in page.forms
+    # Control: the other SP still works.
+    assert idp_initiated(testapp, good).status_int == 200
+    # Signing out tells the other SP and passes over this one, no 500.
+    done = testapp.get("/logout").forms["logout-form"].submit(status=303)
+    page = done.follow(status="*")
+    assert page.status_int == 200, page.text[:300]
+    assert "X-Injected" not in str(page.headers)
+    sign_in(testapp, user)
+
+    # The way out is an explicit replacement, listed for the audit.
+    with pytest.raises(ReplaceRefused, match="no longer passes the checks"):
+        import_sp(dbsession, make_sp_metadata())
+    replaced = import_sp(dbsession, make_sp_metadata(), replace=True)
+    assert replaced.trust_changes[0].startswith("stored metadata no longer passes")
+    assert sso(testapp).status_int == 200
+
+
 # --------------------------------------------------------------------------
 # SAML-37: self-granted attributes
 
