@@ -240,3 +240,22 @@ def test_saml_37_requests_are_shown_never_released_and_a_change_needs_replace(
     assert result.returncode == 0, result.stderr
     assert "uid:                  global (the same at every SP)" in result.stdout
     assert rows(database)[SP_ENTITY_ID].global_uid is True
+
+
+def test_saml_39_import_refuses_what_the_saml_server_cannot_load(
+    ini,  # noqa: F811
+    database,
+    tmp_path,
+):
+    """SAML-39: not "registered" and then missing: refused, the reason named."""
+    from tests.functional.test_sp_trust import deeply_nested
+
+    deep = tmp_path / "deep.xml"
+    deep.write_bytes(deeply_nested(200_000))
+    assert_refused(run(ini, "sp", "import", deep), "nests elements more than 64 deep")
+    assert rows(database) == {}
+    shallow = tmp_path / "shallow.xml"
+    shallow.write_bytes(deeply_nested(8))
+    result = run(ini, "sp", "import", shallow)
+    assert result.returncode == 0, result.stderr
+    assert f"registered {SP_ENTITY_ID}" in result.stdout

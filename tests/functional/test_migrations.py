@@ -78,6 +78,6 @@ def test_saml_38_sps_registered_before_pairwise_uid_keep_the_global_one(tmp_path
         result = conn.execute(
             text("SELECT entity_id, global_uid FROM service_providers")
         )
-        rows = {entity_id: flag for entity_id, flag in result}
+        rows = {row.entity_id: row.global_uid for row in result}
     assert rows == {"https://old.example.org/sp": 1, "https://new.example.org/sp": 0}
     engine.dispose()

@@ -272,7 +272,7 @@ def test_http_acs_is_refused_https_and_local_http_accepted_in_development():
         with pytest.raises(MetadataError, match="another machine"):
             parse_sp_metadata(make_sp_metadata(acs=bad), allow_http=True)
     for bad in ("javascript:alert(1)", "https:///acs"):
-        with pytest.raises(MetadataError, match="not an absolute URL|no host"):
+        with pytest.raises(MetadataError, match=r"not an absolute URL|no host"):
             parse_sp_metadata(make_sp_metadata(acs=bad), allow_http=True)
 
 
