@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, contains_eager
 
 from idp.models import Module, ServiceProvider, role_modules, user_roles
-from idp.saml.registry import sp_metadata
+from idp.saml.registry import usable_metadata
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,9 @@ def reachable_services(
     """The enabled SPs whose module one of the user's roles grants.
 
     One SELECT, whatever the number of roles and SPs: a module granted by
-    several roles still lists each of its SPs once. Disabled SPs and SPs
-    without a module are left out. Names and logos come from the SP's
+    several roles still lists each of its SPs once. Disabled SPs, SPs
+    without a module and SPs whose stored metadata fails today's checks
+    (:func:`usable_metadata`) are left out. Names and logos come from the SP's
     metadata (parsed once per document, see :func:`sp_metadata`); the list
     is sorted by name, case-insensitively.
     """
@@ -59,7 +60,9 @@ def reachable_services(
     )
     services = []
     for sp in sps:
-        metadata = sp_metadata(sp)
+        metadata = usable_metadata(sp)
+        if metadata is None:
+            continue
         module = _module_name(sp.module, locale)
         services.append(
             Service(

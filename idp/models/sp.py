@@ -1,7 +1,7 @@
 import datetime as dt
 import uuid
 
-from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.db import Base, utcnow
@@ -25,6 +25,9 @@ class ServiceProvider(Base):
     metadata_valid_until: Mapped[dt.datetime | None]
     name_id_format: Mapped[str] = mapped_column(String(256), default=NAMEID_PERSISTENT)
     attributes_released: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # uid is per SP (pairwise) unless this is set: the account's one global
+    # reference, which lets SPs that hold it correlate a person (SAML-38).
+    global_uid: Mapped[bool] = mapped_column(default=False, server_default=false())
     sign_response: Mapped[bool] = mapped_column(default=True)
     sign_assertion: Mapped[bool] = mapped_column(default=True)
     encrypt_assertion: Mapped[bool] = mapped_column(default=True)

@@ -19,14 +19,16 @@ import binascii
 import datetime as dt
 import functools
 import hashlib
+import logging
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
+from saml2.attribute_converter import ac_factory
+from saml2.mdstore import InMemoryMetaData
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -34,8 +36,15 @@ from sqlalchemy.orm import Session
 from idp.i18n import LOCALES
 from idp.models import Module, ServiceProvider, SpRegistryState
 from idp.models.sp import NAMEID_PERSISTENT
+from idp.redirects import UnsafeUrl, endpoint_url
+
+log = logging.getLogger(__name__)
 
 MAX_METADATA_BYTES = 5 * 1024 * 1024
+# Real SP metadata nests about ten elements deep (a signature's transforms
+# are the deepest); pysaml2 builds its objects recursively and cannot load
+# a few hundred levels (SAML-39).
+MAX_METADATA_DEPTH = 64
 MAX_ENTITY_ID_LENGTH = 1024  # service_providers.entity_id
 REGISTRY_STATE_ID = 1
 
@@ -60,10 +69,6 @@ _LOGO = f"{{{MDUI_NS}}}Logo"
 _X509_CERTIFICATES = (
     f"{{{DS_NS}}}KeyInfo/{{{DS_NS}}}X509Data/{{{DS_NS}}}X509Certificate"
 )
-
-# Plain http is allowed only for endpoints on the local machine (tests and
-# development); anything an SP publishes for real users must be https.
-_LOCAL_HOSTS = {"localhost", "127.0.0.1"}
 
 
 class MetadataError(ValueError):
@@ -97,8 +102,12 @@ class SpMetadata:
     display_names: dict[str, str] = field(default_factory=dict)  # lang -> text
     logos: dict[str, str] = field(default_factory=dict)  # lang -> https URL
     valid_until: dt.datetime | None = None
+    # What the SP asks for. Neither changes what it receives, which is its
+    # policy alone (SAML-33, SAML-37); a change of either is a trust change.
     # OASIS subject-id profile: "subject-id", "pairwise-id", "any" or "none".
     subject_id_req: str | None = None
+    # RequestedAttribute Names of its AttributeConsumingServices, sorted.
+    requested_attributes: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------
@@ -106,7 +115,11 @@ class SpMetadata:
 
 
 def parse_sp_metadata(
-    data: bytes, *, now: dt.datetime | None = None, allow_expired: bool = False
+    data: bytes,
+    *,
+    now: dt.datetime | None = None,
+    allow_expired: bool = False,
+    allow_http: bool = False,
 ) -> SpMetadata:
     """Check one SP's metadata document and return what the IdP needs of it.
 
@@ -117,7 +130,8 @@ def parse_sp_metadata(
     AssertionConsumerService, an endpoint that is not https, a certificate
     that does not parse, or a ``validUntil`` already past (at ``now``,
     default the current time) unless ``allow_expired`` (to show what is
-    stored).
+    stored). Endpoints follow :func:`idp.redirects.endpoint_url` (SAML-36):
+    https, or http to this machine when ``allow_http`` (development only).
     """
     if not isinstance(data, bytes | bytearray):
         raise MetadataError(f"metadata must be bytes, not {type(data).__name__}")
@@ -127,6 +141,7 @@ def parse_sp_metadata(
             f"bytes ({MAX_METADATA_BYTES // (1024 * 1024)} MiB)"
         )
     root = _parse_xml(bytes(data))
+    _check_depth(root)
     if root.tag == _ENTITIES_DESCRIPTOR:
         raise MetadataError(
             "metadata is an EntitiesDescriptor (an aggregate); "
@@ -154,8 +169,8 @@ def parse_sp_metadata(
     ui_info = descriptor.find(_UI_INFO)
     return SpMetadata(
         entity_id=entity_id,
-        assertion_consumer_services=_acs_endpoints(descriptor),
-        single_logout_services=_slo_endpoints(descriptor),
+        assertion_consumer_services=_acs_endpoints(descriptor, allow_http),
+        single_logout_services=_slo_endpoints(descriptor, allow_http),
         signing_certificates=signing,
         encryption_certificates=encryption,
         authn_requests_signed=_boolean(descriptor, "AuthnRequestsSigned"),
@@ -170,6 +185,7 @@ def parse_sp_metadata(
         logos=_localised(ui_info, _LOGO, https_only=True),
         valid_until=valid_until,
         subject_id_req=_subject_id_req(root),
+        requested_attributes=_requested_attributes(descriptor),
     )
 
 
@@ -191,6 +207,20 @@ def _subject_id_req(root: ET.Element) -> str | None:
     return None
 
 
+_REQUESTED_ATTRIBUTE = (
+    f"{{{MD_NS}}}AttributeConsumingService/{{{MD_NS}}}RequestedAttribute"
+)
+
+
+def _requested_attributes(descriptor: ET.Element) -> tuple[str, ...]:
+    names = {
+        name
+        for element in descriptor.findall(_REQUESTED_ATTRIBUTE)
+        if (name := (element.get("Name") or "").strip())
+    }
+    return tuple(sorted(names))
+
+
 def _parse_xml(data: bytes) -> ET.Element:
     # Parse the decoded text, so the parser reads exactly what is stored and
     # later handed to pysaml2, whatever encoding the declaration names.
@@ -206,6 +236,19 @@ def _parse_xml(data: bytes) -> ET.Element:
         ) from None
     except ET.ParseError as exc:
         raise MetadataError(f"metadata is not well-formed XML ({exc})") from None
+
+
+def _check_depth(root: ET.Element) -> None:
+    """Refuse nesting deeper than :data:`MAX_METADATA_DEPTH` (no recursion here)."""
+    pending = [(root, 1)]
+    while pending:
+        element, depth = pending.pop()
+        if depth > MAX_METADATA_DEPTH:
+            raise MetadataError(
+                f"metadata nests elements more than {MAX_METADATA_DEPTH} deep, "
+                "which the SAML server cannot load"
+            )
+        pending.extend((child, depth + 1) for child in element)
 
 
 def _display_tag(tag: str) -> str:
@@ -263,29 +306,26 @@ def _boolean(element: ET.Element, name: str) -> bool:
     return value in ("true", "1")
 
 
-def _checked_url(value: str | None, what: str) -> str:
+def _checked_url(value: str | None, what: str, *, allow_http: bool) -> str:
+    """An endpoint browsers and the IdP read alike (SAML-36), as published."""
     if not value:
         raise MetadataError(f"{what} has no Location")
-    parts = urlsplit(value)
-    host = parts.hostname or ""
-    if parts.scheme == "https" and host:
-        return value
-    if parts.scheme == "http" and host in _LOCAL_HOSTS:
-        return value
-    raise MetadataError(
-        f"{what} {value!r} is not an https URL (http is allowed only for "
-        "localhost and 127.0.0.1)"
-    )
+    try:
+        return endpoint_url(value, allow_http=allow_http).url
+    except UnsafeUrl as exc:
+        raise MetadataError(f"{what} {value!r} {exc}") from None
 
 
-def _acs_endpoints(descriptor: ET.Element) -> tuple[Endpoint, ...]:
+def _acs_endpoints(descriptor: ET.Element, allow_http: bool) -> tuple[Endpoint, ...]:
     endpoints = []
     seen: set[int] = set()
     for element in descriptor.findall(_ACS):
         binding = element.get("Binding") or ""
         if not binding:
             raise MetadataError("AssertionConsumerService has no Binding")
-        location = _checked_url(element.get("Location"), "AssertionConsumerService")
+        location = _checked_url(
+            element.get("Location"), "AssertionConsumerService", allow_http=allow_http
+        )
         raw_index = (element.get("index") or "").strip()
         try:
             index = int(raw_index)
@@ -309,16 +349,20 @@ def _acs_endpoints(descriptor: ET.Element) -> tuple[Endpoint, ...]:
     return tuple(endpoints)
 
 
-def _slo_endpoints(descriptor: ET.Element) -> tuple[Endpoint, ...]:
+def _slo_endpoints(descriptor: ET.Element, allow_http: bool) -> tuple[Endpoint, ...]:
     endpoints = []
     for element in descriptor.findall(_SLO):
         binding = element.get("Binding") or ""
         if not binding:
             raise MetadataError("SingleLogoutService has no Binding")
-        location = _checked_url(element.get("Location"), "SingleLogoutService")
+        location = _checked_url(
+            element.get("Location"), "SingleLogoutService", allow_http=allow_http
+        )
         response = element.get("ResponseLocation")
         if response is not None:
-            response = _checked_url(response, "SingleLogoutService ResponseLocation")
+            response = _checked_url(
+                response, "SingleLogoutService ResponseLocation", allow_http=allow_http
+            )
         endpoints.append(Endpoint(binding, location, response_location=response))
     return tuple(endpoints)
 
@@ -361,6 +405,14 @@ def _keys(
     return tuple(signing), tuple(encryption), tuple(methods)
 
 
+def _is_https_url(value: str) -> bool:
+    try:
+        endpoint_url(value, allow_http=False)
+    except UnsafeUrl:
+        return False
+    return True
+
+
 def _localised(
     ui_info: ET.Element | None, tag: str, *, https_only: bool
 ) -> dict[str, str]:
@@ -371,7 +423,7 @@ def _localised(
     fallback = None
     for element in ui_info.findall(tag):
         text = " ".join((element.text or "").split())
-        if not text or (https_only and urlsplit(text).scheme != "https"):
+        if not text or (https_only and not _is_https_url(text)):
             continue
         lang = element.get(XML_LANG)
         if lang is None:
@@ -384,10 +436,60 @@ def _localised(
     return found
 
 
+# --------------------------------------------------------------------------
+# Loading into the SAML server
+
+
+@functools.cache
+def _attribute_converters():
+    # What IdPConfig loads when no attribute_map_dir is configured (ours).
+    return ac_factory()
+
+
+def load_sp_source(
+    entity_id: str, metadata_xml: str, attribute_converters=None
+) -> InMemoryMetaData:
+    """The SP's metadata loaded exactly as the SAML server loads it.
+
+    :func:`idp.saml.server.build_server` uses this for every enabled SP, and
+    :func:`import_sp` before registering one, so an import either registers
+    an SP the server can use or is refused (SAML-39). Raises
+    :class:`MetadataError` naming why pysaml2 cannot use it.
+    """
+    source = InMemoryMetaData(
+        attribute_converters or _attribute_converters(), metadata_xml
+    )
+    try:
+        source.load()
+    except RecursionError:
+        raise MetadataError(
+            "the SAML server cannot load this metadata: elements nest too deep"
+        ) from None
+    except Exception as exc:  # pysaml2 raises a dozen unrelated types here
+        raise MetadataError(
+            "the SAML server cannot load this metadata "
+            f"({exc.__class__.__name__}: {_one_line(str(exc))})"
+        ) from None
+    if list(source.keys()) != [entity_id]:
+        raise MetadataError(
+            "the SAML server cannot load this metadata: pysaml2 reads it as "
+            f"expired or as naming another entity than {entity_id!r}"
+        )
+    return source
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """Partner-supplied text, safe for one log or CLI line."""
+    flat = "".join(ch if ch.isprintable() else " " for ch in text)
+    flat = " ".join(flat.split())
+    return flat[:limit] + ("..." if len(flat) > limit else "") or "no detail"
+
+
 # FriendlyName -> what it carries. Names on the wire are the standard
 # urn:oid: ones from pysaml2's URI attribute map (saml2/attributemaps).
 RELEASABLE = {
-    "uid": "the account's opaque identity reference",
+    "uid": "an opaque reference to the account, different at each SP "
+    "(the global one only with --global-uid)",
     "displayName": "full name",
     "mail": "email address",
     "mobile": "mobile number (E.164)",
@@ -483,8 +585,11 @@ def trust_changes(old: SpMetadata, new: SpMetadata) -> list[str]:
     """What a new metadata document changes in what the IdP trusts (SAML-30).
 
     Keys and endpoints: the certificates the SP signs and encrypts with, and
-    where assertions and logout messages go. Names, logos and validity are
-    not trust and are left out. Empty when nothing trusted changes.
+    where assertions and logout messages go; and what the SP asks to receive
+    (its ``subject-id:req`` and RequestedAttributes, SAML-37), which never
+    changes the release by itself but is a partner asking for more data, for
+    an operator to see. Names, logos and validity are not trust and are left
+    out. Empty when nothing trusted changes.
     """
     changes = []
     for label, before, after in (
@@ -511,6 +616,16 @@ def trust_changes(old: SpMetadata, new: SpMetadata) -> list[str]:
             changes.append(f"{label} removed: {endpoint.location} ({endpoint.binding})")
         for endpoint in sorted(set(after) - set(before), key=str):
             changes.append(f"{label} added: {endpoint.location} ({endpoint.binding})")
+    if old.subject_id_req != new.subject_id_req:
+        if old.subject_id_req is not None:
+            changes.append(f"subject-id:req removed: {old.subject_id_req}")
+        if new.subject_id_req is not None:
+            changes.append(f"subject-id:req added: {new.subject_id_req}")
+    before, after = set(old.requested_attributes), set(new.requested_attributes)
+    for name in sorted(before - after):
+        changes.append(f"RequestedAttribute removed: {name}")
+    for name in sorted(after - before):
+        changes.append(f"RequestedAttribute added: {name}")
     if old.authn_requests_signed != new.authn_requests_signed:
         changes.append(
             f"AuthnRequestsSigned: {old.authn_requests_signed} -> "
@@ -520,13 +635,13 @@ def trust_changes(old: SpMetadata, new: SpMetadata) -> list[str]:
 
 
 class ReplaceRefused(MetadataError):
-    """A re-import would change trusted keys or endpoints without ``replace``."""
+    """A re-import would change what the IdP trusts without ``replace``."""
 
     def __init__(self, entity_id: str, changes: list[str]) -> None:
         self.changes = changes
         super().__init__(
             f"{entity_id} is already registered and this metadata changes its "
-            f"keys or endpoints ({len(changes)} change"
+            f"keys, endpoints or requested attributes ({len(changes)} change"
             f"{'' if len(changes) == 1 else 's'}: {'; '.join(changes)}); "
             "import it again with --replace to accept"
         )
@@ -539,6 +654,7 @@ def import_sp(
     module_code: str | None = None,
     enabled: bool | None = None,
     replace: bool = False,
+    allow_http: bool = False,
 ) -> ServiceProvider:
     """Register an SP from its metadata, or refresh a registered one.
 
@@ -553,12 +669,15 @@ def import_sp(
     :class:`MetadataError` (nothing written) for bad metadata or an unknown
     module. Flushes; the caller's transaction commits.
 
-    A re-import that changes the SP's keys or endpoints (SAML-30) is refused
+    A re-import that changes the SP's keys, endpoints (SAML-30) or the
+    attributes it requests (SAML-37) is refused
     with :class:`ReplaceRefused`, which lists the changes, unless
-    ``replace`` is true; the caller audits an accepted replacement, whose
+    ``replace`` is true. ``allow_http`` (development only) accepts plain
+    http endpoints on this machine; the caller audits an accepted replacement, whose
     changes are then in ``sp.trust_changes`` (empty otherwise).
     """
-    parsed = parse_sp_metadata(data)
+    parsed = parse_sp_metadata(data, allow_http=allow_http)
+    load_sp_source(parsed.entity_id, bytes(data).decode("utf-8-sig"))
     module = None
     if module_code is not None:
         module = dbsession.scalar(select(Module).where(Module.code == module_code))
@@ -574,13 +693,20 @@ def import_sp(
             name_id_format=default_name_id_format(parsed.name_id_formats),
             sign_response=True,
             sign_assertion=True,
+            global_uid=False,
             attributes_released=list(DEFAULT_RELEASE),
         )
         dbsession.add(sp)
         sp.trust_changes = []
     else:
-        old = parse_sp_metadata(sp.metadata_xml.encode(), allow_expired=True)
-        sp.trust_changes = trust_changes(old, parsed)
+        try:
+            old = sp_metadata(sp)
+        except MetadataError as exc:
+            # Stored by an older release under looser rules: replacing it is
+            # the way out, and an explicit one.
+            sp.trust_changes = [f"stored metadata no longer passes the checks: {exc}"]
+        else:
+            sp.trust_changes = trust_changes(old, parsed)
         if sp.trust_changes and not replace:
             raise ReplaceRefused(parsed.entity_id, sp.trust_changes)
         if enabled is not None:
@@ -616,7 +742,10 @@ def set_enabled(dbsession: Session, entity_id: str, enabled: bool) -> ServicePro
 
 @functools.lru_cache(maxsize=4096)
 def _parsed(metadata_sha256: str, metadata_xml: str) -> SpMetadata:
-    return parse_sp_metadata(metadata_xml.encode("utf-8"), allow_expired=True)
+    # Stored metadata passed the scheme rule of the mode it was imported in.
+    return parse_sp_metadata(
+        metadata_xml.encode("utf-8"), allow_expired=True, allow_http=True
+    )
 
 
 def sp_metadata(sp: ServiceProvider) -> SpMetadata:
@@ -627,6 +756,27 @@ def sp_metadata(sp: ServiceProvider) -> SpMetadata:
     (``valid_until``), since the cache outlives the moment of parsing.
     """
     return _parsed(sp.metadata_sha256, sp.metadata_xml)
+
+
+def usable_metadata(sp: ServiceProvider) -> SpMetadata | None:
+    """:func:`sp_metadata`, or None when the stored document fails today's checks.
+
+    Import refuses such metadata; this is one stored by an older release
+    under looser rules (SAML-36). Callers treat the SP as unavailable (no
+    sign-in, left off the portal, not told of logouts) rather than fail
+    every page that touches it; the error is logged, naming the SP, until an
+    operator re-imports it with ``--replace``.
+    """
+    try:
+        return sp_metadata(sp)
+    except MetadataError as exc:
+        log.error(
+            "SP %s is unavailable: its stored metadata fails the checks (%s); "
+            "re-import it with --replace",
+            sp.entity_id,
+            exc,
+        )
+        return None
 
 
 NAME_ID_FORMATS = {
@@ -642,8 +792,9 @@ def set_policy(dbsession: Session, entity_id: str, **changes) -> ServiceProvider
     Keys: ``attributes_released`` (FriendlyNames from :data:`RELEASABLE`),
     ``name_id_format`` (a key of :data:`NAME_ID_FORMATS`), ``sign_response``,
     ``sign_assertion``, ``encrypt_assertion`` (needs an encryption key in the
-    metadata), ``allow_sha1``, ``required_authn_context`` (a URI or None),
-    ``clock_skew`` (0-600 s or None for the IdP's), ``relay_state_max``
+    metadata), ``allow_sha1``, ``global_uid`` (release the account's global
+    ``uid`` instead of the per-SP one, SAML-38), ``required_authn_context``
+    (a URI or None), ``clock_skew`` (0-600 s or None for the IdP's), ``relay_state_max``
     (80-1024 bytes or None). Raises :class:`MetadataError`, nothing written.
     """
     sp = find_sp(dbsession, entity_id)
@@ -663,7 +814,7 @@ def set_policy(dbsession: Session, entity_id: str, **changes) -> ServiceProvider
                 f"NameID format must be one of {', '.join(NAME_ID_FORMATS)}"
             )
         sp.name_id_format = NAME_ID_FORMATS[key]
-    for flag in ("sign_response", "sign_assertion", "allow_sha1"):
+    for flag in ("sign_response", "sign_assertion", "allow_sha1", "global_uid"):
         if flag in changes:
             setattr(sp, flag, bool(changes[flag]))
     if "encrypt_assertion" in changes:

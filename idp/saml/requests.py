@@ -47,7 +47,7 @@ from idp.saml.crypto import (
     parse_xml,
     verify_redirect_signature,
 )
-from idp.saml.registry import Endpoint, SpMetadata, sp_metadata
+from idp.saml.registry import Endpoint, SpMetadata, usable_metadata
 
 SAMLP_NS = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -197,16 +197,24 @@ def _inflate(data: bytes) -> bytes:
     return xml
 
 
-def _relay_state(value: str | None) -> str | None:
+def relay_state_rule(value: str | None, limit: int | None = None) -> str | None:
+    """The one RelayState rule, for every endpoint that takes one (SAML-22/23).
+
+    RelayState is opaque to the IdP, but it is text carried back in a form
+    field or a query: at most ``limit`` UTF-8 bytes (the SP's own cap, else
+    :data:`MAX_RELAY_STATE`), and no control character (a NUL cannot even be
+    stored in PostgreSQL; a browser rewrites CR LF in a form field, which
+    would break a signed Redirect). Returns ``value``; raises
+    :class:`SamlRefused` (``saml_relay_state`` for size, ``saml_bad_message``
+    for content).
+    """
     if value is None:
         return None
-    if len(value.encode("utf-8")) > MAX_RELAY_STATE:
-        raise SamlRefused(
-            "saml_relay_state", f"RelayState over {MAX_RELAY_STATE} bytes"
-        )
-    if any(ord(ch) < 0x20 and ch not in "\t\r\n" for ch in value):
-        # Opaque, but text: a NUL cannot even be stored in PostgreSQL.
-        raise SamlRefused("saml_relay_state", "control character in RelayState")
+    limit = limit or MAX_RELAY_STATE
+    if len(value.encode("utf-8")) > limit:
+        raise SamlRefused("saml_relay_state", f"RelayState over {limit} bytes")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise SamlRefused("saml_bad_message", "control character in RelayState")
     return value
 
 
@@ -220,7 +228,7 @@ def from_redirect(query_string: str, field_name: str = "SAMLRequest") -> Receive
         raise SamlRefused(
             "saml_too_large", f"{field_name} over {MAX_QUERY_MESSAGE} bytes", status=414
         )
-    relay_state = _relay_state(
+    relay_state = relay_state_rule(
         unquote_plus(raw["RelayState"]) if "RelayState" in raw else None
     )
     xml = _inflate(_b64decode(unquote_plus(encoded)))
@@ -252,7 +260,7 @@ def from_post(params, field_name: str = "SAMLRequest") -> Received:
     relay_states = params.getall("RelayState")
     if len(relay_states) > 1:
         raise SamlRefused("saml_bad_message", "RelayState given twice")
-    relay_state = _relay_state(relay_states[0] if relay_states else None)
+    relay_state = relay_state_rule(relay_states[0] if relay_states else None)
     return Received(BINDING_POST, _b64decode(values[0]), relay_state)
 
 
@@ -327,8 +335,8 @@ def verify(
         raise SamlRefused("saml_bad_message", "XInclude element in the message")
     issuer = _issuer(root)
     sp = _find_sp(dbsession, issuer)
-    metadata = sp_metadata(sp)
-    if not sp.enabled:
+    metadata = usable_metadata(sp)
+    if not sp.enabled or metadata is None:
         raise SamlRefused("saml_sp_disabled", issuer, status=403)
     if metadata.valid_until is not None and metadata.valid_until <= now:
         raise SamlRefused("saml_sp_expired", issuer, status=403)
@@ -472,10 +480,7 @@ def check_not_replayed(
 
 def check_relay_state(verified: Verified) -> None:
     """The SP's own RelayState cap (the spec's 80 bytes, as an option)."""
-    limit = verified.sp.relay_state_max
-    relay_state = verified.received.relay_state
-    if limit and relay_state is not None and len(relay_state.encode()) > limit:
-        raise SamlRefused("saml_relay_state", f"RelayState over {limit} bytes")
+    relay_state_rule(verified.received.relay_state, verified.sp.relay_state_max)
 
 
 # --------------------------------------------------------------------------
@@ -643,8 +648,8 @@ def reparse_authn_request(
     root = parse_xml(xml)
     issuer = _issuer(root)
     sp = _find_sp(dbsession, issuer)
-    metadata = sp_metadata(sp)
-    if not sp.enabled:
+    metadata = usable_metadata(sp)
+    if not sp.enabled or metadata is None:
         raise SamlRefused("saml_sp_disabled", issuer, status=403)
     verified = Verified(
         root=root,

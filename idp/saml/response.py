@@ -8,7 +8,8 @@ tested alone:
 * :func:`name_id` — the NameID: persistent (random, per user and SP, from
   ``persistent_name_ids``), transient, or email; the request's NameIDPolicy
   honoured when the SP's policy allows it (else InvalidNameIDPolicy);
-* :func:`attributes` — exactly what the SP's policy releases (SAML-33);
+* :func:`attributes` — exactly what the SP's policy releases (SAML-33), with
+  a per-SP ``uid`` unless the policy asks for the global one (SAML-38);
 * :func:`build` — the signed (and, when the SP publishes an encryption key,
   encrypted) Response, made by pysaml2 with our crypto backend.
 """
@@ -20,6 +21,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import uuid
 from dataclasses import dataclass
 
 from lxml import etree
@@ -199,12 +201,26 @@ def _invalid_policy(detail: str) -> SamlRefused:
 
 # -- Attributes ----------------------------------------------------------------
 
-SUBJECT_ID_REQ = "urn:oasis:names:tc:SAML:profiles:subject-id:req"
-
 
 def _scoped(value: bytes, scope: str) -> str:
     # OASIS subject-id profile: lowercase alphanumerics, then @scope.
     return base64.b32encode(value).decode().rstrip("=").lower() + "@" + scope
+
+
+def pairwise_uid(user: User, sp: ServiceProvider, key: bytes) -> str:
+    """The ``uid`` one SP sees: stable for the person there, unlinkable elsewhere.
+
+    An HMAC of (account, SP entity ID) with the server key, shaped as a UUID
+    (RFC 9562 version 8) like the account's own reference, so an SP that
+    stores a UUID needs no change (SAML-38). Changing ``idp.hmac_key``
+    changes every pairwise value, like ``pairwise-id`` and ``subject-id``.
+    """
+    message = b"uid|" + user.id.bytes + b"|" + sp.entity_id.encode()
+    digest = hmac.new(key, message, hashlib.sha256).digest()
+    number = int.from_bytes(digest[:16], "big")
+    number = (number & ~(0xF << 76)) | (0x8 << 76)  # version 8
+    number = (number & ~(0x3 << 62)) | (0x2 << 62)  # RFC variant
+    return str(uuid.UUID(int=number))
 
 
 def personal_unique_id(user: User) -> str:
@@ -218,27 +234,21 @@ def personal_unique_id(user: User) -> str:
 def attributes(
     user: User,
     sp: ServiceProvider,
-    metadata: SpMetadata,
     role_names: list[str],
     settings,
 ) -> dict[str, list[str]]:
     """The attributes released to ``sp``: its policy, nothing more (SAML-33).
 
-    ``subject-id``/``pairwise-id`` are added when the policy releases them
-    or the SP's metadata asks for them (``subject-id:req``).
+    Nothing in the SP's metadata (``subject-id:req``, RequestedAttribute)
+    adds to it: a partner cannot grant itself data (SAML-37).
     """
     released = set(sp.attributes_released or [])
-    wants = metadata.subject_id_req
-    if wants in ("subject-id", "any"):
-        released.add("subject-id")
-    if wants == "pairwise-id":
-        released.add("pairwise-id")
     key = settings["idp.hmac_key"].encode()
     scope = settings["idp.saml.scope"]
     values: dict[str, list[str]] = {}
     for name in sorted(released & RELEASABLE.keys()):
         if name == "uid":
-            value = [str(user.id)]
+            value = [str(user.id) if sp.global_uid else pairwise_uid(user, sp, key)]
         elif name == "displayName":
             value = [user.full_name]
         elif name == "mail":

@@ -23,7 +23,6 @@ from typing import Any
 
 from saml2.config import IdPConfig
 from saml2.ident import IdentDB
-from saml2.mdstore import InMemoryMetaData
 from saml2.saml import NAME_FORMAT_URI
 from saml2.server import Server
 from sqlalchemy import select
@@ -33,7 +32,7 @@ from idp.models import ServiceProvider
 from idp.saml.config import config_dict
 from idp.saml.crypto import install_security_context
 from idp.saml.keys import KeyPair
-from idp.saml.registry import current_version
+from idp.saml.registry import MetadataError, current_version, load_sp_source
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +99,9 @@ def build_server(settings, keypair: KeyPair, sps: list[tuple[str, str]]) -> Serv
     """A ``Server`` that knows ``sps`` and signs in-process.
 
     An SP whose stored metadata pysaml2 refuses (typically expired since it
-    was registered) is left out and logged by entity ID; the others load.
+    was registered) is left out and logged as an error by entity ID; the
+    others load. Each is loaded by :func:`idp.saml.registry.load_sp_source`,
+    the same loader an import must pass.
     Each SP is its own metadata source, keyed by its entity ID.
     """
     conf = config_dict(settings, keypair)
@@ -111,18 +112,18 @@ def build_server(settings, keypair: KeyPair, sps: list[tuple[str, str]]) -> Serv
     server.session_db = NoSessionStorage()
     store = server.metadata
     for entity_id, xml in sps:
-        source = InMemoryMetaData(store.attrc, xml)
         try:
-            source.load()
-        except Exception as exc:  # pysaml2 raises a dozen unrelated types here
-            problem = f"it does not load ({exc.__class__.__name__})"
-        else:
-            # pysaml2 drops an expired EntityDescriptor without raising.
-            if list(source.keys()) == [entity_id]:
-                store[entity_id] = source
-                continue
-            problem = "it has expired or names another entity"
-        log.error("SP %s left out of the SAML server: %s", entity_id, problem)
+            store[entity_id] = load_sp_source(entity_id, xml, store.attrc)
+        except MetadataError as exc:
+            # Import refuses what cannot load (SAML-39), so this is metadata
+            # that expired since, or was stored by an older release: loud,
+            # since every sign-in to this SP now fails.
+            log.error(
+                "SP %s left out of the SAML server (registered and enabled: "
+                "no one can sign in to it): %s",
+                entity_id,
+                exc,
+            )
     _add_missing_attribute_names(server)
     install_security_context(server)
     return server

@@ -40,7 +40,7 @@ from idp.models import (
 )
 from idp.redirects import origin
 from idp.saml.config import DIGEST_ALGORITHM, SIGNING_ALGORITHM
-from idp.saml.registry import Endpoint, sp_metadata
+from idp.saml.registry import Endpoint, usable_metadata
 from idp.saml.requests import (
     STATUS_REQUESTER,
     STATUS_RESPONDER,
@@ -238,7 +238,10 @@ def settle(flow: LogoutFlow) -> bool:
 
 def slo_endpoint(sp: ServiceProvider) -> Endpoint | None:
     """The SP's SingleLogoutService: Redirect preferred, else POST."""
-    endpoints = sp_metadata(sp).single_logout_services
+    metadata = usable_metadata(sp)
+    if metadata is None:
+        return None
+    endpoints = metadata.single_logout_services
     for binding in (BINDING_HTTP_REDIRECT, BINDING_HTTP_POST):
         for endpoint in endpoints:
             if endpoint.binding == binding:

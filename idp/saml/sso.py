@@ -35,7 +35,7 @@ from idp.models import (
 from idp.models.role import role_modules, user_roles
 from idp.saml import response as responses
 from idp.saml.crypto import parse_xml
-from idp.saml.registry import sp_metadata
+from idp.saml.registry import sp_metadata, usable_metadata
 from idp.saml.requests import (
     AuthnRequest,
     Reply,
@@ -181,7 +181,8 @@ def may_reach(dbsession: Session, user: User, sp: ServiceProvider) -> Access:
 
 def service_name(sp: ServiceProvider, locale: str) -> str:
     """The SP's display name in ``locale``: mdui, then its module, then entity ID."""
-    names = sp_metadata(sp).display_names
+    metadata = usable_metadata(sp)
+    names = metadata.display_names if metadata is not None else {}
     if names.get(locale):
         return names[locale]
     if sp.module is not None:
@@ -191,7 +192,10 @@ def service_name(sp: ServiceProvider, locale: str) -> str:
 
 def idp_initiated_reply(sp: ServiceProvider, relay_state: str | None) -> Reply:
     """Unsolicited SSO goes to the SP's default ACS, answering no request."""
-    acs = resolve_acs(sp_metadata(sp), None, None, None)
+    metadata = usable_metadata(sp)
+    if metadata is None:
+        raise SamlRefused("saml_sp_disabled", sp.entity_id, status=403)
+    acs = resolve_acs(metadata, None, None, None)
     return Reply(sp.id, sp.entity_id, acs.location, "", relay_state)
 
 
@@ -247,7 +251,7 @@ def assertion_for(
         acs_url=reply.acs_url,
         in_response_to=reply.in_response_to or None,
         subject=subject,
-        attributes=responses.attributes(user, sp, metadata, list(roles), settings),
+        attributes=responses.attributes(user, sp, list(roles), settings),
         context_class=context,
         authn_instant=session_row.authn_at or dt.datetime.now(dt.UTC),
         session_index=participant.session_index,

@@ -116,7 +116,7 @@ def test_errors_are_one_line_without_traceback(ini, database, tmp_path):  # noqa
         "cannot read",
     )
     assert_refused(run(ini, "sp", "import", bad), "not well-formed XML")
-    assert_refused(run(ini, "sp", "import", http), "is not an https URL")
+    assert_refused(run(ini, "sp", "import", http), "use https")
     assert_refused(
         run(ini, "sp", "import", good, "--module", "nope"),
         "no module has the code 'nope'",
@@ -187,3 +187,75 @@ def test_saml_30_replacing_keys_or_endpoints_needs_replace(ini, database, tmp_pa
         in (accepted.stdout)
     )
     assert "sp.replaced" in run(ini, "audit", "tail").stdout
+
+
+def test_saml_36_import_names_the_hostile_url_and_why(ini, database, tmp_path):  # noqa: F811
+    """SAML-36: the operator sees which endpoint and which rule, on one line."""
+    from tests.functional.test_sp_trust import metadata_with
+
+    hostile = tmp_path / "hostile.xml"
+    hostile.write_bytes(metadata_with("http://evil.example\\@127.0.0.1/acs", None))
+    assert_refused(
+        run(ini, "sp", "import", hostile),
+        "AssertionConsumerService 'http://evil.example\\\\@127.0.0.1/acs' "
+        "contains a backslash",
+    )
+    crlf = tmp_path / "crlf.xml"
+    crlf.write_bytes(metadata_with(None, "https://sp.example.org/slo\r\nX: 1"))
+    assert_refused(run(ini, "sp", "import", crlf), "whitespace or a control")
+    assert rows(database) == {}
+    # Control: development accepts plain http to this machine.
+    local = tmp_path / "local.xml"
+    local.write_bytes(metadata_with("http://127.0.0.1:8000/acs", None))
+    result = run(ini, "sp", "import", local)
+    assert result.returncode == 0, result.stderr
+
+
+def test_saml_37_requests_are_shown_never_released_and_a_change_needs_replace(
+    ini,  # noqa: F811
+    database,
+    tmp_path,
+):
+    """SAML-37/38: show lists what metadata asks; a new ask is a trust change."""
+    from tests.functional.test_sso_responses import with_subject_id_req
+
+    first = tmp_path / "first.xml"
+    first.write_bytes(make_sp_metadata())
+    assert run(ini, "sp", "import", first).returncode == 0
+    asking = tmp_path / "asking.xml"
+    asking.write_bytes(with_subject_id_req(make_sp_metadata(), "subject-id"))
+    refused = run(ini, "sp", "import", asking)
+    assert_refused(refused, "subject-id:req added: subject-id")
+    assert "--replace" in refused.stderr
+    accepted = run(ini, "sp", "import", asking, "--replace")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "replaced: subject-id:req added: subject-id" in accepted.stdout
+    assert "sp.replaced" in run(ini, "audit", "tail").stdout
+    shown = run(ini, "sp", "show", SP_ENTITY_ID).stdout
+    assert "attributes released:  uid, isMemberOf" in shown
+    assert "(subject-id:req subject-id) (not released" in shown
+    assert "uid:                  for this SP only" in shown
+    # SAML-38 control: the global uid only when the operator says so.
+    result = run(ini, "sp", "policy", SP_ENTITY_ID, "--global-uid", "yes")
+    assert result.returncode == 0, result.stderr
+    assert "uid:                  global (the same at every SP)" in result.stdout
+    assert rows(database)[SP_ENTITY_ID].global_uid is True
+
+
+def test_saml_39_import_refuses_what_the_saml_server_cannot_load(
+    ini,  # noqa: F811
+    database,
+    tmp_path,
+):
+    """SAML-39: not "registered" and then missing: refused, the reason named."""
+    from tests.functional.test_sp_trust import deeply_nested
+
+    deep = tmp_path / "deep.xml"
+    deep.write_bytes(deeply_nested(200_000))
+    assert_refused(run(ini, "sp", "import", deep), "nests elements more than 64 deep")
+    assert rows(database) == {}
+    shallow = tmp_path / "shallow.xml"
+    shallow.write_bytes(deeply_nested(8))
+    result = run(ini, "sp", "import", shallow)
+    assert result.returncode == 0, result.stderr
+    assert f"registered {SP_ENTITY_ID}" in result.stdout

@@ -179,7 +179,7 @@ def test_ops_03_oversized_metadata_writes_nothing(dbsession):
 
 
 def test_http_acs_is_refused_on_import(dbsession):
-    with pytest.raises(MetadataError, match="not an https URL"):
+    with pytest.raises(MetadataError, match="is not https"):
         import_sp(dbsession, make_sp_metadata(acs="http://sp.example.org/acs"))
     assert sp_count(dbsession) == 0
 

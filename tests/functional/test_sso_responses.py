@@ -104,6 +104,9 @@ ATTRIBUTE_NAMES = {
     "pairwise-id": "urn:oasis:names:tc:SAML:attribute:pairwise-id",
 }
 SCOPED_ID = re.compile(r"^[a-z0-9][a-z0-9=-]{0,126}@idp\.test$")
+PAIRWISE_UID = re.compile(
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+)
 
 
 # --------------------------------------------------------------------------
@@ -592,7 +595,7 @@ def test_saml_33_email_name_id_needs_mail_released(
 def _expected_values(user, friendly: str) -> list[str] | None:
     """What each releasable attribute must carry (None: checked by pattern)."""
     return {
-        "uid": [str(user.id)],
+        "uid": None,
         "displayName": [user.full_name],
         "mail": [user.email],
         "mobile": [user.phone],
@@ -632,7 +635,11 @@ def test_saml_33_each_releasable_attribute_alone_with_its_standard_name(
         ATTRNAME_URI,
     )
     expected = _expected_values(user, friendly)
-    if expected is None:
+    if friendly == "uid":
+        # Per SP (SAML-38), shaped as a UUID, never the account's own.
+        assert len(values) == 1 and PAIRWISE_UID.match(values[0]), values
+        assert values != [str(user.id)]
+    elif expected is None:
         assert len(values) == 1 and SCOPED_ID.match(values[0]), values
     else:
         assert values == expected
@@ -747,37 +754,6 @@ def test_saml_34_pairwise_id_per_sp_subject_id_shared(
     theirs = released_values(sso(other_browser, status=200))
     assert theirs["subject-id"] != first["subject-id"]
     assert theirs["pairwise-id"] != first["pairwise-id"]
-
-
-@pytest.mark.parametrize(
-    ("requirement", "expected"),
-    [
-        ("pairwise-id", {"pairwise-id"}),
-        ("subject-id", {"subject-id"}),
-        ("any", {"subject-id"}),
-        ("none", set()),
-        (None, set()),
-    ],
-)
-def test_saml_34_subject_id_req_in_metadata(
-    testapp, dbsession, module, user, requirement, expected
-):
-    """The SP's subject-id:req entity attribute adds the identifier it asks for."""
-    responses = []
-    for entity_id in (SP_ENTITY_ID, SP2_ENTITY_ID):
-        metadata = make_sp_metadata(entity_id)
-        if requirement is not None:
-            metadata = with_subject_id_req(metadata, requirement)
-        add_sp(dbsession, entity_id, metadata=metadata, released=("displayName",))
-    sign_in(testapp, user)
-    for entity_id in (SP_ENTITY_ID, SP2_ENTITY_ID):
-        responses.append(released_values(sso(testapp, issuer=entity_id, status=200)))
-    first, other = responses
-    assert set(first) == set(other) == {"displayName", *expected}
-    if "subject-id" in expected:
-        assert first["subject-id"] == other["subject-id"]
-    if "pairwise-id" in expected:
-        assert first["pairwise-id"] != other["pairwise-id"]
 
 
 # --------------------------------------------------------------------------

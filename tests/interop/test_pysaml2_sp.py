@@ -18,6 +18,7 @@ import pytest
 import webtest
 
 from idp.models import Module
+from idp.saml.response import pairwise_uid
 from tests.conftest import environ
 from tests.factories import make_user
 from tests.interop.browser import Browser
@@ -50,6 +51,13 @@ EVERYTHING = (
 )
 
 
+def uid_at(row, user, settings) -> str:
+    """The per-SP uid the IdP releases to ``row`` (SAML-38), never the global one."""
+    value = pairwise_uid(user, row, settings["idp.hmac_key"].encode())
+    assert value != str(user.id)
+    return value
+
+
 def path_of(response) -> str:
     return urlsplit(response.headers["Location"]).path
 
@@ -76,8 +84,8 @@ class SsoSuite:
 
     # -- SSO -------------------------------------------------------------------
 
-    def test_sso_over_redirect(self, register, browser, user):
-        sp, _ = register(self.sp_class, "sp1", attributes=BASIC)
+    def test_sso_over_redirect(self, register, browser, user, settings):
+        sp, row = register(self.sp_class, "sp1", attributes=BASIC)
         path, request_id = sp.redirect_request(relay_state="/kursus/42?tab=1")
         first = browser.get(path)
         assert first.status_int == 303
@@ -94,13 +102,13 @@ class SsoSuite:
         assert login.name_id not in (user.identifier, user.email, str(user.id))
         assert login.session_index
         assert login.attributes == {
-            "uid": [str(user.id)],
+            "uid": [uid_at(row, user, settings)],
             "displayName": [user.full_name],
             "mail": [user.email],
         }
 
-    def test_sso_over_post(self, register, browser, user):
-        sp, _ = register(self.sp_class, "sp1", attributes=BASIC)
+    def test_sso_over_post(self, register, browser, user, settings):
+        sp, row = register(self.sp_class, "sp1", attributes=BASIC)
         fields, request_id = sp.post_request(relay_state="state-7")
         parked = browser.cross_site_post("/saml/sso/post", fields, "https://sp1.test")
         assert parked.status_int == 303
@@ -112,7 +120,7 @@ class SsoSuite:
         assert form.fields["RelayState"] == "state-7"
         login = sp.consume(form.fields, request_id)
         assert login.status == SUCCESS
-        assert login.attributes["uid"] == [str(user.id)]
+        assert login.attributes["uid"] == [uid_at(row, user, settings)]
 
     def test_sso_over_post_when_already_signed_in(self, register, browser, user):
         sp, _ = register(self.sp_class, "sp1")
@@ -292,11 +300,11 @@ class SsoSuite:
         login = self.sso(browser, sp, user)
         assert login.attributes == {"isMemberOf": sorted([role.name, extra.name])}
 
-    def test_every_releasable_attribute(self, register, browser, user, role):
-        sp, _ = register(self.sp_class, "sp1", attributes=EVERYTHING)
+    def test_every_releasable_attribute(self, register, browser, user, role, settings):
+        sp, row = register(self.sp_class, "sp1", attributes=EVERYTHING)
         login = self.sso(browser, sp, user)
         assert login.attributes == {
-            "uid": [str(user.id)],
+            "uid": [uid_at(row, user, settings)],
             "displayName": [user.full_name],
             "mail": [user.email],
             "mobile": [user.phone],
