@@ -17,6 +17,14 @@ MESSAGES = {
         'try again, or choose "Forgot password".'
     ),
     "password_confirm": _("The two passwords are not the same."),
+    "lookups.captcha": _(
+        "Many sign-ins have come from your network in the last hour. To continue, "
+        "prove you are not a robot below."
+    ),
+    "lookups.wait": _(
+        "Too many sign-ins have come from your network in the last hour. "
+        "Wait a while, then try again."
+    ),
 }
 PASSWORD_MAX = 256
 
@@ -39,6 +47,9 @@ class IdentifierForm(BaseForm):
     identifier = StringField()
     country = SelectField(validate_choice=False)
     next = HiddenField()
+    # Only asked for past the lookup limits (AUTH-27).
+    captcha_token = HiddenField()
+    captcha_answer = StringField()
 
     parsed: Identifier | None = None
 

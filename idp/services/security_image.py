@@ -16,6 +16,15 @@ import hmac
 
 from idp import security_images
 from idp.security_images import SecurityImage
+from idp.services.ratelimit import address_prefix
+
+# The limiters every identifier lookup counts in, and the key each one uses
+# for a client address (AUTH-27).
+LOOKUP_LIMITS = (
+    ("login.lookup.address", lambda address: address),
+    ("login.lookup.prefix", address_prefix),
+    ("login.lookup.global", lambda address: "site"),
+)
 
 _FOODS = (
     "Nasi lemak",
@@ -169,3 +178,23 @@ def shown_for(secret: str, identifier: str, user) -> tuple[SecurityImage, str]:
         return fake_image, fake_phrase
     image = security_images.get(user.security_image or "") or fake_image
     return image, user.security_phrase or fake_phrase
+
+
+def count_lookup(limiter, address: str | None) -> bool:
+    """Count one identifier lookup from ``address``; True if every limit allows it.
+
+    Every limiter is hit, allowed or not, so a harvest that keeps going past a
+    limit keeps its counts high instead of letting them drain. The answer
+    does not depend on the number looked up, so it cannot tell registered
+    numbers apart.
+    """
+    decisions = [limiter.hit(name, key(address or "")) for name, key in LOOKUP_LIMITS]
+    return all(decision.allowed for decision in decisions)
+
+
+def lookups_exhausted(limiter, address: str | None) -> bool:
+    """True if the next lookup from ``address`` would be past a limit (no count)."""
+    return any(
+        not limiter.check(name, key(address or "")).allowed
+        for name, key in LOOKUP_LIMITS
+    )
