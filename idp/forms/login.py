@@ -10,7 +10,10 @@ from idp.i18n import _
 from idp.identifiers import Identifier, InvalidIdentifier, parse_identifier
 
 MESSAGES = {
-    "confirm": _("Tick the box only if this is the picture and phrase you chose."),
+    "confirm": _(
+        "Tick the box only if this is the picture and phrase you chose, or if "
+        "you have not chosen them yet."
+    ),
     "failed": _("The identity number or password is wrong. Check them and try again."),
     "throttled": _(
         "Too many unsuccessful attempts. For your safety, wait 15 minutes and "
