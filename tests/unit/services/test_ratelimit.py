@@ -43,7 +43,7 @@ def test_defaults_are_the_documented_policy():
         "login.global": Limit(500, 300),
         "login.lookup.address": Limit(200, 3600),
         "login.lookup.prefix": Limit(1000, 3600),
-        "login.lookup.global": Limit(36000, 900),
+        "login.lookup.global": Limit(90000, 900),
         "login.locks": Limit(3, 86400),
         "reset.address": Limit(10, 3600),
         "reset.email": Limit(3, 3600),
