@@ -17,6 +17,7 @@ import pytest
 import webtest
 
 from idp.services.ratelimit import LIMITS
+from tests import redis_server
 from tests.conftest import environ, make_app
 from tests.factories import display, make_user
 from tests.functional.test_reset import solve
@@ -228,3 +229,35 @@ def test_captcha_off_past_the_limit_refuses_with_a_wait(
     assert "Wait a while, then try again." in page.text
     assert "captcha_token" not in page.forms["login-form"].fields
     assert "security-image" not in page.text
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    reason = redis_server.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    with redis_server.RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+def test_auth_27_counters_are_shared_by_two_nodes_through_redis(
+    settings, db_engine, redis_url, tm, dbsession
+):
+    """AUTH-27: with Redis storage, two app instances (two clients) share counts."""
+    nodes = [
+        make_app(
+            {**settings, **SMALL_LIMITS, "ratelimit.storage": redis_url}, db_engine
+        )
+        for _ in range(2)
+    ]
+    address = "198.51.100.60"
+    node_a, node_b = (browser(node, tm, dbsession, address) for node in nodes)
+    use_up(node_a, 2)
+    use_up(node_b, 1)
+    for node in (node_a, node_b):
+        page = lookup(node, "900101-14-5678")
+        assert page.status_int == 429
+        assert "security-image" not in page.text
+    # Control: another address is still answered by either node.
+    other = browser(nodes[1], tm, dbsession, "203.0.113.60")
+    assert harvested(other, lookup(other, "900101-14-5678")) is not None
