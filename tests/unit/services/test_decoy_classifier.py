@@ -23,6 +23,7 @@ under 60 % (50 % is chance) for both models.
 
 from __future__ import annotations
 
+import ast
 import math
 import random
 import re
@@ -54,26 +55,30 @@ def corpus() -> list[str]:
     return sorted(set(phrases))
 
 
+def source_strings() -> list[str]:
+    """Every string literal in the decoy module's source, docstrings aside."""
+    tree = ast.parse(Path(security_image.__file__).read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.FunctionDef | ast.ClassDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+    ]
+
+
 def shipped_words() -> set[str]:
-    """Every word in a string constant of the decoy module: the attacker's lists."""
-    words: set[str] = set()
-
-    def walk(value, depth=0) -> None:
-        if depth > 4:
-            return
-        if isinstance(value, str):
-            words.update(w.lower() for w in re.findall(r"\w+", value))
-        elif isinstance(value, dict):
-            for item in value.items():
-                walk(item, depth + 1)
-        elif isinstance(value, tuple | list | set | frozenset):
-            for item in value:
-                walk(item, depth + 1)
-
-    for name, value in vars(security_image).items():
-        if not name.startswith("__") and not callable(value):
-            walk(value)
-    return words
+    """Every word in the decoy module's strings: the attacker's word lists."""
+    return {
+        word.lower() for text in source_strings() for word in re.findall(r"\w+", text)
+    }
 
 
 def case_pattern(phrase: str) -> str:
@@ -178,6 +183,48 @@ def cross_validated_accuracy(model, real: list[str], decoys: list[str]) -> float
 
 def decoys(count: int) -> list[str]:
     return [decoy(SECRET, f"{n:012d}")[1] for n in range(count)]
+
+
+def producible(vocabulary: set[str]):
+    """The attacker's exact test: could the generator have written this word?
+
+    A word is producible if a word list holds it, it is a number, or it is
+    built from the module's name syllables (any run of them); a phrase with
+    an unproducible word cannot be a decoy.
+    """
+    # The syllables names are built from, as the source lists them.
+    pieces = {piece.lower() for piece in security_image._ONSETS + security_image._CODAS}
+
+    def built(word: str, depth: int = 0) -> bool:
+        if not word:
+            return depth > 1
+        return depth < 5 and any(
+            word.startswith(p) and built(word[len(p) :], depth + 1) for p in pieces
+        )
+
+    def check(phrase: str) -> bool:
+        return all(
+            w in vocabulary or w.isdigit() or built(w)
+            for w in re.findall(r"\w+", phrase.lower())
+        )
+
+    return check
+
+
+def test_auth_26_what_the_generator_cannot_write_does_not_give_phrases_away():
+    """AUTH-26: "no decoy has this word, so it is real" scores <= 60 %.
+
+    The sharpest use of the shipped lists: every decoy is producible, so a
+    phrase that is not must be real. Real phrases' words must mostly lie
+    inside what the generator could write.
+    """
+    real = corpus()
+    fake = decoys(len(real))
+    check = producible(shipped_words())
+    assert all(check(p) for p in fake)
+    accuracy = (sum(not check(p) for p in real) + len(fake)) / (len(real) + len(fake))
+    print(f"producibility accuracy: {accuracy:.3f}")
+    assert accuracy <= MAX_ACCURACY
 
 
 def test_corpus_is_large_and_varied_enough_to_mean_something():
