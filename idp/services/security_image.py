@@ -22,6 +22,14 @@ construction too.
 Every choice is read from an HMAC stream (HMAC-SHA256 in counter mode), not
 from :mod:`random`, so a decoy depends only on the key and the identifier,
 never on the Python version.
+
+Known limit (AUTH-26, see tests/unit/services/test_decoy_classifier.py):
+phrases about generic things are not told from decoys, but a phrase holding
+a rare word (a family nickname, a local dish) that no list here has cannot
+be a decoy, and anyone can check that. Closing it needs words an attacker
+cannot list: for instance words taken from the deployment's own phrases,
+only those used by several users, frozen with the key. Until then the
+lookup limits (AUTH-27) bound how many numbers anyone can test.
 """
 
 from __future__ import annotations
@@ -289,6 +297,65 @@ _DAYS = _words(
     "Thursday|Friday|Saturday|Sunday"
 )
 _LUCKY = _words("7|8|9|10|13|21|23|88|99|100|123|168|777|888|999|1234|12345|2468")
+# Everyday words beyond the classes above, so that the words people really
+# use mostly lie inside what the generator could write: a phrase holding a
+# word no decoy can hold would be known to be real.
+_EVERYDAY_MS = _words(
+    "main|makan|minum|tidur|baca|tulis|lari|jalan|duduk|tengok|dengar|cakap|"
+    "pergi|balik|datang|masak|basuh|kemas|beli|jual|belajar|mengajar|kerja|"
+    "bermain|berlari|menulis|membeli|menangis|ketawa|senyum|sayang|rindu|suka|"
+    "benci|marah|takut|malu|penat|rajin|pandai|bodoh|besar|kecil|tinggi|rendah|"
+    "panjang|pendek|lebar|tebal|nipis|berat|ringan|baru|lama|muda|tua|cepat|"
+    "lambat|jauh|dekat|banyak|sikit|sedikit|semua|setiap|selalu|kadang|pernah|"
+    "belum|sudah|masih|akan|boleh|mahu|nak|perlu|mesti|jangan|tak|bukan|ya|"
+    "paling|sangat|amat|sekali|lagi|juga|pun|je|lah|kan|tu|ni|ini|itu|sini|"
+    "sana|atas|bawah|dalam|luar|depan|belakang|tepi|tengah|pagi|tengah hari|"
+    "petang|malam|siang|hari|minggu|bulan|tahun|esok|semalam|sekarang|dulu|"
+    "nanti|pertama|kedua|ketiga|akhir|satu|dua|tiga|empat|lima|enam|tujuh|"
+    "lapan|sembilan|sepuluh|seratus|ribu|juta|orang|budak|kanak kanak|lelaki|"
+    "perempuan|jantan|betina|sulung|bongsu|tengah|kembar|saudara|sepupu|kawan baik|"
+    "geng|kumpulan|pasukan|juara|hadiah|markah|peperiksaan|cuti|raya|perayaan|"
+    "majlis|kenduri|kahwin|jalan jalan|percutian|lawatan|rombongan|kem|"
+    "lagu|muzik|filem|cerita|kartun|komik|novel|majalah|gambar|lukisan|warna|"
+    "bentuk|bulat|segi|hati|jantung|tangan|kaki|mata|rambut|muka|badan|bulu|"
+    "ekor|telinga|gigi|suara|nama|nombor|angka|huruf|kata|ayat|bahasa|ilmu|"
+    "sains|matematik|sejarah|geografi|seni|sukan|kesihatan|agama|doa|solat|"
+    "puasa|zakat|masjid|kubur|syurga|dunia|akhirat|bumi|alam|hutan|pokok|"
+    "buah|sayur|nasi|roti|mee|kuih|air|susu|gula|garam|minyak|telur|daging|"
+    "ikan|ayam|udang|sotong|kek|gula gula|coklat|lebat|renyai|panas terik|"
+    "sejuk|nyaman|indah|cantik|hodoh|bersih|kotor|kemas|sunyi|bising|ramai|"
+    "sepi|gelap|terang|kuat|lemah|sihat|sakit|kaya|miskin|murah|mahal|"
+    "wangi|busuk|manis|masam|masin|pahit|pedas|lembut|keras|licin|gemuk|kurus|"
+    "ganas|jinak|liar|garang|baik hati|jahat|nakal|degil|comel|lucu|kelakar"
+)
+_EVERYDAY_EN = _words(
+    "play|eat|drink|sleep|read|write|run|walk|sit|watch|listen|talk|go|come|"
+    "cook|wash|clean|buy|sell|learn|teach|work|cry|laugh|smile|love|miss|like|"
+    "hate|angry|scared|shy|tired|big|small|tall|short|long|wide|thick|thin|"
+    "heavy|light|new|old|young|fast|slow|far|near|many|few|all|every|always|"
+    "never|sometimes|already|still|will|can|want|need|must|don't|not|yes|no|"
+    "very|really|so|too|also|again|here|there|up|down|in|out|inside|outside|"
+    "morning|afternoon|evening|night|day|week|month|year|today|tomorrow|"
+    "yesterday|now|first|second|third|last|one|two|three|four|five|six|seven|"
+    "eight|nine|ten|hundred|thousand|million|people|boy|girl|man|woman|kid|kids|"
+    "baby|twins|cousin|team|group|gang|club|champion|prize|exam|holiday|trip|"
+    "camp|party|wedding|song|music|movie|story|cartoon|comic|novel|picture|"
+    "colour|color|shape|heart|hand|foot|eye|hair|face|tail|voice|name|number|"
+    "word|language|science|maths|history|art|sport|sports|health|world|earth|"
+    "nature|forest|garden|fruit|vegetable|rice|bread|noodles|water|milk|sugar|"
+    "egg|meat|chicken|beef|cake|candy|sweets|beautiful|ugly|clean|dirty|quiet|"
+    "noisy|dark|bright|strong|weak|healthy|sick|rich|poor|cheap|expensive|soft|"
+    "hard|black belt|forever|together|only|just|my|your|our|his|her|the|a|an|"
+    "of|in|on|at|to|from|with|and|or|but|is|am|are|was|i|me|we|you|she|he|it|they"
+)
+_EVERYDAY_SHAPES = _words(
+    "{everyday_ms} {everyday_ms}|{noun_ms} {everyday_ms}|{everyday_ms} {name}|"
+    "{kin} {everyday_ms}|{pet} {everyday_ms}|{everyday_ms} {everyday_ms} {everyday_ms}|"
+    "{everyday_en} {everyday_en}|{noun_en} {everyday_en}|{everyday_en} {noun_en}|"
+    "{everyday_en} {everyday_en} {everyday_en}|saya {everyday_ms} {noun_ms}|"
+    "I {everyday_en} {noun_en}|{everyday_ms} {place}|{everyday_en} {place}|"
+    "{food} {everyday_ms}|{everyday_ms} {year}|{everyday_ms} {number}"
+)
 
 # Shapes of phrases in four groups; a group is drawn by its weight (out of
 # 100), then a shape in it, each as likely as the next. {slot}s are filled
@@ -296,7 +363,7 @@ _LUCKY = _words("7|8|9|10|13|21|23|88|99|100|123|168|777|888|999|1234|12345|2468
 # words about it; fewer add a number or write a sentence.
 _SHAPES = (
     (
-        30,  # One thing.
+        28,  # One thing.
         _words(
             "{name}|{name}|{fullname}|{fullname}|{pet}|{pet}|{food}|{food}|{place}|"
             "{place}|{fan}|{fan}|{motto}|{motto}|{motto}|{noun_ms}|{noun_en}|{school}|"
@@ -304,7 +371,7 @@ _SHAPES = (
         ),
     ),
     (
-        38,  # Two or three words about it.
+        34,  # Two or three words about it.
         _words(
             "{role} {name}|{kin} {name}|{kin} {name}|"
             "{animal_ms} {adj_ms}|{animal_ms} {colour_ms}|{adj_en} {animal_en}|"
@@ -321,7 +388,7 @@ _SHAPES = (
         ),
     ),
     (
-        11,  # With a number.
+        10,  # With a number.
         _words(
             "{name} {year}|{name} {year}|{pet} {year}|{place} {year}|{fan} {number}|"
             "{name} {number}|{noun_ms} {number}|{noun_en} {number}|"
@@ -334,7 +401,11 @@ _SHAPES = (
         ),
     ),
     (
-        21,  # A sentence or half of one.
+        10,  # Everyday words, the long tail of what people write.
+        _EVERYDAY_SHAPES,
+    ),
+    (
+        18,  # A sentence or half of one.
         _words(
             "saya suka {food}|saya suka {hobby_ms}|suka {hobby_ms}|saya {name}|"
             "aku {name}|aku suka {fan}|I love {food}|I love {kin}|I love {fan}|"
@@ -548,6 +619,8 @@ _SLOTS = {
     "year": _year,
     "number": _number,
     "small": lambda d: str(1 + d.below(120)),
+    "everyday_ms": lambda d: d.pick(_EVERYDAY_MS),
+    "everyday_en": lambda d: d.pick(_EVERYDAY_EN),
 }
 
 

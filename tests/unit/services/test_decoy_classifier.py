@@ -9,16 +9,16 @@ not produced by the decoy generator or any program. The generator's word
 lists were written from general knowledge, not copied from the corpus; its
 group weights (how often one word, a number or a sentence, which case style)
 were tuned once against the corpus's aggregate statistics, as a deployment
-would against a sample of real phrases. Measured when written: naive Bayes
-52-55 %, logistic regression 52-56 % over several keys; the old 20-template
-generator scored 93 % and 95 %.
+would against a sample of real phrases, and the everyday-word list was added
+after seeing that many of its words were missing, so scores on this corpus
+are optimistic. Measured when written, on this
+corpus: naive Bayes 52-54 %, logistic regression 50-53 % over several keys,
+producibility 55 %; the old 20-template generator scored 93 % and 95 %.
 
-The attack: label corpus phrases "real" and as many decoys "decoy", and
-train two simple models on what a classifier would use: character 1-3-grams
-(case folded, with word boundaries), the case pattern, length and word count,
-digits and punctuation, and how many of the phrase's words are in the word
-lists the module ships. Five-fold cross-validated accuracy must stay at or
-under 60 % (50 % is chance) for both models.
+``security_phrases_heldout.txt`` was written after the generator was final.
+On it the attacks still win (73-79 %): its phrases are more particular, and
+their rare words lie outside every shipped list. That test is a strict
+xfail: an open defect, stated, not hidden.
 """
 
 from __future__ import annotations
@@ -30,22 +30,27 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import pytest
+
 from idp.forms import has_control_characters
 from idp.forms.register import PHRASE_MAX, PHRASE_MIN
 from idp.services import security_image
 from idp.services.security_image import decoy
 
-CORPUS = Path(__file__).resolve().parents[2] / "data" / "security_phrases.txt"
+DATA = Path(__file__).resolve().parents[2] / "data"
+CORPUS = DATA / "security_phrases.txt"
+# Written after the generator was final and never used to tune it.
+HELD_OUT = DATA / "security_phrases_heldout.txt"
 SECRET = "attacker-chosen-key-" * 3
 FOLDS = 5
 MAX_ACCURACY = 0.60
 PUNCTUATION = re.compile(r"[^\w\s]")
 
 
-def corpus() -> list[str]:
+def corpus(path: Path = CORPUS) -> list[str]:
     """The hand-written phrases that the real validator would accept."""
     phrases = []
-    for line in CORPUS.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         phrase = " ".join(line.split())
         if not phrase or phrase.startswith("#"):
             continue
@@ -248,6 +253,34 @@ def test_auth_26_logistic_regression_cannot_tell_decoys_from_real_phrases():
     accuracy = cross_validated_accuracy(LogisticRegression, real, decoys(len(real)))
     print(f"logistic regression accuracy: {accuracy:.3f}")
     assert accuracy <= MAX_ACCURACY
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: real phrases' long tail of rare words (55 % of the held-out "
+    "set) lies outside any word list the source can ship",
+)
+def test_auth_26_held_out_phrases_are_not_told_from_decoys_either():
+    """AUTH-26: on the held-out corpus too, every attack scores <= 60 %.
+
+    Measured: naive Bayes 73 %, logistic regression 77-79 %, producibility
+    77 %. The held-out phrases are more particular than the first corpus
+    (family nicknames, local food, places, teams), and most of their rare
+    words are in no list the generator ships, which every attack sees. The
+    fix needs words no attacker can list: see the note in
+    ``idp/services/security_image.py``. Strict: once fixed, this passes and
+    the marker must go.
+    """
+    real = corpus(HELD_OUT)
+    fake = decoys(len(real))
+    check = producible(shipped_words())
+    outside = sum(not check(p) for p in real) / len(real)
+    scores = [
+        cross_validated_accuracy(NaiveBayes, real, fake),
+        cross_validated_accuracy(LogisticRegression, real, fake),
+        (1 + outside) / 2,
+    ]
+    assert max(scores) <= MAX_ACCURACY, scores
 
 
 def test_the_classifier_finds_a_real_difference_when_there_is_one():
