@@ -261,3 +261,40 @@ def test_auth_27_counters_are_shared_by_two_nodes_through_redis(
     # Control: another address is still answered by either node.
     other = browser(nodes[1], tm, dbsession, "203.0.113.60")
     assert harvested(other, lookup(other, "900101-14-5678")) is not None
+
+
+@pytest.fixture
+def committing_limited(limited_app, db_engine):
+    """``limited_app`` with real transactions; every table emptied afterwards."""
+    from idp.db import Base
+    from idp.services.audit import audit_maintenance
+
+    yield webtest.TestApp(
+        limited_app,
+        extra_environ={
+            "HTTP_HOST": "idp.test",
+            "HTTP_ORIGIN": "https://idp.test",
+            "wsgi.url_scheme": "https",
+            "REMOTE_ADDR": "198.51.100.70",
+        },
+    )
+    with db_engine.begin() as conn, audit_maintenance(conn):
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+def test_auth_27_refused_lookups_commit_their_count_and_challenge(
+    committing_limited, limited_app
+):
+    """AUTH-27: with real transactions, a 429 still keeps its count and captcha.
+
+    The refusal is a 4xx; if it rolled back, the count would not grow and the
+    challenge it shows could never be solved.
+    """
+    use_up(committing_limited, 3)
+    refused = lookup(committing_limited, "900101-14-5678")
+    assert refused.status_int == 429
+    form = refused.forms["login-form"]
+    form["captcha_answer"] = solve(limited_app, form["captcha_token"].value)
+    assert harvested(committing_limited, form.submit()) is not None
+    assert lookup(committing_limited, "900101-14-5679").status_int == 429
