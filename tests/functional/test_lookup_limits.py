@@ -16,7 +16,7 @@ import re
 import pytest
 import webtest
 
-from idp.services.ratelimit import LIMITS
+from idp.services.ratelimit import LIMITS, make_redis_client
 from tests import redis_server
 from tests.conftest import environ, make_app
 from tests.factories import display, make_user
@@ -244,6 +244,9 @@ def test_auth_27_counters_are_shared_by_two_nodes_through_redis(
     settings, db_engine, redis_url, tm, dbsession
 ):
     """AUTH-27: with Redis storage, two app instances (two clients) share counts."""
+    client = make_redis_client(redis_url)
+    client.flushdb()  # the server outlives one database's run
+    client.close()
     nodes = [
         make_app(
             {**settings, **SMALL_LIMITS, "ratelimit.storage": redis_url}, db_engine
