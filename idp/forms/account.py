@@ -70,3 +70,28 @@ class SecurityForm(_CurrentPassword, BaseForm):
     def phrase(self) -> str:
         """The phrase as it is stored; call only after :meth:`validate`."""
         return collapse_spaces(self.security_phrase.data)
+
+
+class FirstSignInForm(NewPasswordForm):
+    """The forced first change for someone who never chose an image or phrase.
+
+    An operator-created account has neither; its owner chooses them here,
+    with the password, under the rules registration applies.
+    """
+
+    security_image = RadioField(validate_choice=False)
+    security_phrase = StringField()
+
+    _error = RegisterForm._error
+    _required = RegisterForm._required
+    _check_security = RegisterForm._check_security
+
+    def validate(self, extra_validators=None) -> bool:
+        super().validate(extra_validators)
+        self._check_security()
+        return not self.errors
+
+    @property
+    def phrase(self) -> str:
+        """The phrase as it is stored; call only after :meth:`validate`."""
+        return collapse_spaces(self.security_phrase.data)

@@ -10,13 +10,24 @@ from idp.i18n import _
 from idp.identifiers import Identifier, InvalidIdentifier, parse_identifier
 
 MESSAGES = {
-    "confirm": _("Tick the box only if this is the picture and phrase you chose."),
+    "confirm": _(
+        "Tick the box only if this is the picture and phrase you chose, or if "
+        "you have not chosen them yet."
+    ),
     "failed": _("The identity number or password is wrong. Check them and try again."),
     "throttled": _(
         "Too many unsuccessful attempts. For your safety, wait 15 minutes and "
         'try again, or choose "Forgot password".'
     ),
     "password_confirm": _("The two passwords are not the same."),
+    "lookups.captcha": _(
+        "Many sign-ins have come from your network in the last hour. To continue, "
+        "prove you are not a robot below."
+    ),
+    "lookups.wait": _(
+        "Too many sign-ins have come from your network in the last hour. "
+        "Wait a while, then try again."
+    ),
 }
 PASSWORD_MAX = 256
 
@@ -39,6 +50,9 @@ class IdentifierForm(BaseForm):
     identifier = StringField()
     country = SelectField(validate_choice=False)
     next = HiddenField()
+    # Only asked for past the lookup limits (AUTH-27).
+    captcha_token = HiddenField()
+    captcha_answer = StringField()
 
     parsed: Identifier | None = None
 

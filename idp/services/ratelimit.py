@@ -108,6 +108,21 @@ LIMITS: Mapping[str, Limit] = MappingProxyType(
         # Failures across the whole site; above it sign-in shows a captcha
         # (AUTH-09).
         "login.global": Limit(500, 300),
+        # Identifier lookups (the step that shows the image and phrase) per
+        # client address, per IPv4 /24 or IPv6 /64, and across the site;
+        # past any of them the identifier step asks for the captcha (AUTH-27).
+        # A school lab of 40 pupils behind one NAT address, each signing in
+        # twice a lesson and mistyping now and then, makes about 120 lookups
+        # an hour; 200 leaves room for that plus a teacher or two, and the
+        # captcha, not a refusal, meets a lab that goes past it.
+        "login.lookup.address": Limit(200, 3600),
+        # A /24 holds a whole school (several labs) or a provider's pool.
+        "login.lookup.prefix": Limit(1000, 3600),
+        # Every lookup on the site: 100 a second over 15 minutes, above a
+        # school-morning peak of a few hundred thousand sign-ins an hour, so
+        # only a distributed harvest trips it. Set it to about twice the
+        # busiest 15 minutes the audit log shows.
+        "login.lookup.global": Limit(90000, 900),
         # Locks per identifier per day: each lasts four times the one before,
         # up to the lock that reaches this count (AUTH-29, signin.lock_period).
         "login.locks": Limit(3, 86400),

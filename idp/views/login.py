@@ -23,6 +23,7 @@ from idp.forms.login import (
     ImageForm,
     PasswordForm,
 )
+from idp.forms.register import MESSAGES as FORM_MESSAGES
 from idp.forms.register import country_choices
 from idp.identifiers import Identifier
 from idp.redirects import safe_next
@@ -31,11 +32,13 @@ from idp.security import forget_identity
 from idp.services.interfaces import (
     IAuditLog,
     ICaptchaService,
+    IRateLimiter,
     ISignInService,
     IUserService,
 )
-from idp.services.security_image import shown_for
+from idp.services.security_image import count_lookup, lookups_exhausted, shown_for
 from idp.services.signin import AUTHN_METHOD, Outcome
+from idp.tweens import content_security_policy
 
 STATE = "login"
 
@@ -65,19 +68,71 @@ def after_sign_in(request, user, next_url: str | None) -> HTTPSeeOther:
     return HTTPSeeOther(next_url or request.route_path("home"))
 
 
+def _identifier_page(request, form, *, limited: bool, captcha_wrong: bool = False):
+    """The identifier step; past the lookup limits, with the captcha or a wait.
+
+    Whether the captcha shows depends only on the limits, never on the number
+    typed, so it says nothing about who is registered.
+    """
+    captcha = request.find_service(ICaptchaService, context=None)
+    values = {
+        "form": form,
+        "countries": country_choices(request.locale_name),
+        "message": None,
+        "captcha_enabled": False,
+        "captcha_widget": None,
+    }
+    if not limited:
+        return values
+    form.captcha_answer.data = ""
+    form.captcha_token.data = ""
+    if not captcha.enabled:
+        values["message"] = MESSAGES["lookups.wait"]
+        return values
+    form.captcha_token.data = captcha.new_challenge()
+    if captcha.csp:
+        request.response.headers["Content-Security-Policy"] = content_security_policy(
+            captcha.csp
+        )
+    if captcha_wrong:
+        wrong = "captcha" if captcha.kind == "image" else "captcha.hosted"
+        form.captcha_answer.errors = [FORM_MESSAGES[wrong]]
+    values.update(
+        message=MESSAGES["lookups.captcha"],
+        captcha_enabled=True,
+        captcha_widget=captcha.widget,
+    )
+    return values
+
+
 @view_config(
     route_name="login.identifier",
     renderer="login/identifier.jinja2",
     require_methods=["GET", "HEAD", "POST"],
 )
 def identifier(request):
+    limiter = request.find_service(IRateLimiter, context=None)
     if request.method != "POST":
         form = IdentifierForm(next=safe_next(request.GET.get("next")) or "")
-        return {"form": form, "countries": country_choices(request.locale_name)}
+        limited = lookups_exhausted(limiter, request.client_addr)
+        return _identifier_page(request, form, limited=limited)
     form = IdentifierForm(request.POST)
     if not form.validate():
         request.response.status_int = 400
-        return {"form": form, "countries": country_choices(request.locale_name)}
+        limited = lookups_exhausted(limiter, request.client_addr)
+        return _identifier_page(request, form, limited=limited)
+    if not count_lookup(limiter, request.client_addr):
+        captcha = request.find_service(ICaptchaService, context=None)
+        # captcha.check() passes everything while the captcha is off; then
+        # the limit simply holds until the window slides.
+        if not (captcha.enabled and captcha.check(request.POST, request.client_addr)):
+            # A lookup refused here must not leave an earlier one's image
+            # reachable at /login/image.
+            if request.session.get(STATE) is not None:
+                del request.session[STATE]
+            request.response.status_int = 429
+            posted = bool(request.POST.get("captcha_token"))
+            return _identifier_page(request, form, limited=True, captcha_wrong=posted)
     request.session[STATE] = {
         "identifier": form.parsed.value,
         "kind": form.parsed.kind,

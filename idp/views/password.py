@@ -5,15 +5,23 @@ reset) holds only the ``change-password`` permission, and every other page
 sends them here (see :func:`idp.security.pending_change_gate`). The
 temporary password was used up by the sign-in, so only the new one is
 asked for, twice, checked against the password policy.
+
+Someone whose account an operator created (``idp-admin user add``) has no
+security image or phrase yet: until now the sign-in pages showed them their
+number's decoy, as for any number, and here they choose their own, with a
+phrase suggested by the decoy generator they may keep or replace.
 """
 
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.view import view_config
 
+from idp import security_images
 from idp.authz import Permission
+from idp.forms.account import FirstSignInForm
 from idp.forms.login import NewPasswordForm
 from idp.i18n import _
 from idp.services.interfaces import IAuditLog, IUserService
+from idp.services.security_image import suggestion
 
 
 @view_config(
@@ -25,23 +33,47 @@ from idp.services.interfaces import IAuditLog, IUserService
 def new(request):
     user = request.identity
     users = request.find_service(IUserService, context=None)
-    form = NewPasswordForm(request.POST if request.method == "POST" else None)
+    choose = not (user.security_image and user.security_phrase)
+    post = request.POST if request.method == "POST" else None
+    if not choose:
+        form = NewPasswordForm(post)
+    elif post is None:
+        form = FirstSignInForm(security_phrase=suggestion())
+    else:
+        form = FirstSignInForm(post)
     if request.method == "POST":
         if form.validate() and form.check_policy(
             users.policy_violations(user, form.password.data)
         ):
-            users.set_password(
-                user, form.password.data, keep_session=request.session.row
-            )
-            request.session.reauthenticated()
-            request.find_service(IAuditLog, context=None).record(
-                "password.changed",
-                subject_user_id=user.id,
-                actor_user_id=user.id,
-                client_address=request.client_addr,
-                detail={"how": "first sign-in"},
-            )
-            request.session.flash(_("Your new password is set."))
+            _save(request, users, user, form, choose)
             return HTTPSeeOther(request.route_path("home"))
         request.response.status_int = 400
-    return {"form": form}
+    return {
+        "form": form,
+        "choose_security": choose,
+        "images": security_images.CATALOGUE if choose else (),
+    }
+
+
+def _save(request, users, user, form, choose: bool) -> None:
+    audit = request.find_service(IAuditLog, context=None)
+    if choose:
+        user.security_image = form.security_image.data
+        user.security_phrase = form.phrase
+        audit.record(
+            "security_image.changed",
+            subject_user_id=user.id,
+            actor_user_id=user.id,
+            client_address=request.client_addr,
+            detail={"changed": ["image", "phrase"], "how": "first sign-in"},
+        )
+    users.set_password(user, form.password.data, keep_session=request.session.row)
+    request.session.reauthenticated()
+    audit.record(
+        "password.changed",
+        subject_user_id=user.id,
+        actor_user_id=user.id,
+        client_address=request.client_addr,
+        detail={"how": "first sign-in"},
+    )
+    request.session.flash(_("Your new password is set."))

@@ -19,6 +19,7 @@ from idp.forms.register import (
     country_choices,
 )
 from idp.services.interfaces import ICaptchaService, IRateLimiter, IUserService
+from idp.services.security_image import suggestion
 from idp.tweens import content_security_policy
 
 
@@ -48,7 +49,9 @@ def _page(request, form: RegisterForm) -> dict:
 )
 def index(request):
     if request.method != "POST":
-        return _page(request, RegisterForm())
+        # A suggested phrase from the decoy generator: many people keep it,
+        # which puts real phrases and decoys in one distribution (AUTH-26).
+        return _page(request, RegisterForm(security_phrase=suggestion()))
     if request.POST.get("action") == "reset":
         return HTTPSeeOther(request.route_path("register.index"))
 

@@ -263,8 +263,11 @@ def test_add_with_print_password_signs_in_on_the_web_and_must_change(
     assert landed.location.endswith("/password/new")
     form = browser.get("/password/new").forms["new-password-form"]
     form["password"] = form["password_confirm"] = NEW_PASSWORD
+    # No image or phrase yet: the first change asks for them too.
+    form["security_image"] = "cat"
     form.submit(status=303)
     assert user_row(engine).must_change_password is False
+    assert user_row(engine).security_image == "cat"
 
     shown = ok(db, "user", "show", NUMBER)
     assert "must change password: no" in shown

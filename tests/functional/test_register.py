@@ -560,3 +560,15 @@ def test_data_03_a_fault_at_any_step_of_registration_leaves_no_rows(
     form = fill(committing_testapp.get("/register").forms["register-form"])
     assert form.submit().status_int == 303
     assert counts() == (1, 1)
+
+
+def test_registration_suggests_a_phrase_that_is_kept_if_untouched(testapp, dbsession):
+    """AUTH-26: the form offers a phrase from the decoy generator; kept, it is stored."""
+    offered = {open_form(testapp)["security_phrase"].value for _ in range(5)}
+    assert len(offered) > 1
+    form = open_form(testapp)
+    suggested = form["security_phrase"].value
+    fill(form, security_phrase=suggested)
+    form.submit(status=303)
+    user = user_by_email(dbsession, "aisyah.ahmad@example.com.my")
+    assert user.security_phrase == suggested

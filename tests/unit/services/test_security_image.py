@@ -5,7 +5,7 @@ from types import SimpleNamespace
 from idp import security_images
 from idp.forms import has_control_characters
 from idp.forms.register import PHRASE_MAX, PHRASE_MIN
-from idp.services.security_image import decoy, shown_for
+from idp.services.security_image import decoy, shown_for, suggestion
 
 SECRET = "k" * 48
 
@@ -40,3 +40,29 @@ def test_users_see_their_own_choice_or_their_decoy_when_they_have_none():
     blank = SimpleNamespace(security_image=None, security_phrase=None)
     assert shown_for(SECRET, "900101145678", blank) == decoy(SECRET, "900101145678")
     assert shown_for(SECRET, "900101145678", None) == decoy(SECRET, "900101145678")
+
+
+def test_decoys_never_change_without_a_new_key():
+    """AUTH-02: a decoy is pinned by key and number, not by code or Python version.
+
+    The draws come from an HMAC stream, not :mod:`random`; a change to the
+    word lists or shapes changes these values and must be a deliberate one
+    (every unregistered number would show a new phrase, a tell in itself).
+    """
+    assert decoy(SECRET, "900101145678") == (
+        security_images.get("burger"),
+        "Aku Yasmin",
+    )
+    assert decoy(SECRET, "GBR:123456789") == (
+        security_images.get("grapes"),
+        "kahwin 1998",
+    )
+
+
+def test_suggestions_come_from_the_decoy_generator_and_pass_the_rules():
+    offered = {suggestion() for _ in range(300)}
+    assert len(offered) > 250
+    for phrase in offered:
+        assert PHRASE_MIN <= len(phrase) <= PHRASE_MAX
+        assert not has_control_characters(phrase)
+        assert phrase == " ".join(phrase.split())
