@@ -4,8 +4,9 @@
   built from ``idp.base_url``, and a forged Host must not steer anything.
 - A body larger than ``idp.max_request_body`` is refused (413) before a view
   reads it (waitress enforces the same bound on chunked bodies).
-- A path or query that is not UTF-8 once percent-decoded is refused (400)
-  before anything decodes it (OPS-09): WebOb raises ``UnicodeDecodeError``
+- A path, query or form body that is not UTF-8 once percent-decoded, or a
+  form body WebOb cannot parse (another charset, a bad multipart boundary),
+  is refused (400) before anything decodes it (OPS-09): WebOb raises
   wherever it is read, the error page included.
 - Security headers: a CSP without inline script, no framing, no referrer
   outside the site,
@@ -102,15 +103,61 @@ def undecodable_part(environ) -> str | None:
         except (UnicodeEncodeError, UnicodeDecodeError):
             return "path"
     try:
+        query = environ.get("QUERY_STRING", "").encode("latin-1")
+    except UnicodeEncodeError:
+        return "query"
+    return None if _decodes_as_query(query) else "query"
+
+
+def _decodes_as_query(data: bytes) -> bool:
+    try:
         parse_qsl(
-            _wire_text(environ.get("QUERY_STRING", "")),
+            data.decode("utf-8"),
             keep_blank_values=True,
             encoding="utf-8",
             errors="strict",
         )
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return "query"
-    return None
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+FORM_TYPES = ("", "application/x-www-form-urlencoded", "multipart/form-data")
+# What WebOb raises parsing a form body it cannot read: DeprecationWarning
+# for a charset other than UTF-8, ValueError for a bad multipart boundary,
+# TypeError for a multipart body cgi cannot index, LookupError for an
+# unknown encoding.
+_FORM_ERRORS = (
+    DeprecationWarning,
+    ValueError,
+    TypeError,
+    LookupError,
+    UnicodeDecodeError,
+)
+
+
+def unreadable_form(request) -> bool:
+    """Whether the form body would make WebOb raise, is not UTF-8, or holds a file.
+
+    Only what ``request.POST`` would parse is looked at, and it is parsed
+    here, once (WebOb keeps the result for the view). An urlencoded body
+    must decode strictly, like the query; in a multipart body cgi puts
+    U+FFFD for a byte that is not UTF-8 instead of raising.
+    """
+    content_type = request.content_type
+    if content_type not in FORM_TYPES or (
+        request.method != "POST" and not content_type
+    ):
+        return False
+    if content_type != "multipart/form-data" and not _decodes_as_query(request.body):
+        return True
+    try:
+        fields = request.POST
+    except _FORM_ERRORS:
+        return True
+    # No form of the IdP takes a file; an upload arrives as a cgi
+    # FieldStorage, on which the form library raises TypeError.
+    return not all(isinstance(value, str) for value in fields.values())
 
 
 def printable_path(environ) -> str:
@@ -165,6 +212,8 @@ def sanity_tween_factory(handler, registry):
             if request.is_body_seekable:
                 request.body_file_raw.close()
             return _refuse(request, HTTPRequestEntityTooLarge())
+        if unreadable_form(request):
+            return _refuse(request, HTTPBadRequest())
         return handler(request)
 
     return sanity_tween
