@@ -26,7 +26,14 @@ import waitress
 ROOT = Path(__file__).resolve().parent.parent
 # Settings the harness chooses itself: where to listen, and the scheme
 # the proxy in front would report (the app's base URL is https).
-_NOT_FROM_THE_INI = ("use", "listen", "host", "port", "trusted_proxy")
+_NOT_FROM_THE_INI = (
+    "use",
+    "listen",
+    "host",
+    "port",
+    "trusted_proxy",
+    "clear_untrusted_proxy_headers",
+)
 
 
 def server_settings(ini: Path = ROOT / "development.ini") -> dict[str, str]:
@@ -37,7 +44,6 @@ def server_settings(ini: Path = ROOT / "development.ini") -> dict[str, str]:
         key: value
         for key, value in parser["server:main"].items()
         if not key.startswith(_NOT_FROM_THE_INI)
-        and not key.startswith("clear_untrusted")
     }
 
 
@@ -52,9 +58,14 @@ def serve(app, **overrides) -> Iterator[int]:
         yield server.effective_port
     finally:
         server.task_dispatcher.shutdown()
-        server.close()
-        for channel in list(server._map.values()):
-            channel.close()
+
+        def close_everything() -> None:
+            # Run by the loop's own thread (a trigger thunk): closing a
+            # socket another thread is polling fails there with EBADF.
+            for dispatcher in list(server._map.values()):
+                dispatcher.close()
+
+        server.trigger.pull_trigger(close_everything)
         thread.join(timeout=10)
 
 

@@ -85,6 +85,68 @@ def test_ops_09_undecodable_path_or_query_gets_the_bilingual_400_page(port, case
     assert 'data-error-code="bad_request"' not in answer.text
 
 
+URLENCODED = b"application/x-www-form-urlencoded"
+MULTIPART = b"multipart/form-data; boundary=b0undary"
+
+
+def multipart(disposition: bytes, value: bytes = b"x") -> bytes:
+    return (
+        b"--b0undary\r\nContent-Disposition: form-data; "
+        + disposition
+        + b"\r\n\r\n"
+        + value
+        + b"\r\n--b0undary--\r\n"
+    )
+
+
+# (content type, body) for the attack, then for the control: the control is
+# read and reaches the view, whose CSRF check refuses it (403).
+UNREADABLE_FORMS = {
+    "bad-utf8": ((URLENCODED, b"identifier=%FF"), (URLENCODED, b"identifier=%C3%A9")),
+    "raw-bad-utf8": (
+        (URLENCODED, b"identifier=\xc0\xaf"),
+        (URLENCODED, b"identifier=/"),
+    ),
+    "latin-1-charset": (
+        (URLENCODED + b"; charset=latin-1", b"identifier=1"),
+        (URLENCODED + b"; charset=UTF-8", b"identifier=1"),
+    ),
+    "bad-boundary": (
+        (b"multipart/form-data; boundary=\xff\xfe", multipart(b'name="a"')),
+        (MULTIPART, multipart(b'name="a"')),
+    ),
+    "file-upload": (
+        (MULTIPART, multipart(b'name="identifier"; filename="a.txt"')),
+        (MULTIPART, multipart(b'name="identifier"')),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE_FORMS))
+def test_ops_09_a_form_body_webob_cannot_read_gets_the_400_page(port, case):
+    """OPS-09: a body that is not UTF-8, another charset, a bad boundary, a file: 400."""
+    for (content_type, body), status in zip(
+        UNREADABLE_FORMS[case], (400, 403), strict=True
+    ):
+        answer = exchange(
+            port,
+            request_bytes(
+                "POST",
+                b"/login",
+                headers=(
+                    (b"Content-Type", content_type),
+                    (b"Origin", b"https://idp.test"),
+                ),
+                body=body,
+            ),
+        )
+        assert answer.status == status, (content_type, body, answer.text[:200])
+        if status == 400:
+            assert_bilingual_400(answer)
+        else:
+            assert 'data-error-code="csrf"' in answer.text
+
+
 def test_ops_09_the_400_page_keeps_the_chosen_language(port):
     """OPS-09: ``?lang=en`` beside the bad bytes still picks English first."""
     answer = get(port, b"/login?lang=en&next=%FF")
