@@ -5,9 +5,9 @@
 - A body larger than ``idp.max_request_body`` is refused (413) before a view
   reads it (waitress enforces the same bound on chunked bodies).
 - A path, query or form body that is not UTF-8 once percent-decoded, or a
-  form body WebOb cannot parse (another charset, a bad multipart boundary),
-  is refused (400) before anything decodes it (OPS-09): WebOb raises
-  wherever it is read, the error page included.
+  form body WebOb cannot parse (another charset, a bad multipart boundary)
+  or that holds a file, is refused (400) before anything decodes it
+  (OPS-09): WebOb raises wherever it is read, the error page included.
 - Security headers: a CSP without inline script, no framing, no referrer
   outside the site,
   no sniffing, HSTS outside development.

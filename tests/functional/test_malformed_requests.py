@@ -229,14 +229,14 @@ def test_ops_09_readme_lists_every_tween_header_for_the_proxy():
     assert proxy_headers_in_readme() == expected
 
 
-def test_ops_09_a_declared_body_over_the_limit_gets_the_apps_413_page(port):
+def test_ops_09_a_declared_body_over_the_limit_gets_the_apps_413_page(port, settings):
     """OPS-09/OPS-05: waitress lets the app refuse first, so the 413 has the headers.
 
     The app's cap (``idp.max_request_body``) is below waitress's
     ``max_request_body_size`` in the shipped ini files; a body between the two
     gets the bilingual 413 page with every security header.
     """
-    app_cap = 1048576
+    app_cap = int(settings["idp.max_request_body"])
     waitress_cap = int(server_settings()["max_request_body_size"])
     assert waitress_cap > app_cap
     body = b"a=" + b"x" * (app_cap + 100)
