@@ -253,6 +253,21 @@ def test_ops_09_a_declared_body_over_the_limit_gets_the_apps_413_page(port, sett
     assert 'data-error-code="too_large"' in answer.text
     for name, value in BASE_HEADERS.items():
         assert answer.header(name) == value, name
+    # The same body chunked: waitress counts it against its own cap and
+    # hands the app its length, so the app's page answers here too.
+    chunked = (
+        b"POST /login HTTP/1.1\r\nHost: idp.test\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        + f"{len(body):x}".encode()
+        + b"\r\n"
+        + body
+        + b"\r\n0\r\n\r\n"
+    )
+    answer = exchange(port, chunked)
+    assert answer.status == 413
+    assert 'data-error-code="too_large"' in answer.text
+    assert answer.header("X-Frame-Options") == "DENY"
     # The control: a small post reaches the view (and its CSRF check).
     small = exchange(
         port,
