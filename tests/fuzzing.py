@@ -22,7 +22,8 @@ from a few client threads, each with its own seeded generator:
 
 Every answer is counted by status; any status >= 500, any connection closed
 without an answer, and any body containing "Traceback" is a finding, kept
-with the request that caused it. Bounded by ``count`` and ``max_seconds``;
+with the request that caused it, and so is a page that echoes a sent
+``<script>`` unescaped. Bounded by ``count`` and ``max_seconds``;
 nothing leaves 127.0.0.1. ``bench/fuzz.py`` runs it by hand; a small run is
 part of the test suite (tests/functional/test_fuzz.py).
 """
@@ -78,6 +79,8 @@ RATE_LIMITS = (
     "captcha.address",
 )
 REFRESH_EVERY = 300  # requests per worker between fresh sessions
+# Sent in values (SPECIAL below); a page that shows it unescaped echoes raw input.
+RAW_ECHO = b"<script>alert(1)</script>"
 
 # --------------------------------------------------------------------------
 # What gets put where
@@ -879,6 +882,7 @@ class Report:
             f"responses >= 500: {self.server_errors}; "
             f"no answer: {self.statuses.get(0, 0)}; "
             f"with a traceback: {sum(1 for f in self.findings if 'Traceback' in f[3])}; "
+            f"raw echoes: {sum(1 for f in self.findings if 'echo' in f[3])}; "
             f"errors logged by the app or waitress: {len(self.logged_errors)}",
         ]
         for kind, status, raw, why in self.findings[:20]:
@@ -929,6 +933,8 @@ def _send(port, identifier, solver, seed, count, deadline, report, lock):
             why = "no answer"
         if b"Traceback" in answer.body:
             why += " Traceback"
+        if RAW_ECHO in answer.body:
+            why += " raw echo"
         with lock:
             report.sent += 1
             report.statuses[answer.status] += 1
