@@ -4,6 +4,10 @@
   built from ``idp.base_url``, and a forged Host must not steer anything.
 - A body larger than ``idp.max_request_body`` is refused (413) before a view
   reads it (waitress enforces the same bound on chunked bodies).
+- A path, query or form body that is not UTF-8 once percent-decoded, or a
+  form body WebOb cannot parse (another charset, a bad multipart boundary)
+  or that holds a file, is refused (400) before anything decodes it
+  (OPS-09): WebOb raises wherever it is read, the error page included.
 - Security headers: a CSP without inline script, no framing, no referrer
   outside the site,
   no sniffing, HSTS outside development.
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pyramid.httpexceptions import HTTPBadRequest, HTTPRequestEntityTooLarge
 
@@ -76,12 +80,130 @@ def allowed_hosts(settings) -> frozenset[str]:
     return frozenset(hosts)
 
 
+# Where the original, undecodable target of a refused request is kept (as
+# printable text) for the log line, since the request itself is rewritten.
+RAW_TARGET_KEY = "idp.raw_target"
+
+
+def _wire_text(value: str) -> str:
+    """A WSGI native string (bytes as Latin-1) decoded as the UTF-8 it must be."""
+    return value.encode("latin-1").decode("utf-8")
+
+
+def undecodable_part(environ) -> str | None:
+    """The first part of the request target that is not UTF-8, or None.
+
+    PEP 3333 hands the path (already percent-decoded by the server) and the
+    raw query as bytes in Latin-1 clothing; WebOb decodes them as UTF-8
+    whenever ``request.path`` or ``request.GET`` is read, and raises.
+    """
+    for key in ("SCRIPT_NAME", "PATH_INFO"):
+        try:
+            _wire_text(environ.get(key, ""))
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return "path"
+    try:
+        query = environ.get("QUERY_STRING", "").encode("latin-1")
+    except UnicodeEncodeError:
+        return "query"
+    return None if _decodes_as_query(query) else "query"
+
+
+def _decodes_as_query(data: bytes) -> bool:
+    try:
+        parse_qsl(
+            data.decode("utf-8"),
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+        )
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+FORM_TYPES = ("", "application/x-www-form-urlencoded", "multipart/form-data")
+# What WebOb raises parsing a form body it cannot read: DeprecationWarning
+# for a charset other than UTF-8, ValueError for a bad multipart boundary,
+# TypeError for a multipart body cgi cannot index, LookupError for an
+# unknown encoding.
+_FORM_ERRORS = (
+    DeprecationWarning,
+    ValueError,
+    TypeError,
+    LookupError,
+    UnicodeDecodeError,
+)
+
+
+def unreadable_form(request) -> bool:
+    """Whether the form body would make WebOb raise, is not UTF-8, or holds a file.
+
+    Only what ``request.POST`` would parse is looked at, and it is parsed
+    here, once (WebOb keeps the result for the view). An urlencoded body
+    must decode strictly, like the query; in a multipart body cgi puts
+    U+FFFD for a byte that is not UTF-8 instead of raising.
+    """
+    content_type = request.content_type
+    if content_type not in FORM_TYPES or (
+        request.method != "POST" and not content_type
+    ):
+        return False
+    if content_type != "multipart/form-data" and not _decodes_as_query(request.body):
+        return True
+    try:
+        fields = request.POST
+    except _FORM_ERRORS:
+        return True
+    # No form of the IdP takes a file; an upload arrives as a cgi
+    # FieldStorage, on which the form library raises TypeError.
+    return not all(isinstance(value, str) for value in fields.values())
+
+
+def printable_path(environ) -> str:
+    """The request's path for a log line; never raises, whatever the bytes.
+
+    The query is left out: it can hold tokens and whole SAML messages.
+    """
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    raw = path.encode("latin-1", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")[:512]
+
+
+def _decodable_target(environ, part: str) -> None:
+    """Rewrite the target so the error page can read it: the site's root,
+    keeping only the query pairs that decode (``?lang=`` still chooses the
+    page's language)."""
+    raw = environ.get("QUERY_STRING", "").encode("latin-1", "replace")
+    pairs = []
+    for pair in raw.split(b"&"):
+        try:
+            pairs.extend(
+                parse_qsl(
+                    pair.decode("utf-8"),
+                    keep_blank_values=True,
+                    encoding="utf-8",
+                    errors="strict",
+                )
+            )
+        except UnicodeDecodeError:
+            continue
+    environ[RAW_TARGET_KEY] = f"{printable_path(environ)} (undecodable {part})"
+    environ["SCRIPT_NAME"] = ""
+    environ["PATH_INFO"] = "/"
+    environ["QUERY_STRING"] = urlencode(pairs)
+
+
 def sanity_tween_factory(handler, registry):
     settings = registry.settings
     hosts = allowed_hosts(settings)
     max_body = settings["idp.max_request_body"]
 
     def sanity_tween(request):
+        part = undecodable_part(request.environ)
+        if part is not None:
+            _decodable_target(request.environ, part)
+            return _refuse(request, HTTPBadRequest())
         if request.host.lower() not in hosts:
             return _refuse(request, HTTPBadRequest())
         if request.content_length is not None and request.content_length > max_body:
@@ -90,6 +212,8 @@ def sanity_tween_factory(handler, registry):
             if request.is_body_seekable:
                 request.body_file_raw.close()
             return _refuse(request, HTTPRequestEntityTooLarge())
+        if unreadable_form(request):
+            return _refuse(request, HTTPBadRequest())
         return handler(request)
 
     return sanity_tween

@@ -37,6 +37,7 @@ from idp.i18n import LOCALES
 from idp.models import Module, ServiceProvider, SpRegistryState
 from idp.models.sp import NAMEID_PERSISTENT
 from idp.redirects import UnsafeUrl, endpoint_url
+from idp.saml import xsdatetime
 
 log = logging.getLogger(__name__)
 
@@ -275,12 +276,12 @@ def _valid_until(root: ET.Element) -> dt.datetime | None:
     if value is None:
         return None
     try:
-        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise MetadataError(f"validUntil is not a date and time: {value!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)
+        return xsdatetime.parse(value.strip())
+    except ValueError as exc:
+        raise MetadataError(
+            f"validUntil is not a date and time this service can hold ({exc}): "
+            f"{value[:80]!r}"
+        ) from None
 
 
 def _sp_descriptor(root: ET.Element) -> ET.Element:

@@ -41,6 +41,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from idp.models import SeenRequestId, ServiceProvider
+from idp.saml import xsdatetime
 from idp.saml.crypto import (
     XmlRefused,
     XmlsecBackend,
@@ -268,15 +269,6 @@ def from_post(params, field_name: str = "SAMLRequest") -> Received:
 # Parsing and verifying
 
 
-def _parse_instant(value: str | None) -> dt.datetime:
-    if not value:
-        raise ValueError("missing")
-    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
-
-
 def _issuer(root: etree._Element) -> str:
     """The Issuer's whole text, exactly as sent (SAML-15, SAML-16)."""
     issuers = [c for c in root if c.tag == _ISSUER]
@@ -351,7 +343,7 @@ def verify(
     if root.get("Version") != "2.0":
         raise SamlRefused("saml_bad_message", "Version is not 2.0")
     try:
-        issue_instant = _parse_instant(root.get("IssueInstant"))
+        issue_instant = xsdatetime.parse(root.get("IssueInstant"))
     except ValueError as exc:
         raise SamlRefused("saml_bad_message", "bad IssueInstant") from exc
     return Verified(
@@ -657,7 +649,7 @@ def reparse_authn_request(
         metadata=metadata,
         id=root.get("ID") or "",
         issuer=issuer,
-        issue_instant=_parse_instant(root.get("IssueInstant")),
+        issue_instant=xsdatetime.parse(root.get("IssueInstant")),
         destination=root.get("Destination"),
         signed=True,
         received=received,

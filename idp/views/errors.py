@@ -19,6 +19,7 @@ from pyramid.view import (
 )
 
 from idp.i18n import _, other_locale, translate_in
+from idp.tweens import RAW_TARGET_KEY
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +102,23 @@ def render_error(request, status: int, page=None, *, headers=None):
     }
 
 
+def _target(request) -> str:
+    """The path for a log line: the original one where the sanity tween
+    rewrote an undecodable request (reading ``request.path`` would raise)."""
+    return request.environ.get(RAW_TARGET_KEY) or request.path
+
+
 def _http_error(exc, request):
     allow = exc.headers.get("Allow")
     reference, values = render_error(
         request, exc.status_int, headers={"Allow": allow} if allow else None
     )
     log.info(
-        "refused %s %s: %s [%s]", request.method, request.path, exc.status, reference
+        "refused %s %s: %s [%s]",
+        request.method,
+        _target(request),
+        exc.status,
+        reference,
     )
     return values
 
@@ -131,7 +142,7 @@ def forbidden(exc, request):
 def bad_csrf(exc, request):
     reference, values = render_error(request, 403, CSRF_PAGE)
     log.warning(
-        "CSRF check failed on %s %s [%s]", request.method, request.path, reference
+        "CSRF check failed on %s %s [%s]", request.method, _target(request), reference
     )
     return values
 
@@ -150,7 +161,7 @@ def server_error(exc, request):
     log.error(
         "unhandled error on %s %s [%s]",
         request.method,
-        request.path,
+        _target(request),
         reference,
         exc_info=(type(exc), exc, exc.__traceback__),
     )
