@@ -4,7 +4,7 @@ It is the attack of issue 11, written the way someone holding the source and
 every clip the repository ships would write it: cut the WAV into words by
 their energy, then name each word after the shipped clip that correlates
 best with it, trying each clip at several speeds. It knows the answer's
-length range and the alphabet, as anyone reading the source does.
+length and the alphabet, as anyone reading the source does.
 
 Nothing here is specific to one version of the renderer: the clips are
 whatever ``idp/data/captcha-audio`` holds (every ``.wav`` under it, in any
@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import io
+import itertools
 import wave
 
 import numpy as np
@@ -30,9 +31,18 @@ DECIMATE = 4
 # renderer's challenges at twice the cost.
 STRETCHES = (0.88, 0.92, 0.96, 1.0, 1.04, 1.08, 1.12)
 FRAME = 160  # 10 ms
+# Word bumps: smoothed over 150 ms, at least 0.45 s apart (a word plus the
+# shortest pause), each cut to at most 1.1 s.
+SMOOTH = 15
+MIN_GAP_S = 0.45
+MAX_WORD_S = 1.1
+TRIM_DB = 25
+MARGIN = 3  # frames
+# Threshold cuts: a word lasts at least MIN_WORD_S; quieter gaps shorter
+# than MIN_PAUSE_S are inside a word.
 MIN_WORD_S = 0.12
-MIN_GAP_S = 0.12
-LENGTHS = range(4, 9)
+MIN_PAUSE_S = 0.12
+LENGTH = 6  # captcha_media.LENGTH, as the source says
 
 
 def read_wav(data: bytes) -> tuple[int, np.ndarray]:
@@ -102,7 +112,7 @@ def _segments(env: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     if start is not None:
         runs.append([start, len(loud)])
     merged: list[list[int]] = []
-    gap = round(MIN_GAP_S * RATE / FRAME)
+    gap = round(MIN_PAUSE_S * RATE / FRAME)
     for run in runs:
         if merged and run[0] - merged[-1][1] < gap:
             merged[-1][1] = run[1]
@@ -112,56 +122,137 @@ def _segments(env: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     return [(a, b) for a, b in merged if b - a >= shortest]
 
 
-def segment(x: np.ndarray) -> list[np.ndarray]:
-    """Cut ``x`` into words by energy.
+def _by_threshold(x: np.ndarray) -> list[np.ndarray]:
+    """Cut ``x`` into words where the energy crosses a threshold.
 
-    The threshold is swept from the noise floor up, in dB, and the first
-    that gives a plausible number of words wins (the attacker knows the
-    answer has 4 to 8 digits); failing that, the count closest to 6.
+    The threshold is swept up from the noise floor, in dB; the first that
+    gives LENGTH words, none longer than a word can be, wins; [] if none
+    does.
     """
     env = _envelope(x)
     floor = np.percentile(env, 10)
     peak = env.max()
-    best = []
     for db in np.linspace(3, 40, 38):
         threshold = floor * 10 ** (db / 20)
         if threshold >= peak:
             break
         segs = _segments(env, threshold)
-        if len(segs) in LENGTHS:
-            best = segs
-            break
-        if not best or abs(len(segs) - 6) < abs(len(best) - 6):
-            best = segs
-    pad = FRAME * 3
-    return [x[max(0, a * FRAME - pad) : b * FRAME + pad] for a, b in best]
+        longest = round(MAX_WORD_S * RATE / FRAME)
+        if len(segs) == LENGTH and all(b - a <= longest for a, b in segs):
+            pad = FRAME * 3
+            return [x[max(0, a * FRAME - pad) : b * FRAME + pad] for a, b in segs]
+    return []
 
 
-def _ncc_max(segment: np.ndarray, template: np.ndarray) -> float:
-    """Best normalised cross-correlation of ``template`` sliding over ``segment``."""
-    if len(template) > len(segment):
-        segment, template = template, segment
-    n = len(segment) + len(template)
-    size = 1 << (n - 1).bit_length()
-    corr = np.fft.irfft(
-        np.fft.rfft(segment, size) * np.conj(np.fft.rfft(template, size)), size
-    )[: len(segment) - len(template) + 1]
-    # Normalised by the energy under the template at each lag, then weighted
-    # by how much of the longer signal the shorter one covers, so a short
-    # clip matching part of a longer word scores below that word's clip.
-    energy = np.concatenate(([0.0], np.cumsum(segment**2)))
-    window = energy[len(template) :] - energy[: -len(template)]
-    local = np.abs(corr) / np.sqrt(np.maximum(window, 1e-9) * (template**2).sum())
-    return float(local.max() * len(template) / len(segment))
+def _by_peaks(x: np.ndarray, count: int = LENGTH) -> list[np.ndarray]:
+    """Cut ``x`` into ``count`` words by energy.
+
+    The attacker knows from the source how many digits an answer has, so
+    instead of a threshold (which babble between the words defeats) it
+    takes the ``count`` loudest bumps of the smoothed energy at least
+    MIN_GAP_S apart, and cuts between neighbours at the quietest point,
+    keeping at most MAX_WORD_S around each bump and trimming off what is
+    more than TRIM_DB quieter than the bump.
+    """
+    raw = _envelope(x) ** 2
+    level = 10 * np.log10(np.convolve(raw, np.ones(SMOOTH) / SMOOTH, "same") + 1e-9)
+    raw = 10 * np.log10(raw + 1e-9)
+    order = np.argsort(level)[::-1]
+    apart = round(MIN_GAP_S * RATE / FRAME)
+    peaks: list[int] = []
+    for i in order:
+        if all(abs(i - p) >= apart for p in peaks):
+            peaks.append(int(i))
+            if len(peaks) == count:
+                break
+    peaks.sort()
+    cuts = [0]
+    for left, right in itertools.pairwise(peaks):
+        cuts.append(left + int(np.argmin(level[left:right])))
+    cuts.append(len(level))
+    half = round(MAX_WORD_S * RATE / FRAME / 2)
+    words = []
+    for n, peak in enumerate(peaks):
+        start = max(cuts[n], peak - half)
+        end = min(cuts[n + 1], peak + half)
+        # Trimmed to where it is within TRIM_DB of its loudest frame.
+        region = raw[start:end]
+        loud = np.flatnonzero(region >= region.max() - TRIM_DB)
+        first = max(0, (start + loud[0] - MARGIN) * FRAME)
+        last = (start + loud[-1] + 1 + MARGIN) * FRAME
+        words.append(x[first:last])
+    return words
+
+
+def segment(x: np.ndarray) -> list[np.ndarray]:
+    """Cut ``x`` into LENGTH words: by threshold if one gives that, else by peaks.
+
+    A threshold cuts clean words where pauses are quiet; babble between the
+    words defeats it, and then the LENGTH loudest bumps are taken.
+    """
+    return _by_threshold(x) or _by_peaks(x)
+
+
+class _Bank:
+    """Every template, zero-padded to one length, with its spectrum per FFT size.
+
+    Correlating a word with all of them is then one batched FFT.
+    """
+
+    def __init__(self, pairs) -> None:
+        self.digits = np.array([d for d, _ in pairs])
+        self.lengths = np.array([len(t) for _, t in pairs])
+        # Single precision: twice as fast, and ample for a correlation peak.
+        self.padded = np.zeros((len(pairs), self.lengths.max()), dtype=np.float32)
+        for i, (_, t) in enumerate(pairs):
+            self.padded[i, : len(t)] = t
+        self.energy = (self.padded**2).sum(axis=1)
+        self._spectra: dict[int, np.ndarray] = {}
+
+    def spectrum(self, size: int) -> np.ndarray:
+        if size not in self._spectra:
+            self._spectra[size] = np.conj(np.fft.rfft(self.padded, size, axis=1))
+        return self._spectra[size]
+
+
+@functools.cache
+def _bank() -> _Bank:
+    return _Bank(templates())
+
+
+def scores(word: np.ndarray) -> dict[str, float]:
+    """Each digit's best score: normalised cross-correlation with its clips.
+
+    For each template, the correlation at each lag is normalised by the
+    energy of the word under the template there, and weighted by how much
+    of the word the template covers, so a short clip matching part of a
+    longer word scores below that word's own clip.
+    """
+    bank = _bank()
+    longest = bank.padded.shape[1]
+    # Zeros after the word let longer templates slide past its end; the
+    # correlation is circular but the padding keeps it from wrapping.
+    word = np.concatenate((word, np.zeros(longest))).astype(np.float32)
+    size = 1 << (len(word) - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(word, size)[None, :] * bank.spectrum(size), size)
+    lags = len(word) - longest + 1
+    corr = np.abs(corr[:, :lags])
+    energy = np.concatenate(([0.0], np.cumsum(word.astype(np.float64) ** 2)))
+    starts = np.arange(lags)[None, :]
+    window = energy[starts + bank.lengths[:, None]] - energy[starts]
+    spoken = len(word) - longest
+    # Where a template lies mostly over the padding, its window is (near)
+    # silent; a floor keeps rounding noise there from scoring.
+    floor = 0.01 * energy[-1] / spoken * bank.lengths[:, None]
+    local = corr / np.sqrt(np.maximum(window, floor) * bank.energy[:, None])
+    cover = np.minimum(bank.lengths, spoken) / np.maximum(bank.lengths, spoken)
+    best = local.max(axis=1) * cover
+    return {d: float(best[bank.digits == d].max()) for d in np.unique(bank.digits)}
 
 
 def classify(word: np.ndarray) -> str:
-    scores: dict[str, float] = {}
-    for digit, template in templates():
-        score = _ncc_max(word, template)
-        if score > scores.get(digit, 0.0):
-            scores[digit] = score
-    return max(scores, key=scores.get)
+    found = scores(word)
+    return max(found, key=found.get)
 
 
 def assemble(answer: str, rng, folder: str = "ms/m3") -> bytes:

@@ -42,7 +42,7 @@ def test_auth_23_shipped_clip_attack_solves_at_most_5_percent():
 def test_auth_23_control_the_attack_reads_shipped_clips_played_as_they_are():
     """AUTH-23 control: the same attack reads the clips when they are not vocoded."""
     rng = np.random.default_rng(23)
-    trials = list(_challenges(20, 24))
+    trials = list(_challenges(30, 24))
     solved = sum(
         captcha_solver.solve(
             captcha_solver.assemble(answer, rng, f"{locale}/{('m3', 'f2')[i % 2]}")
@@ -50,4 +50,32 @@ def test_auth_23_control_the_attack_reads_shipped_clips_played_as_they_are():
         == answer
         for i, (answer, locale, _) in enumerate(trials)
     )
+    # It reads 55-80 % of them, depending on the draw; 40 % is far above the
+    # 5 % the real audio must stay under.
     assert solved >= 12, f"the attack only solved {solved} of {len(trials)}"
+
+
+def test_auth_23_words_cut_exactly_still_do_not_match_a_clip():
+    """AUTH-23: even cut where the words really are, correlation reads few digits.
+
+    A stronger attacker than any segmenter: the word boundaries come from
+    the speech track alone, which no attacker has. Per digit, correlation
+    must stay near chance (10 %; at most 40 %; about 28 % measured), and at
+    most one answer in 30 be read whole.
+    """
+    right = total = whole = 0
+    for answer, locale, seed in _challenges(30, 25):
+        spans = captcha_media.render_parts(answer, locale, seed).words
+        _, x = captcha_solver.read_wav(captcha_media.render_audio(answer, locale, seed))
+        margin = 3 * captcha_solver.FRAME
+        read = "".join(
+            captcha_solver.classify(
+                captcha_solver._decimate(x[max(0, a - margin) : b + margin])
+            )
+            for a, b in spans
+        )
+        right += sum(r == c for r, c in zip(read, answer, strict=True))
+        total += len(answer)
+        whole += read == answer
+    assert right <= 0.4 * total, f"{right} of {total} digits read"
+    assert whole <= 1
