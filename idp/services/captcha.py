@@ -157,6 +157,9 @@ class ImageCaptcha:
         challenge = self._live(token)
         if challenge is None or challenge.purpose != purpose:
             return None
+        # One about to expire would be refused before a person typed it.
+        if challenge.expires_at - self.clock() < self.lifetime / 3:
+            return None
         if not hmac.compare_digest(challenge.binding, binding):
             return None
         return token
@@ -205,14 +208,15 @@ class ImageCaptcha:
         self._remember(purpose, token)
         return token
 
-    def _live(self, token: str) -> CaptchaChallenge | None:
+    def _live(self, token: str, *, lock: bool = False) -> CaptchaChallenge | None:
         if not token or len(token) > 100:
             return None
-        challenge = self.dbsession.scalars(
-            select(CaptchaChallenge).where(
-                CaptchaChallenge.token_hash == _token_hash(token)
-            )
-        ).one_or_none()
+        query = select(CaptchaChallenge).where(
+            CaptchaChallenge.token_hash == _token_hash(token)
+        )
+        if lock:
+            query = query.with_for_update()
+        challenge = self.dbsession.scalars(query).one_or_none()
         if challenge is None or challenge.used_at is not None:
             return None
         if challenge.expires_at <= self.clock():
@@ -233,7 +237,9 @@ class ImageCaptcha:
         (someone switched it), the sound is rendered again in that one.
         """
         self._count()
-        challenge = self._live(token)
+        # Locked, so two fetches racing for a new challenge's sound render it
+        # once: the second waits and finds it kept.
+        challenge = self._live(token, lock=True)
         if challenge is None:
             return None
         if challenge.audio is None or challenge.audio_locale != locale:

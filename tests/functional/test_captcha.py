@@ -7,10 +7,13 @@ app's key, as the person reading the picture would type them.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 import webtest
 from sqlalchemy import func, select
 
+from idp.db import utcnow
 from idp.models import CaptchaChallenge, OneTimeToken, User
 from idp.services.captcha import ImageCaptcha, _token_hash
 from tests.conftest import environ, make_app
@@ -230,3 +233,23 @@ def test_auth_25_past_the_limit_forms_issue_no_challenge(flood_app, tm, dbsessio
     client.get("/register?lang=en", status=429)
     assert count(dbsession, CaptchaChallenge) == rows
     browser(flood_app, tm, dbsession, "203.0.113.81").get(FORGOT, status=200)
+
+
+def test_a_challenge_near_its_end_is_not_shown_again(captcha_app, tm, dbsession):
+    """A reloaded form gets a fresh challenge once the kept one is nearly expired."""
+    client = browser(captcha_app, tm, dbsession)
+    token = client.get(FORGOT).forms["reset-request-form"]["captcha_token"].value
+    assert (
+        client.get(FORGOT).forms["reset-request-form"]["captcha_token"].value == token
+    )
+    row = dbsession.scalars(
+        select(CaptchaChallenge).where(
+            CaptchaChallenge.token_hash == _token_hash(token)
+        )
+    ).one()
+    row.expires_at = utcnow() + dt.timedelta(seconds=30)
+    dbsession.flush()
+    fresh = client.get(FORGOT).forms["reset-request-form"]["captcha_token"].value
+    assert fresh != token
+    form = client.get(FORGOT).forms["reset-request-form"]
+    assert form["captcha_token"].value == fresh
