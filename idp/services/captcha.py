@@ -428,6 +428,11 @@ class SiteVerifyCaptcha:
 
 
 def includeme(config) -> None:
-    backend = config.get_settings()["captcha.backend"]
+    settings = config.get_settings()
+    backend = settings["captcha.backend"]
     factory = ImageCaptcha if backend == "image" else SiteVerifyCaptcha
+    if backend == "image" and settings["captcha.enabled"]:
+        # Analysing the clips takes a moment; do it at start-up, not in the
+        # first request that asks for a sound.
+        captcha_media.load_voices()
     config.register_service_factory(factory.create_service, ICaptchaService)

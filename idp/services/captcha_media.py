@@ -11,18 +11,21 @@ Answers are :data:`LENGTH` digits from :data:`ALPHABET`: digits are easy to
 hear in both languages and to type on a phone's numeric keypad.
 
 Both renderers are deterministic: the same ``(answer, seed)`` always gives
-the same bytes, because every random choice comes from a
-:class:`random.Random` seeded from ``seed``. That is the right tool here:
-the distortions only have to be varied, not secret (the secret is the answer,
-which :func:`random_answer` draws with :mod:`secrets`), and repeatable
-output lets the caller re-render a challenge instead of storing the media.
+the same bytes, because every random choice comes from a generator
+(:class:`random.Random`, numpy's ``default_rng``) seeded from ``seed``. The
+distortions only have to be varied, not secret (the secret is the answer,
+which :func:`random_answer` draws with :mod:`secrets`). The image is cheap
+and re-rendered per fetch from a seed derived from the token; the sound
+costs tens of milliseconds, so the caller renders it once from a fresh seed
+and stores it.
 
 The image uses the TrueType font bundled inside Pillow (Aileron Regular, via
 ``ImageFont.load_default(size=...)``, Pillow >= 10.1), so the project ships
-no font file. The sound is assembled from per-digit clips synthesised with
-eSpeak NG and committed under ``idp/data/captcha-audio/`` (see the README
-there and ``scripts/build-captcha-audio``); it is built with the standard
-library only (``wave``, ``array``), not ``audioop`` (deprecated) or numpy.
+no font file. The sound is re-synthesised from per-digit clips made with eSpeak
+NG in four voices per language and committed under
+``idp/data/captcha-audio/`` (see the README there and
+``scripts/build-captcha-audio``), by a small vocoder written with numpy
+(see "Audio" below). :func:`load_voices` analyses the clips at start-up.
 """
 
 from __future__ import annotations
