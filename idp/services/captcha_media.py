@@ -600,8 +600,10 @@ def render_parts(answer: str, locale: str, seed: bytes) -> AudioParts:
     speech_rms = np.sqrt((speech[active] ** 2).mean())
     snr = other.uniform(*_SNR_DB)
     babble *= speech_rms / 10 ** (snr / 20) / np.sqrt((babble**2).mean())
-    floor = np.cumsum(other.normal(0, 1, len(speech)))  # brown...
-    floor -= np.convolve(floor, np.ones(64) / 64, mode="same")  # ...less rumble
+    # The floor: brown noise (integrated white) minus its own 4 ms moving
+    # average, which leaves a soft hiss without the rumble below ~250 Hz.
+    floor = np.cumsum(other.normal(0, 1, len(speech)))
+    floor -= np.convolve(floor, np.ones(64) / 64, mode="same")
     floor *= speech_rms / 10 ** (_FLOOR_DB / 20) / np.sqrt((floor**2).mean())
     return AudioParts(speech, babble, floor, tuple(words))
 
