@@ -11,6 +11,18 @@ the image and audio URLs). Its answer is derived from the token with a key
 derived from ``idp.hmac_key``, so the database holds neither the token nor
 the answer: only the token's SHA-256 and a keyed hash of the answer. A
 challenge is consumed by its first check, right or wrong, and expires.
+
+A challenge belongs to one form (its ``purpose``: ``login``, ``register``,
+``reset``, ``reset.new``) and one session: the session keeps a random nonce
+and the challenge a keyed hash of it. Answered from another session or on
+another form it fails like a wrong answer, and is consumed (AUTH-24). A form
+shown again in the same session gets the same live challenge back (its
+token is kept in the session), so reloading a form writes no new row.
+
+Issuing a challenge and fetching its picture or sound each count against
+the ``captcha.address`` rate limit; past it they raise
+:class:`CaptchaFlood`, a 429 page. The sound is rendered once per challenge
+and kept in its row (AUTH-25).
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ from zope.interface import implementer
 from idp.db import utcnow
 from idp.models import CaptchaChallenge
 from idp.services import captcha_media
-from idp.services.interfaces import ICaptchaService
+from idp.services.interfaces import ICaptchaService, IRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +52,20 @@ log = logging.getLogger(__name__)
 # (issue rate x lifetime) without ever making one request slow.
 PURGE_BATCH = 20
 TOKEN_BYTES = 32
+PURPOSES = frozenset({"login", "register", "reset", "reset.new"})
+LIMITER = "captcha.address"
+# Session keys: the nonce challenges are bound to, and the live token per
+# purpose.
+SESSION_BINDING = "captcha.binding"
+SESSION_TOKENS = "captcha.tokens"
+
+
+class CaptchaFlood(Exception):
+    """Too many challenges or media fetches from one address (AUTH-25)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
 
 
 def _token_hash(token: str) -> str:
@@ -55,13 +81,27 @@ class ImageCaptcha:
     csp = MappingProxyType({})
 
     def __init__(
-        self, dbsession, secret: str, *, enabled: bool, lifetime: int, clock=utcnow
+        self,
+        dbsession,
+        secret: str,
+        *,
+        enabled: bool,
+        lifetime: int,
+        session=None,
+        limiter=None,
+        client_address: str | None = None,
+        clock=utcnow,
     ) -> None:
         self.dbsession = dbsession
         self.enabled = enabled
         self.lifetime = dt.timedelta(seconds=lifetime)
         self.clock = clock
         self._key = hmac.new(secret.encode(), b"idp captcha v1", "sha256").digest()
+        # A callable giving the request's session, asked only when a
+        # challenge is issued or checked: media fetches need no session.
+        self._session = session
+        self.limiter = limiter
+        self.client_address = client_address
 
     @classmethod
     def create_service(cls, context, request) -> ImageCaptcha:
@@ -71,7 +111,58 @@ class ImageCaptcha:
             settings["idp.hmac_key"],
             enabled=settings["captcha.enabled"],
             lifetime=settings["captcha.expires_seconds"],
+            session=lambda: request.session,
+            limiter=request.find_service(IRateLimiter, context=None),
+            client_address=request.client_addr,
         )
+
+    def _count(self) -> None:
+        """One hit on ``captcha.address``; CaptchaFlood past the limit."""
+        if self.limiter is None:
+            return
+        decision = self.limiter.hit(LIMITER, self.client_address or "")
+        if not decision.allowed:
+            raise CaptchaFlood(decision.retry_after)
+
+    def _binding(self, *, create: bool) -> str:
+        """The keyed hash of this session's nonce ("" without a session)."""
+        if self._session is None:
+            return ""
+        session = self._session()
+        nonce = session.get(SESSION_BINDING)
+        if not isinstance(nonce, str):
+            if not create:
+                return ""
+            nonce = secrets.token_urlsafe(16)
+            session[SESSION_BINDING] = nonce
+        return self._mac("binding", nonce).hex()
+
+    def _remember(self, purpose: str, token: str) -> None:
+        if self._session is None:
+            return
+        session = self._session()
+        tokens = session.get(SESSION_TOKENS)
+        tokens = dict(tokens) if isinstance(tokens, dict) else {}
+        tokens[purpose] = token
+        session[SESSION_TOKENS] = tokens
+
+    def _reusable(self, purpose: str, binding: str) -> str | None:
+        """This session's live, unused token for ``purpose``, if any."""
+        if self._session is None:
+            return None
+        tokens = self._session().get(SESSION_TOKENS)
+        token = tokens.get(purpose) if isinstance(tokens, dict) else None
+        if not isinstance(token, str):
+            return None
+        challenge = self._live(token)
+        if challenge is None or challenge.purpose != purpose:
+            return None
+        # One about to expire would be refused before a person typed it.
+        if challenge.expires_at - self.clock() < self.lifetime / 3:
+            return None
+        if not hmac.compare_digest(challenge.binding, binding):
+            return None
+        return token
 
     def _mac(self, *parts: str) -> bytes:
         return hmac.new(self._key, "\0".join(parts).encode(), "sha256").digest()
@@ -85,7 +176,14 @@ class ImageCaptcha:
             for i in range(captcha_media.LENGTH)
         )
 
-    def new_challenge(self) -> str:
+    def new_challenge(self, purpose: str) -> str:
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown captcha purpose {purpose!r}")
+        self._count()
+        binding = self._binding(create=True)
+        token = self._reusable(purpose, binding)
+        if token is not None:
+            return token
         now = self.clock()
         stale = (
             select(CaptchaChallenge.id)
@@ -101,20 +199,24 @@ class ImageCaptcha:
             CaptchaChallenge(
                 token_hash=_token_hash(token),
                 answer_hash=self._mac("check", token, self.answer(token)).hex(),
+                purpose=purpose,
+                binding=binding,
                 created_at=now,
                 expires_at=now + self.lifetime,
             )
         )
+        self._remember(purpose, token)
         return token
 
-    def _live(self, token: str) -> CaptchaChallenge | None:
+    def _live(self, token: str, *, lock: bool = False) -> CaptchaChallenge | None:
         if not token or len(token) > 100:
             return None
-        challenge = self.dbsession.scalars(
-            select(CaptchaChallenge).where(
-                CaptchaChallenge.token_hash == _token_hash(token)
-            )
-        ).one_or_none()
+        query = select(CaptchaChallenge).where(
+            CaptchaChallenge.token_hash == _token_hash(token)
+        )
+        if lock:
+            query = query.with_for_update()
+        challenge = self.dbsession.scalars(query).one_or_none()
         if challenge is None or challenge.used_at is not None:
             return None
         if challenge.expires_at <= self.clock():
@@ -122,47 +224,72 @@ class ImageCaptcha:
         return challenge
 
     def image(self, token: str) -> bytes | None:
+        self._count()
         if self._live(token) is None:
             return None
         return captcha_media.render_image(self.answer(token), self._mac("seed", token))
 
     def audio(self, token: str, locale: str) -> bytes | None:
-        if self._live(token) is None:
-            return None
-        return captcha_media.render_audio(
-            self.answer(token), locale, self._mac("seed", token)
-        )
+        """The challenge's sound, rendered at the first fetch and kept.
 
-    def check(self, params, client_address: str | None = None) -> bool:
+        Rendered from a fresh random seed, so the bytes served again are
+        the kept ones, not a second render. Asked in the other language
+        (someone switched it), the sound is rendered again in that one.
+        """
+        self._count()
+        # Locked, so two fetches racing for a new challenge's sound render it
+        # once: the second waits and finds it kept.
+        challenge = self._live(token, lock=True)
+        if challenge is None:
+            return None
+        if challenge.audio is None or challenge.audio_locale != locale:
+            challenge.audio = captcha_media.render_audio(
+                self.answer(token), locale, secrets.token_bytes(16)
+            )
+            challenge.audio_locale = locale
+        return challenge.audio
+
+    def check(self, params, client_address: str | None = None, *, purpose: str) -> bool:
         if not self.enabled:
             return True
         return self.check_answer(
-            params.get("captcha_token"), params.get("captcha_answer")
+            params.get("captcha_token"), params.get("captcha_answer"), purpose
         )
 
-    def check_answer(self, token: str | None, answer: str | None) -> bool:
+    def check_answer(self, token: str | None, answer: str | None, purpose: str) -> bool:
         if not token or len(token) > 100:
             return False
+        binding = self._binding(create=False)
         now = self.clock()
         # One UPDATE both finds and consumes the challenge, so two requests
         # racing with the same token cannot both get a verdict.
-        expected = self.dbsession.scalars(
+        expected = self.dbsession.execute(
             update(CaptchaChallenge)
             .where(
                 CaptchaChallenge.token_hash == _token_hash(token),
                 CaptchaChallenge.used_at.is_(None),
                 CaptchaChallenge.expires_at > now,
             )
-            .values(used_at=now)
-            .returning(CaptchaChallenge.answer_hash)
+            .values(used_at=now, audio=None)
+            .returning(
+                CaptchaChallenge.answer_hash,
+                CaptchaChallenge.purpose,
+                CaptchaChallenge.binding,
+            )
             .execution_options(synchronize_session=False)
         ).one_or_none()
         if expected is None:
             return False
+        answer_hash, issued_for, issued_to = expected
         given = "".join((answer or "").split())[:20]
-        return hmac.compare_digest(
-            self._mac("check", token, given), bytes.fromhex(expected)
+        # Every comparison is made, so a relayed challenge takes as long to
+        # refuse as a wrong answer.
+        right = hmac.compare_digest(
+            self._mac("check", token, given), bytes.fromhex(answer_hash)
         )
+        same_form = hmac.compare_digest(issued_for, purpose)
+        same_session = bool(binding) and hmac.compare_digest(issued_to, binding)
+        return right and same_form and same_session
 
 
 @dataclass(frozen=True)
@@ -261,7 +388,7 @@ class SiteVerifyCaptcha:
             enabled=settings["captcha.enabled"],
         )
 
-    def new_challenge(self) -> str:
+    def new_challenge(self, purpose: str) -> str:
         return ""
 
     def image(self, token: str) -> None:
@@ -270,7 +397,11 @@ class SiteVerifyCaptcha:
     def audio(self, token: str, locale: str) -> None:
         return None
 
-    def check(self, params, client_address: str | None = None) -> bool:
+    def check(
+        self, params, client_address: str | None = None, *, purpose: str = ""
+    ) -> bool:
+        # The provider binds its token to our site key; ``purpose`` is not
+        # its concern.
         if not self.enabled:
             return True
         response = params.get(self.provider.response_field) or ""
@@ -297,6 +428,11 @@ class SiteVerifyCaptcha:
 
 
 def includeme(config) -> None:
-    backend = config.get_settings()["captcha.backend"]
+    settings = config.get_settings()
+    backend = settings["captcha.backend"]
     factory = ImageCaptcha if backend == "image" else SiteVerifyCaptcha
+    if backend == "image" and settings["captcha.enabled"]:
+        # Analysing the clips takes a moment; do it at start-up, not in the
+        # first request that asks for a sound.
+        captcha_media.load_voices()
     config.register_service_factory(factory.create_service, ICaptchaService)

@@ -105,8 +105,13 @@ class ICaptchaService(Interface):
     Content-Security-Policy must add for it.
     """
 
-    def new_challenge():
-        """Store a new challenge and return its token (``""`` for a provider)."""
+    def new_challenge(purpose):
+        """Return the token of a challenge for the form ``purpose``.
+
+        The challenge is bound to the request's session and ``purpose``; a
+        form shown again in one session gets its live challenge back.
+        ``""`` for a provider.
+        """
 
     def image(token):
         """Return the challenge's PNG, or None if unknown, used or expired."""
@@ -114,12 +119,13 @@ class ICaptchaService(Interface):
     def audio(token, locale):
         """Return the challenge spoken in ``locale`` as a WAV, or None."""
 
-    def check(params, client_address=None):
+    def check(params, client_address=None, *, purpose):
         """Return True if the submitted form ``params`` solve the captcha.
 
         The first check consumes the challenge whatever the answer, so a
         challenge can be neither replayed nor guessed twice. Missing fields
-        are a wrong answer; so is a provider that cannot be reached.
+        are a wrong answer; so are a provider that cannot be reached and a
+        challenge issued to another session or for another ``purpose``.
         """
 
 

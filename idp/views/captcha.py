@@ -1,11 +1,30 @@
-"""The captcha's picture and sound, fetched by the form that shows them."""
+"""The captcha's picture and sound, fetched by the form that shows them.
+
+Both count against ``captcha.address``, as issuing a challenge does; past
+the limit any of them gets the bilingual 429 page below (AUTH-25).
+"""
+
+import logging
 
 from pyramid.httpexceptions import HTTPNotFound
 from pyramid.response import Response
-from pyramid.view import view_config
+from pyramid.view import exception_view_config, view_config
 
-from idp.i18n import LOCALES
+from idp.i18n import LOCALES, _
+from idp.services.captcha import CaptchaFlood
 from idp.services.interfaces import ICaptchaService
+from idp.views.errors import render_error
+
+log = logging.getLogger(__name__)
+
+FLOOD_PAGE = (
+    "too_many_requests",
+    _("Too many requests"),
+    _(
+        "Too many security checks were asked for from your network. "
+        "Please wait a while and try again."
+    ),
+)
 
 
 def _media(body: bytes | None, content_type: str) -> Response:
@@ -30,3 +49,14 @@ def audio(request):
         raise HTTPNotFound()
     body = captcha.audio(request.matchdict["token"], locale)
     return _media(body, "audio/wav")
+
+
+@exception_view_config(CaptchaFlood, renderer="errors/error.jinja2")
+def flood(exc, request):
+    reference, values = render_error(
+        request, 429, FLOOD_PAGE, headers={"Retry-After": str(exc.retry_after)}
+    )
+    log.warning(
+        "captcha limit reached on %s %s [%s]", request.method, request.path, reference
+    )
+    return values

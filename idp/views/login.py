@@ -179,7 +179,7 @@ def password(request):
         if isinstance(message, HTTPSeeOther):
             return message
         request.response.status_int = 429 if message == "throttled" else 400
-    token = captcha.new_challenge() if needs_captcha else ""
+    token = captcha.new_challenge("login") if needs_captcha else ""
     return {
         "form": form,
         "message": MESSAGES.get(message) if message else None,
@@ -194,7 +194,9 @@ def _check(request, form, state, signin, captcha, needs_captcha):
     """Check the posted password; a redirect on success, else a message key."""
     if not form.validate():
         return None
-    if needs_captcha and not captcha.check(request.POST, request.client_addr):
+    if needs_captcha and not captcha.check(
+        request.POST, request.client_addr, purpose="login"
+    ):
         return "failed"
     attempt = signin.attempt(
         state["identifier"],

@@ -26,7 +26,9 @@ from idp.tweens import content_security_policy
 def _page(request, form: RegisterForm) -> dict:
     captcha = request.find_service(ICaptchaService, context=None)
     form.captcha_answer.data = ""
-    form.captcha_token.data = captcha.new_challenge() if captcha.enabled else ""
+    form.captcha_token.data = (
+        captcha.new_challenge("register") if captcha.enabled else ""
+    )
     if captcha.enabled and captcha.csp:
         request.response.headers["Content-Security-Policy"] = content_security_policy(
             captcha.csp
@@ -59,7 +61,7 @@ def index(request):
     captcha = request.find_service(ICaptchaService, context=None)
     # The captcha is checked (and consumed) first, whatever the other fields
     # say, so one solved challenge cannot be replayed against a form error.
-    captcha_ok = captcha.check(request.POST, request.client_addr)
+    captcha_ok = captcha.check(request.POST, request.client_addr, purpose="register")
     valid = form.validate()
     if not captcha_ok:
         wrong = "captcha" if captcha.kind == "image" else "captcha.hosted"

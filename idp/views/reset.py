@@ -73,11 +73,11 @@ def _service(request, iface):
     return request.find_service(iface, context=None)
 
 
-def _captcha(request, form) -> dict:
-    """Put a new challenge in ``form``; the captcha's values for the template."""
+def _captcha(request, form, purpose: str) -> dict:
+    """Put a challenge for ``purpose`` in ``form``; the template's values."""
     captcha = _service(request, ICaptchaService)
     form.captcha_answer.data = ""
-    form.captcha_token.data = captcha.new_challenge() if captcha.enabled else ""
+    form.captcha_token.data = captcha.new_challenge(purpose) if captcha.enabled else ""
     if captcha.enabled and captcha.csp:
         request.response.headers["Content-Security-Policy"] = content_security_policy(
             captcha.csp
@@ -127,18 +127,18 @@ def request_(request):
     # The trailing underscore (PEP 8) keeps the view apart from its argument.
     if request.method != "POST":
         form = RequestForm()
-        return {"form": form, **_captcha(request, form)}
+        return {"form": form, **_captcha(request, form, "reset")}
     form = RequestForm(request.POST)
     # Checked (and consumed) first, whatever the other fields say (AUTH-19).
     captcha_ok = _service(request, ICaptchaService).check(
-        request.POST, request.client_addr
+        request.POST, request.client_addr, purpose="reset"
     )
     valid = form.validate()
     if not captcha_ok:
         _captcha_error(request, form)
     if not (valid and captcha_ok):
         request.response.status_int = 400
-        return {"form": form, **_captcha(request, form)}
+        return {"form": form, **_captcha(request, form, "reset")}
     _send_link(request, form.address)
     return HTTPSeeOther(request.route_path("reset.sent"))
 
@@ -242,7 +242,7 @@ def new(request):
     form = NewForm(request.POST if request.method == "POST" else None)
     if request.method == "POST":
         captcha_ok = _service(request, ICaptchaService).check(
-            request.POST, request.client_addr
+            request.POST, request.client_addr, purpose="reset.new"
         )
         valid = form.validate() and form.check_policy(
             users.policy_violations(user, form.password.data)
@@ -257,7 +257,7 @@ def new(request):
             _reset(request, users, user, form.password.data)
             return HTTPSeeOther(request.route_path("login.identifier"))
         request.response.status_int = 400
-    return {"form": form, **_captcha(request, form)}
+    return {"form": form, **_captcha(request, form, "reset.new")}
 
 
 def _reset(request, users, user: User, password: str) -> None:

@@ -16,6 +16,7 @@ import sys
 import wave
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -43,11 +44,15 @@ BAD_ANSWERS = [
 ]
 
 
-def clip_resource(locale: str, digit: str):
+VOICES = ("f2", "f4", "m3", "m7")
+
+
+def clip_resource(locale: str, digit: str, voice: str = "m3"):
     return (
         importlib.resources.files("idp.data")
         / "captcha-audio"
         / locale
+        / voice
         / f"{digit}.wav"
     )
 
@@ -190,10 +195,11 @@ def test_images_rendered_in_threads_match_serial_ones():
 
 
 @pytest.mark.parametrize("locale", ["ms", "en"])
+@pytest.mark.parametrize("voice", VOICES)
 @pytest.mark.parametrize("digit", list(ALPHABET))
-def test_every_clip_exists_and_is_plausible(locale, digit):
-    resource = clip_resource(locale, digit)
-    assert resource.is_file(), f"missing {locale}/{digit}.wav"
+def test_every_clip_exists_and_is_plausible(locale, voice, digit):
+    resource = clip_resource(locale, digit, voice)
+    assert resource.is_file(), f"missing {locale}/{voice}/{digit}.wav"
     params, samples = read_wav(resource.read_bytes())
     assert params.nchannels == 1
     assert params.sampwidth == 2
@@ -204,8 +210,9 @@ def test_every_clip_exists_and_is_plausible(locale, digit):
 
 def test_clips_of_a_locale_differ_from_each_other():
     for locale in ("ms", "en"):
-        clips = {clip_resource(locale, d).read_bytes() for d in ALPHABET}
-        assert len(clips) == len(ALPHABET)
+        for voice in VOICES:
+            clips = {clip_resource(locale, d, voice).read_bytes() for d in ALPHABET}
+            assert len(clips) == len(ALPHABET)
 
 
 # -- audio ------------------------------------------------------------------
@@ -262,40 +269,44 @@ def test_english_with_a_region_is_english(locale):
 
 
 def test_audio_starts_quietly_but_not_in_digital_silence():
+    parts = captcha_media.render_parts(ANSWER, "ms", SEED)
+    first = parts.words[0][0]
+    assert first >= int(0.4 * 16_000), "players that start late would miss a digit"
+    assert not parts.speech[:first].any(), "the lead-in holds no speech"
     _, samples = read_wav(render_audio(ANSWER, "ms", SEED))
-    lead_in = samples[: int(0.3 * 16_000)]
-    assert 0 < rms(lead_in) < 1_000, "lead-in should hold only faint noise"
+    lead_in = samples[:first]
     assert sum(1 for s in lead_in if s != 0) > len(lead_in) / 2
-    assert rms(samples) > 3 * rms(lead_in), "the digits should stand out"
+
+
+@pytest.mark.parametrize("locale", ["ms", "en"])
+@pytest.mark.parametrize("seed", [SEED, OTHER_SEED, b"x" * 64])
+def test_digits_stand_5_to_10_db_above_the_babble(locale, seed):
+    """A listener hears each word 5-10 dB above the babble, 30 dB above the floor."""
+    parts = captcha_media.render_parts(ANSWER, locale, seed)
+    for start, end in parts.words:
+        word = parts.speech[start:end]
+        loud = np.abs(word) > 0.02 * np.abs(parts.speech).max()
+        speech = np.sqrt((word[loud] ** 2).mean())
+        babble = np.sqrt((parts.babble**2).mean())
+        floor = np.sqrt((parts.floor**2).mean())
+        assert 3.0 <= 20 * math.log10(speech / babble) <= 13.0
+        assert 20 * math.log10(speech / floor) >= 25.0
 
 
 def test_clips_do_not_appear_byte_for_byte():
     data = render_audio("444444", "ms", SEED)
-    clip = clip_resource("ms", "4").read_bytes()
-    # A 64-byte run (32 samples) from the loud middle of the clip.
-    middle = len(clip) // 2 & ~1
-    assert clip[middle : middle + 64] not in data
+    for voice in VOICES:
+        clip = clip_resource("ms", "4", voice).read_bytes()
+        # A 64-byte run (32 samples) from the loud middle of the clip.
+        middle = len(clip) // 2 & ~1
+        assert clip[middle : middle + 64] not in data
 
 
-def test_digit_volumes_vary():
-    # Every digit gets its own gain, so the loudest sample of each spoken
-    # digit differs; with the same digit six times any difference is gain.
-    _, samples = read_wav(render_audio("555555", "en", SEED))
-    rate = 16_000
-    window = int(0.05 * rate)
-    envelope = [
-        max(abs(s) for s in samples[i : i + window])
-        for i in range(0, len(samples) - window, window)
-    ]
-    peaks = []
-    current = 0
-    for level in envelope:
-        if level > 3_000:
-            current = max(current, level)
-        elif current:
-            peaks.append(current)
-            current = 0
-    if current:
-        peaks.append(current)
-    assert len(peaks) == 6
-    assert max(peaks) - min(peaks) > 1_500
+def test_each_challenge_gets_its_own_pitch_and_formants():
+    """The same digits with two seeds are two different speakers."""
+    one = captcha_media.render_parts("555555", "en", SEED)
+    two = captcha_media.render_parts("555555", "en", OTHER_SEED)
+    a, b = (p.speech[p.words[0][0] : p.words[0][1]] for p in (one, two))
+    n = min(len(a), len(b))
+    corr = np.abs(np.correlate(a[:n], b[:n], mode="full")).max()
+    assert corr / np.sqrt((a[:n] ** 2).sum() * (b[:n] ** 2).sum()) < 0.5

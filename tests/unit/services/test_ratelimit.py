@@ -48,7 +48,7 @@ def test_defaults_are_the_documented_policy():
         "reset.address": Limit(10, 3600),
         "reset.email": Limit(3, 3600),
         "register.address": Limit(200, 3600),
-        "captcha.address": Limit(200, 3600),
+        "captcha.address": Limit(600, 3600),
     }
 
 
