@@ -52,7 +52,9 @@ log = logging.getLogger(__name__)
 # (issue rate x lifetime) without ever making one request slow.
 PURGE_BATCH = 20
 TOKEN_BYTES = 32
-PURPOSES = frozenset({"login", "register", "reset", "reset.new"})
+# "lookup" is the identifier step past its limits (AUTH-27); "login" the
+# password step.
+PURPOSES = frozenset({"lookup", "login", "register", "reset", "reset.new"})
 LIMITER = "captcha.address"
 # Session keys: the nonce challenges are bound to, and the live token per
 # purpose.

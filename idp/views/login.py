@@ -89,7 +89,7 @@ def _identifier_page(request, form, *, limited: bool, captcha_wrong: bool = Fals
     if not captcha.enabled:
         values["message"] = MESSAGES["lookups.wait"]
         return values
-    form.captcha_token.data = captcha.new_challenge()
+    form.captcha_token.data = captcha.new_challenge("lookup")
     if captcha.csp:
         request.response.headers["Content-Security-Policy"] = content_security_policy(
             captcha.csp
@@ -125,7 +125,10 @@ def identifier(request):
         captcha = request.find_service(ICaptchaService, context=None)
         # captcha.check() passes everything while the captcha is off; then
         # the limit simply holds until the window slides.
-        if not (captcha.enabled and captcha.check(request.POST, request.client_addr)):
+        if not (
+            captcha.enabled
+            and captcha.check(request.POST, request.client_addr, purpose="lookup")
+        ):
             # A lookup refused here must not leave an earlier one's image
             # reachable at /login/image.
             if request.session.get(STATE) is not None:
