@@ -23,8 +23,7 @@ from idp.views.help import _in_language, helpdesk
 # The crest may be an operator's SVG: opened directly it must not run
 # anything in the IdP's origin.
 CREST_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; "
-    "frame-ancestors 'none'; sandbox"
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; sandbox"
 )
 CREST_MAX_AGE = 24 * 3600
 
@@ -46,8 +45,7 @@ ATTRIBUTE_DESCRIPTIONS = {
     "preferredLanguage": _("Preferred language: ms or en"),
     "isMemberOf": _("The user's roles, one value each"),
     "schacPersonalUniqueID": _(
-        "The MyKad or passport number; only when the service's policy "
-        "releases it"
+        "The MyKad or passport number; only when the service's policy releases it"
     ),
     "subject-id": _("OASIS subject identifier: the same at every service"),
     "pairwise-id": _("OASIS pairwise identifier: different at each service"),
@@ -74,8 +72,7 @@ def privacy(request):
         or _in_language(settings, "idp.organization.display_name", locale)
         or settings["idp.organization.name"],
         "email": settings["idp.privacy.email"] or settings["idp.helpdesk.email"],
-        "address": settings["idp.privacy.address"]
-        or settings["idp.helpdesk.address"],
+        "address": settings["idp.privacy.address"] or settings["idp.helpdesk.address"],
         "session_hours": settings["idp.session_max_seconds"] // 3600,
         "idle_minutes": settings["idp.session_idle_seconds"] // 60,
         "temporary_password_hours": settings["idp.temporary_password_hours"],
@@ -93,9 +90,7 @@ def security(request):
     }
 
 
-@view_config(
-    route_name="pages.accessibility", renderer="pages/accessibility.jinja2"
-)
+@view_config(route_name="pages.accessibility", renderer="pages/accessibility.jinja2")
 def accessibility(request):
     return {"helpdesk": helpdesk(request.registry.settings, request.locale_name)}
 
@@ -115,8 +110,12 @@ def developers(request):
     return {
         "metadata_url": request.route_url("saml.metadata"),
         "entity_id": settings["idp.entity_id"],
-        "sso": [(url, BINDING_NAMES[b], b) for url, b in services["single_sign_on_service"]],
-        "slo": [(url, BINDING_NAMES[b], b) for url, b in services["single_logout_service"]],
+        "sso": [
+            (url, BINDING_NAMES[b], b) for url, b in services["single_sign_on_service"]
+        ],
+        "slo": [
+            (url, BINDING_NAMES[b], b) for url, b in services["single_logout_service"]
+        ],
         "fingerprint": _fingerprint(keypair.fingerprint),
         "certificate_expires": certificate.not_valid_after_utc.date().isoformat(),
         "name_id_formats": NAMEID_FORMATS,

@@ -6,6 +6,7 @@ Each page is walked as a browser does, in Malay and in English.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -161,29 +162,31 @@ def test_home_bad_identifier_is_the_same_answer_as_login(testapp):
     form.submit(status=400)
 
 
-@pytest.mark.parametrize(
-    ("template", "function"),
-    [("temporary-password", temporary_password), ("already-registered", None)],
-)
-@pytest.mark.parametrize("lang", LOCALES)
-def test_sign_in_links_in_mail_go_to_login(app, dbsession, lang, template, function):
-    user = make_user(dbsession, identifier="080512145678", locale=lang)
-    composer = Composer(app.registry.settings)
-    import datetime as dt
-
-    if function is temporary_password:
-        context = temporary_password.__wrapped__(
+def mail_context(composer, user, template: str) -> dict:
+    """The context the queueing function builds for ``template``."""
+    if template == "temporary-password":
+        return temporary_password.__wrapped__(
             composer, user, password="a" * 16, expires_at=dt.datetime.now(dt.UTC)
         )
-    else:
-        context = already_registered.__wrapped__(composer, user)
+    return already_registered.__wrapped__(composer, user)
+
+
+@pytest.mark.parametrize("template", ["temporary-password", "already-registered"])
+@pytest.mark.parametrize("lang", LOCALES)
+def test_sign_in_links_in_mail_go_to_login(app, dbsession, lang, template):
+    user = make_user(dbsession, identifier="080512145678", locale=lang)
+    composer = Composer(app.registry.settings)
     message = composer.compose(
-        template, recipient=user.email, locale=lang, context=context
+        template,
+        recipient=user.email,
+        locale=lang,
+        context=mail_context(composer, user, template),
     )
     text = message.get_body(("plain",)).get_content()
     html = message.get_body(("html",)).get_content()
     assert f"{TEST_BASE_URL}/login" in text
     assert f'href="{TEST_BASE_URL}/login"' in html
+    # No bare "/" link left: that would cost the reader a click.
     assert not re.search(re.escape(TEST_BASE_URL) + r"/(\s|$)", text)
 
 
@@ -206,8 +209,15 @@ def test_footer_pages_in_both_languages(testapp, path, lang):
 
 @pytest.mark.parametrize(
     "path",
-    ["/", "/login", "/register", "/help", "/password/forgot", "/no-such-page"]
-    + NEW_PAGES,
+    [
+        "/",
+        "/login",
+        "/register",
+        "/help",
+        "/password/forgot",
+        "/no-such-page",
+        *NEW_PAGES,
+    ],
 )
 @pytest.mark.parametrize("lang", LOCALES)
 def test_footer_links_on_every_page(testapp, path, lang):
@@ -246,9 +256,9 @@ def test_developers_page_says_what_integrators_need(app, testapp, lang):
     settings = app.registry.settings
     metadata = page.html.find(id="metadata-url")
     assert metadata.find("a")["href"] == f"{TEST_BASE_URL}/saml/metadata"
-    assert page.html.find(id="entity-id").get_text(strip=True) == settings[
-        "idp.entity_id"
-    ]
+    assert (
+        page.html.find(id="entity-id").get_text(strip=True) == settings["idp.entity_id"]
+    )
     for path in ("sso/redirect", "sso/post", "slo/redirect", "slo/post"):
         assert f"{TEST_BASE_URL}/saml/{path}" in text
     assert "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" in text
@@ -268,9 +278,7 @@ def test_developers_page_says_what_integrators_need(app, testapp, lang):
     for friendly, uri in readme_attribute_names().items():
         assert uri in rows[friendly].get_text()
     contact = settings["idp.contact.technical.email"]
-    assert page.html.find(id="register-service").find(
-        "a", href=f"mailto:{contact}"
-    )
+    assert page.html.find(id="register-service").find("a", href=f"mailto:{contact}")
 
 
 @pytest.mark.parametrize("lang", LOCALES)
