@@ -350,6 +350,12 @@ def test_crest_from_a_file_is_served_and_shown(testapp_with, crest_dir, lang):
     assert image.body == PNG
     assert image.content_type == "image/png"
     assert image.headers["X-Content-Type-Options"] == "nosniff"
+    # Cached by browsers, revalidated by its ETag.
+    etag = image.headers["ETag"]
+    app.get("/crest", headers={"If-None-Match": etag}, status=304)
+    # Error pages carry it too (they share the footer).
+    missing = app.get(f"/no-such-page?lang={lang}", status=404)
+    assert missing.html.find("footer").find(id="crest")["src"] == "/crest"
 
 
 def test_crest_svg_is_served_sandboxed(testapp_with, crest_dir):
