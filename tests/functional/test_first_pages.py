@@ -414,3 +414,4 @@ def test_crest_settings_are_validated(settings, crest_dir, overrides, complaint)
     good = {**raw, "idp.crest.path": str(crest_dir / "crest.png")}
     good.update({"idp.crest.alt_ms": "Jata", "idp.crest.alt_en": "Crest"})
     assert parse_settings(good, environ={})["idp.crest"].data == PNG
+
