@@ -391,6 +391,8 @@ def test_crest_from_a_same_origin_url(testapp_with):
     [
         ({"idp.crest.path": "https://evil.example/crest.png"}, "same origin"),
         ({"idp.crest.path": f"{TEST_BASE_URL}.evil.example/c.png"}, "same origin"),
+        ({"idp.crest.path": "https://idp.test@evil.example/c.png"}, "same origin"),
+        ({"idp.crest.path": "http://idp.test/c.png"}, "same origin"),
         ({"idp.crest.path": "/nonexistent/crest.png"}, "no such file"),
         ({"idp.crest.path": "CREST_DIR/not-an-image.png"}, "not a PNG"),
         ({"idp.crest.path": "CREST_DIR/crest.png", "idp.crest.alt_en": ""}, "alt_en"),
@@ -415,3 +417,12 @@ def test_crest_settings_are_validated(settings, crest_dir, overrides, complaint)
     good.update({"idp.crest.alt_ms": "Jata", "idp.crest.alt_en": "Crest"})
     assert parse_settings(good, environ={})["idp.crest"].data == PNG
 
+
+def test_privacy_contact_must_be_an_email_address(settings):
+    with pytest.raises(SettingsError, match=r"^idp\.privacy\.email: not an email"):
+        parse_settings({**settings, "idp.privacy.email": "privacy at moe"}, environ={})
+    # Control: a real address starts.
+    parsed = parse_settings(
+        {**settings, "idp.privacy.email": "privacy@moe.gov.my"}, environ={}
+    )
+    assert parsed["idp.privacy.email"] == "privacy@moe.gov.my"
