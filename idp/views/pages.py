@@ -18,7 +18,8 @@ from idp.saml.config import NAMEID_FORMATS, endpoints
 from idp.saml.registry import DEFAULT_RELEASE
 from idp.saml.server import attribute_uri_names
 from idp.services.tokens import RESET_LIFETIME
-from idp.views.help import _in_language, helpdesk
+from idp.views.help import _in_language
+from idp.views.help import helpdesk as helpdesk_details
 
 # The crest may be an operator's SVG: opened directly it must not run
 # anything in the IdP's origin.
@@ -92,12 +93,14 @@ def security(request):
 
 @view_config(route_name="pages.accessibility", renderer="pages/accessibility.jinja2")
 def accessibility(request):
-    return {"helpdesk": helpdesk(request.registry.settings, request.locale_name)}
+    settings = request.registry.settings
+    return {"helpdesk": helpdesk_details(settings, request.locale_name)}
 
 
 @view_config(route_name="pages.helpdesk", renderer="pages/helpdesk.jinja2")
-def helpdesk_page(request):
-    return {"helpdesk": helpdesk(request.registry.settings, request.locale_name)}
+def helpdesk(request):
+    settings = request.registry.settings
+    return {"helpdesk": helpdesk_details(settings, request.locale_name)}
 
 
 @view_config(route_name="pages.developers", renderer="pages/developers.jinja2")
