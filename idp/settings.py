@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from pyramid.settings import asbool
 
+from idp import crest
+
 ENVIRONMENTS = ("development", "production")
 
 # Environment variables that override a secret setting. Only secrets are
@@ -146,6 +148,16 @@ OPTIONS: dict[str, Option] = {
     "idp.helpdesk.hours.ms": Option(_text, ""),
     "idp.helpdesk.hours.en": Option(_text, ""),
     "idp.temporary_password_hours": Option(_int_between(1, 30 * 24), 72),
+    # The privacy notice's data controller (PDPA 2010) and how to reach them;
+    # empty: the organisation's display name and the helpdesk's contact.
+    "idp.privacy.controller.ms": Option(_text, ""),
+    "idp.privacy.controller.en": Option(_text, ""),
+    "idp.privacy.email": Option(_text, ""),
+    "idp.privacy.address": Option(_text, ""),
+    # The footer's crest (idp/crest.py): nothing is shipped.
+    "idp.crest.path": Option(_text, ""),
+    "idp.crest.alt_ms": Option(_text, ""),
+    "idp.crest.alt_en": Option(_text, ""),
     "mail.sender": Option(_text, ""),
     "mail.backend": Option(_text, "idp.services.delivery.SMTPSender"),
     "mail.host": Option(_text, "localhost"),
@@ -210,6 +222,13 @@ def parse_settings(
         raise SettingsError("mail.sender: this setting is required")
     _check_address("mail.sender", settings["mail.sender"])
     _check_captcha(settings)
+    for name in ("idp.privacy.email", "idp.contact.security.email"):
+        if settings[name]:
+            _check_address(name, settings[name])
+    try:
+        settings["idp.crest"] = crest.load(settings)
+    except crest.CrestError as exc:
+        raise SettingsError(str(exc)) from None
     settings["idp.development"] = settings["idp.environment"] == "development"
     if not settings["idp.development"]:
         _check_production(settings)

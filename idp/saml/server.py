@@ -32,7 +32,12 @@ from idp.models import ServiceProvider
 from idp.saml.config import config_dict
 from idp.saml.crypto import install_security_context
 from idp.saml.keys import KeyPair
-from idp.saml.registry import MetadataError, current_version, load_sp_source
+from idp.saml.registry import (
+    RELEASABLE,
+    MetadataError,
+    current_version,
+    load_sp_source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +137,18 @@ def build_server(settings, keypair: KeyPair, sps: list[tuple[str, str]]) -> Serv
 # Attributes we release that pysaml2's URI attribute map does not name;
 # without an entry pysaml2 would send the bare FriendlyName as the Name.
 EXTRA_URI_NAMES = {"mobile": "urn:oid:0.9.2342.19200300.100.1.41"}
+
+
+def attribute_uri_names() -> dict[str, str]:
+    """FriendlyName -> the URI Name each releasable attribute carries.
+
+    The same map the server sends by (pysaml2's URI map plus
+    :data:`EXTRA_URI_NAMES`), for pages that tell integrators what to expect.
+    """
+    from saml2.attributemaps import saml_uri
+
+    names = {**saml_uri.MAP["to"], **EXTRA_URI_NAMES}
+    return {friendly: names[friendly] for friendly in RELEASABLE}
 
 
 def _add_missing_attribute_names(server: Server) -> None:

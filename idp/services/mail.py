@@ -133,6 +133,8 @@ class Composer:
             locale=locale,
             idp_name=self.names[locale],
             base_url=self.base_url,
+            # Straight to the sign-in form: a mail's reader has one thing to do.
+            login_url=f"{self.base_url}/login",
         )
 
     def compose(

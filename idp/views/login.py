@@ -105,17 +105,28 @@ def _identifier_page(request, form, *, limited: bool, captcha_wrong: bool = Fals
     return values
 
 
+def identifier_start(request) -> dict:
+    """The identifier step as first shown, for ``login/_form.jinja2``.
+
+    Both ``/login`` and ``/`` (for a signed-out visitor) show it; the form
+    posts to ``/login`` either way, so there is one flow with one set of
+    limits. ``?next=`` is kept when it is a safe local path.
+    """
+    limiter = request.find_service(IRateLimiter, context=None)
+    form = IdentifierForm(next=safe_next(request.GET.get("next")) or "")
+    limited = lookups_exhausted(limiter, request.client_addr)
+    return _identifier_page(request, form, limited=limited)
+
+
 @view_config(
     route_name="login.identifier",
     renderer="login/identifier.jinja2",
     require_methods=["GET", "HEAD", "POST"],
 )
 def identifier(request):
-    limiter = request.find_service(IRateLimiter, context=None)
     if request.method != "POST":
-        form = IdentifierForm(next=safe_next(request.GET.get("next")) or "")
-        limited = lookups_exhausted(limiter, request.client_addr)
-        return _identifier_page(request, form, limited=limited)
+        return identifier_start(request)
+    limiter = request.find_service(IRateLimiter, context=None)
     form = IdentifierForm(request.POST)
     if not form.validate():
         request.response.status_int = 400

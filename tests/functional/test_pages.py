@@ -22,13 +22,13 @@ def test_home_in_malay_by_default(testapp):
     response = testapp.get("/")
     assert response.status_int == 200
     assert '<html lang="ms">' in response.text
-    assert "Selamat datang ke idMe" in response.text
+    assert "Daftar Masuk ke idMe" in response.text
 
 
 def test_home_in_english_by_choice(testapp):
     response = testapp.get("/?lang=en")
     assert '<html lang="en">' in response.text
-    assert "Welcome to idMe" in response.text
+    assert "Sign in to idMe" in response.text
     # The choice is remembered for the next page.
     cookie = response.headers["Set-Cookie"]
     assert cookie.startswith("idp_lang=en;")

@@ -325,8 +325,8 @@ def test_visitors_get_the_home_page_without_a_portal(testapp, dbsession, lang):
     make_sp(dbsession, "https://exam.example.my/sp", module, names={"en": "Exam"})
 
     page = portal(testapp, lang)
-    assert {"ms": "Selamat datang ke idMe", "en": "Welcome to idMe"}[lang] in page.text
-    assert page.html.find(id="login-link")["href"] == "/login"
+    assert {"ms": "Daftar Masuk ke idMe", "en": "Sign in to idMe"}[lang] in page.text
+    assert page.forms["login-form"].action == "/login"
     assert page.html.find(id="register-link")["href"] == "/register"
     for absent in ("my-modules", "my-modules-heading", "no-modules", "logout-link"):
         assert page.html.find(id=absent) is None
