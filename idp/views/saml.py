@@ -33,6 +33,7 @@ from idp.saml import sso
 from idp.saml.metadata import MEDIA_TYPE
 from idp.saml.requests import SamlRefused
 from idp.saml.response import STATUS_NO_PASSIVE, STATUS_RESPONDER
+from idp.security import keep_continuation
 from idp.services.interfaces import IAuditLog
 from idp.tweens import content_security_policy
 from idp.views.errors import render_error
@@ -207,6 +208,10 @@ def _deliver(request, user, sp: ServiceProvider, reply, authn, token):
     """Role gate, then the Response (SAML-31, SAML-32)."""
     dbsession = request.dbsession
     settings = request.registry.settings
+    if user.must_change_password:
+        # AUTH-13, behind the gate in idp/security.py: never an assertion
+        # before the new password is set.
+        return HTTPSeeOther(request.route_path("password.new"))
     if not sp.enabled:
         sso.finish(dbsession, token)
         return refused(request, SamlRefused("saml_sp_disabled", status=403))
@@ -254,28 +259,56 @@ def _deliver(request, user, sp: ServiceProvider, reply, authn, token):
     return post_form(request, reply, saml_response)
 
 
+def _no_passive(request, authn, token):
+    """IsPassive: never a page of ours; straight back with NoPassive."""
+    sso.finish(request.dbsession, token)
+    no_passive = (STATUS_RESPONDER, STATUS_NO_PASSIVE)
+    response = sso.error_response(saml_server(request), authn.reply(), no_passive)
+    return post_form(request, authn.reply(), response)
+
+
+def _park(request, authn, token, received) -> str:
+    if token is not None:
+        return token
+    return sso.park(
+        request.dbsession,
+        authn,
+        received.xml,
+        received.binding,
+        request.registry.settings,
+    )
+
+
+def _change_first(request, authn, *, token, received):
+    """The user must choose a new password first; the request waits for it.
+
+    Parked, and kept in the session as the continuation of the change form,
+    which answers it once the password is set (issue 12 item 1); until then
+    nothing is sent (AUTH-13). IsPassive cannot wait for a page: NoPassive.
+    """
+    if authn.is_passive:
+        return _no_passive(request, authn, token)
+    token = _park(request, authn, token, received)
+    keep_continuation(
+        request, request.route_path("saml.sso.continue", _query={"r": token})
+    )
+    return HTTPSeeOther(request.route_path("password.new"))
+
+
 def _sso(request, authn, *, token, arrived_at, received=None):
     """Answer a checked AuthnRequest, or sign the user in first."""
-    dbsession = request.dbsession
-    settings = request.registry.settings
     user = request.identity
+    if user is not None and user.must_change_password:
+        return _change_first(request, authn, token=token, received=received)
     authn_at = request.session.authn_at if user is not None else None
     fresh_enough = not authn.force_authn or (
         authn_at is not None and authn_at >= arrived_at
     )
     if user is None or not fresh_enough:
         if authn.is_passive:
-            # IsPassive: never a page of ours; straight back with NoPassive.
-            sso.finish(dbsession, token)
-            no_passive = (STATUS_RESPONDER, STATUS_NO_PASSIVE)
-            response = sso.error_response(
-                saml_server(request), authn.reply(), no_passive
-            )
-            return post_form(request, authn.reply(), response)
-        if token is None:
-            token = sso.park(dbsession, authn, received.xml, received.binding, settings)
-        return _login_then(request, token)
-    sp = authn.sp or dbsession.get(ServiceProvider, authn.sp_id)
+            return _no_passive(request, authn, token)
+        return _login_then(request, _park(request, authn, token, received))
+    sp = authn.sp or request.dbsession.get(ServiceProvider, authn.sp_id)
     return _deliver(request, user, sp, authn.reply(), authn, token)
 
 
@@ -355,6 +388,10 @@ def init(request):
         return HTTPSeeOther(
             request.route_path("login.identifier", _query={"next": request.path_qs})
         )
+    if user.must_change_password:
+        # The same link, followed once the new password is set (AUTH-13).
+        keep_continuation(request, request.path_qs)
+        return HTTPSeeOther(request.route_path("password.new"))
     return _deliver(request, user, sp, reply, None, None)
 
 
