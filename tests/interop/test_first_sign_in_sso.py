@@ -295,21 +295,27 @@ def test_operator_reset_password_reaches_the_service_after_the_change(world, sp_
     assert_received(sp, page, request_id, "en", world)
 
 
-def test_self_registered_user_reaches_the_service_after_the_change(world):
-    """Registered at idMe (temporary password by mail), then started at a service."""
+@pytest.mark.parametrize("lang", ["ms", "en"])
+def test_self_registered_user_reaches_the_service_after_the_change(world, lang):
+    """Started at a service, registered from the sign-in page, then signed in."""
     sp = world.sp(Pysaml2SP)
-    browser = world.browser("ms")
-    form = registration.fill(browser.get("/register").forms["register-form"])
-    assert form.submit().status_int == 303
+    browser = world.browser(lang)
+    page, request_id = arrive(world, browser, sp, "post")
+    assert_language(page, lang, "identifier")
+    page = browser.get(page.html.select_one("#register-link")["href"])
+    done = browser.follow(registration.fill(page.forms["register-form"]).submit())
+    assert urlsplit(done.request.url).path == "/register/done"
+    # Meanwhile the school's operator gives the new account its role, and the
+    # mail worker delivers the temporary password.
     number = "080512145678"
     ok(world.ini, "user", "grant", number, "guru")
     password = world.temporary_password(registration.VALID["email_confirm"])
-    browser = world.browser("ms")
-    page, request_id = arrive(world, browser, sp, "post")
-    page = sign_in_with(browser, page, number, password, "ms")
+    page = browser.follow(browser.get(done.html.select_one("#sign-in-link")["href"]))
+    page = sign_in_with(browser, page, number, password, lang)
     # Image and phrase were chosen at registration: only the password now.
-    page = change_password(browser, page, "ms", choose=False)
-    assert_received(sp, page, request_id, "ms", world, number)
+    assert_language(page, lang, "continues")
+    page = change_password(browser, page, lang, choose=False)
+    assert_received(sp, page, request_id, lang, world, number)
 
 
 # -- what else a first sign-in may meet -------------------------------------------
