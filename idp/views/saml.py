@@ -9,6 +9,11 @@ Single sign-on:
   ``/saml/sso/continue`` on this site, where the SameSite=Lax cookie is sent.
 * ``/saml/init/{sp}`` (GET): IdP-initiated SSO, from the module portal.
 
+Someone signed in with a temporary password must choose their own first
+(AUTH-13): these views park the request (or keep the portal link) as the
+change form's continuation and send them there; the change form then comes
+back here, and the service gets its Response right after the change.
+
 A refused request gets a bilingual page with a stable code and a reference;
 when the request's ACS is trusted, the page also carries a signed SAML error
 Response back to the service. IsPassive never shows a page.
