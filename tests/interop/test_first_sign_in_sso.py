@@ -272,9 +272,13 @@ def test_operator_made_account_reaches_the_service_after_the_first_change(
 
 
 @pytest.mark.parametrize(
-    "sp_class", [Pysaml2SP, OneLoginSP], ids=["pysaml2", "python3-saml"]
+    ("sp_class", "how"),
+    [(Pysaml2SP, "post"), (OneLoginSP, "redirect")],
+    ids=["pysaml2-post", "python3-saml-redirect"],
 )
-def test_operator_reset_password_reaches_the_service_after_the_change(world, sp_class):
+def test_operator_reset_password_reaches_the_service_after_the_change(
+    world, sp_class, how
+):
     sp = world.sp(sp_class)
     first = operator_adds_user(world, "en", "guru")
     # The owner's first sign-in, done at idMe itself.
@@ -289,7 +293,7 @@ def test_operator_reset_password_reaches_the_service_after_the_change(world, sp_
     password = world.temporary_password()
     assert password != first
     browser = world.browser("en")
-    page, request_id = arrive(world, browser, sp, "redirect")
+    page, request_id = arrive(world, browser, sp, how)
     page = sign_in_with(browser, page, NUMBER, password, "en")
     page = change_password(browser, page, "en", choose=False)
     assert_received(sp, page, request_id, "en", world)
@@ -358,7 +362,11 @@ def test_is_passive_while_the_change_is_pending_gets_no_passive(world):
 
 @pytest.mark.parametrize("how", ["redirect", "post", "idp"])
 def test_sign_in_started_while_the_change_is_pending_continues_after_it(world, how):
-    """Signed in with the temporary password, left, then opened the service."""
+    """AUTH-13: a sign-in started with the change pending is answered only after it.
+
+    Signed in with the temporary password, left the change form, then opened
+    the service: the request waits for the change, then reaches the SP.
+    """
     sp = world.sp(OneLoginSP)
     password = operator_adds_user(world, "en", "guru")
     browser = world.browser("en")
@@ -366,7 +374,10 @@ def test_sign_in_started_while_the_change_is_pending_continues_after_it(world, h
         browser, browser.follow(browser.get("/login")), NUMBER, password, "en"
     )
     assert urlsplit(page.request.url).path == "/password/new"
+    assert page.html.select_one("#continues-to-service") is None
     page, request_id = arrive(world, browser, sp, how)
+    # Back at the change form, which now says where it leads; nothing sent.
+    assert_language(page, "en", "continues")
     page = change_password(browser, page, "en", choose=True)
     assert_received(sp, page, request_id, "en", world)
 
