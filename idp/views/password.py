@@ -16,6 +16,8 @@ opened one while the change was pending) continues once the new password is
 set: see :func:`idp.security.keep_continuation`.
 """
 
+from urllib.parse import parse_qs
+
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.view import view_config
 
@@ -57,12 +59,18 @@ def new(request):
         "form": form,
         "choose_security": choose,
         "images": security_images.CATALOGUE if choose else (),
-        "to_service": _to_service(peek_continuation(request)),
+        "to_service": _to_service(request, peek_continuation(request)),
     }
 
 
-def _to_service(url: str | None) -> bool:
-    return url is not None and url.startswith("/saml/")
+def _to_service(request, url: str | None) -> bool:
+    """Whether the continuation leads to a service (through a sign-in, maybe)."""
+    if url is None:
+        return False
+    path, _, query = url.partition("?")
+    if path == request.route_path("login.identifier"):
+        url = parse_qs(query).get("next", [""])[0]
+    return url.startswith("/saml/")
 
 
 def _onwards(request) -> HTTPSeeOther:

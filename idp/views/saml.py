@@ -284,31 +284,39 @@ def _park(request, authn, token, received) -> str:
     )
 
 
-def _change_first(request, authn, *, token, received):
+def _change_first(request, authn, *, token, received, fresh_enough: bool):
     """The user must choose a new password first; the request waits for it.
 
     Parked, and kept in the session as the continuation of the change form,
     which answers it once the password is set (issue 12 item 1); until then
     nothing is sent (AUTH-13). IsPassive cannot wait for a page: NoPassive.
+    A ForceAuthn request that arrived after the temporary password was typed
+    goes through the sign-in again: choosing a new password in a session
+    that already existed proves nothing new about who holds it.
     """
     if authn.is_passive:
         return _no_passive(request, authn, token)
     token = _park(request, authn, token, received)
-    keep_continuation(
-        request, request.route_path("saml.sso.continue", _query={"r": token})
-    )
+    continuation = request.route_path("saml.sso.continue", _query={"r": token})
+    if not fresh_enough:
+        continuation = request.route_path(
+            "login.identifier", _query={"next": continuation}
+        )
+    keep_continuation(request, continuation)
     return HTTPSeeOther(request.route_path("password.new"))
 
 
 def _sso(request, authn, *, token, arrived_at, received=None):
     """Answer a checked AuthnRequest, or sign the user in first."""
     user = request.identity
-    if user is not None and user.must_change_password:
-        return _change_first(request, authn, token=token, received=received)
     authn_at = request.session.authn_at if user is not None else None
     fresh_enough = not authn.force_authn or (
         authn_at is not None and authn_at >= arrived_at
     )
+    if user is not None and user.must_change_password:
+        return _change_first(
+            request, authn, token=token, received=received, fresh_enough=fresh_enough
+        )
     if user is None or not fresh_enough:
         if authn.is_passive:
             return _no_passive(request, authn, token)

@@ -338,6 +338,33 @@ def test_force_authn_request_is_answered_after_the_change(world):
     assert_received(sp, page, request_id, "en", world)
 
 
+def test_force_authn_started_while_the_change_is_pending_signs_in_again(world):
+    """ForceAuthn after the temporary password: the new one is asked for too.
+
+    Choosing a password in a session that already existed proves nothing new
+    about who holds it, so the request waits for a sign-in after the change.
+    """
+    sp = world.sp(Pysaml2SP)
+    password = operator_adds_user(world, "ms", "guru")
+    browser = world.browser("ms")
+    page = sign_in_with(
+        browser, browser.follow(browser.get("/login")), NUMBER, password, "ms"
+    )
+    path, request_id = sp.redirect_request(relay_state="/kursus/42", force_authn=True)
+    page = browser.follow(browser.get(path))
+    assert_language(page, "ms", "continues")
+    page = change_password(browser, page, "ms", choose=True)
+    # The sign-in page, on its way to the service; nothing sent yet.
+    assert urlsplit(page.request.url).path == "/login"
+    page = sign_in_with(browser, page, NUMBER, NEW_PASSWORD, "ms")
+    assert_received(sp, page, request_id, "ms", world)
+    # Control: without ForceAuthn the next request needs no sign-in.
+    browser.trail.clear()
+    path, request_id = sp.redirect_request(relay_state="/kursus/42")
+    assert_received(sp, browser.follow(browser.get(path)), request_id, "ms", world)
+    assert not browser.sign_in_pages()
+
+
 def test_is_passive_while_the_change_is_pending_gets_no_passive(world):
     """IsPassive never shows a page, the change form included; no assertion."""
     sp = world.sp(Pysaml2SP)
