@@ -29,6 +29,13 @@ from idp.i18n import _
 from idp.security import peek_continuation, take_continuation
 from idp.services.interfaces import IAuditLog, IUserService
 from idp.services.security_image import suggestion
+from idp.views.saml import continuation_waits
+
+_EXPIRED = _(
+    "The sign-in to the service you started from expired while you chose your "
+    "password. Go back to the service and start again; you are already signed "
+    "in to idMe."
+)
 
 
 @view_config(
@@ -78,13 +85,18 @@ def _onwards(request) -> HTTPSeeOther:
 
     A sign-in to a service continues here, after the change and never before
     (AUTH-13): its parked request is answered, or refused with its own page
-    (expired, no role for the service). The "password set" note is shown
-    only on idMe's own page: a service's page would never show it.
+    (no role for the service, say). The "password set" note is shown only on
+    idMe's own page: a service's page would never show it.
     """
     target = take_continuation(request)
-    if target is None:
-        request.session.flash(_("Your new password is set."))
-    return HTTPSeeOther(target or request.route_path("home"))
+    if target is not None and continuation_waits(request, target):
+        return HTTPSeeOther(target)
+    request.session.flash(_("Your new password is set."))
+    if target is not None:
+        # The service's request expired while the password was chosen: home,
+        # told what happened, rather than an error page that hides the change.
+        request.session.flash(_EXPIRED)
+    return HTTPSeeOther(request.route_path("home"))
 
 
 def _save(request, users, user, form, choose: bool) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+from urllib.parse import parse_qs
 
 from pyramid.httpexceptions import HTTPNotFound, HTTPSeeOther
 from pyramid.renderers import render_to_response as render
@@ -183,6 +184,21 @@ def refused(request, exc: SamlRefused):
         )
         _post_policy(request, exc.reply.acs_url)
     return render_to_response("saml/error.jinja2", values, request)
+
+
+def continuation_waits(request, url: str) -> bool:
+    """Whether a continuation kept for after a password change can still go on.
+
+    A parked request's continuation (directly or through the sign-in page)
+    is answerable only until it expires (``idp.saml.pending_seconds``) or is
+    used; anything else (a portal link, a page of idMe) always can.
+    """
+    path, _, query = url.partition("?")
+    if path == request.route_path("login.identifier"):
+        path, _, query = parse_qs(query).get("next", [""])[0].partition("?")
+    if path != request.route_path("saml.sso.continue"):
+        return True
+    return sso.is_waiting(request.dbsession, parse_qs(query).get("r", [""])[0])
 
 
 def _login_then(request, token: str):
