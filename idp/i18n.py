@@ -5,7 +5,7 @@ The negotiator tries ``?lang=``, then the ``idp_lang`` cookie, then
 cookie so the visible language switch works without a session.
 """
 
-from pyramid.i18n import TranslationStringFactory
+from pyramid.i18n import TranslationString, TranslationStringFactory
 
 DOMAIN = "idp"
 LOCALES = ("ms", "en")
@@ -47,10 +47,26 @@ def _remember_choice(event):
         )
 
 
+def _template_translate(localizer):
+    """``translate`` in templates; a plain string is looked up as one of ours.
+
+    Flash messages come back from the session (stored as JSON) as plain
+    strings, without the ``idp`` domain of the TranslationString they were:
+    without this they showed in English whatever the language.
+    """
+
+    def translate(message, *args, **kwargs):
+        if isinstance(message, str) and not isinstance(message, TranslationString):
+            message = TranslationString(message, domain=DOMAIN)
+        return localizer.translate(message, *args, **kwargs)
+
+    return translate
+
+
 def _add_renderer_globals(event):
     request = event.get("request")
     if request is not None:
-        event["translate"] = request.localizer.translate
+        event["translate"] = _template_translate(request.localizer)
         event["locale"] = request.locale_name
 
 

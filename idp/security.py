@@ -17,6 +17,7 @@ from sqlalchemy import select
 from idp.authz import PASSWORD_PENDING, READY
 from idp.db import utcnow
 from idp.models import User
+from idp.redirects import safe_next
 
 _CACHE = "_idp_identity"
 
@@ -89,13 +90,52 @@ class SessionSecurityPolicy:
 PENDING_CHANGE_ROUTES = frozenset(
     {"password.new", "login.logout", "help.index", "healthz", "__static/"}
 )
+# Single sign-on routes that see a pending change themselves: they receive,
+# check and park the request, keep it as the change form's continuation and
+# send the user there, so the sign-in reaches the service once the password
+# is set (issue 12 item 1). The gate cannot keep it: a redirect raised here
+# is an exception response, whose transaction (the session too) is rolled
+# back. No Response is made meanwhile: ``_deliver`` in idp/views/saml.py
+# refuses a pending user whatever the route (AUTH-13).
+PENDING_CHANGE_SSO_ROUTES = frozenset(
+    {"saml.sso.redirect", "saml.sso.continue", "saml.init"}
+)
+
+# The session key of the page a pending password change interrupted.
+CONTINUATION = "_after_change"
+
+
+def keep_continuation(request, url: str | None) -> None:
+    """Remember where to go once the pending password change is done.
+
+    Only this site's own paths (``safe_next``), so what comes back from the
+    session can never send the browser elsewhere. ``None`` forgets an older
+    one: a sign-in that was going nowhere must not revive it.
+    """
+    url = safe_next(url)
+    if url is not None:
+        request.session[CONTINUATION] = url
+    elif CONTINUATION in request.session:
+        del request.session[CONTINUATION]
+
+
+def peek_continuation(request) -> str | None:
+    return safe_next(request.session.get(CONTINUATION))
+
+
+def take_continuation(request) -> str | None:
+    """Where the password change goes next (once), or None for the home page."""
+    if CONTINUATION not in request.session:
+        return None
+    return safe_next(request.session.pop(CONTINUATION))
 
 
 def pending_change_gate(event) -> None:
     """Send a user with a pending password change to the change form.
 
     Runs once the route is known, before any view: no page, single sign-on
-    included, can be reached until the new password is set.
+    included, can be reached until the new password is set; the SSO routes
+    above send the user here themselves, keeping the sign-in for after it.
     """
     request = event.request
     route = request.matched_route
@@ -104,8 +144,11 @@ def pending_change_gate(event) -> None:
     if route.name.startswith("__static"):
         return
     user = request.identity
-    if user is not None and user.must_change_password:
-        raise HTTPSeeOther(request.route_path("password.new"))
+    if user is None or not user.must_change_password:
+        return
+    if route.name in PENDING_CHANGE_SSO_ROUTES:
+        return
+    raise HTTPSeeOther(request.route_path("password.new"))
 
 
 def includeme(config) -> None:

@@ -130,6 +130,17 @@ def resume(dbsession: Session, token: str, settings) -> Resumed:
     return Resumed(request, token, row.created_at)
 
 
+def is_waiting(dbsession: Session, token: str) -> bool:
+    """Whether ``token`` still continues a parked request (not used, not expired)."""
+    if not token or len(token) > 128:
+        return False
+    row = dbsession.scalar(
+        select(PendingSamlRequest).where(PendingSamlRequest.token_hash == _hash(token))
+    )
+    now = dt.datetime.now(dt.UTC)
+    return row is not None and row.consumed_at is None and row.expires_at > now
+
+
 def finish(dbsession: Session, token: str | None) -> bool:
     """Mark a parked request answered; False if another request did first."""
     if token is None:

@@ -28,7 +28,7 @@ from idp.forms.register import country_choices
 from idp.identifiers import Identifier
 from idp.redirects import safe_next
 from idp.saml import slo
-from idp.security import forget_identity
+from idp.security import forget_identity, keep_continuation
 from idp.services.interfaces import (
     IAuditLog,
     ICaptchaService,
@@ -63,7 +63,14 @@ def _shown(request, state: dict) -> dict:
 
 
 def after_sign_in(request, user, next_url: str | None) -> HTTPSeeOther:
+    """Where a sign-in goes: ``next_url``, or first the forced password change.
+
+    A temporary password leads to the change form; where the sign-in was
+    going (a service's parked request, say) waits in the session and is
+    taken up once the new password is set (``idp/views/password.py``).
+    """
     if user.must_change_password:
+        keep_continuation(request, next_url)
         return HTTPSeeOther(request.route_path("password.new"))
     return HTTPSeeOther(next_url or request.route_path("home"))
 

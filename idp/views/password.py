@@ -10,7 +10,13 @@ Someone whose account an operator created (``idp-admin user add``) has no
 security image or phrase yet: until now the sign-in pages showed them their
 number's decoy, as for any number, and here they choose their own, with a
 phrase suggested by the decoy generator they may keep or replace.
+
+A sign-in that the change interrupted (the user started at a service, or
+opened one while the change was pending) continues once the new password is
+set: see :func:`idp.security.keep_continuation`.
 """
+
+from urllib.parse import parse_qs
 
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.view import view_config
@@ -20,8 +26,16 @@ from idp.authz import Permission
 from idp.forms.account import FirstSignInForm
 from idp.forms.login import NewPasswordForm
 from idp.i18n import _
+from idp.security import peek_continuation, take_continuation
 from idp.services.interfaces import IAuditLog, IUserService
 from idp.services.security_image import suggestion
+from idp.views.saml import continuation_waits
+
+_EXPIRED = _(
+    "The sign-in to the service you started from expired while you chose your "
+    "password. Go back to the service and start again; you are already signed "
+    "in to idMe."
+)
 
 
 @view_config(
@@ -46,13 +60,43 @@ def new(request):
             users.policy_violations(user, form.password.data)
         ):
             _save(request, users, user, form, choose)
-            return HTTPSeeOther(request.route_path("home"))
+            return _onwards(request)
         request.response.status_int = 400
     return {
         "form": form,
         "choose_security": choose,
         "images": security_images.CATALOGUE if choose else (),
+        "to_service": _to_service(request, peek_continuation(request)),
     }
+
+
+def _to_service(request, url: str | None) -> bool:
+    """Whether the continuation leads to a service (through a sign-in, maybe)."""
+    if url is None:
+        return False
+    path, _, query = url.partition("?")
+    if path == request.route_path("login.identifier"):
+        url = parse_qs(query).get("next", [""])[0]
+    return url.startswith("/saml/")
+
+
+def _onwards(request) -> HTTPSeeOther:
+    """On to where the sign-in was going, else idMe's home page.
+
+    A sign-in to a service continues here, after the change and never before
+    (AUTH-13): its parked request is answered, or refused with its own page
+    (no role for the service, say). The "password set" note is shown only on
+    idMe's own page: a service's page would never show it.
+    """
+    target = take_continuation(request)
+    if target is not None and continuation_waits(request, target):
+        return HTTPSeeOther(target)
+    request.session.flash(_("Your new password is set."))
+    if target is not None:
+        # The service's request expired while the password was chosen: home,
+        # told what happened, rather than an error page that hides the change.
+        request.session.flash(_EXPIRED)
+    return HTTPSeeOther(request.route_path("home"))
 
 
 def _save(request, users, user, form, choose: bool) -> None:
@@ -76,4 +120,3 @@ def _save(request, users, user, form, choose: bool) -> None:
         client_address=request.client_addr,
         detail={"how": "first sign-in"},
     )
-    request.session.flash(_("Your new password is set."))

@@ -18,12 +18,13 @@ from idp.forms.register import (
     RegisterForm,
     country_choices,
 )
+from idp.redirects import safe_next
 from idp.services.interfaces import ICaptchaService, IRateLimiter, IUserService
 from idp.services.security_image import suggestion
 from idp.tweens import content_security_policy
 
 
-def _page(request, form: RegisterForm) -> dict:
+def _page(request, form: RegisterForm, next_url: str | None) -> dict:
     captcha = request.find_service(ICaptchaService, context=None)
     form.captcha_answer.data = ""
     form.captcha_token.data = (
@@ -41,6 +42,7 @@ def _page(request, form: RegisterForm) -> dict:
         "images": security_images.CATALOGUE,
         "captcha_enabled": captcha.enabled,
         "captcha_widget": captcha.widget,
+        "next": next_url,
     }
 
 
@@ -50,12 +52,16 @@ def _page(request, form: RegisterForm) -> dict:
     require_methods=["GET", "HEAD", "POST"],
 )
 def index(request):
+    # Someone who came from the sign-in page on their way to a service: the
+    # sign-in after registering goes on to it (issue 12 item 1).
+    next_url = safe_next(request.params.get("next"))
+    again = {"next": next_url} if next_url else {}
     if request.method != "POST":
         # A suggested phrase from the decoy generator: many people keep it,
         # which puts real phrases and decoys in one distribution (AUTH-26).
-        return _page(request, RegisterForm(security_phrase=suggestion()))
+        return _page(request, RegisterForm(security_phrase=suggestion()), next_url)
     if request.POST.get("action") == "reset":
-        return HTTPSeeOther(request.route_path("register.index"))
+        return HTTPSeeOther(request.route_path("register.index", _query=again))
 
     form = RegisterForm(request.POST)
     captcha = request.find_service(ICaptchaService, context=None)
@@ -68,19 +74,22 @@ def index(request):
         form.captcha_answer.errors = [MESSAGES[wrong]]
     if not (valid and captcha_ok):
         request.response.status_code = 400
-        return _page(request, form)
+        return _page(request, form, next_url)
 
     limiter = request.find_service(IRateLimiter, context=None)
     if not limiter.hit("register.address", request.client_addr).allowed:
         request.response.status_int = 429
-        page = _page(request, form)
+        page = _page(request, form, next_url)
         page["throttled"] = True
         return page
     users = request.find_service(IUserService, context=None)
     users.register(form.registration(request.locale_name))
-    return HTTPSeeOther(request.route_path("register.done"))
+    return HTTPSeeOther(request.route_path("register.done", _query=again))
 
 
 @view_config(route_name="register.done", renderer="register/done.jinja2")
 def done(request):
-    return {"hours": request.registry.settings["idp.temporary_password_hours"]}
+    return {
+        "hours": request.registry.settings["idp.temporary_password_hours"],
+        "next": safe_next(request.GET.get("next")),
+    }

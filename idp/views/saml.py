@@ -9,6 +9,11 @@ Single sign-on:
   ``/saml/sso/continue`` on this site, where the SameSite=Lax cookie is sent.
 * ``/saml/init/{sp}`` (GET): IdP-initiated SSO, from the module portal.
 
+Someone signed in with a temporary password must choose their own first
+(AUTH-13): these views park the request (or keep the portal link) as the
+change form's continuation and send them there; the change form then comes
+back here, and the service gets its Response right after the change.
+
 A refused request gets a bilingual page with a stable code and a reference;
 when the request's ACS is trusted, the page also carries a signed SAML error
 Response back to the service. IsPassive never shows a page.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+from urllib.parse import parse_qs
 
 from pyramid.httpexceptions import HTTPNotFound, HTTPSeeOther
 from pyramid.renderers import render_to_response as render
@@ -33,6 +39,7 @@ from idp.saml import sso
 from idp.saml.metadata import MEDIA_TYPE
 from idp.saml.requests import SamlRefused
 from idp.saml.response import STATUS_NO_PASSIVE, STATUS_RESPONDER
+from idp.security import keep_continuation
 from idp.services.interfaces import IAuditLog
 from idp.tweens import content_security_policy
 from idp.views.errors import render_error
@@ -179,6 +186,21 @@ def refused(request, exc: SamlRefused):
     return render_to_response("saml/error.jinja2", values, request)
 
 
+def continuation_waits(request, url: str) -> bool:
+    """Whether a continuation kept for after a password change can still go on.
+
+    A parked request's continuation (directly or through the sign-in page)
+    is answerable only until it expires (``idp.saml.pending_seconds``) or is
+    used; anything else (a portal link, a page of idMe) always can.
+    """
+    path, _, query = url.partition("?")
+    if path == request.route_path("login.identifier"):
+        path, _, query = parse_qs(query).get("next", [""])[0].partition("?")
+    if path != request.route_path("saml.sso.continue"):
+        return True
+    return sso.is_waiting(request.dbsession, parse_qs(query).get("r", [""])[0])
+
+
 def _login_then(request, token: str):
     next_url = request.route_path("saml.sso.continue", _query={"r": token})
     return HTTPSeeOther(
@@ -207,6 +229,10 @@ def _deliver(request, user, sp: ServiceProvider, reply, authn, token):
     """Role gate, then the Response (SAML-31, SAML-32)."""
     dbsession = request.dbsession
     settings = request.registry.settings
+    if user.must_change_password:
+        # AUTH-13, behind the gate in idp/security.py: never an assertion
+        # before the new password is set.
+        return HTTPSeeOther(request.route_path("password.new"))
     if not sp.enabled:
         sso.finish(dbsession, token)
         return refused(request, SamlRefused("saml_sp_disabled", status=403))
@@ -254,28 +280,64 @@ def _deliver(request, user, sp: ServiceProvider, reply, authn, token):
     return post_form(request, reply, saml_response)
 
 
+def _no_passive(request, authn, token):
+    """IsPassive: never a page of ours; straight back with NoPassive."""
+    sso.finish(request.dbsession, token)
+    no_passive = (STATUS_RESPONDER, STATUS_NO_PASSIVE)
+    response = sso.error_response(saml_server(request), authn.reply(), no_passive)
+    return post_form(request, authn.reply(), response)
+
+
+def _park(request, authn, token, received) -> str:
+    if token is not None:
+        return token
+    return sso.park(
+        request.dbsession,
+        authn,
+        received.xml,
+        received.binding,
+        request.registry.settings,
+    )
+
+
+def _change_first(request, authn, *, token, received, fresh_enough: bool):
+    """The user must choose a new password first; the request waits for it.
+
+    Parked, and kept in the session as the continuation of the change form,
+    which answers it once the password is set (issue 12 item 1); until then
+    nothing is sent (AUTH-13). IsPassive cannot wait for a page: NoPassive.
+    A ForceAuthn request that arrived after the temporary password was typed
+    goes through the sign-in again: choosing a new password in a session
+    that already existed proves nothing new about who holds it.
+    """
+    if authn.is_passive:
+        return _no_passive(request, authn, token)
+    token = _park(request, authn, token, received)
+    continuation = request.route_path("saml.sso.continue", _query={"r": token})
+    if not fresh_enough:
+        continuation = request.route_path(
+            "login.identifier", _query={"next": continuation}
+        )
+    keep_continuation(request, continuation)
+    return HTTPSeeOther(request.route_path("password.new"))
+
+
 def _sso(request, authn, *, token, arrived_at, received=None):
     """Answer a checked AuthnRequest, or sign the user in first."""
-    dbsession = request.dbsession
-    settings = request.registry.settings
     user = request.identity
     authn_at = request.session.authn_at if user is not None else None
     fresh_enough = not authn.force_authn or (
         authn_at is not None and authn_at >= arrived_at
     )
+    if user is not None and user.must_change_password:
+        return _change_first(
+            request, authn, token=token, received=received, fresh_enough=fresh_enough
+        )
     if user is None or not fresh_enough:
         if authn.is_passive:
-            # IsPassive: never a page of ours; straight back with NoPassive.
-            sso.finish(dbsession, token)
-            no_passive = (STATUS_RESPONDER, STATUS_NO_PASSIVE)
-            response = sso.error_response(
-                saml_server(request), authn.reply(), no_passive
-            )
-            return post_form(request, authn.reply(), response)
-        if token is None:
-            token = sso.park(dbsession, authn, received.xml, received.binding, settings)
-        return _login_then(request, token)
-    sp = authn.sp or dbsession.get(ServiceProvider, authn.sp_id)
+            return _no_passive(request, authn, token)
+        return _login_then(request, _park(request, authn, token, received))
+    sp = authn.sp or request.dbsession.get(ServiceProvider, authn.sp_id)
     return _deliver(request, user, sp, authn.reply(), authn, token)
 
 
@@ -355,6 +417,10 @@ def init(request):
         return HTTPSeeOther(
             request.route_path("login.identifier", _query={"next": request.path_qs})
         )
+    if user.must_change_password:
+        # The same link, followed once the new password is set (AUTH-13).
+        keep_continuation(request, request.path_qs)
+        return HTTPSeeOther(request.route_path("password.new"))
     return _deliver(request, user, sp, reply, None, None)
 
 
