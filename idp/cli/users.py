@@ -196,8 +196,9 @@ def _print_password_argument(parser) -> None:
 # Temporary passwords
 
 
-def _deliver(request, user: User, password: str, args) -> list[str]:
-    """Email ``password``, or return the lines that print it once."""
+def _deliver(request, user: User, password: str, args, send) -> list[str]:
+    """Email ``password`` with ``send`` (a :mod:`idp.services.mail` function),
+    or return the lines that print it once."""
     expires = _when(user.temp_password_expires_at)
     if args.print_password:
         return [
@@ -205,7 +206,7 @@ def _deliver(request, user: User, password: str, args) -> list[str]:
             f"it works once, until {expires}, and must be changed at the "
             "first sign-in; it was not emailed",
         ]
-    mail.temporary_password(
+    send(
         _service(request, IOutbox),
         user,
         password=password,
@@ -286,7 +287,7 @@ def add(args) -> int:
         lines = [
             f"created user {identifier.masked} ({registration.full_name}); roles: "
             + (", ".join(role.name for role in roles) or "-"),
-            *_deliver(request, user, password, args),
+            *_deliver(request, user, password, args, mail.account_created),
         ]
     print("\n".join(lines))
     return 0
@@ -394,8 +395,8 @@ def lock(args) -> int:
                 subject_user_id=user.id,
                 detail={**BY, "reason": reason, "until_unlocked": True},
             )
-            mail.account_locked(
-                _service(request, IOutbox), user, until=now, needs_helpdesk=True
+            mail.account_locked_by_helpdesk(
+                _service(request, IOutbox), user, locked_at=now
             )
     if since is not None:
         print(f"{who} is already locked (since {_when(since)}); nothing changed")
@@ -441,7 +442,7 @@ def reset_password(args) -> int:
         )
         lines = [
             f"reset the password of {_masked(user)}; ended {ended} session(s)",
-            *_deliver(request, user, password, args),
+            *_deliver(request, user, password, args, mail.temporary_password_reset),
         ]
     print("\n".join(lines))
     return 0

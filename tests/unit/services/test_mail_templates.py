@@ -41,6 +41,8 @@ RESET_LINK = f"{BASE}/password/reset/" + "T" * 43
 CONFIRM_LINK = f"{BASE}/account/email/confirm/" + "C" * 43
 LOGIN = f"{BASE}/login"
 SIGN_IN = ("Log masuk", "Log in")
+FORGOT = f"{BASE}/password/forgot"
+FORGOT_BUTTON = ("Lupa Kata Laluan", "Forgot password")
 RESET_BUTTON = (
     "Penetapan Semula Kata Laluan Akaun Pengguna",
     "Reset user account password",
@@ -93,15 +95,15 @@ SAMPLES = {
     ),
     "password-changed": (
         lambda o, u: mail.password_changed(o, u, changed_at=WHEN),
-        LOGIN,
-        SIGN_IN,
+        FORGOT,
+        FORGOT_BUTTON,
         ("28 November 2026, 10:30", "28 November 2026, 10:30"),
         (),
     ),
     "account-locked": (
         lambda o, u: mail.account_locked(o, u, until=WHEN),
-        f"{BASE}/password/forgot",
-        ("Lupa Kata Laluan", "Forgot password"),
+        FORGOT,
+        FORGOT_BUTTON,
         ("terlalu banyak kali", "too many times"),
         ("helpdesk has locked",),
     ),
@@ -114,9 +116,9 @@ SAMPLES = {
     ),
     "security-image-changed": (
         lambda o, u: mail.security_image_changed(o, u, changed_at=WHEN),
-        LOGIN,
-        SIGN_IN,
-        ("imej atau frasa keselamatan", "security image or phrase"),
+        FORGOT,
+        FORGOT_BUTTON,
+        ("frasa keselamatan", "security image or phrase"),
         (),
     ),
     "email-change-confirm": (
@@ -129,7 +131,7 @@ SAMPLES = {
         (),
     ),
     "email-change-in-use": (
-        lambda o, u: mail.email_change_in_use(o, u, recipient="baru@example.my"),
+        lambda o, u: mail.email_change_in_use(o, u),
         LOGIN,
         SIGN_IN,
         ("sudah digunakan", "already used"),
