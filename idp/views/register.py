@@ -21,6 +21,7 @@ from idp.forms.register import (
 from idp.services.interfaces import ICaptchaService, IRateLimiter, IUserService
 from idp.services.security_image import suggestion
 from idp.tweens import content_security_policy
+from idp.views.help import helpdesk
 
 
 def _page(request, form: RegisterForm) -> dict:
@@ -81,4 +82,10 @@ def index(request):
 
 @view_config(route_name="register.done", renderer="register/done.jinja2")
 def done(request):
-    return {"hours": request.registry.settings["idp.temporary_password_hours"]}
+    settings = request.registry.settings
+    return {
+        "hours": settings["idp.temporary_password_hours"],
+        # For someone whose first registration went to a mistyped address:
+        # the same words for everyone, so the page reveals nothing (AUTH-05).
+        "helpdesk": helpdesk(settings, request.locale_name),
+    }
