@@ -172,10 +172,12 @@ def register(groups) -> None:
     _print_password_argument(reset_parser)
     reset_parser.set_defaults(handler=reset_password)
 
+    email_help = (
+        "change an account's email (a mistyped one, say); tells both "
+        "addresses, and re-sends a pending temporary password to the new one"
+    )
     email_parser = commands.add_parser(
-        "set-email",
-        help="change an account's email (a mistyped one, say); tells both "
-        "addresses, and re-sends a pending temporary password to the new one",
+        "set-email", help=email_help, description=email_help
     )
     _identifier_arguments(email_parser)
     email_parser.add_argument("email", metavar="EMAIL", help="the new address")

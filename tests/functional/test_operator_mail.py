@@ -190,3 +190,9 @@ def test_set_email_keeps_a_password_the_owner_chose(db, engine, tmp_path):
         "ali.abu@example.com.my",
         "ali@example.com.my",
     ]
+
+
+def test_set_email_has_help():
+    assert "set-email" in ok("x.ini", "user", "--help")
+    out = ok("x.ini", "user", "set-email", "--help")
+    assert "EMAIL" in out and "temporary password" in out
