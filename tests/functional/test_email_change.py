@@ -451,3 +451,38 @@ def test_the_already_registered_notice_names_the_next_steps(
     for word in words:
         assert word in html(notice), word
     assert "/account/email" in plain(notice)
+
+
+def test_web_01_the_confirm_form_without_its_csrf_token_is_refused(
+    testapp, user, dbsession, mailbox, browser
+):
+    """WEB-01: a cross-site POST cannot confirm someone's pending change."""
+    signed_in_as(testapp, user, "en")
+    email_form(testapp).submit(status=303)
+    phone = browser()
+    page = phone.get(path_of(confirm_link(mailbox(NEW)[0]))).follow()
+    phone.post("/account/email/confirm", {}, status=403)
+    assert user.email == "aisyah@example.com.my"
+    assert events(dbsession, "email.changed") == []
+    # Control: the same browser with the form's token confirms.
+    page.forms["email-confirm-form"].submit(status=303)
+    assert user.email == NEW
+
+
+def test_web_12_the_confirm_page_takes_no_other_method(testapp, user, mailbox, browser):
+    """WEB-12: only GET shows and POST confirms; PUT or DELETE are refused."""
+    signed_in_as(testapp, user, "en")
+    email_form(testapp).submit(status=303)
+    phone = browser()
+    phone.get(path_of(confirm_link(mailbox(NEW)[0]))).follow()
+    for method in (phone.put, phone.delete):
+        method("/account/email/confirm", status=405)
+    assert user.email == "aisyah@example.com.my"
+
+
+def test_confirm_page_without_a_link_is_refused(testapp):
+    """Straight to the confirm page, with no link opened: the bilingual 400."""
+    page = testapp.get("/account/email/confirm?lang=ms", status=400)
+    assert "Pautan ini tidak boleh digunakan" in page.text or "tidak boleh" in page.text
+    assert "This link cannot be used" in page.text
+    testapp.get("/account/email/confirm/" + "x" * 500, status=400)
