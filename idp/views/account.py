@@ -6,6 +6,10 @@ so nobody can open or change another person's account through these pages
 (WEB-11, AUTH-21). Changing the password, the security image or the email
 asks for the current password; wrong guesses count against the same limit as
 sign-in, and reaching it locks the account just as sign-in does.
+
+The one exception is the page a new address's confirmation link leads to
+(``account.email_confirm``): it is opened from the new mailbox, often on
+another device, so it needs no sign-in; the link is the proof.
 """
 
 from __future__ import annotations
