@@ -1,4 +1,10 @@
-"""Reset links ("Lupa Kata Laluan"): single use, short-lived, bound to a user.
+"""Single-use links: password reset ("Lupa Kata Laluan") and email change.
+
+Both kinds are rows of one table, handled by :class:`OneTimeTokens`; the
+email-change link (:class:`EmailChangeTokens`, 24 hours) also holds the
+address it confirms, and is asked for and sent the same way as a reset link
+(:func:`request_email_change`, :class:`EmailChangeJob`). The rest of this
+note is about reset links.
 
 A link carries 32 random bytes (256 bits); the database holds only their
 SHA-256 in a :class:`~idp.models.OneTimeToken` row, so a dump of the table
@@ -165,13 +171,8 @@ def request_link(outbox, email: str, *, client_address: str | None) -> None:
     outbox.defer(RESET_JOB, {"email": email, "client_address": client_address})
 
 
-class ResetLinkJob:
-    """Runs a queued :func:`request_link` in the delivery worker's transaction.
-
-    Only an account that exists and is not disabled gets a link; a lock from
-    failed sign-ins does not stop it, since the reset is how the owner ends
-    one (AUTH-29).
-    """
+class LinkJob:
+    """A job of the delivery worker that mails a link to the IdP (a base)."""
 
     def __init__(
         self,
@@ -186,8 +187,17 @@ class ResetLinkJob:
         self.clock = clock
 
     @classmethod
-    def from_settings(cls, settings, codec: mail.OutboxCodec) -> ResetLinkJob:
+    def from_settings(cls, settings, codec: mail.OutboxCodec):
         return cls(mail.Composer(settings), codec, settings["idp.base_url"])
+
+
+class ResetLinkJob(LinkJob):
+    """Runs a queued :func:`request_link` in the delivery worker's transaction.
+
+    Only an account that exists and is not disabled gets a link; a lock from
+    failed sign-ins does not stop it, since the reset is how the owner ends
+    one (AUTH-29).
+    """
 
     def __call__(self, dbsession, row: OutboxMessage) -> None:
         data = mail.open_job(self.codec, row)
@@ -247,7 +257,7 @@ def request_email_change(
     )
 
 
-class EmailChangeJob:
+class EmailChangeJob(LinkJob):
     """Runs a queued :func:`request_email_change` in the worker's transaction.
 
     A free address gets the confirmation link. An address another account
@@ -257,22 +267,6 @@ class EmailChangeJob:
     database's unique constraint still decides at confirm time, for two
     accounts racing to one free address.
     """
-
-    def __init__(
-        self,
-        composer: mail.Composer,
-        codec: mail.OutboxCodec,
-        base_url: str,
-        clock=utcnow,
-    ) -> None:
-        self.composer = composer
-        self.codec = codec
-        self.base_url = base_url.rstrip("/")
-        self.clock = clock
-
-    @classmethod
-    def from_settings(cls, settings, codec: mail.OutboxCodec) -> EmailChangeJob:
-        return cls(mail.Composer(settings), codec, settings["idp.base_url"])
 
     def __call__(self, dbsession, row: OutboxMessage) -> None:
         data = mail.open_job(self.codec, row)
