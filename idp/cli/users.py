@@ -492,7 +492,9 @@ def set_email(args) -> int:
                 f"EMAIL: {email} was given to another account just now"
             ) from None
         audit = _service(request, IAuditLog)
-        audit.record("email.changed", subject_user_id=user.id, detail=BY)
+        audit.record(
+            "email.changed", subject_user_id=user.id, detail={**BY, "previous": old}
+        )
         lines = [
             f"changed the email of {who} to {email}; notices queued to {old} "
             f"and {email}"

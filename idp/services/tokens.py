@@ -280,7 +280,11 @@ class EmailChangeJob(LinkJob):
         outbox = mail.Outbox(dbsession, self.composer, self.codec)
         owner = dbsession.scalars(select(User).where(User.email == email)).one_or_none()
         if owner is not None:
-            mail.email_change_in_use(outbox, owner)
+            # One note a day at most, however many accounts ask for it.
+            day = f"{self.clock():%Y-%m-%d}"
+            mail.email_change_in_use(
+                outbox, owner, dedupe_key=f"email-change-in-use:{owner.id}:{day}"
+            )
             return
         tokens = EmailChangeTokens(dbsession, self.clock)
         token = tokens.issue(user, email)

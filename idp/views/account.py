@@ -473,11 +473,13 @@ def email_confirm(request):
         return _email_link_refused(request)
     (users,) = _services(request, IUserService)
     try:
-        users.change_email(user, row.new_email)
+        previous = users.change_email(user, row.new_email)
     except EmailTaken:
         return _email_link_refused(request, EMAIL_TAKEN_PAGE)
     request.session.pop(EMAIL_STATE, None)
-    _audit(request, "email.changed", user, {"how": "account"})
+    # The old address, so the helpdesk can put it back for an owner who
+    # did not make the change (the notice to that address says it can).
+    _audit(request, "email.changed", user, {"how": "account", "previous": previous})
     request.session.flash(
         _(
             "Your email has been changed. From now on idMe sends its email to "

@@ -96,7 +96,7 @@ def test_set_email_moves_the_address_audits_and_tells_both(db, engine, tmp_path)
     assert "XXXXXX-XX-5678" in out and "ali.abu@example.com.my" in out
     assert user_row(engine).email == "ali.abu@example.com.my"
     (event,) = events(engine, "email.changed")
-    assert event.detail["by"] == "idp-admin"
+    assert event.detail == {"by": "idp-admin", "previous": "ali@example.com.my"}
     assert event.actor_user_id is None
     messages = delivered(db, tmp_path)
     (old,) = [m for m in messages if m["To"] == "ali@example.com.my"]
