@@ -320,3 +320,43 @@ def test_the_helpdesk_is_named_where_the_mail_sends_people_to_it(composer):
                 assert "idme-support@moe.gov.my" in body, name
                 assert "03-8884 6000" in body, name
             assert 'href="mailto:idme-support@moe.gov.my"' in html
+
+
+def _luminance(colour: str) -> float:
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [
+        c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels
+    ]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(one: str, two: str) -> float:
+    lighter, darker = sorted((_luminance(one), _luminance(two)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def _style(element, prop: str) -> str | None:
+    match = re.search(
+        rf"(?:^|;)\s*{prop}\s*:\s*(#[0-9a-fA-F]{{6}})", element.get("style") or ""
+    )
+    return match.group(1).lower() if match else None
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_text_colours_meet_wcag_aa_on_their_background(composer, name):
+    """Every coloured text in the HTML part has a contrast of 4.5:1 or more."""
+    html = render(composer, name, "ms").get_body(("html",)).get_content()
+    tree = lxml.html.document_fromstring(html)
+    checked = 0
+    for element in tree.body.iter():
+        own_text = (element.text or "") + "".join(c.tail or "" for c in element)
+        if not isinstance(element.tag, str) or not own_text.strip():
+            continue
+        lineage = [element, *element.iterancestors()]
+        colour = next(filter(None, (_style(e, "color") for e in lineage)))
+        background = next(
+            filter(None, (_style(e, "background") for e in lineage)), "#ffffff"
+        )
+        assert _contrast(colour, background) >= 4.5, (element.tag, colour, background)
+        checked += 1
+    assert checked
