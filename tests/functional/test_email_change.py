@@ -489,3 +489,69 @@ def test_confirm_page_without_a_link_is_refused(testapp):
     assert "Pautan ini tidak boleh digunakan" in page.text or "tidak boleh" in page.text
     assert "This link cannot be used" in page.text
     testapp.get("/account/email/confirm/" + "x" * 500, status=400)
+
+
+def test_data_01_two_confirms_racing_for_one_address_leave_one_owner(
+    committing_testapp, app, db_url, db_engine
+):
+    """DATA-01: two accounts confirm one free address at the same moment.
+
+    With real transactions on PostgreSQL: exactly one account gets it, the
+    other gets the clear 400 page, and nothing is half-written.
+    """
+    import threading
+
+    from sqlalchemy import func
+    from sqlalchemy.orm import Session
+
+    from idp.models import AuditEvent, User
+    from idp.services.delivery import MemorySender, OutboxWorker
+
+    if not db_url.startswith("postgresql"):
+        pytest.skip("two transactions at once need PostgreSQL")
+    with Session(db_engine, expire_on_commit=False) as session, session.begin():
+        aisyah = make_user(session)
+        muthu = make_user(
+            session,
+            identifier="090203105432",
+            email="muthu@example.com.my",
+            full_name="Muthu a/l Rajan",
+        )
+    extra = committing_testapp.extra_environ
+    for person in (aisyah, muthu):
+        client = signed_in_as(webtest.TestApp(app, extra_environ=extra), person, "en")
+        email_form(client).submit(status=303)
+    sender = MemorySender()
+    OutboxWorker.from_settings(app.registry.settings, db_engine, sender).run()
+    links = [confirm_link(m) for m in sender.messages if m["To"] == NEW]
+    assert len(links) == 2
+    forms = []
+    for url in links:
+        phone = webtest.TestApp(app, extra_environ=extra)
+        page = phone.get(path_of(url)).follow()
+        forms.append(page.forms["email-confirm-form"])
+
+    barrier = threading.Barrier(len(forms))
+    statuses = []
+
+    def confirm(form):
+        barrier.wait()
+        statuses.append(form.submit(status="*").status_int)
+
+    threads = [threading.Thread(target=confirm, args=(form,)) for form in forms]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert sorted(statuses) == [303, 400]
+    with Session(db_engine) as session:
+        owners = session.scalar(
+            select(func.count()).select_from(User).where(User.email == NEW)
+        )
+        changed = session.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.event == "email.changed")
+        )
+    assert owners == 1 and changed == 1
