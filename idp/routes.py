@@ -38,5 +38,8 @@ def includeme(config):
     config.add_route("account.password", "/account/password")
     config.add_route("account.security", "/account/security")
     config.add_route("account.sessions", "/account/sessions")
+    config.add_route("account.email", "/account/email")
+    config.add_route("account.email_confirm", "/account/email/confirm")
+    config.add_route("account.email_link", "/account/email/confirm/{token}")
     config.add_route("captcha.image", "/captcha/{token}.png")
     config.add_route("captcha.audio", "/captcha/{token}.{locale}.wav")

@@ -1,4 +1,4 @@
-"""``user add|show|grant|revoke|lock|unlock|reset-password``: accounts, from the shell.
+"""``user add|show|grant|revoke|lock|unlock|reset-password|set-email``: accounts.
 
 The operator is trusted: errors name what is wrong (an identity number or
 email already registered, say), unlike the public registration page. A new
@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from webob.multidict import MultiDict
 
 from idp.cli.modules import app_request, code_argument, find_role, label
+from idp.contact import InvalidContact, normalise_email
 from idp.db import utcnow
 from idp.identifiers import Identifier, InvalidIdentifier, parse_identifier
 from idp.models import AuditEvent, OneTimeToken, User
@@ -33,6 +34,7 @@ from idp.services.interfaces import (
     IRateLimiter,
     IUserService,
 )
+from idp.services.users import EmailTaken
 from idp.sessions import end_user_sessions
 
 BY = {"by": "idp-admin"}
@@ -170,6 +172,17 @@ def register(groups) -> None:
     _print_password_argument(reset_parser)
     reset_parser.set_defaults(handler=reset_password)
 
+    email_help = (
+        "change an account's email (a mistyped one, say); tells both "
+        "addresses, and re-sends a pending temporary password to the new one"
+    )
+    email_parser = commands.add_parser(
+        "set-email", help=email_help, description=email_help
+    )
+    _identifier_arguments(email_parser)
+    email_parser.add_argument("email", metavar="EMAIL", help="the new address")
+    email_parser.set_defaults(handler=set_email)
+
 
 def _identifier_arguments(parser) -> None:
     parser.add_argument(
@@ -196,8 +209,9 @@ def _print_password_argument(parser) -> None:
 # Temporary passwords
 
 
-def _deliver(request, user: User, password: str, args) -> list[str]:
-    """Email ``password``, or return the lines that print it once."""
+def _deliver(request, user: User, password: str, args, send) -> list[str]:
+    """Email ``password`` with ``send`` (a :mod:`idp.services.mail` function),
+    or return the lines that print it once."""
     expires = _when(user.temp_password_expires_at)
     if args.print_password:
         return [
@@ -205,7 +219,7 @@ def _deliver(request, user: User, password: str, args) -> list[str]:
             f"it works once, until {expires}, and must be changed at the "
             "first sign-in; it was not emailed",
         ]
-    mail.temporary_password(
+    send(
         _service(request, IOutbox),
         user,
         password=password,
@@ -286,7 +300,7 @@ def add(args) -> int:
         lines = [
             f"created user {identifier.masked} ({registration.full_name}); roles: "
             + (", ".join(role.name for role in roles) or "-"),
-            *_deliver(request, user, password, args),
+            *_deliver(request, user, password, args, mail.account_created),
         ]
     print("\n".join(lines))
     return 0
@@ -394,8 +408,8 @@ def lock(args) -> int:
                 subject_user_id=user.id,
                 detail={**BY, "reason": reason, "until_unlocked": True},
             )
-            mail.account_locked(
-                _service(request, IOutbox), user, until=now, needs_helpdesk=True
+            mail.account_locked_by_helpdesk(
+                _service(request, IOutbox), user, locked_at=now
             )
     if since is not None:
         print(f"{who} is already locked (since {_when(since)}); nothing changed")
@@ -441,7 +455,69 @@ def reset_password(args) -> int:
         )
         lines = [
             f"reset the password of {_masked(user)}; ended {ended} session(s)",
-            *_deliver(request, user, password, args),
+            *_deliver(request, user, password, args, mail.temporary_password_reset),
         ]
+    print("\n".join(lines))
+    return 0
+
+
+def set_email(args) -> int:
+    """The operator's fix for a mistyped or lost address.
+
+    A temporary password still pending went to the old address (the typo
+    that brought the owner to the helpdesk): it is replaced, and the new one
+    mailed to the new address, so the copy in the wrong mailbox is useless.
+    """
+    try:
+        email = normalise_email(args.email)
+    except InvalidContact as exc:
+        raise _command_error(
+            f"EMAIL: {args.email!r} is not an email address "
+            f"({exc.message.interpolate()})"
+        ) from None
+    with app_request(args.config_uri) as request:
+        user = _find_user(request, args)
+        who = _masked(user)
+        users = _service(request, IUserService)
+        if email == user.email:
+            raise _command_error(f"EMAIL: {email} is already the email of {who}")
+        if users.find_by_email(email) is not None:
+            raise _command_error(
+                f"EMAIL: {email} is already the email of another account"
+            )
+        try:
+            old = users.change_email(user, email, by_helpdesk=True)
+        except EmailTaken:
+            raise _command_error(
+                f"EMAIL: {email} was given to another account just now"
+            ) from None
+        audit = _service(request, IAuditLog)
+        audit.record(
+            "email.changed", subject_user_id=user.id, detail={**BY, "previous": old}
+        )
+        lines = [
+            f"changed the email of {who} to {email}; notices queued to {old} "
+            f"and {email}"
+        ]
+        now = utcnow()
+        expires = user.temp_password_expires_at
+        if user.must_change_password and expires is not None and expires > now:
+            password = users.issue_temporary_password(user, now)
+            mail.temporary_password_reset(
+                _service(request, IOutbox),
+                user,
+                password=password,
+                expires_at=user.temp_password_expires_at,
+            )
+            audit.record(
+                "password.admin_reset",
+                subject_user_id=user.id,
+                detail={**BY, "reason": "email-changed"},
+            )
+            lines.append(
+                "its temporary password had been sent to the old address: a new "
+                f"temporary password was queued by email to {email} and the old "
+                "one no longer works"
+            )
     print("\n".join(lines))
     return 0

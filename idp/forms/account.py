@@ -1,6 +1,6 @@
-""" "Akaun saya" forms: change the password, change the security image and phrase.
+""" "Akaun saya" forms: change the password, the security image and phrase, the email.
 
-Both ask for the current password, so a session left open on a shared
+Each asks for the current password, so a session left open on a shared
 computer is not enough to take the account over (AUTH-21). The view checks
 that password; the forms only say whether one was typed.
 """
@@ -11,11 +11,14 @@ from wtforms import PasswordField, RadioField, StringField
 
 from idp.forms import BaseForm, collapse_spaces
 from idp.forms.login import NewPasswordForm
+from idp.forms.register import MESSAGES as REGISTER_MESSAGES
 from idp.forms.register import REQUIRED, RegisterForm
+from idp.forms.reset import _email as read_email
 from idp.i18n import _
 
 MESSAGES = {
     "current_password": _("Your current password is wrong."),
+    "email.same": _("That is already your email address."),
 }
 
 
@@ -70,6 +73,31 @@ class SecurityForm(_CurrentPassword, BaseForm):
     def phrase(self) -> str:
         """The phrase as it is stored; call only after :meth:`validate`."""
         return collapse_spaces(self.security_phrase.data)
+
+
+class EmailForm(_CurrentPassword, BaseForm):
+    """A new email address, typed twice, for the signed-in ``user``."""
+
+    email = StringField()
+    email_confirm = StringField()
+
+    address: str | None = None
+
+    def __init__(self, formdata=None, *, user, **kwargs) -> None:
+        super().__init__(formdata, **kwargs)
+        self.user = user
+
+    def validate(self, extra_validators=None) -> bool:
+        super().validate(extra_validators)
+        self.address = read_email(self.email)
+        if self.address is not None:
+            again = read_email(self.email_confirm)
+            if again is not None and again != self.address:
+                self.email_confirm.errors = [REGISTER_MESSAGES["email_confirm"]]
+            elif self.address == self.user.email:
+                self.email.errors = [MESSAGES["email.same"]]
+        self._check_current_password()
+        return not self.errors
 
 
 class FirstSignInForm(NewPasswordForm):

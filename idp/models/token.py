@@ -8,7 +8,10 @@ from idp.db import Base, new_uuid, utcnow
 
 
 class OneTimeToken(Base):
-    """A single-use secret (reset link, temporary password); only its hash."""
+    """A single-use link (password reset, email change); only its hash.
+
+    ``new_email`` is the address an email-change link confirms.
+    """
 
     __tablename__ = "one_time_tokens"
 
@@ -21,6 +24,7 @@ class OneTimeToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime]
     used_at: Mapped[dt.datetime | None]
+    new_email: Mapped[str | None] = mapped_column(String(254))
 
 
 class CaptchaChallenge(Base):

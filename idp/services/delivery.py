@@ -229,7 +229,12 @@ class OutboxWorker:
 
     @classmethod
     def from_settings(cls, settings: dict, engine, sender=None) -> OutboxWorker:
-        from idp.services.tokens import RESET_JOB, ResetLinkJob
+        from idp.services.tokens import (
+            EMAIL_CHANGE_JOB,
+            RESET_JOB,
+            EmailChangeJob,
+            ResetLinkJob,
+        )
 
         codec = OutboxCodec(settings["idp.hmac_key"])
         return cls(
@@ -239,7 +244,10 @@ class OutboxWorker:
             batch_size=settings["mail.batch_size"],
             retry_seconds=settings["mail.retry_seconds"],
             retry_max_seconds=settings["mail.retry_max_seconds"],
-            jobs={RESET_JOB: ResetLinkJob.from_settings(settings, codec)},
+            jobs={
+                RESET_JOB: ResetLinkJob.from_settings(settings, codec),
+                EMAIL_CHANGE_JOB: EmailChangeJob.from_settings(settings, codec),
+            },
         )
 
     def backoff(self, attempts: int) -> dt.timedelta:

@@ -151,6 +151,16 @@ class IUserService(Interface):
         user must then choose a new one.
         """
 
+    def change_email(user, email, *, by_helpdesk=False):
+        """Make the normalised ``email`` ``user``'s address; return the old one.
+
+        The database's unique constraint decides: raises ``EmailTaken``
+        (nothing changed) when another account has the address. Voids the
+        user's unused links (reset links went to the old address), and
+        emails the old address a notice, and the new one too when the
+        helpdesk made the change.
+        """
+
 
 class IRateLimiter(Interface):
     """Counts attempts per named limiter and key, in storage every node shares.

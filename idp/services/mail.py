@@ -40,7 +40,8 @@ from markupsafe import Markup
 from sqlalchemy.exc import IntegrityError
 from zope.interface import implementer
 
-from idp.i18n import DOMAIN, LOCALES, other_locale
+from idp import logmask
+from idp.i18n import DOMAIN, LOCALES, _, other_locale
 from idp.identifiers import Identifier
 from idp.jinja2 import TEMPLATES_DIR
 from idp.models import OutboxMessage
@@ -51,6 +52,7 @@ EMAIL_TEMPLATES = TEMPLATES_DIR / "email"
 # the delivery worker does (and deletes the row) instead of the request.
 JOB_PREFIX = "job:"
 LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
+FOOTER = _("This email was sent automatically by idMe; replies are not read.")
 
 
 class OutboxCodecError(ValueError):
@@ -108,20 +110,37 @@ class Composer:
         self.sender = settings["mail.sender"]
         self.base_url = settings["idp.base_url"]
         self.names = {loc: settings[f"idp.name.{loc}"] for loc in LOCALES}
+        # Mail that sends people to the helpdesk says how to reach it. The
+        # settings are optional (a test or a small deployment may have none);
+        # the templates leave the line out when they are empty.
+        self.helpdesks = {
+            loc: {
+                "name": settings.get(f"idp.helpdesk.name.{loc}", ""),
+                "email": settings.get("idp.helpdesk.email", ""),
+                "phone": settings.get("idp.helpdesk.phone", ""),
+            }
+            for loc in LOCALES
+        }
         self.timezone = ZoneInfo(settings["idp.timezone"])
-        self._envs = {loc: self._environment(templates, loc) for loc in LOCALES}
+        self._translations = {
+            loc: gettext.translation(
+                DOMAIN, localedir=str(LOCALE_DIR), languages=[loc], fallback=True
+            )
+            for loc in LOCALES
+        }
+        self._envs = {
+            loc: self._environment(templates, self._translations[loc])
+            for loc in LOCALES
+        }
 
     @staticmethod
-    def _environment(templates: Path, locale: str) -> jinja2.Environment:
+    def _environment(templates: Path, translations) -> jinja2.Environment:
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(templates)),
             autoescape=jinja2.select_autoescape(["html"], default_for_string=False),
             extensions=["jinja2.ext.i18n"],
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
-        )
-        translations = gettext.translation(
-            DOMAIN, localedir=str(LOCALE_DIR), languages=[locale], fallback=True
         )
         env.install_gettext_translations(translations, newstyle=True)
         return env
@@ -135,6 +154,7 @@ class Composer:
             base_url=self.base_url,
             # Straight to the sign-in form: a mail's reader has one thing to do.
             login_url=f"{self.base_url}/login",
+            helpdesk=self.helpdesks[locale],
         )
 
     def compose(
@@ -148,8 +168,9 @@ class Composer:
             Markup(self._render(name, "body.html", loc, context))  # noqa: S704
             for loc in order
         ]
+        subject = " / ".join(dict.fromkeys(s.strip() for s in subjects))
         message = EmailMessage(policy=SMTP)
-        message["Subject"] = " / ".join(dict.fromkeys(s.strip() for s in subjects))
+        message["Subject"] = subject
         message["From"] = self.sender
         message["To"] = Address(addr_spec=recipient)
         message["Date"] = format_datetime(dt.datetime.now(dt.UTC))
@@ -158,10 +179,13 @@ class Composer:
         separator = "\n" + "-" * 60 + "\n\n"
         message.set_content(separator.join(text.strip() + "\n" for text in texts))
         layout = self._envs[order[0]].get_template("layout.html")
+        footer = " / ".join(self._translations[loc].gettext(FOOTER) for loc in order)
         message.add_alternative(
             layout.render(
                 sections=list(zip(order, htmls, strict=True)),
                 idp_name=self.names[order[0]],
+                subject=subject,
+                footer=footer,
             ),
             subtype="html",
         )
@@ -244,15 +268,26 @@ def email(name: str) -> Callable:
 
     The decorated function is called as ``fn(outbox, user, **kw)``, with an
     optional ``dedupe_key=``; it returns the outbox row, or ``None`` when a
-    message with the same dedupe key was already queued.
+    message with the same dedupe key was already queued. The message goes
+    to ``user.email`` in ``user.locale``, unless ``recipient=`` names
+    another address (a new email waiting for its confirmation, or the old
+    one after a change).
     """
 
     def decorate(fn: Callable[..., dict[str, Any]]) -> Callable:
         @functools.wraps(fn)
-        def queue(outbox: Outbox, user, /, *, dedupe_key: str | None = None, **kw):
+        def queue(
+            outbox: Outbox,
+            user,
+            /,
+            *,
+            dedupe_key: str | None = None,
+            recipient: str | None = None,
+            **kw,
+        ):
             return outbox.add(
                 name,
-                recipient=user.email,
+                recipient=recipient or user.email,
                 locale=user.locale,
                 context=fn(outbox.composer, user, **kw),
                 dedupe_key=dedupe_key,
@@ -269,14 +304,35 @@ def _person(user) -> dict[str, str]:
     return {"full_name": user.full_name, "identifier": identifier.masked}
 
 
-@email("temporary-password")
-def temporary_password(composer: Composer, user, *, password: str, expires_at):
-    """The welcome email of a new account, with its temporary password."""
+def _moment(composer: Composer, moment) -> dict[str, str]:
+    """``moment`` in each language, for a template to pick with ``[locale]``."""
+    return {loc: composer.local_time(moment, loc) for loc in LOCALES}
+
+
+def _temporary(composer: Composer, user, password: str, expires_at) -> dict:
     return {
         **_person(user),
         "password": password,
-        "expires_at": {loc: composer.local_time(expires_at, loc) for loc in LOCALES},
+        "expires_at": _moment(composer, expires_at),
     }
+
+
+@email("temporary-password")
+def temporary_password(composer: Composer, user, *, password: str, expires_at):
+    """The welcome email of an account its owner registered: the temporary password."""
+    return _temporary(composer, user, password, expires_at)
+
+
+@email("account-created")
+def account_created(composer: Composer, user, *, password: str, expires_at):
+    """The welcome email of an account the helpdesk created (``user add``)."""
+    return _temporary(composer, user, password, expires_at)
+
+
+@email("temporary-password-reset")
+def temporary_password_reset(composer: Composer, user, *, password: str, expires_at):
+    """A new temporary password the helpdesk issued (``user reset-password``)."""
+    return _temporary(composer, user, password, expires_at)
 
 
 @email("already-registered")
@@ -288,44 +344,73 @@ def already_registered(composer: Composer, user):
 @email("password-changed")
 def password_changed(composer: Composer, user, *, changed_at):
     """Confirms a password change to the owner, who can act if it was not them."""
-    return {
-        **_person(user),
-        "changed_at": {loc: composer.local_time(changed_at, loc) for loc in LOCALES},
-    }
+    return {**_person(user), "changed_at": _moment(composer, changed_at)}
 
 
 @email("account-locked")
-def account_locked(composer: Composer, user, *, until, needs_helpdesk: bool):
-    """Tells the owner their account was locked, and what to do about it.
+def account_locked(composer: Composer, user, *, until):
+    """Tells the owner wrong passwords locked the account until ``until``.
 
-    ``needs_helpdesk`` is an operator's lock (until unlocked); otherwise the
-    lock came from wrong passwords, lasts until ``until``, and a password
-    reset by email ends it.
+    A password reset by email ends the lock; the helpdesk is not needed.
     """
-    return {
-        **_person(user),
-        "until": {loc: composer.local_time(until, loc) for loc in LOCALES},
-        "needs_helpdesk": needs_helpdesk,
-    }
+    return {**_person(user), "until": _moment(composer, until)}
+
+
+@email("account-locked-by-helpdesk")
+def account_locked_by_helpdesk(composer: Composer, user, *, locked_at):
+    """Tells the owner an operator locked the account (``user lock``)."""
+    return {**_person(user), "locked_at": _moment(composer, locked_at)}
 
 
 @email("security-image-changed")
 def security_image_changed(composer: Composer, user, *, changed_at):
     """Tells the owner their security image or phrase was changed."""
-    return {
-        **_person(user),
-        "changed_at": {loc: composer.local_time(changed_at, loc) for loc in LOCALES},
-    }
+    return {**_person(user), "changed_at": _moment(composer, changed_at)}
 
 
 @email("password-reset")
 def password_reset(composer: Composer, user, *, link: str, expires_at):
     """The single-use link of "Lupa Kata Laluan"."""
+    return {**_person(user), "link": link, "expires_at": _moment(composer, expires_at)}
+
+
+@email("email-change-confirm")
+def email_change_confirm(composer: Composer, user, *, link: str, expires_at):
+    """The link that makes the address it is sent to ``user``'s email."""
+    return {**_person(user), "link": link, "expires_at": _moment(composer, expires_at)}
+
+
+@email("email-change-in-use")
+def email_change_in_use(composer: Composer, user):
+    """Tells ``user`` someone asked to move their address to another account.
+
+    Names neither the account that asked nor anything about it: the
+    requester's details are not the recipient's business.
+    """
+    return {"full_name": user.full_name}
+
+
+@email("email-changed")
+def email_changed(
+    composer: Composer, user, *, new_email: str, changed_at, by_helpdesk: bool = False
+):
+    """Tells the old address the account's email changed, and how to undo it.
+
+    The new address is shown masked: the old mailbox may be a stranger's
+    (the typo that brought the owner here).
+    """
     return {
         **_person(user),
-        "link": link,
-        "expires_at": {loc: composer.local_time(expires_at, loc) for loc in LOCALES},
+        "new_email": logmask.mask(new_email),
+        "changed_at": _moment(composer, changed_at),
+        "by_helpdesk": by_helpdesk,
     }
+
+
+@email("email-set-by-helpdesk")
+def email_set_by_helpdesk(composer: Composer, user, *, changed_at):
+    """Tells the new address the helpdesk made it the account's email."""
+    return {**_person(user), "changed_at": _moment(composer, changed_at)}
 
 
 def includeme(config) -> None:

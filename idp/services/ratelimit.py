@@ -128,6 +128,9 @@ LIMITS: Mapping[str, Limit] = MappingProxyType(
         "login.locks": Limit(3, 86400),
         "reset.address": Limit(10, 3600),
         "reset.email": Limit(3, 3600),
+        # Email changes asked for per account: each mails an address the
+        # person typed, so a signed-in account must not become a mailer.
+        "account.email": Limit(5, 86400),
         # A school's computer lab registers a whole class from one address.
         "register.address": Limit(200, 3600),
         # Each captcha a form shows and each fetch of its picture or sound;

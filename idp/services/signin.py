@@ -229,9 +229,7 @@ class SignInService:
                 "minutes": int(period.total_seconds() // 60),
             },
         )
-        mail.account_locked(
-            self.outbox, user, until=user.locked_until, needs_helpdesk=False
-        )
+        mail.account_locked(self.outbox, user, until=user.locked_until)
 
 
 def includeme(config) -> None:

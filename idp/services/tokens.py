@@ -1,4 +1,10 @@
-"""Reset links ("Lupa Kata Laluan"): single use, short-lived, bound to a user.
+"""Single-use links: password reset ("Lupa Kata Laluan") and email change.
+
+Both kinds are rows of one table, handled by :class:`OneTimeTokens`; the
+email-change link (:class:`EmailChangeTokens`, 24 hours) also holds the
+address it confirms, and is asked for and sent the same way as a reset link
+(:func:`request_email_change`, :class:`EmailChangeJob`). The rest of this
+note is about reset links.
 
 A link carries 32 random bytes (256 bits); the database holds only their
 SHA-256 in a :class:`~idp.models.OneTimeToken` row, so a dump of the table
@@ -46,28 +52,38 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class ResetTokens:
-    """Issues, finds and voids the reset tokens of users."""
+class OneTimeTokens:
+    """Issues, finds and voids one purpose's single-use links.
 
-    def __init__(
-        self, dbsession, clock=utcnow, lifetime: dt.timedelta = RESET_LIFETIME
-    ):
+    A subclass names the purpose (``PURPOSE``) and the default lifetime
+    (``LIFETIME``); every link of every purpose is 256 random bits, stored
+    only as its SHA-256, and used up by a single conditional UPDATE.
+    """
+
+    PURPOSE: str
+    LIFETIME: dt.timedelta
+
+    def __init__(self, dbsession, clock=utcnow, lifetime: dt.timedelta | None = None):
         self.dbsession = dbsession
         self.clock = clock
-        self.lifetime = lifetime
+        self.lifetime = lifetime or self.LIFETIME
 
-    def issue(self, user: User) -> str:
-        """Void ``user``'s unused links; store a new one and return its token."""
+    def issue(self, user: User, **values) -> str:
+        """Void ``user``'s unused links; store a new one and return its token.
+
+        ``values`` are further columns of the row (``new_email``).
+        """
         self.void_all(user)
         now = self.clock()
         token = secrets.token_urlsafe(TOKEN_BYTES)
         self.dbsession.add(
             OneTimeToken(
                 user_id=user.id,
-                purpose=RESET_PURPOSE,
+                purpose=self.PURPOSE,
                 token_hash=token_hash(token),
                 created_at=now,
                 expires_at=now + self.lifetime,
+                **values,
             )
         )
         self.dbsession.flush()
@@ -76,7 +92,7 @@ class ResetTokens:
     def _live(self, *criteria) -> OneTimeToken | None:
         return self.dbsession.scalars(
             select(OneTimeToken).where(
-                OneTimeToken.purpose == RESET_PURPOSE,
+                OneTimeToken.purpose == self.PURPOSE,
                 OneTimeToken.used_at.is_(None),
                 OneTimeToken.expires_at > self.clock(),
                 *criteria,
@@ -97,6 +113,38 @@ class ResetTokens:
             return None
         return self._live(OneTimeToken.id == row_id)
 
+    def void(self, row: OneTimeToken) -> bool:
+        """Use up ``row``; True only for the one caller that used it up.
+
+        A single conditional UPDATE, so two requests racing with the same
+        link cannot both get True.
+        """
+        result = self.dbsession.execute(
+            update(OneTimeToken)
+            .where(OneTimeToken.id == row.id, OneTimeToken.used_at.is_(None))
+            .values(used_at=self.clock())
+        )
+        return result.rowcount == 1
+
+    def void_all(self, user: User) -> None:
+        """Use up every unused link of this purpose of ``user``."""
+        self.dbsession.execute(
+            update(OneTimeToken)
+            .where(
+                OneTimeToken.user_id == user.id,
+                OneTimeToken.purpose == self.PURPOSE,
+                OneTimeToken.used_at.is_(None),
+            )
+            .values(used_at=self.clock())
+        )
+
+
+class ResetTokens(OneTimeTokens):
+    """The links of "Lupa Kata Laluan"."""
+
+    PURPOSE = RESET_PURPOSE
+    LIFETIME = RESET_LIFETIME
+
     def mismatches(self, row: OneTimeToken) -> int:
         """How many wrong answers were given with the link ``row``.
 
@@ -113,31 +161,6 @@ class ResetTokens:
         )
         return sum(1 for detail in details if detail.get("token") == str(row.id))
 
-    def void(self, row: OneTimeToken) -> bool:
-        """Use up ``row``; True only for the one caller that used it up.
-
-        A single conditional UPDATE, so two requests racing with the same
-        link cannot both get True.
-        """
-        result = self.dbsession.execute(
-            update(OneTimeToken)
-            .where(OneTimeToken.id == row.id, OneTimeToken.used_at.is_(None))
-            .values(used_at=self.clock())
-        )
-        return result.rowcount == 1
-
-    def void_all(self, user: User) -> None:
-        """Use up every unused reset link of ``user``."""
-        self.dbsession.execute(
-            update(OneTimeToken)
-            .where(
-                OneTimeToken.user_id == user.id,
-                OneTimeToken.purpose == RESET_PURPOSE,
-                OneTimeToken.used_at.is_(None),
-            )
-            .values(used_at=self.clock())
-        )
-
 
 def request_link(outbox, email: str, *, client_address: str | None) -> None:
     """Queue a reset link for ``email``, whoever it belongs to, if anyone.
@@ -148,13 +171,8 @@ def request_link(outbox, email: str, *, client_address: str | None) -> None:
     outbox.defer(RESET_JOB, {"email": email, "client_address": client_address})
 
 
-class ResetLinkJob:
-    """Runs a queued :func:`request_link` in the delivery worker's transaction.
-
-    Only an account that exists and is not disabled gets a link; a lock from
-    failed sign-ins does not stop it, since the reset is how the owner ends
-    one (AUTH-29).
-    """
+class LinkJob:
+    """A job of the delivery worker that mails a link to the IdP (a base)."""
 
     def __init__(
         self,
@@ -169,8 +187,17 @@ class ResetLinkJob:
         self.clock = clock
 
     @classmethod
-    def from_settings(cls, settings, codec: mail.OutboxCodec) -> ResetLinkJob:
+    def from_settings(cls, settings, codec: mail.OutboxCodec):
         return cls(mail.Composer(settings), codec, settings["idp.base_url"])
+
+
+class ResetLinkJob(LinkJob):
+    """Runs a queued :func:`request_link` in the delivery worker's transaction.
+
+    Only an account that exists and is not disabled gets a link; a lock from
+    failed sign-ins does not stop it, since the reset is how the owner ends
+    one (AUTH-29).
+    """
 
     def __call__(self, dbsession, row: OutboxMessage) -> None:
         data = mail.open_job(self.codec, row)
@@ -191,4 +218,80 @@ class ResetLinkJob:
             "password.reset_requested",
             subject_user_id=user.id,
             client_address=data.get("client_address"),
+        )
+
+
+# Changing the email in "Akaun saya"
+
+EMAIL_CHANGE_PURPOSE = "email-change"
+# Long enough to reach a mailbox one rarely opens, short enough that a link
+# left lying in it soon stops working.
+EMAIL_CHANGE_LIFETIME = dt.timedelta(hours=24)
+# The outbox job of an email change asked for (see EmailChangeJob).
+EMAIL_CHANGE_JOB = "email-change"
+
+
+class EmailChangeTokens(OneTimeTokens):
+    """The links that confirm a new email address; each row holds the address."""
+
+    PURPOSE = EMAIL_CHANGE_PURPOSE
+    LIFETIME = EMAIL_CHANGE_LIFETIME
+
+    def issue(self, user: User, email: str) -> str:  # type: ignore[override]
+        """A new link making ``email`` (normalised) ``user``'s address once opened."""
+        return super().issue(user, new_email=email)
+
+
+def request_email_change(
+    outbox, user: User, email: str, *, client_address: str | None
+) -> None:
+    """Queue the confirmation of ``email`` as ``user``'s new address.
+
+    The request looks nothing up and writes one sealed job, the same for an
+    address another account has and one nobody has (AUTH-05, AUTH-06); the
+    delivery worker decides what to send (:class:`EmailChangeJob`).
+    """
+    outbox.defer(
+        EMAIL_CHANGE_JOB,
+        {"user_id": str(user.id), "email": email, "client_address": client_address},
+    )
+
+
+class EmailChangeJob(LinkJob):
+    """Runs a queued :func:`request_email_change` in the worker's transaction.
+
+    A free address gets the confirmation link. An address another account
+    has gets no link, only a note to that account's owner (who alone reads
+    that mailbox) that it is already in use: the requester learns nothing,
+    and nothing can move an address from one account to another. The
+    database's unique constraint still decides at confirm time, for two
+    accounts racing to one free address.
+    """
+
+    def __call__(self, dbsession, row: OutboxMessage) -> None:
+        data = mail.open_job(self.codec, row)
+        try:
+            user = dbsession.get(User, uuid.UUID(data["user_id"]))
+        except (KeyError, ValueError):
+            return
+        email = data.get("email")
+        if user is None or user.disabled_at is not None or user.email == email:
+            return
+        outbox = mail.Outbox(dbsession, self.composer, self.codec)
+        owner = dbsession.scalars(select(User).where(User.email == email)).one_or_none()
+        if owner is not None:
+            # One note a day at most, however many accounts ask for it.
+            day = f"{self.clock():%Y-%m-%d}"
+            mail.email_change_in_use(
+                outbox, owner, dedupe_key=f"email-change-in-use:{owner.id}:{day}"
+            )
+            return
+        tokens = EmailChangeTokens(dbsession, self.clock)
+        token = tokens.issue(user, email)
+        mail.email_change_confirm(
+            outbox,
+            user,
+            recipient=email,
+            link=f"{self.base_url}/account/email/confirm/{token}",
+            expires_at=tokens.find(token).expires_at,
         )

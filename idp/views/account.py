@@ -1,32 +1,38 @@
-""" "Akaun saya": the signed-in user's own profile, password, image and sessions.
+""" "Akaun saya": the signed-in user's own profile, password, image, email and sessions.
 
 Every page needs the ``account`` permission and acts only on
 ``request.identity``: no page reads a user id from the address or the form,
 so nobody can open or change another person's account through these pages
-(WEB-11, AUTH-21). Changing the password or the security image asks for the
-current password; wrong guesses count against the same limit as sign-in, and
-reaching it locks the account just as sign-in does.
+(WEB-11, AUTH-21). Changing the password, the security image or the email
+asks for the current password; wrong guesses count against the same limit as
+sign-in, and reaching it locks the account just as sign-in does.
+
+The one exception is the page a new address's confirmation link leads to
+(``account.email_confirm``): it is opened from the new mailbox, often on
+another device, so it needs no sign-in; the link is the proof.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime
 from pyramid.httpexceptions import HTTPBadRequest, HTTPSeeOther
+from pyramid.renderers import render_to_response
 from pyramid.view import view_config
 from sqlalchemy import select
 
 from idp import security_images
 from idp.authz import Permission
 from idp.db import utcnow
-from idp.forms.account import PasswordForm, SecurityForm
+from idp.forms.account import EmailForm, PasswordForm, SecurityForm
 from idp.forms.register import CATEGORIES
 from idp.i18n import _
 from idp.identifiers import Identifier
-from idp.models import AuditEvent, IdpSession
+from idp.models import AuditEvent, IdpSession, User
 from idp.security import forget_identity
 from idp.services import mail
 from idp.services.interfaces import (
@@ -37,7 +43,16 @@ from idp.services.interfaces import (
     ISignInService,
     IUserService,
 )
+from idp.services.tokens import (
+    EMAIL_CHANGE_LIFETIME,
+    EmailChangeTokens,
+    request_email_change,
+)
+from idp.services.users import EmailTaken
 from idp.sessions import end_user_sessions
+from idp.views.errors import render_error
+
+log = logging.getLogger(__name__)
 
 # Languages are named in themselves, as the language switch names them.
 LANGUAGES = {"ms": "Bahasa Melayu", "en": "English"}
@@ -315,3 +330,163 @@ def sessions(request):
         "when": when,
         "timezone": zone,
     }
+
+
+# Changing the email: asked for here, confirmed by a link sent to the new
+# address (idp.services.tokens.EmailChangeJob), a notice to the old one.
+
+EMAIL_STATE = "email_change"
+# The link's URL holds the token: nothing reached from it may see it.
+NO_REFERRER = {"Referrer-Policy": "no-referrer"}
+EMAIL_LINK_PAGE = (
+    "email_link",
+    _("This link cannot be used"),
+    _(
+        "The link to confirm a new email address is wrong, has already been "
+        'used or has expired. Sign in and ask for a new one under "Change '
+        'email" in My account.'
+    ),
+)
+EMAIL_TAKEN_PAGE = (
+    "email_taken",
+    _("Your email was not changed"),
+    _(
+        "This email address is already used by another account, so your "
+        "account keeps its current address. Each account needs its own email "
+        "address; if this one is yours, contact the helpdesk."
+    ),
+)
+
+
+def _email_page(request, form: EmailForm, *, throttled: bool = False) -> dict:
+    return {
+        "form": form,
+        "throttled": throttled,
+        "hours": int(EMAIL_CHANGE_LIFETIME.total_seconds() // 3600),
+    }
+
+
+@view_config(
+    route_name="account.email",
+    renderer="account/email.jinja2",
+    permission=Permission.ACCOUNT,
+    require_methods=["GET", "HEAD", "POST"],
+)
+def email(request):
+    user = request.identity
+    if request.method != "POST":
+        return _email_page(request, EmailForm(user=user))
+    form = EmailForm(request.POST, user=user)
+    valid = form.validate()
+    if form.current_password.data:
+        checked = _check_current_password(request, form, user)
+        if checked == "locked":
+            return _locked_out(request, user, "account-email")
+        valid = valid and checked == "ok"
+    if not valid:
+        request.response.status_int = 400
+        return _email_page(request, form)
+    (limiter, outbox) = _services(request, IRateLimiter, IOutbox)
+    if not limiter.hit("account.email", str(user.id)).allowed:
+        request.response.status_int = 429
+        return _email_page(request, form, throttled=True)
+    # The same request for every address, whoever has it (AUTH-05, AUTH-06):
+    # one job; the delivery worker sends the link, or tells the address's
+    # owner it is taken.
+    request_email_change(outbox, user, form.address, client_address=request.client_addr)
+    _audit(request, "email.change_requested", user)
+    request.session.flash(
+        _(
+            "We have sent a link to the new address. Open it within 24 hours to "
+            "confirm the change; until then your email stays as it is."
+        )
+    )
+    return HTTPSeeOther(request.route_path("account.index"))
+
+
+def _email_link_refused(request, page=EMAIL_LINK_PAGE):
+    """The bilingual refusal (400) for the email-change link, as a response."""
+    request.session.pop(EMAIL_STATE, None)
+    reference, values = render_error(request, 400, page, headers=NO_REFERRER)
+    # The route's name, not the path: the path may hold the token.
+    log.info("email link refused at %s [%s]", request.matched_route.name, reference)
+    return render_to_response(
+        "errors/error.jinja2", values, request=request, response=request.response
+    )
+
+
+@view_config(route_name="account.email_link")
+def email_link(request):
+    """Swap the token in the URL for session state and leave the URL (WEB-13).
+
+    Opening the link changes nothing: a mail scanner that follows links must
+    not confirm an address. The person confirms with a button.
+    """
+    row = EmailChangeTokens(request.dbsession).find(request.matchdict["token"])
+    if row is None:
+        return _email_link_refused(request)
+    request.session[EMAIL_STATE] = {"token_id": str(row.id)}
+    return HTTPSeeOther(
+        request.route_path("account.email_confirm"), headers=NO_REFERRER
+    )
+
+
+def _email_progress(request):
+    """The live link and its user of the change under way, or None."""
+    state = request.session.get(EMAIL_STATE)
+    if not isinstance(state, dict):
+        return None
+    row = EmailChangeTokens(request.dbsession).get(state.get("token_id"))
+    if row is None or row.new_email is None:
+        return None
+    user = request.dbsession.get(User, row.user_id)
+    if user is None or user.disabled_at is not None:
+        return None
+    return row, user
+
+
+@view_config(
+    route_name="account.email_confirm",
+    renderer="account/email_confirm.jinja2",
+    require_methods=["GET", "HEAD", "POST"],
+)
+def email_confirm(request):
+    """Confirm the new address: any browser holding the link may (no sign-in).
+
+    The link proves the new mailbox; the current password was asked for
+    when the change was requested. Sessions are kept: they rest on the
+    password, which has not changed, and the old address is told how to
+    undo a change its owner did not make.
+    """
+    progress = _email_progress(request)
+    if progress is None:
+        return _email_link_refused(request)
+    row, user = progress
+    if request.method != "POST":
+        return {
+            "identifier": Identifier(user.identifier_kind, user.identifier).masked,
+            "new_email": row.new_email,
+        }
+    # Used up before anything changes: of two requests racing with one
+    # link, only one gets further.
+    if not EmailChangeTokens(request.dbsession).void(row):
+        return _email_link_refused(request)
+    (users,) = _services(request, IUserService)
+    try:
+        previous = users.change_email(user, row.new_email)
+    except EmailTaken:
+        return _email_link_refused(request, EMAIL_TAKEN_PAGE)
+    request.session.pop(EMAIL_STATE, None)
+    # The old address, so the helpdesk can put it back for an owner who
+    # did not make the change (the notice to that address says it can).
+    _audit(request, "email.changed", user, {"how": "account", "previous": previous})
+    request.session.flash(
+        _(
+            "Your email has been changed. From now on idMe sends its email to "
+            "the new address."
+        )
+    )
+    identity = request.identity
+    if identity is not None and identity.id == user.id:
+        return HTTPSeeOther(request.route_path("account.index"))
+    return HTTPSeeOther(request.route_path("login.identifier"))

@@ -22,6 +22,7 @@ from idp.redirects import safe_next
 from idp.services.interfaces import ICaptchaService, IRateLimiter, IUserService
 from idp.services.security_image import suggestion
 from idp.tweens import content_security_policy
+from idp.views.help import helpdesk
 
 
 def _page(request, form: RegisterForm, next_url: str | None) -> dict:
@@ -89,7 +90,11 @@ def index(request):
 
 @view_config(route_name="register.done", renderer="register/done.jinja2")
 def done(request):
+    settings = request.registry.settings
     return {
-        "hours": request.registry.settings["idp.temporary_password_hours"],
+        "hours": settings["idp.temporary_password_hours"],
         "next": safe_next(request.GET.get("next")),
+        # For someone whose first registration went to a mistyped address:
+        # the same words for everyone, so the page reveals nothing (AUTH-05).
+        "helpdesk": helpdesk(settings, request.locale_name),
     }

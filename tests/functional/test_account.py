@@ -25,7 +25,13 @@ CHROME_ANDROID = (
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 "
     "(KHTML, like Gecko) Chrome/126.0.0.0 Mobile Safari/537.36"
 )
-PAGES = ["/account", "/account/password", "/account/security", "/account/sessions"]
+PAGES = [
+    "/account",
+    "/account/password",
+    "/account/security",
+    "/account/email",
+    "/account/sessions",
+]
 HASHER = BcryptPasswordService(rounds=4)
 
 
@@ -146,6 +152,7 @@ def is_signed_out(client) -> bool:
                 "/account": ["Nama penuh", "Murid / pelajar", "Imej dan frasa"],
                 "/account/password": ['id="current_password"'],
                 "/account/security": ["Imej keselamatan", "Frasa keselamatan"],
+                "/account/email": ["Tukar e-mel", "Alamat e-mel baharu"],
                 "/account/sessions": ["192.0.2.10"],
             },
         ),
@@ -155,6 +162,7 @@ def is_signed_out(client) -> bool:
                 "/account": ["My account", "Full name", "Student", "Sign out"],
                 "/account/password": ["Change password", "Current password"],
                 "/account/security": ["Change your security image and phrase"],
+                "/account/email": ["Change email", "New email address again"],
                 "/account/sessions": ["Recent sign-ins", "Sign out of all sessions"],
             },
         ),
@@ -501,6 +509,7 @@ def test_sessions_post_without_the_action_changes_nothing(signed_in, user, dbses
 FORMS = [
     ("/account/password", "account-password-form", None),
     ("/account/security", "account-security-form", None),
+    ("/account/email", "account-email-form", None),
     ("/account/sessions", "signout-all-form", "action"),
 ]
 
@@ -510,6 +519,11 @@ def _filled(client, path, form_id):
         return _password_form(client)
     if form_id == "account-security-form":
         return _security_form(client)
+    if form_id == "account-email-form":
+        form = client.get(path).forms[form_id]
+        form["email"] = form["email_confirm"] = "aisyah.baharu@example.com.my"
+        form["current_password"] = PASSWORD
+        return form
     return client.get(path).forms[form_id]
 
 

@@ -176,9 +176,7 @@ def test_auth_29_a_failure_lock_mail_says_what_happened_and_what_to_do(
 ):
     """AUTH-29: the owner learns the lock ends by itself or with a reset by email."""
     outbox = Recorder(composer)
-    mail.account_locked(
-        outbox, user(locale=locale), until=EXPIRES, needs_helpdesk=False
-    )
+    mail.account_locked(outbox, user(locale=locale), until=EXPIRES)
     ((message, _key),) = outbox.messages
     for body in (
         message.get_body(("plain",)).get_content(),
@@ -195,9 +193,9 @@ def test_auth_29_a_failure_lock_mail_says_what_happened_and_what_to_do(
 def test_an_operator_lock_mail_points_to_the_helpdesk(composer):
     """The control: only an operator's lock sends the owner to the helpdesk."""
     outbox = Recorder(composer)
-    mail.account_locked(outbox, user(locale="en"), until=EXPIRES, needs_helpdesk=True)
+    mail.account_locked_by_helpdesk(outbox, user(locale="en"), locked_at=EXPIRES)
     ((message, _key),) = outbox.messages
     plain = message.get_body(("plain",)).get_content()
-    assert "The helpdesk has locked the idMe account XXXXXX-XX-5678" in plain
+    assert "The helpdesk locked the idMe account XXXXXX-XX-5678" in plain
     assert "Meja bantuan telah mengunci akaun idMe XXXXXX-XX-5678" in plain
     assert "/password/forgot" not in plain

@@ -47,6 +47,7 @@ def test_defaults_are_the_documented_policy():
         "login.locks": Limit(3, 86400),
         "reset.address": Limit(10, 3600),
         "reset.email": Limit(3, 3600),
+        "account.email": Limit(5, 86400),
         "register.address": Limit(200, 3600),
         "captcha.address": Limit(600, 3600),
     }
