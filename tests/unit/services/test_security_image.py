@@ -50,12 +50,12 @@ def test_decoys_never_change_without_a_new_key():
     (every unregistered number would show a new phrase, a tell in itself).
     """
     assert decoy(SECRET, "900101145678") == (
-        security_images.get("burger"),
-        "Aku Yasmin",
+        security_images.get("trophy"),
+        "Drawi Teddy",
     )
     assert decoy(SECRET, "GBR:123456789") == (
-        security_images.get("grapes"),
-        "kahwin 1998",
+        security_images.get("telephone"),
+        "arnab atuk",
     )
 
 
