@@ -42,6 +42,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import hmac
+import re
 import secrets
 
 from idp import security_images
@@ -413,12 +414,12 @@ _SHAPES = (
     (
         24,  # A sentence or half of one.
         _words(
-            "saya suka {food}|saya suka {hobby_ms}|suka {hobby_ms}|saya {name}|"
-            "aku {name}|aku suka {fan}|I love {food}|I love {kin}|I love {fan}|"
+            "saya suka {food}|saya suka {hobby_ms}|saya {name}|"
+            "aku {name}|I love {food}|I love {kin}|I love {fan}|"
             "I like {hobby_en}|love {hobby_en}|my {animal_en} {pet}|my {kin} {name}|"
             "my {noun_en}|{animal_ms} saya {pet}|{animal_ms} saya {adj_ms}|"
-            "{pet} si {animal_ms}|{pet} suka {food}|{name} suka {food}|"
-            "{name} suka {hobby_ms}|{kin} suka {food}|{kin} masak {food}|"
+            "{pet} si {animal_ms}|{name} suka {food}|"
+            "{kin} suka {food}|{kin} masak {food}|"
             "{kin} sayang {kin}|{name} sayang {kin}|sayang {kin}|love you {kin}|"
             "{kin} and {kin}|{name} dan {name}|{name} & {name}|{name} and {pet}|"
             "{pet} dan {pet}|rumah {kin} di {place}|rumah di {place}|cuti di {place}|"
@@ -516,6 +517,25 @@ _WORD_MIN, _WORD_MAX = WORD_LENGTHS
 # The letters a fall-back may write. Digits are for chat spellings ("2u").
 WORD_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 _END = "$"
+# Per mille of new words kept, by length: a model of letters runs on, and
+# real phrases' unlisted words are short (mostly 4-6 letters, few past 9).
+_KEEP_LENGTH = (
+    0,
+    0,
+    1000,
+    650,
+    1000,
+    1000,
+    1000,
+    700,
+    550,
+    550,
+    450,
+    300,
+    250,
+    200,
+    200,
+)
 # Per mille: how often a draw leaves a context for the next shorter one,
 # and how often the shortest gives way to any letter of the alphabet.
 _BACK_OFF = 60
@@ -553,13 +573,17 @@ class _Letters:
         counts: dict[str, dict[str, int]] = {}
         # Sorted: the tables' order fixes every decoy, so it must not follow
         # the process's hash seed.
+        self.words = frozenset(
+            token.lower()
+            for items in lists
+            for entry in items
+            for token in entry.split()
+        )
         for word in sorted(
             {
-                token.lower()
-                for items in lists
-                for entry in items
-                for token in entry.split()
-                if token.isalpha() and token.isascii() and len(token) >= _WORD_MIN
+                word
+                for word in self.words
+                if word.isalpha() and word.isascii() and len(word) >= _WORD_MIN
             }
         ):
             text = "^" * _MODEL_ORDER + word + _END
@@ -598,7 +622,11 @@ class _Letters:
                 letters.append(letter)
                 history = history[1:] + letter
             word = "".join(letters)
-            if _WORD_MIN <= len(word) <= _WORD_MAX and not _offends(word):
+            if (
+                _WORD_MIN <= len(word) <= _WORD_MAX
+                and draw.below(1000) < _KEEP_LENGTH[len(word)]
+                and not _offends(word)
+            ):
                 return word
         return draw.pick(_NOUNS_MS)
 
@@ -647,6 +675,8 @@ _ENGLISH_LETTERS = _Letters(
     _FANDOM,
     _EVERYDAY_EN,
 )
+# Words the lists hold, checked by hand ("Semporna" has a blocked part).
+_LISTED = _NAME_LETTERS.words | _MALAY_LETTERS.words | _ENGLISH_LETTERS.words
 
 
 def _made_name(draw: _Draws) -> str:
@@ -805,7 +835,7 @@ _KEPT = frozenset(("year", "number", "small", "day_month", "day"))
 # something particular to their writer, and then often hold several words no
 # list has ("Mek Yam", "rumah atok di Jasin"). So a share of decoys is
 # particular (per mille), and in those each slot's words are new at a rate.
-PARTICULAR_PER_MILLE = 800
+PARTICULAR_PER_MILLE = 700
 _NOVEL_SLOT = 85  # per cent of a particular phrase's slots with new words
 _NOVEL_WORD = 45  # per cent of such a slot's further words that are new too
 
@@ -915,7 +945,13 @@ def phrase_from(draw: _Draws) -> str:
     """One human-like phrase, valid for the phrase rules, from ``draw``."""
     for _ in range(50):
         phrase = " ".join(_styled(draw, _fill(draw, _shape(draw))).split())
-        if PHRASE_MIN <= len(phrase) <= PHRASE_MAX:
+        # A slip or a run-together pair can make what no new word may be.
+        clean = not any(
+            _offends(word)
+            for word in re.findall(r"\w+", phrase.lower())
+            if word not in _LISTED
+        )
+        if clean and PHRASE_MIN <= len(phrase) <= PHRASE_MAX:
             return phrase
     # Fifty draws outside 3-40 characters cannot happen with these lists;
     # a name is the safe answer if they ever change.

@@ -27,18 +27,23 @@ decoys). Measured when written, min-max over the three keys:
 =============  =============  ===========  ===========  ===========
 corpus         producibility  naive Bayes  logistic     likelihood
 =============  =============  ===========  ===========  ===========
-phrases        50 %           58-62 %      59-62 %      48-53 %
-held-out       50 %           60-63 %      58-64 %      49-60 %
-blind dev      50.5 %         59-62 %      56-62 %      57-58 %
+phrases        50 %           59-60 %      57-58 %      48-51 %
+held-out       50 %           61-63 %      58-63 %      52-54 %
+blind dev      50.5 %         58-61 %      60-66 %      55-57 %
 =============  =============  ===========  ===========  ===========
 
-Before (20 fixed templates, then word lists only): held-out 73-79 %,
-producibility 77 %. Every visible corpus still exceeds 60 % for some key
-(by 2-4 points; one key to the next moves a score by 3): the corpora disagree (the first has new words in 15 %
-of its phrases, the held-out in 75 %, the blind dev in 47 %; the blind dev
-is mostly lower case, the held-out almost never), and one generator sits
-between them. Those three are strict xfails: open, stated, not hidden;
-the blind final corpus, when present, is a plain test.
+Before (word lists only, and made-up names from syllables), first key:
+held-out naive Bayes 75 %, logistic regression 77 %, producibility 77 %,
+likelihood ratio 52 %; blind dev 68 %, 65 %, 70 %, 53 %; phrases 51 %,
+52 %, 55 %, 49 %.
+Decoys now hold words no list has (47 % of decoys, against 15 %, 75 % and
+47 % of the three corpora's phrases), so producibility is at chance. The
+held-out and blind dev corpora still exceed 60 % for some keys (by 1-6
+points; one key to the next moves a score by 3): the corpora disagree (the
+blind dev is mostly lower case and often four words or more, the held-out
+almost never lower case and two or three words), and one generator sits
+between them. Those two are strict xfails: open, stated, not hidden; the
+blind final corpus, when present, is a plain test.
 """
 
 from __future__ import annotations
@@ -65,12 +70,10 @@ BLIND_DEV = DATA / "security_phrases_blind_dev.txt"
 BLIND_FINAL = DATA / "security_phrases_blind_final.txt"
 # Open defects, measured (max over KEYS): see the module docstring.
 _OPEN = {
-    CORPUS: "open: naive Bayes 62 %, logistic regression 62 % (its words were "
-    "copied into the lists, so its rate of new words is a third of the others')",
-    HELD_OUT: "open: naive Bayes 63 %, logistic regression 64 % (three words in "
+    HELD_OUT: "open: naive Bayes 63 %, logistic regression 63 % (three words in "
     "four of its phrases are in no list, more than in any other corpus)",
-    BLIND_DEV: "open: naive Bayes 62 %, logistic regression 62 % (mostly lower "
-    "case and longer than the other corpora)",
+    BLIND_DEV: "open: naive Bayes 61 %, logistic regression 66 % for one key of "
+    "three, 58-61 % for the others (it is mostly lower case and longer)",
 }
 CORPORA = [
     pytest.param(
@@ -394,7 +397,7 @@ def test_the_classifiers_find_a_real_difference_when_there_is_one():
 def test_a_new_word_never_offends():
     """Decoys show new words; none of them may be profanity or a slur."""
     words = set()
-    for n in range(3000):
+    for n in range(20000):
         words.update(re.findall(r"\w+", decoy(SECRET, f"{n:012d}")[1].lower()))
     # The lists are written by hand ("Semporna" holds a blocked part); the
     # filter is for the words the character models make up.

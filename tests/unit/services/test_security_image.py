@@ -51,7 +51,7 @@ def test_decoys_never_change_without_a_new_key():
     """
     assert decoy(SECRET, "900101145678") == (
         security_images.get("trophy"),
-        "Football Nurul",
+        "marimau coco",
     )
     assert decoy(SECRET, "GBR:123456789") == (
         security_images.get("telephone"),
