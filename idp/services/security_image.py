@@ -521,31 +521,17 @@ WORD_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 _END = "$"
 # Per mille of new words kept, by length: a model of letters runs on, and
 # real phrases' unlisted words are short (mostly 4-6 letters, few past 9).
-_KEEP_LENGTH = (
-    0,
-    0,
-    1000,
-    650,
-    1000,
-    1000,
-    1000,
-    700,
-    550,
-    550,
-    450,
-    300,
-    250,
-    200,
-    200,
-)
-# Per mille: how often a draw leaves a context for the next shorter one,
-# and how often the shortest gives way to any letter of the alphabet.
+_KEEP_LENGTH = {3: 650, 7: 700, 8: 550, 9: 550, 10: 450, 11: 300, 12: 250, 13: 200}
+# Per mille: how often a draw leaves a context for the next shorter one;
+# and, when every context gave way, how often any letter of the alphabet
+# comes instead of the commonest ones.
 _BACK_OFF = 60
-_ANY_LETTER = 15
+_ANY_LETTER = 250
 
-# No decoy may offend whoever is shown it. A generated word that is, holds
-# or starts one of these (Malay and English profanity, slurs, body and sex
-# words) is drawn again; short ones must match whole, or "kelass" would go.
+# No decoy may offend whoever is shown it. A generated word that is one of
+# the first or holds one of the second (Malay and English profanity, slurs,
+# body and sex words) is drawn again; short ones must match whole, or
+# "kelass" would go.
 _BLOCKED_WHOLE = frozenset(
     _words(
         "ass|arse|anus|babi|bodo|bodoh|bangang|bengap|bitch|butt|cibai|cock|"
@@ -557,8 +543,8 @@ _BLOCKED_WHOLE = frozenset(
 )
 _BLOCKED_PART = _words(
     "fuck|fck|shit|cunt|bitch|puki|pukimak|kimak|cibai|pantat|butoh|konek|"
-    "pelacur|sundal|nigg|fagg|whore|lancau|lanjiao|kepala bapak|bapak kau|"
-    "mak kau|nenek kau|bangsat|keparat|jahanam|porn|penis|vagina|kontol|"
+    "pelacur|sundal|nigg|fagg|whore|lancau|lanjiao|bangsat|keparat|jahanam|"
+    "porn|penis|vagina|kontol|"
     "rogol|rape|sexy|dildo|bastard|wank|slut|boob|tetek|babi|retard|haram"
 )
 
@@ -573,14 +559,14 @@ class _Letters:
 
     def __init__(self, *lists: tuple[str, ...]) -> None:
         counts: dict[str, dict[str, int]] = {}
-        # Sorted: the tables' order fixes every decoy, so it must not follow
-        # the process's hash seed.
         self.words = frozenset(
             token.lower()
             for items in lists
             for entry in items
             for token in entry.split()
         )
+        # Sorted: the tables' order fixes every decoy, so it must not follow
+        # the process's hash seed.
         for word in sorted(
             {
                 word
@@ -608,7 +594,7 @@ class _Letters:
             letters, running = table
             return letters[bisect.bisect_right(running, draw.below(running[-1]))]
         # Every context gave way: any letter at all, or the commonest ones.
-        if draw.below(1000) < _ANY_LETTER * 1000 // _BACK_OFF:
+        if draw.below(1000) < _ANY_LETTER:
             return draw.pick(WORD_ALPHABET)
         letters, running = self._tables[""]
         return letters[bisect.bisect_right(running, draw.below(running[-1]))]
@@ -626,7 +612,8 @@ class _Letters:
             word = "".join(letters)
             if (
                 _WORD_MIN <= len(word) <= _WORD_MAX
-                and draw.below(1000) < _KEEP_LENGTH[len(word)]
+                and draw.below(1000)
+                < _KEEP_LENGTH.get(len(word), 200 if len(word) > 13 else 1000)
                 and not _offends(word)
             ):
                 return word
