@@ -23,19 +23,28 @@ Every choice is read from an HMAC stream (HMAC-SHA256 in counter mode), not
 from :mod:`random`, so a decoy depends only on the key and the identifier,
 never on the Python version.
 
-Known limit (AUTH-26, see tests/unit/services/test_decoy_classifier.py):
-phrases about generic things are not told from decoys, but a phrase holding
-a rare word (a family nickname, a local dish) that no list here has cannot
-be a decoy, and anyone can check that. Closing it needs words an attacker
-cannot list: for instance words taken from the deployment's own phrases,
-only those used by several users, frozen with the key. Until then the
-lookup limits (AUTH-27) bound how many numbers anyone can test.
+Rare words (AUTH-26, see tests/unit/services/test_decoy_classifier.py):
+real phrases hold words no list has (a family nickname, a local dish), so
+decoys do too: a share of them is "particular" and has new words drawn from
+character models of the lists, any letter string being possible; typing
+quirks (run-together words, slips, chat spellings, an emoji) come at low
+rates. Measured classifiers score 57-68 % across corpora and keys; the
+test module's docstring has the numbers and the open cases.
+
+Images are drawn uniformly from the catalogue, except that a decoy whose
+phrase names a pictured thing shows that picture at a set rate, as people
+who write about their cat often choose the cat. Registration offers no
+default image and we hold no data on which pictures people prefer, so a
+non-uniform prior over the catalogue would be a guess; an attacker who
+knew real choices' skew gains at most half its total-variation distance.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
+import re
 import secrets
 
 from idp import security_images
@@ -363,7 +372,7 @@ _EVERYDAY_SHAPES = _words(
 # words about it; fewer add a number or write a sentence.
 _SHAPES = (
     (
-        28,  # One thing.
+        17,  # One thing.
         _words(
             "{name}|{name}|{fullname}|{fullname}|{pet}|{pet}|{food}|{food}|{place}|"
             "{place}|{fan}|{fan}|{motto}|{motto}|{motto}|{noun_ms}|{noun_en}|{school}|"
@@ -388,7 +397,7 @@ _SHAPES = (
         ),
     ),
     (
-        10,  # With a number.
+        8,  # With a number.
         _words(
             "{name} {year}|{name} {year}|{pet} {year}|{place} {year}|{fan} {number}|"
             "{name} {number}|{noun_ms} {number}|{noun_en} {number}|"
@@ -401,18 +410,18 @@ _SHAPES = (
         ),
     ),
     (
-        10,  # Everyday words, the long tail of what people write.
+        14,  # Everyday words, the long tail of what people write.
         _EVERYDAY_SHAPES,
     ),
     (
-        18,  # A sentence or half of one.
+        24,  # A sentence or half of one.
         _words(
-            "saya suka {food}|saya suka {hobby_ms}|suka {hobby_ms}|saya {name}|"
-            "aku {name}|aku suka {fan}|I love {food}|I love {kin}|I love {fan}|"
+            "saya suka {food}|saya suka {hobby_ms}|saya {name}|"
+            "aku {name}|I love {food}|I love {kin}|I love {fan}|"
             "I like {hobby_en}|love {hobby_en}|my {animal_en} {pet}|my {kin} {name}|"
             "my {noun_en}|{animal_ms} saya {pet}|{animal_ms} saya {adj_ms}|"
-            "{pet} si {animal_ms}|{pet} suka {food}|{name} suka {food}|"
-            "{name} suka {hobby_ms}|{kin} suka {food}|{kin} masak {food}|"
+            "{pet} si {animal_ms}|{name} suka {food}|"
+            "{kin} suka {food}|{kin} masak {food}|"
             "{kin} sayang {kin}|{name} sayang {kin}|sayang {kin}|love you {kin}|"
             "{kin} and {kin}|{name} dan {name}|{name} & {name}|{name} and {pet}|"
             "{pet} dan {pet}|rumah {kin} di {place}|rumah di {place}|cuti di {place}|"
@@ -444,7 +453,27 @@ _SHORT = {
     "dan": ("&", "n"),
     "the": ("da",),
     "my": ("mah",),
+    "jangan": ("jgn",),
+    "kerja": ("keje", "kije"),
+    "apa": ("ape", "apo"),
+    "tahu": ("tau",),
+    "sudah": ("dah", "sdh"),
+    "lagi": ("lg", "lagik"),
+    "untuk": ("utk",),
+    "boleh": ("blh", "leh"),
+    "sangat": ("sgt",),
+    "kakak": ("kak", "kakak2"),
+    "adik": ("adk", "adikk"),
+    "mama": ("mamaa", "mummy"),
+    "best": ("besh", "bestt"),
+    "suka": ("suke", "sukaa"),
+    "for": ("4",),
+    "to": ("2",),
+    "forever": ("4ever",),
+    "great": ("gr8",),
 }
+# Marks people add to a phrase on a phone: a heart, a face, a cat, a ball.
+_MARKS = ("\u2764", "\U0001f60a", "\U0001f431", "\u26bd", "\u2b50", "\U0001f338")
 
 
 class _Draws:
@@ -474,32 +503,180 @@ class _Draws:
         return self.below(100) < percent
 
 
-# Syllables for names no list holds: people's names and pets' names are
-# the words a real phrase most often has that no word list knows.
-_ONSETS = _words(
-    "a|ba|da|fa|ha|ja|ka|la|ma|na|ra|sa|ta|ya|za|sya|i|bi|di|fi|hi|ki|li|mi|ni|"
-    "ri|si|ti|zi|u|bu|du|hu|ku|lu|mu|nu|ru|su|yu|zu|e|de|le|me|ne|re|se|ve|ka|"
-    "qa|qi|wa|dha|sha|tha|pri|kri"
+# Words no list here holds. Real phrases are full of them: a grandmother's
+# kampung, a dish from one state, a cat's nickname, a chat spelling. If every
+# decoy word came from the lists above, "a word the source cannot write means
+# real" would tell most registered numbers (AUTH-26). So some decoy words are
+# new, drawn letter by letter from character models of the lists above
+# (names, Malay, English): plausible words, any of which a real person might
+# have written. Every letter string is possible (a model that meets an
+# unseen context falls back to shorter ones, down to any letter or digit),
+# so no word proves a phrase real; only likelihood can, and the models keep
+# that close to real words'.
+_MODEL_ORDER = 3
+WORD_LENGTHS = (2, 14)
+_WORD_MIN, _WORD_MAX = WORD_LENGTHS
+# The letters a fall-back may write. Digits are for chat spellings ("2u").
+WORD_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+_END = "$"
+# Per mille of new words kept, by length: a model of letters runs on, and
+# real phrases' unlisted words are short (mostly 4-6 letters, few past 9).
+_KEEP_LENGTH = {3: 650, 7: 700, 8: 550, 9: 550, 10: 450, 11: 300, 12: 250, 13: 200}
+# Per mille: how often a draw leaves a context for the next shorter one;
+# and, when every context gave way, how often any letter of the alphabet
+# comes instead of the commonest ones.
+_BACK_OFF = 60
+_ANY_LETTER = 250
+
+# No decoy may offend whoever is shown it. A generated word that is one of
+# the first or holds one of the second (Malay and English profanity, slurs,
+# body and sex words) is drawn again; short ones must match whole, or
+# "kelass" would go.
+_BLOCKED_WHOLE = frozenset(
+    _words(
+        "ass|arse|anus|babi|bodo|bodoh|bangang|bengap|bitch|butt|cibai|cock|"
+        "crap|cum|damn|dick|dumb|fag|gay|god|hell|homo|jubo|kote|lahanat|"
+        "lancau|nigga|negro|paki|pepek|puki|sial|slut|tits|tolol|twat|jalang|"
+        "keling|kafir|kimak|lanjiao|lesbo|pondan|pussy|rape|sex|sexy|shit|"
+        "spastic|tetek|whore|celaka|haram|mampus|setan|syaitan|iblis"
+    )
 )
-_CODAS = _words(
-    "n|m|r|l|s|h|q|k|na|ni|ra|ri|sya|lia|yah|ya|ni|dia|ssa|ran|zan|man|min|rul|"
-    "fiq|kal|zil|ril|sha|tha|ndra|vin|thra|ya|ah|is|ia"
+_BLOCKED_PART = _words(
+    "fuck|fck|shit|cunt|bitch|puki|pukimak|kimak|cibai|pantat|butoh|konek|"
+    "pelacur|sundal|nigg|fagg|whore|lancau|lanjiao|bangsat|keparat|jahanam|"
+    "porn|penis|vagina|kontol|"
+    "rogol|rape|sexy|dildo|bastard|wank|slut|boob|tetek|babi|retard|haram"
 )
+
+
+def _offends(word: str) -> bool:
+    word = word.lower()
+    return word in _BLOCKED_WHOLE or any(part in word for part in _BLOCKED_PART)
+
+
+class _Letters:
+    """A character model of one family of words, sampled from a draw stream."""
+
+    def __init__(self, *lists: tuple[str, ...]) -> None:
+        counts: dict[str, dict[str, int]] = {}
+        self.words = frozenset(
+            token.lower()
+            for items in lists
+            for entry in items
+            for token in entry.split()
+        )
+        # Sorted: the tables' order fixes every decoy, so it must not follow
+        # the process's hash seed.
+        for word in sorted(
+            {
+                word
+                for word in self.words
+                if word.isalpha() and word.isascii() and len(word) >= _WORD_MIN
+            }
+        ):
+            text = "^" * _MODEL_ORDER + word + _END
+            for i in range(_MODEL_ORDER, len(text)):
+                for order in range(_MODEL_ORDER + 1):
+                    context = text[i - order : i]
+                    following = counts.setdefault(context, {})
+                    following[text[i]] = following.get(text[i], 0) + 1
+        # Each context's next letters as a cumulative table, for one draw each.
+        self._tables = {
+            context: (tuple(following), tuple(_running(following.values())))
+            for context, following in counts.items()
+        }
+
+    def _next(self, draw: _Draws, history: str) -> str:
+        for order in range(_MODEL_ORDER, -1, -1):
+            table = self._tables.get(history[len(history) - order :] if order else "")
+            if table is None or draw.below(1000) < _BACK_OFF:
+                continue
+            letters, running = table
+            return letters[bisect.bisect_right(running, draw.below(running[-1]))]
+        # Every context gave way: any letter at all, or the commonest ones.
+        if draw.below(1000) < _ANY_LETTER:
+            return draw.pick(WORD_ALPHABET)
+        letters, running = self._tables[""]
+        return letters[bisect.bisect_right(running, draw.below(running[-1]))]
+
+    def word(self, draw: _Draws) -> str:
+        """A new word, 2-14 letters, no offence in it (bounded redraws)."""
+        for _ in range(20):
+            history, letters = "^" * _MODEL_ORDER, []
+            while len(letters) <= _WORD_MAX:
+                letter = self._next(draw, history)
+                if letter == _END:
+                    break
+                letters.append(letter)
+                history = history[1:] + letter
+            word = "".join(letters)
+            if (
+                _WORD_MIN <= len(word) <= _WORD_MAX
+                and draw.below(1000)
+                < _KEEP_LENGTH.get(len(word), 200 if len(word) > 13 else 1000)
+                and not _offends(word)
+            ):
+                return word
+        return draw.pick(_NOUNS_MS)
+
+
+def _running(values) -> list[int]:
+    total, out = 0, []
+    for value in values:
+        total += value
+        out.append(total)
+    return out
+
+
+_NAME_LETTERS = _Letters(
+    _MALAY_NAMES,
+    _CHINESE_NAMES,
+    _CHINESE_SURNAMES,
+    _INDIAN_NAMES,
+    _OTHER_NAMES,
+    _PET_NAMES,
+)
+_MALAY_LETTERS = _Letters(
+    _KIN,
+    _ROLES,
+    _ANIMALS_MS,
+    _FOODS,
+    _DRINKS,
+    _FRUITS,
+    _FOOD_WORDS,
+    _PLACES,
+    _PLACE_WORDS,
+    _STREETS,
+    _CLASS_NAMES,
+    _HOBBIES_MS,
+    _COLOURS_MS,
+    _ADJ_MS,
+    _NOUNS_MS,
+    _MOTTOS,
+    _EVERYDAY_MS,
+)
+_ENGLISH_LETTERS = _Letters(
+    _ANIMALS_EN,
+    _HOBBIES_EN,
+    _COLOURS_EN,
+    _ADJ_EN,
+    _NOUNS_EN,
+    _FANDOM,
+    _EVERYDAY_EN,
+)
+# Words the lists hold, checked by hand ("Semporna" has a blocked part).
+_LISTED = _NAME_LETTERS.words | _MALAY_LETTERS.words | _ENGLISH_LETTERS.words
 
 
 def _made_name(draw: _Draws) -> str:
-    """A name built from syllables, as many real names are to a word list."""
-    parts = [draw.pick(_ONSETS) for _ in range(1 + draw.below(2))]
-    name = "".join(parts) + draw.pick(_CODAS)
-    return name[:1].upper() + name[1:]
+    """A name no list holds, as many real names are to a word list."""
+    return _NAME_LETTERS.word(draw).capitalize()
 
 
 def _pet_name(draw: _Draws) -> str:
     if draw.chance(75):
         return draw.pick(_PET_NAMES)
-    syllable = draw.pick(_ONSETS)
-    twice = syllable + syllable if draw.chance(50) else syllable + draw.pick(_CODAS)
-    return twice[:1].upper() + twice[1:]
+    return _made_name(draw)
 
 
 def _name(draw: _Draws) -> str:
@@ -624,13 +801,67 @@ _SLOTS = {
 }
 
 
+# Which character model writes a new word in each slot's place.
+_FAMILIES = {
+    **dict.fromkeys(("name", "fullname", "pet"), _NAME_LETTERS),
+    **dict.fromkeys(
+        (
+            "animal_en",
+            "hobby_en",
+            "fan",
+            "colour_en",
+            "adj_en",
+            "noun_en",
+            "word_en",
+            "everyday_en",
+        ),
+        _ENGLISH_LETTERS,
+    ),
+}
+# Slots whose words stay as drawn: numbers, dates, one-letter spellings.
+_KEPT = frozenset(("year", "number", "small", "day_month", "day"))
+# Real phrases are either about something generic ("kucing comel") or about
+# something particular to their writer, and then often hold several words no
+# list has ("Mek Yam", "rumah atok di Jasin"). So a share of decoys is
+# particular (per mille), and in those each slot's words are new at a rate.
+PARTICULAR_PER_MILLE = 700
+_NOVEL_SLOT = 85  # per cent of a particular phrase's slots with new words
+_NOVEL_WORD = 45  # per cent of such a slot's further words that are new too
+
+
+def _novel(draw: _Draws, slot: str, value: str) -> str:
+    """``value`` with some of its words swapped for new ones, cased as they were."""
+    words = value.split()
+    spots = [i for i, word in enumerate(words) if word.isalpha()]
+    if slot in _KEPT or not spots:
+        return value
+    first = draw.pick(spots)
+    family = _FAMILIES.get(slot, _MALAY_LETTERS)
+    for spot in spots:
+        if spot != first and not draw.chance(_NOVEL_WORD):
+            continue
+        new, old = family.word(draw), words[spot]
+        words[spot] = (
+            new.upper()
+            if old.isupper() and len(old) > 1
+            else new.capitalize()
+            if old[:1].isupper()
+            else new
+        )
+    return " ".join(words)
+
+
 def _fill(draw: _Draws, shape: str) -> str:
+    particular = draw.below(1000) < PARTICULAR_PER_MILLE
     out, rest = [], shape
     while "{" in rest:
         before, _, rest = rest.partition("{")
         slot, _, rest = rest.partition("}")
         out.append(before)
-        out.append(_SLOTS[slot](draw))
+        value = _SLOTS[slot](draw)
+        if particular and draw.chance(_NOVEL_SLOT):
+            value = _novel(draw, slot, value)
+        out.append(value)
     out.append(rest)
     return "".join(out)
 
@@ -647,7 +878,7 @@ def _shape(draw: _Draws) -> str:
 def _styled(draw: _Draws, text: str) -> str:
     """``text`` in one of the ways people type: case, chat spelling, a mark."""
     words = text.split()
-    if draw.chance(4):
+    if draw.chance(6):
         words = [
             draw.pick(_SHORT[w.lower()])
             if w.lower() in _SHORT and draw.chance(60)
@@ -655,31 +886,61 @@ def _styled(draw: _Draws, text: str) -> str:
             for w in words
         ]
     style = draw.below(1000)
-    if style < 500:  # Title Case
+    if style < 360:  # Title Case
         words = [w[:1].upper() + w[1:] for w in words]
-    elif style < 760:  # Sentence case
+    elif style < 640:  # Sentence case
         words = [w.lower() for w in words]
         words[0] = words[0][:1].upper() + words[0][1:]
-    elif style < 850:  # as it came: proper nouns capitalised, the rest not
+    elif style < 740:  # as it came: proper nouns capitalised, the rest not
         words[0] = words[0][:1].upper() + words[0][1:]
+    elif style < 815:  # capitals where the writer felt like it
+        words = [w[:1].upper() + w[1:] if draw.chance(50) else w for w in words]
     elif style < 985:  # all lower case, as on a phone
         words = [w.lower() for w in words]
     else:  # SHOUTING
         words = [w.upper() for w in words]
+    quirk = draw.below(1000)
+    if quirk < 25 and len(words) > 1:  # two words run together
+        at = draw.below(len(words) - 1)
+        words[at : at + 2] = [words[at] + words[at + 1].lower()]
+    elif quirk < 50:  # a slip of the finger: a letter doubled, lost or swapped
+        at = draw.below(len(words))
+        words[at] = _slip(draw, words[at])
     phrase = " ".join(words)
     mark = draw.below(1000)
-    if mark < 8:
+    if mark < 10:
         phrase += "!"
-    elif mark < 12:
+    elif mark < 14:
         phrase += "."
+    elif mark < 22:
+        emoji = draw.pick(_MARKS)
+        phrase = f"{phrase} {emoji}" if draw.chance(70) else f"{emoji} {phrase} {emoji}"
     return phrase
+
+
+def _slip(draw: _Draws, word: str) -> str:
+    if len(word) < 4 or not word.isalpha():
+        return word
+    at = 1 + draw.below(len(word) - 2)
+    kind = draw.below(3)
+    if kind == 0:
+        return word[:at] + word[at] + word[at:]
+    if kind == 1:
+        return word[:at] + word[at + 1 :]
+    return word[:at] + word[at + 1] + word[at] + word[at + 2 :]
 
 
 def phrase_from(draw: _Draws) -> str:
     """One human-like phrase, valid for the phrase rules, from ``draw``."""
     for _ in range(50):
         phrase = " ".join(_styled(draw, _fill(draw, _shape(draw))).split())
-        if PHRASE_MIN <= len(phrase) <= PHRASE_MAX:
+        # A slip or a run-together pair can make what no new word may be.
+        clean = not any(
+            _offends(word)
+            for word in re.findall(r"\w+", phrase.lower())
+            if word not in _LISTED
+        )
+        if clean and PHRASE_MIN <= len(phrase) <= PHRASE_MAX:
             return phrase
     # Fifty draws outside 3-40 characters cannot happen with these lists;
     # a name is the safe answer if they ever change.
@@ -687,14 +948,38 @@ def phrase_from(draw: _Draws) -> str:
 
 
 def _key(secret: str) -> bytes:
-    return hmac.new(secret.encode(), b"idp decoy v2", hashlib.sha256).digest()
+    return hmac.new(secret.encode(), b"idp decoy v3", hashlib.sha256).digest()
+
+
+# Per cent of decoys whose phrase names a pictured thing ("kucing saya
+# oyen") that show that picture. People who write about their cat often
+# choose the cat, so a uniform image would make "phrase and picture agree"
+# a sign of a real user; no data says how often, so this is a middle guess
+# that makes agreement weak evidence either way (uniform gives 1 in 66).
+IMAGE_MATCH_PERCENT = 35
+
+
+def _named_images(phrase: str) -> list[SecurityImage]:
+    """The pictures whose Malay or English name is among ``phrase``'s words."""
+    text = f" {' '.join(re.findall(r'[a-z]+', phrase.lower()))} "
+    return [
+        image
+        for image in security_images.CATALOGUE
+        if any(
+            f" {' '.join(re.findall(r'[a-z]+', name))} " in text
+            for name in (image.name_ms, image.name_en)
+        )
+    ]
 
 
 def decoy(secret: str, identifier: str) -> tuple[SecurityImage, str]:
     """The decoy image and phrase for ``identifier`` (its normalised value)."""
     draw = _Draws(_key(secret), identifier.encode())
-    image = draw.pick(security_images.CATALOGUE)
-    return image, phrase_from(draw)
+    phrase = phrase_from(draw)
+    named = _named_images(phrase)
+    if named and draw.chance(IMAGE_MATCH_PERCENT):
+        return draw.pick(named), phrase
+    return draw.pick(security_images.CATALOGUE), phrase
 
 
 def suggestion() -> str:

@@ -1,24 +1,62 @@
 """AUTH-26: a classifier built from the public source cannot tell decoys.
 
 The attacker holds the source, so they can draw as many decoys as they like
-(any key gives the same distribution) and they know every word list the
-generator ships. Against them stands ``tests/data/security_phrases.txt``: a
-corpus of phrases written by hand, before and apart from the generator, the
-way Malaysian pupils, parents and teachers type them (see its header). It is
-not produced by the decoy generator or any program. The generator's word
-lists were written from general knowledge, not copied from the corpus; its
-group weights (how often one word, a number or a sentence, which case style)
-were tuned once against the corpus's aggregate statistics, as a deployment
-would against a sample of real phrases, and the everyday-word list was added
-after seeing that many of its words were missing, so scores on this corpus
-are optimistic. Measured when written, on this
-corpus: naive Bayes 52-54 %, logistic regression 50-53 % over several keys,
-producibility 55 %; the old 20-template generator scored 93 % and 95 %.
+(any key gives the same distribution) and they know every word list and
+character model the generator ships. Against them stand hand-written
+corpora of phrases as Malaysian pupils, parents and teachers type them:
 
-``security_phrases_heldout.txt`` was written after the generator was final.
-On it the attacks still win (73-79 %): its phrases are more particular, and
-their rare words lie outside every shipped list. That test is a strict
-xfail: an open defect, stated, not hidden.
+- ``security_phrases.txt``: written before the generator; its everyday
+  words were later copied into the lists, so its words are unusually known.
+- ``security_phrases_heldout.txt``: written after the first generator.
+- ``security_phrases_blind_dev.txt``: the first 220 lines of a blind corpus
+  by a colleague who saw neither code nor corpora.
+- ``security_phrases_blind_final.txt`` (placed by the lead after this
+  generator was final; never seen while tuning): the unbiased test.
+
+All three visible corpora were used to tune the generator's rates (new
+words, case styles, shapes), so their scores are optimistic.
+
+Attacks, each cross-validated over five folds for three deployment keys:
+producibility (a phrase holding a word the generator could never write is
+real), naive Bayes and logistic regression on character 1-3-grams, case,
+length, word count, digits, punctuation and shipped-word membership, and a
+likelihood ratio of order-4 character models (3,000 decoys drawn with the
+attacker's own key, adapted to the training fold's real phrases and
+decoys). Measured when written, min-max over the three keys:
+
+=============  =============  ===========  ===========  ===========
+corpus         producibility  naive Bayes  logistic     likelihood
+=============  =============  ===========  ===========  ===========
+phrases        50 %           57-59 %      57-60.1 %    49-51 %
+held-out       50 %           60-68 %      64-65 %      57-61 %
+blind dev      50.5 %         60-64 %      58-65 %      54-59 %
+=============  =============  ===========  ===========  ===========
+
+One decoy sample to the next moves a score a lot: over five further keys
+(thirteen for the held-out set), naive Bayes and logistic regression
+average 57 % on the phrases, 64 % on the held-out set (standard deviation
+3.6 points) and 61 % on the blind dev.
+
+Before (word lists only, and made-up names from syllables), first key:
+held-out naive Bayes 75 %, logistic regression 77 %, producibility 77 %,
+likelihood ratio 52 %; blind dev 68 %, 65 %, 70 %, 53 %; phrases 51 %,
+52 %, 55 %, 49 %.
+Decoys now hold words no list has (47 % of decoys, against 15 %, 75 % and
+47 % of the three corpora's phrases), so producibility is at chance. Every
+visible corpus still exceeds 60 % for some key: the corpora disagree with
+each other (new words in 15 % against 75 % of phrases; the blind dev mostly
+lower case and often four words or more, the held-out almost never lower
+case and two or three words), and one generator sits between them. Those
+three are strict xfails: open, stated, not hidden.
+
+The blind final corpus, placed once the generator was final, measured with
+the first key: producibility 51 %, naive Bayes 66 %, logistic regression
+64 %, likelihood ratio 60 %. AUTH-26's bound is not met; it is a strict
+xfail too, so a generator that meets the bound turns it into a failure that
+asks for the mark to go. What is left is the long tail of words no shipped
+list holds; suggestions (registration and first sign-in offer one from the
+same generator, kept if untouched) make real phrases overlap decoys in a
+deployment, which no hand-written corpus can show.
 """
 
 from __future__ import annotations
@@ -39,9 +77,39 @@ from idp.services.security_image import decoy
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 CORPUS = DATA / "security_phrases.txt"
-# Written after the generator was final and never used to tune it.
 HELD_OUT = DATA / "security_phrases_heldout.txt"
-SECRET = "attacker-chosen-key-" * 3
+BLIND_DEV = DATA / "security_phrases_blind_dev.txt"
+# Placed by the lead after the generator was final; never seen while tuning.
+BLIND_FINAL = DATA / "security_phrases_blind_final.txt"
+# Open defects, measured (max over KEYS): see the module docstring.
+_OPEN = {
+    CORPUS: "open: logistic regression 60.1 % for one key of three (its words "
+    "were copied into the lists, so new words are rarer in it than in decoys)",
+    HELD_OUT: "open: naive Bayes 60-68 %, logistic regression 64-65 %, "
+    "likelihood ratio 57-61 % (three in four of its phrases hold a word in no "
+    "list, the most of any corpus)",
+    BLIND_DEV: "open: naive Bayes 60-64 %, logistic regression 58-65 % (mostly "
+    "lower case and longer than the other corpora)",
+    BLIND_FINAL: "open: naive Bayes 66 %, logistic regression 64 %, likelihood "
+    "ratio 60 %, producibility 51 % (measured once, when placed; the old "
+    "20-template generator was told 93-95 % of the time)",
+}
+CORPORA = [
+    pytest.param(
+        path,
+        id=path.stem,
+        marks=[pytest.mark.xfail(strict=True, reason=_OPEN[path])]
+        if path in _OPEN
+        else [],
+    )
+    for path in (CORPUS, HELD_OUT, BLIND_DEV, BLIND_FINAL)
+    if path.exists()
+]
+# The deployment's key is secret; the attacker's model uses keys of its own.
+KEYS = ("deployment-key-one-" * 3, "deployment-key-two-" * 3, "key-three-" * 5)
+SECRET = KEYS[0]
+ATTACKER_KEY = "attacker-chosen-key-" * 3
+ATTACKER_DECOYS = 3000
 FOLDS = 5
 MAX_ACCURACY = 0.60
 PUNCTUATION = re.compile(r"[^\w\s]")
@@ -186,50 +254,142 @@ def cross_validated_accuracy(model, real: list[str], decoys: list[str]) -> float
     return right / len(rows)
 
 
-def decoys(count: int) -> list[str]:
-    return [decoy(SECRET, f"{n:012d}")[1] for n in range(count)]
+def decoys(count: int, key: str = SECRET) -> list[str]:
+    return [decoy(key, f"{n:012d}")[1] for n in range(count)]
 
 
 def producible(vocabulary: set[str]):
     """The attacker's exact test: could the generator have written this word?
 
-    A word is producible if a word list holds it, it is a number, or it is
-    built from the module's name syllables (any run of them); a phrase with
-    an unproducible word cannot be a decoy.
+    A word is producible if a word list holds it, it is a number, the
+    character models could write it (2-14 characters of their alphabet; a
+    model falls back to any of them), or it is two producible words joined;
+    a phrase with an unproducible word cannot be a decoy.
     """
-    # The syllables names are built from, as the source lists them.
-    pieces = {piece.lower() for piece in security_image._ONSETS + security_image._CODAS}
+    alphabet = set(security_image.WORD_ALPHABET)
+    low, high = security_image.WORD_LENGTHS
 
-    def built(word: str, depth: int = 0) -> bool:
-        if not word:
-            return depth > 1
-        return depth < 5 and any(
-            word.startswith(p) and built(word[len(p) :], depth + 1) for p in pieces
+    def single(word: str) -> bool:
+        return (
+            word in vocabulary
+            or word.isdigit()
+            or (low <= len(word) <= high and set(word) <= alphabet)
+        )
+
+    def word_ok(word: str) -> bool:
+        return single(word) or any(
+            single(word[:i]) and single(word[i:]) for i in range(1, len(word))
         )
 
     def check(phrase: str) -> bool:
-        return all(
-            w in vocabulary or w.isdigit() or built(w)
-            for w in re.findall(r"\w+", phrase.lower())
-        )
+        return all(word_ok(w) for w in re.findall(r"\w+", phrase.lower()))
 
     return check
 
 
-def test_auth_26_what_the_generator_cannot_write_does_not_give_phrases_away():
-    """AUTH-26: "no decoy has this word, so it is real" scores <= 60 %.
+class CharacterModel:
+    """An interpolated order-4 character model of phrases (lower-cased)."""
 
-    The sharpest use of the shipped lists: every decoy is producible, so a
-    phrase that is not must be real. Real phrases' words must mostly lie
-    inside what the generator could write.
+    ORDER = 4
+
+    def __init__(self, phrases, prior=None, weight=20.0):
+        # ``prior`` (another model) is what this one falls back on where its
+        # own counts are thin: a small corpus then only moves the prior
+        # where it has evidence.
+        self.prior, self.weight = prior, weight
+        self.counts = defaultdict(Counter)
+        for phrase in phrases:
+            text = "^" * self.ORDER + phrase.lower() + "$"
+            for i in range(self.ORDER, len(text)):
+                for order in range(self.ORDER + 1):
+                    self.counts[text[i - order : i]][text[i]] += 1
+        self.totals = {context: sum(c.values()) for context, c in self.counts.items()}
+        self.letters = len(self.counts[""]) + 1
+
+    def probability(self, context: str, letter: str) -> float:
+        if self.prior is not None:
+            p = self.prior.probability(context, letter)
+            seen = self.counts.get(context[-self.ORDER :])
+            total = self.totals.get(context[-self.ORDER :], 0)
+            return ((seen[letter] if seen else 0) + self.weight * p) / (
+                total + self.weight
+            )
+        p = 1 / (self.letters + 50)  # any letter at all, however rare
+        for order in range(self.ORDER + 1):
+            tail = context[len(context) - order :] if order else ""
+            seen = self.counts.get(tail)
+            if seen is None:
+                break
+            total = self.totals[tail]
+            # Witten-Bell interpolation with the shorter context.
+            kinds = len(seen)
+            p = (seen[letter] + kinds * p) / (total + kinds)
+        return p
+
+    def log_likelihood(self, phrase: str) -> float:
+        text = "^" * self.ORDER + phrase.lower() + "$"
+        return sum(
+            math.log(self.probability(text[i - self.ORDER : i], text[i]))
+            for i in range(self.ORDER, len(text))
+        )
+
+
+_DECOY_MODEL = []
+
+
+def decoy_model() -> CharacterModel:
+    """The attacker's model of decoys: many drawn with a key of their own."""
+    if not _DECOY_MODEL:
+        _DECOY_MODEL.append(CharacterModel(decoys(ATTACKER_DECOYS, key=ATTACKER_KEY)))
+    return _DECOY_MODEL[0]
+
+
+def likelihood_ratio_accuracy(real: list[str], fake: list[str]) -> float:
+    """Cross-validated: is log P(phrase | decoy) above log P(phrase | real)?
+
+    Both models start from the attacker's model of decoys (many drawn with
+    their own key) and are adapted to the training fold's real phrases and
+    decoys respectively: where the small real sample has evidence the real
+    model moves, elsewhere the two agree. Equal priors, so no threshold.
     """
-    real = corpus()
-    fake = decoys(len(real))
+    generated = decoy_model()
+    samples = [(p, 0) for p in real] + [(p, 1) for p in fake]
+    random.Random(7).shuffle(samples)
+    right = 0
+    for fold in range(FOLDS):
+        train = [s for i, s in enumerate(samples) if i % FOLDS != fold]
+        test = [s for i, s in enumerate(samples) if i % FOLDS == fold]
+        as_real = CharacterModel([p for p, label in train if label == 0], generated)
+        as_fake = CharacterModel([p for p, label in train if label == 1], generated)
+        right += sum(
+            (as_fake.log_likelihood(p) > as_real.log_likelihood(p)) == bool(label)
+            for p, label in test
+        )
+    return right / len(samples)
+
+
+def attack_scores(path: Path, key: str) -> dict[str, float]:
+    """Every attack's accuracy on ``path``'s phrases against ``key``'s decoys."""
+    real = corpus(path)
+    fake = decoys(len(real), key)
     check = producible(shipped_words())
-    assert all(check(p) for p in fake)
-    accuracy = (sum(not check(p) for p in real) + len(fake)) / (len(real) + len(fake))
-    print(f"producibility accuracy: {accuracy:.3f}")
-    assert accuracy <= MAX_ACCURACY
+    assert all(check(p) for p in fake), [p for p in fake if not check(p)]
+    return {
+        "producibility": (sum(not check(p) for p in real) + len(fake))
+        / (len(real) + len(fake)),
+        "naive Bayes": cross_validated_accuracy(NaiveBayes, real, fake),
+        "logistic regression": cross_validated_accuracy(LogisticRegression, real, fake),
+        "likelihood ratio": likelihood_ratio_accuracy(real, fake),
+    }
+
+
+@pytest.mark.parametrize("path", CORPORA)
+def test_auth_26_no_attack_tells_decoys_from_real_phrases(path):
+    """AUTH-26: every attack scores <= 60 % on every corpus, for several keys."""
+    for key in KEYS:
+        scores = attack_scores(path, key)
+        print(path.name, {name: round(value, 3) for name, value in scores.items()})
+        assert max(scores.values()) <= MAX_ACCURACY, (path.name, scores)
 
 
 def test_corpus_is_large_and_varied_enough_to_mean_something():
@@ -237,55 +397,32 @@ def test_corpus_is_large_and_varied_enough_to_mean_something():
     assert len(real) >= 400
     assert {case_pattern(p) for p in real} >= {"lower", "title", "sentence", "mixed"}
     assert sum(any(c.isdigit() for c in p) for p in real) >= 30
+    assert len(corpus(HELD_OUT)) >= 150
+    assert len(corpus(BLIND_DEV)) >= 200
 
 
-def test_auth_26_naive_bayes_cannot_tell_decoys_from_real_phrases():
-    """AUTH-26: n-gram naive Bayes on decoys vs real phrases scores <= 60 %."""
-    real = corpus()
-    accuracy = cross_validated_accuracy(NaiveBayes, real, decoys(len(real)))
-    print(f"naive Bayes accuracy: {accuracy:.3f}")
-    assert accuracy <= MAX_ACCURACY
-
-
-def test_auth_26_logistic_regression_cannot_tell_decoys_from_real_phrases():
-    """AUTH-26: logistic regression on the same features scores <= 60 %."""
-    real = corpus()
-    accuracy = cross_validated_accuracy(LogisticRegression, real, decoys(len(real)))
-    print(f"logistic regression accuracy: {accuracy:.3f}")
-    assert accuracy <= MAX_ACCURACY
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: real phrases' long tail of rare words (55 % of the held-out "
-    "set) lies outside any word list the source can ship",
-)
-def test_auth_26_held_out_phrases_are_not_told_from_decoys_either():
-    """AUTH-26: on the held-out corpus too, every attack scores <= 60 %.
-
-    Measured: naive Bayes 73 %, logistic regression 77-79 %, producibility
-    77 %. The held-out phrases are more particular than the first corpus
-    (family nicknames, local food, places, teams), and most of their rare
-    words are in no list the generator ships, which every attack sees. The
-    fix needs words no attacker can list: see the note in
-    ``idp/services/security_image.py``. Strict: once fixed, this passes and
-    the marker must go.
-    """
-    real = corpus(HELD_OUT)
-    fake = decoys(len(real))
-    check = producible(shipped_words())
-    outside = sum(not check(p) for p in real) / len(real)
-    scores = [
-        cross_validated_accuracy(NaiveBayes, real, fake),
-        cross_validated_accuracy(LogisticRegression, real, fake),
-        (1 + outside) / 2,
-    ]
-    assert max(scores) <= MAX_ACCURACY, scores
-
-
-def test_the_classifier_finds_a_real_difference_when_there_is_one():
-    """Control: the same models tell real phrases from a visibly different set."""
+def test_the_classifiers_find_a_real_difference_when_there_is_one():
+    """Control: the same attacks tell real phrases from a visibly different set."""
     real = corpus()
     shouted = [p.upper() + " 2000" for p in real]
     for model in (NaiveBayes, LogisticRegression):
         assert cross_validated_accuracy(model, real, shouted) >= 0.9
+    # The likelihood ratio models text, not case; and its fake model must
+    # not see the real phrases' own words, so its marked set is decoys.
+    marked = [p + " 2000" for p in decoys(len(real), KEYS[1])]
+    assert likelihood_ratio_accuracy(real, marked) >= 0.7
+
+
+def test_a_new_word_never_offends():
+    """Decoys show new words; none of them may be profanity or a slur."""
+    words = set()
+    for n in range(20000):
+        words.update(re.findall(r"\w+", decoy(SECRET, f"{n:012d}")[1].lower()))
+    # The lists are written by hand ("Semporna" holds a blocked part); the
+    # filter is for the words the character models make up.
+    blocked = [w for w in words - shipped_words() if security_image._offends(w)]
+    assert not blocked
+    # Control: the filter itself catches what it must, whole and inside.
+    assert security_image._offends("Babi")
+    assert security_image._offends("kafuckan")
+    assert not security_image._offends("kelass")

@@ -1,11 +1,18 @@
 """Decoy images and phrases for numbers nobody registered."""
 
+from collections import Counter
 from types import SimpleNamespace
 
 from idp import security_images
 from idp.forms import has_control_characters
 from idp.forms.register import PHRASE_MAX, PHRASE_MIN
-from idp.services.security_image import decoy, shown_for, suggestion
+from idp.services.security_image import (
+    IMAGE_MATCH_PERCENT,
+    _named_images,
+    decoy,
+    shown_for,
+    suggestion,
+)
 
 SECRET = "k" * 48
 
@@ -50,12 +57,12 @@ def test_decoys_never_change_without_a_new_key():
     (every unregistered number would show a new phrase, a tell in itself).
     """
     assert decoy(SECRET, "900101145678") == (
-        security_images.get("burger"),
-        "Aku Yasmin",
+        security_images.get("crown"),
+        "Lahir 19 may",
     )
     assert decoy(SECRET, "GBR:123456789") == (
         security_images.get("grapes"),
-        "kahwin 1998",
+        "silver",
     )
 
 
@@ -66,3 +73,30 @@ def test_suggestions_come_from_the_decoy_generator_and_pass_the_rules():
         assert PHRASE_MIN <= len(phrase) <= PHRASE_MAX
         assert not has_control_characters(phrase)
         assert phrase == " ".join(phrase.split())
+
+
+def test_auth_26_a_decoy_that_names_a_picture_shows_it_as_people_do():
+    """AUTH-26: "the phrase names the picture, so it is real" is no sure sign.
+
+    People who write about their cat often choose the cat; decoys whose
+    phrase names a pictured thing show it at IMAGE_MATCH_PERCENT, against 1
+    in 66 for a uniform draw. Control: the other decoys' pictures stay
+    spread over the whole catalogue.
+    """
+    named = matched = 0
+    others = Counter()
+    for n in range(20000):
+        image, phrase = decoy(SECRET, f"{n:012d}")
+        pictured = _named_images(phrase)
+        if pictured:
+            named += 1
+            matched += image in pictured
+        else:
+            others[image.id] += 1
+    assert named >= 600
+    assert abs(matched / named - IMAGE_MATCH_PERCENT / 100) < 0.05
+    expected = sum(others.values()) / len(security_images.CATALOGUE)
+    assert len(others) == len(security_images.CATALOGUE)
+    assert all(0.75 * expected < count < 1.25 * expected for count in others.values())
+    assert [image.id for image in _named_images("Kucing saya Oyen")] == ["cat"]
+    assert _named_images("Kapal terbangan") == []
