@@ -38,6 +38,8 @@ class Shots:
         self.taken: set[str] = set()
 
     def __call__(self, driver, name: str) -> None:
+        # The top of the page: its title and first fields tell the step.
+        driver.execute_script("window.scrollTo(0, 0)")
         png = driver.get_screenshot_as_png()
         save_png(png, self.directory / f"{name}.{self.lang}.png")
         self.taken.add(name)
@@ -89,7 +91,7 @@ def build_video(frames: Path, section: str, lang: str, target: Path) -> None:
         # The concat demuxer takes the last duration only if the file repeats.
         lines.append(f"file '{frames / f'{figures[-1].name}.{lang}.png'}'")
         listing.write_text("\n".join(lines) + "\n")
-        subprocess.run(  # noqa: S603 (fixed arguments, our own files)
+        subprocess.run(
             [
                 ffmpeg,
                 "-hide_banner",
@@ -136,3 +138,40 @@ def print_pdf(driver, target: Path) -> None:
         },
     )
     target.write_bytes(base64.b64decode(result["data"]))
+
+
+def localizer(lang: str):
+    from pyramid.i18n import make_localizer
+
+    locale_dir = Path(__file__).resolve().parents[2] / "idp" / "locale"
+    return make_localizer(lang, [str(locale_dir)])
+
+
+def build(frames: Path, target: Path) -> list[Path]:
+    """Screenshots, captions and videos for the help page, from one run's frames."""
+    from idp.views.help import LANGUAGES, VIDEOS, figure_path, video_paths
+
+    static = target.parent  # idp/static/, as the page's paths start at help/
+    written = []
+    for lang in LANGUAGES:
+        translate = localizer(lang).translate
+        for figure in FIGURES:
+            source = frames / f"{figure.name}.{lang}.png"
+            if not source.exists():
+                raise RuntimeError(f"the browser run made no {source.name}")
+            destination = static / figure_path(figure, lang)
+            shutil.copyfile(source, destination)
+            written.append(destination)
+        for flow in VIDEOS:
+            video, vtt = (static / path for path in video_paths(flow, lang))
+            vtt.write_text(captions(flow_figures(flow), translate), encoding="utf-8")
+            build_video(frames, flow, lang, video)
+            written += [vtt, video]
+    return written
+
+
+if __name__ == "__main__":
+    import sys
+
+    for path in build(Path(sys.argv[1]), Path(sys.argv[2])):
+        print(f"{path}  {path.stat().st_size // 1024} KiB")

@@ -37,6 +37,7 @@ class Person:
     mykad: str
     email: str
     name: str
+    phrase: str
 
     @property
     def id(self) -> str:
@@ -55,17 +56,39 @@ PEOPLE = [
         "080512-14-5678",
         "aisyah@example.com.my",
         "Nur Aisyah binti Ahmad",
+        "Nasi lemak kegemaran saya",
     ),
     Person(
-        "en", 1280, 800, "090315-10-1234", "arjun@example.com.my", "Arjun a/l Suresh"
+        "en",
+        1280,
+        800,
+        "090315-10-1234",
+        "arjun@example.com.my",
+        "Arjun a/l Suresh",
+        "My kite flies over Melaka",
     ),
-    Person("ms", 360, 740, "100720-01-2468", "mei.ling@example.com.my", "Tan Mei Ling"),
-    Person("en", 360, 740, "070101-12-1357", "john@example.com.my", "John anak Jimbun"),
+    Person(
+        "ms",
+        360,
+        740,
+        "100720-01-2468",
+        "mei.ling@example.com.my",
+        "Tan Mei Ling",
+        "Kucing oren suka tidur",
+    ),
+    Person(
+        "en",
+        360,
+        740,
+        "070101-12-1357",
+        "john@example.com.my",
+        "John anak Jimbun",
+        "Hornbills over the river",
+    ),
 ]
 FIRST_PASSWORD = "Kancil melompat pagar 2026"
 SECOND_PASSWORD = "Wau bulan terbang tinggi"
 RESET_PASSWORD = "Rambutan manis di dusun"
-PHRASE = "Nasi lemak kegemaran saya"
 NEW_PHRASE = "Teh tarik kurang manis"
 
 
@@ -123,7 +146,7 @@ def test_whole_journey_keyboard_only_and_accessible(world, browser, request):
     page.type_into(form, "phone", "012-345 6789")
     page.type_into(form, "institution", "SK Taman Melati")
     page.choose_radio(form, "security_image", "cat")
-    page.type_into(form, "security_phrase", PHRASE)
+    page.type_into(form, "security_phrase", person.phrase)
     page.captcha(form)
     page.check("register: filled form")
     page.shot("register-form")
