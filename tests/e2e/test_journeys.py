@@ -135,8 +135,13 @@ def test_whole_journey_keyboard_only_and_accessible(world, browser, request):
     page.follow_link("/register")
     assert page.url.startswith(f"{idp}/register")
     page.check("register: empty form")
-    page.start_keyboard()
     form = "register-form"
+    # Sent empty: the page comes back with every problem listed and named.
+    page.start_keyboard()
+    page.submit(form)
+    assert page.has("#form-errors"), page.text()
+    page.check("register: errors")
+    page.start_keyboard()
     page.choose_option(form, "category", "student")
     page.choose_radio(form, "id_type", "mykad")
     page.type_into(form, "mykad", person.mykad)
@@ -285,6 +290,14 @@ def test_whole_journey_keyboard_only_and_accessible(world, browser, request):
     page.submit("password-form")
     assert not page.has("#password-form"), page.text()
     assert page.has("a[href$='/logout']"), page.text()
+
+    # Sign out of every session, from "Akaun saya".
+    page.get(f"{idp}/account/sessions")
+    page.start_keyboard()
+    page.submit("signout-all-form")
+    page.check("account: signed out everywhere")
+    page.get(f"{idp}/account")
+    assert page.url.startswith(f"{idp}/login"), page.url
 
     if person.desktop:
         taken = {figure.name for figure in FIGURES}
