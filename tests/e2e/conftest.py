@@ -71,7 +71,6 @@ def admin(ini: Path, *argv: str) -> None:
 def world(browser_tools, tmp_path_factory):
     """The IdP, the service and their operator's setup, running on 127.0.0.1."""
     from idp import main as idp_main
-    from tests.conftest import reset_schema  # noqa: F401 (same ladder as the rest)
 
     tmp = tmp_path_factory.mktemp("e2e")
     os.environ[CAPTCHA_HOOK_ENV] = "1"

@@ -9,6 +9,7 @@ a temporary one, and checked all the same.
 from __future__ import annotations
 
 import os
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -93,3 +94,35 @@ def test_help_page_pictures_videos_and_printed_manual(world, page, lang):
     pdf = target.read_bytes()
     assert pdf.startswith(b"%PDF-")
     assert pdf.count(b"/Type /Page\n") + pdf.count(b"/Type/Page") >= 5
+
+
+# Pages a person meets off the main paths: signed out home, a mistyped
+# address, a used or broken reset link, a service's malformed request.
+OTHER_PAGES = [
+    ("/", 200),
+    ("/no-such-page", 404),
+    ("/password/reset/not-a-real-link", None),
+    ("/saml/sso/redirect", 400),
+    ("/login/not-my-image", None),
+]
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_other_pages_accessible(world, page, lang):
+    idp = world["idp"]
+    page.get(f"{idp}/?lang={lang}")
+    for width, height in SIZES:
+        page.size(width, height)
+        for path, status in OTHER_PAGES:
+            if status is not None:
+                try:
+                    code = fetch(idp + path)[0]
+                except urllib.error.HTTPError as exc:
+                    code = exc.code
+                assert code == status, path
+            page.get(idp + path)
+            assert (
+                page.driver.execute_script("return document.documentElement.lang")
+                == lang
+            )
+            page.check(f"{path} {lang} {width}x{height}")

@@ -290,6 +290,7 @@ def test_whole_journey_keyboard_only_and_accessible(world, browser, request):
     page.submit("password-form")
     assert not page.has("#password-form"), page.text()
     assert page.has("a[href$='/logout']"), page.text()
+    page.check("home: signed in")
 
     # Sign out of every session, from "Akaun saya".
     page.get(f"{idp}/account/sessions")
