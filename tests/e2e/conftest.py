@@ -34,11 +34,9 @@ MODULE = "e2e"
 ROLE = "pelajar"
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if "tests/e2e/" in str(item.fspath):
-            item.add_marker(pytest.mark.e2e)
-            item.add_marker(pytest.mark.enable_socket)
+# Every browser test module: marked e2e, and allowed sockets (pytest-socket
+# still limits them to 127.0.0.1 and ::1).
+E2E = [pytest.mark.e2e, pytest.mark.enable_socket]
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,11 @@ import pytest
 
 from idp.views.help import FIGURES, LANGUAGES, VIDEOS, manual_path
 from tests.e2e import harness, media
-from tests.e2e.conftest import HELP_MEDIA_ENV
+from tests.e2e.conftest import E2E, HELP_MEDIA_ENV
 
 SIZES = [(1280, 800), (360, 740)]
+
+pytestmark = E2E
 
 
 def fetch(url: str) -> tuple[int, str, bytes]:

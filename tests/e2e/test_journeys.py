@@ -26,7 +26,9 @@ import pytest
 
 from idp.views.help import FIGURES
 from tests.e2e import harness, media
-from tests.e2e.conftest import HELP_MEDIA_ENV, ROLE, admin
+from tests.e2e.conftest import E2E, HELP_MEDIA_ENV, ROLE, admin
+
+pytestmark = E2E
 
 
 @dataclass(frozen=True)
