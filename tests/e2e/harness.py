@@ -415,12 +415,11 @@ class Browser:
             lambda a: a["form"] == form and a["name"] == name, f"{form} {name}"
         )
 
-    def type_into(self, form: str, name: str, value: str, *, clear: bool = True):
+    def type_into(self, form: str, name: str, value: str) -> None:
+        """Tab to the field, select what it holds, type ``value`` over it."""
         self.tab_to_field(form, name)
-        if clear:
-            ActionChains(self.driver).key_down(Keys.CONTROL).send_keys("a").key_up(
-                Keys.CONTROL
-            ).send_keys(Keys.DELETE).perform()
+        keys = ActionChains(self.driver).key_down(Keys.CONTROL).send_keys("a")
+        keys.key_up(Keys.CONTROL).send_keys(Keys.DELETE).perform()
         self._keys(value)
         typed = self.driver.execute_script("return document.activeElement.value")
         assert typed == value, f"{name}: typed {value!r}, the field has {typed!r}"

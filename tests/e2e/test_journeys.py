@@ -92,6 +92,8 @@ FIRST_PASSWORD = "Kancil melompat pagar 2026"
 SECOND_PASSWORD = "Wau bulan terbang tinggi"
 RESET_PASSWORD = "Rambutan manis di dusun"
 NEW_PHRASE = "Teh tarik kurang manis"
+# The page states each journey checks with axe.
+STATES = 25
 
 
 @pytest.fixture(scope="module")
@@ -302,6 +304,9 @@ def test_whole_journey_keyboard_only_and_accessible(world, browser, request):
     page.get(f"{idp}/account")
     assert page.url.startswith(f"{idp}/login"), page.url
 
+    # Every page state above went through axe (a guard against a check
+    # quietly dropped when the journey changes).
+    assert len(page.checked) >= STATES, page.checked
     if person.desktop:
         taken = {figure.name for figure in FIGURES}
         assert taken <= page.shots.taken, taken - page.shots.taken
