@@ -145,6 +145,7 @@ def test_whole_journey_keyboard_only_and_accessible(world, browser, request):
     page.submit(form)
     assert page.has("#form-errors"), page.text()
     page.check("register: errors")
+    page.get(f"{idp}/register")  # a fresh form: its picture shows no errors
     page.start_keyboard()
     page.choose_option(form, "category", "student")
     page.choose_radio(form, "id_type", "mykad")
