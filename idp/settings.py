@@ -182,7 +182,15 @@ OPTIONS: dict[str, Option] = {
     "captcha.secret": Option(_text, ""),
     "captcha.verify_url": Option(_text, ""),
     "captcha.timeout": Option(_int_between(1, 60), 5),
+    # Browser tests only: a directory where each new image challenge's answer
+    # is written, so a test can solve the real captcha. Refused unless
+    # development and the test runner's CAPTCHA_HOOK_ENV are both present.
+    "captcha.test_answers_dir": Option(_text, ""),
 }
+
+# Set only by the browser-test runner (tests/e2e); without it the captcha
+# test hook is refused, so no ini file alone can turn it on.
+CAPTCHA_HOOK_ENV = "IDP_E2E_CAPTCHA_HOOK"
 
 
 def parse_settings(
@@ -230,6 +238,7 @@ def parse_settings(
     except crest.CrestError as exc:
         raise SettingsError(str(exc)) from None
     settings["idp.development"] = settings["idp.environment"] == "development"
+    _check_captcha_hook(settings, environ)
     if not settings["idp.development"]:
         _check_production(settings)
     elif any(not settings[name] for name in REQUIRED_SECRETS):
@@ -266,6 +275,26 @@ def _check_captcha(settings: dict[str, Any]) -> None:
     if url and not url.startswith(("https://", "http://127.0.0.1", "http://[::1]")):
         raise SettingsError(
             "captcha.verify_url: must be https:// (http only on this machine)"
+        )
+
+
+def _check_captcha_hook(settings: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """The test hook would hand every captcha's answer to whoever reads the
+    directory: only a development run started by the browser tests may have it."""
+    if not settings["captcha.test_answers_dir"]:
+        return
+    if not settings["idp.development"]:
+        raise SettingsError(
+            "captcha.test_answers_dir: a browser-test hook, refused in production"
+        )
+    if environ.get(CAPTCHA_HOOK_ENV) != "1":
+        raise SettingsError(
+            f"captcha.test_answers_dir: a browser-test hook, refused unless the "
+            f"test runner sets {CAPTCHA_HOOK_ENV}=1"
+        )
+    if settings["captcha.backend"] != "image":
+        raise SettingsError(
+            "captcha.test_answers_dir: only the image captcha has answers to write"
         )
 
 

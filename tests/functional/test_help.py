@@ -6,10 +6,12 @@ the page's structure and at the helpdesk details, which come from settings.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import webtest
 
-from idp.views.help import tel_uri
+from idp.views.help import media_files, tel_uri
 from tests.conftest import environ, make_app
 
 SECTIONS = ["register", "sign-in", "security-image", "forgot-password", "my-account"]
@@ -205,3 +207,65 @@ def test_helpdesk_text_is_escaped(testapp_with):
 )
 def test_tel_uri(phone, uri):
     assert tel_uri(phone) == uri
+
+
+HELP_MEDIA = Path(__file__).resolve().parents[2] / "idp" / "static"
+
+
+def _linked(page) -> set[str]:
+    """Every file under /static/help/ the page links to, relative to static/."""
+    links = set()
+    for element in page.html.select("[src], [href], [poster]"):
+        for attribute in ("src", "href", "poster"):
+            value = element.get(attribute, "")
+            if value.startswith("/static/help/"):
+                links.add(value.removeprefix("/static/"))
+    return links
+
+
+def test_help_media_committed_are_exactly_what_the_page_shows(testapp):
+    """The screenshots, videos, captions and manuals in idp/static/help/ are
+    the ones the page links to, in both languages: a renamed step or a
+    stale file fails here until scripts/build-help-media runs again."""
+    on_disk = {f"help/{path.name}" for path in (HELP_MEDIA / "help").iterdir()}
+    assert on_disk == media_files()
+    shown = set()
+    for locale in ("ms", "en"):
+        page = testapp.get(f"/help?lang={locale}")
+        linked = _linked(page)
+        # Pictures, video and manual in the page's language; captions in both.
+        assert {path for path in linked if not path.endswith(".vtt")} == {
+            path
+            for path in media_files()
+            if f".{locale}." in path and not path.endswith(".vtt")
+        }
+        shown |= linked
+        for image in page.html.select(".help-figure img"):
+            assert image["alt"].strip() and image["src"].endswith(f".{locale}.png")
+    assert shown == media_files()
+
+
+def test_help_media_stay_small_and_well_formed():
+    """Screenshots are palette PNGs at the desktop size, each video under
+    2 MB and all the media under 10 MB."""
+    from PIL import Image
+
+    total = 0
+    for name in media_files():
+        path = HELP_MEDIA / name
+        data = path.read_bytes()
+        total += len(data)
+        if name.endswith(".png"):
+            with Image.open(path) as image:
+                assert (image.format, image.mode, image.size) == (
+                    "PNG",
+                    "P",
+                    (1280, 800),
+                )
+        elif name.endswith(".webm"):
+            assert data[:4] == b"\x1aE\xdf\xa3" and len(data) < 2 * 1024 * 1024
+        elif name.endswith(".vtt"):
+            assert data.startswith(b"WEBVTT\n")
+        else:
+            assert data.startswith(b"%PDF-")
+    assert total < 10 * 1024 * 1024

@@ -206,3 +206,45 @@ def test_a_hosted_captcha_needs_its_keys():
             ),
             environ={"IDP_CAPTCHA_SECRET": "s"},
         )
+
+
+HOOK = {"IDP_E2E_CAPTCHA_HOOK": "1"}
+
+
+def _shipped(ini: str, **overrides) -> dict:
+    from pathlib import Path
+
+    from pyramid.paster import get_appsettings
+
+    path = Path(__file__).resolve().parents[2] / ini
+    return {**get_appsettings(str(path), name="main"), **overrides}
+
+
+def test_production_ini_refuses_the_captcha_test_hook_even_with_its_variable():
+    """production.ini with the browser tests' captcha hook set does not start,
+    even when the test runner's variable is in the environment."""
+    environ = {**HOOK, "IDP_SESSION_SECRET": "e" * 40, "IDP_HMAC_KEY": "h" * 40}
+    settings = _shipped("production.ini")
+    assert parse_settings(settings, environ=environ)["captcha.test_answers_dir"] == ""
+    with pytest.raises(
+        SettingsError, match=r"^captcha\.test_answers_dir: .*production"
+    ):
+        parse_settings(
+            {**settings, "captcha.test_answers_dir": "var/e2e-answers"}, environ=environ
+        )
+
+
+def test_development_refuses_the_captcha_test_hook_without_the_runner():
+    """Development takes the hook only when the browser-test runner set its
+    variable; with it (the control) the directory is accepted."""
+    settings = _shipped(
+        "development.ini", **{"captcha.test_answers_dir": "var/e2e-answers"}
+    )
+    with pytest.raises(SettingsError, match=r"IDP_E2E_CAPTCHA_HOOK=1"):
+        parse_settings(settings, environ={})
+    with pytest.raises(SettingsError, match=r"IDP_E2E_CAPTCHA_HOOK=1"):
+        parse_settings(settings, environ={"IDP_E2E_CAPTCHA_HOOK": "yes"})
+    assert (
+        parse_settings(settings, environ=HOOK)["captcha.test_answers_dir"]
+        == "var/e2e-answers"
+    )
