@@ -1,9 +1,14 @@
 """Languages: Bahasa Melayu first, English by choice.
 
-The negotiator tries ``?lang=``, then the ``idp_lang`` cookie, then
-``Accept-Language``, then ``ms``. A ``?lang=`` choice is remembered in the
-cookie so the visible language switch works without a session.
+The negotiator tries ``?lang=``, then the ``idp_lang`` cookie, then ``ms``.
+A ``?lang=`` choice is remembered in the cookie so the visible language
+switch works without a session. The browser's ``Accept-Language`` is not
+consulted: Malay is the service's language, English is offered on every page
+and kept once chosen (issue 12), so a browser set up in English still shows
+a Malay page first.
 """
+
+from urllib.parse import urlencode
 
 from pyramid.i18n import TranslationStringFactory
 
@@ -28,9 +33,17 @@ def negotiate_locale(request):
     if chosen:
         return chosen
     chosen = _supported(request.cookies.get(COOKIE_NAME))
-    if chosen:
-        return chosen
-    return request.accept_language.lookup(LOCALES, default=DEFAULT_LOCALE)
+    return chosen or DEFAULT_LOCALE
+
+
+def switch_url(request, locale: str) -> str:
+    """This page in ``locale``: its path and query, with ``lang`` replaced.
+
+    Keeping the rest of the query keeps a ``next`` address or a link's
+    parameters when a person changes language half-way through a flow.
+    """
+    query = [(key, value) for key, value in request.GET.items() if key != "lang"]
+    return request.path + "?" + urlencode([*query, ("lang", locale)])
 
 
 def _remember_choice(event):
@@ -52,6 +65,7 @@ def _add_renderer_globals(event):
     if request is not None:
         event["translate"] = request.localizer.translate
         event["locale"] = request.locale_name
+        event["switch_url"] = lambda locale: switch_url(request, locale)
 
 
 def includeme(config):
