@@ -15,8 +15,10 @@ from idp.forms.register import (
     CATEGORIES,
     ID_TYPES,
     MESSAGES,
+    OPTIONAL_INSTITUTION,
     RegisterForm,
     country_choices,
+    institution_required,
 )
 from idp.services.interfaces import ICaptchaService, IRateLimiter, IUserService
 from idp.services.security_image import suggestion
@@ -37,6 +39,8 @@ def _page(request, form: RegisterForm) -> dict:
         "id_types": [(value, request._(text)) for value, text in ID_TYPES.items()],
         "countries": country_choices(request.locale_name),
         "images": security_images.CATALOGUE,
+        "institution_required": institution_required(form.category.data),
+        "institution_optional_for": sorted(c.value for c in OPTIONAL_INSTITUTION),
         "captcha_enabled": captcha.enabled,
         "captcha_widget": captcha.widget,
     }
