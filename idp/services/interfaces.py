@@ -165,6 +165,9 @@ class IRateLimiter(Interface):
     def check(name, key):
         """Return the ``Decision`` for ``key`` without counting anything."""
 
+    def private_key(name, key):
+        """What storage holds for ``key`` under ``name``: an HMAC, never the key."""
+
     def reset(name, key):
         """Forget the attempts counted for ``key`` (after a success)."""
 

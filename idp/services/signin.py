@@ -31,11 +31,12 @@ import datetime as dt
 import enum
 from dataclasses import dataclass
 
+from sqlalchemy import delete
 from zope.interface import implementer
 
 from idp.db import utcnow
 from idp.identifiers import Identifier
-from idp.models import User
+from idp.models import NumberLock, User
 from idp.security import usable
 from idp.services import mail
 from idp.services.interfaces import (
@@ -56,6 +57,9 @@ LOCK_GROWTH = 4
 # the number locks: enough to make a person stop and choose "Forgot
 # password", too few to tell a guesser anything the limit does not.
 WARN_WITHIN = 3
+# A number's lock mark is kept this long after its lock ended: as long as
+# login.locks remembers the lock itself, by default.
+LOCK_MEMORY = dt.timedelta(days=1)
 # How every sign-in here authenticates: the user confirmed their security
 # image, then gave the password. Sessions record it; SAML maps it to an
 # AuthnContextClassRef.
@@ -225,11 +229,25 @@ class SignInService:
         )
         if decision.count < decision.limit:
             return
-        # Every number that reaches its limit counts a lock, registered or
-        # not, locked already or not: the next lock's length, which the
-        # password step states, must not tell who is registered.
+        # Every number that reaches its limit while no lock of it runs counts
+        # a lock, registered or not, and its end is kept alike: the next
+        # lock's length, which the password step states, must not tell who
+        # is registered. While one runs, more failures make no new lock.
+        now = self.clock()
+        key = self.limiter.private_key("login.locks", identifier)
+        mark = self.dbsession.get(NumberLock, key)
+        if mark is not None and mark.until > now:
+            return
         locks = self.limiter.hit("login.locks", identifier)
-        if user is not None and usable(user, self.clock()):
+        until = now + lock_period(locks)
+        if mark is None:
+            self.dbsession.execute(
+                delete(NumberLock).where(NumberLock.until < now - LOCK_MEMORY)
+            )
+            self.dbsession.add(NumberLock(key=key, until=until))
+        else:
+            mark.until = until
+        if user is not None and usable(user, now):
             self.lock(user, reason="failures", address=address, locks=locks)
 
     def lock(
