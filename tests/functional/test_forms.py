@@ -9,12 +9,18 @@ password step warns before the lock, alike for every number (item 6).
 
 from __future__ import annotations
 
+import html as html_module
+import json
 import re
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import webtest
 
+import idp
 from idp.forms.register import CATEGORIES, NEEDS_INSTITUTION
 from idp.services.security_image import decoy
 from tests.conftest import environ, make_app
@@ -367,3 +373,89 @@ def test_auth_01_the_next_locks_length_does_not_tell_who_is_registered(
     assert "locked for 1 hour" in warning(known_page)
     assert warning(known_page) == warning(unknown_page)
     assert shape(known_page, display(user)) == shape(unknown_page, UNKNOWN)
+
+
+# The scripts, run in Chromium on the pages the app rendered
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+STATIC = Path(idp.__file__).resolve().parent / "static"
+PROBE = """
+var out = {loaded: document.activeElement ? document.activeElement.id : ""};
+var category = document.getElementById("category");
+var institution = document.getElementById("institution");
+function institutionState() {
+  var mark = document.querySelector('label[for="institution"] .optional-mark');
+  return {required: institution.required, markHidden: mark.hidden};
+}
+if (institution) {
+  out.before = institutionState();
+  category.value = "parent";
+  category.dispatchEvent(new Event("change"));
+  out.parent = institutionState();
+  category.value = "educator";
+  category.dispatchEvent(new Event("change"));
+  out.educator = institutionState();
+}
+var link = document.querySelector("[data-error-summary] a");
+if (link) {
+  link.click();
+  out.clicked = document.activeElement ? document.activeElement.id : "";
+}
+document.body.setAttribute("data-probe", JSON.stringify(out));
+"""
+
+
+def in_chromium(page, folder: Path) -> dict:
+    """Open ``page`` with its own scripts in headless Chromium; what the probe saw.
+
+    The probe runs after the page's deferred scripts, as a person's first
+    action would; its findings come back in the dumped DOM.
+    """
+    html = re.sub(
+        r'src="/static/([^"]+)"',
+        lambda m: f'src="{(STATIC / m[1]).as_uri()}"',
+        page.text,
+    )
+    (folder / "probe.js").write_text(PROBE)
+    html = html.replace("</body>", '<script src="probe.js" defer></script></body>')
+    (folder / "page.html").write_text(html)
+    dumped = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--dump-dom",
+            (folder / "page.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    probe = re.search(r'data-probe="([^"]*)"', dumped)
+    assert probe, "the probe did not run"
+    return json.loads(html_module.unescape(probe[1]))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+def test_in_a_browser_errors_take_the_focus_and_links_reach_the_fields(
+    testapp, tmp_path
+):
+    page = testapp.get("/login?lang=ms").forms["login-form"].submit(status=400)
+    seen = in_chromium(page, tmp_path)
+    assert seen["loaded"] == "form-errors"
+    assert seen["clicked"] == "identifier"
+    # The control: a page without errors leaves the focus alone.
+    assert in_chromium(testapp.get("/login?lang=ms"), tmp_path)["loaded"] == ""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+def test_in_a_browser_the_institution_mark_follows_the_category(testapp, tmp_path):
+    form = fill(open_form(testapp, "ms"), category="student", institution="")
+    seen = in_chromium(form.submit(status=400), tmp_path)
+    assert seen["loaded"] == "form-errors"
+    assert seen["clicked"] == "institution"
+    assert seen["before"] == {"required": True, "markHidden": True}
+    assert seen["parent"] == {"required": False, "markHidden": False}
+    assert seen["educator"] == {"required": True, "markHidden": True}
