@@ -28,8 +28,17 @@ def _supported(value):
     return value if value in LOCALES else None
 
 
+def _asked(request) -> str | None:
+    """The supported ``?lang=`` of the request, if any."""
+    try:
+        return _supported(request.GET.get("lang"))
+    except UnicodeDecodeError:
+        # A query that is not UTF-8 gets an error page, in a language.
+        return None
+
+
 def negotiate_locale(request):
-    chosen = _supported(request.GET.get("lang"))
+    chosen = _asked(request)
     if chosen:
         return chosen
     chosen = _supported(request.cookies.get(COOKIE_NAME))
@@ -42,13 +51,18 @@ def switch_url(request, locale: str) -> str:
     Keeping the rest of the query keeps a ``next`` address or a link's
     parameters when a person changes language half-way through a flow.
     """
-    query = [(key, value) for key, value in request.GET.items() if key != "lang"]
+    try:
+        query = [(key, value) for key, value in request.GET.items() if key != "lang"]
+    except UnicodeDecodeError:
+        # A query that is not UTF-8 is refused elsewhere; its error page
+        # still offers the other language.
+        query = []
     return request.path + "?" + urlencode([*query, ("lang", locale)])
 
 
 def _remember_choice(event):
     request = event.request
-    chosen = _supported(request.GET.get("lang"))
+    chosen = _asked(request)
     if chosen and request.cookies.get(COOKIE_NAME) != chosen:
         event.response.set_cookie(
             COOKIE_NAME,

@@ -279,3 +279,18 @@ def test_the_language_switch_keeps_the_rest_of_the_address(testapp):
     assert switch == "/login?next=%2Faccount&lang=en"
     english = testapp.get(switch)
     assert english.forms["login-form"]["next"].value == "/account"
+
+
+def test_a_query_that_is_not_utf8_still_gets_a_language_and_a_switch():
+    """The negotiator and the switch read the query without failing on bad bytes."""
+    from pyramid.request import Request
+
+    from idp.i18n import negotiate_locale, switch_url
+
+    broken = Request.blank("/login?x=%ff&lang=en")
+    assert negotiate_locale(broken) == "ms"
+    assert switch_url(broken, "en") == "/login?lang=en"
+    # The control: the same query in UTF-8 keeps its value and its choice.
+    fine = Request.blank("/login?x=%C3%A9&lang=en")
+    assert negotiate_locale(fine) == "en"
+    assert switch_url(fine, "ms") == "/login?x=%C3%A9&lang=ms"
