@@ -32,6 +32,7 @@ import enum
 from dataclasses import dataclass
 
 from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
 from zope.interface import implementer
 
 from idp.db import utcnow
@@ -234,21 +235,36 @@ class SignInService:
         # lock's length, which the password step states, must not tell who
         # is registered. While one runs, more failures make no new lock.
         now = self.clock()
-        key = self.limiter.private_key("login.locks", identifier)
-        mark = self.dbsession.get(NumberLock, key)
-        if mark is not None and mark.until > now:
+        mark = self._lock_mark(identifier, now)
+        if mark is None:
             return
         locks = self.limiter.hit("login.locks", identifier)
-        until = now + lock_period(locks)
-        if mark is None:
-            self.dbsession.execute(
-                delete(NumberLock).where(NumberLock.until < now - LOCK_MEMORY)
-            )
-            self.dbsession.add(NumberLock(key=key, until=until))
-        else:
-            mark.until = until
+        mark.until = now + lock_period(locks)
         if user is not None and usable(user, now):
             self.lock(user, reason="failures", address=address, locks=locks)
+
+    def _lock_mark(self, identifier: str, now: dt.datetime) -> NumberLock | None:
+        """The number's lock mark, held for this request; None if a lock runs.
+
+        Two requests reaching the limit at once must count one lock: an
+        existing mark is read FOR UPDATE, so the second waits and then sees
+        the lock running; a new one is inserted in a savepoint, and the
+        request that loses the insert leaves the counting to the winner.
+        """
+        key = self.limiter.private_key("login.locks", identifier)
+        mark = self.dbsession.get(NumberLock, key, with_for_update=True)
+        if mark is not None:
+            return None if mark.until > now else mark
+        self.dbsession.execute(
+            delete(NumberLock).where(NumberLock.until < now - LOCK_MEMORY)
+        )
+        mark = NumberLock(key=key, until=now)
+        try:
+            with self.dbsession.begin_nested():
+                self.dbsession.add(mark)
+        except IntegrityError:
+            return None
+        return mark
 
     def lock(
         self,
