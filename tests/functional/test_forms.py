@@ -9,6 +9,7 @@ password step warns before the lock, alike for every number (item 6).
 
 from __future__ import annotations
 
+import datetime as dt
 import html as html_module
 import json
 import re
@@ -459,3 +460,51 @@ def test_in_a_browser_the_institution_mark_follows_the_category(testapp, tmp_pat
     assert seen["before"] == {"required": True, "markHidden": True}
     assert seen["parent"] == {"required": False, "markHidden": False}
     assert seen["educator"] == {"required": True, "markHidden": True}
+
+
+def test_two_requests_reaching_the_limit_at_once_count_one_lock(app, db_engine):
+    """The second of two simultaneous limit reaches makes no second lock."""
+    import threading
+
+    from sqlalchemy import delete
+    from sqlalchemy.orm import Session
+
+    from idp.db import utcnow
+    from idp.models import NumberLock, ThrottleCounter
+    from tests.functional.test_lockout import signin_service
+
+    if db_engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: there is no race to lose")
+    number, now = "900101145699", utcnow()
+    first, second = Session(db_engine), Session(db_engine)
+    try:
+        winner = signin_service(app, first, lambda: now)._lock_mark(number, now)
+        assert winner is not None
+        first.flush()  # the row exists, not yet committed
+        seen = []
+        racer = threading.Thread(
+            target=lambda: seen.append(
+                signin_service(app, second, lambda: now)._lock_mark(number, now)
+            )
+        )
+        racer.start()
+        racer.join(0.5)
+        assert racer.is_alive(), "the second request waits for the first"
+        winner.until = now + dt.timedelta(minutes=15)
+        first.commit()
+        racer.join(10)
+        assert seen == [None]
+        second.rollback()
+        # The control: once that lock has ended, the next reach counts again.
+        later = now + dt.timedelta(minutes=16)
+        again = signin_service(app, second, lambda: later)._lock_mark(number, later)
+        assert again is not None
+        second.rollback()
+    finally:
+        first.rollback()
+        second.rollback()
+        with db_engine.begin() as conn:
+            conn.execute(delete(NumberLock))
+            conn.execute(delete(ThrottleCounter))
+        first.close()
+        second.close()
