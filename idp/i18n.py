@@ -1,9 +1,14 @@
 """Languages: Bahasa Melayu first, English by choice.
 
-The negotiator tries ``?lang=``, then the ``idp_lang`` cookie, then
-``Accept-Language``, then ``ms``. A ``?lang=`` choice is remembered in the
-cookie so the visible language switch works without a session.
+The negotiator tries ``?lang=``, then the ``idp_lang`` cookie, then ``ms``.
+A ``?lang=`` choice is remembered in the cookie so the visible language
+switch works without a session. The browser's ``Accept-Language`` is not
+consulted: Malay is the service's language, English is offered on every page
+and kept once chosen (issue 12), so a browser set up in English still shows
+a Malay page first.
 """
+
+from urllib.parse import urlencode
 
 from pyramid.i18n import TranslationString, TranslationStringFactory
 
@@ -23,19 +28,41 @@ def _supported(value):
     return value if value in LOCALES else None
 
 
+def _asked(request) -> str | None:
+    """The supported ``?lang=`` of the request, if any."""
+    try:
+        return _supported(request.GET.get("lang"))
+    except UnicodeDecodeError:
+        # A query that is not UTF-8 gets an error page, in a language.
+        return None
+
+
 def negotiate_locale(request):
-    chosen = _supported(request.GET.get("lang"))
+    chosen = _asked(request)
     if chosen:
         return chosen
     chosen = _supported(request.cookies.get(COOKIE_NAME))
-    if chosen:
-        return chosen
-    return request.accept_language.lookup(LOCALES, default=DEFAULT_LOCALE)
+    return chosen or DEFAULT_LOCALE
+
+
+def switch_url(request, locale: str) -> str:
+    """This page in ``locale``: its path and query, with ``lang`` replaced.
+
+    Keeping the rest of the query keeps a ``next`` address or a link's
+    parameters when a person changes language half-way through a flow.
+    """
+    try:
+        query = [(key, value) for key, value in request.GET.items() if key != "lang"]
+    except UnicodeDecodeError:
+        # A query that is not UTF-8 is refused elsewhere; its error page
+        # still offers the other language.
+        query = []
+    return request.path + "?" + urlencode([*query, ("lang", locale)])
 
 
 def _remember_choice(event):
     request = event.request
-    chosen = _supported(request.GET.get("lang"))
+    chosen = _asked(request)
     if chosen and request.cookies.get(COOKIE_NAME) != chosen:
         event.response.set_cookie(
             COOKIE_NAME,
@@ -68,6 +95,7 @@ def _add_renderer_globals(event):
     if request is not None:
         event["translate"] = _template_translate(request.localizer)
         event["locale"] = request.locale_name
+        event["switch_url"] = lambda locale: switch_url(request, locale)
 
 
 def includeme(config):

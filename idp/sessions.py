@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import secrets
 
+from pyramid.i18n import TranslationString
 from pyramid.interfaces import ISession
 from sqlalchemy import delete, select
 from zope.interface import implementer
@@ -39,6 +40,33 @@ def _mutator(name):
 
     changed_method.__name__ = name
     return changed_method
+
+
+def _flash_stored(message):
+    """A flash message as JSON can hold it: a translatable one as its parts."""
+    if not isinstance(message, TranslationString):
+        return message
+    return {
+        "msgid": str(message),
+        "domain": message.domain,
+        "default": str(message.default),
+        "mapping": {
+            key: value if isinstance(value, int | float) else str(value)
+            for key, value in (message.mapping or {}).items()
+        },
+    }
+
+
+def _flash_message(stored):
+    """The flash message ``_flash_stored`` kept, translatable again."""
+    if isinstance(stored, dict) and "msgid" in stored:
+        return TranslationString(
+            stored["msgid"],
+            domain=stored.get("domain"),
+            default=stored.get("default"),
+            mapping=stored.get("mapping") or None,
+        )
+    return stored
 
 
 @implementer(ISession)
@@ -138,17 +166,22 @@ class DatabaseSession(dict):
             self.sign_in(user_id, method)
 
     def flash(self, msg, queue="", allow_duplicate=True):
+        """Keep ``msg`` for the next page, translatable in that page's language.
+
+        The session is stored as JSON, where a ``TranslationString`` would
+        become its bare English msgid; it is kept as its parts instead.
+        """
         storage = self.setdefault("_f_" + queue, [])
-        if allow_duplicate or msg not in storage:
-            storage.append(msg)
+        stored = _flash_stored(msg)
+        if allow_duplicate or stored not in storage:
+            storage.append(stored)
             self._dirty = True
 
     def pop_flash(self, queue=""):
-        messages = self.pop("_f_" + queue, [])
-        return messages
+        return [_flash_message(item) for item in self.pop("_f_" + queue, [])]
 
     def peek_flash(self, queue=""):
-        return list(self.get("_f_" + queue, []))
+        return [_flash_message(item) for item in self.get("_f_" + queue, [])]
 
     def new_csrf_token(self):
         token = secrets.token_urlsafe(32)

@@ -20,6 +20,15 @@ MESSAGES = {
         'try again, or choose "Forgot password".'
     ),
     "password_confirm": _("The two passwords are not the same."),
+    # Shown from WARN_WITHIN failures left; the same for every number.
+    "lock.one": _(
+        "1 attempt left before the account is locked for ${duration}. "
+        'Not sure of your password? Choose "Forgot password".'
+    ),
+    "lock.many": _(
+        "${count} attempts left before the account is locked for ${duration}. "
+        'Not sure of your password? Choose "Forgot password".'
+    ),
     "lookups.captcha": _(
         "Many sign-ins have come from your network in the last hour. To continue, "
         "prove you are not a robot below."

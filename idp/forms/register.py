@@ -38,6 +38,18 @@ NEEDS_INSTITUTION = frozenset(
         UserCategory.PRIVATE_INSTITUTION,
     }
 )
+
+
+def institution_required(category: str | None) -> bool:
+    """Whether the form marks the institution required for ``category``.
+
+    Until a category is chosen the field is marked required, as it is for
+    most people; the server asks for it only once the category needs it.
+    """
+    return category not in OPTIONAL_INSTITUTION
+
+
+OPTIONAL_INSTITUTION = frozenset(CATEGORIES) - NEEDS_INSTITUTION
 ID_TYPES = {"mykad": _("MyKad / MyKid"), "passport": _("Passport")}
 
 NAME_MIN, NAME_MAX = 3, 150
@@ -184,7 +196,9 @@ class RegisterForm(BaseForm):
                 normalise(field.data)
             except InvalidContact as exc:
                 self._error(field, exc.message)
-        if self.email.errors or self._required(self.email_confirm):
+        # An empty confirmation is named even while the email itself is
+        # wrong: every empty required field shows at once.
+        if self._required(self.email_confirm) or self.email.errors:
             return
         try:
             same = normalise_email(self.email_confirm.data) == normalise_email(

@@ -12,7 +12,7 @@ from idp.models.saml_state import (
 )
 from idp.models.session import IdpSession, SessionParticipant
 from idp.models.sp import PersistentNameId, ServiceProvider, SpRegistryState
-from idp.models.throttle import ThrottleCounter
+from idp.models.throttle import NumberLock, ThrottleCounter
 from idp.models.token import CaptchaChallenge, OneTimeToken
 from idp.models.user import User
 
@@ -24,6 +24,7 @@ __all__ = [
     "LogoutFlow",
     "LogoutLeg",
     "Module",
+    "NumberLock",
     "OneTimeToken",
     "OutboxMessage",
     "PendingSamlRequest",

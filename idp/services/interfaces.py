@@ -181,6 +181,9 @@ class IRateLimiter(Interface):
     def check(name, key):
         """Return the ``Decision`` for ``key`` without counting anything."""
 
+    def private_key(name, key):
+        """What storage holds for ``key`` under ``name``: an HMAC, never the key."""
+
     def reset(name, key):
         """Forget the attempts counted for ``key`` (after a success)."""
 
@@ -220,6 +223,13 @@ class ISignInService(Interface):
         its limits: both ask for the captcha rather than refuse (AUTH-30).
         """
 
+    def lock_warning(identifier):
+        """A ``LockWarning`` (failures left, next lock's length) when few are left.
+
+        None while more than a few failures remain; the same for a number
+        nobody registered as for a registered one.
+        """
+
     def attempt(
         identifier, kind, password, address, user_agent=None, *, captcha_solved=False
     ):
@@ -231,7 +241,7 @@ class ISignInService(Interface):
         its limits without ``captcha_solved``.
         """
 
-    def lock(user, *, reason, address=None, actor_user_id=None):
+    def lock(user, *, reason, address=None, actor_user_id=None, locks=None):
         """Lock the account for a while, end its sessions and tell the owner.
 
         Always temporary (longer for each lock of the day); never

@@ -323,6 +323,10 @@ class _Limiter:
         self.clock = clock
         self._hmac_key = derive_key(secret)
 
+    def private_key(self, name: str, key: str) -> str:
+        """What storage holds for ``key`` under ``name``: an HMAC, never the key."""
+        return storage_key(self._hmac_key, name, key)
+
     def _lookup(self, name: str, key: str) -> tuple[Limit, str]:
         try:
             limit = self.limits[name]

@@ -26,15 +26,18 @@ Two kinds of limits, because they slow different people:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 from dataclasses import dataclass
 
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
 from zope.interface import implementer
 
 from idp.db import utcnow
 from idp.identifiers import Identifier
-from idp.models import User
+from idp.models import NumberLock, User
 from idp.security import usable
 from idp.services import mail
 from idp.services.interfaces import (
@@ -51,6 +54,13 @@ from idp.sessions import end_user_sessions
 # until the lock that reaches login.locks' count (4 hours by default).
 LOCK_PERIOD = dt.timedelta(minutes=15)
 LOCK_GROWTH = 4
+# The password step warns once this many failures or fewer are left before
+# the number locks: enough to make a person stop and choose "Forgot
+# password", too few to tell a guesser anything the limit does not.
+WARN_WITHIN = 3
+# A number's lock mark is kept this long after its lock ended: as long as
+# login.locks remembers the lock itself, by default.
+LOCK_MEMORY = dt.timedelta(days=1)
 # How every sign-in here authenticates: the user confirmed their security
 # image, then gave the password. Sessions record it; SAML maps it to an
 # AuthnContextClassRef.
@@ -71,6 +81,14 @@ class Attempt:
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.OK
+
+
+@dataclass(frozen=True)
+class LockWarning:
+    """Failures left before a number locks, and how long that lock would last."""
+
+    remaining: int
+    period: dt.timedelta
 
 
 def lock_period(locks) -> dt.timedelta:
@@ -136,6 +154,21 @@ class SignInService:
             address
         )
 
+    def lock_warning(self, identifier: str) -> LockWarning | None:
+        """The warning due before ``identifier`` locks, or None while many tries remain.
+
+        Both counts it reads are kept per number whether or not anyone
+        registered it (see :meth:`_failed`), so a number nobody owns gets
+        the very warning a registered one would (AUTH-01).
+        """
+        failures = self.limiter.check("login.identifier", identifier)
+        remaining = failures.limit - failures.count
+        if not 0 < remaining <= WARN_WITHIN:
+            return None
+        locks = self.limiter.check("login.locks", identifier)
+        upcoming = dataclasses.replace(locks, count=locks.count + 1)
+        return LockWarning(remaining, lock_period(upcoming))
+
     def attempt(
         self,
         identifier: str,
@@ -195,13 +228,52 @@ class SignInService:
             client_address=address,
             detail={"identifier": masked(identifier, kind)},
         )
+        if decision.count < decision.limit:
+            return
+        # Every number that reaches its limit while no lock of it runs counts
+        # a lock, registered or not, and its end is kept alike: the next
+        # lock's length, which the password step states, must not tell who
+        # is registered. While one runs, more failures make no new lock.
         now = self.clock()
-        still_open = user is not None and usable(user, now)
-        if still_open and decision.count >= decision.limit:
-            self.lock(user, reason="failures", address=address)
+        mark = self._lock_mark(identifier, now)
+        if mark is None:
+            return
+        locks = self.limiter.hit("login.locks", identifier)
+        mark.until = now + lock_period(locks)
+        if user is not None and usable(user, now):
+            self.lock(user, reason="failures", address=address, locks=locks)
+
+    def _lock_mark(self, identifier: str, now: dt.datetime) -> NumberLock | None:
+        """The number's lock mark, held for this request; None if a lock runs.
+
+        Two requests reaching the limit at once must count one lock: an
+        existing mark is read FOR UPDATE, so the second waits and then sees
+        the lock running; a new one is inserted in a savepoint, and the
+        request that loses the insert leaves the counting to the winner.
+        """
+        key = self.limiter.private_key("login.locks", identifier)
+        mark = self.dbsession.get(NumberLock, key, with_for_update=True)
+        if mark is not None:
+            return None if mark.until > now else mark
+        self.dbsession.execute(
+            delete(NumberLock).where(NumberLock.until < now - LOCK_MEMORY)
+        )
+        mark = NumberLock(key=key, until=now)
+        try:
+            with self.dbsession.begin_nested():
+                self.dbsession.add(mark)
+        except IntegrityError:
+            return None
+        return mark
 
     def lock(
-        self, user: User, *, reason: str, address: str | None = None, actor_user_id=None
+        self,
+        user: User,
+        *,
+        reason: str,
+        address: str | None = None,
+        actor_user_id=None,
+        locks=None,
     ) -> None:
         """Lock ``user`` for a while: longer for each lock of the day, never for good.
 
@@ -209,9 +281,13 @@ class SignInService:
         what happened and what to do (wait, or reset the password by email,
         which ends the lock). Never sets ``disabled_at``: that is the
         operator's lock, and failures anyone can cause must not reach it.
+        ``locks`` is the ``login.locks`` hit the caller already counted for
+        this lock; without it the lock counts itself.
         """
         now = self.clock()
-        period = lock_period(self.limiter.hit("login.locks", user.identifier))
+        if locks is None:
+            locks = self.limiter.hit("login.locks", user.identifier)
+        period = lock_period(locks)
         # A lock never shortens one already running (a lock at the password
         # change page while a longer one is in force, for instance).
         until = now + period

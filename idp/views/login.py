@@ -14,7 +14,9 @@ image and phrase differ.
 
 from __future__ import annotations
 
+from babel.dates import format_timedelta
 from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.i18n import TranslationString
 from pyramid.view import view_config
 
 from idp.forms.login import (
@@ -204,11 +206,24 @@ def password(request):
     return {
         "form": form,
         "message": MESSAGES.get(message) if message else None,
+        "warning": _lock_warning(request, signin, state["identifier"]),
         "needs_captcha": needs_captcha,
         "captcha_token": token,
         "captcha_widget": captcha.widget,
         **_shown(request, state),
     }
+
+
+def _lock_warning(request, signin, identifier: str) -> TranslationString | None:
+    """ "2 attempts left before the account is locked for 15 minutes", or None."""
+    warning = signin.lock_warning(identifier)
+    if warning is None:
+        return None
+    duration = format_timedelta(warning.period, locale=request.locale_name)
+    key = "lock.one" if warning.remaining == 1 else "lock.many"
+    return TranslationString(
+        MESSAGES[key], mapping={"count": warning.remaining, "duration": duration}
+    )
 
 
 def _check(request, form, state, signin, captcha, needs_captcha):

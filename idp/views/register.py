@@ -15,8 +15,10 @@ from idp.forms.register import (
     CATEGORIES,
     ID_TYPES,
     MESSAGES,
+    OPTIONAL_INSTITUTION,
     RegisterForm,
     country_choices,
+    institution_required,
 )
 from idp.redirects import safe_next
 from idp.services.interfaces import ICaptchaService, IRateLimiter, IUserService
@@ -41,6 +43,8 @@ def _page(request, form: RegisterForm, next_url: str | None) -> dict:
         "id_types": [(value, request._(text)) for value, text in ID_TYPES.items()],
         "countries": country_choices(request.locale_name),
         "images": security_images.CATALOGUE,
+        "institution_required": institution_required(form.category.data),
+        "institution_optional_for": sorted(c.value for c in OPTIONAL_INSTITUTION),
         "captcha_enabled": captcha.enabled,
         "captcha_widget": captcha.widget,
         "next": next_url,

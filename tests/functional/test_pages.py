@@ -37,9 +37,10 @@ def test_home_in_english_by_choice(testapp):
     assert '<html lang="en">' in testapp.get("/").text
 
 
-def test_accept_language_picks_english(testapp):
+def test_accept_language_does_not_override_malay(testapp):
+    """Malay is the service's language; English is chosen on the page (issue 12.7)."""
     response = testapp.get("/", headers={"Accept-Language": "en-GB,en;q=0.8"})
-    assert '<html lang="en">' in response.text
+    assert '<html lang="ms">' in response.text
 
 
 def test_unknown_language_falls_back_to_malay(testapp):

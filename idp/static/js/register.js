@@ -1,7 +1,6 @@
-// Registration form: show only the identity fields of the chosen document.
+// Registration form: show only the identity fields of the chosen document,
+// and mark the institution required or optional for the chosen category.
 // Without JavaScript both groups stay visible and the server uses the chosen one.
-// When the page comes back with errors, the summary at the top takes the focus,
-// and its links move the focus to the field they name.
 (function () {
   "use strict";
   var form = document.getElementById("register-form");
@@ -21,30 +20,20 @@
   }
   update();
 
-  var summary = document.getElementById("form-errors");
-  if (!summary) { return; }
-
-  // The control a summary link points at: the input itself, or for a group
-  // of radio buttons (a "-field" target) the checked one, else the first.
-  function controlFor(target) {
-    if (target.matches("input, select, textarea")) { return target; }
-    return target.querySelector("input:checked") ||
-      target.querySelector("input:not([type=hidden]), select, textarea");
+  // The institution is required for most categories; for the ones listed in
+  // its data-optional-for it is not, and its label then says "(optional)".
+  // The server applies the same rule whatever this script does.
+  var category = document.getElementById("category");
+  var institution = document.getElementById("institution");
+  if (category && institution) {
+    var optionalFor = (institution.getAttribute("data-optional-for") || "").split(" ");
+    var mark = form.querySelector('label[for="institution"] .optional-mark');
+    var updateInstitution = function () {
+      var optional = optionalFor.indexOf(category.value) !== -1;
+      institution.required = !optional;
+      if (mark) { mark.hidden = !optional; }
+    };
+    category.addEventListener("change", updateInstitution);
+    updateInstitution();
   }
-
-  summary.addEventListener("click", function (event) {
-    var link = event.target.closest ? event.target.closest('a[href^="#"]') : null;
-    if (!link) { return; }
-    var target = document.getElementById(link.getAttribute("href").slice(1));
-    if (!target) { return; }
-    var control = controlFor(target);
-    if (!control) { return; }
-    event.preventDefault();
-    // Show the field's label and hint above the control, not just the control.
-    var field = control.closest(".field") || target;
-    field.scrollIntoView();
-    control.focus({ preventScroll: true });
-  });
-
-  summary.focus();
 })();
