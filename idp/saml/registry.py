@@ -20,8 +20,10 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -268,7 +270,35 @@ def _entity_id(root: ET.Element) -> str:
         raise MetadataError(
             "entityID has leading or trailing spaces or control characters"
         )
+    if not is_absolute_uri(entity_id):
+        raise MetadataError(
+            f"entityID {entity_id!r} is not an absolute URI: use an http(s) URL "
+            "with a host (https://sp.example.org/saml) or a URN (urn:...)"
+        )
     return entity_id
+
+
+# RFC 8141: "urn:" NID ":" NSS, the NID 2 to 32 letters, digits or hyphens.
+_URN = re.compile(r"urn:[A-Za-z0-9][A-Za-z0-9-]{0,30}[A-Za-z0-9]:\S+", re.ASCII)
+
+
+def is_absolute_uri(value: str) -> bool:
+    """An entity ID SAML can name (saml-core 8.3.6): a URL with a host, or a URN.
+
+    A bare name ("emis-sp") is what a misconfigured SP sends by accident,
+    and nothing stops two of them colliding or reading as a path; an
+    Audience built from it is not the absolute URI the SP compares against.
+    """
+    if any(ch.isspace() for ch in value):
+        return False
+    if value[:4].lower() == "urn:":
+        return _URN.fullmatch(value) is not None
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(host) and "@" not in parts.netloc
 
 
 def _valid_until(root: ET.Element) -> dt.datetime | None:
@@ -512,10 +542,19 @@ DEFAULT_RELEASE = ("uid", "isMemberOf")
 
 
 def default_name_id_format(formats: tuple[str, ...]) -> str:
-    """Persistent, unless the SP lists NameID formats and persistent is not one."""
+    """Persistent, unless the SP lists NameID formats and persistent is not one.
+
+    Never the email format: the address is the person's, released only when
+    an operator releases ``mail`` and says so (``sp policy``), not because
+    the SP's metadata lists it.
+    """
     if not formats or NAMEID_PERSISTENT in formats:
         return NAMEID_PERSISTENT
-    return formats[0]
+    usable = [value for value in formats if value in NAME_ID_FORMATS.values()]
+    return next(
+        (value for value in usable if value != NAME_ID_FORMATS["email"]),
+        NAMEID_PERSISTENT,
+    )
 
 
 def bump_generation(dbsession: Session) -> int:
@@ -787,6 +826,18 @@ NAME_ID_FORMATS = {
 }
 
 
+def _check_email_name_id(sp: ServiceProvider, changes: dict) -> None:
+    """Refuse a policy whose NameID would be an address it does not release."""
+    released = changes.get("attributes_released", sp.attributes_released) or []
+    key = changes.get("name_id_format")
+    name_id_format = NAME_ID_FORMATS.get(key, key) if key else sp.name_id_format
+    if name_id_format == NAME_ID_FORMATS["email"] and "mail" not in released:
+        raise MetadataError(
+            "the email NameID format needs mail released "
+            "(--release ...,mail), or choose persistent or transient"
+        )
+
+
 def set_policy(dbsession: Session, entity_id: str, **changes) -> ServiceProvider:
     """Change an SP's policy; only the given keys change.
 
@@ -799,6 +850,7 @@ def set_policy(dbsession: Session, entity_id: str, **changes) -> ServiceProvider
     (80-1024 bytes or None). Raises :class:`MetadataError`, nothing written.
     """
     sp = find_sp(dbsession, entity_id)
+    _check_email_name_id(sp, changes)
     if "attributes_released" in changes:
         names = list(dict.fromkeys(changes["attributes_released"]))
         unknown = [name for name in names if name not in RELEASABLE]

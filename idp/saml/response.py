@@ -140,12 +140,12 @@ def allowed_formats(sp: ServiceProvider) -> set[str]:
     """NameID formats the SP's policy allows: never more than it releases.
 
     Persistent and transient reveal nothing about the person; an email
-    NameID is the person's address, so it needs the policy to name it.
+    NameID is the person's address, so only an SP released ``mail`` gets it,
+    whatever its policy's NameID format says (a row from before
+    ``sp policy`` checked this gets InvalidNameIDPolicy, not the address).
     """
     allowed = {NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT}
-    if sp.name_id_format == NAMEID_FORMAT_EMAILADDRESS or "mail" in (
-        sp.attributes_released or []
-    ):
+    if "mail" in (sp.attributes_released or []):
         allowed.add(NAMEID_FORMAT_EMAILADDRESS)
     return allowed
 
