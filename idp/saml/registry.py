@@ -40,6 +40,7 @@ from idp.models import Module, ServiceProvider, SpRegistryState
 from idp.models.sp import NAMEID_PERSISTENT
 from idp.redirects import UnsafeUrl, endpoint_url
 from idp.saml import xsdatetime
+from idp.saml.crypto import DATA_ENCRYPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ _ACS = f"{{{MD_NS}}}AssertionConsumerService"
 _SLO = f"{{{MD_NS}}}SingleLogoutService"
 _KEY_DESCRIPTOR = f"{{{MD_NS}}}KeyDescriptor"
 _ENCRYPTION_METHOD = f"{{{MD_NS}}}EncryptionMethod"
+_DIGEST_METHOD = f"{{{DS_NS}}}DigestMethod"
 _NAMEID_FORMAT = f"{{{MD_NS}}}NameIDFormat"
 _UI_INFO = f"{{{MD_NS}}}Extensions/{{{MDUI_NS}}}UIInfo"
 _DISPLAY_NAME = f"{{{MDUI_NS}}}DisplayName"
@@ -111,6 +113,9 @@ class SpMetadata:
     subject_id_req: str | None = None
     # RequestedAttribute Names of its AttributeConsumingServices, sorted.
     requested_attributes: tuple[str, ...] = ()
+    # (EncryptionMethod Algorithm, its ds:DigestMethod) where one is given:
+    # the digest an RSA-OAEP key transport must use for this SP.
+    encryption_digests: tuple[tuple[str, str], ...] = ()
 
 
 # --------------------------------------------------------------------------
@@ -168,7 +173,7 @@ def parse_sp_metadata(
             "(validUntil); ask the SP for a current copy"
         )
     descriptor = _sp_descriptor(root)
-    signing, encryption, methods = _keys(descriptor)
+    signing, encryption, methods, digests = _keys(descriptor)
     ui_info = descriptor.find(_UI_INFO)
     return SpMetadata(
         entity_id=entity_id,
@@ -184,6 +189,7 @@ def parse_sp_metadata(
             if (text := (element.text or "").strip())
         ),
         encryption_methods=methods,
+        encryption_digests=digests,
         display_names=_localised(ui_info, _DISPLAY_NAME, https_only=False),
         logos=_localised(ui_info, _LOGO, https_only=True),
         valid_until=valid_until,
@@ -410,12 +416,12 @@ def _pem(text: str | None) -> str:
     return certificate.public_bytes(Encoding.PEM).decode("ascii")
 
 
-def _keys(
-    descriptor: ET.Element,
-) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+def _keys(descriptor: ET.Element):
+    """Signing and encryption certificates, encryption methods and their digests."""
     signing: list[str] = []
     encryption: list[str] = []
     methods: list[str] = []
+    digests: list[tuple[str, str]] = []
     for key in descriptor.findall(_KEY_DESCRIPTOR):
         use = key.get("use")
         if use not in (None, "signing", "encryption"):
@@ -433,7 +439,11 @@ def _keys(
                 algorithm = (method.get("Algorithm") or "").strip()
                 if algorithm and algorithm not in methods:
                     methods.append(algorithm)
-    return tuple(signing), tuple(encryption), tuple(methods)
+                    digest = method.find(_DIGEST_METHOD)
+                    value = "" if digest is None else digest.get("Algorithm", "")
+                    if value.strip():
+                        digests.append((algorithm, value.strip()))
+    return tuple(signing), tuple(encryption), tuple(methods), tuple(digests)
 
 
 def _is_https_url(value: str) -> bool:
@@ -847,7 +857,9 @@ def set_policy(dbsession: Session, entity_id: str, **changes) -> ServiceProvider
     metadata), ``allow_sha1``, ``global_uid`` (release the account's global
     ``uid`` instead of the per-SP one, SAML-38), ``required_authn_context``
     (a URI or None), ``clock_skew`` (0-600 s or None for the IdP's), ``relay_state_max``
-    (80-1024 bytes or None). Raises :class:`MetadataError`, nothing written.
+    (80-1024 bytes or None), ``encryption_method`` (a key of
+    :data:`idp.saml.crypto.DATA_ENCRYPTIONS`, or None to follow the
+    metadata). Raises :class:`MetadataError`, nothing written.
     """
     sp = find_sp(dbsession, entity_id)
     _check_email_name_id(sp, changes)
@@ -892,5 +904,13 @@ def set_policy(dbsession: Session, entity_id: str, **changes) -> ServiceProvider
         if value is not None and not 80 <= value <= 1024:
             raise MetadataError("the RelayState limit must be 80 to 1024 bytes")
         sp.relay_state_max = value
+    if "encryption_method" in changes:
+        value = changes["encryption_method"]
+        if value is not None and value not in DATA_ENCRYPTIONS:
+            raise MetadataError(
+                "the encryption method must be one of "
+                f"{', '.join(DATA_ENCRYPTIONS)} (or auto)"
+            )
+        sp.encryption_method = value
     dbsession.flush()
     return sp
