@@ -211,7 +211,12 @@ class DatabaseSession(dict):
         request = self.request
         dbsession = request.dbsession
         if self._invalidated and self.row is None and not self._dirty:
-            response.delete_cookie(COOKIE_NAME, path="/")
+            if self._pending_is_new:
+                # A page shown after the sign-out carries a form: its token
+                # is bound to a new cookie-only id, which replaces the old.
+                self._set_cookie(response, self._pending)
+            else:
+                response.delete_cookie(COOKIE_NAME, path="/")
             return
         now = utcnow()
         if self.row is not None and now - self.row.last_seen_at > TOUCH_INTERVAL:
