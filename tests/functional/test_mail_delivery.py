@@ -247,6 +247,15 @@ def test_data_01_concurrent_registrations_of_one_number_make_one_account(
         second_engine.dispose()
 
 
+def stop_and_empty(thread, db_engine) -> None:
+    """Stop a node's delivery thread, then empty what its test committed."""
+    thread.stop()
+    thread.join(timeout=10)
+    with db_engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
 def test_development_server_delivers_mail_from_a_background_thread(
     settings, db_engine, tmp_path
 ):
@@ -279,11 +288,7 @@ def test_development_server_delivers_mail_from_a_background_thread(
         (eml,) = (tmp_path / "mail").glob("*.eml")
         assert b"murid7@example.com.my" in eml.read_bytes()
     finally:
-        thread.stop()
-        thread.join(timeout=10)
-        with db_engine.begin() as conn:
-            for table in reversed(Base.metadata.sorted_tables):
-                conn.execute(table.delete())
+        stop_and_empty(thread, db_engine)
 
 
 def test_development_server_purges_from_its_background_thread(settings, db_engine):
@@ -321,8 +326,4 @@ def test_development_server_purges_from_its_background_thread(settings, db_engin
             time.sleep(0.1)
         assert left == {"live".ljust(64, "0")}
     finally:
-        thread.stop()
-        thread.join(timeout=10)
-        with db_engine.begin() as conn:
-            for table in reversed(Base.metadata.sorted_tables):
-                conn.execute(table.delete())
+        stop_and_empty(thread, db_engine)
