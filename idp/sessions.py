@@ -2,16 +2,22 @@
 
 The browser holds a random 256-bit id in an HttpOnly, SameSite=Lax cookie
 (Secure outside development); the database holds only its SHA-256. A row is
-written only when the session is first given data (a CSRF token, a flash,
-flow state), so pages that need no session, like the metadata, write
-nothing. Changes are saved by a tween under pyramid_tm, inside the
-request's transaction, so they commit or abort with everything else.
+written only when the session is first given data (a flash, flow state),
+so pages that need no session, like the metadata, write nothing. A form
+shown to an anonymous browser writes nothing either: its CSRF token is a
+keyed hash of the cookie's id, and the id gets a row (under a new id, so
+one planted beforehand names nothing) only when something must be stored.
+A flood of anonymous GET /login therefore leaves the table as it was.
+Changes are saved by a tween under pyramid_tm, inside the request's
+transaction, so they commit or abort with everything else.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
+import hmac
 import secrets
 
 from pyramid.i18n import TranslationString
@@ -25,6 +31,11 @@ from idp.models import IdpSession
 COOKIE_NAME = "idp_session"
 # How stale last_seen_at may get before a read-only request refreshes it.
 TOUCH_INTERVAL = dt.timedelta(seconds=60)
+# Ids are secrets.token_urlsafe(32): 43 characters. A shorter cookie is not
+# one of ours and is not adopted as a cookie-only session's id.
+MIN_TOKEN_LENGTH = 43
+MAX_TOKEN_LENGTH = 128
+ANONYMOUS_CSRF_CONTEXT = b"idp.sessions.anonymous-csrf\x00"
 
 
 def hash_token(token: str) -> str:
@@ -85,17 +96,23 @@ class DatabaseSession(dict):
         self.lifetime = dt.timedelta(seconds=settings["idp.session_max_seconds"])
         self._token: str | None = None
         self._signed_in: tuple | None = None
+        # The id of a cookie-only session: no row yet, only a CSRF token
+        # derived from it. _pending_is_new: the cookie must be set.
+        self._pending: str | None = None
+        self._pending_is_new = False
+        self._csrf_key = settings["idp.session_secret"].encode()
         self._load()
 
     def _load(self) -> None:
         token = self.request.cookies.get(COOKIE_NAME)
-        if not token or len(token) > 128:
+        if not token or not MIN_TOKEN_LENGTH <= len(token) <= MAX_TOKEN_LENGTH:
             return
         row = self.request.dbsession.scalar(
             select(IdpSession).where(IdpSession.token_hash == hash_token(token))
         )
         now = utcnow()
         if row is None:
+            self._pending = token
             return
         if row.expires_at <= now or row.last_seen_at + self.idle <= now:
             self.request.dbsession.delete(row)
@@ -123,6 +140,8 @@ class DatabaseSession(dict):
         self.row = None
         self._token = None
         self._invalidated = True
+        self._pending = None
+        self._pending_is_new = False
         self._dirty = False
         self._signed_in = None
         dict.clear(self)
@@ -190,7 +209,27 @@ class DatabaseSession(dict):
 
     def get_csrf_token(self):
         token = self.get("_csrft_")
-        return token if token is not None else self.new_csrf_token()
+        if token is not None:
+            return token
+        if self.row is None:
+            return self._anonymous_csrf_token()
+        return self.new_csrf_token()
+
+    def _anonymous_csrf_token(self) -> str:
+        """The CSRF token of a session with no row: a keyed hash of its id.
+
+        Only the browser holding the cookie can present it, as with a stored
+        token, and showing a form writes nothing.
+        """
+        if self._pending is None:
+            self._pending = secrets.token_urlsafe(32)
+            self._pending_is_new = True
+        digest = hmac.new(
+            self._csrf_key,
+            ANONYMOUS_CSRF_CONTEXT + self._pending.encode(),
+            hashlib.sha256,
+        ).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     __setitem__ = _mutator("__setitem__")
     __delitem__ = _mutator("__delitem__")
@@ -204,18 +243,27 @@ class DatabaseSession(dict):
     def save(self, response) -> None:
         request = self.request
         dbsession = request.dbsession
-        secure = not request.registry.settings["idp.development"]
         if self._invalidated and self.row is None and not self._dirty:
-            response.delete_cookie(COOKIE_NAME, path="/")
+            if self._pending_is_new:
+                # A page shown after the sign-out carries a form: its token
+                # is bound to a new cookie-only id, which replaces the old.
+                self._set_cookie(response, self._pending)
+            else:
+                response.delete_cookie(COOKIE_NAME, path="/")
             return
         now = utcnow()
         if self.row is not None and now - self.row.last_seen_at > TOUCH_INTERVAL:
             self._dirty = True
+        if self.row is None and not dict.__len__(self):
+            if self._pending_is_new:
+                self._set_cookie(response, self._pending)
+            return
         if not self._dirty and self._rotated_from is None:
             return
         if self.row is None:
-            if not dict.__len__(self):
-                return
+            if self._pending is not None:
+                # Forms already shown carry the derived token: keep it valid.
+                dict.setdefault(self, "_csrft_", self._anonymous_csrf_token())
             self.row = IdpSession(
                 created_at=now,
                 expires_at=now + self.lifetime,
@@ -226,14 +274,7 @@ class DatabaseSession(dict):
         if self._token is None:
             self._token = secrets.token_urlsafe(32)
             self.row.token_hash = hash_token(self._token)
-            response.set_cookie(
-                COOKIE_NAME,
-                self._token,
-                httponly=True,
-                secure=secure,
-                samesite="Lax",
-                path="/",
-            )
+            self._set_cookie(response, self._token)
         if self._signed_in is not None:
             user_id, method, at = self._signed_in
             if self.row.user_id is not None and self.row.user_id != user_id:
@@ -249,6 +290,16 @@ class DatabaseSession(dict):
         self.row.data = dict(self)
         self.row.last_seen_at = now
         dbsession.flush()
+
+    def _set_cookie(self, response, token: str) -> None:
+        response.set_cookie(
+            COOKIE_NAME,
+            token,
+            httponly=True,
+            secure=not self.request.registry.settings["idp.development"],
+            samesite="Lax",
+            path="/",
+        )
 
 
 def end_user_sessions(dbsession, user_id, *, keep=None) -> int:

@@ -119,6 +119,13 @@ OPTIONS: dict[str, Option] = {
     "idp.saml.scope": Option(_text, ""),
     "idp.session_idle_seconds": Option(_int_between(60, 24 * 3600), 1800),
     "idp.session_max_seconds": Option(_int_between(300, 7 * 24 * 3600), 43200),
+    # Purging (idp-admin purge; mail deliver --loop runs it every interval):
+    # used or expired reset links and temporary passwords are kept this many
+    # days, sent outbox rows that many; expired sessions and challenges go.
+    "idp.purge.token_days": Option(_int_between(1, 365), 7),
+    "idp.purge.outbox_days": Option(_int_between(1, 365), 30),
+    "idp.purge.interval_seconds": Option(_int_between(60, 24 * 3600), 300),
+    "idp.purge.batch_size": Option(_int_between(10, 10000), 500),
     "idp.allowed_hosts": Option(_text, ""),
     "idp.certs_dir": Option(_text, "certs"),
     "idp.metadata_dir": Option(_text, "metadata"),

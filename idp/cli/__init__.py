@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from idp.cli import audit, db, keys, mail, metadata, modules, sp, users
+from idp.cli import audit, db, keys, mail, metadata, modules, purge, sp, users
 
 
 class CommandError(Exception):
@@ -20,15 +20,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="idp-admin",
         description=(
-            "Operate an idMe IdP: database, keys, metadata, mail, audit, users, "
-            "roles, modules and service providers."
+            "Operate an idMe IdP: database, keys, metadata, mail, audit, purging, "
+            "users, roles, modules and service providers."
         ),
     )
     parser.add_argument(
         "config_uri", metavar="CONFIG_URI", help="the ini file, e.g. production.ini"
     )
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
-    for module in (audit, db, keys, mail, metadata, modules, sp, users):
+    for module in (audit, db, keys, mail, metadata, modules, purge, sp, users):
         module.register(groups)
     return parser
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 
 from sqlalchemy import case, func, select
 
@@ -22,7 +23,11 @@ def register(groups) -> None:
     deliver_parser.add_argument(
         "--loop",
         action="store_true",
-        help="keep running, polling every mail.poll_seconds, until stopped",
+        help=(
+            "keep running, polling every mail.poll_seconds, until stopped; "
+            "also purges (as 'idp-admin CONFIG purge') every "
+            "idp.purge.interval_seconds"
+        ),
     )
     deliver_parser.set_defaults(handler=deliver)
     status_parser = commands.add_parser(
@@ -47,6 +52,7 @@ def deliver(args) -> int:
 
     from idp.cli import CommandError
     from idp.services.delivery import OutboxWorker
+    from idp.services.purge import Purger
 
     settings = load_settings(args.config_uri)
     engine = _engine(settings)
@@ -55,6 +61,10 @@ def deliver(args) -> int:
     except (ImportError, ValueError, OSError) as exc:
         raise CommandError(f"mail.backend: {exc}") from None
     stopping = threading.Event()
+    # The long-running worker is the one scheduled process every deployment
+    # has, so it also keeps the tables bounded.
+    purger = Purger.from_settings(settings, engine) if args.loop else None
+    next_purge = time.monotonic()
     if args.loop:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stopping.set())
@@ -63,6 +73,14 @@ def deliver(args) -> int:
             report = worker.run()
             if report.sent or report.failed or not args.loop:
                 print(f"sent {report.sent}, failed {report.failed}", flush=True)
+            if purger is not None and time.monotonic() >= next_purge:
+                purged = {t: n for t, n in purger.run().items() if n}
+                if purged:
+                    print(
+                        "purged " + ", ".join(f"{t} {n}" for t, n in purged.items()),
+                        flush=True,
+                    )
+                next_purge = time.monotonic() + settings["idp.purge.interval_seconds"]
             if not args.loop or stopping.wait(settings["mail.poll_seconds"]):
                 break
     except (OperationalError, ProgrammingError) as exc:

@@ -121,6 +121,14 @@ def _register_policy(commands) -> None:
         default=_UNSET,
         metavar="BYTES|default",
     )
+    policy.add_argument(
+        "--encryption-method",
+        choices=[*registry.DATA_ENCRYPTIONS, "auto"],
+        metavar="METHOD",
+        help="the assertion's data encryption for a legacy SP whose metadata "
+        f"misleads: {', '.join(registry.DATA_ENCRYPTIONS)}; 'auto' (the default) "
+        "takes the strongest the metadata lists, AES-256-GCM when it lists none",
+    )
     policy.set_defaults(handler=set_policy)
 
 
@@ -149,6 +157,10 @@ def set_policy(args) -> int:
         changes["clock_skew"] = args.clock_skew
     if args.relay_state_max is not _UNSET:
         changes["relay_state_max"] = args.relay_state_max
+    if args.encryption_method is not None:
+        changes["encryption_method"] = (
+            None if args.encryption_method == "auto" else args.encryption_method
+        )
     if not changes:
         from idp.cli import CommandError
 
@@ -310,6 +322,8 @@ def _describe(sp: ServiceProvider, md: registry.SpMetadata) -> list[str]:
         f"sign response:        {yes(sp.sign_response)}",
         f"sign assertion:       {yes(sp.sign_assertion)}",
         f"encrypt assertion:    {yes(sp.encrypt_assertion)}",
+        "encryption method:    "
+        + (sp.encryption_method or "auto (the strongest the metadata lists)"),
         f"allow SHA-1:          {yes(sp.allow_sha1)}",
         f"AuthnContext class:   {sp.required_authn_context or '-'}",
         "clock skew:           "

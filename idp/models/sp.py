@@ -31,6 +31,9 @@ class ServiceProvider(Base):
     sign_response: Mapped[bool] = mapped_column(default=True)
     sign_assertion: Mapped[bool] = mapped_column(default=True)
     encrypt_assertion: Mapped[bool] = mapped_column(default=True)
+    # The data encryption the operator chose for a legacy SP (a key of
+    # idp.saml.crypto.DATA_ENCRYPTIONS); None follows its metadata.
+    encryption_method: Mapped[str | None] = mapped_column(String(16))
     allow_sha1: Mapped[bool] = mapped_column(default=False)
     required_authn_context: Mapped[str | None] = mapped_column(String(256))
     clock_skew: Mapped[int | None]

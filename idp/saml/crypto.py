@@ -145,15 +145,42 @@ _SYMMETRIC_KEY_KLASS = {
 
 _CACHE_SIZE = 64
 
-# The data encryption algorithm of the next encrypt_assertion() in this
-# context: AES-256-GCM unless an SP's metadata lists no GCM support, when the
-# response builder selects AES-256-CBC with :func:`data_encryption`.
+# Data encryption the IdP offers, strongest first: the response builder
+# picks the first an SP's metadata lists (idp.saml.response.encryption_for),
+# or the operator's `sp policy --encryption-method NAME`. The data
+# encryption algorithm of the next encrypt_assertion() in this context is
+# AES-256-GCM unless selected with :func:`data_encryption`.
 AES256_GCM = _C.TransformAes256Gcm.href
+AES128_GCM = _C.TransformAes128Gcm.href
 AES256_CBC = _C.TransformAes256Cbc.href
-_DATA_ENCRYPTION = {
-    AES256_GCM: _C.TransformAes256Gcm,
-    AES256_CBC: _C.TransformAes256Cbc,
+AES128_CBC = _C.TransformAes128Cbc.href
+DATA_ENCRYPTIONS = {
+    "aes256-gcm": AES256_GCM,
+    "aes128-gcm": AES128_GCM,
+    "aes256-cbc": AES256_CBC,
+    "aes128-cbc": AES128_CBC,
 }
+# algorithm URI -> (transform, session key bits)
+_DATA_ENCRYPTION = {
+    AES256_GCM: (_C.TransformAes256Gcm, 256),
+    AES128_GCM: (_C.TransformAes128Gcm, 128),
+    AES256_CBC: (_C.TransformAes256Cbc, 256),
+    AES128_CBC: (_C.TransformAes128Cbc, 128),
+}
+# Key transport: RSA-OAEP, as XML Encryption 1.0 names it (MGF1 with SHA-1,
+# every SAML library reads it) or 1.1; the OAEP digest is a ds:DigestMethod
+# child of its EncryptionMethod.
+RSA_OAEP_MGF1P = _C.TransformRsaOaep.href
+RSA_OAEP_11 = "http://www.w3.org/2009/xmlenc11#rsa-oaep"
+KEY_TRANSPORTS = (RSA_OAEP_MGF1P, RSA_OAEP_11)
+OAEP_SHA1 = _C.TransformSha1.href
+OAEP_SHA256 = _C.TransformSha256.href
+OAEP_DIGESTS = (
+    _C.TransformSha512.href,
+    _C.TransformSha384.href,
+    OAEP_SHA256,
+    OAEP_SHA1,
+)
 _data_encryption: contextvars.ContextVar[str] = contextvars.ContextVar(
     "idp_data_encryption", default=AES256_GCM
 )
@@ -169,6 +196,21 @@ def data_encryption(algorithm: str):
         yield
     finally:
         _data_encryption.reset(token)
+
+
+def _key_transport_method(
+    enc_key: etree._Element, key_transport: str, digest: str | None
+) -> None:
+    """Name the RSA-OAEP variant and digest in the EncryptedKey's template.
+
+    python-xmlsec has no constant for XML Encryption 1.1's rsa-oaep, but
+    libxmlsec reads the algorithm and its DigestMethod from this node when
+    it encrypts the key, so setting them here is what selects them.
+    """
+    method = enc_key.find(_XENC_ENCRYPTION_METHOD)
+    method.set("Algorithm", key_transport)
+    if digest is not None:
+        etree.SubElement(method, _DS_DIGEST_METHOD, Algorithm=digest)
 
 
 class XmlRefused(ValueError):
@@ -504,9 +546,10 @@ class XmlsecBackend(CryptoBackend):
             hints = _template_hints(template)
             manager = self._keys_manager(enc_key)
 
+            data_method, key_bits = _DATA_ENCRYPTION[_data_encryption.get()]
             enc_data = xmlsec.template.encrypted_data_create(
                 root,
-                _DATA_ENCRYPTION[_data_encryption.get()],
+                data_method,
                 id=hints["data_id"],
                 type=_C.TypeEncElement,
                 ns="xenc",
@@ -519,7 +562,9 @@ class XmlsecBackend(CryptoBackend):
             xmlsec.template.encrypted_data_ensure_cipher_value(enc_key_node)
 
             ctx = xmlsec.EncryptionContext(manager)
-            ctx.key = xmlsec.Key.generate(_C.KeyDataAes, 256, _C.KeyDataTypeSession)
+            ctx.key = xmlsec.Key.generate(
+                _C.KeyDataAes, key_bits, _C.KeyDataTypeSession
+            )
             enc_data = ctx.encrypt_xml(enc_data, node)
             _add_recipient_key_info(enc_data, hints)
         except (_Refused, xmlsec.Error, OSError, etree.XPathError) as exc:
@@ -600,7 +645,12 @@ class XmlsecBackend(CryptoBackend):
             raise SignatureError(f"signature refused: {exc}") from exc
 
     def encrypt_element(
-        self, element: etree._Element, certificate_pem: str, algorithm: str
+        self,
+        element: etree._Element,
+        certificate_pem: str,
+        algorithm: str,
+        key_transport: str = RSA_OAEP_MGF1P,
+        digest: str | None = None,
     ) -> etree._Element:
         """Replace ``element`` in its document by ``xenc:EncryptedData``.
 
@@ -610,14 +660,21 @@ class XmlsecBackend(CryptoBackend):
         (python3-saml, php-saml) then sees the very bytes that were signed.
         (pysaml2's "self-contained" encryption renames the prefixes, and
         exclusive c14n includes prefixes, so such a recipient's signature
-        check fails.) Data is encrypted with ``algorithm`` (AES-256-GCM or
-        -CBC) under a fresh key sent with RSA-OAEP to ``certificate_pem``.
+        check fails.) Data is encrypted with ``algorithm`` (a value of
+        :data:`DATA_ENCRYPTIONS`) under a fresh key of its size, sent to
+        ``certificate_pem`` with ``key_transport`` (one of
+        :data:`KEY_TRANSPORTS`) using the OAEP ``digest`` (one of
+        :data:`OAEP_DIGESTS`; None: the algorithm's default, SHA-1).
         Returns the EncryptedData; raises ``EncryptError``.
         """
         try:
-            data_method = _DATA_ENCRYPTION.get(algorithm)
-            if data_method is None:
+            if algorithm not in _DATA_ENCRYPTION:
                 raise _Refused(f"unsupported data encryption {algorithm}")
+            if key_transport not in KEY_TRANSPORTS:
+                raise _Refused(f"unsupported key transport {key_transport}")
+            if digest is not None and digest not in OAEP_DIGESTS:
+                raise _Refused(f"unsupported OAEP digest {digest}")
+            data_method, key_bits = _DATA_ENCRYPTION[algorithm]
             standalone = etree.fromstring(etree.tostring(element), _parser())
             plaintext = etree.tostring(standalone)
             enc_data = xmlsec.template.encrypted_data_create(
@@ -626,9 +683,12 @@ class XmlsecBackend(CryptoBackend):
             xmlsec.template.encrypted_data_ensure_cipher_value(enc_data)
             key_info = xmlsec.template.encrypted_data_ensure_key_info(enc_data, ns="ds")
             enc_key = xmlsec.template.add_encrypted_key(key_info, _C.TransformRsaOaep)
+            _key_transport_method(enc_key, key_transport, digest)
             xmlsec.template.encrypted_data_ensure_cipher_value(enc_key)
             ctx = xmlsec.EncryptionContext(self._keys_manager_pem(certificate_pem))
-            ctx.key = xmlsec.Key.generate(_C.KeyDataAes, 256, _C.KeyDataTypeSession)
+            ctx.key = xmlsec.Key.generate(
+                _C.KeyDataAes, key_bits, _C.KeyDataTypeSession
+            )
             enc_data = ctx.encrypt_binary(enc_data, plaintext)
             parent = element.getparent()
             if parent is None:

@@ -24,7 +24,15 @@ CERT_VALID_DAYS = 3650
 
 
 class KeyPairError(RuntimeError):
-    """A key pair is missing, unreadable or unsafe; the message says which."""
+    """A key pair is missing, unreadable or unsafe; the message says which.
+
+    The message names paths, for the operator's console; ``reason`` says the
+    same without them, safe to show to anyone who can reach ``/healthz``.
+    """
+
+    def __init__(self, message: str, reason: str = "the signing key pair is unusable"):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -122,13 +130,15 @@ def load(certs_dir: str | os.PathLike) -> KeyPair:
     for path in (pair.key_file, pair.cert_file):
         if not path.is_file():
             raise KeyPairError(
-                f"{path} is missing; create it with 'idp-admin CONFIG keys generate'"
+                f"{path} is missing; create it with 'idp-admin CONFIG keys generate'",
+                reason="the signing key or certificate is missing",
             )
     mode = stat.S_IMODE(pair.key_file.stat().st_mode)
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyPairError(
             f"{pair.key_file} is readable by others (mode {mode:04o}); "
-            "run 'chmod 600' on it"
+            "run 'chmod 600' on it",
+            reason="the signing key is readable by other users",
         )
     try:
         key = serialization.load_pem_private_key(
@@ -137,10 +147,14 @@ def load(certs_dir: str | os.PathLike) -> KeyPair:
         cert = pair.certificate
     except ValueError:
         raise KeyPairError(
-            f"{pair.key_file} or {pair.cert_file} is not a valid PEM key pair"
+            f"{pair.key_file} or {pair.cert_file} is not a valid PEM key pair",
+            reason="the signing key or certificate is not valid PEM",
         ) from None
     if key.public_key().public_numbers() != cert.public_key().public_numbers():
-        raise KeyPairError(f"{pair.cert_file} does not match {pair.key_file}")
+        raise KeyPairError(
+            f"{pair.cert_file} does not match {pair.key_file}",
+            reason="the certificate does not match the signing key",
+        )
     return pair
 
 

@@ -20,8 +20,10 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -38,6 +40,7 @@ from idp.models import Module, ServiceProvider, SpRegistryState
 from idp.models.sp import NAMEID_PERSISTENT
 from idp.redirects import UnsafeUrl, endpoint_url
 from idp.saml import xsdatetime
+from idp.saml.crypto import DATA_ENCRYPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,7 @@ _ACS = f"{{{MD_NS}}}AssertionConsumerService"
 _SLO = f"{{{MD_NS}}}SingleLogoutService"
 _KEY_DESCRIPTOR = f"{{{MD_NS}}}KeyDescriptor"
 _ENCRYPTION_METHOD = f"{{{MD_NS}}}EncryptionMethod"
+_DIGEST_METHOD = f"{{{DS_NS}}}DigestMethod"
 _NAMEID_FORMAT = f"{{{MD_NS}}}NameIDFormat"
 _UI_INFO = f"{{{MD_NS}}}Extensions/{{{MDUI_NS}}}UIInfo"
 _DISPLAY_NAME = f"{{{MDUI_NS}}}DisplayName"
@@ -109,6 +113,9 @@ class SpMetadata:
     subject_id_req: str | None = None
     # RequestedAttribute Names of its AttributeConsumingServices, sorted.
     requested_attributes: tuple[str, ...] = ()
+    # (EncryptionMethod Algorithm, its ds:DigestMethod) where one is given:
+    # the digest an RSA-OAEP key transport must use for this SP.
+    encryption_digests: tuple[tuple[str, str], ...] = ()
 
 
 # --------------------------------------------------------------------------
@@ -166,7 +173,7 @@ def parse_sp_metadata(
             "(validUntil); ask the SP for a current copy"
         )
     descriptor = _sp_descriptor(root)
-    signing, encryption, methods = _keys(descriptor)
+    signing, encryption, methods, digests = _keys(descriptor)
     ui_info = descriptor.find(_UI_INFO)
     return SpMetadata(
         entity_id=entity_id,
@@ -182,6 +189,7 @@ def parse_sp_metadata(
             if (text := (element.text or "").strip())
         ),
         encryption_methods=methods,
+        encryption_digests=digests,
         display_names=_localised(ui_info, _DISPLAY_NAME, https_only=False),
         logos=_localised(ui_info, _LOGO, https_only=True),
         valid_until=valid_until,
@@ -268,7 +276,35 @@ def _entity_id(root: ET.Element) -> str:
         raise MetadataError(
             "entityID has leading or trailing spaces or control characters"
         )
+    if not is_absolute_uri(entity_id):
+        raise MetadataError(
+            f"entityID {entity_id!r} is not an absolute URI: use an http(s) URL "
+            "with a host (https://sp.example.org/saml) or a URN (urn:...)"
+        )
     return entity_id
+
+
+# RFC 8141: "urn:" NID ":" NSS, the NID 2 to 32 letters, digits or hyphens.
+_URN = re.compile(r"urn:[A-Za-z0-9][A-Za-z0-9-]{0,30}[A-Za-z0-9]:\S+", re.ASCII)
+
+
+def is_absolute_uri(value: str) -> bool:
+    """An entity ID SAML can name (saml-core 8.3.6): a URL with a host, or a URN.
+
+    A bare name ("emis-sp") is what a misconfigured SP sends by accident,
+    and nothing stops two of them colliding or reading as a path; an
+    Audience built from it is not the absolute URI the SP compares against.
+    """
+    if any(ch.isspace() for ch in value):
+        return False
+    if value[:4].lower() == "urn:":
+        return _URN.fullmatch(value) is not None
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(host) and "@" not in parts.netloc
 
 
 def _valid_until(root: ET.Element) -> dt.datetime | None:
@@ -380,12 +416,12 @@ def _pem(text: str | None) -> str:
     return certificate.public_bytes(Encoding.PEM).decode("ascii")
 
 
-def _keys(
-    descriptor: ET.Element,
-) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+def _keys(descriptor: ET.Element):
+    """Signing and encryption certificates, encryption methods and their digests."""
     signing: list[str] = []
     encryption: list[str] = []
     methods: list[str] = []
+    digests: list[tuple[str, str]] = []
     for key in descriptor.findall(_KEY_DESCRIPTOR):
         use = key.get("use")
         if use not in (None, "signing", "encryption"):
@@ -403,7 +439,11 @@ def _keys(
                 algorithm = (method.get("Algorithm") or "").strip()
                 if algorithm and algorithm not in methods:
                     methods.append(algorithm)
-    return tuple(signing), tuple(encryption), tuple(methods)
+                    digest = method.find(_DIGEST_METHOD)
+                    value = "" if digest is None else digest.get("Algorithm", "")
+                    if value.strip():
+                        digests.append((algorithm, value.strip()))
+    return tuple(signing), tuple(encryption), tuple(methods), tuple(digests)
 
 
 def _is_https_url(value: str) -> bool:
@@ -512,10 +552,19 @@ DEFAULT_RELEASE = ("uid", "isMemberOf")
 
 
 def default_name_id_format(formats: tuple[str, ...]) -> str:
-    """Persistent, unless the SP lists NameID formats and persistent is not one."""
+    """Persistent, unless the SP lists NameID formats and persistent is not one.
+
+    Never the email format: the address is the person's, released only when
+    an operator releases ``mail`` and says so (``sp policy``), not because
+    the SP's metadata lists it.
+    """
     if not formats or NAMEID_PERSISTENT in formats:
         return NAMEID_PERSISTENT
-    return formats[0]
+    usable = [value for value in formats if value in NAME_ID_FORMATS.values()]
+    return next(
+        (value for value in usable if value != NAME_ID_FORMATS["email"]),
+        NAMEID_PERSISTENT,
+    )
 
 
 def bump_generation(dbsession: Session) -> int:
@@ -787,6 +836,18 @@ NAME_ID_FORMATS = {
 }
 
 
+def _check_email_name_id(sp: ServiceProvider, changes: dict) -> None:
+    """Refuse a policy whose NameID would be an address it does not release."""
+    released = changes.get("attributes_released", sp.attributes_released) or []
+    key = changes.get("name_id_format")
+    name_id_format = NAME_ID_FORMATS.get(key, key) if key else sp.name_id_format
+    if name_id_format == NAME_ID_FORMATS["email"] and "mail" not in released:
+        raise MetadataError(
+            "the email NameID format needs mail released "
+            "(--release ...,mail), or choose persistent or transient"
+        )
+
+
 def set_policy(dbsession: Session, entity_id: str, **changes) -> ServiceProvider:
     """Change an SP's policy; only the given keys change.
 
@@ -796,9 +857,12 @@ def set_policy(dbsession: Session, entity_id: str, **changes) -> ServiceProvider
     metadata), ``allow_sha1``, ``global_uid`` (release the account's global
     ``uid`` instead of the per-SP one, SAML-38), ``required_authn_context``
     (a URI or None), ``clock_skew`` (0-600 s or None for the IdP's), ``relay_state_max``
-    (80-1024 bytes or None). Raises :class:`MetadataError`, nothing written.
+    (80-1024 bytes or None), ``encryption_method`` (a key of
+    :data:`idp.saml.crypto.DATA_ENCRYPTIONS`, or None to follow the
+    metadata). Raises :class:`MetadataError`, nothing written.
     """
     sp = find_sp(dbsession, entity_id)
+    _check_email_name_id(sp, changes)
     if "attributes_released" in changes:
         names = list(dict.fromkeys(changes["attributes_released"]))
         unknown = [name for name in names if name not in RELEASABLE]
@@ -840,5 +904,13 @@ def set_policy(dbsession: Session, entity_id: str, **changes) -> ServiceProvider
         if value is not None and not 80 <= value <= 1024:
             raise MetadataError("the RelayState limit must be 80 to 1024 bytes")
         sp.relay_state_max = value
+    if "encryption_method" in changes:
+        value = changes["encryption_method"]
+        if value is not None and value not in DATA_ENCRYPTIONS:
+            raise MetadataError(
+                "the encryption method must be one of "
+                f"{', '.join(DATA_ENCRYPTIONS)} (or auto)"
+            )
+        sp.encryption_method = value
     dbsession.flush()
     return sp

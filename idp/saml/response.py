@@ -47,7 +47,16 @@ from sqlalchemy.orm import Session
 from idp.identifiers import alpha2
 from idp.models import PersistentNameId, ServiceProvider, User
 from idp.saml.config import DIGEST_ALGORITHM, SIGNING_ALGORITHM
-from idp.saml.crypto import AES256_CBC, AES256_GCM, XmlsecBackend, parse_xml
+from idp.saml.crypto import (
+    AES256_GCM,
+    DATA_ENCRYPTIONS,
+    OAEP_DIGESTS,
+    OAEP_SHA256,
+    RSA_OAEP_11,
+    RSA_OAEP_MGF1P,
+    XmlsecBackend,
+    parse_xml,
+)
 from idp.saml.registry import RELEASABLE, SpMetadata
 from idp.saml.requests import (
     STATUS_REQUESTER,
@@ -140,12 +149,12 @@ def allowed_formats(sp: ServiceProvider) -> set[str]:
     """NameID formats the SP's policy allows: never more than it releases.
 
     Persistent and transient reveal nothing about the person; an email
-    NameID is the person's address, so it needs the policy to name it.
+    NameID is the person's address, so only an SP released ``mail`` gets it,
+    whatever its policy's NameID format says (a row from before
+    ``sp policy`` checked this gets InvalidNameIDPolicy, not the address).
     """
     allowed = {NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT}
-    if sp.name_id_format == NAMEID_FORMAT_EMAILADDRESS or "mail" in (
-        sp.attributes_released or []
-    ):
+    if "mail" in (sp.attributes_released or []):
         allowed.add(NAMEID_FORMAT_EMAILADDRESS)
     return allowed
 
@@ -308,12 +317,37 @@ def session_index() -> str:
     return "_" + secrets.token_hex(20)
 
 
-def encryption_algorithm(metadata: SpMetadata) -> str:
-    """AES-256-GCM, or AES-256-CBC when the SP lists methods but no GCM."""
+def encryption_algorithm(metadata: SpMetadata, override: str | None = None) -> str:
+    """The data encryption for an SP (SAML-35).
+
+    The policy's ``override`` (a key of ``DATA_ENCRYPTIONS``, for a legacy
+    SP whose metadata says nothing true) wins; otherwise the strongest mode
+    the metadata lists (AES-256-GCM > AES-128-GCM > AES-256-CBC >
+    AES-128-CBC), and AES-256-GCM when it lists none of them: an SP that
+    lists only CBC may not read GCM, one that lists nothing is assumed
+    current.
+    """
+    if override is not None:
+        return DATA_ENCRYPTIONS[override]
+    listed = set(metadata.encryption_methods)
+    return next(
+        (value for value in DATA_ENCRYPTIONS.values() if value in listed), AES256_GCM
+    )
+
+
+def key_transport(metadata: SpMetadata) -> tuple[str, str]:
+    """RSA-OAEP as the SP lists it, with the digest it lists (SHA-256 by default).
+
+    XML Encryption 1.0's rsa-oaep-mgf1p unless the SP lists only 1.1's
+    rsa-oaep; a digest the SP names that is not SHA-1 or SHA-2 is not
+    used (SHA-256 instead).
+    """
     methods = metadata.encryption_methods
-    if not methods or any(m.endswith("-gcm") for m in methods):
-        return AES256_GCM
-    return AES256_CBC
+    transport = RSA_OAEP_MGF1P
+    if RSA_OAEP_11 in methods and RSA_OAEP_MGF1P not in methods:
+        transport = RSA_OAEP_11
+    digest = dict(getattr(metadata, "encryption_digests", ())).get(transport)
+    return transport, digest if digest in OAEP_DIGESTS else OAEP_SHA256
 
 
 def build(
@@ -386,10 +420,13 @@ def build(
         holder = etree.SubElement(root, _ENCRYPTED_ASSERTION)
         root.insert(root.index(assertion), holder)
         holder.append(assertion)
+        transport, digest = key_transport(metadata)
         _BACKEND.encrypt_element(
             assertion,
             metadata.encryption_certificates[0],
-            encryption_algorithm(metadata),
+            encryption_algorithm(metadata, sp.encryption_method),
+            transport,
+            digest,
         )
     if sp.sign_response:
         _BACKEND.sign_element(root, key_file, certificate)

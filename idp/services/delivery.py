@@ -32,6 +32,7 @@ import secrets
 import smtplib
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -405,21 +406,38 @@ class DeliveryThread(threading.Thread):
     """Runs an :class:`OutboxWorker` every few seconds inside the web process.
 
     For a single-node development server; production runs
-    ``idp-admin CONFIG mail deliver --loop`` beside the web nodes.
+    ``idp-admin CONFIG mail deliver --loop`` beside the web nodes. Like that
+    loop, it also runs ``purger`` every ``purge_interval`` seconds, so a
+    single node's tables stay bounded without another process.
     """
 
-    def __init__(self, worker: OutboxWorker, interval: float) -> None:
+    def __init__(
+        self,
+        worker: OutboxWorker,
+        interval: float,
+        purger=None,
+        purge_interval: float = 300,
+    ) -> None:
         super().__init__(name="idp-mail-delivery", daemon=True)
         self.worker = worker
         self.interval = interval
+        self.purger = purger
+        self.purge_interval = purge_interval
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        next_purge = time.monotonic()
         while not self.stopping.is_set():
             try:
                 self.worker.run()
             except Exception:
                 log.exception("mail delivery failed; trying again shortly")
+            if self.purger is not None and time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + self.purge_interval
+                try:
+                    self.purger.run()
+                except Exception:
+                    log.exception("purging failed; trying again next interval")
             self.stopping.wait(self.interval)
 
     def stop(self) -> None:
@@ -434,6 +452,13 @@ def includeme(config) -> None:
         worker = OutboxWorker.from_settings(
             settings, config.registry["dbengine"], sender
         )
-        thread = DeliveryThread(worker, settings["mail.poll_seconds"])
+        from idp.services.purge import Purger
+
+        thread = DeliveryThread(
+            worker,
+            settings["mail.poll_seconds"],
+            Purger.from_settings(settings, config.registry["dbengine"]),
+            settings["idp.purge.interval_seconds"],
+        )
         config.registry["idp.mail.thread"] = thread
         config.action(("idp.mail.thread",), thread.start, order=10**6)

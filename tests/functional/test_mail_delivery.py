@@ -247,6 +247,15 @@ def test_data_01_concurrent_registrations_of_one_number_make_one_account(
         second_engine.dispose()
 
 
+def stop_and_empty(thread, db_engine) -> None:
+    """Stop a node's delivery thread, then empty what its test committed."""
+    thread.stop()
+    thread.join(timeout=10)
+    with db_engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
 def test_development_server_delivers_mail_from_a_background_thread(
     settings, db_engine, tmp_path
 ):
@@ -279,8 +288,42 @@ def test_development_server_delivers_mail_from_a_background_thread(
         (eml,) = (tmp_path / "mail").glob("*.eml")
         assert b"murid7@example.com.my" in eml.read_bytes()
     finally:
-        thread.stop()
-        thread.join(timeout=10)
-        with db_engine.begin() as conn:
-            for table in reversed(Base.metadata.sorted_tables):
-                conn.execute(table.delete())
+        stop_and_empty(thread, db_engine)
+
+
+def test_development_server_purges_from_its_background_thread(settings, db_engine):
+    """The single-node server's delivery thread also keeps tables bounded."""
+    from idp.models import CaptchaChallenge
+
+    now = utcnow()
+    with Session(db_engine) as session, session.begin():
+        for label, expires in (
+            ("old", now - dt.timedelta(minutes=1)),
+            ("live", now + dt.timedelta(minutes=10)),
+        ):
+            session.add(
+                CaptchaChallenge(
+                    token_hash=label.ljust(64, "0"),
+                    answer_hash="0" * 64,
+                    purpose="login",
+                    binding="0" * 64,
+                    expires_at=expires,
+                )
+            )
+    node = make_app(
+        {**settings, "mail.deliver_in_process": "true", "mail.poll_seconds": "1"},
+        db_engine,
+    )
+    thread = node.registry["idp.mail.thread"]
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with Session(db_engine) as session:
+                left = set(session.scalars(select(CaptchaChallenge.token_hash)))
+            if len(left) == 1:
+                break
+            assert time.monotonic() < deadline, "the expired challenge was not purged"
+            time.sleep(0.1)
+        assert left == {"live".ljust(64, "0")}
+    finally:
+        stop_and_empty(thread, db_engine)

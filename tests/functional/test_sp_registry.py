@@ -64,10 +64,9 @@ def test_no_encryption_key_means_no_encryption(dbsession):
 
 
 def test_name_id_format_is_persistent_unless_the_sp_lists_only_others(dbsession):
+    # SAML-33: listing emailAddress alone does not make the address the NameID.
     only_email = make_sp_metadata(name_id_formats=(NAMEID_FORMAT_EMAILADDRESS,))
-    assert import_sp(dbsession, only_email).name_id_format == (
-        NAMEID_FORMAT_EMAILADDRESS
-    )
+    assert import_sp(dbsession, only_email).name_id_format == NAMEID_PERSISTENT
     both = make_sp_metadata(
         "https://sp2.example.org/sp",
         name_id_formats=(NAMEID_FORMAT_TRANSIENT, NAMEID_PERSISTENT),

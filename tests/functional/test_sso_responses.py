@@ -435,10 +435,10 @@ def test_saml_35_assertion_encrypted_with_aes256_gcm_when_the_sp_has_a_key(
     assert assertion.find(".//saml:Attribute[@FriendlyName='mail']", NS) is not None
 
 
-def test_saml_35_aes256_cbc_when_the_sp_lists_methods_without_gcm(
+def test_saml_35_cbc_when_the_sp_lists_methods_without_gcm(
     testapp, dbsession, module, user, keypair
 ):
-    add_sp(dbsession, encryption=True, encryption_methods=(AES128_CBC,))
+    add_sp(dbsession, encryption=True, encryption_methods=(AES256_CBC, AES128_CBC))
     sign_in(testapp, user)
     xml = saml_xml(sso(testapp, status=200))
     root = parse(xml)

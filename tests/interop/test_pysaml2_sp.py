@@ -18,9 +18,18 @@ import pytest
 import webtest
 
 from idp.models import Module
+from idp.saml.registry import import_sp
 from idp.saml.response import pairwise_uid
 from tests.conftest import environ
 from tests.factories import make_user
+from tests.functional.test_sso_encryption import AES128_CBC as ENC_AES128_CBC
+from tests.functional.test_sso_encryption import AES128_GCM as ENC_AES128_GCM
+from tests.functional.test_sso_encryption import AES256_CBC as ENC_AES256_CBC
+from tests.functional.test_sso_encryption import AES256_GCM as ENC_AES256_GCM
+from tests.functional.test_sso_encryption import RSA_OAEP_MGF1P as ENC_RSA_OAEP_MGF1P
+from tests.functional.test_sso_encryption import SHA1 as ENC_SHA1
+from tests.functional.test_sso_encryption import SHA512 as ENC_SHA512
+from tests.functional.test_sso_encryption import with_encryption_methods
 from tests.interop.browser import Browser
 from tests.interop.conftest import make_role
 from tests.interop.sps import (
@@ -233,6 +242,43 @@ class SsoSuite:
         assert login.encrypted is encryption
         assert login.attributes["mail"] == [user.email]
 
+    @pytest.mark.parametrize(
+        ("listed", "expected"),
+        [
+            ((), ENC_AES256_GCM),
+            (((ENC_AES128_CBC, None),), ENC_AES128_CBC),
+            (((ENC_AES128_CBC, None), (ENC_AES256_CBC, None)), ENC_AES256_CBC),
+            (((ENC_AES256_CBC, None), (ENC_AES128_GCM, None)), ENC_AES128_GCM),
+            (((ENC_AES256_GCM, None), (ENC_RSA_OAEP_MGF1P, ENC_SHA1)), ENC_AES256_GCM),
+            (
+                ((ENC_AES128_GCM, None), (ENC_RSA_OAEP_MGF1P, ENC_SHA512)),
+                ENC_AES128_GCM,
+            ),
+        ],
+        ids=["none", "aes128-cbc", "cbc", "aes128-gcm", "oaep-sha1", "oaep-sha512"],
+    )
+    def test_saml_35_the_sp_decrypts_what_its_metadata_lists(
+        self, dbsession, module, idp_metadata, browser, user, listed, expected
+    ):
+        """SAML-35: the algorithm chosen from the metadata is one the SP reads."""
+        sp = self.sp_class("https://sp1.test/sp", idp_metadata, encryption=True)
+        row = import_sp(
+            dbsession,
+            with_encryption_methods(sp.metadata(), listed),
+            module_code=module.code,
+        )
+        row.attributes_released = list(BASIC)
+        dbsession.flush()
+        path, request_id = sp.redirect_request()
+        page = browser.follow(browser.get(path), user=user)
+        form = browser.post_form(page)
+        xml = base64.b64decode(form.fields["SAMLResponse"])
+        assert f'Algorithm="{expected}"'.encode() in xml
+        login = sp.consume(form.fields, request_id)
+        assert login.status == SUCCESS
+        assert login.encrypted is True
+        assert login.attributes["mail"] == [user.email]
+
     # -- NameID ------------------------------------------------------------------
 
     def test_persistent_name_id_is_stable_and_differs_per_sp(
@@ -272,7 +318,10 @@ class SsoSuite:
     def test_email_name_id_by_sp_policy_without_name_id_policy(
         self, register, browser, dbsession, user
     ):
-        sp, row = register(self.sp_class, "sp1", name_id_formats=ALL_FORMATS)
+        # SAML-33: the policy's email format works only with mail released.
+        sp, row = register(
+            self.sp_class, "sp1", attributes=("mail",), name_id_formats=ALL_FORMATS
+        )
         row.name_id_format = EMAIL
         dbsession.flush()
         login = self.sso(browser, sp, user)

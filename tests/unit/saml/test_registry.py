@@ -206,10 +206,13 @@ def test_default_name_id_format_is_persistent_unless_only_others_listed():
         default_name_id_format((NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_PERSISTENT))
         == NAMEID_FORMAT_PERSISTENT
     )
+    # SAML-33: listing emailAddress alone does not make the address the NameID.
     assert (
         default_name_id_format((NAMEID_FORMAT_EMAILADDRESS,))
-        == NAMEID_FORMAT_EMAILADDRESS
+        == NAMEID_FORMAT_PERSISTENT
     )
+    transient = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient"
+    assert default_name_id_format((NAMEID_FORMAT_EMAILADDRESS, transient)) == transient
 
 
 # --------------------------------------------------------------------------

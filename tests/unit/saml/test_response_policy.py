@@ -183,9 +183,17 @@ def test_email_format_when_mail_is_released():
     }
 
 
-def test_email_format_when_it_is_the_sp_policy_format():
-    assert EMAIL in allowed_formats(sp(name_id_format=EMAIL))
-    assert EMAIL not in allowed_formats(sp(name_id_format=TRANSIENT))
+def test_saml_33_email_policy_format_without_mail_is_not_allowed():
+    """SAML-33: the policy's format alone does not release the address."""
+    assert EMAIL not in allowed_formats(
+        sp(name_id_format=EMAIL, attributes_released=["uid"])
+    )
+    assert EMAIL in allowed_formats(
+        sp(name_id_format=EMAIL, attributes_released=["uid", "mail"])
+    )
+    assert EMAIL not in allowed_formats(
+        sp(name_id_format=TRANSIENT, attributes_released=["uid"])
+    )
 
 
 def test_no_release_list_means_no_email():
@@ -225,16 +233,35 @@ def test_gcm_when_the_sp_lists_it(methods):
 
 
 @pytest.mark.parametrize(
-    "methods", [(AES128_CBC,), (AES256_CBC,), (AES128_CBC, AES256_CBC)]
+    ("methods", "expected"),
+    [
+        ((AES128_CBC,), AES128_CBC),
+        ((AES256_CBC,), AES256_CBC),
+        ((AES128_CBC, AES256_CBC), AES256_CBC),
+    ],
 )
-def test_cbc_when_the_sp_lists_methods_without_gcm(methods):
-    assert encryption_algorithm(metadata_with(*methods)) == AES256_CBC
+def test_cbc_when_the_sp_lists_methods_without_gcm(methods, expected):
+    """An SP that lists only CBC may not read GCM: the strongest CBC it lists."""
+    assert encryption_algorithm(metadata_with(*methods)) == expected
 
 
-def test_always_a_256_bit_key():
-    for methods in [(), (AES128_CBC,), (AES128_GCM,), (AES256_GCM,)]:
+def test_a_128_bit_key_only_when_the_sp_lists_no_256_bit_mode():
+    for methods in [(), (AES128_CBC, AES256_CBC), (AES128_GCM, AES256_GCM)]:
         got = encryption_algorithm(SimpleNamespace(encryption_methods=methods))
         assert got in (AES256_GCM, AES256_CBC)
+    # AES-128-GCM outranks AES-256-CBC (authenticated beats unauthenticated).
+    assert (
+        encryption_algorithm(
+            SimpleNamespace(encryption_methods=(AES256_CBC, AES128_GCM))
+        )
+        == AES128_GCM
+    )
+
+
+def test_policy_override_wins_over_the_metadata():
+    metadata = SimpleNamespace(encryption_methods=(AES256_GCM,))
+    assert encryption_algorithm(metadata, "aes128-cbc") == AES128_CBC
+    assert encryption_algorithm(metadata, None) == AES256_GCM
 
 
 # --------------------------------------------------------------------------

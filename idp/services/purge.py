@@ -1,0 +1,175 @@
+"""Purging what has outlived its use, so every table stays bounded.
+
+What goes, and when:
+
+- ``idp_sessions``: past their absolute expiry or idle for longer than
+  ``idp.session_idle_seconds`` (they can never be used again; their
+  ``session_participants`` go with them by cascade);
+- ``one_time_tokens`` (reset links, temporary passwords): used or expired
+  more than ``idp.purge.token_days`` ago (kept that long so a support call
+  about a link can still be answered);
+- ``captcha_challenges``, ``pending_saml_requests``, ``logout_flows``,
+  ``seen_request_ids``, ``throttle_counters``: expired (the replay window of
+  a request id is its ``expires_at``, so nothing replayable is dropped);
+- ``mail_outbox``: rows sent more than ``idp.purge.outbox_days`` ago (their
+  body was emptied at sending; the row goes). Unsent rows and jobs stay.
+
+The audit log is never purged: it is append-only by trigger.
+
+Each table is purged in batches of ``idp.purge.batch_size`` rows, each in
+its own short transaction, so no lock is held for long; on PostgreSQL rows
+another node is purging or a request is using are skipped (``SKIP
+LOCKED``), so two purges, or a purge and a sign-in, never wait on each
+other. The number of batches per run is bounded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from sqlalchemy import delete, func, or_, select, tuple_
+
+from idp.db import utcnow
+from idp.models import (
+    CaptchaChallenge,
+    IdpSession,
+    LogoutFlow,
+    OneTimeToken,
+    OutboxMessage,
+    PendingSamlRequest,
+    SeenRequestId,
+    ThrottleCounter,
+)
+
+# A run stops after this many batches per table and leaves the rest to the
+# next one: a backlog never turns one run into an hours-long job.
+MAX_BATCHES = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class Retention:
+    """How long each kind of row is kept past the point it became useless."""
+
+    session_idle: dt.timedelta
+    tokens: dt.timedelta
+    outbox: dt.timedelta
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> Retention:
+        return cls(
+            session_idle=dt.timedelta(seconds=settings["idp.session_idle_seconds"]),
+            tokens=dt.timedelta(days=settings["idp.purge.token_days"]),
+            outbox=dt.timedelta(days=settings["idp.purge.outbox_days"]),
+        )
+
+
+def _rules(retention: Retention, now: dt.datetime):
+    """(table name, model, key columns, condition) for each purged table."""
+    token_cutoff = now - retention.tokens
+    return [
+        (
+            "idp_sessions",
+            IdpSession,
+            (IdpSession.id,),
+            or_(
+                IdpSession.expires_at <= now,
+                IdpSession.last_seen_at <= now - retention.session_idle,
+            ),
+        ),
+        (
+            "one_time_tokens",
+            OneTimeToken,
+            (OneTimeToken.id,),
+            or_(
+                OneTimeToken.used_at < token_cutoff,
+                OneTimeToken.expires_at < token_cutoff,
+            ),
+        ),
+        (
+            "captcha_challenges",
+            CaptchaChallenge,
+            (CaptchaChallenge.id,),
+            CaptchaChallenge.expires_at < now,
+        ),
+        (
+            "pending_saml_requests",
+            PendingSamlRequest,
+            (PendingSamlRequest.id,),
+            PendingSamlRequest.expires_at < now,
+        ),
+        (
+            "logout_flows",
+            LogoutFlow,
+            (LogoutFlow.id,),
+            LogoutFlow.expires_at < now,
+        ),
+        (
+            "seen_request_ids",
+            SeenRequestId,
+            (SeenRequestId.request_id,),
+            SeenRequestId.expires_at < now,
+        ),
+        (
+            "throttle_counters",
+            ThrottleCounter,
+            (ThrottleCounter.key, ThrottleCounter.window_start),
+            ThrottleCounter.expires_at < now,
+        ),
+        (
+            "mail_outbox",
+            OutboxMessage,
+            (OutboxMessage.id,),
+            OutboxMessage.sent_at < now - retention.outbox,
+        ),
+    ]
+
+
+class Purger:
+    """Deletes, table by table and batch by batch, what the retention allows."""
+
+    def __init__(self, engine, retention: Retention, *, batch_size: int = 500):
+        self.engine = engine
+        self.retention = retention
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_settings(cls, settings: dict, engine) -> Purger:
+        return cls(
+            engine,
+            Retention.from_settings(settings),
+            batch_size=settings["idp.purge.batch_size"],
+        )
+
+    def run(self, now: dt.datetime | None = None, *, dry_run: bool = False):
+        """Purge (or, with ``dry_run``, count) each table; return {table: rows}."""
+        now = now or utcnow()
+        counts = {}
+        for name, model, keys, condition in _rules(self.retention, now):
+            if dry_run:
+                with self.engine.connect() as conn:
+                    counts[name] = conn.scalar(
+                        select(func.count()).select_from(model).where(condition)
+                    )
+            else:
+                counts[name] = self._purge(model, keys, condition)
+        return counts
+
+    def _purge(self, model, keys, condition) -> int:
+        key = keys[0] if len(keys) == 1 else tuple_(*keys)
+        postgresql = self.engine.dialect.name == "postgresql"
+        total = 0
+        for _ in range(MAX_BATCHES):
+            batch = select(*keys).where(condition).limit(self.batch_size)
+            if postgresql:
+                batch = batch.with_for_update(skip_locked=True)
+            with self.engine.begin() as conn:
+                found = conn.execute(batch).all()
+                if not found:
+                    break
+                values = [row[0] for row in found] if len(keys) == 1 else found
+                conn.execute(delete(model).where(key.in_(values)))
+            total += len(found)
+            if len(found) < self.batch_size:
+                break
+        return total

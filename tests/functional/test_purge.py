@@ -1,0 +1,247 @@
+"""Purging keeps tables bounded: rows past retention go, rows within stay."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from idp.models import (
+    AuditEvent,
+    CaptchaChallenge,
+    IdpSession,
+    OneTimeToken,
+    OutboxMessage,
+)
+from idp.services.audit import AuditLog
+from idp.services.purge import Purger
+from tests.factories import make_user
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+DAY = dt.timedelta(days=1)
+MINUTE = dt.timedelta(minutes=1)
+
+
+@pytest.fixture
+def committed(committing_testapp, db_engine):
+    """A session on the real engine; every table is emptied after the test."""
+    with Session(db_engine) as session:
+        yield session
+
+
+def purger(app, db_engine, **overrides) -> Purger:
+    return Purger.from_settings({**app.registry.settings, **overrides}, db_engine)
+
+
+def _session(label: str, *, created, last_seen, expires) -> IdpSession:
+    return IdpSession(
+        token_hash=label.ljust(64, "0"),
+        data={"label": label},
+        created_at=created,
+        last_seen_at=last_seen,
+        expires_at=expires,
+    )
+
+
+def _token(user, label: str, *, expires, used=None) -> OneTimeToken:
+    return OneTimeToken(
+        user_id=user.id,
+        purpose="reset",
+        token_hash=label.ljust(64, "0"),
+        created_at=expires - dt.timedelta(hours=1),
+        expires_at=expires,
+        used_at=used,
+    )
+
+
+def _challenge(label: str, *, expires) -> CaptchaChallenge:
+    return CaptchaChallenge(
+        token_hash=label.ljust(64, "0"),
+        answer_hash="0" * 64,
+        purpose="login",
+        binding="0" * 64,
+        expires_at=expires,
+    )
+
+
+def _outbox(label: str, *, sent) -> OutboxMessage:
+    return OutboxMessage(
+        template="welcome",
+        recipient=f"{label}@example.com.my",
+        message="" if sent else "sealed body",
+        sent_at=sent,
+    )
+
+
+def labels(session, model, column) -> set[str]:
+    """The labels left in a table; the read ends its transaction (SQLite's lock)."""
+    found = {value.rstrip("0") for value in session.scalars(select(column))}
+    session.rollback()
+    return found
+
+
+def test_purge_removes_rows_past_retention_and_keeps_the_rest(
+    app, db_engine, committed
+):
+    """Expired/idle sessions, old tokens, dead challenges and old sent mail go."""
+    idle = dt.timedelta(seconds=app.registry.settings["idp.session_idle_seconds"])
+    user = make_user(committed)
+    committed.add_all(
+        [
+            _session(
+                "expired",
+                created=NOW - DAY,
+                last_seen=NOW - MINUTE,
+                expires=NOW - MINUTE,
+            ),
+            _session(
+                "idle",
+                created=NOW - 2 * idle,
+                last_seen=NOW - idle - MINUTE,
+                expires=NOW + DAY,
+            ),
+            _session(
+                "live", created=NOW - idle, last_seen=NOW - MINUTE, expires=NOW + DAY
+            ),
+            _token(user, "usedlongago", expires=NOW - 8 * DAY, used=NOW - 8 * DAY),
+            _token(user, "expiredlongago", expires=NOW - 8 * DAY),
+            _token(user, "usedrecently", expires=NOW + DAY, used=NOW - DAY),
+            _token(user, "expiredrecently", expires=NOW - DAY),
+            _token(user, "live", expires=NOW + DAY),
+            _challenge("expired", expires=NOW - MINUTE),
+            _challenge("live", expires=NOW + MINUTE),
+        ]
+    )
+    committed.add_all(
+        [
+            _outbox("sentlongago", sent=NOW - 31 * DAY),
+            _outbox("sentrecently", sent=NOW - DAY),
+            _outbox("queued", sent=None),
+        ]
+    )
+    AuditLog(committed).record("purge.test", subject_user_id=user.id)
+    committed.commit()
+
+    counts = purger(app, db_engine).run(now=NOW)
+
+    assert counts["idp_sessions"] == 2
+    assert counts["one_time_tokens"] == 2
+    assert counts["captcha_challenges"] == 1
+    assert counts["mail_outbox"] == 1
+    assert labels(committed, IdpSession, IdpSession.token_hash) == {"live"}
+    assert labels(committed, OneTimeToken, OneTimeToken.token_hash) == {
+        "usedrecently",
+        "expiredrecently",
+        "live",
+    }
+    assert labels(committed, CaptchaChallenge, CaptchaChallenge.token_hash) == {"live"}
+    assert set(committed.scalars(select(OutboxMessage.recipient))) == {
+        "sentrecently@example.com.my",
+        "queued@example.com.my",
+    }
+    # The audit log is append-only: never purged.
+    assert committed.scalar(select(func.count()).select_from(AuditEvent)) >= 1
+    committed.rollback()
+    # A second run finds nothing more.
+    assert not any(purger(app, db_engine).run(now=NOW).values())
+
+
+def test_purge_dry_run_counts_and_deletes_nothing(app, db_engine, committed):
+    committed.add(_challenge("expired", expires=NOW - MINUTE))
+    committed.commit()
+    counts = purger(app, db_engine).run(now=NOW, dry_run=True)
+    assert counts["captcha_challenges"] == 1
+    assert labels(committed, CaptchaChallenge, CaptchaChallenge.token_hash) == {
+        "expired"
+    }
+
+
+def test_purge_works_in_bounded_batches(app, db_engine, committed):
+    """A backlog larger than a batch is cleared over several short transactions."""
+    committed.add_all(
+        [_challenge(f"old{n:03d}x", expires=NOW - MINUTE) for n in range(35)]
+        + [_challenge("livex", expires=NOW + MINUTE)]
+    )
+    committed.commit()
+    counts = purger(app, db_engine, **{"idp.purge.batch_size": 10}).run(now=NOW)
+    assert counts["captcha_challenges"] == 35
+    assert labels(committed, CaptchaChallenge, CaptchaChallenge.token_hash) == {"livex"}
+
+
+@pytest.mark.postgresql
+def test_concurrent_purges_skip_locked_rows_and_never_wait(app, db_engine, committed):
+    """Two nodes purging at once share the work; a row in use is skipped, not waited on."""
+    if db_engine.dialect.name != "postgresql":
+        pytest.skip("SKIP LOCKED is PostgreSQL's")
+    committed.add_all(
+        [_challenge(f"old{n:03d}x", expires=NOW - MINUTE) for n in range(60)]
+        + [
+            _session(
+                "busyx", created=NOW - DAY, last_seen=NOW - DAY, expires=NOW - MINUTE
+            )
+        ]
+    )
+    committed.commit()
+    with db_engine.connect() as holder:
+        holder.execute(text("SET lock_timeout = '5s'"))
+        holder.execute(
+            select(IdpSession.id)
+            .where(IdpSession.token_hash.like("busyx%"))
+            .with_for_update()
+        ).all()
+        workers = [
+            purger(app, db_engine, **{"idp.purge.batch_size": 10}) for _ in range(3)
+        ]
+        start = threading.Barrier(len(workers))
+        results, errors = [], []
+
+        def run(worker):
+            start.wait()
+            try:
+                results.append(worker.run(now=NOW))
+            except Exception as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert not any(thread.is_alive() for thread in threads)
+        assert errors == []
+        assert sum(r["captcha_challenges"] for r in results) == 60
+        # The locked session was skipped by every purger, not waited on.
+        assert sum(r["idp_sessions"] for r in results) == 0
+        holder.rollback()
+    assert purger(app, db_engine).run(now=NOW)["idp_sessions"] == 1
+
+
+def test_idp_admin_purge_prints_counts_per_table(tmp_path):
+    """``idp-admin CONFIG purge [--dry-run]`` as an operator runs it."""
+    from tests.functional.test_cli import ini as make_ini
+    from tests.functional.test_cli import run
+
+    config = make_ini.__wrapped__(tmp_path)
+    assert run(config, "db", "upgrade").returncode == 0
+    dry = run(config, "purge", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "idp_sessions: would delete 0" in dry.stdout
+    assert "mail_outbox: would delete 0" in dry.stdout
+    assert "audit" not in dry.stdout
+    done = run(config, "purge")
+    assert done.returncode == 0, done.stderr
+    assert "captcha_challenges: deleted 0" in done.stdout
+    # A database never upgraded is one line, not a traceback.
+    broken = tmp_path / "broken.ini"
+    broken.write_text(
+        config.read_text().replace(
+            str(tmp_path / "idp.sqlite"), str(tmp_path / "empty.sqlite")
+        )
+    )
+    failed = run(broken, "purge")
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("idp-admin: ")
+    assert "Traceback" not in failed.stderr
