@@ -3,15 +3,15 @@
 NULL, the default for every existing SP, follows the SP's metadata: the
 strongest AES mode it lists, AES-256-GCM when it lists none.
 
-Revision ID: 0008_sp_encryption_method
-Revises: 0007_captcha
+Revision ID: 0010_sp_encryption_method
+Revises: 0009_number_locks
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_sp_encryption_method"
-down_revision = "0007_captcha"
+revision = "0010_sp_encryption_method"
+down_revision = "0009_number_locks"
 branch_labels = None
 depends_on = None
 
