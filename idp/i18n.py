@@ -49,8 +49,13 @@ def switch_url(request, locale: str) -> str:
     """This page in ``locale``: its path and query, with ``lang`` replaced.
 
     Keeping the rest of the query keeps a ``next`` address or a link's
-    parameters when a person changes language half-way through a flow.
+    parameters when a person changes language half-way through a flow. A
+    SAML endpoint's query is a one-time protocol message (SAMLRequest,
+    RelayState, a continuation id): the switch never repeats it, which would
+    only replay the request and echo the partner's RelayState into a link.
     """
+    if request.path.startswith("/saml/"):
+        return request.path + "?" + urlencode([("lang", locale)])
     try:
         query = [(key, value) for key, value in request.GET.items() if key != "lang"]
     except UnicodeDecodeError:

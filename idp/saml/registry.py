@@ -862,15 +862,16 @@ def set_policy(dbsession: Session, entity_id: str, **changes) -> ServiceProvider
     metadata). Raises :class:`MetadataError`, nothing written.
     """
     sp = find_sp(dbsession, entity_id)
+    # What was typed is checked first; then how the pieces fit together.
+    names = list(dict.fromkeys(changes.get("attributes_released") or []))
+    unknown = [name for name in names if name not in RELEASABLE]
+    if unknown:
+        raise MetadataError(
+            f"unknown attribute {', '.join(unknown)}; "
+            f"releasable: {', '.join(RELEASABLE)}"
+        )
     _check_email_name_id(sp, changes)
     if "attributes_released" in changes:
-        names = list(dict.fromkeys(changes["attributes_released"]))
-        unknown = [name for name in names if name not in RELEASABLE]
-        if unknown:
-            raise MetadataError(
-                f"unknown attribute {', '.join(unknown)}; "
-                f"releasable: {', '.join(RELEASABLE)}"
-            )
         sp.attributes_released = names
     if "name_id_format" in changes:
         key = changes["name_id_format"]

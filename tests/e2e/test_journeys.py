@@ -195,10 +195,14 @@ def test_whole_journey_keyboard_only_and_accessible(world, browser, request):
     page.type_into("new-password-form", "password_confirm", FIRST_PASSWORD)
     page.check("first sign-in: filled")
     page.shot("first-sign-in")
+    logins = len(service.logins)
     page.submit("new-password-form")
-    assert not page.has("#new-password-form"), page.text()
-    # Back at the service (where the forced change's continuation lands, or
-    # opened again): single sign-on, no password asked.
+    # The change carries the sign-in started at the service on to it.
+    page.wait_url(lambda url: url.startswith(f"{sp}/acs"))
+    assert page.has("#sp-signed-in"), page.text()
+    assert len(service.logins) == logins + 1
+    assert service.logins[-1].status.endswith(":Success")
+    # Opened again: single sign-on, no password asked.
     logins = len(service.logins)
     page.get(f"{sp}/start")
     page.wait_url(lambda url: url.startswith(f"{sp}/acs"))

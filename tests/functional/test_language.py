@@ -281,6 +281,19 @@ def test_the_language_switch_keeps_the_rest_of_the_address(testapp):
     assert english.forms["login-form"]["next"].value == "/account"
 
 
+def test_the_language_switch_never_repeats_a_saml_message():
+    """On a SAML endpoint the switch drops the one-time message, elsewhere not."""
+    from pyramid.request import Request
+
+    from idp.i18n import switch_url
+
+    saml = Request.blank("/saml/sso/redirect?SAMLRequest=abc&RelayState=x&lang=ms")
+    assert switch_url(saml, "en") == "/saml/sso/redirect?lang=en"
+    # The control: any other page keeps its query.
+    page = Request.blank("/register?next=%2Fsaml%2Finit%2F1&lang=ms")
+    assert switch_url(page, "en") == "/register?next=%2Fsaml%2Finit%2F1&lang=en"
+
+
 def test_a_query_that_is_not_utf8_still_gets_a_language_and_a_switch():
     """The negotiator and the switch read the query without failing on bad bytes."""
     from pyramid.request import Request

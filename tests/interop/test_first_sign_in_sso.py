@@ -30,6 +30,7 @@ import webtest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from idp.i18n import COOKIE_NAME
 from idp.models import AuditEvent, PendingSamlRequest, ServiceProvider, User
 from tests import registration
 from tests.conftest import TEST_BASE_URL, TEST_HOST, base_settings, make_app
@@ -80,18 +81,18 @@ class World:
     app: object
 
     def browser(self, lang: str) -> Browser:
-        return Browser(
-            webtest.TestApp(
-                self.app,
-                extra_environ={
-                    "HTTP_HOST": TEST_HOST,
-                    "HTTP_ORIGIN": TEST_BASE_URL,
-                    "HTTP_ACCEPT_LANGUAGE": lang,
-                    "wsgi.url_scheme": "https",
-                    "REMOTE_ADDR": "192.0.2.10",
-                },
-            )
+        """A person who chose ``lang`` on an earlier visit (its cookie kept)."""
+        testapp = webtest.TestApp(
+            self.app,
+            extra_environ={
+                "HTTP_HOST": TEST_HOST,
+                "HTTP_ORIGIN": TEST_BASE_URL,
+                "wsgi.url_scheme": "https",
+                "REMOTE_ADDR": "192.0.2.10",
+            },
         )
+        testapp.set_cookie(COOKIE_NAME, lang)
+        return Browser(testapp)
 
     def sp(self, sp_class, name: str = "sp1"):
         """An SP registered by the operator from its metadata file."""
