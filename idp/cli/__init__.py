@@ -2,21 +2,56 @@
 
 Every command prints a clear error and exits non-zero on failure; none
 prints a traceback for an expected problem.
+
+Start-up stays fast because nothing is imported before the command line is
+parsed: :data:`COMMANDS` names each command group's module, and only the
+chosen group's module is imported (``--help`` imports none). SQLAlchemy,
+Pyramid, Alembic and pysaml2 (whose XML schemas alone take half a second to
+load) are paid for only by the commands that use them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
-
-from idp.cli import audit, db, keys, mail, metadata, modules, sp, users
+from typing import NamedTuple
 
 
 class CommandError(Exception):
     """An expected failure: printed as one line, exit status 1."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+class Group(NamedTuple):
+    module: str  # imported only when the group is chosen
+    help: str
+
+
+#: Command group -> the module that registers it, and its one-line help. A
+#: module's ``register(groups)`` adds its groups with this same help text
+#: (``tests/unit/test_cli.py`` holds them equal).
+COMMANDS: dict[str, Group] = {
+    "audit": Group("idp.cli.audit", "the hash-chained audit log"),
+    "db": Group("idp.cli.db", "database schema"),
+    "keys": Group("idp.cli.keys", "signing keys"),
+    "mail": Group("idp.cli.mail", "outgoing email"),
+    "metadata": Group("idp.cli.metadata", "the IdP's SAML metadata"),
+    "module": Group(
+        "idp.cli.modules", "MOEIS modules (the systems users reach by role)"
+    ),
+    "role": Group("idp.cli.modules", "roles, and the modules each grants"),
+    "sp": Group("idp.cli.sp", "registered SAML service providers"),
+    "user": Group("idp.cli.users", "user accounts"),
+}
+
+
+def build_parser(group: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``group``, that group's module is imported and registered.
+
+    The other groups are placeholders carrying their help text, so the
+    top-level ``--help`` lists every command without importing any of them.
+    """
     parser = argparse.ArgumentParser(
         prog="idp-admin",
         description=(
@@ -28,16 +63,47 @@ def build_parser() -> argparse.ArgumentParser:
         "config_uri", metavar="CONFIG_URI", help="the ini file, e.g. production.ini"
     )
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
-    for module in (audit, db, keys, mail, metadata, modules, sp, users):
-        module.register(groups)
+    if group is not None:
+        importlib.import_module(COMMANDS[group].module).register(groups)
+    for name, entry in COMMANDS.items():
+        if name not in groups.choices:
+            # No --help of its own: "CONFIG user --help" must get past this
+            # placeholder to the real parser of the second pass.
+            groups.add_parser(name, help=entry.help, add_help=False)
     return parser
 
 
+def chosen_group(argv: list[str]) -> str:
+    """The command group named in ``argv``; argparse's exit on a bad line."""
+    known, _rest = build_parser().parse_known_args(argv)
+    return known.group
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(chosen_group(argv))
     args = parser.parse_args(argv)
     try:
-        return args.handler(args) or 0
+        status = args.handler(args) or 0
+        # Flush here, where a closed pipe is still ours to catch, not in the
+        # interpreter's shutdown, which would print "Exception ignored".
+        sys.stdout.flush()
+        return status
     except CommandError as exc:
         print(f"idp-admin: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # "idp-admin ... | head": the reader has gone, which is not an error
+        # worth a traceback. Point stdout at /dev/null so the interpreter's
+        # final flush cannot raise again (Python's documented recipe).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        from idp.cli.common import database_error
+
+        message = database_error(exc)
+        if message is None:
+            raise
+        print(f"idp-admin: {message}", file=sys.stderr)
         return 1

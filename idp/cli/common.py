@@ -1,10 +1,16 @@
-"""What every command needs: the settings of the ini it was given."""
+"""What every command needs: the ini's settings, a request, database errors."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from idp.settings import SettingsError, parse_settings
+
+# The database the last loaded ini names, so that an error raised anywhere
+# below a command can say which database it was (see database_error).
+_loaded: dict = {}
 
 
 def load_settings(config_uri: str) -> dict:
@@ -20,8 +26,90 @@ def load_settings(config_uri: str) -> dict:
         setup_logging(config_uri)
         install()
         raw = get_appsettings(config_uri, name="main")
-        return parse_settings(raw)
+        settings = parse_settings(raw)
     except SettingsError as exc:
         raise CommandError(f"{config_uri}: {exc}") from None
     except (PlasterError, LookupError, ValueError) as exc:
         raise CommandError(f"{config_uri}: cannot read it ({exc})") from None
+    _loaded["sqlalchemy.url"] = settings.get("sqlalchemy.url")
+    return settings
+
+
+def describe_database(url: str | None) -> str:
+    """Where a database URL points, without its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not url:
+        return "the database"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "the database (sqlalchemy.url is not a database URL)"
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return f"the SQLite database {parsed.database or '(in memory)'}"
+    host = parsed.host or "the local socket"
+    port = f":{parsed.port}" if parsed.port else ""
+    name = f", database {parsed.database}" if parsed.database else ""
+    user = f" as {parsed.username}" if parsed.username else ""
+    return f"the {backend} server at {host}{port}{name}{user}"
+
+
+def database_error(exc: BaseException) -> str | None:
+    """One line naming the database and the cause; None if not a database error.
+
+    A driver's message is what an operator acts on ("connection refused",
+    "password authentication failed", "no such table"), so it is kept, on
+    one line; the exception's class name alone says nothing. The password in
+    the URL is never shown.
+    """
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    if isinstance(exc, ArgumentError):
+        return f"sqlalchemy.url: {exc}"
+    if not isinstance(exc, SQLAlchemyError):
+        return None
+    cause = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    # SQLAlchemy appends the statement and a documentation link: not causes.
+    lines = [
+        line
+        for line in lines
+        if not line.startswith(("[SQL:", "[parameters:", "(Background on"))
+    ]
+    detail = " ".join(lines) or cause.__class__.__name__
+    hint = ""
+    if "no such table" in detail or "does not exist" in detail:
+        hint = "; run 'idp-admin CONFIG db upgrade' first"
+    where = describe_database(_loaded.get("sqlalchemy.url"))
+    return f"database error at {where}: {detail}{hint}"
+
+
+@contextmanager
+def app_request(config_uri: str) -> Iterator:
+    """A request wired as the web app wires one, inside one transaction.
+
+    Services come from ``request.find_service(..., context=None)`` as in a
+    view: the same database wiring, services and translations as
+    :func:`idp.config.configure`, through :func:`idp.config.configure_services`,
+    without what only a web node needs (the SAML server and its keys, views,
+    tweens, the in-process mail thread). A command only queues mail; ``mail
+    deliver`` sends it. The transaction commits when the block ends and
+    aborts on any exception (a ``CommandError`` included), so a failed
+    command writes nothing. Database errors become one line in :func:`main`.
+    """
+    from pyramid.scripting import prepare
+
+    from idp.config import configure_services
+
+    settings = load_settings(config_uri)
+    config = configure_services(settings)
+    env = prepare(registry=config.registry)
+    try:
+        request = env["request"]
+        with request.tm:
+            yield request
+    finally:
+        env["closer"]()
+        config.registry["dbengine"].dispose()

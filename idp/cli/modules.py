@@ -8,14 +8,11 @@ a web request is (:func:`app_request`), and prints only after it committed.
 from __future__ import annotations
 
 import re
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from idp.cli.common import load_settings
+from idp.cli.common import app_request
 from idp.forms import collapse_spaces, has_control_characters
 from idp.models import Module, Role
 
@@ -23,57 +20,6 @@ from idp.models import Module, Role
 CODE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 LABEL_MAX = 200
 DESCRIPTION_MAX = 2000
-
-
-@contextmanager
-def app_request(config_uri: str) -> Iterator:
-    """A request wired as the web app wires one, inside one transaction.
-
-    Services come from ``request.find_service(..., context=None)`` as in a
-    view. The transaction commits when the block ends and aborts on any
-    exception (a ``CommandError`` included), so a failed command writes
-    nothing. Database errors become one-line ``CommandError``s.
-    """
-    from pyramid.paster import bootstrap
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from idp.cli import CommandError
-
-    load_settings(config_uri)  # a missing or bad ini: one line, no traceback
-    # The CLI is not the web process: it must not start the in-process mail
-    # thread of development.ini (a command only queues; `mail deliver`
-    # sends). PasteDeploy takes a name passed here as a global option and
-    # drops the [app:main] value, so the setting falls back to its default,
-    # off. Should that ever change, the thread is stopped below anyway.
-    with warnings.catch_warnings():
-        # pysaml2 7.5.5 still reaches for modes.CFB (see setup.cfg): nothing
-        # an operator can act on, so not printed on every command.
-        warnings.filterwarnings(
-            "ignore", message="CFB has been moved", module="saml2.cryptography"
-        )
-        env = bootstrap(config_uri, options={"mail.deliver_in_process": "false"})
-    registry = env["registry"]
-    thread = registry.get("idp.mail.thread")
-    if thread is not None:
-        thread.stop()
-        thread.join()
-    try:
-        request = env["request"]
-        with request.tm:
-            yield request
-    except SQLAlchemyError as exc:
-        raise CommandError(database_error(exc)) from None
-    finally:
-        env["closer"]()
-        registry["dbengine"].dispose()
-
-
-def database_error(exc) -> str:
-    detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-    hint = ""
-    if "no such table" in detail or "does not exist" in detail:
-        hint = "; run 'idp-admin CONFIG db upgrade' first"
-    return f"database: {detail}{hint}"
 
 
 def code_argument(value: str) -> str:

@@ -172,27 +172,19 @@ def set_policy(args) -> int:
 
 @contextmanager
 def _transaction(config_uri: str) -> Iterator[Session]:
-    """One committed transaction; any failure is one line, nothing written."""
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+    """One committed transaction; any failure is one line, nothing written.
 
+    Database errors propagate to :func:`idp.cli.main`, which names the
+    database and the cause.
+    """
     from idp.cli import CommandError
 
-    settings = load_settings(config_uri)
-    try:
-        engine = make_engine(settings)
-    except ArgumentError as exc:
-        raise CommandError(f"sqlalchemy.url: {exc}") from None
+    engine = make_engine(load_settings(config_uri))
     try:
         with Session(engine) as session, session.begin():
             yield session
     except MetadataError as exc:
         raise CommandError(str(exc)) from None
-    except SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        hint = ""
-        if "no such table" in detail or "does not exist" in detail:
-            hint = "; run 'idp-admin CONFIG db upgrade' first"
-        raise CommandError(f"database: {detail}{hint}") from None
     finally:
         engine.dispose()
 
