@@ -35,6 +35,7 @@ def configure(settings=None) -> Configurator:
     config.include(".saml")
     config.include(".routes")
     config.scan("idp.views")
+    config.include(".requestlog")
     config.include(".tweens")
     config.commit()
     # After pyramid_retry's own registration, so this one wraps it.

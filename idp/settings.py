@@ -173,15 +173,51 @@ OPTIONS: dict[str, Option] = {
 }
 
 
+# Our prefixes: every setting under them must be one the IdP reads, so a typo
+# ("mail.hots") stops the start instead of leaving a default silently in
+# force. ``ratelimit.`` names are checked against the limiters themselves
+# (idp.services.ratelimit). ``sqlalchemy.`` is SQLAlchemy's engine_from_config,
+# whose options (pool_size, echo, connect_args...) we pass on and do not own.
+CHECKED_PREFIXES = ("idp.", "mail.", "captcha.")
+# Keys under those prefixes set by code, never by an ini: what parse_settings
+# derives, and the test seam handing the app an engine.
+DERIVED = frozenset({"idp.development", "idp.dbengine"})
+
+
+def known_settings() -> frozenset[str]:
+    """Every ini setting under :data:`CHECKED_PREFIXES` the IdP reads."""
+    return frozenset(OPTIONS) | DERIVED
+
+
+def unknown_settings(raw: Mapping[str, Any]) -> list[str]:
+    """One message per setting under our prefixes that nothing reads."""
+    from difflib import get_close_matches
+
+    known = known_settings()
+    messages = []
+    for name in sorted(raw):
+        if not name.startswith(CHECKED_PREFIXES) or name in known:
+            continue
+        close = get_close_matches(name, sorted(OPTIONS), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        messages.append(f"unknown setting {name}{hint}")
+    return messages
+
+
 def parse_settings(
     raw: Mapping[str, Any], environ: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """Return a copy of ``raw`` with every known option typed and checked.
 
-    Unknown keys (pyramid's, jinja2's, tm's...) pass through unchanged.
-    Raises :class:`SettingsError` naming the first bad setting.
+    Keys outside our prefixes (pyramid's, jinja2's, tm's...) pass through
+    unchanged; an unknown one under ``idp.``, ``mail.`` or ``captcha.`` is
+    refused, with the closest known name. Raises :class:`SettingsError`
+    naming the bad settings on one line.
     """
     environ = os.environ if environ is None else environ
+    unknown = unknown_settings(raw)
+    if unknown:
+        raise SettingsError("; ".join(unknown))
     settings = dict(raw)
     for name, variable in SECRET_ENV.items():
         if environ.get(variable):

@@ -80,28 +80,35 @@ def chosen_group(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        try:
+            return _run(sys.argv[1:] if argv is None else argv)
+        finally:
+            # Flush here, where a closed pipe is still ours to catch, not in
+            # the interpreter's shutdown, which prints "Exception ignored".
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # "idp-admin ... | head": the reader has gone, which is not an error
+        # worth a traceback. Point stdout at /dev/null so that nothing else
+        # can fail writing to it (the recipe of Python's signal docs).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _run(argv: list[str]) -> int:
     parser = build_parser(chosen_group(argv))
     args = parser.parse_args(argv)
     try:
-        status = args.handler(args) or 0
-        # Flush here, where a closed pipe is still ours to catch, not in the
-        # interpreter's shutdown, which would print "Exception ignored".
-        sys.stdout.flush()
-        return status
+        return args.handler(args) or 0
     except CommandError as exc:
         print(f"idp-admin: {exc}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:
-        # "idp-admin ... | head": the reader has gone, which is not an error
-        # worth a traceback. Point stdout at /dev/null so the interpreter's
-        # final flush cannot raise again (Python's documented recipe).
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
         return 1
     except Exception as exc:
         from idp.cli.common import database_error
 
+        # Database errors are handled here, once, for every command: one line
+        # naming the database and the driver's cause.
         message = database_error(exc)
         if message is None:
             raise

@@ -27,9 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
-from saml2.attribute_converter import ac_factory
-from saml2.mdstore import InMemoryMetaData
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,6 +35,7 @@ from idp.i18n import LOCALES
 from idp.models import Module, ServiceProvider, SpRegistryState
 from idp.models.sp import NAMEID_PERSISTENT
 from idp.redirects import UnsafeUrl, endpoint_url
+from idp.units import format_over
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +136,7 @@ def parse_sp_metadata(
         raise MetadataError(f"metadata must be bytes, not {type(data).__name__}")
     if len(data) > MAX_METADATA_BYTES:
         raise MetadataError(
-            f"metadata is {len(data)} bytes; the limit is {MAX_METADATA_BYTES} "
-            f"bytes ({MAX_METADATA_BYTES // (1024 * 1024)} MiB)"
+            f"metadata is {format_over(len(data), MAX_METADATA_BYTES)}"
         )
     root = _parse_xml(bytes(data))
     _check_depth(root)
@@ -442,20 +440,25 @@ def _localised(
 
 @functools.cache
 def _attribute_converters():
+    from saml2.attribute_converter import ac_factory
+
     # What IdPConfig loads when no attribute_map_dir is configured (ours).
     return ac_factory()
 
 
-def load_sp_source(
-    entity_id: str, metadata_xml: str, attribute_converters=None
-) -> InMemoryMetaData:
+def load_sp_source(entity_id: str, metadata_xml: str, attribute_converters=None):
     """The SP's metadata loaded exactly as the SAML server loads it.
 
     :func:`idp.saml.server.build_server` uses this for every enabled SP, and
     :func:`import_sp` before registering one, so an import either registers
     an SP the server can use or is refused (SAML-39). Raises
-    :class:`MetadataError` naming why pysaml2 cannot use it.
+    :class:`MetadataError` naming why pysaml2 cannot use it. Returns a
+    pysaml2 ``InMemoryMetaData``; pysaml2 is imported here, not with the
+    module, so that ``idp-admin sp list|show|enable|disable|remove`` do not
+    pay half a second for its XML schemas.
     """
+    from saml2.mdstore import InMemoryMetaData
+
     source = InMemoryMetaData(
         attribute_converters or _attribute_converters(), metadata_xml
     )
@@ -680,7 +683,10 @@ def import_sp(
     load_sp_source(parsed.entity_id, bytes(data).decode("utf-8-sig"))
     module = None
     if module_code is not None:
-        module = dbsession.scalar(select(Module).where(Module.code == module_code))
+        # Codes are unique whatever their case (migration 0007).
+        module = dbsession.scalar(
+            select(Module).where(func.lower(Module.code) == module_code.lower())
+        )
         if module is None:
             raise MetadataError(f"no module has the code {module_code!r}")
     sp = dbsession.scalar(

@@ -152,8 +152,11 @@ def text_of(message) -> str:
 
 def test_every_command_has_help():
     for group, actions in (
-        ("module", ("create", "list")),
-        ("role", ("create", "list", "grant-module", "revoke-module")),
+        ("module", ("create", "list", "rename", "delete")),
+        (
+            "role",
+            ("create", "list", "rename", "delete", "grant-module", "revoke-module"),
+        ),
         (
             "user",
             ("add", "show", "grant", "revoke", "lock", "unlock", "reset-password"),
