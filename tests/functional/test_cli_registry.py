@@ -8,6 +8,9 @@ delete is refused while something still uses the row, naming what; ``sp
 remove`` says what goes with the SP and asks first.
 """
 
+# The fixtures db, engine and ini come from test_cli_admin by import.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import datetime as dt
@@ -39,16 +42,16 @@ EMIS = ("--name-ms", "Sistem Maklumat Murid", "--name-en", "Pupil Records")
 GURU = ("--name-ms", "Guru", "--name-en", "Teacher")
 
 
-def details(engine, name: str) -> list[dict]:  # noqa: F811
+def details(engine, name: str) -> list[dict]:
     return [event.detail for event in events(engine, name)]
 
 
-def generation(engine) -> int:  # noqa: F811
+def generation(engine) -> int:
     with Session(engine) as session:
         return session.scalar(select(SpRegistryState.generation)) or 0
 
 
-def test_module_and_role_changes_are_audited(db, engine):  # noqa: F811
+def test_module_and_role_changes_are_audited(db, engine):
     ok(db, "module", "create", "EMIS", *EMIS)
     ok(db, "role", "create", "guru", *GURU)
     ok(db, "role", "grant-module", "guru", "EMIS")
@@ -87,7 +90,7 @@ def test_module_and_role_changes_are_audited(db, engine):  # noqa: F811
     assert "audit chain intact: 8 events" in ok(db, "audit", "verify")
 
 
-def test_codes_are_unique_whatever_their_case(db, engine):  # noqa: F811
+def test_codes_are_unique_whatever_their_case(db, engine):
     ok(db, "module", "create", "EMIS", *EMIS)
     assert fails(db, "module", "create", "emis", *EMIS) == (
         "idp-admin: a module with code 'EMIS' already exists "
@@ -129,7 +132,7 @@ def test_case_variants_are_refused_by_the_database(
     dbsession.flush()
 
 
-def test_rename_keeps_codes_unique_and_may_change_only_the_case(db, engine):  # noqa: F811
+def test_rename_keeps_codes_unique_and_may_change_only_the_case(db, engine):
     ok(db, "module", "create", "emis", *EMIS)
     ok(db, "module", "create", "spm", *EMIS)
     assert fails(db, "module", "rename", "spm", "EMIS") == (
@@ -150,7 +153,7 @@ def test_rename_keeps_codes_unique_and_may_change_only_the_case(db, engine):  # 
     assert len(events(engine, "module.renamed")) == 1
 
 
-def test_delete_is_refused_while_in_use_and_names_what(db, engine, tmp_path):  # noqa: F811
+def test_delete_is_refused_while_in_use_and_names_what(db, engine, tmp_path):
     ok(db, "module", "create", "EMIS", *EMIS)
     ok(db, "role", "create", "guru", *GURU)
     ok(db, "role", "create", "pentadbir", *GURU)
@@ -189,7 +192,7 @@ def test_delete_is_refused_while_in_use_and_names_what(db, engine, tmp_path):  #
 
 def test_sp_changes_are_audited_and_identical_reimport_is_unchanged(
     db, engine, tmp_path
-):  # noqa: F811
+):
     metadata = tmp_path / "sp.xml"
     metadata.write_bytes(make_sp_metadata())
     ok(db, "module", "create", "EMIS", *EMIS)
@@ -229,7 +232,7 @@ def answer(monkeypatch, text: str) -> None:
 
 def test_sp_remove_says_what_it_deletes_and_asks_first(
     db, engine, tmp_path, monkeypatch
-):  # noqa: F811
+):
     metadata = tmp_path / "sp.xml"
     metadata.write_bytes(make_sp_metadata())
     ok(db, "sp", "import", metadata)
