@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 from alembic import command
@@ -85,6 +86,9 @@ def check(args) -> int:
 
     engine = _engine(args)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    # A check changes nothing: Alembic's INFO lines about its set-up ("Context
+    # impl SQLiteImpl", one per autogenerate plugin) would bury the answer.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         with engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()

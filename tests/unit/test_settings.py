@@ -206,3 +206,52 @@ def test_a_hosted_captcha_needs_its_keys():
             ),
             environ={"IDP_CAPTCHA_SECRET": "s"},
         )
+
+
+def test_misspelt_settings_stop_start_with_one_line_naming_them():
+    """Issue 12: a typo must not leave a default silently in force."""
+    with pytest.raises(SettingsError) as info:
+        parse_settings(
+            raw(**{"mail.hots": "smtp.example.org", "idp.bcrypt_round": "13"}),
+            environ={},
+        )
+    assert str(info.value) == (
+        "unknown setting idp.bcrypt_round (did you mean idp.bcrypt_rounds?); "
+        "unknown setting mail.hots (did you mean mail.host?)"
+    )
+    with pytest.raises(SettingsError, match=r"^unknown setting captcha\.frobnicate$"):
+        parse_settings(raw(**{"captcha.frobnicate": "1"}), environ={})
+    # The control: the names spelt right are read.
+    settings = parse_settings(
+        raw(**{"mail.host": "smtp.example.org", "idp.bcrypt_rounds": "13"}),
+        environ={},
+    )
+    assert (settings["mail.host"], settings["idp.bcrypt_rounds"]) == (
+        "smtp.example.org",
+        13,
+    )
+
+
+def test_other_prefixes_are_not_ours_to_refuse():
+    settings = parse_settings(
+        raw(**{"sqlalchemy.pool_size": "5", "tm.annotate_user": "false"}), environ={}
+    )
+    assert settings["sqlalchemy.pool_size"] == "5"
+
+
+@pytest.mark.parametrize("name", ["development.ini", "production.ini"])
+def test_the_shipped_ini_files_hold_no_unknown_setting(name):
+    from pathlib import Path
+
+    from pyramid.paster import get_appsettings
+
+    from idp.settings import unknown_settings
+
+    ini = Path(__file__).resolve().parents[2] / name
+    assert unknown_settings(get_appsettings(str(ini), name="main")) == []
+
+
+def test_settings_parsed_twice_stay_valid():
+    """The CLI parses, then hands the result to configure_services, which parses."""
+    once = parse_settings(raw(), environ={})
+    assert parse_settings(once, environ={}) == once
