@@ -175,9 +175,10 @@ OPTIONS: dict[str, Option] = {
 
 # Our prefixes: every setting under them must be one the IdP reads, so a typo
 # ("mail.hots") stops the start instead of leaving a default silently in
-# force. ``ratelimit.`` names are checked against the limiters themselves
-# (idp.services.ratelimit). ``sqlalchemy.`` is SQLAlchemy's engine_from_config,
-# whose options (pool_size, echo, connect_args...) we pass on and do not own.
+# force. ``ratelimit.`` names are checked too, against the limiters
+# themselves (idp.services.ratelimit). ``sqlalchemy.`` is SQLAlchemy's
+# engine_from_config, whose options (pool_size, echo, connect_args...) we pass
+# on and do not own.
 CHECKED_PREFIXES = ("idp.", "mail.", "captcha.")
 # Keys under those prefixes set by code, never by an ini: what parse_settings
 # derives, and the test seam handing the app an engine.
@@ -194,11 +195,18 @@ def unknown_settings(raw: Mapping[str, Any]) -> list[str]:
     from difflib import get_close_matches
 
     known = known_settings()
+    candidates = sorted(OPTIONS)
+    if any(name.startswith("ratelimit.") for name in raw):
+        # Imported only when needed: the limiter names live with the limiters.
+        from idp.services.ratelimit import LIMITS, SETTING_PREFIX, STORAGE_SETTING
+
+        limits = {SETTING_PREFIX + name for name in LIMITS} | {STORAGE_SETTING}
+        known, candidates = known | limits, candidates + sorted(limits)
     messages = []
     for name in sorted(raw):
-        if not name.startswith(CHECKED_PREFIXES) or name in known:
+        if not name.startswith((*CHECKED_PREFIXES, "ratelimit.")) or name in known:
             continue
-        close = get_close_matches(name, sorted(OPTIONS), n=1, cutoff=0.8)
+        close = get_close_matches(name, candidates, n=1, cutoff=0.8)
         hint = f" (did you mean {close[0]}?)" if close else ""
         messages.append(f"unknown setting {name}{hint}")
     return messages
@@ -210,9 +218,9 @@ def parse_settings(
     """Return a copy of ``raw`` with every known option typed and checked.
 
     Keys outside our prefixes (pyramid's, jinja2's, tm's...) pass through
-    unchanged; an unknown one under ``idp.``, ``mail.`` or ``captcha.`` is
-    refused, with the closest known name. Raises :class:`SettingsError`
-    naming the bad settings on one line.
+    unchanged; an unknown one under ``idp.``, ``mail.``, ``captcha.`` or
+    ``ratelimit.`` is refused, with the closest known name. Raises
+    :class:`SettingsError` naming the bad settings on one line.
     """
     environ = os.environ if environ is None else environ
     unknown = unknown_settings(raw)

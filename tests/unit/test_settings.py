@@ -221,6 +221,13 @@ def test_misspelt_settings_stop_start_with_one_line_naming_them():
     )
     with pytest.raises(SettingsError, match=r"^unknown setting captcha\.frobnicate$"):
         parse_settings(raw(**{"captcha.frobnicate": "1"}), environ={})
+    with pytest.raises(
+        SettingsError,
+        match=r"^unknown setting ratelimit\.login\.adress "
+        r"\(did you mean ratelimit\.login\.address\?\)$",
+    ):
+        parse_settings(raw(**{"ratelimit.login.adress": "5/60"}), environ={})
+    parse_settings(raw(**{"ratelimit.login.address": "5/60"}), environ={})
     # The control: the names spelt right are read.
     settings = parse_settings(
         raw(**{"mail.host": "smtp.example.org", "idp.bcrypt_rounds": "13"}),
