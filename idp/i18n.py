@@ -5,7 +5,10 @@ The negotiator tries ``?lang=``, then the ``idp_lang`` cookie, then
 cookie so the visible language switch works without a session.
 """
 
-from pyramid.i18n import TranslationStringFactory
+# What pyramid.i18n re-exports, taken from its source so that modules naming
+# messages (identifiers, the log filter) do not import Pyramid: idp-admin's
+# database commands never need it.
+from translationstring import TranslationStringFactory
 
 DOMAIN = "idp"
 LOCALES = ("ms", "en")

@@ -13,24 +13,64 @@ from idp.settings import SettingsError, parse_settings
 _loaded: dict = {}
 
 
+def read_ini(path: Path) -> dict:
+    """The ``[app:main]`` settings of ``path``, as PasteDeploy gives them to the app.
+
+    PasteDeploy and plaster find their loaders by reading the metadata of
+    every installed distribution, a third of a second before the first line
+    of a command runs. The ini format the IdP ships is plain ``configparser``
+    with ``%(here)s`` and ``%(__file__)s``, so it is read directly;
+    ``tests/unit/test_cli.py`` holds the result equal to
+    ``pyramid.paster.get_appsettings`` for both shipped files.
+    """
+    from configparser import ConfigParser
+
+    parser = ConfigParser(
+        defaults={"here": str(path.parent.resolve()), "__file__": str(path.resolve())}
+    )
+    parser.optionxform = str  # setting names are case-sensitive
+    with path.open(encoding="utf-8") as file:
+        parser.read_file(file)
+    settings = dict(parser.items("app:main"))
+    for name in ("use", "here", "__file__"):
+        settings.pop(name, None)
+    return settings
+
+
+def setup_logging(path: Path) -> None:
+    """The ini's ``[loggers]``, as ``pyramid.paster.setup_logging`` sets them up."""
+    import logging.config
+    from configparser import ConfigParser
+
+    parser = ConfigParser(interpolation=None)
+    parser.read(path, encoding="utf-8")
+    if parser.has_section("loggers"):
+        logging.config.fileConfig(
+            path,
+            {"here": str(path.parent.resolve()), "__file__": str(path.resolve())},
+            disable_existing_loggers=False,
+        )
+
+
 def load_settings(config_uri: str) -> dict:
-    from plaster.exceptions import PlasterError
-    from pyramid.paster import get_appsettings, setup_logging
+    from configparser import Error as IniError
 
     from idp.cli import CommandError
     from idp.logmask import install
 
-    if not Path(config_uri.split("#")[0]).is_file():
+    path = Path(config_uri)
+    if not path.is_file():
         raise CommandError(f"{config_uri}: no such configuration file")
     try:
-        setup_logging(config_uri)
+        setup_logging(path)
         install()
-        raw = get_appsettings(config_uri, name="main")
+        raw = read_ini(path)
         settings = parse_settings(raw)
     except SettingsError as exc:
         raise CommandError(f"{config_uri}: {exc}") from None
-    except (PlasterError, LookupError, ValueError) as exc:
-        raise CommandError(f"{config_uri}: cannot read it ({exc})") from None
+    except (IniError, LookupError, ValueError, OSError) as exc:
+        reason = " ".join(str(exc).split())
+        raise CommandError(f"{config_uri}: cannot read it ({reason})") from None
     _loaded["sqlalchemy.url"] = settings.get("sqlalchemy.url")
     return settings
 

@@ -35,3 +35,21 @@ def test_every_group_in_the_modules_is_in_the_registry():
         groups = argparse.ArgumentParser().add_subparsers()
         importlib.import_module(module).register(groups)
         assert set(groups.choices) <= set(COMMANDS), module
+
+
+@pytest.mark.parametrize("name", ["development.ini", "production.ini"])
+def test_settings_are_read_as_pastedeploy_reads_them(name, tmp_path):
+    """idp-admin reads the ini itself (fast); the app gets it from PasteDeploy."""
+    from pathlib import Path
+
+    from pyramid.paster import get_appsettings
+
+    from idp.cli.common import read_ini
+
+    shipped = Path(__file__).resolve().parents[2] / name
+    # Elsewhere, so %(here)s must follow the file.
+    moved = tmp_path / name
+    moved.write_text(shipped.read_text())
+    for ini in (shipped, moved):
+        assert read_ini(ini) == dict(get_appsettings(str(ini), name="main"))
+    assert read_ini(moved)["jinja2.directories"] == f"{tmp_path}/templates"
