@@ -58,7 +58,9 @@ def load_settings(config_uri: str) -> dict:
     from idp.cli import CommandError
     from idp.logmask import install
 
-    path = Path(config_uri)
+    # "production.ini#main" names the section PasteDeploy would read: the
+    # IdP's is always [app:main].
+    path = Path(config_uri.split("#")[0])
     if not path.is_file():
         raise CommandError(f"{config_uri}: no such configuration file")
     try:

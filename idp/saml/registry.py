@@ -135,9 +135,7 @@ def parse_sp_metadata(
     if not isinstance(data, bytes | bytearray):
         raise MetadataError(f"metadata must be bytes, not {type(data).__name__}")
     if len(data) > MAX_METADATA_BYTES:
-        raise MetadataError(
-            f"metadata is {format_over(len(data), MAX_METADATA_BYTES)}"
-        )
+        raise MetadataError(f"metadata is {format_over(len(data), MAX_METADATA_BYTES)}")
     root = _parse_xml(bytes(data))
     _check_depth(root)
     if root.tag == _ENTITIES_DESCRIPTOR:

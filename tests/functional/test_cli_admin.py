@@ -28,7 +28,7 @@ from idp.db import make_engine, utcnow
 from idp.models import AuditEvent, IdpSession, OneTimeToken, User
 from tests.conftest import TEST_BASE_URL, TEST_HOST, base_settings, make_app
 
-# Every command builds the whole app.
+# Every command configures the app's services and database.
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
