@@ -275,3 +275,55 @@ def test_sp_remove_says_what_it_deletes_and_asks_first(
     (removed,) = details(engine, "sp.removed")
     assert removed["entity_id"] == SP_ENTITY_ID
     assert len(removed["deleted"]) == 2
+
+
+def test_a_grant_racing_a_delete_is_refused_not_cascaded_away(db_engine):
+    """``module delete`` checks, then deletes: a grant made in between must fail.
+
+    Without the row lock, PostgreSQL lets the grant commit after the check
+    and the delete's ON DELETE CASCADE then drops it silently. With it, the
+    grant waits for the delete and is refused by the foreign key. (SQLite
+    runs one writer at a time, so there the grant always waits.)
+    """
+    import threading
+
+    from sqlalchemy import delete
+
+    from idp.cli.modules import _locked
+    from idp.models.role import role_modules
+
+    names = {"display_name_ms": "x", "display_name_en": "x"}
+    with Session(db_engine) as session, session.begin():
+        module, role = Module(code="RACE", **names), Role(name="race", **names)
+        session.add_all([module, role])
+        session.flush()
+        module_id, role_id = module.id, role.id
+    outcome = {}
+
+    def grant():
+        try:
+            with db_engine.begin() as conn:
+                conn.execute(
+                    role_modules.insert().values(role_id=role_id, module_id=module_id)
+                )
+            outcome["grant"] = "committed"
+        except IntegrityError:
+            outcome["grant"] = "refused"
+
+    racer = threading.Thread(target=grant)
+    try:
+        with Session(db_engine) as session, session.begin():
+            module = _locked(session, session.get(Module, module_id))
+            assert module.roles == []  # the check: nothing uses it
+            racer.start()
+            racer.join(timeout=1.5)
+            assert racer.is_alive(), "the grant did not wait for the delete"
+            session.delete(module)
+        racer.join(timeout=30)
+        assert outcome == {"grant": "refused"}
+    finally:
+        racer.join(timeout=30)
+        with db_engine.begin() as conn:
+            conn.execute(delete(role_modules).where(role_modules.c.role_id == role_id))
+            conn.execute(delete(Role.__table__).where(Role.id == role_id))
+            conn.execute(delete(Module.__table__).where(Module.id == module_id))
