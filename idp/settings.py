@@ -56,6 +56,23 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _bytes_between(low: int, high: int) -> Callable[[str], int]:
+    """A size in bytes; the bounds are said in KiB/MiB, as people think of them."""
+
+    def parse(value: str) -> int:
+        from idp.units import format_bytes
+
+        number = int(str(value).strip())
+        if not low <= number <= high:
+            raise ValueError(
+                f"must be between {format_bytes(low)} and {format_bytes(high)}, "
+                "in bytes"
+            )
+        return number
+
+    return parse
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         value = str(value).strip()
@@ -124,7 +141,7 @@ OPTIONS: dict[str, Option] = {
     "idp.key_size": Option(_int_between(2048, 8192), 3072),
     "idp.metadata_valid_days": Option(_int_between(1, 365), 7),
     "idp.metadata_cache_seconds": Option(_int_between(60, 7 * 24 * 3600), 3600),
-    "idp.max_request_body": Option(_int_between(1024, 64 * 1024 * 1024), 1048576),
+    "idp.max_request_body": Option(_bytes_between(1024, 64 * 1024 * 1024), 1048576),
     "idp.name.ms": Option(_text, "idMe"),
     "idp.name.en": Option(_text, "idMe"),
     "idp.description.ms": Option(_text, ""),

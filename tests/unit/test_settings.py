@@ -262,3 +262,14 @@ def test_settings_parsed_twice_stay_valid():
     """The CLI parses, then hands the result to configure_services, which parses."""
     once = parse_settings(raw(), environ={})
     assert parse_settings(once, environ={}) == once
+
+
+def test_size_bounds_are_said_in_human_units():
+    with pytest.raises(SettingsError) as info:
+        parse_settings(raw(**{"idp.max_request_body": "134217728"}), environ={})
+    assert str(info.value) == (
+        "idp.max_request_body: must be between 1 KiB and 64 MiB, in bytes "
+        "(got '134217728')"
+    )
+    settings = parse_settings(raw(**{"idp.max_request_body": "2097152"}), environ={})
+    assert settings["idp.max_request_body"] == 2097152
