@@ -6,7 +6,7 @@ from pyramid_retry import RetryableExecutionPolicy
 from idp.settings import parse_settings
 
 
-def configure(settings=None) -> Configurator:
+def _settings(settings) -> dict:
     settings = parse_settings(settings or {})
     settings.setdefault("jinja2.i18n.domain", "idp")
     settings.setdefault("jinja2.autoescape", "true")
@@ -15,8 +15,11 @@ def configure(settings=None) -> Configurator:
     settings.setdefault("tm.manager_hook", "pyramid_tm.explicit_manager")
     settings.setdefault("tm.annotate_user", "false")
     settings.setdefault("pyramid.default_locale_name", "ms")
+    return settings
 
-    config = Configurator(settings=settings)
+
+def configure(settings=None) -> Configurator:
+    config = Configurator(settings=_settings(settings))
     config.include("pyramid_services")
     config.include(".csrf")
     config.include(".jinja2")
@@ -32,11 +35,34 @@ def configure(settings=None) -> Configurator:
     config.include(".saml")
     config.include(".routes")
     config.scan("idp.views")
+    config.include(".requestlog")
     config.include(".tweens")
     config.commit()
     # After pyramid_retry's own registration, so this one wraps it.
     attempts = int(config.get_settings()["retry.attempts"])
     config.set_execution_policy(closing_input(RetryableExecutionPolicy(attempts)))
+    config.commit()
+    return config
+
+
+def configure_services(settings=None) -> Configurator:
+    """The app without its web face, for ``idp-admin``.
+
+    The same settings, database wiring, translations and services as
+    :func:`configure`, so a command changes data exactly as a request does;
+    none of the SAML server, keys, views, routes or tweens, which cost a
+    command a second of start-up and would make it need the signing key. A
+    command never starts the in-process mail thread: it queues mail, and
+    ``mail deliver`` sends it.
+    """
+    config = Configurator(
+        settings={**_settings(settings), "mail.deliver_in_process": False}
+    )
+    config.include("pyramid_services")
+    config.include("pyramid_tm")
+    config.include(".db")
+    config.include(".i18n")
+    config.include(".services")
     config.commit()
     return config
 

@@ -10,7 +10,6 @@ import datetime as dt
 import threading
 import uuid
 
-import zope.sqlalchemy
 from sqlalchemy import MetaData, String, engine_from_config, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, configure_mappers
@@ -133,6 +132,11 @@ def make_engine(settings, prefix: str = "sqlalchemy.") -> Engine:
 
 
 def get_tm_session(engine_or_connection, transaction_manager) -> Session:
+    # Imported here: it brings the transaction package and every driver it
+    # knows (psycopg, asyncio), which idp-admin's engine-only commands on
+    # SQLite never use.
+    import zope.sqlalchemy
+
     session = Session(bind=engine_or_connection, expire_on_commit=False)
     zope.sqlalchemy.register(session, transaction_manager=transaction_manager)
     return session

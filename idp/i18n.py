@@ -10,7 +10,10 @@ a Malay page first.
 
 from urllib.parse import urlencode
 
-from pyramid.i18n import TranslationString, TranslationStringFactory
+# What pyramid.i18n re-exports, taken from its source so that modules naming
+# messages (identifiers, the log filter) do not import Pyramid: idp-admin's
+# database commands never need it.
+from translationstring import TranslationString, TranslationStringFactory
 
 DOMAIN = "idp"
 LOCALES = ("ms", "en")

@@ -58,6 +58,23 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _bytes_between(low: int, high: int) -> Callable[[str], int]:
+    """A size in bytes; the bounds are said in KiB/MiB, as people think of them."""
+
+    def parse(value: str) -> int:
+        from idp.units import format_bytes
+
+        number = int(str(value).strip())
+        if not low <= number <= high:
+            raise ValueError(
+                f"must be between {format_bytes(low)} and {format_bytes(high)}, "
+                "in bytes"
+            )
+        return number
+
+    return parse
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         value = str(value).strip()
@@ -133,7 +150,7 @@ OPTIONS: dict[str, Option] = {
     "idp.key_size": Option(_int_between(2048, 8192), 3072),
     "idp.metadata_valid_days": Option(_int_between(1, 365), 7),
     "idp.metadata_cache_seconds": Option(_int_between(60, 7 * 24 * 3600), 3600),
-    "idp.max_request_body": Option(_int_between(1024, 64 * 1024 * 1024), 1048576),
+    "idp.max_request_body": Option(_bytes_between(1024, 64 * 1024 * 1024), 1048576),
     "idp.name.ms": Option(_text, "idMe"),
     "idp.name.en": Option(_text, "idMe"),
     "idp.description.ms": Option(_text, ""),
@@ -200,15 +217,59 @@ OPTIONS: dict[str, Option] = {
 CAPTCHA_HOOK_ENV = "IDP_E2E_CAPTCHA_HOOK"
 
 
+# Our prefixes: every setting under them must be one the IdP reads, so a typo
+# ("mail.hots") stops the start instead of leaving a default silently in
+# force. ``ratelimit.`` names are checked too, against the limiters
+# themselves (idp.services.ratelimit). ``sqlalchemy.`` is SQLAlchemy's
+# engine_from_config, whose options (pool_size, echo, connect_args...) we pass
+# on and do not own.
+CHECKED_PREFIXES = ("idp.", "mail.", "captcha.")
+# Keys under those prefixes set by code, never by an ini: what parse_settings
+# derives, and the test seam handing the app an engine.
+DERIVED = frozenset({"idp.development", "idp.dbengine", "idp.crest"})
+
+
+def known_settings() -> frozenset[str]:
+    """Every ini setting under :data:`CHECKED_PREFIXES` the IdP reads."""
+    return frozenset(OPTIONS) | DERIVED
+
+
+def unknown_settings(raw: Mapping[str, Any]) -> list[str]:
+    """One message per setting under our prefixes that nothing reads."""
+    from difflib import get_close_matches
+
+    known = known_settings()
+    candidates = sorted(OPTIONS)
+    if any(name.startswith("ratelimit.") for name in raw):
+        # Imported only when needed: the limiter names live with the limiters.
+        from idp.services.ratelimit import LIMITS, SETTING_PREFIX, STORAGE_SETTING
+
+        limits = {SETTING_PREFIX + name for name in LIMITS} | {STORAGE_SETTING}
+        known, candidates = known | limits, candidates + sorted(limits)
+    messages = []
+    for name in sorted(raw):
+        if not name.startswith((*CHECKED_PREFIXES, "ratelimit.")) or name in known:
+            continue
+        close = get_close_matches(name, candidates, n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        messages.append(f"unknown setting {name}{hint}")
+    return messages
+
+
 def parse_settings(
     raw: Mapping[str, Any], environ: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """Return a copy of ``raw`` with every known option typed and checked.
 
-    Unknown keys (pyramid's, jinja2's, tm's...) pass through unchanged.
-    Raises :class:`SettingsError` naming the first bad setting.
+    Keys outside our prefixes (pyramid's, jinja2's, tm's...) pass through
+    unchanged; an unknown one under ``idp.``, ``mail.``, ``captcha.`` or
+    ``ratelimit.`` is refused, with the closest known name. Raises
+    :class:`SettingsError` naming the bad settings on one line.
     """
     environ = os.environ if environ is None else environ
+    unknown = unknown_settings(raw)
+    if unknown:
+        raise SettingsError("; ".join(unknown))
     settings = dict(raw)
     for name, variable in SECRET_ENV.items():
         if environ.get(variable):

@@ -1,27 +1,157 @@
-"""What every command needs: the settings of the ini it was given."""
+"""What every command needs: the ini's settings, a request, database errors."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from idp.settings import SettingsError, parse_settings
 
+# The database the last loaded ini names, so that an error raised anywhere
+# below a command can say which database it was (see database_error).
+_loaded: dict = {}
+
+
+def read_ini(path: Path) -> dict:
+    """The ``[app:main]`` settings of ``path``, as PasteDeploy gives them to the app.
+
+    PasteDeploy and plaster find their loaders by reading the metadata of
+    every installed distribution, a third of a second before the first line
+    of a command runs. The ini format the IdP ships is plain ``configparser``
+    with ``%(here)s`` and ``%(__file__)s``, so it is read directly;
+    ``tests/unit/test_cli.py`` holds the result equal to
+    ``pyramid.paster.get_appsettings`` for both shipped files.
+    """
+    from configparser import ConfigParser
+
+    parser = ConfigParser(
+        defaults={"here": str(path.parent.resolve()), "__file__": str(path.resolve())}
+    )
+    parser.optionxform = str  # setting names are case-sensitive
+    with path.open(encoding="utf-8") as file:
+        parser.read_file(file)
+    settings = dict(parser.items("app:main"))
+    for name in ("use", "here", "__file__"):
+        settings.pop(name, None)
+    return settings
+
+
+def setup_logging(path: Path) -> None:
+    """The ini's ``[loggers]``, as ``pyramid.paster.setup_logging`` sets them up."""
+    import logging.config
+    from configparser import ConfigParser
+
+    parser = ConfigParser(interpolation=None)
+    parser.read(path, encoding="utf-8")
+    if parser.has_section("loggers"):
+        logging.config.fileConfig(
+            path,
+            {"here": str(path.parent.resolve()), "__file__": str(path.resolve())},
+            disable_existing_loggers=False,
+        )
+
 
 def load_settings(config_uri: str) -> dict:
-    from plaster.exceptions import PlasterError
-    from pyramid.paster import get_appsettings, setup_logging
+    from configparser import Error as IniError
 
     from idp.cli import CommandError
     from idp.logmask import install
 
-    if not Path(config_uri.split("#")[0]).is_file():
+    # "production.ini#main" names the section PasteDeploy would read: the
+    # IdP's is always [app:main].
+    path = Path(config_uri.split("#")[0])
+    if not path.is_file():
         raise CommandError(f"{config_uri}: no such configuration file")
     try:
-        setup_logging(config_uri)
+        setup_logging(path)
         install()
-        raw = get_appsettings(config_uri, name="main")
-        return parse_settings(raw)
+        raw = read_ini(path)
+        settings = parse_settings(raw)
     except SettingsError as exc:
         raise CommandError(f"{config_uri}: {exc}") from None
-    except (PlasterError, LookupError, ValueError) as exc:
-        raise CommandError(f"{config_uri}: cannot read it ({exc})") from None
+    except (IniError, LookupError, ValueError, OSError) as exc:
+        reason = " ".join(str(exc).split())
+        raise CommandError(f"{config_uri}: cannot read it ({reason})") from None
+    _loaded["sqlalchemy.url"] = settings.get("sqlalchemy.url")
+    return settings
+
+
+def describe_database(url: str | None) -> str:
+    """Where a database URL points, without its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not url:
+        return "the database"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "the database (sqlalchemy.url is not a database URL)"
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return f"the SQLite database {parsed.database or '(in memory)'}"
+    host = parsed.host or "the local socket"
+    port = f":{parsed.port}" if parsed.port else ""
+    name = f", database {parsed.database}" if parsed.database else ""
+    user = f" as {parsed.username}" if parsed.username else ""
+    return f"the {backend} server at {host}{port}{name}{user}"
+
+
+def database_error(exc: BaseException) -> str | None:
+    """One line naming the database and the cause; None if not a database error.
+
+    A driver's message is what an operator acts on ("connection refused",
+    "password authentication failed", "no such table"), so it is kept, on
+    one line; the exception's class name alone says nothing. The password in
+    the URL is never shown.
+    """
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    if isinstance(exc, ArgumentError):
+        return f"sqlalchemy.url: {exc}"
+    if not isinstance(exc, SQLAlchemyError):
+        return None
+    cause = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    # SQLAlchemy appends the statement and a documentation link: not causes.
+    lines = [
+        line
+        for line in lines
+        if not line.startswith(("[SQL:", "[parameters:", "(Background on"))
+    ]
+    detail = " ".join(lines) or cause.__class__.__name__
+    hint = ""
+    if "no such table" in detail or "does not exist" in detail:
+        hint = "; run 'idp-admin CONFIG db upgrade' first"
+    where = describe_database(_loaded.get("sqlalchemy.url"))
+    return f"database error at {where}: {detail}{hint}"
+
+
+@contextmanager
+def app_request(config_uri: str) -> Iterator:
+    """A request wired as the web app wires one, inside one transaction.
+
+    Services come from ``request.find_service(..., context=None)`` as in a
+    view: the same database wiring, services and translations as
+    :func:`idp.config.configure`, through :func:`idp.config.configure_services`,
+    without what only a web node needs (the SAML server and its keys, views,
+    tweens, the in-process mail thread). A command only queues mail; ``mail
+    deliver`` sends it. The transaction commits when the block ends and
+    aborts on any exception (a ``CommandError`` included), so a failed
+    command writes nothing. Database errors become one line in :func:`main`.
+    """
+    from pyramid.scripting import prepare
+
+    from idp.config import configure_services
+
+    settings = load_settings(config_uri)
+    config = configure_services(settings)
+    env = prepare(registry=config.registry)
+    try:
+        request = env["request"]
+        with request.tm:
+            yield request
+    finally:
+        env["closer"]()
+        config.registry["dbengine"].dispose()

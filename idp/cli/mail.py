@@ -48,8 +48,6 @@ def _engine(settings):
 
 
 def deliver(args) -> int:
-    from sqlalchemy.exc import OperationalError, ProgrammingError
-
     from idp.cli import CommandError
     from idp.services.delivery import OutboxWorker
     from idp.services.purge import Purger
@@ -83,17 +81,12 @@ def deliver(args) -> int:
                 next_purge = time.monotonic() + settings["idp.purge.interval_seconds"]
             if not args.loop or stopping.wait(settings["mail.poll_seconds"]):
                 break
-    except (OperationalError, ProgrammingError) as exc:
-        raise CommandError(f"database: {exc.orig}") from None
     finally:
         engine.dispose()
     return 0 if not report.failed or args.loop else 1
 
 
 def status(args) -> int:
-    from sqlalchemy.exc import OperationalError, ProgrammingError
-
-    from idp.cli import CommandError
 
     settings = load_settings(args.config_uri)
     engine = _engine(settings)
@@ -107,8 +100,6 @@ def status(args) -> int:
     try:
         with engine.connect() as conn:
             queued, failing, sent, oldest = conn.execute(query).one()
-    except (OperationalError, ProgrammingError) as exc:
-        raise CommandError(f"database: {exc.orig}") from None
     finally:
         engine.dispose()
     print(f"queued {queued} (failing {failing}), sent {sent}")

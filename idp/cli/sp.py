@@ -7,6 +7,7 @@ its SAML server on its next request.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -49,12 +50,21 @@ def register(groups) -> None:
     _register_policy(commands)
     for name, handler, text in (
         ("show", show, "an SP's policy and endpoints"),
-        ("remove", remove, "unregister an SP (its persistent NameIDs go too)"),
+        (
+            "remove",
+            remove,
+            "unregister an SP, saying what goes with it (its persistent NameIDs "
+            "too); asks first unless --yes",
+        ),
         ("enable", enable, "let users sign in to an SP again"),
         ("disable", disable, "stop issuing assertions to an SP"),
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("entity_id", metavar="ENTITY_ID")
+        if name == "remove":
+            command.add_argument(
+                "--yes", action="store_true", help="remove without asking"
+            )
         command.set_defaults(handler=handler)
 
 
@@ -123,10 +133,10 @@ def _register_policy(commands) -> None:
     )
     policy.add_argument(
         "--encryption-method",
-        choices=[*registry.DATA_ENCRYPTIONS, "auto"],
+        choices=[*registry.ENCRYPTION_METHODS, "auto"],
         metavar="METHOD",
         help="the assertion's data encryption for a legacy SP whose metadata "
-        f"misleads: {', '.join(registry.DATA_ENCRYPTIONS)}; 'auto' (the default) "
+        f"misleads: {', '.join(registry.ENCRYPTION_METHODS)}; 'auto' (the default) "
         "takes the strongest the metadata lists, AES-256-GCM when it lists none",
     )
     policy.set_defaults(handler=set_policy)
@@ -184,74 +194,111 @@ def set_policy(args) -> int:
 
 @contextmanager
 def _transaction(config_uri: str) -> Iterator[Session]:
-    """One committed transaction; any failure is one line, nothing written."""
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+    """One committed transaction; any failure is one line, nothing written.
 
+    Database errors propagate to :func:`idp.cli.main`, which names the
+    database and the cause.
+    """
     from idp.cli import CommandError
 
-    settings = load_settings(config_uri)
-    try:
-        engine = make_engine(settings)
-    except ArgumentError as exc:
-        raise CommandError(f"sqlalchemy.url: {exc}") from None
+    engine = make_engine(load_settings(config_uri))
     try:
         with Session(engine) as session, session.begin():
             yield session
     except MetadataError as exc:
         raise CommandError(str(exc)) from None
-    except SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        hint = ""
-        if "no such table" in detail or "does not exist" in detail:
-            hint = "; run 'idp-admin CONFIG db upgrade' first"
-        raise CommandError(f"database: {detail}{hint}") from None
     finally:
         engine.dispose()
 
 
 def _read_metadata(path: str) -> bytes:
     from idp.cli import CommandError
+    from idp.units import format_over
 
     try:
         with open(path, "rb") as file:
             # Never read more than one byte past the cap (OPS-03).
-            return file.read(MAX_METADATA_BYTES + 1)
+            data = file.read(MAX_METADATA_BYTES + 1)
+            if len(data) > MAX_METADATA_BYTES:
+                size = os.fstat(file.fileno()).st_size
     except OSError as exc:
         raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > MAX_METADATA_BYTES:
+        raise CommandError(
+            f"{path} is {format_over(max(size, len(data)), MAX_METADATA_BYTES)}"
+        )
+    return data
+
+
+def _audit(session: Session, event: str, **detail) -> None:
+    from idp.services.audit import AuditLog
+
+    AuditLog(session).record(event, detail={"by": "idp-admin", **detail})
+
+
+def _where(sp: ServiceProvider) -> str:
+    return (
+        f"module {sp.module.code if sp.module else '-'}, "
+        f"{'enabled' if sp.enabled else 'disabled'}"
+    )
+
+
+def _unchanged(sp: ServiceProvider | None, data: bytes, args) -> bool:
+    """Whether this import would leave the registered ``sp`` exactly as it is.
+
+    The same bytes, no other module and no other enabled state: nothing to
+    write, nothing to audit, no generation for every node to rebuild on.
+    """
+    import hashlib
+
+    if sp is None or sp.metadata_sha256 != hashlib.sha256(data).hexdigest():
+        return False
+    if args.module is not None and (
+        sp.module is None or sp.module.code.lower() != args.module.lower()
+    ):
+        return False
+    return not (args.disabled and sp.enabled)
 
 
 def import_(args) -> int:
     data = _read_metadata(args.file)
     development = load_settings(args.config_uri)["idp.development"]
     with _transaction(args.config_uri) as session:
-        count = select(func.count(ServiceProvider.id))
-        before = session.scalar(count)
-        sp = registry.import_sp(
-            session,
-            data,
-            module_code=args.module,
-            enabled=False if args.disabled else None,
-            replace=args.replace,
-            allow_http=development,
+        # Checked in full (expiry, endpoints...) even when nothing changes.
+        entity_id = registry.parse_sp_metadata(data, allow_http=development).entity_id
+        existing = session.scalar(
+            select(ServiceProvider).where(ServiceProvider.entity_id == entity_id)
         )
-        new = session.scalar(count) > before
-        if sp.trust_changes:
-            from idp.services.audit import AuditLog
-
-            AuditLog(session).record(
-                "sp.replaced",
-                detail={
-                    "by": "idp-admin",
-                    "entity_id": sp.entity_id,
-                    "changes": sp.trust_changes,
-                },
+        replaced = []
+        if _unchanged(existing, data, args):
+            line = f"unchanged {entity_id} ({_where(existing)})"
+        else:
+            previous = existing.metadata_sha256 if existing is not None else None
+            sp = registry.import_sp(
+                session,
+                data,
+                module_code=args.module,
+                enabled=False if args.disabled else None,
+                replace=args.replace,
+                allow_http=development,
             )
-        replaced = list(sp.trust_changes)
-        line = (
-            f"{'registered' if new else 'updated'} {sp.entity_id} "
-            f"(module {sp.module.code if sp.module else '-'}, "
-            f"{'enabled' if sp.enabled else 'disabled'})"
-        )
+            detail = {
+                "entity_id": sp.entity_id,
+                "module": sp.module.code if sp.module else None,
+                "enabled": sp.enabled,
+                "metadata_sha256": sp.metadata_sha256,
+            }
+            if sp.trust_changes:
+                _audit(session, "sp.replaced", changes=sp.trust_changes, **detail)
+            elif previous is None:
+                _audit(session, "sp.imported", **detail)
+            else:
+                _audit(session, "sp.updated", previous_sha256=previous, **detail)
+            replaced = list(sp.trust_changes)
+            line = (
+                f"{'registered' if previous is None else 'updated'} {sp.entity_id} "
+                f"({_where(sp)})"
+            )
     for change in replaced:
         print(f"replaced: {change}")
     print(line)
@@ -349,10 +396,72 @@ def _describe(sp: ServiceProvider, md: registry.SpMetadata) -> list[str]:
     return lines
 
 
+def _removal(session: Session, sp: ServiceProvider) -> list[str]:
+    """What removing ``sp`` deletes with it, one line each, counted now."""
+    from idp.models import PendingSamlRequest, PersistentNameId
+    from idp.models.session import SessionParticipant
+
+    def count(model) -> int:
+        return session.scalar(
+            select(func.count()).select_from(model).where(model.sp_id == sp.id)
+        )
+
+    lines = [f"the registration of {sp.entity_id} ({_where(sp)}) and its policy"]
+    name_ids = count(PersistentNameId)
+    if name_ids:
+        lines.append(
+            f"{name_ids} persistent NameID{'s' if name_ids > 1 else ''}: registered "
+            "again, the service would get new ones and not recognise its users"
+        )
+    participants = count(SessionParticipant)
+    if participants:
+        lines.append(
+            f"{participants} sign-in{'s' if participants > 1 else ''} in live "
+            "sessions (single logout will no longer reach the service)"
+        )
+    pending = count(PendingSamlRequest)
+    if pending:
+        lines.append(
+            f"{pending} sign-in request{'s' if pending > 1 else ''} waiting "
+            "for the user"
+        )
+    return lines
+
+
+def _confirmed(entity_id: str) -> bool:
+    """Ask on the terminal; only "yes" (or "y") goes ahead, end of input refuses."""
+    print(f"Remove {entity_id}? Type yes to confirm: ", end="", flush=True)
+    try:
+        answer = input()
+    except EOFError:
+        print()
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
 def remove(args) -> int:
+    from idp.cli import CommandError
+
+    if not args.yes:
+        # Read-only first, and the question asked outside any transaction:
+        # a SQLite writer lock held while a person thinks stops every node.
+        with _transaction(args.config_uri) as session:
+            sp = registry.find_sp(session, args.entity_id)
+            sp_id, lines = sp.id, _removal(session, sp)
+        print(f"This deletes {lines[0]}", *lines[1:], sep="\n  ")
+        if not _confirmed(args.entity_id):
+            raise CommandError("not removed: not confirmed (answer yes, or pass --yes)")
     with _transaction(args.config_uri) as session:
+        sp = registry.find_sp(session, args.entity_id)
+        if not args.yes and sp.id != sp_id:
+            raise CommandError(
+                f"not removed: {args.entity_id} was registered again meanwhile"
+            )
+        lines = _removal(session, sp)
+        detail = {"entity_id": sp.entity_id, "deleted": lines}
         registry.remove_sp(session, args.entity_id)
-    print(f"removed {args.entity_id}")
+        _audit(session, "sp.removed", **detail)
+    print(f"removed {lines[0]}", *lines[1:], sep="\n  ")
     return 0
 
 
@@ -365,7 +474,12 @@ def disable(args) -> int:
 
 
 def _set_enabled(args, enabled: bool) -> int:
+    word = "enabled" if enabled else "disabled"
     with _transaction(args.config_uri) as session:
-        registry.set_enabled(session, args.entity_id, enabled)
-    print(f"{'enabled' if enabled else 'disabled'} {args.entity_id}")
+        sp = registry.find_sp(session, args.entity_id)
+        changed = sp.enabled != enabled
+        if changed:
+            registry.set_enabled(session, args.entity_id, enabled)
+            _audit(session, f"sp.{word}", entity_id=sp.entity_id)
+    print(f"{word} {args.entity_id}" if changed else f"unchanged: already {word}")
     return 0

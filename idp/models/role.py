@@ -1,6 +1,6 @@
 import datetime as dt
 
-from sqlalchemy import Column, ForeignKey, String, Table, Text
+from sqlalchemy import Column, ForeignKey, Index, String, Table, Text, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.db import Base, UTCDateTime, utcnow
@@ -50,3 +50,11 @@ class Module(Base):
 
     roles = relationship("Role", secondary=role_modules, back_populates="modules")
     service_providers = relationship("ServiceProvider", back_populates="module")
+
+
+# Codes and names are unique whatever their case: "EMIS" and "emis" would be
+# two modules an operator cannot tell apart in a list or a command line. The
+# database enforces it (migration 0007), so no race between two commands
+# slips a second spelling in.
+Index("uq_modules_code_lower", func.lower(Module.code), unique=True)
+Index("uq_roles_name_lower", func.lower(Role.name), unique=True)

@@ -5,8 +5,18 @@ first run when ``idp.auto_create_keys`` is on), proves the signature
 verifier refuses a tampered document (OPS-07), and prepares the metadata.
 """
 
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
+
+# pysaml2 7.5.5 still reaches for modes.CFB, which cryptography >= 43
+# deprecates on access (see setup.cfg): printed at every start and by every
+# idp-admin command that loads pysaml2, with nothing an operator can do. Set
+# here, before any module of this package imports saml2; only that warning
+# from that one module is hidden.
+warnings.filterwarnings(
+    "ignore", message="CFB has been moved", module="saml2.cryptography.symmetric"
+)
 
 
 def _resolve(settings, name: str) -> Path:

@@ -29,9 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
-from saml2.attribute_converter import ac_factory
-from saml2.mdstore import InMemoryMetaData
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,7 +38,7 @@ from idp.models import Module, ServiceProvider, SpRegistryState
 from idp.models.sp import NAMEID_PERSISTENT
 from idp.redirects import UnsafeUrl, endpoint_url
 from idp.saml import xsdatetime
-from idp.saml.crypto import DATA_ENCRYPTIONS
+from idp.units import format_over
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +142,7 @@ def parse_sp_metadata(
     if not isinstance(data, bytes | bytearray):
         raise MetadataError(f"metadata must be bytes, not {type(data).__name__}")
     if len(data) > MAX_METADATA_BYTES:
-        raise MetadataError(
-            f"metadata is {len(data)} bytes; the limit is {MAX_METADATA_BYTES} "
-            f"bytes ({MAX_METADATA_BYTES // (1024 * 1024)} MiB)"
-        )
+        raise MetadataError(f"metadata is {format_over(len(data), MAX_METADATA_BYTES)}")
     root = _parse_xml(bytes(data))
     _check_depth(root)
     if root.tag == _ENTITIES_DESCRIPTOR:
@@ -483,20 +478,25 @@ def _localised(
 
 @functools.cache
 def _attribute_converters():
+    from saml2.attribute_converter import ac_factory
+
     # What IdPConfig loads when no attribute_map_dir is configured (ours).
     return ac_factory()
 
 
-def load_sp_source(
-    entity_id: str, metadata_xml: str, attribute_converters=None
-) -> InMemoryMetaData:
+def load_sp_source(entity_id: str, metadata_xml: str, attribute_converters=None):
     """The SP's metadata loaded exactly as the SAML server loads it.
 
     :func:`idp.saml.server.build_server` uses this for every enabled SP, and
     :func:`import_sp` before registering one, so an import either registers
     an SP the server can use or is refused (SAML-39). Raises
-    :class:`MetadataError` naming why pysaml2 cannot use it.
+    :class:`MetadataError` naming why pysaml2 cannot use it. Returns a
+    pysaml2 ``InMemoryMetaData``; pysaml2 is imported here, not with the
+    module, so that ``idp-admin sp list|show|enable|disable|remove`` do not
+    pay half a second for its XML schemas.
     """
+    from saml2.mdstore import InMemoryMetaData
+
     source = InMemoryMetaData(
         attribute_converters or _attribute_converters(), metadata_xml
     )
@@ -730,7 +730,10 @@ def import_sp(
     load_sp_source(parsed.entity_id, bytes(data).decode("utf-8-sig"))
     module = None
     if module_code is not None:
-        module = dbsession.scalar(select(Module).where(Module.code == module_code))
+        # Codes are unique whatever their case (migration 0007).
+        module = dbsession.scalar(
+            select(Module).where(func.lower(Module.code) == module_code.lower())
+        )
         if module is None:
             raise MetadataError(f"no module has the code {module_code!r}")
     sp = dbsession.scalar(
@@ -829,6 +832,11 @@ def usable_metadata(sp: ServiceProvider) -> SpMetadata | None:
         return None
 
 
+# The names ``sp policy --encryption-method`` takes, strongest first: the keys
+# of idp.saml.crypto.DATA_ENCRYPTIONS, named here so that the CLI need not
+# load xmlsec and pysaml2 to offer them (tests/unit/saml holds them equal).
+ENCRYPTION_METHODS = ("aes256-gcm", "aes128-gcm", "aes256-cbc", "aes128-cbc")
+
 NAME_ID_FORMATS = {
     "persistent": NAMEID_PERSISTENT,
     "transient": "urn:oasis:names:tc:SAML:2.0:nameid-format:transient",
@@ -858,7 +866,7 @@ def set_policy(dbsession: Session, entity_id: str, **changes) -> ServiceProvider
     ``uid`` instead of the per-SP one, SAML-38), ``required_authn_context``
     (a URI or None), ``clock_skew`` (0-600 s or None for the IdP's), ``relay_state_max``
     (80-1024 bytes or None), ``encryption_method`` (a key of
-    :data:`idp.saml.crypto.DATA_ENCRYPTIONS`, or None to follow the
+    :data:`ENCRYPTION_METHODS`, or None to follow the
     metadata). Raises :class:`MetadataError`, nothing written.
     """
     sp = find_sp(dbsession, entity_id)
@@ -907,10 +915,10 @@ def set_policy(dbsession: Session, entity_id: str, **changes) -> ServiceProvider
         sp.relay_state_max = value
     if "encryption_method" in changes:
         value = changes["encryption_method"]
-        if value is not None and value not in DATA_ENCRYPTIONS:
+        if value is not None and value not in ENCRYPTION_METHODS:
             raise MetadataError(
                 "the encryption method must be one of "
-                f"{', '.join(DATA_ENCRYPTIONS)} (or auto)"
+                f"{', '.join(ENCRYPTION_METHODS)} (or auto)"
             )
         sp.encryption_method = value
     dbsession.flush()

@@ -7,7 +7,6 @@ reference ID is logged with the traceback so an operator can find it.
 from __future__ import annotations
 
 import logging
-import secrets
 from urllib.parse import urlencode
 
 from pyramid.exceptions import BadCSRFOrigin, BadCSRFToken
@@ -75,15 +74,12 @@ CSRF_PAGE = (
 )
 
 
-def new_reference() -> str:
-    return secrets.token_hex(6).upper()
-
-
 def render_error(request, status: int, page=None, *, headers=None):
     code, title, explanation = (
         page or PAGES.get(status) or PAGES[500 if status >= 500 else 400]
     )
-    reference = new_reference()
+    # The request's own reference: its log line (idp.requestlog) has it too.
+    reference = request.reference
     locale = request.locale_name
     second = other_locale(locale)
     request.response.status_int = status

@@ -32,6 +32,7 @@ def run(*args, env=None):
     return subprocess.run(
         [str(IDP_ADMIN), *map(str, args)],
         capture_output=True,
+        stdin=subprocess.DEVNULL,  # a command that asks gets end of input
         text=True,
         check=False,
         env={**os.environ, **(env or {})},

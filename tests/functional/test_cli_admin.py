@@ -28,7 +28,7 @@ from idp.db import make_engine, utcnow
 from idp.models import AuditEvent, IdpSession, OneTimeToken, User
 from tests.conftest import TEST_BASE_URL, TEST_HOST, base_settings, make_app
 
-# Every command builds the whole app.
+# Every command configures the app's services and database.
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,8 +152,11 @@ def text_of(message) -> str:
 
 def test_every_command_has_help():
     for group, actions in (
-        ("module", ("create", "list")),
-        ("role", ("create", "list", "grant-module", "revoke-module")),
+        ("module", ("create", "list", "rename", "delete")),
+        (
+            "role",
+            ("create", "list", "rename", "delete", "grant-module", "revoke-module"),
+        ),
         (
             "user",
             ("add", "show", "grant", "revoke", "lock", "unlock", "reset-password"),

@@ -63,10 +63,10 @@ def test_import_list_show_disable_enable_remove(ini, database, tmp_path):  # noq
     assert rows(database)[SP_ENTITY_ID].encrypt_assertion is True
     assert rows(database)[OTHER_SP].enabled is False
 
-    # A re-import updates the row; it does not add one.
+    # Re-importing the same file changes nothing and adds no row.
     result = run(ini, "sp", "import", signed)
     assert result.returncode == 0, result.stderr
-    assert f"updated {SP_ENTITY_ID} (module emis, enabled)" in result.stdout
+    assert f"unchanged {SP_ENTITY_ID} (module emis, enabled)" in result.stdout
     assert len(rows(database)) == 2
 
     result = run(ini, "sp", "list")
@@ -98,8 +98,11 @@ def test_import_list_show_disable_enable_remove(ini, database, tmp_path):  # noq
     assert (result.returncode, result.stdout) == (0, f"enabled {SP_ENTITY_ID}\n")
     assert rows(database)[SP_ENTITY_ID].enabled is True
 
-    result = run(ini, "sp", "remove", OTHER_SP)
-    assert (result.returncode, result.stdout) == (0, f"removed {OTHER_SP}\n")
+    result = run(ini, "sp", "remove", OTHER_SP, "--yes")
+    assert (result.returncode, result.stdout) == (
+        0,
+        f"removed the registration of {OTHER_SP} (module -, disabled) and its policy\n",
+    )
     assert list(rows(database)) == [SP_ENTITY_ID]
 
 
@@ -160,7 +163,13 @@ def test_ops_03_oversized_file_is_refused_by_the_cli(ini, database, tmp_path):  
     data = make_sp_metadata()
     big = tmp_path / "big.xml"
     big.write_bytes(padded(data, MAX_METADATA_BYTES + 1))
-    assert_refused(run(ini, "sp", "import", big), "the limit is 5242880 bytes")
+    assert_refused(
+        run(ini, "sp", "import", big),
+        f"{big} is 5 MiB (5,242,881 bytes, 1 over); the limit is 5 MiB",
+    )
+    # The size reported is the file's, though only the limit + 1 byte is read.
+    big.write_bytes(padded(data, 20 * 1024 * 1024))
+    assert_refused(run(ini, "sp", "import", big), "is 20 MiB; the limit is 5 MiB")
     assert rows(database) == {}
     big.write_bytes(padded(data, MAX_METADATA_BYTES))
     result = run(ini, "sp", "import", big)

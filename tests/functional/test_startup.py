@@ -49,3 +49,15 @@ def test_production_with_development_secret_stops_start(settings, capsys):
         idp.main({}, **production)
     error = capsys.readouterr().err
     assert "idp.session_secret: the development value" in error
+
+
+def test_a_misspelt_setting_stops_start_with_one_line(settings, capsys):
+    """Issue 12: ``mail.hots`` must not leave mail.host at its default unnoticed."""
+    with pytest.raises(SystemExit) as info:
+        idp.main({}, **{**settings, "mail.hots": "smtp.example.org"})
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        "idp: cannot start: unknown setting mail.hots (did you mean mail.host?)\n"
+    )
+    # The control: spelt right, it starts.
+    assert idp.main({}, **{**settings, "mail.host": "smtp.example.org"}) is not None

@@ -248,3 +248,70 @@ def test_development_refuses_the_captcha_test_hook_without_the_runner():
         parse_settings(settings, environ=HOOK)["captcha.test_answers_dir"]
         == "var/e2e-answers"
     )
+
+
+def test_misspelt_settings_stop_start_with_one_line_naming_them():
+    """Issue 12: a typo must not leave a default silently in force."""
+    with pytest.raises(SettingsError) as info:
+        parse_settings(
+            raw(**{"mail.hots": "smtp.example.org", "idp.bcrypt_round": "13"}),
+            environ={},
+        )
+    assert str(info.value) == (
+        "unknown setting idp.bcrypt_round (did you mean idp.bcrypt_rounds?); "
+        "unknown setting mail.hots (did you mean mail.host?)"
+    )
+    with pytest.raises(SettingsError, match=r"^unknown setting captcha\.frobnicate$"):
+        parse_settings(raw(**{"captcha.frobnicate": "1"}), environ={})
+    with pytest.raises(
+        SettingsError,
+        match=r"^unknown setting ratelimit\.login\.adress "
+        r"\(did you mean ratelimit\.login\.address\?\)$",
+    ):
+        parse_settings(raw(**{"ratelimit.login.adress": "5/60"}), environ={})
+    parse_settings(raw(**{"ratelimit.login.address": "5/60"}), environ={})
+    # The control: the names spelt right are read.
+    settings = parse_settings(
+        raw(**{"mail.host": "smtp.example.org", "idp.bcrypt_rounds": "13"}),
+        environ={},
+    )
+    assert (settings["mail.host"], settings["idp.bcrypt_rounds"]) == (
+        "smtp.example.org",
+        13,
+    )
+
+
+def test_other_prefixes_are_not_ours_to_refuse():
+    settings = parse_settings(
+        raw(**{"sqlalchemy.pool_size": "5", "tm.annotate_user": "false"}), environ={}
+    )
+    assert settings["sqlalchemy.pool_size"] == "5"
+
+
+@pytest.mark.parametrize("name", ["development.ini", "production.ini"])
+def test_the_shipped_ini_files_hold_no_unknown_setting(name):
+    from pathlib import Path
+
+    from pyramid.paster import get_appsettings
+
+    from idp.settings import unknown_settings
+
+    ini = Path(__file__).resolve().parents[2] / name
+    assert unknown_settings(get_appsettings(str(ini), name="main")) == []
+
+
+def test_settings_parsed_twice_stay_valid():
+    """The CLI parses, then hands the result to configure_services, which parses."""
+    once = parse_settings(raw(), environ={})
+    assert parse_settings(once, environ={}) == once
+
+
+def test_size_bounds_are_said_in_human_units():
+    with pytest.raises(SettingsError) as info:
+        parse_settings(raw(**{"idp.max_request_body": "134217728"}), environ={})
+    assert str(info.value) == (
+        "idp.max_request_body: must be between 1 KiB and 64 MiB, in bytes "
+        "(got '134217728')"
+    )
+    settings = parse_settings(raw(**{"idp.max_request_body": "2097152"}), environ={})
+    assert settings["idp.max_request_body"] == 2097152

@@ -1003,3 +1003,11 @@ def test_config_object_builds_context_without_binary(idp_keys, sp_keys):
     assert isinstance(sec.crypto, XmlsecBackend)
     assert sec.crypto.allow_sha1
     assert sec.metadata is conf.metadata
+
+
+def test_the_policy_names_are_the_encryptions_the_backend_has():
+    """The CLI offers registry.ENCRYPTION_METHODS without loading xmlsec."""
+    from idp.saml.crypto import DATA_ENCRYPTIONS
+    from idp.saml.registry import ENCRYPTION_METHODS
+
+    assert tuple(DATA_ENCRYPTIONS) == ENCRYPTION_METHODS

@@ -231,7 +231,10 @@ def test_ops_03_metadata_over_5_mib_is_refused_before_parsing():
     at_cap = padded(data, MAX_METADATA_BYTES)
     assert len(at_cap) == MAX_METADATA_BYTES
     assert parse_sp_metadata(at_cap).entity_id == SP_ENTITY_ID
-    with pytest.raises(MetadataError, match=r"limit is 5242880 bytes \(5 MiB\)"):
+    with pytest.raises(
+        MetadataError,
+        match=r"^metadata is 5 MiB \(5,242,881 bytes, 1 over\); the limit is 5 MiB$",
+    ):
         parse_sp_metadata(padded(data, MAX_METADATA_BYTES + 1))
     # Not XML at all: the size check answers before any parser runs.
     with pytest.raises(MetadataError, match="limit is"):

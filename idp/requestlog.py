@@ -1,0 +1,87 @@
+"""One log line per request: ``GET /login 200 7.3ms ref=3F9A0C1B22D4``.
+
+Logged at INFO on the ``idp.requests`` logger (development.ini shows it,
+production.ini keeps it at WARNING unless an operator wants it). The line
+never holds what may carry a secret:
+
+* no query string (SAMLRequest, RelayState, ``?token=``...);
+* for a route with placeholders, its pattern, not the path that matched it:
+  ``/password/reset/{token}``, never the reset token itself (WEB-13).
+
+Each request gets a reference (``request.reference``), the same one an
+error page shows the user, so a user quoting it leads to this line.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+log = logging.getLogger("idp.requests")
+
+# Paths nothing routed (404s, probes) are printed as sent, only shorter and
+# with anything unprintable escaped, so a hostile path cannot forge lines.
+PATH_MAX = 200
+
+
+def new_reference() -> str:
+    return secrets.token_hex(6).upper()
+
+
+def _reference(request) -> str:
+    return new_reference()
+
+
+def logged_path(request) -> str:
+    route = getattr(request, "matched_route", None)
+    if route is not None and "{" in route.pattern:
+        path = route.pattern
+        if not path.startswith("/"):
+            path = "/" + path
+        return path
+    path = request.environ.get("PATH_INFO", "") or "/"
+    # PATH_INFO holds the raw bytes as latin-1: escape all but printable ASCII.
+    path = path.encode("latin-1", "backslashreplace").decode(
+        "ascii", "backslashreplace"
+    )
+    path = "".join(
+        char if char.isprintable() else f"\\x{ord(char):02x}" for char in path
+    )
+    if len(path) > PATH_MAX:
+        path = path[:PATH_MAX] + "..."
+    return path
+
+
+def request_log_tween_factory(handler, registry):
+    def request_log_tween(request):
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = handler(request)
+            status = response.status_int
+            return response
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "%s %s %d %.1fms ref=%s",
+                    request.method,
+                    logged_path(request),
+                    status,
+                    (time.perf_counter() - start) * 1000,
+                    request.reference,
+                )
+
+    return request_log_tween
+
+
+def includeme(config) -> None:
+    from pyramid.tweens import INGRESS
+
+    config.add_request_method(_reference, "reference", reify=True)
+    # Outermost: the time includes every other tween and any retry.
+    config.add_tween(
+        "idp.requestlog.request_log_tween_factory",
+        under=INGRESS,
+        over="idp.tweens.security_headers_tween_factory",
+    )
