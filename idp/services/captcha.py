@@ -192,15 +192,18 @@ class ImageCaptcha:
         if token is not None:
             return token
         now = self.clock()
-        stale = (
+        # Read, then delete by id: a subquery of the DELETE may be rescanned
+        # per row and take more than one batch (see ratelimit._purge).
+        stale = self.dbsession.scalars(
             select(CaptchaChallenge.id)
             .where(CaptchaChallenge.expires_at < now)
             .limit(PURGE_BATCH)
             .with_for_update(skip_locked=True)
-        )
-        self.dbsession.execute(
-            delete(CaptchaChallenge).where(CaptchaChallenge.id.in_(stale))
-        )
+        ).all()
+        if stale:
+            self.dbsession.execute(
+                delete(CaptchaChallenge).where(CaptchaChallenge.id.in_(stale))
+            )
         token = secrets.token_urlsafe(TOKEN_BYTES)
         self.dbsession.add(
             CaptchaChallenge(
