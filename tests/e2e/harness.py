@@ -271,7 +271,7 @@ class ServiceApp:
 
 
 class AccessibilityError(AssertionError):
-    pass
+    """axe-core found a serious or critical violation, or could not run."""
 
 
 def chromium(profile: Path) -> webdriver.Chrome:

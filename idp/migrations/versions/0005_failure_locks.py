@@ -123,4 +123,5 @@ def upgrade():
 
 
 def downgrade():
-    pass
+    """Nothing to undo: disabling the accounts again would bring back the
+    defect this revision repairs, and the schema did not change."""
