@@ -327,9 +327,15 @@ class OutboxWorker:
             .with_for_update(skip_locked=True)
         )
         with Session(self.engine) as session, session.begin():
+            # The batch is read (and locked) first, then updated by id: as a
+            # subquery of the UPDATE, a nested-loop plan may rescan it per row
+            # and claim more than one batch (see ratelimit._purge).
+            due_ids = session.scalars(due).all()
+            if not due_ids:
+                return []
             claimed = session.scalars(
                 update(OutboxMessage)
-                .where(OutboxMessage.id.in_(due))
+                .where(OutboxMessage.id.in_(due_ids))
                 .values(
                     next_attempt_at=now + LEASE,
                     attempts=OutboxMessage.attempts + 1,
