@@ -57,6 +57,7 @@ from idp.saml.crypto import (
     XmlsecBackend,
     parse_xml,
 )
+from idp.saml import xsdatetime
 from idp.saml.registry import RELEASABLE, SpMetadata
 from idp.saml.requests import (
     STATUS_REQUESTER,
@@ -69,6 +70,8 @@ from idp.saml.requests import (
 _SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
 _ASSERTION = f"{{{_SAML_NS}}}Assertion"
 _ENCRYPTED_ASSERTION = f"{{{_SAML_NS}}}EncryptedAssertion"
+_CONDITIONS = f"{{{_SAML_NS}}}Conditions"
+_CONFIRMATION_DATA = f"{{{_SAML_NS}}}SubjectConfirmationData"
 _BACKEND = XmlsecBackend()
 
 STATUS_NO_PASSIVE = "urn:oasis:names:tc:SAML:2.0:status:NoPassive"
@@ -410,6 +413,7 @@ def build(
         digest_alg=DIGEST_ALGORITHM,
     )
     root = parse_xml(str(response).encode("utf-8"))
+    _pin_lifetime(root.find(_ASSERTION), lifetime)
     key_file, certificate = server.config.key_file, server.sec.my_cert
     if sp.sign_assertion:
         _BACKEND.sign_element(root.find(_ASSERTION), key_file, certificate)
@@ -431,6 +435,20 @@ def build(
     if sp.sign_response:
         _BACKEND.sign_element(root, key_file, certificate)
     return etree.tostring(root, encoding="unicode")
+
+
+def _pin_lifetime(assertion: etree._Element, lifetime: int) -> None:
+    """Every NotOnOrAfter is exactly the assertion's IssueInstant + lifetime.
+
+    pysaml2 reads the clock once for IssueInstant and again for each
+    NotOnOrAfter, whole seconds each time; a second boundary crossed in
+    between made an assertion live a second longer than the setting says.
+    """
+    issued = xsdatetime.parse(assertion.get("IssueInstant"))
+    until = (issued + dt.timedelta(seconds=lifetime)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for element in assertion.iter(_CONDITIONS, _CONFIRMATION_DATA):
+        if element.get("NotOnOrAfter") is not None:
+            element.set("NotOnOrAfter", until)
 
 
 def build_error(

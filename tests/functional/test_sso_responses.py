@@ -381,6 +381,30 @@ def test_saml_35_response_and_assertion_signed_and_scoped_to_the_request(
         verify(keypair, forged, RESPONSE_NODE, root.get("ID"))
 
 
+def test_saml_35_lifetime_is_exact_when_the_clock_ticks_while_building(
+    testapp, sp, user, monkeypatch
+):
+    """IssueInstant and NotOnOrAfter come from readings of the clock a moment
+    apart; a second ticking over between them must not lengthen the life."""
+    import saml2.time_util
+
+    read = saml2.time_util.time_in_a_while
+
+    def a_second_later(*args, **kwargs):
+        return read(*args, **kwargs) + dt.timedelta(seconds=1)
+
+    monkeypatch.setattr(saml2.time_util, "time_in_a_while", a_second_later)
+    sign_in(testapp, user)
+    assertion = parse(saml_xml(sso(testapp, status=200))).find("saml:Assertion", NS)
+    issued = instant(assertion.get("IssueInstant"))
+    data = assertion.find(
+        "saml:Subject/saml:SubjectConfirmation/saml:SubjectConfirmationData", NS
+    )
+    conditions = assertion.find("saml:Conditions", NS)
+    for not_after in (data.get("NotOnOrAfter"), conditions.get("NotOnOrAfter")):
+        assert instant(not_after) == issued + MAX_LIFETIME
+
+
 def test_saml_35_assertion_for_one_sp_names_only_that_sp(
     testapp, dbsession, sp, sp2, user, keypair
 ):
