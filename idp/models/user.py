@@ -2,7 +2,7 @@ import datetime as dt
 import enum
 import uuid
 
-from sqlalchemy import CheckConstraint, String
+from sqlalchemy import CheckConstraint, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.db import Base, new_uuid, utcnow
@@ -22,6 +22,18 @@ class UserCategory(enum.StrEnum):
     PUBLIC = "public"
 
 
+# Who is in the decoy pool (idp/services/security_image.py): users who chose
+# their own image and phrase, have since set a password of their own (so the
+# email was theirs: a registration nobody completed never shows its words to
+# strangers) and are not locked by an operator. The partial index makes the
+# identifier step's decoy read one index probe whatever the share of users
+# outside the pool; migration 0012_decoy_pool creates it.
+DECOY_POOL_WHERE = (
+    "security_image IS NOT NULL AND security_phrase IS NOT NULL"
+    " AND password_changed_at IS NOT NULL AND disabled_at IS NULL"
+)
+
+
 class User(Base):
     """A registered person.
 
@@ -37,6 +49,12 @@ class User(Base):
                 ", ".join(f"'{kind.value}'" for kind in IdentifierKind)
             ),
             name="identifier_kind",
+        ),
+        Index(
+            "ix_users_decoy_pool",
+            "id",
+            sqlite_where=text(DECOY_POOL_WHERE),
+            postgresql_where=text(DECOY_POOL_WHERE),
         ),
     )
 

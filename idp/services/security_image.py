@@ -1,35 +1,101 @@
 """What the identifier step shows: the user's image and phrase, or a decoy.
 
-For an identifier nobody registered, the page shows a decoy derived from an
+For an identifier nobody registered, the page shows a decoy, chosen by an
 HMAC of the normalised identifier with a key derived from ``idp.hmac_key``:
-the same number always shows the same decoy, on every node, and nothing on
-the page says whether the number is registered. Decoys come from the same
-catalogue as real choices and pass the same validation (3-40 characters, no
-control characters); they change only when ``idp.hmac_key`` does.
+the same number shows the same decoy on every node, and nothing on the page
+says whether the number is registered (AUTH-01). A decoy comes from one of
+two sources.
 
-Anyone can read this file, so a decoy phrase must not be told from a real
-one by its words, shape or case (AUTH-26). People write their phrase about
+The pool (AUTH-26), once a deployment has ``idp.decoy_pool.ready_at`` users
+in it: the decoy is the image and phrase of a real user, so decoys and real
+pairs are drawn from one distribution by construction, and no model of the
+words can tell them apart. The pool is not a copy of anything: it is the
+users themselves, those matching ``idp.models.user.DECOY_POOL_WHERE`` (they
+chose their pair, have set a password of their own, are not locked by an
+operator), held in a partial index in the order of their random ids
+(uuid4). A number's decoy is the first such user at or after the id that
+the HMAC of the number names, wrapping round. What is shown is that user's
+image and phrase, never their name or number; the page says nothing more.
+
+- Filling and erasure need no code of their own. A user enters the pool in
+  the transaction that makes them match (their first own password, or the
+  pair chosen at first sign-in), their new words replace their old ones in
+  the transaction that changes them, and they leave it when locked or
+  deleted. A phrase someone changed or an account that is gone is never
+  shown again by any node once that transaction commits, and nothing copies
+  it anywhere: no slot to forget, no race between registrations to lose.
+- Why every user and not a fixed sample (a table of M copies): the sample
+  can be harvested. Typing numbers no one holds (a made-up passport number
+  is one) shows the sample's pairs; after about M ln M lookups the attacker
+  holds all of them, and then any number whose pair is not among them is
+  registered. With M = 4,096, about 1,000 lookups (five addresses for an
+  hour at the lookup limits) hold a fifth of the sample and already lift
+  that test past 60 %. When the pool is every user, a registered number's pair is
+  in it as surely as a decoy's, so a harvest, however large, proves nothing
+  (tests/unit/services/test_decoy_classifier.py measures both).
+- What one user's words cost them: each pool user stands in for a share of
+  about 1/P of the unregistered numbers (P users in the pool; the share is
+  the gap before their id, so it varies, mean 1/P). Registration and
+  first sign-in tell them so: the phrase is shown to whoever types their
+  number and, without their name or number, may stand in for numbers nobody
+  registered, so nothing private belongs in it.
+- Stability, and what watching over time shows. A registered number's pair
+  changes when its owner changes it. A decoy changes when the user shown
+  changes theirs or leaves the pool, and when a newcomer's id lands in the
+  gap before that user's, which happens to a decoy seen when the pool held
+  P1 users, by the time it holds P2, with probability 1 - P1/P2 (the share
+  of the pool that is newer). A deployment whose pool grows by a tenth a
+  year changes about 10 % of decoys a year on top of the phrases changed by
+  their owners, so an attacker who looks a number up twice a year apart and
+  calls every changed pair a decoy scores about 55 %; while the pool is
+  young and doubling, far more (1 - 1/2 of decoys change per doubling).
+  Looking up the same number twice a day shows nothing.
+- Before the pool is ready, and in small deployments, decoys come from the
+  generator below, with its weaker guarantee (a classifier built from this
+  source tells its phrases from real ones 57-68 % of the time, over the
+  60 % bound). The switch happens once, when the pool first reaches
+  ``ready_at`` users; every decoy changes then, as on a change of
+  ``idp.hmac_key``, so an attacker who recorded numbers before the switch
+  can tell the early users' numbers (their pairs stayed) from unregistered
+  ones. That is why the threshold is low (200 by default): the early users
+  are few. A pool that shrinks below the threshold switches back.
+- One number's pair never comes from its own account (a registered number
+  shows its owner's pair; a decoy only stands for a number no one holds).
+  Someone who mistypes their own number sees another user's pair, which
+  they do not recognise, except in the 1 in P chance that the mistyped
+  number lands on their own gap, or another user chose the very same pair.
+- Cost: counting the pool up to ``ready_at`` entries of the partial index
+  and one probe of it, for registered and unregistered numbers alike (the
+  step computes the decoy for every number, so its timing says nothing).
+
+The generator (the decoy source until the pool is ready; it also suggests a
+phrase at registration and first sign-in, so chosen phrases and decoys
+overlap there too). Decoys come from the same catalogue as real choices and
+pass the same validation (3-40 characters, no control characters); they
+change only when ``idp.hmac_key`` does.
+
+Anyone can read this file, so a generated phrase must not be told from a
+real one by its words, shape or case. People write their phrase about
 what they know: their own and their family's names, pets, food, places,
 school, games and teams, a year, a motto; in Malay, English or both, in
 Title case, lower case or as a sentence, mostly without punctuation, often
 in two or three words. The generator draws from that whole space: many
 shapes, word classes of a few hundred entries each, names from every
 community, years weighted to when pupils and parents were born, and the
-ways people vary case and spelling. The same generator suggests phrases at
-registration and first sign-in, so chosen phrases and decoys overlap by
-construction too.
+ways people vary case and spelling.
 
 Every choice is read from an HMAC stream (HMAC-SHA256 in counter mode), not
 from :mod:`random`, so a decoy depends only on the key and the identifier,
 never on the Python version.
 
-Rare words (AUTH-26, see tests/unit/services/test_decoy_classifier.py):
-real phrases hold words no list has (a family nickname, a local dish), so
-decoys do too: a share of them is "particular" and has new words drawn from
+Rare words (see tests/unit/services/test_decoy_classifier.py): real phrases
+hold words no list has (a family nickname, a local dish), so generated ones
+do too: a share of them is "particular" and has new words drawn from
 character models of the lists, any letter string being possible; typing
 quirks (run-together words, slips, chat spellings, an emoji) come at low
-rates. Measured classifiers score 57-68 % across corpora and keys; the
-test module's docstring has the numbers and the open cases.
+rates. Measured classifiers score 57-68 % across corpora and keys: a
+generator cannot follow the long tail of real people's words, which is why
+the pool exists.
 
 Images are drawn uniformly from the catalogue, except that a decoy whose
 phrase names a pictured thing shows that picture at a set rate, as people
@@ -46,9 +112,14 @@ import hashlib
 import hmac
 import re
 import secrets
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, text
 
 from idp import security_images
 from idp.forms.register import PHRASE_MAX, PHRASE_MIN
+from idp.models.user import DECOY_POOL_WHERE, User
 from idp.security_images import SecurityImage
 from idp.services.ratelimit import address_prefix
 
@@ -987,14 +1058,85 @@ def suggestion() -> str:
     return phrase_from(_Draws(secrets.token_bytes(32), b"suggestion"))
 
 
-def shown_for(secret: str, identifier: str, user) -> tuple[SecurityImage, str]:
+def _pool_key(secret: str) -> bytes:
+    return hmac.new(secret.encode(), b"idp decoy pool v1", hashlib.sha256).digest()
+
+
+def pool_position(secret: str, identifier: str) -> uuid.UUID:
+    """Where in the pool's id order ``identifier``'s decoy is read (AUTH-26)."""
+    digest = hmac.new(_pool_key(secret), identifier.encode(), hashlib.sha256)
+    return uuid.UUID(bytes=digest.digest()[:16])
+
+
+@dataclass(frozen=True)
+class DecoyPool:
+    """The users whose image and phrase stand in for unregistered numbers.
+
+    See the module docstring: the pool is the users matching
+    ``DECOY_POOL_WHERE``, read through the partial index
+    ``ix_users_decoy_pool``; ``ready_at`` is how many it must hold before
+    its pairs replace the generator's.
+    """
+
+    dbsession: object
+    secret: str
+    ready_at: int
+
+    @classmethod
+    def from_request(cls, request) -> DecoyPool:
+        settings = request.registry.settings
+        return cls(
+            request.dbsession,
+            settings["idp.hmac_key"],
+            settings["idp.decoy_pool.ready_at"],
+        )
+
+    def ready(self) -> bool:
+        """Whether the pool holds ``ready_at`` users (counting no further)."""
+        members = select(User.id).where(text(DECOY_POOL_WHERE)).limit(self.ready_at)
+        size = self.dbsession.scalar(
+            select(func.count()).select_from(members.subquery())
+        )
+        return size >= self.ready_at
+
+    def pick(self, identifier: str) -> tuple[str, str] | None:
+        """The (image id, phrase) standing in for ``identifier``, or None if not ready.
+
+        The first pool user at or after the number's position, wrapping round
+        to the first of all; only the two columns shown are read.
+        """
+        if not self.ready():
+            return None
+        pair = select(User.security_image, User.security_phrase).where(
+            text(DECOY_POOL_WHERE)
+        )
+        position = pool_position(self.secret, identifier)
+        row = self.dbsession.execute(
+            pair.where(User.id >= position).order_by(User.id).limit(1)
+        ).first()
+        if row is None:
+            row = self.dbsession.execute(pair.order_by(User.id).limit(1)).first()
+        return (row.security_image, row.security_phrase) if row else None
+
+
+def shown_for(
+    secret: str, identifier: str, user, pool: DecoyPool | None = None
+) -> tuple[SecurityImage, str]:
     """What the identifier step shows for ``identifier``: real or decoy.
 
+    The decoy is worked out for every number, registered or not, so the
+    step costs the same either way: a pooled user's pair once ``pool`` is
+    ready, else the generator's. A pooled pair whose image left the
+    catalogue shows the generator's image, as that user's own number would.
     A user without a chosen image or phrase (created by an operator, who
     chooses them at first sign-in) sees their decoy until then: showing
     nothing would tell everyone the number is registered.
     """
     fake_image, fake_phrase = decoy(secret, identifier)
+    pooled = pool.pick(identifier) if pool is not None else None
+    if pooled is not None:
+        fake_image = security_images.get(pooled[0]) or fake_image
+        fake_phrase = pooled[1]
     if user is None:
         return fake_image, fake_phrase
     image = security_images.get(user.security_image or "") or fake_image
