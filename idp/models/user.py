@@ -22,16 +22,13 @@ class UserCategory(enum.StrEnum):
     PUBLIC = "public"
 
 
-# Who is in the decoy pool (idp/services/security_image.py): users who chose
-# their own image and phrase, have since set a password of their own (so the
-# email was theirs: a registration nobody completed never shows its words to
-# strangers) and are not locked by an operator. The partial index makes the
-# identifier step's decoy read one index probe whatever the share of users
-# outside the pool; migration 0012_decoy_pool creates it.
-DECOY_POOL_WHERE = (
-    "security_image IS NOT NULL AND security_phrase IS NOT NULL"
-    " AND password_changed_at IS NOT NULL AND disabled_at IS NULL"
-)
+# Who is in the decoy pool (idp/services/security_image.py): every user who
+# chose an image and phrase, whatever else their state. Narrower would
+# expose the rest: a harvest of the pool's pairs (typing numbers nobody
+# holds) would tell a registered number whose pair is outside it. The
+# partial index makes the identifier step's decoy read one index range,
+# however many users have no pair yet; migration 0012_decoy_pool creates it.
+DECOY_POOL_WHERE = "security_image IS NOT NULL AND security_phrase IS NOT NULL"
 
 
 class User(Base):

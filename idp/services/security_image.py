@@ -10,46 +10,59 @@ The pool (AUTH-26), once a deployment has ``idp.decoy_pool.ready_at`` users
 in it: the decoy is the image and phrase of a real user, so decoys and real
 pairs are drawn from one distribution by construction, and no model of the
 words can tell them apart. The pool is not a copy of anything: it is the
-users themselves, those matching ``idp.models.user.DECOY_POOL_WHERE`` (they
-chose their pair, have set a password of their own, are not locked by an
-operator), held in a partial index in the order of their random ids
-(uuid4). A number's decoy is the first such user at or after the id that
-the HMAC of the number names, wrapping round. What is shown is that user's
-image and phrase, never their name or number; the page says nothing more.
+users themselves, every one who chose an image and phrase
+(``idp.models.user.DECOY_POOL_WHERE``), held in a partial index in the
+order of their random ids (uuid4). A number's decoy is read there: the
+HMAC of the number names a position, the ``POOL_WINDOW`` users at or after
+it (wrapping round) are the candidates, and the one whose id, HMACed with
+the number, is lowest is shown. What is shown is that user's image and
+phrase, never their name or number; the page says nothing more.
 
 - Filling and erasure need no code of their own. A user enters the pool in
-  the transaction that makes them match (their first own password, or the
-  pair chosen at first sign-in), their new words replace their old ones in
-  the transaction that changes them, and they leave it when locked or
-  deleted. A phrase someone changed or an account that is gone is never
-  shown again by any node once that transaction commits, and nothing copies
-  it anywhere: no slot to forget, no race between registrations to lose.
+  the transaction that gives them a pair (registration, or the choice at
+  first sign-in for an account an operator created), their new words
+  replace their old ones in the transaction that changes them (Akaun
+  saya), and they leave it when deleted. A phrase someone changed or an
+  account that is gone is never shown again by any node once that
+  transaction commits, and nothing copies it anywhere: no slot to forget,
+  no race between registrations to lose.
 - Why every user and not a fixed sample (a table of M copies): the sample
   can be harvested. Typing numbers no one holds (a made-up passport number
   is one) shows the sample's pairs; after about M ln M lookups the attacker
   holds all of them, and then any number whose pair is not among them is
   registered. With M = 4,096, about 1,000 lookups (five addresses for an
   hour at the lookup limits) hold a fifth of the sample and already lift
-  that test past 60 %. When the pool is every user, a registered number's pair is
-  in it as surely as a decoy's, so a harvest, however large, proves nothing
-  (tests/unit/services/test_decoy_classifier.py measures both).
-- What one user's words cost them: each pool user stands in for a share of
-  about 1/P of the unregistered numbers (P users in the pool; the share is
-  the gap before their id, so it varies, mean 1/P). Registration and
-  first sign-in tell them so: the phrase is shown to whoever types their
-  number and, without their name or number, may stand in for numbers nobody
-  registered, so nothing private belongs in it.
+  that test past 60 %. When the pool is every user with a pair, a
+  registered number's pair is in it as surely as a decoy's. That is also
+  why nobody with a pair is left out: not a registration whose temporary
+  password was never used, not an account an operator locked (their own
+  numbers show their pairs, so a harvest would single them out). The cost
+  is that such accounts' words stand in for other numbers too.
+- Why a window and not simply the next user: random ids leave uneven gaps,
+  and the next user after a random position is chosen in proportion to the
+  gap before it, so a harvested pair is more likely a decoy's than a
+  registered number's. That bias lets a harvest of P lookups (P users in
+  the pool) tell numbers apart 61-62 % of the time; choosing among 16
+  candidates evens the shares out (their spread falls by a factor of 4) and
+  the same harvest scores 50.5-51 %, about 0.5 + 1/(2e * 16) at best.
+  tests/unit/services/test_decoy_classifier.py measures both.
+- What one user's words cost them: each pool user stands in for about 1/P
+  of the unregistered numbers. Registration and first sign-in tell them so:
+  the phrase is shown to whoever types their number and, without their
+  name or number, may stand in for numbers nobody registered, so nothing
+  private belongs in it.
 - Stability, and what watching over time shows. A registered number's pair
   changes when its owner changes it. A decoy changes when the user shown
-  changes theirs or leaves the pool, and when a newcomer's id lands in the
-  gap before that user's, which happens to a decoy seen when the pool held
-  P1 users, by the time it holds P2, with probability 1 - P1/P2 (the share
-  of the pool that is newer). A deployment whose pool grows by a tenth a
-  year changes about 10 % of decoys a year on top of the phrases changed by
-  their owners, so an attacker who looks a number up twice a year apart and
-  calls every changed pair a decoy scores about 55 %; while the pool is
-  young and doubling, far more (1 - 1/2 of decoys change per doubling).
-  Looking up the same number twice a day shows nothing.
+  changes theirs or leaves the pool, and when newcomers land in its window:
+  a decoy seen when the pool held P1 users has changed, by the time it holds
+  P2, with probability about 1 - (P1/P2)^2 (simulated: 17 % for 10 %
+  growth, 68 % for a doubling; the plain next user's 1 - P1/P2 is the
+  price of the window). An attacker who looks a number up twice, a tenth
+  of growth apart, and calls every changed pair a decoy scores about
+  58 % (0.5 + 0.17/2), more across larger growth: watching a number while
+  the pool grows is the one attack this design leaves, and it costs the
+  attacker the growth's time. Looking up a number again and again, on any
+  node, shows the same pair.
 - Before the pool is ready, and in small deployments, decoys come from the
   generator below, with its weaker guarantee (a classifier built from this
   source tells its phrases from real ones 57-68 % of the time, over the
@@ -59,14 +72,15 @@ image and phrase, never their name or number; the page says nothing more.
   can tell the early users' numbers (their pairs stayed) from unregistered
   ones. That is why the threshold is low (200 by default): the early users
   are few. A pool that shrinks below the threshold switches back.
-- One number's pair never comes from its own account (a registered number
-  shows its owner's pair; a decoy only stands for a number no one holds).
-  Someone who mistypes their own number sees another user's pair, which
-  they do not recognise, except in the 1 in P chance that the mistyped
-  number lands on their own gap, or another user chose the very same pair.
-- Cost: counting the pool up to ``ready_at`` entries of the partial index
-  and one probe of it, for registered and unregistered numbers alike (the
-  step computes the decoy for every number, so its timing says nothing).
+- A number's pair never comes from its own account: a registered number
+  shows its owner's pair, and a decoy stands only for a number no one
+  holds. Someone who mistypes their own number sees another user's pair,
+  which they do not recognise, except by a chance of about 1 in P that it
+  is their own (or another user chose the very same pair).
+- Cost: counting the partial index up to ``ready_at`` entries and reading
+  ``POOL_WINDOW`` of its rows from one position, for registered and
+  unregistered numbers alike (the step works out the decoy for every
+  number, so its timing says nothing).
 
 The generator (the decoy source until the pool is ready; it also suggests a
 phrase at registration and first sign-in, so chosen phrases and decoys
@@ -1058,14 +1072,25 @@ def suggestion() -> str:
     return phrase_from(_Draws(secrets.token_bytes(32), b"suggestion"))
 
 
+# How many pool users after a number's position are candidates for its
+# decoy: enough to even out the shares random ids give them (see above).
+POOL_WINDOW = 16
+
+
 def _pool_key(secret: str) -> bytes:
     return hmac.new(secret.encode(), b"idp decoy pool v1", hashlib.sha256).digest()
 
 
 def pool_position(secret: str, identifier: str) -> uuid.UUID:
-    """Where in the pool's id order ``identifier``'s decoy is read (AUTH-26)."""
-    digest = hmac.new(_pool_key(secret), identifier.encode(), hashlib.sha256)
-    return uuid.UUID(bytes=digest.digest()[:16])
+    """Where in the pool's id order ``identifier``'s candidates start (AUTH-26)."""
+    message = b"position\0" + identifier.encode()
+    digest = hmac.new(_pool_key(secret), message, hashlib.sha256).digest()
+    return uuid.UUID(bytes=digest[:16])
+
+
+def _pool_rank(key: bytes, identifier: str, user_id: uuid.UUID) -> bytes:
+    message = b"choice\0" + identifier.encode() + b"\0" + user_id.bytes
+    return hmac.new(key, message, hashlib.sha256).digest()
 
 
 @dataclass(frozen=True)
@@ -1075,12 +1100,14 @@ class DecoyPool:
     See the module docstring: the pool is the users matching
     ``DECOY_POOL_WHERE``, read through the partial index
     ``ix_users_decoy_pool``; ``ready_at`` is how many it must hold before
-    its pairs replace the generator's.
+    its pairs replace the generator's; ``window`` how many candidates a
+    number's position offers.
     """
 
     dbsession: object
     secret: str
     ready_at: int
+    window: int = POOL_WINDOW
 
     @classmethod
     def from_request(cls, request) -> DecoyPool:
@@ -1100,23 +1127,27 @@ class DecoyPool:
         return size >= self.ready_at
 
     def pick(self, identifier: str) -> tuple[str, str] | None:
-        """The (image id, phrase) standing in for ``identifier``, or None if not ready.
-
-        The first pool user at or after the number's position, wrapping round
-        to the first of all; only the two columns shown are read.
-        """
+        """The (image id, phrase) standing in for ``identifier``; None if not ready."""
         if not self.ready():
             return None
-        pair = select(User.security_image, User.security_phrase).where(
+        candidates = select(User.id, User.security_image, User.security_phrase).where(
             text(DECOY_POOL_WHERE)
         )
         position = pool_position(self.secret, identifier)
-        row = self.dbsession.execute(
-            pair.where(User.id >= position).order_by(User.id).limit(1)
-        ).first()
-        if row is None:
-            row = self.dbsession.execute(pair.order_by(User.id).limit(1)).first()
-        return (row.security_image, row.security_phrase) if row else None
+        rows = self.dbsession.execute(
+            candidates.where(User.id >= position).order_by(User.id).limit(self.window)
+        ).all()
+        if len(rows) < self.window:
+            rows += self.dbsession.execute(
+                candidates.where(User.id < position)
+                .order_by(User.id)
+                .limit(self.window - len(rows))
+            ).all()
+        if not rows:  # emptied since it was counted, by another transaction
+            return None
+        key = _pool_key(self.secret)
+        chosen = min(rows, key=lambda row: _pool_rank(key, identifier, row.id))
+        return chosen.security_image, chosen.security_phrase
 
 
 def shown_for(
