@@ -77,10 +77,11 @@ phrase, never their name or number; the page says nothing more.
   holds. Someone who mistypes their own number sees another user's pair,
   which they do not recognise, except by a chance of about 1 in P that it
   is their own (or another user chose the very same pair).
-- Cost: counting the partial index up to ``ready_at`` entries and reading
-  ``POOL_WINDOW`` of its rows from one position, for registered and
-  unregistered numbers alike (the step works out the decoy for every
-  number, so its timing says nothing).
+- Cost: three reads of the partial index, for every number registered or
+  not (the step works out the decoy for every number, so its timing says
+  nothing): counting it up to ``ready_at`` entries, ``POOL_WINDOW`` rows
+  from the number's position, and its first ``POOL_WINDOW`` rows (where a
+  window wraps round; read for every number, so no position costs more).
 
 The generator (the decoy source until the pool is ready; it also suggests a
 phrase at registration and first sign-in, so chosen phrases and decoys
@@ -1134,15 +1135,15 @@ class DecoyPool:
             text(DECOY_POOL_WHERE)
         )
         position = pool_position(self.secret, identifier)
-        rows = self.dbsession.execute(
+        after = self.dbsession.execute(
             candidates.where(User.id >= position).order_by(User.id).limit(self.window)
         ).all()
-        if len(rows) < self.window:
-            rows += self.dbsession.execute(
-                candidates.where(User.id < position)
-                .order_by(User.id)
-                .limit(self.window - len(rows))
-            ).all()
+        # The pool's first users, where the window wraps round. Read for
+        # every number, so a position near the end costs no more than others.
+        first = self.dbsession.execute(
+            candidates.order_by(User.id).limit(self.window)
+        ).all()
+        rows = [*after, *first[: self.window - len(after)]]
         if not rows:  # emptied since it was counted, by another transaction
             return None
         key = _pool_key(self.secret)
