@@ -489,7 +489,7 @@ def distinct_decoys(key: str, pool: DecoyPool, count: int) -> list[str]:
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, id=p.stem) for p in CORPUS_PATHS])
-def test_auth_26_no_attack_tells_pool_decoys_from_real_phrases(path, app, dbsession):
+def test_auth_26_no_attack_tells_decoys_from_real_phrases(path, app, dbsession):
     """AUTH-26: once the pool is ready, every attack scores <= 60 %, for several keys.
 
     A random half of the corpus registers, through the real services (the
