@@ -47,8 +47,8 @@ phrase, never their name or number; the page says nothing more.
   the same harvest scores 50.5-51 %, about 0.5 + 1/(2e * 16) at best.
   tests/unit/services/test_decoy_classifier.py measures both.
 - What one user's words cost them: each pool user stands in for about 1/P
-  of the unregistered numbers. Registration and first sign-in tell them so:
-  the phrase is shown to whoever types their number and, without their
+  of the unregistered numbers. Registration, first sign-in and Akaun saya
+  tell them so: the phrase is shown to whoever types their number and, without their
   name or number, may stand in for numbers nobody registered, so nothing
   private belongs in it.
 - Stability, and what watching over time shows. A registered number's pair
@@ -60,9 +60,17 @@ phrase, never their name or number; the page says nothing more.
   price of the window). An attacker who looks a number up twice, a tenth
   of growth apart, and calls every changed pair a decoy scores about
   58 % (0.5 + 0.17/2), more across larger growth: watching a number while
-  the pool grows is the one attack this design leaves, and it costs the
+  the pool grows is the main attack this design leaves, and it costs the
   attacker the growth's time. Looking up a number again and again, on any
   node, shows the same pair.
+- Planting: someone who registers k accounts with phrases of their own
+  sees them stand in for about k/P of the unregistered numbers, so a
+  number showing one is unregistered; against a given number that is
+  worth k/(2P) of accuracy, nothing until k is a sizeable share of the
+  users. A planted phrase meant to offend is shown to strangers at that
+  rate too (as it already was to anyone typing the planted number), until
+  the account is deleted or its phrase changed; no operator command
+  clears a phrase yet.
 - Before the pool is ready, and in small deployments, decoys come from the
   generator below, with its weaker guarantee (a classifier built from this
   source tells its phrases from real ones 57-68 % of the time, over the
