@@ -139,6 +139,7 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from idp import security_images
 from idp.forms.register import PHRASE_MAX, PHRASE_MIN
@@ -696,7 +697,7 @@ class _Letters:
     def word(self, draw: _Draws) -> str:
         """A new word, 2-14 letters, no offence in it (bounded redraws)."""
         for _ in range(20):
-            history, letters = "^" * _MODEL_ORDER, []
+            history, letters = "^" * _MODEL_ORDER, list[str]()
             while len(letters) <= _WORD_MAX:
                 letter = self._next(draw, history)
                 if letter == _END:
@@ -1113,7 +1114,7 @@ class DecoyPool:
     number's position offers.
     """
 
-    dbsession: object
+    dbsession: Session
     secret: str
     ready_at: int
     window: int = POOL_WINDOW
@@ -1133,7 +1134,7 @@ class DecoyPool:
         size = self.dbsession.scalar(
             select(func.count()).select_from(members.subquery())
         )
-        return size >= self.ready_at
+        return (size or 0) >= self.ready_at
 
     def pick(self, identifier: str) -> tuple[str, str] | None:
         """The (image id, phrase) standing in for ``identifier``; None if not ready."""
