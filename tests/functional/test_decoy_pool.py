@@ -18,7 +18,7 @@ from sqlalchemy import select
 from idp.identifiers import Identifier
 from idp.models import User
 from idp.security_images import CATALOGUE
-from idp.services.security_image import decoy
+from idp.services.security_image import DecoyPool, decoy
 from tests.conftest import environ, make_app
 from tests.factories import PASSWORD, display, make_user
 from tests.registration import register
@@ -203,6 +203,47 @@ def test_auth_26_an_account_without_a_pair_shows_a_pooled_one(browser, dbsession
     owner = owner_of(users, shown(page))
     assert owner.id != pending.id
     assert not reveals(page, owner)
+
+
+def test_auth_26_how_many_decoys_a_growing_pool_changes(dbsession):
+    """What an attacker watching numbers sees: about 1 - (P1/P2)^2 of decoys change.
+
+    400 users, then 40 more: about 17 % of unregistered numbers' decoys
+    change (a registered number's pair changes only with its owner's
+    choice). Control: the plain next
+    user changes about 1 - P1/P2, 9 %; the window's evener shares cost the
+    difference (security_image's docstring weighs it).
+    """
+
+    def users(count: int, prefix: str) -> list[User]:
+        return [
+            make_user(
+                dbsession,
+                password=None,
+                security_image=CATALOGUE[n % len(CATALOGUE)].id,
+                security_phrase=f"{prefix} {n:03d}",
+            )
+            for n in range(count)
+        ]
+
+    users(400, "Frasa asal")
+    pools = {
+        "window": DecoyPool(dbsession, "k" * 48, ready_at=400),
+        "next user": DecoyPool(dbsession, "k" * 48, ready_at=400, window=1),
+    }
+    numbers = [f"900101{n:06d}" for n in range(1000)]
+    before = {name: [pool.pick(n) for n in numbers] for name, pool in pools.items()}
+    users(40, "Frasa baharu")
+    changed = {
+        name: sum(
+            pool.pick(n) != old for n, old in zip(numbers, before[name], strict=True)
+        )
+        / len(numbers)
+        for name, pool in pools.items()
+    }
+    print(changed)
+    assert 0.12 <= changed["window"] <= 0.23
+    assert 0.05 <= changed["next user"] <= 0.13
 
 
 def timed_ms(action) -> float:
