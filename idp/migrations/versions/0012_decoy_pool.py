@@ -7,9 +7,9 @@ For a number nobody registered, the identifier step shows the image and
 phrase of a real user, chosen by an HMAC of the number (AUTH-26, see
 ``idp/services/security_image.py``). The pool is not a copy: it is the users
 themselves, those matching ``idp.models.user.DECOY_POOL_WHERE``, read in the
-order of their random ids. This partial index holds exactly them, so the
-read is one index probe and counting the pool up to its readiness threshold
-never touches the rest of the table.
+order of their random ids. This partial index holds exactly them, so each
+lookup reads a few of its rows from one position and counts it up to the
+readiness threshold, never touching the rest of the table.
 """
 
 import sqlalchemy as sa
