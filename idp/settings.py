@@ -143,6 +143,9 @@ OPTIONS: dict[str, Option] = {
     "idp.purge.outbox_days": Option(_int_between(1, 365), 30),
     "idp.purge.interval_seconds": Option(_int_between(60, 24 * 3600), 300),
     "idp.purge.batch_size": Option(_int_between(10, 10000), 500),
+    # Decoys are real users' pairs once this many users are in the pool
+    # (idp/services/security_image.py); the generator's until then.
+    "idp.decoy_pool.ready_at": Option(_int_between(50, 1_000_000), 200),
     "idp.allowed_hosts": Option(_text, ""),
     "idp.certs_dir": Option(_text, "certs"),
     "idp.metadata_dir": Option(_text, "metadata"),

@@ -2,7 +2,7 @@ import datetime as dt
 import enum
 import uuid
 
-from sqlalchemy import CheckConstraint, String
+from sqlalchemy import CheckConstraint, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.db import Base, new_uuid, utcnow
@@ -22,6 +22,15 @@ class UserCategory(enum.StrEnum):
     PUBLIC = "public"
 
 
+# Who is in the decoy pool (idp/services/security_image.py): every user who
+# chose an image and phrase, whatever else their state. Narrower would
+# expose the rest: a harvest of the pool's pairs (typing numbers nobody
+# holds) would tell a registered number whose pair is outside it. The
+# partial index makes the identifier step's decoy read one index range,
+# however many users have no pair yet; migration 0012_decoy_pool creates it.
+DECOY_POOL_WHERE = "security_image IS NOT NULL AND security_phrase IS NOT NULL"
+
+
 class User(Base):
     """A registered person.
 
@@ -37,6 +46,12 @@ class User(Base):
                 ", ".join(f"'{kind.value}'" for kind in IdentifierKind)
             ),
             name="identifier_kind",
+        ),
+        Index(
+            "ix_users_decoy_pool",
+            "id",
+            sqlite_where=text(DECOY_POOL_WHERE),
+            postgresql_where=text(DECOY_POOL_WHERE),
         ),
     )
 

@@ -1,35 +1,124 @@
 """What the identifier step shows: the user's image and phrase, or a decoy.
 
-For an identifier nobody registered, the page shows a decoy derived from an
+For an identifier nobody registered, the page shows a decoy, chosen by an
 HMAC of the normalised identifier with a key derived from ``idp.hmac_key``:
-the same number always shows the same decoy, on every node, and nothing on
-the page says whether the number is registered. Decoys come from the same
-catalogue as real choices and pass the same validation (3-40 characters, no
-control characters); they change only when ``idp.hmac_key`` does.
+the same number shows the same decoy on every node, and nothing on the page
+says whether the number is registered (AUTH-01). A decoy comes from one of
+two sources.
 
-Anyone can read this file, so a decoy phrase must not be told from a real
-one by its words, shape or case (AUTH-26). People write their phrase about
+The pool (AUTH-26), once a deployment has ``idp.decoy_pool.ready_at`` users
+in it: the decoy is the image and phrase of a real user, so decoys and real
+pairs are drawn from one distribution by construction, and no model of the
+words can tell them apart. The pool is not a copy of anything: it is the
+users themselves, every one who chose an image and phrase
+(``idp.models.user.DECOY_POOL_WHERE``), held in a partial index in the
+order of their random ids (uuid4). A number's decoy is read there: the
+HMAC of the number names a position, the ``POOL_WINDOW`` users at or after
+it (wrapping round) are the candidates, and the one whose id, HMACed with
+the number, is lowest is shown. What is shown is that user's image and
+phrase, never their name or number; the page says nothing more.
+
+- Filling and erasure need no code of their own. A user enters the pool in
+  the transaction that gives them a pair (registration, or the choice at
+  first sign-in for an account an operator created), their new words
+  replace their old ones in the transaction that changes them (Akaun
+  saya), and they leave it when deleted. A phrase someone changed or an
+  account that is gone is never shown again by any node once that
+  transaction commits, and nothing copies it anywhere: no slot to forget,
+  no race between registrations to lose.
+- Why every user and not a fixed sample (a table of M copies): the sample
+  can be harvested. Typing numbers no one holds (a made-up passport number
+  is one) shows the sample's pairs; after about M ln M lookups the attacker
+  holds all of them, and then any number whose pair is not among them is
+  registered. With M = 4,096, about 1,000 lookups (five addresses for an
+  hour at the lookup limits) hold a fifth of the sample and already lift
+  that test past 60 %. When the pool is every user with a pair, a
+  registered number's pair is in it as surely as a decoy's. That is also
+  why nobody with a pair is left out: not a registration whose temporary
+  password was never used, not an account an operator locked (their own
+  numbers show their pairs, so a harvest would single them out). The cost
+  is that such accounts' words stand in for other numbers too.
+- Why a window and not simply the next user: random ids leave uneven gaps,
+  and the next user after a random position is chosen in proportion to the
+  gap before it, so a harvested pair is more likely a decoy's than a
+  registered number's. That bias lets a harvest of P lookups (P users in
+  the pool) tell numbers apart 61-62 % of the time; choosing among 16
+  candidates evens the shares out (their spread falls by a factor of 4) and
+  the same harvest scores 50.5-51 %, about 0.5 + 1/(2e * 16) at best.
+  tests/unit/services/test_decoy_classifier.py measures both.
+- What one user's words cost them: each pool user stands in for about 1/P
+  of the unregistered numbers. Registration, first sign-in and Akaun saya
+  tell them so: the phrase is shown to whoever types their number and, without their
+  name or number, may stand in for numbers nobody registered, so nothing
+  private belongs in it.
+- Stability, and what watching over time shows. A registered number's pair
+  changes when its owner changes it. A decoy changes when the user shown
+  changes theirs or leaves the pool, and when newcomers land in its window:
+  a decoy seen when the pool held P1 users has changed, by the time it holds
+  P2, with probability about 1 - (P1/P2)^2 (simulated: 17 % for 10 %
+  growth, 68 % for a doubling; the plain next user's 1 - P1/P2 is the
+  price of the window). An attacker who looks a number up twice, a tenth
+  of growth apart, and calls every changed pair a decoy scores about
+  58 % (0.5 + 0.17/2), more across larger growth: watching a number while
+  the pool grows is the main attack this design leaves, and it costs the
+  attacker the growth's time. Looking up a number again and again, on any
+  node, shows the same pair.
+- Planting: someone who registers k accounts with phrases of their own
+  sees them stand in for about k/P of the unregistered numbers, so a
+  number showing one is unregistered; against a given number that is
+  worth k/(2P) of accuracy, nothing until k is a sizeable share of the
+  users. A planted phrase meant to offend is shown to strangers at that
+  rate too (as it already was to anyone typing the planted number), until
+  the account is deleted or its phrase changed; no operator command
+  clears a phrase yet.
+- Before the pool is ready, and in small deployments, decoys come from the
+  generator below, with its weaker guarantee (a classifier built from this
+  source tells its phrases from real ones 57-68 % of the time, over the
+  60 % bound). The switch happens once, when the pool first reaches
+  ``ready_at`` users; every decoy changes then, as on a change of
+  ``idp.hmac_key``, so an attacker who recorded numbers before the switch
+  can tell the early users' numbers (their pairs stayed) from unregistered
+  ones. That is why the threshold is low (200 by default): the early users
+  are few. A pool that shrinks below the threshold switches back.
+- A number's pair never comes from its own account: a registered number
+  shows its owner's pair, and a decoy stands only for a number no one
+  holds. Someone who mistypes their own number sees another user's pair,
+  which they do not recognise, except by a chance of about 1 in P that it
+  is their own (or another user chose the very same pair).
+- Cost: three reads of the partial index, for every number registered or
+  not (the step works out the decoy for every number, so its timing says
+  nothing): counting it up to ``ready_at`` entries, ``POOL_WINDOW`` rows
+  from the number's position, and its first ``POOL_WINDOW`` rows (where a
+  window wraps round; read for every number, so no position costs more).
+
+The generator (the decoy source until the pool is ready; it also suggests a
+phrase at registration and first sign-in, so chosen phrases and decoys
+overlap there too). Decoys come from the same catalogue as real choices and
+pass the same validation (3-40 characters, no control characters); they
+change only when ``idp.hmac_key`` does.
+
+Anyone can read this file, so a generated phrase must not be told from a
+real one by its words, shape or case. People write their phrase about
 what they know: their own and their family's names, pets, food, places,
 school, games and teams, a year, a motto; in Malay, English or both, in
 Title case, lower case or as a sentence, mostly without punctuation, often
 in two or three words. The generator draws from that whole space: many
 shapes, word classes of a few hundred entries each, names from every
 community, years weighted to when pupils and parents were born, and the
-ways people vary case and spelling. The same generator suggests phrases at
-registration and first sign-in, so chosen phrases and decoys overlap by
-construction too.
+ways people vary case and spelling.
 
 Every choice is read from an HMAC stream (HMAC-SHA256 in counter mode), not
 from :mod:`random`, so a decoy depends only on the key and the identifier,
 never on the Python version.
 
-Rare words (AUTH-26, see tests/unit/services/test_decoy_classifier.py):
-real phrases hold words no list has (a family nickname, a local dish), so
-decoys do too: a share of them is "particular" and has new words drawn from
+Rare words (see tests/unit/services/test_decoy_classifier.py): real phrases
+hold words no list has (a family nickname, a local dish), so generated ones
+do too: a share of them is "particular" and has new words drawn from
 character models of the lists, any letter string being possible; typing
 quirks (run-together words, slips, chat spellings, an emoji) come at low
-rates. Measured classifiers score 57-68 % across corpora and keys; the
-test module's docstring has the numbers and the open cases.
+rates. Measured classifiers score 57-68 % across corpora and keys: a
+generator cannot follow the long tail of real people's words, which is why
+the pool exists.
 
 Images are drawn uniformly from the catalogue, except that a decoy whose
 phrase names a pictured thing shows that picture at a set rate, as people
@@ -46,9 +135,15 @@ import hashlib
 import hmac
 import re
 import secrets
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from idp import security_images
 from idp.forms.register import PHRASE_MAX, PHRASE_MIN
+from idp.models.user import DECOY_POOL_WHERE, User
 from idp.security_images import SecurityImage
 from idp.services.ratelimit import address_prefix
 
@@ -602,7 +697,7 @@ class _Letters:
     def word(self, draw: _Draws) -> str:
         """A new word, 2-14 letters, no offence in it (bounded redraws)."""
         for _ in range(20):
-            history, letters = "^" * _MODEL_ORDER, []
+            history, letters = "^" * _MODEL_ORDER, list[str]()
             while len(letters) <= _WORD_MAX:
                 letter = self._next(draw, history)
                 if letter == _END:
@@ -987,14 +1082,102 @@ def suggestion() -> str:
     return phrase_from(_Draws(secrets.token_bytes(32), b"suggestion"))
 
 
-def shown_for(secret: str, identifier: str, user) -> tuple[SecurityImage, str]:
+# How many pool users after a number's position are candidates for its
+# decoy: enough to even out the shares random ids give them (see above).
+POOL_WINDOW = 16
+
+
+def _pool_key(secret: str) -> bytes:
+    return hmac.new(secret.encode(), b"idp decoy pool v1", hashlib.sha256).digest()
+
+
+def pool_position(secret: str, identifier: str) -> uuid.UUID:
+    """Where in the pool's id order ``identifier``'s candidates start (AUTH-26)."""
+    message = b"position\0" + identifier.encode()
+    digest = hmac.new(_pool_key(secret), message, hashlib.sha256).digest()
+    return uuid.UUID(bytes=digest[:16])
+
+
+def _pool_rank(key: bytes, identifier: str, user_id: uuid.UUID) -> bytes:
+    message = b"choice\0" + identifier.encode() + b"\0" + user_id.bytes
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+@dataclass(frozen=True)
+class DecoyPool:
+    """The users whose image and phrase stand in for unregistered numbers.
+
+    See the module docstring: the pool is the users matching
+    ``DECOY_POOL_WHERE``, read through the partial index
+    ``ix_users_decoy_pool``; ``ready_at`` is how many it must hold before
+    its pairs replace the generator's; ``window`` how many candidates a
+    number's position offers.
+    """
+
+    dbsession: Session
+    secret: str
+    ready_at: int
+    window: int = POOL_WINDOW
+
+    @classmethod
+    def from_request(cls, request) -> DecoyPool:
+        settings = request.registry.settings
+        return cls(
+            request.dbsession,
+            settings["idp.hmac_key"],
+            settings["idp.decoy_pool.ready_at"],
+        )
+
+    def ready(self) -> bool:
+        """Whether the pool holds ``ready_at`` users (counting no further)."""
+        members = select(User.id).where(text(DECOY_POOL_WHERE)).limit(self.ready_at)
+        size = self.dbsession.scalar(
+            select(func.count()).select_from(members.subquery())
+        )
+        return (size or 0) >= self.ready_at
+
+    def pick(self, identifier: str) -> tuple[str, str] | None:
+        """The (image id, phrase) standing in for ``identifier``; None if not ready."""
+        if not self.ready():
+            return None
+        candidates = select(User.id, User.security_image, User.security_phrase).where(
+            text(DECOY_POOL_WHERE)
+        )
+        position = pool_position(self.secret, identifier)
+        after = self.dbsession.execute(
+            candidates.where(User.id >= position).order_by(User.id).limit(self.window)
+        ).all()
+        # The pool's first users, where the window wraps round. Read for
+        # every number, so a position near the end costs no more than others.
+        first = self.dbsession.execute(
+            candidates.order_by(User.id).limit(self.window)
+        ).all()
+        rows = [*after, *first[: self.window - len(after)]]
+        if not rows:  # emptied since it was counted, by another transaction
+            return None
+        key = _pool_key(self.secret)
+        chosen = min(rows, key=lambda row: _pool_rank(key, identifier, row.id))
+        return chosen.security_image, chosen.security_phrase
+
+
+def shown_for(
+    secret: str, identifier: str, user, pool: DecoyPool | None = None
+) -> tuple[SecurityImage, str]:
     """What the identifier step shows for ``identifier``: real or decoy.
 
+    The decoy is worked out for every number, registered or not, so the
+    step costs the same either way: a pooled user's pair once ``pool`` is
+    ready, else the generator's. A pooled pair whose image left the
+    catalogue shows the generator's image, as that user's own number would.
     A user without a chosen image or phrase (created by an operator, who
     chooses them at first sign-in) sees their decoy until then: showing
     nothing would tell everyone the number is registered.
     """
     fake_image, fake_phrase = decoy(secret, identifier)
+    pooled = pool.pick(identifier) if pool is not None else None
+    if pooled is not None:
+        fake_image = security_images.get(pooled[0]) or fake_image
+        fake_phrase = pooled[1]
     if user is None:
         return fake_image, fake_phrase
     image = security_images.get(user.security_image or "") or fake_image

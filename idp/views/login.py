@@ -38,7 +38,12 @@ from idp.services.interfaces import (
     ISignInService,
     IUserService,
 )
-from idp.services.security_image import count_lookup, lookups_exhausted, shown_for
+from idp.services.security_image import (
+    DecoyPool,
+    count_lookup,
+    lookups_exhausted,
+    shown_for,
+)
 from idp.services.signin import AUTHN_METHOD, Outcome
 from idp.tweens import content_security_policy
 
@@ -59,7 +64,8 @@ def _shown(request, state: dict) -> dict:
     users = request.find_service(IUserService, context=None)
     user = users.find_by_identifier(state["identifier"])
     secret = request.registry.settings["idp.hmac_key"]
-    image, phrase = shown_for(secret, state["identifier"], user)
+    pool = DecoyPool.from_request(request)
+    image, phrase = shown_for(secret, state["identifier"], user, pool)
     identifier = Identifier(state["kind"], state["identifier"])
     return {"image": image, "phrase": phrase, "identifier": identifier.display}
 
