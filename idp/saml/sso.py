@@ -63,6 +63,7 @@ from idp.saml.requests import (
     usable_sp,
 )
 from idp.saml.response import STATUS_NO_PASSIVE, STATUS_RESPONDER
+from idp.saml.server import ServerCache
 
 # --------------------------------------------------------------------------
 # Starts: every way single sign-on begins, checked
@@ -107,8 +108,8 @@ def _start(
     received: Received | None = None,
     cross_site: bool = False,
 ) -> Start:
-    # The SP row travels with the request from its checks; no second query.
-    sp = request.sp or dbsession.get(ServiceProvider, request.sp_id)
+    # The SP row travels with the request from its checks: no second query.
+    sp = request.sp or dbsession.get_one(ServiceProvider, request.sp_id)
     return Start(
         sp,
         request.reply(),
@@ -283,11 +284,11 @@ def finish(dbsession: Session, token: str | None) -> bool:
 
 
 @dataclass(frozen=True)
-class Visitor:
-    """Who follows a start, as the IdP session knows them (all None: nobody)."""
+class SignedIn:
+    """The signed-in user who follows a start, and their IdP session."""
 
-    user: User | None = None
-    session: IdpSession | None = field(default=None, repr=False)
+    user: User
+    session: IdpSession = field(repr=False)
     authn_at: dt.datetime | None = None
 
     def fresh_for(self, start: Start) -> bool:
@@ -340,12 +341,15 @@ class Answer:
 
 
 def decide(
-    start: Start, visitor: Callable[[], Visitor], access: Callable[[], Access]
+    start: Start,
+    signed_in: Callable[[], SignedIn | None],
+    access: Callable[[User], Access],
 ) -> Outcome:
     """What happens to ``start``: the one place SSO decides, with no side effects.
 
-    ``visitor`` and ``access`` cost a query each, so they are asked for only
-    when the answer depends on them. In order:
+    ``signed_in`` (None: nobody) and ``access`` (the role gate for a user)
+    cost a query each, so they are asked for only when the answer depends on
+    them. In order:
 
     1. a cross-site POST carries no session cookie: ``CONTINUE`` on this
        site, whoever sent it;
@@ -362,12 +366,12 @@ def decide(
     """
     if start.cross_site:
         return Outcome.CONTINUE
-    who = visitor()
-    if who.user is not None and who.user.must_change_password:
+    who = signed_in()
+    if who is not None and who.user.must_change_password:
         return Outcome.NO_PASSIVE if start.is_passive else Outcome.CHANGE_PASSWORD
-    if who.user is None or not who.fresh_for(start):
+    if who is None or not who.fresh_for(start):
         return Outcome.NO_PASSIVE if start.is_passive else Outcome.SIGN_IN
-    if not access():
+    if not access(who.user):
         return Outcome.NO_ACCESS
     return Outcome.ASSERTION
 
@@ -375,9 +379,9 @@ def decide(
 def answer(
     dbsession: Session,
     start: Start,
-    visitor: Callable[[], Visitor],
+    signed_in: Callable[[], SignedIn | None],
     *,
-    servers,
+    servers: ServerCache,
     audit,
     address: str | None,
     settings,
@@ -389,29 +393,29 @@ def answer(
     request is marked answered with its final answer, once: a second answer
     to it (another tab, a replayed continuation) is ``REFUSED``.
     """
-    visitor = functools.cache(visitor)
-    access = functools.cache(lambda: may_reach(dbsession, visitor().user, start.sp))
-    outcome = decide(start, visitor, access)
+    signed_in = functools.cache(signed_in)
+    access = functools.cache(lambda user: may_reach(dbsession, user, start.sp))
+    outcome = decide(start, signed_in, access)
     if outcome in (Outcome.CONTINUE, Outcome.SIGN_IN, Outcome.CHANGE_PASSWORD):
+        pending = signed_in() if outcome is Outcome.CHANGE_PASSWORD else None
         return Answer(
             outcome,
             reply=start.reply,
             token=_parked(dbsession, start, settings),
-            reauthenticate=(
-                outcome is Outcome.CHANGE_PASSWORD and not visitor().fresh_for(start)
-            ),
+            reauthenticate=pending is not None and not pending.fresh_for(start),
         )
     if outcome is Outcome.NO_PASSIVE:
         finish(dbsession, start.token)
         status = (STATUS_RESPONDER, STATUS_NO_PASSIVE)
         saml_response = error_response(servers.get(dbsession), start.reply, status)
         return Answer(outcome, reply=start.reply, saml_response=saml_response)
-    user = visitor().user
+    who = signed_in()
+    assert who is not None, "decide() lets only a signed-in user reach the gate"
     if outcome is Outcome.NO_ACCESS:
         finish(dbsession, start.token)
         audit.record(
             "saml.sso.refused",
-            subject_user_id=user.id,
+            subject_user_id=who.user.id,
             client_address=address,
             detail={
                 "sp": start.sp.entity_id,
@@ -423,12 +427,12 @@ def answer(
         saml_response = assertion_for(
             dbsession,
             servers.get(dbsession),
-            user=user,
-            session_row=visitor().session,
+            user=who.user,
+            session_row=who.session,
             sp=start.sp,
             reply=start.reply,
             request=start.request,
-            roles=access().roles,
+            roles=access(who.user).roles,
             settings=settings,
         )
     except SamlRefused as exc:
@@ -445,6 +449,7 @@ def _parked(dbsession: Session, start: Start, settings) -> str | None:
     if start.token is not None or start.request is None:
         return start.token
     received = start.received
+    assert received is not None, "a request not parked yet keeps its message"
     return park(dbsession, start.request, received.xml, received.binding, settings)
 
 

@@ -265,11 +265,11 @@ def render_answer(request, answer: sso.Answer):
             assert_never(unknown)
 
 
-def _visitor(request) -> sso.Visitor:
+def _signed_in(request) -> sso.SignedIn | None:
     user = request.identity
     if user is None:
-        return sso.Visitor()
-    return sso.Visitor(user, request.session.row, request.session.authn_at)
+        return None
+    return sso.SignedIn(user, request.session.row, request.session.authn_at)
 
 
 def _answer(request, start: sso.Start):
@@ -277,7 +277,7 @@ def _answer(request, start: sso.Start):
     answer = sso.answer(
         request.dbsession,
         start,
-        lambda: _visitor(request),
+        lambda: _signed_in(request),
         servers=request.registry["idp.saml.servers"],
         audit=request.find_service(IAuditLog, context=None),
         address=request.client_addr,

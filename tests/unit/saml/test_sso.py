@@ -13,10 +13,10 @@ import itertools
 
 import pytest
 
-from idp.models import ServiceProvider, User
+from idp.models import IdpSession, ServiceProvider, User
 from idp.saml.registry import Endpoint
 from idp.saml.requests import BINDING_POST, AuthnRequest, Reply
-from idp.saml.sso import Access, Outcome, Start, Visitor, decide
+from idp.saml.sso import Access, Outcome, SignedIn, Start, decide
 
 ARRIVED = dt.datetime(2026, 12, 4, 9, 30, tzinfo=dt.UTC)
 BEFORE = ARRIVED - dt.timedelta(minutes=5)
@@ -61,12 +61,12 @@ def idp_initiated() -> Start:
     return Start(SP, reply, ARRIVED)
 
 
-def signed_in(*, authn_at=BEFORE, must_change_password=False) -> Visitor:
+def signed_in(*, authn_at=BEFORE, must_change_password=False) -> SignedIn:
     user = User(full_name="Cikgu Ujian", must_change_password=must_change_password)
-    return Visitor(user, None, authn_at)
+    return SignedIn(user, IdpSession(authn_at=authn_at), authn_at)
 
 
-NOBODY = Visitor()
+NOBODY = None
 
 
 class Looked:
@@ -75,21 +75,23 @@ class Looked:
     def __init__(self, value) -> None:
         self.value = value
         self.asked = 0
+        self.about = None
 
-    def __call__(self):
+    def __call__(self, *about):
         self.asked += 1
+        self.about = about
         return self.value
 
 
 def never(what: str):
-    def asked():
+    def asked(*about):
         raise AssertionError(f"the decision asked for {what}")
 
     return asked
 
 
-def outcome(start: Start, visitor: Visitor, access: Access = GRANTED) -> Outcome:
-    return decide(start, lambda: visitor, lambda: access)
+def outcome(start: Start, who: SignedIn | None, access: Access = GRANTED) -> Outcome:
+    return decide(start, lambda: who, lambda user: access)
 
 
 # --------------------------------------------------------------------------
@@ -106,7 +108,8 @@ def test_a_cross_site_post_continues_on_this_site_without_looking_at_anyone(
         cross_site=True, force_authn=force_authn, is_passive=is_passive
     )
     assert (
-        decide(start, never("the visitor"), never("the role gate")) is Outcome.CONTINUE
+        decide(start, never("who is signed in"), never("the role gate"))
+        is Outcome.CONTINUE
     )
 
 
@@ -128,8 +131,8 @@ def test_is_passive_never_shows_the_sign_in_page():
 def test_auth_13_a_pending_password_change_comes_before_any_assertion(start):
     """AUTH-13: a user with a temporary password gets the change form, not a Response."""
     access = Looked(GRANTED)
-    visitor = signed_in(must_change_password=True)
-    assert decide(start, lambda: visitor, access) is Outcome.CHANGE_PASSWORD
+    who = signed_in(must_change_password=True)
+    assert decide(start, lambda: who, access) is Outcome.CHANGE_PASSWORD
     assert access.asked == 0
     # Control: the same user, password changed, is answered.
     assert outcome(start, signed_in()) is Outcome.ASSERTION
@@ -137,9 +140,9 @@ def test_auth_13_a_pending_password_change_comes_before_any_assertion(start):
 
 @pytest.mark.parametrize("authn_at", [BEFORE, AFTER])
 def test_auth_13_a_passive_request_during_a_pending_change_is_no_passive(authn_at):
-    visitor = signed_in(authn_at=authn_at, must_change_password=True)
+    who = signed_in(authn_at=authn_at, must_change_password=True)
     start = sp_initiated(is_passive=True, force_authn=True)
-    assert outcome(start, visitor) is Outcome.NO_PASSIVE
+    assert outcome(start, who) is Outcome.NO_PASSIVE
 
 
 @pytest.mark.parametrize("authn_at", [BEFORE, AFTER])
@@ -147,10 +150,10 @@ def test_a_pending_change_with_force_authn_still_changes_the_password_first(
     authn_at,
 ):
     """Whether the sign-in is fresh decides only where the change leads next."""
-    visitor = signed_in(authn_at=authn_at, must_change_password=True)
+    who = signed_in(authn_at=authn_at, must_change_password=True)
     start = sp_initiated(force_authn=True)
-    assert outcome(start, visitor) is Outcome.CHANGE_PASSWORD
-    assert visitor.fresh_for(start) is (authn_at == AFTER)
+    assert outcome(start, who) is Outcome.CHANGE_PASSWORD
+    assert who.fresh_for(start) is (authn_at == AFTER)
 
 
 def test_force_authn_wants_a_sign_in_after_the_request_arrived():
@@ -185,9 +188,11 @@ def test_saml_32_no_role_for_the_module_is_no_access(start):
 
 
 def test_each_fact_is_asked_for_at_most_once():
-    visitor, access = Looked(signed_in()), Looked(GRANTED)
-    assert decide(sp_initiated(), visitor, access) is Outcome.ASSERTION
-    assert (visitor.asked, access.asked) == (1, 1)
+    who, access = Looked(signed_in()), Looked(GRANTED)
+    assert decide(sp_initiated(), who, access) is Outcome.ASSERTION
+    assert (who.asked, access.asked) == (1, 1)
+    # The role gate is asked about the user who is signed in.
+    assert access.about == (who.value.user,)
 
 
 # --------------------------------------------------------------------------
@@ -230,27 +235,27 @@ def test_every_combination_keeps_the_rules():
                 force_authn=force_authn, is_passive=is_passive, cross_site=cross_site
             )
         )
-        visitor = (
+        who = (
             NOBODY
             if who == "nobody"
             else signed_in(authn_at=authn_at, must_change_password=pending)
         )
         access = GRANTED if granted else NOT_GRANTED
-        result = outcome(start, visitor, access)
+        result = outcome(start, who, access)
         seen.add(result)
         case = (kind, force_authn, is_passive, cross_site, who, authn_at, pending)
         if cross_site:
             assert result is Outcome.CONTINUE, case
             continue
         if result is Outcome.ASSERTION:
-            assert visitor.user is not None, case
-            assert not visitor.user.must_change_password, case
-            assert visitor.fresh_for(start), case
+            assert who is not None, case
+            assert not who.user.must_change_password, case
+            assert who.fresh_for(start), case
             assert granted, case
         if start.is_passive:
             assert result not in (Outcome.SIGN_IN, Outcome.CHANGE_PASSWORD), case
         else:
             assert result is not Outcome.NO_PASSIVE, case
-        if visitor.user is not None and visitor.user.must_change_password:
+        if who is not None and who.user.must_change_password:
             assert result in (Outcome.CHANGE_PASSWORD, Outcome.NO_PASSIVE), case
     assert seen == set(Outcome) - {Outcome.REFUSED}
