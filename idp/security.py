@@ -98,7 +98,7 @@ PENDING_CHANGE_ROUTES = frozenset(
 # back. No Response is made meanwhile: ``decide`` in idp/saml/sso.py
 # answers a pending user with the change, whatever the route (AUTH-13).
 PENDING_CHANGE_SSO_ROUTES = frozenset(
-    {"saml.sso.redirect", "saml.sso.continue", "saml.init"}
+    {"saml.sso.redirect", "saml.sso.post", "saml.sso.continue", "saml.init"}
 )
 
 # The session key of the page a pending password change interrupted.
