@@ -390,8 +390,9 @@ def answer(
 
     ``servers`` gives the pysaml2 ``Server`` (asked for only to sign),
     ``audit`` records a refusal by the role gate, from ``address``. A parked
-    request is marked answered with its final answer, once: a second answer
-    to it (another tab, a replayed continuation) is ``REFUSED``.
+    request is marked answered by its final answer; an assertion for one
+    answered meanwhile (another tab, a replayed continuation) is ``REFUSED``
+    instead.
     """
     signed_in = functools.cache(signed_in)
     access = functools.cache(lambda user: may_reach(dbsession, user, start.sp))
