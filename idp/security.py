@@ -95,10 +95,10 @@ PENDING_CHANGE_ROUTES = frozenset(
 # send the user there, so the sign-in reaches the service once the password
 # is set (issue 12 item 1). The gate cannot keep it: a redirect raised here
 # is an exception response, whose transaction (the session too) is rolled
-# back. No Response is made meanwhile: ``_deliver`` in idp/views/saml.py
-# refuses a pending user whatever the route (AUTH-13).
+# back. No Response is made meanwhile: ``decide`` in idp/saml/sso.py
+# answers a pending user with the change, whatever the route (AUTH-13).
 PENDING_CHANGE_SSO_ROUTES = frozenset(
-    {"saml.sso.redirect", "saml.sso.continue", "saml.init"}
+    {"saml.sso.redirect", "saml.sso.post", "saml.sso.continue", "saml.init"}
 )
 
 # The session key of the page a pending password change interrupted.

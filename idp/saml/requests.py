@@ -202,21 +202,28 @@ def relay_state_rule(value: str | None, limit: int | None = None) -> str | None:
     """The one RelayState rule, for every endpoint that takes one (SAML-22/23).
 
     RelayState is opaque to the IdP, but it is text carried back in a form
-    field or a query: at most ``limit`` UTF-8 bytes (the SP's own cap, else
-    :data:`MAX_RELAY_STATE`), and no control character (a NUL cannot even be
-    stored in PostgreSQL; a browser rewrites CR LF in a form field, which
-    would break a signed Redirect). Returns ``value``; raises
-    :class:`SamlRefused` (``saml_relay_state`` for size, ``saml_bad_message``
-    for content).
+    field or a query: at most :data:`MAX_RELAY_STATE` UTF-8 bytes, or the
+    SP's own ``limit`` when that is lower (never higher, whatever a stored
+    policy says), and no control character (a NUL cannot even be stored in
+    PostgreSQL; a browser rewrites CR LF in a form field, which would break a
+    signed Redirect). Returns ``value``; raises :class:`SamlRefused`
+    (``saml_relay_state`` for size, ``saml_bad_message`` for content).
     """
     if value is None:
         return None
-    limit = limit or MAX_RELAY_STATE
+    limit = min(limit or MAX_RELAY_STATE, MAX_RELAY_STATE)
     if len(value.encode("utf-8")) > limit:
         raise SamlRefused("saml_relay_state", f"RelayState over {limit} bytes")
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
         raise SamlRefused("saml_bad_message", "control character in RelayState")
     return value
+
+
+def one_relay_state(values: list[str], limit: int | None = None) -> str | None:
+    """The RelayState of a form or a link's query: at most one, by the rule."""
+    if len(values) > 1:
+        raise SamlRefused("saml_bad_message", "RelayState given twice")
+    return relay_state_rule(values[0] if values else None, limit)
 
 
 def from_redirect(query_string: str, field_name: str = "SAMLRequest") -> Received:
@@ -258,10 +265,7 @@ def from_post(params, field_name: str = "SAMLRequest") -> Received:
         raise SamlRefused(
             "saml_too_large", f"{field_name} over {MAX_POST_MESSAGE} bytes", status=413
         )
-    relay_states = params.getall("RelayState")
-    if len(relay_states) > 1:
-        raise SamlRefused("saml_bad_message", "RelayState given twice")
-    relay_state = relay_state_rule(relay_states[0] if relay_states else None)
+    relay_state = one_relay_state(params.getall("RelayState"))
     return Received(BINDING_POST, _b64decode(values[0]), relay_state)
 
 
@@ -299,6 +303,19 @@ def _find_sp(dbsession: Session, entity_id: str) -> ServiceProvider:
     return sp
 
 
+def usable_sp(sp: ServiceProvider) -> SpMetadata:
+    """The metadata of an SP that may take part now; refuses one that may not.
+
+    The one rule for every start of SSO and logout (SAML-31): the operator
+    has not switched the SP off, and its stored metadata passes today's
+    checks (:func:`usable_metadata`).
+    """
+    metadata = usable_metadata(sp)
+    if not sp.enabled or metadata is None:
+        raise SamlRefused("saml_sp_disabled", sp.entity_id, status=403)
+    return metadata
+
+
 def verify(
     dbsession: Session,
     received: Received,
@@ -327,9 +344,7 @@ def verify(
         raise SamlRefused("saml_bad_message", "XInclude element in the message")
     issuer = _issuer(root)
     sp = _find_sp(dbsession, issuer)
-    metadata = usable_metadata(sp)
-    if not sp.enabled or metadata is None:
-        raise SamlRefused("saml_sp_disabled", issuer, status=403)
+    metadata = usable_sp(sp)
     if metadata.valid_until is not None and metadata.valid_until <= now:
         raise SamlRefused("saml_sp_expired", issuer, status=403)
 
@@ -640,9 +655,7 @@ def reparse_authn_request(
     root = parse_xml(xml)
     issuer = _issuer(root)
     sp = _find_sp(dbsession, issuer)
-    metadata = usable_metadata(sp)
-    if not sp.enabled or metadata is None:
-        raise SamlRefused("saml_sp_disabled", issuer, status=403)
+    metadata = usable_sp(sp)
     verified = Verified(
         root=root,
         sp=sp,

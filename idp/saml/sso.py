@@ -4,6 +4,16 @@ The views (``idp/views/saml.py``) call in here with plain values and get
 back plain values; this module and ``idp/saml/response.py`` are the only
 ones that talk to pysaml2 for SSO.
 
+* Every way SSO begins becomes one :class:`Start`: an AuthnRequest over
+  HTTP-Redirect (:func:`redirected`) or HTTP-POST (:func:`posted`), a parked
+  request continued after the sign-in (:func:`resume`), or a portal link
+  (:func:`idp_initiated`). Each refuses what it cannot check with
+  :class:`SamlRefused`.
+* :func:`decide` is the one place that says what happens to a start, from
+  plain facts; :func:`answer` does it (parks, signs, records) and returns
+  one :class:`Answer`, which the view only renders. The sign-in pages and
+  the forced password change continue at the same view, so they meet the
+  same decision.
 * :func:`park` stores a request server-side while the user signs in (and
   always for the POST binding, whose cross-site POST carries no
   SameSite=Lax cookie), and :func:`resume` takes it back, once.
@@ -16,9 +26,12 @@ ones that talk to pysaml2 for SSO.
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import functools
 import hashlib
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from lxml import etree
 from sqlalchemy import and_, delete, select, update
@@ -38,11 +51,122 @@ from idp.saml.crypto import parse_xml
 from idp.saml.registry import sp_metadata, usable_metadata
 from idp.saml.requests import (
     AuthnRequest,
+    Received,
     Reply,
     SamlRefused,
+    from_post,
+    from_redirect,
+    one_relay_state,
+    receive_authn_request,
     reparse_authn_request,
     resolve_acs,
+    usable_sp,
 )
+from idp.saml.response import STATUS_NO_PASSIVE, STATUS_RESPONDER
+from idp.saml.server import ServerCache
+
+# --------------------------------------------------------------------------
+# Starts: every way single sign-on begins, checked
+
+
+@dataclass(frozen=True)
+class Start:
+    """One checked start of single sign-on, whichever way it came.
+
+    ``reply`` is where the answer goes (the request's ACS, or the SP's
+    default one for IdP-initiated SSO); ``request`` the SP's AuthnRequest,
+    None for IdP-initiated SSO, which answers no request; ``arrived_at``
+    when the request reached the IdP (ForceAuthn wants a sign-in after it);
+    ``token`` continues the request once parked, ``received`` is the message
+    as it arrived, kept to park it; ``cross_site`` says it came in a
+    cross-site POST, which carries no SameSite=Lax cookie.
+    """
+
+    sp: ServiceProvider = field(repr=False)
+    reply: Reply
+    arrived_at: dt.datetime
+    request: AuthnRequest | None = None
+    token: str | None = field(default=None, repr=False)
+    received: Received | None = field(default=None, repr=False)
+    cross_site: bool = False
+
+    @property
+    def force_authn(self) -> bool:
+        return self.request is not None and self.request.force_authn
+
+    @property
+    def is_passive(self) -> bool:
+        return self.request is not None and self.request.is_passive
+
+
+def _start(
+    dbsession: Session,
+    request: AuthnRequest,
+    *,
+    arrived_at: dt.datetime,
+    token: str | None = None,
+    received: Received | None = None,
+    cross_site: bool = False,
+) -> Start:
+    # The SP row travels with the request from its checks: no second query.
+    sp = request.sp or dbsession.get_one(ServiceProvider, request.sp_id)
+    return Start(
+        sp,
+        request.reply(),
+        arrived_at,
+        request=request,
+        token=token,
+        received=received,
+        cross_site=cross_site,
+    )
+
+
+def redirected(
+    dbsession: Session, query_string: str, *, destination: str, settings
+) -> Start:
+    """An AuthnRequest sent with the HTTP-Redirect binding, checked."""
+    arrived_at = dt.datetime.now(dt.UTC)
+    received = from_redirect(query_string)
+    request = receive_authn_request(
+        dbsession, received, destination=destination, settings=settings
+    )
+    return _start(dbsession, request, arrived_at=arrived_at, received=received)
+
+
+def posted(dbsession: Session, params, *, destination: str, settings) -> Start:
+    """An AuthnRequest sent with the HTTP-POST binding (``params``), checked."""
+    arrived_at = dt.datetime.now(dt.UTC)
+    received = from_post(params)
+    request = receive_authn_request(
+        dbsession, received, destination=destination, settings=settings
+    )
+    return _start(
+        dbsession, request, arrived_at=arrived_at, received=received, cross_site=True
+    )
+
+
+def idp_initiated(
+    dbsession: Session, sp_key: str, relay_states: list[str]
+) -> Start | None:
+    """Unsolicited SSO to the SP numbered ``sp_key`` (a portal link); None if none.
+
+    The answer goes to the SP's default ACS and answers no request. The
+    link's RelayState follows the rule an SP's request does (SAML-22/23,
+    :func:`one_relay_state`): a link anyone can craft is no more trusted.
+    """
+    if not sp_key.isdigit() or len(sp_key) > 12:
+        return None
+    sp = dbsession.get(ServiceProvider, int(sp_key))
+    if sp is None:
+        return None
+    relay_state = one_relay_state(relay_states, sp.relay_state_max)
+    acs = resolve_acs(usable_sp(sp), None, None, None)
+    reply = Reply(sp.id, sp.entity_id, acs.location, "", relay_state)
+    return Start(sp, reply, dt.datetime.now(dt.UTC))
+
+
+# --------------------------------------------------------------------------
+# Parking a request while the user signs in
 
 
 def _hash(token: str) -> str:
@@ -103,15 +227,13 @@ def _as_text(xml: bytes) -> str:
         return etree.tostring(parse_xml(xml), encoding="unicode")
 
 
-@dataclass(frozen=True)
-class Resumed:
-    request: AuthnRequest
-    token: str
-    arrived_at: dt.datetime
+def resume(dbsession: Session, token: str, settings) -> Start:
+    """The parked request for ``token``; refused once used or expired.
 
-
-def resume(dbsession: Session, token: str, settings) -> Resumed:
-    """The parked request for ``token``; refused once used or expired."""
+    The SP is looked up again (:func:`reparse_authn_request`), so one
+    switched off meanwhile is refused, and the token kept: the request is
+    answered if the SP is switched on again before it expires.
+    """
     if not token or len(token) > 128:
         raise SamlRefused("saml_expired", "no token")
     row = dbsession.scalar(
@@ -127,7 +249,7 @@ def resume(dbsession: Session, token: str, settings) -> Resumed:
         row.binding,
         settings,
     )
-    return Resumed(request, token, row.created_at)
+    return _start(dbsession, request, arrived_at=row.created_at, token=token)
 
 
 def is_waiting(dbsession: Session, token: str) -> bool:
@@ -155,6 +277,185 @@ def finish(dbsession: Session, token: str | None) -> bool:
         .execution_options(synchronize_session=False)
     )
     return done.rowcount == 1
+
+
+# --------------------------------------------------------------------------
+# The decision
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """The signed-in user who follows a start, and their IdP session."""
+
+    user: User
+    session: IdpSession = field(repr=False)
+    authn_at: dt.datetime | None = None
+
+    def fresh_for(self, start: Start) -> bool:
+        """Whether the sign-in is recent enough: after the request, if ForceAuthn."""
+        return not start.force_authn or (
+            self.authn_at is not None and self.authn_at >= start.arrived_at
+        )
+
+
+class Outcome(enum.StrEnum):
+    """What single sign-on does with a start; see :func:`decide`."""
+
+    CONTINUE = "continue"
+    CHANGE_PASSWORD = "change-password"  # noqa: S105 (an outcome, not a password)
+    SIGN_IN = "sign-in"
+    NO_PASSIVE = "no-passive"
+    NO_ACCESS = "no-access"
+    ASSERTION = "assertion"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The one answer to a start, for the view to render.
+
+    * ``CONTINUE``: a cross-site POST, parked; continue with ``token`` on
+      this site, where the session cookie is sent.
+    * ``SIGN_IN``: sign in (again, for ForceAuthn) first; the request waits
+      under ``token`` (None for IdP-initiated SSO: the link itself is
+      followed again).
+    * ``CHANGE_PASSWORD``: the temporary password is replaced first
+      (AUTH-13); then ``token`` continues, through the sign-in if
+      ``reauthenticate``.
+    * ``NO_PASSIVE``: IsPassive could not be met without a page; the signed
+      error Response ``saml_response`` goes straight back to ``reply``.
+    * ``NO_ACCESS``: no role grants ``sp``'s module (SAML-32): a page, and
+      nothing for the SP.
+    * ``ASSERTION``: the signed Response ``saml_response``, posted to ``reply``.
+    * ``REFUSED``: the page for ``refusal``, which carries an error Response
+      when its reply address is trusted.
+    """
+
+    outcome: Outcome
+    reply: Reply | None = None
+    saml_response: str | None = field(default=None, repr=False)
+    refusal: SamlRefused | None = None
+    sp: ServiceProvider | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    reauthenticate: bool = False
+
+
+def decide(
+    start: Start,
+    signed_in: Callable[[], SignedIn | None],
+    access: Callable[[User], Access],
+) -> Outcome:
+    """What happens to ``start``: the one place SSO decides, with no side effects.
+
+    ``signed_in`` (None: nobody) and ``access`` (the role gate for a user)
+    cost a query each, so they are asked for only when the answer depends on
+    them. In order:
+
+    1. a cross-site POST carries no session cookie: ``CONTINUE`` on this
+       site, whoever sent it;
+    2. a user who must replace a temporary password gets nothing before
+       (AUTH-13): ``CHANGE_PASSWORD``;
+    3. nobody signed in, or ForceAuthn and a sign-in older than the
+       request: ``SIGN_IN``;
+    4. IsPassive turns 2 and 3 into ``NO_PASSIVE``: never a page of ours;
+    5. the role gate (SAML-32): ``NO_ACCESS``;
+    6. ``ASSERTION``.
+
+    A switched-off SP never gets here: each start refuses it
+    (:func:`usable_sp`). ``REFUSED`` comes later, from the assertion itself.
+    """
+    if start.cross_site:
+        return Outcome.CONTINUE
+    who = signed_in()
+    if who is not None and who.user.must_change_password:
+        return Outcome.NO_PASSIVE if start.is_passive else Outcome.CHANGE_PASSWORD
+    if who is None or not who.fresh_for(start):
+        return Outcome.NO_PASSIVE if start.is_passive else Outcome.SIGN_IN
+    if not access(who.user):
+        return Outcome.NO_ACCESS
+    return Outcome.ASSERTION
+
+
+def answer(
+    dbsession: Session,
+    start: Start,
+    signed_in: Callable[[], SignedIn | None],
+    *,
+    servers: ServerCache,
+    audit,
+    address: str | None,
+    settings,
+) -> Answer:
+    """Decide (:func:`decide`) and do it: park, sign, record; one :class:`Answer`.
+
+    ``servers`` gives the pysaml2 ``Server`` (asked for only to sign),
+    ``audit`` records a refusal by the role gate, from ``address``. A parked
+    request is marked answered by its final answer; an assertion for one
+    answered meanwhile (another tab, a replayed continuation) is ``REFUSED``
+    instead.
+    """
+    signed_in = functools.cache(signed_in)
+    access = functools.cache(lambda user: may_reach(dbsession, user, start.sp))
+    outcome = decide(start, signed_in, access)
+    if outcome in (Outcome.CONTINUE, Outcome.SIGN_IN, Outcome.CHANGE_PASSWORD):
+        pending = signed_in() if outcome is Outcome.CHANGE_PASSWORD else None
+        return Answer(
+            outcome,
+            reply=start.reply,
+            token=_parked(dbsession, start, settings),
+            reauthenticate=pending is not None and not pending.fresh_for(start),
+        )
+    if outcome is Outcome.NO_PASSIVE:
+        finish(dbsession, start.token)
+        status = (STATUS_RESPONDER, STATUS_NO_PASSIVE)
+        saml_response = error_response(servers.get(dbsession), start.reply, status)
+        return Answer(outcome, reply=start.reply, saml_response=saml_response)
+    who = signed_in()
+    assert who is not None, "decide() lets only a signed-in user reach the gate"
+    if outcome is Outcome.NO_ACCESS:
+        finish(dbsession, start.token)
+        audit.record(
+            "saml.sso.refused",
+            subject_user_id=who.user.id,
+            client_address=address,
+            detail={
+                "sp": start.sp.entity_id,
+                "reason": "no role grants the SP's module",
+            },
+        )
+        return Answer(outcome, reply=start.reply, sp=start.sp)
+    try:
+        saml_response = assertion_for(
+            dbsession,
+            servers.get(dbsession),
+            user=who.user,
+            session_row=who.session,
+            sp=start.sp,
+            reply=start.reply,
+            request=start.request,
+            roles=access(who.user).roles,
+            settings=settings,
+        )
+    except SamlRefused as exc:
+        finish(dbsession, start.token)
+        return Answer(Outcome.REFUSED, reply=exc.reply, refusal=exc)
+    if not finish(dbsession, start.token):
+        refusal = SamlRefused("saml_expired", "answered twice")
+        return Answer(Outcome.REFUSED, refusal=refusal)
+    return Answer(Outcome.ASSERTION, reply=start.reply, saml_response=saml_response)
+
+
+def _parked(dbsession: Session, start: Start, settings) -> str | None:
+    """The start's token, parking its request first if it is not parked yet."""
+    if start.token is not None or start.request is None:
+        return start.token
+    received = start.received
+    assert received is not None, "a request not parked yet keeps its message"
+    return park(dbsession, start.request, received.xml, received.binding, settings)
+
+
+# --------------------------------------------------------------------------
+# The role gate and the Response
 
 
 @dataclass(frozen=True)
@@ -199,15 +500,6 @@ def service_name(sp: ServiceProvider, locale: str) -> str:
     if sp.module is not None:
         return getattr(sp.module, f"display_name_{locale}", None) or sp.module.code
     return next(iter(names.values()), sp.entity_id)
-
-
-def idp_initiated_reply(sp: ServiceProvider, relay_state: str | None) -> Reply:
-    """Unsolicited SSO goes to the SP's default ACS, answering no request."""
-    metadata = usable_metadata(sp)
-    if metadata is None:
-        raise SamlRefused("saml_sp_disabled", sp.entity_id, status=403)
-    acs = resolve_acs(metadata, None, None, None)
-    return Reply(sp.id, sp.entity_id, acs.location, "", relay_state)
 
 
 def _participant(

@@ -9,10 +9,13 @@ Single sign-on:
   ``/saml/sso/continue`` on this site, where the SameSite=Lax cookie is sent.
 * ``/saml/init/{sp}`` (GET): IdP-initiated SSO, from the module portal.
 
-Someone signed in with a temporary password must choose their own first
-(AUTH-13): these views park the request (or keep the portal link) as the
-change form's continuation and send them there; the change form then comes
-back here, and the service gets its Response right after the change.
+Each view turns what arrived into a checked start and renders the one
+answer :func:`idp.saml.sso.answer` gives it (:func:`render_answer`); what
+happens (sign in first, a new password first, no access, the Response) is
+decided there, not here. Someone signed in with a temporary password must
+choose their own first (AUTH-13): the request is parked (or the portal link
+kept) as the change form's continuation, which comes back here, and the
+service gets its Response right after the change.
 
 A refused request gets a bilingual page with a stable code and a reference;
 when the request's ACS is trusted, the page also carries a signed SAML error
@@ -21,9 +24,9 @@ Response back to the service. IsPassive never shows a page.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import secrets
+from typing import assert_never
 from urllib.parse import parse_qs
 
 from pyramid.httpexceptions import HTTPNotFound, HTTPSeeOther
@@ -34,11 +37,9 @@ from pyramid.view import view_config
 from idp.i18n import _, translate_in
 from idp.models import ServiceProvider
 from idp.redirects import origin
-from idp.saml import requests as saml_requests
 from idp.saml import sso
 from idp.saml.metadata import MEDIA_TYPE
 from idp.saml.requests import SamlRefused
-from idp.saml.response import STATUS_NO_PASSIVE, STATUS_RESPONDER
 from idp.security import keep_continuation
 from idp.services.interfaces import IAuditLog
 from idp.tweens import content_security_policy
@@ -201,22 +202,6 @@ def continuation_waits(request, url: str) -> bool:
     return sso.is_waiting(request.dbsession, parse_qs(query).get("r", [""])[0])
 
 
-def _login_then(request, token: str):
-    next_url = request.route_path("saml.sso.continue", _query={"r": token})
-    return HTTPSeeOther(
-        request.route_path("login.identifier", _query={"next": next_url})
-    )
-
-
-def _audit(request, event: str, user, detail: dict) -> None:
-    request.find_service(IAuditLog, context=None).record(
-        event,
-        subject_user_id=user.id if user is not None else None,
-        client_address=request.client_addr,
-        detail=detail,
-    )
-
-
 def _no_access(service: str):
     return _(
         "Your roles in idMe do not give you access to ${service}. "
@@ -225,203 +210,135 @@ def _no_access(service: str):
     )
 
 
-def _deliver(request, user, sp: ServiceProvider, reply, authn, token):
-    """Role gate, then the Response (SAML-31, SAML-32)."""
-    dbsession = request.dbsession
-    settings = request.registry.settings
-    if user.must_change_password:
-        # AUTH-13, behind the gate in idp/security.py: never an assertion
-        # before the new password is set.
-        return HTTPSeeOther(request.route_path("password.new"))
-    if not sp.enabled:
-        sso.finish(dbsession, token)
-        return refused(request, SamlRefused("saml_sp_disabled", status=403))
-    access = sso.may_reach(dbsession, user, sp)
-    if not access:
-        sso.finish(dbsession, token)
-        _audit(
-            request,
-            "saml.sso.refused",
-            user,
-            {"sp": sp.entity_id, "reason": "no role grants the SP's module"},
-        )
-        name = sso.service_name(sp, request.locale_name)
-        _reference, values = render_error(
-            request,
-            403,
-            ("saml_no_access", _("No access to this service"), _no_access(name)),
-        )
-        # The second language names the service in that language too.
-        second = values["second_locale"]
-        values["second_explanation"] = translate_in(
-            request, _no_access(sso.service_name(sp, second)), second
-        )
-        values["service"] = name
-        no_store(request)
-        return render_to_response("saml/no_access.jinja2", values, request)
-    session_row = request.session.row
-    try:
-        saml_response = sso.assertion_for(
-            dbsession,
-            saml_server(request),
-            user=user,
-            session_row=session_row,
-            sp=sp,
-            reply=reply,
-            request=authn,
-            roles=access.roles,
-            settings=settings,
-        )
-    except SamlRefused as exc:
-        sso.finish(dbsession, token)
-        return refused(request, exc)
-    if not sso.finish(dbsession, token):
-        return refused(request, SamlRefused("saml_expired", "answered twice"))
-    return post_form(request, reply, saml_response)
-
-
-def _no_passive(request, authn, token):
-    """IsPassive: never a page of ours; straight back with NoPassive."""
-    sso.finish(request.dbsession, token)
-    no_passive = (STATUS_RESPONDER, STATUS_NO_PASSIVE)
-    response = sso.error_response(saml_server(request), authn.reply(), no_passive)
-    return post_form(request, authn.reply(), response)
-
-
-def _park(request, authn, token, received) -> str:
-    if token is not None:
-        return token
-    return sso.park(
-        request.dbsession,
-        authn,
-        received.xml,
-        received.binding,
-        request.registry.settings,
+def no_access_page(request, sp: ServiceProvider):
+    """No role grants the SP's module (SAML-32): say so, naming the service."""
+    name = sso.service_name(sp, request.locale_name)
+    _reference, values = render_error(
+        request,
+        403,
+        ("saml_no_access", _("No access to this service"), _no_access(name)),
     )
+    # The second language names the service in that language too.
+    second = values["second_locale"]
+    values["second_explanation"] = translate_in(
+        request, _no_access(sso.service_name(sp, second)), second
+    )
+    values["service"] = name
+    no_store(request)
+    return render_to_response("saml/no_access.jinja2", values, request)
 
 
-def _change_first(request, authn, *, token, received, fresh_enough: bool):
-    """The user must choose a new password first; the request waits for it.
-
-    Parked, and kept in the session as the continuation of the change form,
-    which answers it once the password is set (issue 12 item 1); until then
-    nothing is sent (AUTH-13). IsPassive cannot wait for a page: NoPassive.
-    A ForceAuthn request that arrived after the temporary password was typed
-    goes through the sign-in again: choosing a new password in a session
-    that already existed proves nothing new about who holds it.
-    """
-    if authn.is_passive:
-        return _no_passive(request, authn, token)
-    token = _park(request, authn, token, received)
-    continuation = request.route_path("saml.sso.continue", _query={"r": token})
-    if not fresh_enough:
-        continuation = request.route_path(
-            "login.identifier", _query={"next": continuation}
-        )
-    keep_continuation(request, continuation)
-    return HTTPSeeOther(request.route_path("password.new"))
+def _continuation(request, answer: sso.Answer) -> str:
+    """Where a waiting start goes on: its parked request, or the same link."""
+    if answer.token is None:
+        return request.path_qs
+    return request.route_path("saml.sso.continue", _query={"r": answer.token})
 
 
-def _sso(request, authn, *, token, arrived_at, received=None):
-    """Answer a checked AuthnRequest, or sign the user in first."""
+def _through_sign_in(request, next_url: str) -> str:
+    return request.route_path("login.identifier", _query={"next": next_url})
+
+
+def render_answer(request, answer: sso.Answer):
+    """The page or redirect for single sign-on's answer; nothing is decided here."""
+    match answer.outcome:
+        case sso.Outcome.ASSERTION | sso.Outcome.NO_PASSIVE:
+            return post_form(request, answer.reply, answer.saml_response)
+        case sso.Outcome.REFUSED:
+            return refused(request, answer.refusal)
+        case sso.Outcome.NO_ACCESS:
+            return no_access_page(request, answer.sp)
+        case sso.Outcome.CONTINUE:
+            return HTTPSeeOther(_continuation(request, answer))
+        case sso.Outcome.SIGN_IN:
+            return HTTPSeeOther(
+                _through_sign_in(request, _continuation(request, answer))
+            )
+        case sso.Outcome.CHANGE_PASSWORD:
+            # The change form goes on here once the new password is set.
+            continuation = _continuation(request, answer)
+            if answer.reauthenticate:
+                continuation = _through_sign_in(request, continuation)
+            keep_continuation(request, continuation)
+            return HTTPSeeOther(request.route_path("password.new"))
+        case unknown:
+            assert_never(unknown)
+
+
+def _signed_in(request) -> sso.SignedIn | None:
     user = request.identity
-    authn_at = request.session.authn_at if user is not None else None
-    fresh_enough = not authn.force_authn or (
-        authn_at is not None and authn_at >= arrived_at
+    if user is None:
+        return None
+    return sso.SignedIn(user, request.session.row, request.session.authn_at)
+
+
+def _answer(request, start: sso.Start):
+    """Single sign-on's answer to ``start``, rendered."""
+    answer = sso.answer(
+        request.dbsession,
+        start,
+        lambda: _signed_in(request),
+        servers=request.registry["idp.saml.servers"],
+        audit=request.find_service(IAuditLog, context=None),
+        address=request.client_addr,
+        settings=request.registry.settings,
     )
-    if user is not None and user.must_change_password:
-        return _change_first(
-            request, authn, token=token, received=received, fresh_enough=fresh_enough
-        )
-    if user is None or not fresh_enough:
-        if authn.is_passive:
-            return _no_passive(request, authn, token)
-        return _login_then(request, _park(request, authn, token, received))
-    sp = authn.sp or request.dbsession.get(ServiceProvider, authn.sp_id)
-    return _deliver(request, user, sp, authn.reply(), authn, token)
+    return render_answer(request, answer)
 
 
 @view_config(route_name="saml.sso.redirect", require_methods=["GET", "HEAD"])
 def sso_redirect(request):
-    now = dt.datetime.now(dt.UTC)
     try:
-        received = saml_requests.from_redirect(request.query_string)
-        authn = saml_requests.receive_authn_request(
+        start = sso.redirected(
             request.dbsession,
-            received,
+            request.query_string,
             destination=endpoint_url(request, "saml.sso.redirect"),
             settings=request.registry.settings,
         )
     except SamlRefused as exc:
         return refused(request, exc)
-    return _sso(request, authn, token=None, arrived_at=now, received=received)
+    return _answer(request, start)
 
 
 @view_config(route_name="saml.sso.post", require_methods=["POST"], require_csrf=False)
 def sso_post(request):
     """Cross-site POST from the SP: check, park, continue on this site."""
-    settings = request.registry.settings
     try:
-        received = saml_requests.from_post(request.POST)
-        authn = saml_requests.receive_authn_request(
+        start = sso.posted(
             request.dbsession,
-            received,
+            request.POST,
             destination=endpoint_url(request, "saml.sso.post"),
-            settings=settings,
+            settings=request.registry.settings,
         )
     except SamlRefused as exc:
         return refused(request, exc)
-    token = sso.park(request.dbsession, authn, received.xml, received.binding, settings)
-    return HTTPSeeOther(request.route_path("saml.sso.continue", _query={"r": token}))
+    return _answer(request, start)
 
 
 @view_config(route_name="saml.sso.continue", require_methods=["GET", "HEAD"])
 def sso_continue(request):
     try:
-        resumed = sso.resume(
+        start = sso.resume(
             request.dbsession, request.GET.get("r", ""), request.registry.settings
         )
     except SamlRefused as exc:
         return refused(request, exc)
     request.response.headers["Referrer-Policy"] = "no-referrer"
-    return _sso(
-        request, resumed.request, token=resumed.token, arrived_at=resumed.arrived_at
-    )
+    return _answer(request, start)
 
 
 @view_config(route_name="saml.init", require_methods=["GET", "HEAD"])
 def init(request):
     """IdP-initiated SSO to one SP (the portal's links), with RelayState."""
-    raw = request.matchdict["sp"]
-    if not raw.isdigit() or len(raw) > 12:
-        raise HTTPNotFound()
-    sp = request.dbsession.get(ServiceProvider, int(raw))
-    if sp is None:
-        raise HTTPNotFound()
-    relay_states = request.GET.getall("RelayState")
     try:
-        if len(relay_states) > 1:
-            raise SamlRefused("saml_bad_message", "RelayState given twice")
-        # The same rule as the SP-initiated endpoints (SAML-22/23): a link
-        # anyone can craft is no more trusted than an SP's request.
-        relay_state = saml_requests.relay_state_rule(
-            relay_states[0] if relay_states else None, sp.relay_state_max
+        start = sso.idp_initiated(
+            request.dbsession, request.matchdict["sp"], request.GET.getall("RelayState")
         )
-        if not sp.enabled:
-            raise SamlRefused("saml_sp_disabled", sp.entity_id, status=403)
-        reply = sso.idp_initiated_reply(sp, relay_state)
     except SamlRefused as exc:
         return refused(request, exc)
-    user = request.identity
-    if user is None:
-        return HTTPSeeOther(
-            request.route_path("login.identifier", _query={"next": request.path_qs})
-        )
-    if user.must_change_password:
-        # The same link, followed once the new password is set (AUTH-13).
-        keep_continuation(request, request.path_qs)
-        return HTTPSeeOther(request.route_path("password.new"))
-    return _deliver(request, user, sp, reply, None, None)
+    if start is None:
+        raise HTTPNotFound()
+    return _answer(request, start)
 
 
 @view_config(route_name="saml.metadata")

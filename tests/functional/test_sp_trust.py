@@ -434,3 +434,36 @@ def test_saml_23_idp_initiated_relay_state_cap(testapp, dbsession, module, user)
     dbsession.flush()
     assert idp_initiated(testapp, sp, RelayState="a" * 81).status_int == 400
     assert idp_initiated(testapp, sp, RelayState="a" * 80).status_int == 200
+
+
+def test_saml_23_both_starts_cap_relay_state_alike_whatever_the_sp_limit_says(
+    testapp, dbsession, module, user
+):
+    """SAML-23: one rule for both starts; an SP's own limit only ever lowers 1 KiB.
+
+    ``sp policy`` refuses a limit above 1024 bytes, but a row written by hand
+    or by an older release may hold one. The SP-initiated endpoints never
+    passed more than 1 KiB, while /saml/init/{sp} took such a limit as it
+    stood, so a crafted portal link carried what no SP request could.
+    """
+    sp = add_sp(dbsession)
+    sp.relay_state_max = 4096
+    dbsession.flush()
+    sign_in(testapp, user)
+    for value in ("a" * 1025, "é" * 513):  # 1025 and 1026 bytes of UTF-8
+        for page in (
+            idp_initiated(testapp, sp, RelayState=value),
+            sso(testapp, relay_state=value),
+        ):
+            assert page.status_int == 400, page.text[:300]
+            assert 'data-error-code="saml_relay_state"' in page.text
+            assert "saml-post-form" not in page.forms
+
+    # Control: 1 KiB exactly is carried by both, unchanged.
+    for value in ("a" * 1024, "é" * 512):
+        for page in (
+            idp_initiated(testapp, sp, RelayState=value),
+            sso(testapp, relay_state=value),
+        ):
+            assert page.status_int == 200, page.text[:300]
+            assert page.forms["saml-post-form"]["RelayState"].value == value

@@ -949,6 +949,38 @@ def test_auth_13_pending_password_change_gets_no_saml_response(
     assert status_of(parse(saml_xml(page))) == [SUCCESS]
 
 
+def test_auth_13_a_same_site_post_waits_for_the_change_like_a_redirect(
+    testapp, dbsession, sp, module
+):
+    """An SP on the IdP's own site posts with the session cookie: every entry waits.
+
+    The POST is parked and continued on this site like any other; the
+    continuation meets the pending change (no Response before it) and is
+    answered right after it, as a Redirect's request is.
+    """
+    user = person(dbsession, must_change_password=True)
+    user.roles.append(_role(dbsession, "guru"))
+    dbsession.flush()
+    assert urlsplit(sign_in(testapp, user).location).path == "/password/new"
+
+    page = testapp.post(
+        "/saml/sso/post", post_fields(authn_request(destination=SSO_POST))
+    )
+    assert page.status_int == 303
+    assert urlsplit(page.location).path == "/saml/sso/continue"
+    page = page.follow(status=303)
+    assert urlsplit(page.location).path == "/password/new"
+    assert "SAMLResponse" not in page.text
+    assert dbsession.scalar(select(func.count()).select_from(SessionParticipant)) == 0
+
+    form = testapp.get("/password/new?lang=en").forms["new-password-form"]
+    form["password"] = form["password_confirm"] = "teh tarik kurang manis di kedai"
+    done = form.submit(status=303)
+    assert urlsplit(done.location).path == "/saml/sso/continue"
+    page = done.follow(status=200)
+    assert status_of(parse(saml_xml(page))) == [SUCCESS]
+
+
 # --------------------------------------------------------------------------
 # NameID formats
 
