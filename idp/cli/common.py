@@ -132,7 +132,7 @@ def database_error(exc: BaseException) -> str | None:
 def app_request(config_uri: str) -> Iterator:
     """A request wired as the web app wires one, inside one transaction.
 
-    Services come from ``request.find_service(..., context=None)`` as in a
+    Services come from ``request.service(IFoo)`` as in a
     view: the same database wiring, services and translations as
     :func:`idp.config.configure`, through :func:`idp.config.configure_services`,
     without what only a web node needs (the SAML server and its keys, views,

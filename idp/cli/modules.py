@@ -104,9 +104,7 @@ def _write_unique(dbsession, change, taken: str) -> None:
 def _audit(request, event: str, **detail) -> None:
     from idp.services.interfaces import IAuditLog
 
-    request.find_service(IAuditLog, context=None).record(
-        event, detail={"by": "idp-admin", **detail}
-    )
+    request.service(IAuditLog).record(event, detail={"by": "idp-admin", **detail})
 
 
 # Parsers

@@ -25,8 +25,8 @@ from idp.contact import InvalidContact, normalise_email
 from idp.db import utcnow
 from idp.identifiers import Identifier, InvalidIdentifier, parse_identifier
 from idp.models import AuditEvent, OneTimeToken, User
+from idp.models.session import end_user_sessions
 from idp.models.user import UserCategory
-from idp.security import usable
 from idp.services import mail
 from idp.services.interfaces import (
     IAuditLog,
@@ -35,7 +35,6 @@ from idp.services.interfaces import (
     IUserService,
 )
 from idp.services.users import EmailTaken
-from idp.sessions import end_user_sessions
 
 BY = {"by": "idp-admin"}
 REASON_MAX = 200
@@ -63,10 +62,6 @@ def _when(moment: dt.datetime | None) -> str:
     return "-" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S} UTC"
 
 
-def _service(request, iface):
-    return request.find_service(iface, context=None)
-
-
 def _identifier(args) -> Identifier:
     try:
         return parse_identifier(args.identifier, args.country)
@@ -77,7 +72,7 @@ def _identifier(args) -> Identifier:
 
 def _find_user(request, args) -> User:
     identifier = _identifier(args)
-    user = _service(request, IUserService).find_by_identifier(identifier.value)
+    user = request.service(IUserService).find_by_identifier(identifier.value)
     if user is None:
         raise _command_error(f"no user with identity number {identifier.display}")
     return user
@@ -220,7 +215,7 @@ def _deliver(request, user: User, password: str, args, send) -> list[str]:
             "first sign-in; it was not emailed",
         ]
     send(
-        _service(request, IOutbox),
+        request.service(IOutbox),
         user,
         password=password,
         expires_at=user.temp_password_expires_at,
@@ -271,7 +266,7 @@ def add(args) -> int:
     identifier = registration.identifier
     with app_request(args.config_uri) as request:
         dbsession = request.dbsession
-        users = _service(request, IUserService)
+        users = request.service(IUserService)
         if users.find_by_identifier(identifier.value) is not None:
             raise _command_error(
                 f"a user with identity number {identifier.display} already exists"
@@ -292,7 +287,7 @@ def add(args) -> int:
                 "that identity number or email was registered just now"
             ) from None
         user.roles.extend(roles)
-        _service(request, IAuditLog).record(
+        request.service(IAuditLog).record(
             "account.created",
             subject_user_id=user.id,
             detail={**BY, "roles": [role.name for role in roles]},
@@ -318,7 +313,7 @@ def show(args) -> int:
         )
         if user.disabled_at is not None:
             state = f"locked since {_when(user.disabled_at)}, until 'user unlock'"
-        elif not usable(user, now):
+        elif not user.usable(now):
             state = f"locked until {_when(user.locked_until)} (wrong passwords)"
         else:
             state = "active"
@@ -357,7 +352,7 @@ def grant(args) -> int:
         already = role in user.roles
         if not already:
             user.roles.append(role)
-            _service(request, IAuditLog).record(
+            request.service(IAuditLog).record(
                 "role.granted",
                 subject_user_id=user.id,
                 detail={**BY, "role": role.name},
@@ -377,7 +372,7 @@ def revoke(args) -> int:
         had = role in user.roles
         if had:
             user.roles.remove(role)
-            _service(request, IAuditLog).record(
+            request.service(IAuditLog).record(
                 "role.revoked",
                 subject_user_id=user.id,
                 detail={**BY, "role": role.name},
@@ -403,13 +398,13 @@ def lock(args) -> int:
             now = utcnow()
             user.disabled_at = now
             ended = end_user_sessions(request.dbsession, user.id)
-            _service(request, IAuditLog).record(
+            request.service(IAuditLog).record(
                 "account.locked",
                 subject_user_id=user.id,
                 detail={**BY, "reason": reason, "until_unlocked": True},
             )
             mail.account_locked_by_helpdesk(
-                _service(request, IOutbox), user, locked_at=now
+                request.service(IOutbox), user, locked_at=now
             )
     if since is not None:
         print(f"{who} is already locked (since {_when(since)}); nothing changed")
@@ -422,14 +417,14 @@ def unlock(args) -> int:
     with app_request(args.config_uri) as request:
         user = _find_user(request, args)
         who = _masked(user)
-        was_locked = not usable(user, utcnow())
+        was_locked = not user.usable(utcnow())
         user.locked_until = None
         user.disabled_at = None
         user.failed_logins = 0
-        limiter = _service(request, IRateLimiter)
+        limiter = request.service(IRateLimiter)
         for name in ("login.identifier", "login.locks"):
             limiter.reset(name, user.identifier)
-        _service(request, IAuditLog).record(
+        request.service(IAuditLog).record(
             "account.unlocked", subject_user_id=user.id, detail=BY
         )
     if was_locked:
@@ -443,14 +438,14 @@ def reset_password(args) -> int:
     with app_request(args.config_uri) as request:
         user = _find_user(request, args)
         now = utcnow()
-        password = _service(request, IUserService).issue_temporary_password(user, now)
+        password = request.service(IUserService).issue_temporary_password(user, now)
         request.dbsession.execute(
             update(OneTimeToken)
             .where(OneTimeToken.user_id == user.id, OneTimeToken.used_at.is_(None))
             .values(used_at=now)
         )
         ended = end_user_sessions(request.dbsession, user.id)
-        _service(request, IAuditLog).record(
+        request.service(IAuditLog).record(
             "password.admin_reset", subject_user_id=user.id, detail=BY
         )
         lines = [
@@ -478,7 +473,7 @@ def set_email(args) -> int:
     with app_request(args.config_uri) as request:
         user = _find_user(request, args)
         who = _masked(user)
-        users = _service(request, IUserService)
+        users = request.service(IUserService)
         if email == user.email:
             raise _command_error(f"EMAIL: {email} is already the email of {who}")
         if users.find_by_email(email) is not None:
@@ -491,7 +486,7 @@ def set_email(args) -> int:
             raise _command_error(
                 f"EMAIL: {email} was given to another account just now"
             ) from None
-        audit = _service(request, IAuditLog)
+        audit = request.service(IAuditLog)
         audit.record(
             "email.changed", subject_user_id=user.id, detail={**BY, "previous": old}
         )
@@ -504,7 +499,7 @@ def set_email(args) -> int:
         if user.must_change_password and expires is not None and expires > now:
             password = users.issue_temporary_password(user, now)
             mail.temporary_password_reset(
-                _service(request, IOutbox),
+                request.service(IOutbox),
                 user,
                 password=password,
                 expires_at=user.temp_password_expires_at,

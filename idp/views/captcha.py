@@ -37,13 +37,13 @@ def _media(body: bytes | None, content_type: str) -> Response:
 
 @view_config(route_name="captcha.image")
 def image(request):
-    captcha = request.find_service(ICaptchaService, context=None)
+    captcha = request.service(ICaptchaService)
     return _media(captcha.image(request.matchdict["token"]), "image/png")
 
 
 @view_config(route_name="captcha.audio")
 def audio(request):
-    captcha = request.find_service(ICaptchaService, context=None)
+    captcha = request.service(ICaptchaService)
     locale = request.matchdict["locale"]
     if locale not in LOCALES:
         raise HTTPNotFound()

@@ -56,7 +56,7 @@ def _restart(request) -> HTTPSeeOther:
 
 def _shown(request, state: dict) -> dict:
     """The image and phrase for the number in ``state``: the user's, or a decoy."""
-    users = request.find_service(IUserService, context=None)
+    users = request.service(IUserService)
     user = users.find_by_identifier(state["identifier"])
     secret = request.registry.settings["idp.hmac_key"]
     image, phrase = shown_for(secret, state["identifier"], user)
@@ -83,7 +83,7 @@ def _identifier_page(request, form, *, limited: bool, captcha_wrong: bool = Fals
     Whether the captcha shows depends only on the limits, never on the number
     typed, so it says nothing about who is registered.
     """
-    captcha = request.find_service(ICaptchaService, context=None)
+    captcha = request.service(ICaptchaService)
     values = {
         "form": form,
         "countries": country_choices(request.locale_name),
@@ -121,7 +121,7 @@ def identifier_start(request) -> dict:
     posts to ``/login`` either way, so there is one flow with one set of
     limits. ``?next=`` is kept when it is a safe local path.
     """
-    limiter = request.find_service(IRateLimiter, context=None)
+    limiter = request.service(IRateLimiter)
     form = IdentifierForm(next=safe_next(request.GET.get("next")) or "")
     limited = lookups_exhausted(limiter, request.client_addr)
     return _identifier_page(request, form, limited=limited)
@@ -135,14 +135,14 @@ def identifier_start(request) -> dict:
 def identifier(request):
     if request.method != "POST":
         return identifier_start(request)
-    limiter = request.find_service(IRateLimiter, context=None)
+    limiter = request.service(IRateLimiter)
     form = IdentifierForm(request.POST)
     if not form.validate():
         request.response.status_int = 400
         limited = lookups_exhausted(limiter, request.client_addr)
         return _identifier_page(request, form, limited=limited)
     if not count_lookup(limiter, request.client_addr):
-        captcha = request.find_service(ICaptchaService, context=None)
+        captcha = request.service(ICaptchaService)
         # captcha.check() passes everything while the captcha is off; then
         # the limit simply holds until the window slides.
         if not (
@@ -192,8 +192,8 @@ def password(request):
     state = _state(request)
     if state is None or not state.get("confirmed"):
         return _restart(request)
-    signin = request.find_service(ISignInService, context=None)
-    captcha = request.find_service(ICaptchaService, context=None)
+    signin = request.service(ISignInService)
+    captcha = request.service(ICaptchaService)
     form = PasswordForm(request.POST if request.method == "POST" else None)
     needs_captcha = captcha.enabled and signin.captcha_required(request.client_addr)
     message = None
@@ -277,7 +277,7 @@ def logout(request):
         return {"signed_in": request.identity is not None}
     user = request.identity
     if user is not None:
-        request.find_service(IAuditLog, context=None).record(
+        request.service(IAuditLog).record(
             "logout", subject_user_id=user.id, client_address=request.client_addr
         )
     row = request.session.row

@@ -28,7 +28,7 @@ from idp.views.help import helpdesk
 
 
 def _page(request, form: RegisterForm, next_url: str | None) -> dict:
-    captcha = request.find_service(ICaptchaService, context=None)
+    captcha = request.service(ICaptchaService)
     form.captcha_answer.data = ""
     form.captcha_token.data = (
         captcha.new_challenge("register") if captcha.enabled else ""
@@ -69,7 +69,7 @@ def index(request):
         return HTTPSeeOther(request.route_path("register.index", _query=again))
 
     form = RegisterForm(request.POST)
-    captcha = request.find_service(ICaptchaService, context=None)
+    captcha = request.service(ICaptchaService)
     # The captcha is checked (and consumed) first, whatever the other fields
     # say, so one solved challenge cannot be replayed against a form error.
     captcha_ok = captcha.check(request.POST, request.client_addr, purpose="register")
@@ -81,13 +81,13 @@ def index(request):
         request.response.status_code = 400
         return _page(request, form, next_url)
 
-    limiter = request.find_service(IRateLimiter, context=None)
+    limiter = request.service(IRateLimiter)
     if not limiter.hit("register.address", request.client_addr).allowed:
         request.response.status_int = 429
         page = _page(request, form, next_url)
         page["throttled"] = True
         return page
-    users = request.find_service(IUserService, context=None)
+    users = request.service(IUserService)
     users.register(form.registration(request.locale_name))
     return HTTPSeeOther(request.route_path("register.done", _query=again))
 

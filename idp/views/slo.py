@@ -119,7 +119,7 @@ def _logout_request(request, route: str):
     token = slo.start(
         dbsession, sessions, settings=settings, initiator=incoming, keep=keep
     )
-    request.find_service(IAuditLog, context=None).record(
+    request.service(IAuditLog).record(
         "logout",
         subject_user_id=user_id,
         client_address=request.client_addr,
