@@ -1,4 +1,4 @@
-"""What every command needs: the ini's settings, a request, database errors."""
+"""What every command needs: the ini's settings, a request, its errors."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from idp.settings import SettingsError, parse_settings
+
+
+class CommandError(Exception):
+    """An expected failure: printed as one line, exit status 1."""
+
 
 # The database the last loaded ini names, so that an error raised anywhere
 # below a command can say which database it was (see database_error).
@@ -55,7 +60,6 @@ def setup_logging(path: Path) -> None:
 def load_settings(config_uri: str) -> dict:
     from configparser import Error as IniError
 
-    from idp.cli import CommandError
     from idp.logmask import install
 
     # "production.ini#main" names the section PasteDeploy would read: the

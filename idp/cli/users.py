@@ -20,7 +20,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from webob.multidict import MultiDict
 
-from idp.cli.modules import app_request, code_argument, find_role, label
+from idp.cli.common import CommandError, app_request
+from idp.cli.modules import code_argument, find_role, label
 from idp.contact import InvalidContact, normalise_email
 from idp.db import utcnow
 from idp.identifiers import Identifier, InvalidIdentifier, parse_identifier
@@ -52,12 +53,6 @@ OPTIONS = {
 }
 
 
-def _command_error(message: str):
-    from idp.cli import CommandError
-
-    return CommandError(message)
-
-
 def _when(moment: dt.datetime | None) -> str:
     return "-" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S} UTC"
 
@@ -67,14 +62,14 @@ def _identifier(args) -> Identifier:
         return parse_identifier(args.identifier, args.country)
     except InvalidIdentifier as exc:
         option = "--country" if exc.code == "passport.country" else "IDENTIFIER"
-        raise _command_error(f"{option}: {exc.message.interpolate()}") from None
+        raise CommandError(f"{option}: {exc.message.interpolate()}") from None
 
 
 def _find_user(request, args) -> User:
     identifier = _identifier(args)
     user = request.service(IUserService).find_by_identifier(identifier.value)
     if user is None:
-        raise _command_error(f"no user with identity number {identifier.display}")
+        raise CommandError(f"no user with identity number {identifier.display}")
     return user
 
 
@@ -235,7 +230,7 @@ def _registration(args):
     from idp.forms.register import RegisterForm
 
     if args.category not in {category.value for category in UserCategory}:
-        raise _command_error(
+        raise CommandError(
             f"--category: {args.category!r} is not one of {CATEGORY_NAMES}"
         )
     passport = bool(args.country and args.country.strip())
@@ -257,7 +252,7 @@ def _registration(args):
     form.validate()
     for field, option in OPTIONS.items():
         for message in form.errors.get(field, []):
-            raise _command_error(f"{option}: {message.interpolate()}")
+            raise CommandError(f"{option}: {message.interpolate()}")
     return form.registration(args.locale)
 
 
@@ -268,13 +263,11 @@ def add(args) -> int:
         dbsession = request.dbsession
         users = request.service(IUserService)
         if users.find_by_identifier(identifier.value) is not None:
-            raise _command_error(
+            raise CommandError(
                 f"a user with identity number {identifier.display} already exists"
             )
         if users.find_by_email(registration.email) is not None:
-            raise _command_error(
-                f"a user with email {registration.email} already exists"
-            )
+            raise CommandError(f"a user with email {registration.email} already exists")
         roles = [find_role(dbsession, name) for name in dict.fromkeys(args.roles)]
         now = utcnow()
         user = users.build(registration, now)
@@ -283,7 +276,7 @@ def add(args) -> int:
             with dbsession.begin_nested():
                 dbsession.add(user)
         except IntegrityError:
-            raise _command_error(
+            raise CommandError(
                 "that identity number or email was registered just now"
             ) from None
         user.roles.extend(roles)
@@ -389,7 +382,7 @@ def lock(args) -> int:
     """An administrator's lock: indefinite, until ``user unlock``."""
     reason = label("--reason", args.reason, required=False)
     if reason is not None and len(reason) > REASON_MAX:
-        raise _command_error(f"--reason: at most {REASON_MAX} characters")
+        raise CommandError(f"--reason: at most {REASON_MAX} characters")
     with app_request(args.config_uri) as request:
         user = _find_user(request, args)
         who = _masked(user)
@@ -466,7 +459,7 @@ def set_email(args) -> int:
     try:
         email = normalise_email(args.email)
     except InvalidContact as exc:
-        raise _command_error(
+        raise CommandError(
             f"EMAIL: {args.email!r} is not an email address "
             f"({exc.message.interpolate()})"
         ) from None
@@ -475,15 +468,15 @@ def set_email(args) -> int:
         who = _masked(user)
         users = request.service(IUserService)
         if email == user.email:
-            raise _command_error(f"EMAIL: {email} is already the email of {who}")
+            raise CommandError(f"EMAIL: {email} is already the email of {who}")
         if users.find_by_email(email) is not None:
-            raise _command_error(
+            raise CommandError(
                 f"EMAIL: {email} is already the email of another account"
             )
         try:
             old = users.change_email(user, email, by_helpdesk=True)
         except EmailTaken:
-            raise _command_error(
+            raise CommandError(
                 f"EMAIL: {email} was given to another account just now"
             ) from None
         audit = request.service(IAuditLog)
