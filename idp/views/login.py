@@ -25,7 +25,6 @@ from idp.forms.login import (
     ImageForm,
     PasswordForm,
 )
-from idp.forms.register import MESSAGES as FORM_MESSAGES
 from idp.forms.register import country_choices
 from idp.identifiers import Identifier
 from idp.redirects import safe_next
@@ -104,8 +103,7 @@ def _identifier_page(request, form, *, limited: bool, captcha_wrong: bool = Fals
             captcha.csp
         )
     if captcha_wrong:
-        wrong = "captcha" if captcha.kind == "image" else "captcha.hosted"
-        form.captcha_answer.errors = [FORM_MESSAGES[wrong]]
+        captcha_wrong(form, captcha.kind)
     values.update(
         message=MESSAGES["lookups.captcha"],
         captcha_enabled=True,

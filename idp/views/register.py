@@ -11,10 +11,10 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.view import view_config
 
 from idp import security_images
+from idp.forms import captcha_wrong
 from idp.forms.register import (
     CATEGORIES,
     ID_TYPES,
-    MESSAGES,
     OPTIONAL_INSTITUTION,
     RegisterForm,
     country_choices,
@@ -75,8 +75,7 @@ def index(request):
     captcha_ok = captcha.check(request.POST, request.client_addr, purpose="register")
     valid = form.validate()
     if not captcha_ok:
-        wrong = "captcha" if captcha.kind == "image" else "captcha.hosted"
-        form.captcha_answer.errors = [MESSAGES[wrong]]
+        captcha_wrong(form, captcha.kind)
     if not (valid and captcha_ok):
         request.response.status_code = 400
         return _page(request, form, next_url)

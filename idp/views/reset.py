@@ -31,7 +31,7 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.renderers import render_to_response
 from pyramid.view import view_config
 
-from idp.forms.register import MESSAGES as FORM_MESSAGES
+from idp.forms import captcha_wrong
 from idp.forms.register import country_choices
 from idp.forms.reset import MISMATCH, NewForm, RequestForm, VerifyForm
 from idp.i18n import _
@@ -69,12 +69,6 @@ def _captcha(request, form, purpose: str) -> dict:
             captcha.csp
         )
     return {"captcha_enabled": captcha.enabled, "captcha_widget": captcha.widget}
-
-
-def _captcha_error(request, form) -> None:
-    kind = request.service(ICaptchaService).kind
-    wrong = "captcha" if kind == "image" else "captcha.hosted"
-    form.captcha_answer.errors = [FORM_MESSAGES[wrong]]
 
 
 def _link_refused(request) -> dict:
@@ -115,7 +109,7 @@ def request_(request):
     )
     valid = form.validate()
     if not captcha_ok:
-        _captcha_error(request, form)
+        captcha_wrong(form, request.service(ICaptchaService).kind)
     if not (valid and captcha_ok):
         request.response.status_int = 400
         return {"form": form, **_captcha(request, form, "reset")}
@@ -197,7 +191,7 @@ def new(request):
             users.policy_violations(user, form.password.data)
         )
         if not captcha_ok:
-            _captcha_error(request, form)
+            captcha_wrong(form, request.service(ICaptchaService).kind)
         if valid and captcha_ok:
             resets = request.service(IPasswordResetService)
             if not resets.use(row):
