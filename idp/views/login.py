@@ -39,7 +39,6 @@ from idp.services.interfaces import (
 )
 from idp.services.security_image import count_lookup, lookups_exhausted, shown_for
 from idp.services.signin import AUTHN_METHOD, Outcome
-from idp.tweens import content_security_policy
 
 STATE = "login"
 
@@ -98,10 +97,7 @@ def _identifier_page(request, form, *, limited: bool, captcha_wrong: bool = Fals
         values["message"] = MESSAGES["lookups.wait"]
         return values
     form.captcha_token.data = captcha.new_challenge("lookup")
-    if captcha.csp:
-        request.response.headers["Content-Security-Policy"] = content_security_policy(
-            captcha.csp
-        )
+    request.csp.merge(captcha.csp)
     if captcha_wrong:
         captcha_wrong(form, captcha.kind)
     values.update(

@@ -23,7 +23,6 @@ from idp.forms.register import (
 from idp.redirects import safe_next
 from idp.services.interfaces import ICaptchaService, IRateLimiter, IUserService
 from idp.services.security_image import suggestion
-from idp.tweens import content_security_policy
 from idp.views.help import helpdesk
 
 
@@ -33,10 +32,8 @@ def _page(request, form: RegisterForm, next_url: str | None) -> dict:
     form.captcha_token.data = (
         captcha.new_challenge("register") if captcha.enabled else ""
     )
-    if captcha.enabled and captcha.csp:
-        request.response.headers["Content-Security-Policy"] = content_security_policy(
-            captcha.csp
-        )
+    if captcha.enabled:
+        request.csp.merge(captcha.csp)
     return {
         "form": form,
         "categories": [(c.value, request._(text)) for c, text in CATEGORIES.items()],

@@ -41,7 +41,6 @@ from idp.services.interfaces import (
     IPasswordResetService,
     IUserService,
 )
-from idp.tweens import content_security_policy
 from idp.views.errors import render_error
 
 log = logging.getLogger(__name__)
@@ -64,10 +63,8 @@ def _captcha(request, form, purpose: str) -> dict:
     captcha = request.service(ICaptchaService)
     form.captcha_answer.data = ""
     form.captcha_token.data = captcha.new_challenge(purpose) if captcha.enabled else ""
-    if captcha.enabled and captcha.csp:
-        request.response.headers["Content-Security-Policy"] = content_security_policy(
-            captcha.csp
-        )
+    if captcha.enabled:
+        request.csp.merge(captcha.csp)
     return {"captcha_enabled": captcha.enabled, "captcha_widget": captcha.widget}
 
 
