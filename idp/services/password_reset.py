@@ -84,7 +84,7 @@ class PasswordResetService:
     def find(self, token: str) -> OneTimeToken | None:
         return self.tokens.find(token)
 
-    def progress(self, token_id) -> tuple[OneTimeToken, User] | None:
+    def progress(self, token_id: str | None) -> tuple[OneTimeToken, User] | None:
         row = self.tokens.get(token_id)
         if row is None:
             return None
@@ -93,7 +93,9 @@ class PasswordResetService:
             return None
         return row, user
 
-    def mismatch(self, row: OneTimeToken, user: User, *, client_address) -> bool:
+    def mismatch(
+        self, row: OneTimeToken, user: User, *, client_address: str | None
+    ) -> bool:
         # A wrong answer counts as a failed sign-in of the account too.
         self.limiter.hit("login.identifier", user.identifier)
         self.audit.record(
@@ -110,7 +112,7 @@ class PasswordResetService:
     def use(self, row: OneTimeToken) -> bool:
         return self.tokens.void(row)
 
-    def reset(self, user: User, password: str, *, client_address) -> None:
+    def reset(self, user: User, password: str, *, client_address: str | None) -> None:
         self.users.set_password(
             user, password, how=PasswordChange.RESET, client_address=client_address
         )
