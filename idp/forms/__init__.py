@@ -37,7 +37,7 @@ class BaseForm(Form):
         csrf = False
 
 
-def captcha_wrong(form, kind: str) -> None:
+def mark_captcha_wrong(form, kind: str) -> None:
     """Say beside ``form``'s captcha that it was not solved.
 
     ``kind`` is the captcha service's: ``"image"`` or a hosted provider.

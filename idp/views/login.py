@@ -19,6 +19,7 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.i18n import TranslationString
 from pyramid.view import view_config
 
+from idp.forms import mark_captcha_wrong
 from idp.forms.login import (
     MESSAGES,
     IdentifierForm,
@@ -99,7 +100,7 @@ def _identifier_page(request, form, *, limited: bool, captcha_wrong: bool = Fals
     form.captcha_token.data = captcha.new_challenge("lookup")
     request.csp.merge(captcha.csp)
     if captcha_wrong:
-        captcha_wrong(form, captcha.kind)
+        mark_captcha_wrong(form, captcha.kind)
     values.update(
         message=MESSAGES["lookups.captcha"],
         captcha_enabled=True,

@@ -11,7 +11,7 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.view import view_config
 
 from idp import security_images
-from idp.forms import captcha_wrong
+from idp.forms import mark_captcha_wrong
 from idp.forms.register import (
     CATEGORIES,
     ID_TYPES,
@@ -72,7 +72,7 @@ def index(request):
     captcha_ok = captcha.check(request.POST, request.client_addr, purpose="register")
     valid = form.validate()
     if not captcha_ok:
-        captcha_wrong(form, captcha.kind)
+        mark_captcha_wrong(form, captcha.kind)
     if not (valid and captcha_ok):
         request.response.status_code = 400
         return _page(request, form, next_url)

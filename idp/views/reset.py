@@ -31,7 +31,7 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.renderers import render_to_response
 from pyramid.view import view_config
 
-from idp.forms import captcha_wrong
+from idp.forms import mark_captcha_wrong
 from idp.forms.register import country_choices
 from idp.forms.reset import MISMATCH, NewForm, RequestForm, VerifyForm
 from idp.i18n import _
@@ -106,7 +106,7 @@ def request_(request):
     )
     valid = form.validate()
     if not captcha_ok:
-        captcha_wrong(form, request.service(ICaptchaService).kind)
+        mark_captcha_wrong(form, request.service(ICaptchaService).kind)
     if not (valid and captcha_ok):
         request.response.status_int = 400
         return {"form": form, **_captcha(request, form, "reset")}
@@ -188,7 +188,7 @@ def new(request):
             users.policy_violations(user, form.password.data)
         )
         if not captcha_ok:
-            captcha_wrong(form, request.service(ICaptchaService).kind)
+            mark_captcha_wrong(form, request.service(ICaptchaService).kind)
         if valid and captcha_ok:
             resets = request.service(IPasswordResetService)
             if not resets.use(row):
