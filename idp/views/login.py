@@ -40,6 +40,7 @@ from idp.services.interfaces import (
 )
 from idp.services.security_image import count_lookup, lookups_exhausted, shown_for
 from idp.services.signin import AUTHN_METHOD, Outcome
+from idp.views.captcha import show_challenge
 
 STATE = "login"
 
@@ -92,20 +93,15 @@ def _identifier_page(request, form, *, limited: bool, captcha_wrong: bool = Fals
     }
     if not limited:
         return values
-    form.captcha_answer.data = ""
-    form.captcha_token.data = ""
     if not captcha.enabled:
+        form.captcha_answer.data = ""
+        form.captcha_token.data = ""
         values["message"] = MESSAGES["lookups.wait"]
         return values
-    form.captcha_token.data = captcha.new_challenge("lookup")
-    request.csp.merge(captcha.csp)
+    values.update(show_challenge(request, form, "lookup"))
     if captcha_wrong:
         mark_captcha_wrong(form, captcha.kind)
-    values.update(
-        message=MESSAGES["lookups.captcha"],
-        captcha_enabled=True,
-        captcha_widget=captcha.widget,
-    )
+    values["message"] = MESSAGES["lookups.captcha"]
     return values
 
 

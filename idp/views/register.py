@@ -23,17 +23,11 @@ from idp.forms.register import (
 from idp.redirects import safe_next
 from idp.services.interfaces import ICaptchaService, IRateLimiter, IUserService
 from idp.services.security_image import suggestion
+from idp.views.captcha import show_challenge
 from idp.views.help import helpdesk
 
 
 def _page(request, form: RegisterForm, next_url: str | None) -> dict:
-    captcha = request.service(ICaptchaService)
-    form.captcha_answer.data = ""
-    form.captcha_token.data = (
-        captcha.new_challenge("register") if captcha.enabled else ""
-    )
-    if captcha.enabled:
-        request.csp.merge(captcha.csp)
     return {
         "form": form,
         "categories": [(c.value, request._(text)) for c, text in CATEGORIES.items()],
@@ -42,8 +36,7 @@ def _page(request, form: RegisterForm, next_url: str | None) -> dict:
         "images": security_images.CATALOGUE,
         "institution_required": institution_required(form.category.data),
         "institution_optional_for": sorted(c.value for c in OPTIONAL_INSTITUTION),
-        "captcha_enabled": captcha.enabled,
-        "captcha_widget": captcha.widget,
+        **show_challenge(request, form, "register"),
         "next": next_url,
     }
 

@@ -41,6 +41,7 @@ from idp.services.interfaces import (
     IPasswordResetService,
     IUserService,
 )
+from idp.views.captcha import show_challenge
 from idp.views.errors import render_error
 
 log = logging.getLogger(__name__)
@@ -56,16 +57,6 @@ LINK_PAGE = (
         'Ask for a new link with "Forgot password" on the sign-in page.'
     ),
 )
-
-
-def _captcha(request, form, purpose: str) -> dict:
-    """Put a challenge for ``purpose`` in ``form``; the template's values."""
-    captcha = request.service(ICaptchaService)
-    form.captcha_answer.data = ""
-    form.captcha_token.data = captcha.new_challenge(purpose) if captcha.enabled else ""
-    if captcha.enabled:
-        request.csp.merge(captcha.csp)
-    return {"captcha_enabled": captcha.enabled, "captcha_widget": captcha.widget}
 
 
 def _link_refused(request) -> dict:
@@ -98,7 +89,7 @@ def request_(request):
     # The trailing underscore (PEP 8) keeps the view apart from its argument.
     if request.method != "POST":
         form = RequestForm()
-        return {"form": form, **_captcha(request, form, "reset")}
+        return {"form": form, **show_challenge(request, form, "reset")}
     form = RequestForm(request.POST)
     # Checked (and consumed) first, whatever the other fields say (AUTH-19).
     captcha_ok = request.service(ICaptchaService).check(
@@ -109,7 +100,7 @@ def request_(request):
         mark_captcha_wrong(form, request.service(ICaptchaService).kind)
     if not (valid and captcha_ok):
         request.response.status_int = 400
-        return {"form": form, **_captcha(request, form, "reset")}
+        return {"form": form, **show_challenge(request, form, "reset")}
     request.service(IPasswordResetService).request_link(
         form.address, client_address=request.client_addr or ""
     )
@@ -203,4 +194,4 @@ def new(request):
             )
             return HTTPSeeOther(request.route_path("login.identifier"))
         request.response.status_int = 400
-    return {"form": form, **_captcha(request, form, "reset.new")}
+    return {"form": form, **show_challenge(request, form, "reset.new")}
