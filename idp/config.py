@@ -30,6 +30,7 @@ def configure(settings=None) -> Configurator:
     config.include(".i18n")
     config.include(".sessions")
     config.include(".security")
+    config.include(".csp")
     config.include(".authz")
     config.include(".services")
     config.include(".saml")

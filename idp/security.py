@@ -15,7 +15,6 @@ from pyramid.security import Denied
 from sqlalchemy import select
 
 from idp.authz import PASSWORD_PENDING, READY
-from idp.db import utcnow
 from idp.models import User
 from idp.redirects import safe_next
 
@@ -25,13 +24,6 @@ _CACHE = "_idp_identity"
 def forget_identity(request) -> None:
     """Make the next ``request.identity`` look again (after sign-in or sign-out)."""
     request.__dict__.pop(_CACHE, None)
-
-
-def usable(user: User | None, now=None) -> bool:
-    """True if ``user`` may be signed in at all (exists, not locked or disabled)."""
-    if user is None or user.disabled_at is not None:
-        return False
-    return user.locked_until is None or user.locked_until <= (now or utcnow())
 
 
 class SessionSecurityPolicy:
@@ -55,7 +47,7 @@ class SessionSecurityPolicy:
         user = request.dbsession.scalars(
             select(User).where(User.id == user_id)
         ).one_or_none()
-        if not usable(user):
+        if user is None or not user.usable():
             return None
         authn_at = session.authn_at
         changed = user.password_changed_at

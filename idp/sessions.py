@@ -22,7 +22,7 @@ import secrets
 
 from pyramid.i18n import TranslationString
 from pyramid.interfaces import ISession
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from zope.interface import implementer
 
 from idp.db import utcnow
@@ -300,19 +300,6 @@ class DatabaseSession(dict):
             samesite="Lax",
             path="/",
         )
-
-
-def end_user_sessions(dbsession, user_id, *, keep=None) -> int:
-    """Delete every session of a user (lock, password change); return how many.
-
-    ``keep`` is a session row to spare: the one the user is changing their
-    password in.
-    """
-    query = delete(IdpSession).where(IdpSession.user_id == user_id)
-    if keep is not None:
-        query = query.where(IdpSession.id != keep.id)
-    result = dbsession.execute(query)
-    return result.rowcount
 
 
 def _session_factory(request):

@@ -8,56 +8,22 @@
   form body WebOb cannot parse (another charset, a bad multipart boundary)
   or that holds a file, is refused (400) before anything decodes it
   (OPS-09): WebOb raises wherever it is read, the error page included.
-- Security headers: a CSP without inline script, no framing, no referrer
-  outside the site,
-  no sniffing, HSTS outside development.
+- Security headers: a CSP without inline script (``request.csp``, see
+  :mod:`idp.csp`), no framing, no referrer outside the site, no sniffing,
+  HSTS outside development.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from types import MappingProxyType
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pyramid.httpexceptions import HTTPBadRequest, HTTPRequestEntityTooLarge
 
+from idp import csp
 from idp.routes import HEALTH_PATH
 
-CSP_DIRECTIVES: dict[str, tuple[str, ...]] = {
-    "default-src": ("'self'",),
-    "script-src": ("'self'",),
-    "style-src": ("'self'",),
-    "img-src": ("'self'", "data:", "https:"),
-    "font-src": ("'self'",),
-    "connect-src": ("'self'",),
-    "object-src": ("'none'",),
-    "base-uri": ("'none'",),
-    "frame-ancestors": ("'none'",),
-    "form-action": ("'self'",),
-}
-
-
-def content_security_policy(
-    extra: Mapping[str, Iterable[str]] = MappingProxyType({}),
-    *,
-    replace: Mapping[str, Iterable[str]] = MappingProxyType({}),
-) -> str:
-    """The CSP header value, with ``extra`` sources added per directive.
-
-    ``replace`` sets a directive outright (a page shown in the IdP's own
-    frames needs ``frame-ancestors 'self'`` instead of ``'none'``). A page
-    that embeds a third-party widget (a hosted captcha) or posts to a
-    service sets the result on its response; the tween then leaves it alone.
-    """
-    directives = {name: list(sources) for name, sources in CSP_DIRECTIVES.items()}
-    for name, sources in extra.items():
-        directives.setdefault(name, ["'self'"]).extend(sources)
-    for name, sources in replace.items():
-        directives[name] = list(sources)
-    return "; ".join(f"{name} {' '.join(srcs)}" for name, srcs in directives.items())
-
-
-CONTENT_SECURITY_POLICY = content_security_policy()
+# What a page with no additions sends (see idp/csp.py).
+CONTENT_SECURITY_POLICY = csp.BASE_HEADER
 
 BASE_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -245,7 +211,9 @@ def security_headers_tween_factory(handler, registry):
         headers = response.headers
         for name, value in BASE_HEADERS.items():
             headers.setdefault(name, value)
-        headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        # Set, never defaulted: the policy is request.csp's, whoever built
+        # the response.
+        headers["Content-Security-Policy"] = csp.header_for(request, response)
         if hsts:
             headers.setdefault("Strict-Transport-Security", HSTS)
         if response.content_type == "text/html":

@@ -19,10 +19,6 @@ import sys
 from typing import NamedTuple
 
 
-class CommandError(Exception):
-    """An expected failure: printed as one line, exit status 1."""
-
-
 class Group(NamedTuple):
     module: str  # imported only when the group is chosen
     help: str
@@ -103,14 +99,16 @@ def main(argv: list[str] | None = None) -> int:
 def _run(argv: list[str]) -> int:
     parser = build_parser(chosen_group(argv))
     args = parser.parse_args(argv)
+    # Every group's module has imported it by now; importing it at the top
+    # would load Pyramid's settings helpers for "--help" too.
+    from idp.cli.common import CommandError, database_error
+
     try:
         return args.handler(args) or 0
     except CommandError as exc:
         print(f"idp-admin: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        from idp.cli.common import database_error
-
         # Database errors are handled here, once, for every command: one line
         # naming the database and the driver's cause.
         message = database_error(exc)

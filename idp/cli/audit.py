@@ -6,7 +6,7 @@ import argparse
 
 from sqlalchemy import select
 
-from idp.cli.common import load_settings
+from idp.cli.common import CommandError, load_settings
 from idp.db import make_engine
 from idp.logmask import mask
 from idp.models import AuditEvent
@@ -49,8 +49,6 @@ def _positive(value: str) -> int:
 def _engine(settings):
     from sqlalchemy.exc import ArgumentError
 
-    from idp.cli import CommandError
-
     try:
         return make_engine(settings)
     except ArgumentError as exc:
@@ -58,8 +56,6 @@ def _engine(settings):
 
 
 def verify(args) -> int:
-    from idp.cli import CommandError
-
     engine = _engine(load_settings(args.config_uri))
     try:
         with engine.connect() as conn:

@@ -1,4 +1,4 @@
-"""What every command needs: the ini's settings, a request, database errors."""
+"""What every command needs: the ini's settings, a request, its errors."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from idp.settings import SettingsError, parse_settings
+
+
+class CommandError(Exception):
+    """An expected failure: printed as one line, exit status 1."""
+
 
 # The database the last loaded ini names, so that an error raised anywhere
 # below a command can say which database it was (see database_error).
@@ -55,7 +60,6 @@ def setup_logging(path: Path) -> None:
 def load_settings(config_uri: str) -> dict:
     from configparser import Error as IniError
 
-    from idp.cli import CommandError
     from idp.logmask import install
 
     # "production.ini#main" names the section PasteDeploy would read: the
@@ -132,7 +136,7 @@ def database_error(exc: BaseException) -> str | None:
 def app_request(config_uri: str) -> Iterator:
     """A request wired as the web app wires one, inside one transaction.
 
-    Services come from ``request.find_service(..., context=None)`` as in a
+    Services come from ``request.service(IFoo)`` as in a
     view: the same database wiring, services and translations as
     :func:`idp.config.configure`, through :func:`idp.config.configure_services`,
     without what only a web node needs (the SAML server and its keys, views,

@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.exc import SAWarning, SQLAlchemyError
 
-from idp.cli.common import database_error, load_settings
+from idp.cli.common import CommandError, database_error, load_settings
 from idp.db import make_engine
 from idp.migrations import alembic_config
 
@@ -38,8 +38,6 @@ def _engine(args):
 
 
 def upgrade(args) -> int:
-    from idp.cli import CommandError
-
     engine = _engine(args)
     try:
         with engine.begin() as connection:
@@ -82,8 +80,6 @@ def pending_difference(connection) -> list:
 
 
 def check(args) -> int:
-    from idp.cli import CommandError
-
     engine = _engine(args)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     # A check changes nothing: Alembic's INFO lines about its set-up ("Context

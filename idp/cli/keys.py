@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from idp.cli.common import load_settings
+from idp.cli.common import CommandError, load_settings
 from idp.saml import certs_dir
 from idp.saml import keys as keystore
 
@@ -25,8 +25,6 @@ def register(groups) -> None:
 
 
 def generate(args) -> int:
-    from idp.cli import CommandError
-
     settings = load_settings(args.config_uri)
     host = urlsplit(settings["idp.base_url"]).hostname or "idp"
     try:

@@ -8,7 +8,7 @@ import time
 
 from sqlalchemy import case, func, select
 
-from idp.cli.common import load_settings
+from idp.cli.common import CommandError, load_settings
 from idp.db import make_engine
 from idp.models import OutboxMessage
 
@@ -39,8 +39,6 @@ def register(groups) -> None:
 def _engine(settings):
     from sqlalchemy.exc import ArgumentError
 
-    from idp.cli import CommandError
-
     try:
         return make_engine(settings)
     except ArgumentError as exc:
@@ -48,7 +46,6 @@ def _engine(settings):
 
 
 def deliver(args) -> int:
-    from idp.cli import CommandError
     from idp.services.delivery import OutboxWorker
     from idp.services.purge import Purger
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from idp.cli.common import load_settings
+from idp.cli.common import CommandError, load_settings
 from idp.saml import keys as keystore
 from idp.saml import load_keypair, metadata_dir
 from idp.saml.metadata import build
@@ -24,8 +24,6 @@ def register(groups) -> None:
 
 
 def export(args) -> int:
-    from idp.cli import CommandError
-
     settings = load_settings(args.config_uri)
     try:
         xml = build(settings, load_keypair(settings))

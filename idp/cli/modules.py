@@ -16,7 +16,7 @@ import re
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from idp.cli.common import app_request
+from idp.cli.common import CommandError, app_request
 from idp.forms import collapse_spaces, has_control_characters
 from idp.models import Module, Role
 
@@ -40,8 +40,6 @@ def code_argument(value: str) -> str:
 
 def label(option: str, value: str | None, *, required: bool = True) -> str | None:
     """``value`` with runs of spaces collapsed; CommandError naming ``option``."""
-    from idp.cli import CommandError
-
     if value is None or not value.strip():
         if required:
             raise CommandError(f"{option}: must not be empty")
@@ -55,8 +53,6 @@ def label(option: str, value: str | None, *, required: bool = True) -> str | Non
 
 
 def find_role(dbsession, name: str) -> Role:
-    from idp.cli import CommandError
-
     role = dbsession.scalars(
         select(Role).where(func.lower(Role.name) == name.lower())
     ).one_or_none()
@@ -66,8 +62,6 @@ def find_role(dbsession, name: str) -> Role:
 
 
 def find_module(dbsession, code: str) -> Module:
-    from idp.cli import CommandError
-
     module = dbsession.scalars(
         select(Module).where(func.lower(Module.code) == code.lower())
     ).one_or_none()
@@ -91,8 +85,6 @@ def _write_unique(dbsession, change, taken: str) -> None:
     The SELECT before it gives the friendly message; this is what holds when
     two commands race (the unique indexes on lower(code) and lower(name)).
     """
-    from idp.cli import CommandError
-
     try:
         with dbsession.begin_nested():
             change()
@@ -104,9 +96,7 @@ def _write_unique(dbsession, change, taken: str) -> None:
 def _audit(request, event: str, **detail) -> None:
     from idp.services.interfaces import IAuditLog
 
-    request.find_service(IAuditLog, context=None).record(
-        event, detail={"by": "idp-admin", **detail}
-    )
+    request.service(IAuditLog).record(event, detail={"by": "idp-admin", **detail})
 
 
 # Parsers
@@ -203,8 +193,6 @@ def _register_role(groups) -> None:
 
 
 def module_create(args) -> int:
-    from idp.cli import CommandError
-
     name_ms = label("--name-ms", args.name_ms)
     name_en = label("--name-en", args.name_en)
     with app_request(args.config_uri) as request:
@@ -262,8 +250,6 @@ def module_list(args) -> int:
 
 
 def module_rename(args) -> int:
-    from idp.cli import CommandError
-
     with app_request(args.config_uri) as request:
         dbsession = request.dbsession
         module = find_module(dbsession, args.old)
@@ -284,7 +270,6 @@ def module_rename(args) -> int:
 
 
 def module_delete(args) -> int:
-    from idp.cli import CommandError
     from idp.models import ServiceProvider
 
     with app_request(args.config_uri) as request:
@@ -334,8 +319,6 @@ def _locked(dbsession, row):
 
 
 def role_create(args) -> int:
-    from idp.cli import CommandError
-
     name_ms = label("--name-ms", args.name_ms)
     name_en = label("--name-en", args.name_en)
     description = args.description or ""
@@ -382,8 +365,6 @@ def role_list(args) -> int:
 
 
 def role_rename(args) -> int:
-    from idp.cli import CommandError
-
     with app_request(args.config_uri) as request:
         dbsession = request.dbsession
         role = find_role(dbsession, args.old)
@@ -407,7 +388,6 @@ def role_rename(args) -> int:
 
 
 def role_delete(args) -> int:
-    from idp.cli import CommandError
     from idp.models.role import user_roles
 
     with app_request(args.config_uri) as request:

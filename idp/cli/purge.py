@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from idp.cli.common import load_settings
+from idp.cli.common import CommandError, load_settings
 
 
 def register(groups) -> None:
@@ -34,7 +34,6 @@ def print_counts(counts: dict[str, int], *, dry_run: bool) -> None:
 def purge(args) -> int:
     from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 
-    from idp.cli import CommandError
     from idp.db import make_engine
     from idp.services.purge import Purger
 

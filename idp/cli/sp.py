@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from idp.cli.common import load_settings
+from idp.cli.common import CommandError, load_settings
 from idp.db import make_engine
 from idp.models import ServiceProvider
 from idp.saml import registry
@@ -172,8 +172,6 @@ def set_policy(args) -> int:
             None if args.encryption_method == "auto" else args.encryption_method
         )
     if not changes:
-        from idp.cli import CommandError
-
         raise CommandError("nothing to change; see 'sp policy --help'")
     with _transaction(args.config_uri) as session:
         sp = registry.set_policy(session, args.entity_id, **changes)
@@ -199,8 +197,6 @@ def _transaction(config_uri: str) -> Iterator[Session]:
     Database errors propagate to :func:`idp.cli.main`, which names the
     database and the cause.
     """
-    from idp.cli import CommandError
-
     engine = make_engine(load_settings(config_uri))
     try:
         with Session(engine) as session, session.begin():
@@ -212,7 +208,6 @@ def _transaction(config_uri: str) -> Iterator[Session]:
 
 
 def _read_metadata(path: str) -> bytes:
-    from idp.cli import CommandError
     from idp.units import format_over
 
     try:
@@ -440,8 +435,6 @@ def _confirmed(entity_id: str) -> bool:
 
 
 def remove(args) -> int:
-    from idp.cli import CommandError
-
     if not args.yes:
         # Read-only first, and the question asked outside any transaction:
         # a SQLite writer lock held while a person thinks stops every node.

@@ -20,13 +20,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from webob.multidict import MultiDict
 
-from idp.cli.modules import app_request, code_argument, find_role, label
+from idp.cli.common import CommandError, app_request
+from idp.cli.modules import code_argument, find_role, label
 from idp.contact import InvalidContact, normalise_email
 from idp.db import utcnow
 from idp.identifiers import Identifier, InvalidIdentifier, parse_identifier
 from idp.models import AuditEvent, OneTimeToken, User
+from idp.models.session import end_user_sessions
 from idp.models.user import UserCategory
-from idp.security import usable
 from idp.services import mail
 from idp.services.interfaces import (
     IAuditLog,
@@ -35,7 +36,6 @@ from idp.services.interfaces import (
     IUserService,
 )
 from idp.services.users import EmailTaken
-from idp.sessions import end_user_sessions
 
 BY = {"by": "idp-admin"}
 REASON_MAX = 200
@@ -53,18 +53,8 @@ OPTIONS = {
 }
 
 
-def _command_error(message: str):
-    from idp.cli import CommandError
-
-    return CommandError(message)
-
-
 def _when(moment: dt.datetime | None) -> str:
     return "-" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S} UTC"
-
-
-def _service(request, iface):
-    return request.find_service(iface, context=None)
 
 
 def _identifier(args) -> Identifier:
@@ -72,14 +62,14 @@ def _identifier(args) -> Identifier:
         return parse_identifier(args.identifier, args.country)
     except InvalidIdentifier as exc:
         option = "--country" if exc.code == "passport.country" else "IDENTIFIER"
-        raise _command_error(f"{option}: {exc.message.interpolate()}") from None
+        raise CommandError(f"{option}: {exc.message.interpolate()}") from None
 
 
 def _find_user(request, args) -> User:
     identifier = _identifier(args)
-    user = _service(request, IUserService).find_by_identifier(identifier.value)
+    user = request.service(IUserService).find_by_identifier(identifier.value)
     if user is None:
-        raise _command_error(f"no user with identity number {identifier.display}")
+        raise CommandError(f"no user with identity number {identifier.display}")
     return user
 
 
@@ -220,7 +210,7 @@ def _deliver(request, user: User, password: str, args, send) -> list[str]:
             "first sign-in; it was not emailed",
         ]
     send(
-        _service(request, IOutbox),
+        request.service(IOutbox),
         user,
         password=password,
         expires_at=user.temp_password_expires_at,
@@ -240,7 +230,7 @@ def _registration(args):
     from idp.forms.register import RegisterForm
 
     if args.category not in {category.value for category in UserCategory}:
-        raise _command_error(
+        raise CommandError(
             f"--category: {args.category!r} is not one of {CATEGORY_NAMES}"
         )
     passport = bool(args.country and args.country.strip())
@@ -262,7 +252,7 @@ def _registration(args):
     form.validate()
     for field, option in OPTIONS.items():
         for message in form.errors.get(field, []):
-            raise _command_error(f"{option}: {message.interpolate()}")
+            raise CommandError(f"{option}: {message.interpolate()}")
     return form.registration(args.locale)
 
 
@@ -271,15 +261,13 @@ def add(args) -> int:
     identifier = registration.identifier
     with app_request(args.config_uri) as request:
         dbsession = request.dbsession
-        users = _service(request, IUserService)
+        users = request.service(IUserService)
         if users.find_by_identifier(identifier.value) is not None:
-            raise _command_error(
+            raise CommandError(
                 f"a user with identity number {identifier.display} already exists"
             )
         if users.find_by_email(registration.email) is not None:
-            raise _command_error(
-                f"a user with email {registration.email} already exists"
-            )
+            raise CommandError(f"a user with email {registration.email} already exists")
         roles = [find_role(dbsession, name) for name in dict.fromkeys(args.roles)]
         now = utcnow()
         user = users.build(registration, now)
@@ -288,11 +276,11 @@ def add(args) -> int:
             with dbsession.begin_nested():
                 dbsession.add(user)
         except IntegrityError:
-            raise _command_error(
+            raise CommandError(
                 "that identity number or email was registered just now"
             ) from None
         user.roles.extend(roles)
-        _service(request, IAuditLog).record(
+        request.service(IAuditLog).record(
             "account.created",
             subject_user_id=user.id,
             detail={**BY, "roles": [role.name for role in roles]},
@@ -318,7 +306,7 @@ def show(args) -> int:
         )
         if user.disabled_at is not None:
             state = f"locked since {_when(user.disabled_at)}, until 'user unlock'"
-        elif not usable(user, now):
+        elif not user.usable(now):
             state = f"locked until {_when(user.locked_until)} (wrong passwords)"
         else:
             state = "active"
@@ -357,7 +345,7 @@ def grant(args) -> int:
         already = role in user.roles
         if not already:
             user.roles.append(role)
-            _service(request, IAuditLog).record(
+            request.service(IAuditLog).record(
                 "role.granted",
                 subject_user_id=user.id,
                 detail={**BY, "role": role.name},
@@ -377,7 +365,7 @@ def revoke(args) -> int:
         had = role in user.roles
         if had:
             user.roles.remove(role)
-            _service(request, IAuditLog).record(
+            request.service(IAuditLog).record(
                 "role.revoked",
                 subject_user_id=user.id,
                 detail={**BY, "role": role.name},
@@ -394,7 +382,7 @@ def lock(args) -> int:
     """An administrator's lock: indefinite, until ``user unlock``."""
     reason = label("--reason", args.reason, required=False)
     if reason is not None and len(reason) > REASON_MAX:
-        raise _command_error(f"--reason: at most {REASON_MAX} characters")
+        raise CommandError(f"--reason: at most {REASON_MAX} characters")
     with app_request(args.config_uri) as request:
         user = _find_user(request, args)
         who = _masked(user)
@@ -403,13 +391,13 @@ def lock(args) -> int:
             now = utcnow()
             user.disabled_at = now
             ended = end_user_sessions(request.dbsession, user.id)
-            _service(request, IAuditLog).record(
+            request.service(IAuditLog).record(
                 "account.locked",
                 subject_user_id=user.id,
                 detail={**BY, "reason": reason, "until_unlocked": True},
             )
             mail.account_locked_by_helpdesk(
-                _service(request, IOutbox), user, locked_at=now
+                request.service(IOutbox), user, locked_at=now
             )
     if since is not None:
         print(f"{who} is already locked (since {_when(since)}); nothing changed")
@@ -422,14 +410,14 @@ def unlock(args) -> int:
     with app_request(args.config_uri) as request:
         user = _find_user(request, args)
         who = _masked(user)
-        was_locked = not usable(user, utcnow())
+        was_locked = not user.usable(utcnow())
         user.locked_until = None
         user.disabled_at = None
         user.failed_logins = 0
-        limiter = _service(request, IRateLimiter)
+        limiter = request.service(IRateLimiter)
         for name in ("login.identifier", "login.locks"):
             limiter.reset(name, user.identifier)
-        _service(request, IAuditLog).record(
+        request.service(IAuditLog).record(
             "account.unlocked", subject_user_id=user.id, detail=BY
         )
     if was_locked:
@@ -443,14 +431,14 @@ def reset_password(args) -> int:
     with app_request(args.config_uri) as request:
         user = _find_user(request, args)
         now = utcnow()
-        password = _service(request, IUserService).issue_temporary_password(user, now)
+        password = request.service(IUserService).issue_temporary_password(user, now)
         request.dbsession.execute(
             update(OneTimeToken)
             .where(OneTimeToken.user_id == user.id, OneTimeToken.used_at.is_(None))
             .values(used_at=now)
         )
         ended = end_user_sessions(request.dbsession, user.id)
-        _service(request, IAuditLog).record(
+        request.service(IAuditLog).record(
             "password.admin_reset", subject_user_id=user.id, detail=BY
         )
         lines = [
@@ -471,27 +459,27 @@ def set_email(args) -> int:
     try:
         email = normalise_email(args.email)
     except InvalidContact as exc:
-        raise _command_error(
+        raise CommandError(
             f"EMAIL: {args.email!r} is not an email address "
             f"({exc.message.interpolate()})"
         ) from None
     with app_request(args.config_uri) as request:
         user = _find_user(request, args)
         who = _masked(user)
-        users = _service(request, IUserService)
+        users = request.service(IUserService)
         if email == user.email:
-            raise _command_error(f"EMAIL: {email} is already the email of {who}")
+            raise CommandError(f"EMAIL: {email} is already the email of {who}")
         if users.find_by_email(email) is not None:
-            raise _command_error(
+            raise CommandError(
                 f"EMAIL: {email} is already the email of another account"
             )
         try:
             old = users.change_email(user, email, by_helpdesk=True)
         except EmailTaken:
-            raise _command_error(
+            raise CommandError(
                 f"EMAIL: {email} was given to another account just now"
             ) from None
-        audit = _service(request, IAuditLog)
+        audit = request.service(IAuditLog)
         audit.record(
             "email.changed", subject_user_id=user.id, detail={**BY, "previous": old}
         )
@@ -504,7 +492,7 @@ def set_email(args) -> int:
         if user.must_change_password and expires is not None and expires > now:
             password = users.issue_temporary_password(user, now)
             mail.temporary_password_reset(
-                _service(request, IOutbox),
+                request.service(IOutbox),
                 user,
                 password=password,
                 expires_at=user.temp_password_expires_at,

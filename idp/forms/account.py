@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from wtforms import PasswordField, RadioField, StringField
 
-from idp.forms import BaseForm, collapse_spaces
+from idp.forms import REQUIRED, BaseForm, collapse_spaces, read_email
 from idp.forms.login import NewPasswordForm
 from idp.forms.register import MESSAGES as REGISTER_MESSAGES
-from idp.forms.register import REQUIRED, RegisterForm
-from idp.forms.reset import _email as read_email
+from idp.forms.register import RegisterForm
 from idp.i18n import _
 
 MESSAGES = {

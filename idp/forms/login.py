@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from wtforms import BooleanField, HiddenField, PasswordField, SelectField, StringField
 
-from idp.forms import BaseForm
-from idp.forms.register import REQUIRED
+from idp.forms import REQUIRED, BaseForm, read_identifier
 from idp.i18n import _
-from idp.identifiers import Identifier, InvalidIdentifier, parse_identifier
+from idp.identifiers import Identifier
 
 MESSAGES = {
     "confirm": _(
@@ -39,20 +38,6 @@ MESSAGES = {
     ),
 }
 PASSWORD_MAX = 256
-
-
-def read_identifier(identifier, country) -> Identifier | None:
-    """Parse a number field and its passport-country field; errors go on them."""
-    text = (identifier.data or "").strip()
-    if not text:
-        identifier.errors = [*identifier.errors, REQUIRED]
-        return None
-    try:
-        return parse_identifier(text, country.data or None)
-    except InvalidIdentifier as exc:
-        field = country if exc.code == "passport.country" else identifier
-        field.errors = [*field.errors, exc.message]
-        return None
 
 
 class IdentifierForm(BaseForm):

@@ -9,7 +9,16 @@ from wtforms import HiddenField, RadioField, SelectField, StringField
 
 from idp import security_images
 from idp.contact import InvalidContact, normalise_email, normalise_phone
-from idp.forms import BaseForm, collapse_spaces, has_control_characters
+from idp.forms import (
+    CAPTCHA_HOSTED_WRONG,
+    CAPTCHA_WRONG,
+    PHRASE_MAX,
+    PHRASE_MIN,
+    REQUIRED,
+    BaseForm,
+    collapse_spaces,
+    has_control_characters,
+)
 from idp.i18n import _
 from idp.identifiers import (
     COUNTRIES,
@@ -57,9 +66,7 @@ NAME_MIN, NAME_MAX = 3, 150
 # "A/P", "bin", "@" aliases, "Mohd." and "O'Neil".
 NAME_PUNCTUATION = frozenset(" '-./@,()")
 INSTITUTION_MIN, INSTITUTION_MAX = 2, 200
-PHRASE_MIN, PHRASE_MAX = 3, 40
 
-REQUIRED = _("This field is required.")
 MESSAGES = {
     "category": _("Choose the category that describes you."),
     "id_type": _("Choose MyKad / MyKid or passport."),
@@ -83,13 +90,8 @@ MESSAGES = {
         mapping={"min": PHRASE_MIN, "max": PHRASE_MAX},
     ),
     "characters": _("Remove the line breaks and invisible characters."),
-    "captcha": _(
-        "The characters you typed do not match the picture. "
-        "Type the characters in the new picture."
-    ),
-    "captcha.hosted": _(
-        "Complete the check that shows you are not a robot, then try again."
-    ),
+    "captcha": CAPTCHA_WRONG,
+    "captcha.hosted": CAPTCHA_HOSTED_WRONG,
 }
 
 

@@ -4,26 +4,12 @@ from __future__ import annotations
 
 from wtforms import HiddenField, SelectField, StringField
 
-from idp.contact import InvalidContact, normalise_email
-from idp.forms import BaseForm
-from idp.forms.login import NewPasswordForm, read_identifier
-from idp.forms.register import REQUIRED
+from idp.forms import BaseForm, read_email, read_identifier
+from idp.forms.login import NewPasswordForm
 from idp.i18n import _
 from idp.identifiers import Identifier
 
 MISMATCH = _("The email or identity number does not match this link.")
-
-
-def _email(field) -> str | None:
-    """The normalised address in ``field``, or None with the error on the field."""
-    if not (field.data or "").strip():
-        field.errors = [REQUIRED]
-        return None
-    try:
-        return normalise_email(field.data)
-    except InvalidContact as exc:
-        field.errors = [exc.message]
-        return None
 
 
 class RequestForm(BaseForm):
@@ -35,7 +21,7 @@ class RequestForm(BaseForm):
 
     def validate(self, extra_validators=None) -> bool:
         super().validate(extra_validators)
-        self.address = _email(self.email)
+        self.address = read_email(self.email)
         return not self.errors
 
 
@@ -49,7 +35,7 @@ class VerifyForm(BaseForm):
 
     def validate(self, extra_validators=None) -> bool:
         super().validate(extra_validators)
-        self.address = _email(self.email)
+        self.address = read_email(self.email)
         self.parsed = read_identifier(self.identifier, self.country)
         return not self.errors
 

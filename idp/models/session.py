@@ -1,7 +1,7 @@
 import datetime as dt
 import uuid
 
-from sqlalchemy import JSON, ForeignKey, String
+from sqlalchemy import JSON, ForeignKey, String, delete
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.db import Base, new_uuid, utcnow
@@ -29,6 +29,19 @@ class IdpSession(Base):
     participants = relationship(
         "SessionParticipant", back_populates="session", cascade="all, delete-orphan"
     )
+
+
+def end_user_sessions(dbsession, user_id, *, keep: IdpSession | None = None) -> int:
+    """Delete every session of a user (lock, password change); return how many.
+
+    ``keep`` is a session row to spare: the one the user is changing their
+    password in. Whoever holds the current browser's session ends it first
+    (``request.session.invalidate()``), or its row would be deleted twice.
+    """
+    query = delete(IdpSession).where(IdpSession.user_id == user_id)
+    if keep is not None:
+        query = query.where(IdpSession.id != keep.id)
+    return dbsession.execute(query).rowcount
 
 
 class SessionParticipant(Base):

@@ -78,6 +78,13 @@ class User(Base):
 
     roles = relationship("Role", secondary="user_roles", back_populates="users")
 
+    def usable(self, now: dt.datetime | None = None) -> bool:
+        """True if the user may be signed in at all: neither disabled by an
+        operator nor under a lock that runs at ``now`` (default: the present)."""
+        if self.disabled_at is not None:
+            return False
+        return self.locked_until is None or self.locked_until <= (now or utcnow())
+
     def __repr__(self) -> str:
         # Never the identifier or email: reprs end up in logs.
         return f"<User {self.id}>"

@@ -118,7 +118,7 @@ class ImageCaptcha:
             enabled=settings["captcha.enabled"],
             lifetime=settings["captcha.expires_seconds"],
             session=lambda: request.session,
-            limiter=request.find_service(IRateLimiter, context=None),
+            limiter=request.service(IRateLimiter),
             client_address=request.client_addr,
             test_answers_dir=settings["captcha.test_answers_dir"],
         )

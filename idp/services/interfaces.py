@@ -1,6 +1,6 @@
 """The interfaces domain services are registered under with pyramid_services.
 
-Views ask for a service by interface (``request.find_service(IPasswordService)``)
+Views ask for a service by interface (``request.service(IPasswordService)``)
 and never name an implementation, so tests and deployments can swap one in.
 Keep one interface per service here, each with every method documented.
 """
@@ -151,6 +151,24 @@ class IUserService(Interface):
         user must then choose a new one.
         """
 
+    def policy_violations(user, password):
+        """The ``PolicyViolation``s of ``password`` as ``user``'s new password.
+
+        The password policy, with the user's own identity number, email and
+        names, and their security phrase, as what the password must avoid.
+        """
+
+    def set_password(user, password, *, how, client_address=None, keep_session=None):
+        """Give ``user`` the new ``password``, already checked against the policy.
+
+        Everything a new password entails happens here, whichever page set
+        it: the user's other sessions end (every one without
+        ``keep_session``, the row of the session the change was made in),
+        unused links are voided, the owner is emailed, and the change is
+        audited: ``password.reset`` for ``PasswordChange.RESET``, else
+        ``password.changed`` with ``how`` in its detail.
+        """
+
     def change_email(user, email, *, by_helpdesk=False):
         """Make the normalised ``email`` ``user``'s address; return the old one.
 
@@ -159,6 +177,54 @@ class IUserService(Interface):
         user's unused links (reset links went to the old address), and
         emails the old address a notice, and the new one too when the
         helpdesk made the change.
+        """
+
+
+class IPasswordResetService(Interface):
+    """ "Forgot password": asking for a link, and the steps the link opens.
+
+    ``lifetime`` is how long a link lives once issued (a ``timedelta``).
+    """
+
+    def request_link(email, *, client_address):
+        """Queue a reset link for the normalised ``email``, whoever has it.
+
+        Looks nothing up: the same work and the same single outbox job for
+        every email, registered or not (AUTH-28); the delivery worker finds
+        the account and mails the link. Past ``reset.address`` or
+        ``reset.email`` nothing is queued and the throttle is audited.
+        """
+
+    def find(token):
+        """The live link row for ``token`` as the URL carries it, or None."""
+
+    def progress(token_id):
+        """``(row, user)`` for the link kept in the session, or None.
+
+        None when the link is unknown, used up or expired, or its user is
+        gone or disabled: the flow then starts again.
+        """
+
+    def mismatch(row, user, *, client_address):
+        """Count a wrong email and identity number given with ``row``.
+
+        Audited, and counted as a failed sign-in of ``user`` too. Returns
+        True when this wrong answer used the link up (the fifth).
+        """
+
+    def use(row):
+        """Use the link ``row`` up; True only for the one request that did.
+
+        Call before anything changes: of two requests racing with one link,
+        only one gets True (AUTH-14).
+        """
+
+    def reset(user, password, *, client_address):
+        """Set the new ``password`` of the link's ``user`` (see ``IUserService``).
+
+        Also lifts a lock from failed sign-ins, and forgets those failures:
+        the link, the mailbox and the identity number proved the owner. An
+        account disabled by an operator stays disabled.
         """
 
 
@@ -239,6 +305,16 @@ class ISignInService(Interface):
         expired temporary password) so that callers show one message.
         ``THROTTLED`` is the identifier past its limit, or the address past
         its limits without ``captcha_solved``.
+        """
+
+    def reauthenticate(user, password):
+        """Check the signed-in ``user``'s current password before a change.
+
+        ``OK`` when right (the identifier's failures are forgotten);
+        ``FAILED`` when wrong, counted against ``login.identifier`` as a
+        failed sign-in; ``THROTTLED`` when this failure reached that limit:
+        the caller then ends the browser's session and calls :meth:`lock`,
+        in that order (``lock`` ends the user's other sessions).
         """
 
     def lock(user, *, reason, address=None, actor_user_id=None, locks=None):

@@ -38,7 +38,7 @@ from zope.interface import implementer
 from idp.db import utcnow
 from idp.identifiers import Identifier
 from idp.models import NumberLock, User
-from idp.security import usable
+from idp.models.session import end_user_sessions
 from idp.services import mail
 from idp.services.interfaces import (
     IAuditLog,
@@ -48,7 +48,6 @@ from idp.services.interfaces import (
     ISignInService,
     IUserService,
 )
-from idp.sessions import end_user_sessions
 
 # The first lock of a day; each later one lasts LOCK_GROWTH times longer,
 # until the lock that reaches login.locks' count (4 hours by default).
@@ -115,16 +114,13 @@ class SignInService:
 
     @classmethod
     def create_service(cls, context, request) -> SignInService:
-        def find(iface):
-            return request.find_service(iface, context=None)
-
         return cls(
             request.dbsession,
-            users=find(IUserService),
-            passwords=find(IPasswordService),
-            limiter=find(IRateLimiter),
-            audit=find(IAuditLog),
-            outbox=find(IOutbox),
+            users=request.service(IUserService),
+            passwords=request.service(IPasswordService),
+            limiter=request.service(IRateLimiter),
+            audit=request.service(IAuditLog),
+            outbox=request.service(IOutbox),
         )
 
     @staticmethod
@@ -197,7 +193,7 @@ class SignInService:
             return Attempt(Outcome.THROTTLED)
         user = self.users.find_by_identifier(identifier)
         ok = False
-        if usable(user, self.clock()) and user.password_hash:
+        if user is not None and user.usable(self.clock()) and user.password_hash:
             if user.must_change_password and user.temp_password_expires_at:
                 ok = self.users.consume_temporary_password(user, password)
             else:
@@ -217,6 +213,25 @@ class SignInService:
             return Attempt(Outcome.OK, user)
         self._failed(identifier, kind, user, address)
         return Attempt(Outcome.FAILED)
+
+    def reauthenticate(self, user: User, password: str) -> Outcome:
+        """Check the signed-in ``user``'s current password, as "Akaun saya" asks.
+
+        The identifier's limit is sign-in's own: a wrong password counts as
+        a failed sign-in, and the one that reaches ``login.identifier``
+        returns ``THROTTLED``, for the caller to end the browser's session
+        and then :meth:`lock` the account (the other order would delete that
+        session's row twice). A right one forgets the failures.
+        """
+        if user.password_hash and self.passwords.verify(password, user.password_hash):
+            self.limiter.reset("login.identifier", user.identifier)
+            return Outcome.OK
+        if not user.password_hash:
+            self.passwords.dummy_verify(password)
+        decision = self.limiter.hit("login.identifier", user.identifier)
+        if decision.count >= decision.limit:
+            return Outcome.THROTTLED
+        return Outcome.FAILED
 
     def _failed(self, identifier: str, kind: str, user, address: str) -> None:
         decision = self.limiter.hit("login.identifier", identifier)
@@ -240,7 +255,7 @@ class SignInService:
             return
         locks = self.limiter.hit("login.locks", identifier)
         mark.until = now + lock_period(locks)
-        if user is not None and usable(user, now):
+        if user is not None and user.usable(now):
             self.lock(user, reason="failures", address=address, locks=locks)
 
     def _lock_mark(self, identifier: str, now: dt.datetime) -> NumberLock | None:

@@ -12,6 +12,7 @@ into that notice.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import secrets
 from dataclasses import dataclass
 
@@ -22,9 +23,15 @@ from zope.interface import implementer
 from idp.db import utcnow
 from idp.identifiers import Identifier
 from idp.models import OneTimeToken, User
+from idp.models.session import end_user_sessions
 from idp.services import mail
-from idp.services.interfaces import IOutbox, IPasswordService, IUserService
-from idp.sessions import end_user_sessions
+from idp.services.audit import AuditLog
+from idp.services.interfaces import (
+    IAuditLog,
+    IOutbox,
+    IPasswordService,
+    IUserService,
+)
 
 # Lower-case letters and digits without the ones people confuse (i l o 0 1).
 TEMPORARY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
@@ -34,6 +41,18 @@ NOTICE_GRACE = dt.timedelta(hours=1)
 
 class EmailTaken(Exception):
     """Another account has the address; nothing was changed."""
+
+
+class PasswordChange(enum.StrEnum):
+    """How a new password came about, as the audit log tells it."""
+
+    # "Forgot password": the link, the email and the identity number proved
+    # it; audited as ``password.reset``, with no actor (nobody signed in).
+    RESET = "reset"
+    # The forced change after a temporary password.
+    FIRST_SIGN_IN = "first sign-in"
+    # "Akaun saya", with the current password.
+    ACCOUNT = "account"
 
 
 @dataclass(frozen=True)
@@ -58,21 +77,30 @@ def new_temporary_password() -> str:
 @implementer(IUserService)
 class UserService:
     def __init__(
-        self, dbsession, passwords, outbox, *, temporary_hours: int, clock=utcnow
+        self,
+        dbsession,
+        passwords,
+        outbox,
+        *,
+        temporary_hours: int,
+        clock=utcnow,
+        audit=None,
     ):
         self.dbsession = dbsession
         self.passwords = passwords
         self.outbox = outbox
         self.temporary_lifetime = dt.timedelta(hours=temporary_hours)
         self.clock = clock
+        self.audit = audit or AuditLog(dbsession, clock)
 
     @classmethod
     def create_service(cls, context, request) -> UserService:
         return cls(
             request.dbsession,
-            request.find_service(IPasswordService, context=None),
-            request.find_service(IOutbox, context=None),
+            request.service(IPasswordService),
+            request.service(IOutbox),
             temporary_hours=request.registry.settings["idp.temporary_password_hours"],
+            audit=request.service(IAuditLog),
         )
 
     def build(self, registration: Registration, now: dt.datetime | None = None) -> User:
@@ -172,12 +200,21 @@ class UserService:
             phrase=user.security_phrase,
         )
 
-    def set_password(self, user: User, password: str, *, keep_session=None) -> None:
+    def set_password(
+        self,
+        user: User,
+        password: str,
+        *,
+        how: PasswordChange,
+        client_address: str | None = None,
+        keep_session=None,
+    ) -> None:
         """Give ``user`` a new password (already checked against the policy).
 
-        Ends every other session of the user (all of them without
-        ``keep_session``), voids unused reset links, records the change and
-        emails the owner.
+        Everything a new password entails, in one place: every other session
+        of the user ends (all of them without ``keep_session``, the row of
+        the session the change was made in), unused links are voided, the
+        change is audited as ``how`` says, and the owner is emailed.
         """
         now = self.clock()
         user.password_hash = self.passwords.hash(password)
@@ -191,6 +228,18 @@ class UserService:
         )
         end_user_sessions(self.dbsession, user.id, keep=keep_session)
         mail.password_changed(self.outbox, user, changed_at=now)
+        if how is PasswordChange.RESET:
+            self.audit.record(
+                "password.reset", subject_user_id=user.id, client_address=client_address
+            )
+        else:
+            self.audit.record(
+                "password.changed",
+                subject_user_id=user.id,
+                actor_user_id=user.id,
+                client_address=client_address,
+                detail={"how": str(how)},
+            )
 
     def change_email(self, user: User, email: str, *, by_helpdesk: bool = False) -> str:
         now = self.clock()

@@ -33,6 +33,7 @@ from idp.forms.register import CATEGORIES
 from idp.i18n import _
 from idp.identifiers import Identifier
 from idp.models import AuditEvent, IdpSession, User
+from idp.models.session import end_user_sessions
 from idp.security import forget_identity
 from idp.services import mail
 from idp.services.interfaces import (
@@ -43,13 +44,13 @@ from idp.services.interfaces import (
     ISignInService,
     IUserService,
 )
+from idp.services.signin import Outcome
 from idp.services.tokens import (
     EMAIL_CHANGE_LIFETIME,
     EmailChangeTokens,
     request_email_change,
 )
-from idp.services.users import EmailTaken
-from idp.sessions import end_user_sessions
+from idp.services.users import EmailTaken, PasswordChange
 from idp.views.errors import render_error
 
 log = logging.getLogger(__name__)
@@ -101,28 +102,18 @@ def describe_browser(user_agent: str | None):
     return _("Unknown browser")
 
 
-def _services(request, *interfaces):
-    return [request.find_service(iface, context=None) for iface in interfaces]
+def _check_current_password(request, form, user) -> Outcome:
+    """Check the form's current password as sign-in would (``SignInService``).
 
-
-def _check_current_password(request, form, user) -> str:
-    """Check the form's current password: ``"ok"``, ``"wrong"`` or ``"locked"``.
-
-    A wrong one counts as a failed sign-in for the user's identifier; the one
-    that reaches the limit locks the account, as at sign-in.
+    ``FAILED`` puts "your current password is wrong" on the form;
+    ``THROTTLED`` means the account must now be locked (:func:`_locked_out`).
     """
-    passwords, limiter = _services(request, IPasswordService, IRateLimiter)
-    typed = form.current_password.data
-    if user.password_hash and passwords.verify(typed, user.password_hash):
-        limiter.reset("login.identifier", user.identifier)
-        return "ok"
-    if not user.password_hash:
-        passwords.dummy_verify(typed)
-    decision = limiter.hit("login.identifier", user.identifier)
-    if decision.count >= decision.limit:
-        return "locked"
-    form.current_password_wrong()
-    return "wrong"
+    checked = request.service(ISignInService).reauthenticate(
+        user, form.current_password.data
+    )
+    if checked is Outcome.FAILED:
+        form.current_password_wrong()
+    return checked
 
 
 def _locked_out(request, user, reason: str) -> HTTPSeeOther:
@@ -131,8 +122,9 @@ def _locked_out(request, user, reason: str) -> HTTPSeeOther:
     # other order would delete this session's row twice.
     request.session.invalidate()
     forget_identity(request)
-    (signin,) = _services(request, ISignInService)
-    signin.lock(user, reason=reason, address=request.client_addr)
+    request.service(ISignInService).lock(
+        user, reason=reason, address=request.client_addr
+    )
     request.session.flash(
         _(
             "Too many wrong passwords. For your safety your account is locked "
@@ -143,8 +135,7 @@ def _locked_out(request, user, reason: str) -> HTTPSeeOther:
 
 
 def _audit(request, event: str, user, detail: dict | None = None) -> None:
-    (audit,) = _services(request, IAuditLog)
-    audit.record(
+    request.service(IAuditLog).record(
         event,
         subject_user_id=user.id,
         actor_user_id=user.id,
@@ -185,14 +176,19 @@ def password(request):
     valid = form.validate()
     if form.current_password.data:
         checked = _check_current_password(request, form, user)
-        if checked == "locked":
+        if checked is Outcome.THROTTLED:
             return _locked_out(request, user, "account-password")
-        valid = valid and checked == "ok"
-    (users,) = _services(request, IUserService)
+        valid = valid and checked is Outcome.OK
+    users = request.service(IUserService)
     if valid and form.check_policy(users.policy_violations(user, form.password.data)):
-        users.set_password(user, form.password.data, keep_session=request.session.row)
+        users.set_password(
+            user,
+            form.password.data,
+            how=PasswordChange.ACCOUNT,
+            client_address=request.client_addr,
+            keep_session=request.session.row,
+        )
         request.session.reauthenticated()
-        _audit(request, "password.changed", user, {"how": "account"})
         request.session.flash(_("Your password has been changed."))
         return HTTPSeeOther(request.route_path("account.index"))
     request.response.status_int = 400
@@ -220,13 +216,13 @@ def security(request):
     valid = form.validate()
     if form.current_password.data:
         checked = _check_current_password(request, form, user)
-        if checked == "locked":
+        if checked is Outcome.THROTTLED:
             return _locked_out(request, user, "account-security")
-        valid = valid and checked == "ok"
+        valid = valid and checked is Outcome.OK
     if valid:
         # Only now is the current password known to be the user's: compare
         # the new phrase with it (AUTH-31, the reverse of the password rule).
-        (passwords,) = _services(request, IPasswordService)
+        passwords = request.service(IPasswordService)
         valid = form.check_phrase(
             passwords.check_phrase(form.phrase, password=form.current_password.data)
         )
@@ -244,8 +240,7 @@ def security(request):
     user.security_image = form.security_image.data
     user.security_phrase = form.phrase
     _audit(request, "security_image.changed", user, {"changed": changed})
-    (outbox,) = _services(request, IOutbox)
-    mail.security_image_changed(outbox, user, changed_at=utcnow())
+    mail.security_image_changed(request.service(IOutbox), user, changed_at=utcnow())
     request.session.flash(_("Your security image and phrase have been saved."))
     return HTTPSeeOther(request.route_path("account.index"))
 
@@ -380,20 +375,24 @@ def email(request):
     valid = form.validate()
     if form.current_password.data:
         checked = _check_current_password(request, form, user)
-        if checked == "locked":
+        if checked is Outcome.THROTTLED:
             return _locked_out(request, user, "account-email")
-        valid = valid and checked == "ok"
+        valid = valid and checked is Outcome.OK
     if not valid:
         request.response.status_int = 400
         return _email_page(request, form)
-    (limiter, outbox) = _services(request, IRateLimiter, IOutbox)
-    if not limiter.hit("account.email", str(user.id)).allowed:
+    if not request.service(IRateLimiter).hit("account.email", str(user.id)).allowed:
         request.response.status_int = 429
         return _email_page(request, form, throttled=True)
     # The same request for every address, whoever has it (AUTH-05, AUTH-06):
     # one job; the delivery worker sends the link, or tells the address's
     # owner it is taken.
-    request_email_change(outbox, user, form.address, client_address=request.client_addr)
+    request_email_change(
+        request.service(IOutbox),
+        user,
+        form.address,
+        client_address=request.client_addr,
+    )
     _audit(request, "email.change_requested", user)
     request.session.flash(
         _(
@@ -471,9 +470,8 @@ def email_confirm(request):
     # link, only one gets further.
     if not EmailChangeTokens(request.dbsession).void(row):
         return _email_link_refused(request)
-    (users,) = _services(request, IUserService)
     try:
-        previous = users.change_email(user, row.new_email)
+        previous = request.service(IUserService).change_email(user, row.new_email)
     except EmailTaken:
         return _email_link_refused(request, EMAIL_TAKEN_PAGE)
     request.session.pop(EMAIL_STATE, None)

@@ -27,6 +27,20 @@ FLOOD_PAGE = (
 )
 
 
+def show_challenge(request, form, purpose: str) -> dict:
+    """Put a fresh challenge for ``purpose`` in ``form``; the template's values.
+
+    Any answer typed before is cleared. A hosted provider's widget loads its
+    script and frame from the provider, so the page's policy admits them.
+    """
+    captcha = request.service(ICaptchaService)
+    form.captcha_answer.data = ""
+    form.captcha_token.data = captcha.new_challenge(purpose) if captcha.enabled else ""
+    if captcha.enabled:
+        request.csp.merge(captcha.csp)
+    return {"captcha_enabled": captcha.enabled, "captcha_widget": captcha.widget}
+
+
 def _media(body: bytes | None, content_type: str) -> Response:
     if body is None:
         raise HTTPNotFound()
@@ -37,13 +51,13 @@ def _media(body: bytes | None, content_type: str) -> Response:
 
 @view_config(route_name="captcha.image")
 def image(request):
-    captcha = request.find_service(ICaptchaService, context=None)
+    captcha = request.service(ICaptchaService)
     return _media(captcha.image(request.matchdict["token"]), "image/png")
 
 
 @view_config(route_name="captcha.audio")
 def audio(request):
-    captcha = request.find_service(ICaptchaService, context=None)
+    captcha = request.service(ICaptchaService)
     locale = request.matchdict["locale"]
     if locale not in LOCALES:
         raise HTTPNotFound()

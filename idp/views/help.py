@@ -15,7 +15,7 @@ from pyramid.i18n import TranslationString
 from pyramid.view import view_config
 
 from idp import security_images
-from idp.forms.register import PHRASE_MAX, PHRASE_MIN
+from idp.forms import PHRASE_MAX, PHRASE_MIN
 from idp.i18n import _, other_locale
 from idp.services.passwords import MIN_LENGTH as PASSWORD_MIN_LENGTH
 

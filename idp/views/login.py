@@ -19,13 +19,13 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.i18n import TranslationString
 from pyramid.view import view_config
 
+from idp.forms import mark_captcha_wrong
 from idp.forms.login import (
     MESSAGES,
     IdentifierForm,
     ImageForm,
     PasswordForm,
 )
-from idp.forms.register import MESSAGES as FORM_MESSAGES
 from idp.forms.register import country_choices
 from idp.identifiers import Identifier
 from idp.redirects import safe_next
@@ -45,7 +45,7 @@ from idp.services.security_image import (
     shown_for,
 )
 from idp.services.signin import AUTHN_METHOD, Outcome
-from idp.tweens import content_security_policy
+from idp.views.captcha import show_challenge
 
 STATE = "login"
 
@@ -61,7 +61,7 @@ def _restart(request) -> HTTPSeeOther:
 
 def _shown(request, state: dict) -> dict:
     """The image and phrase for the number in ``state``: the user's, or a decoy."""
-    users = request.find_service(IUserService, context=None)
+    users = request.service(IUserService)
     user = users.find_by_identifier(state["identifier"])
     secret = request.registry.settings["idp.hmac_key"]
     pool = DecoyPool.from_request(request)
@@ -89,7 +89,7 @@ def _identifier_page(request, form, *, limited: bool, captcha_wrong: bool = Fals
     Whether the captcha shows depends only on the limits, never on the number
     typed, so it says nothing about who is registered.
     """
-    captcha = request.find_service(ICaptchaService, context=None)
+    captcha = request.service(ICaptchaService)
     values = {
         "form": form,
         "countries": country_choices(request.locale_name),
@@ -99,24 +99,15 @@ def _identifier_page(request, form, *, limited: bool, captcha_wrong: bool = Fals
     }
     if not limited:
         return values
-    form.captcha_answer.data = ""
-    form.captcha_token.data = ""
     if not captcha.enabled:
+        form.captcha_answer.data = ""
+        form.captcha_token.data = ""
         values["message"] = MESSAGES["lookups.wait"]
         return values
-    form.captcha_token.data = captcha.new_challenge("lookup")
-    if captcha.csp:
-        request.response.headers["Content-Security-Policy"] = content_security_policy(
-            captcha.csp
-        )
+    values.update(show_challenge(request, form, "lookup"))
     if captcha_wrong:
-        wrong = "captcha" if captcha.kind == "image" else "captcha.hosted"
-        form.captcha_answer.errors = [FORM_MESSAGES[wrong]]
-    values.update(
-        message=MESSAGES["lookups.captcha"],
-        captcha_enabled=True,
-        captcha_widget=captcha.widget,
-    )
+        mark_captcha_wrong(form, captcha.kind)
+    values["message"] = MESSAGES["lookups.captcha"]
     return values
 
 
@@ -127,7 +118,7 @@ def identifier_start(request) -> dict:
     posts to ``/login`` either way, so there is one flow with one set of
     limits. ``?next=`` is kept when it is a safe local path.
     """
-    limiter = request.find_service(IRateLimiter, context=None)
+    limiter = request.service(IRateLimiter)
     form = IdentifierForm(next=safe_next(request.GET.get("next")) or "")
     limited = lookups_exhausted(limiter, request.client_addr)
     return _identifier_page(request, form, limited=limited)
@@ -141,14 +132,14 @@ def identifier_start(request) -> dict:
 def identifier(request):
     if request.method != "POST":
         return identifier_start(request)
-    limiter = request.find_service(IRateLimiter, context=None)
+    limiter = request.service(IRateLimiter)
     form = IdentifierForm(request.POST)
     if not form.validate():
         request.response.status_int = 400
         limited = lookups_exhausted(limiter, request.client_addr)
         return _identifier_page(request, form, limited=limited)
     if not count_lookup(limiter, request.client_addr):
-        captcha = request.find_service(ICaptchaService, context=None)
+        captcha = request.service(ICaptchaService)
         # captcha.check() passes everything while the captcha is off; then
         # the limit simply holds until the window slides.
         if not (
@@ -198,8 +189,8 @@ def password(request):
     state = _state(request)
     if state is None or not state.get("confirmed"):
         return _restart(request)
-    signin = request.find_service(ISignInService, context=None)
-    captcha = request.find_service(ICaptchaService, context=None)
+    signin = request.service(ISignInService)
+    captcha = request.service(ICaptchaService)
     form = PasswordForm(request.POST if request.method == "POST" else None)
     needs_captcha = captcha.enabled and signin.captcha_required(request.client_addr)
     message = None
@@ -283,7 +274,7 @@ def logout(request):
         return {"signed_in": request.identity is not None}
     user = request.identity
     if user is not None:
-        request.find_service(IAuditLog, context=None).record(
+        request.service(IAuditLog).record(
             "logout", subject_user_id=user.id, client_address=request.client_addr
         )
     row = request.session.row

@@ -10,9 +10,9 @@ signing certificate), so a page cannot drift from what the IdP does.
 from __future__ import annotations
 
 from pyramid.httpexceptions import HTTPNotFound
-from pyramid.response import Response
 from pyramid.view import view_config
 
+from idp.csp import ContentSecurityPolicy
 from idp.i18n import _
 from idp.saml.config import NAMEID_FORMATS, endpoints
 from idp.saml.registry import DEFAULT_RELEASE
@@ -22,10 +22,13 @@ from idp.views.help import _in_language
 from idp.views.help import helpdesk as helpdesk_details
 
 # The crest may be an operator's SVG: opened directly it must not run
-# anything in the IdP's origin.
-CREST_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; sandbox"
-)
+# anything in the IdP's origin. A file, not a page: this replaces the base.
+CREST_POLICY = {
+    "default-src": ("'none'",),
+    "style-src": ("'unsafe-inline'",),
+    "frame-ancestors": ("'none'",),
+    "sandbox": (),
+}
 CREST_MAX_AGE = 24 * 3600
 
 # What each attribute carries, for people; its keys are checked against
@@ -139,8 +142,11 @@ def crest(request):
     configured = request.registry.settings["idp.crest"]
     if configured is None or configured.data is None:
         raise HTTPNotFound()
-    response = Response(body=configured.data, content_type=configured.content_type)
-    response.headers["Content-Security-Policy"] = CREST_CSP
+    request.csp = ContentSecurityPolicy(CREST_POLICY)
+    response = request.response
+    response.body = configured.data
+    # Set whole: the content_type setter would add the page's charset.
+    response.headers["Content-Type"] = configured.content_type
     response.cache_control.public = True
     response.cache_control.max_age = CREST_MAX_AGE
     response.etag = configured.etag

@@ -29,6 +29,7 @@ from idp.i18n import _
 from idp.security import peek_continuation, take_continuation
 from idp.services.interfaces import IAuditLog, IUserService
 from idp.services.security_image import suggestion
+from idp.services.users import PasswordChange
 from idp.views.saml import continuation_waits
 
 _EXPIRED = _(
@@ -46,7 +47,7 @@ _EXPIRED = _(
 )
 def new(request):
     user = request.identity
-    users = request.find_service(IUserService, context=None)
+    users = request.service(IUserService)
     choose = not (user.security_image and user.security_phrase)
     post = request.POST if request.method == "POST" else None
     if not choose:
@@ -100,23 +101,21 @@ def _onwards(request) -> HTTPSeeOther:
 
 
 def _save(request, users, user, form, choose: bool) -> None:
-    audit = request.find_service(IAuditLog, context=None)
     if choose:
         user.security_image = form.security_image.data
         user.security_phrase = form.phrase
-        audit.record(
+        request.service(IAuditLog).record(
             "security_image.changed",
             subject_user_id=user.id,
             actor_user_id=user.id,
             client_address=request.client_addr,
             detail={"changed": ["image", "phrase"], "how": "first sign-in"},
         )
-    users.set_password(user, form.password.data, keep_session=request.session.row)
-    request.session.reauthenticated()
-    audit.record(
-        "password.changed",
-        subject_user_id=user.id,
-        actor_user_id=user.id,
+    users.set_password(
+        user,
+        form.password.data,
+        how=PasswordChange.FIRST_SIGN_IN,
         client_address=request.client_addr,
-        detail={"how": "first sign-in"},
+        keep_session=request.session.row,
     )
+    request.session.reauthenticated()

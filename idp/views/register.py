@@ -11,10 +11,10 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.view import view_config
 
 from idp import security_images
+from idp.forms import mark_captcha_wrong
 from idp.forms.register import (
     CATEGORIES,
     ID_TYPES,
-    MESSAGES,
     OPTIONAL_INSTITUTION,
     RegisterForm,
     country_choices,
@@ -23,20 +23,11 @@ from idp.forms.register import (
 from idp.redirects import safe_next
 from idp.services.interfaces import ICaptchaService, IRateLimiter, IUserService
 from idp.services.security_image import suggestion
-from idp.tweens import content_security_policy
+from idp.views.captcha import show_challenge
 from idp.views.help import helpdesk
 
 
 def _page(request, form: RegisterForm, next_url: str | None) -> dict:
-    captcha = request.find_service(ICaptchaService, context=None)
-    form.captcha_answer.data = ""
-    form.captcha_token.data = (
-        captcha.new_challenge("register") if captcha.enabled else ""
-    )
-    if captcha.enabled and captcha.csp:
-        request.response.headers["Content-Security-Policy"] = content_security_policy(
-            captcha.csp
-        )
     return {
         "form": form,
         "categories": [(c.value, request._(text)) for c, text in CATEGORIES.items()],
@@ -45,8 +36,7 @@ def _page(request, form: RegisterForm, next_url: str | None) -> dict:
         "images": security_images.CATALOGUE,
         "institution_required": institution_required(form.category.data),
         "institution_optional_for": sorted(c.value for c in OPTIONAL_INSTITUTION),
-        "captcha_enabled": captcha.enabled,
-        "captcha_widget": captcha.widget,
+        **show_challenge(request, form, "register"),
         "next": next_url,
     }
 
@@ -69,25 +59,24 @@ def index(request):
         return HTTPSeeOther(request.route_path("register.index", _query=again))
 
     form = RegisterForm(request.POST)
-    captcha = request.find_service(ICaptchaService, context=None)
+    captcha = request.service(ICaptchaService)
     # The captcha is checked (and consumed) first, whatever the other fields
     # say, so one solved challenge cannot be replayed against a form error.
     captcha_ok = captcha.check(request.POST, request.client_addr, purpose="register")
     valid = form.validate()
     if not captcha_ok:
-        wrong = "captcha" if captcha.kind == "image" else "captcha.hosted"
-        form.captcha_answer.errors = [MESSAGES[wrong]]
+        mark_captcha_wrong(form, captcha.kind)
     if not (valid and captcha_ok):
         request.response.status_code = 400
         return _page(request, form, next_url)
 
-    limiter = request.find_service(IRateLimiter, context=None)
+    limiter = request.service(IRateLimiter)
     if not limiter.hit("register.address", request.client_addr).allowed:
         request.response.status_int = 429
         page = _page(request, form, next_url)
         page["throttled"] = True
         return page
-    users = request.find_service(IUserService, context=None)
+    users = request.service(IUserService)
     users.register(form.registration(request.locale_name))
     return HTTPSeeOther(request.route_path("register.done", _query=again))
 

@@ -31,32 +31,22 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.renderers import render_to_response
 from pyramid.view import view_config
 
-from idp.forms.register import MESSAGES as FORM_MESSAGES
+from idp.forms import mark_captcha_wrong
 from idp.forms.register import country_choices
 from idp.forms.reset import MISMATCH, NewForm, RequestForm, VerifyForm
 from idp.i18n import _
-from idp.models import User
 from idp.security import forget_identity
 from idp.services.interfaces import (
-    IAuditLog,
     ICaptchaService,
-    IOutbox,
-    IRateLimiter,
+    IPasswordResetService,
     IUserService,
 )
-from idp.services.tokens import (
-    MISMATCH_EVENT,
-    RESET_LIFETIME,
-    ResetTokens,
-    request_link,
-)
-from idp.tweens import content_security_policy
+from idp.views.captcha import show_challenge
 from idp.views.errors import render_error
 
 log = logging.getLogger(__name__)
 
 STATE = "reset"
-MAX_MISMATCHES = 5
 # The link's URL holds the token: nothing reached from it may see it.
 NO_REFERRER = {"Referrer-Policy": "no-referrer"}
 LINK_PAGE = (
@@ -67,28 +57,6 @@ LINK_PAGE = (
         'Ask for a new link with "Forgot password" on the sign-in page.'
     ),
 )
-
-
-def _service(request, iface):
-    return request.find_service(iface, context=None)
-
-
-def _captcha(request, form, purpose: str) -> dict:
-    """Put a challenge for ``purpose`` in ``form``; the template's values."""
-    captcha = _service(request, ICaptchaService)
-    form.captcha_answer.data = ""
-    form.captcha_token.data = captcha.new_challenge(purpose) if captcha.enabled else ""
-    if captcha.enabled and captcha.csp:
-        request.response.headers["Content-Security-Policy"] = content_security_policy(
-            captcha.csp
-        )
-    return {"captcha_enabled": captcha.enabled, "captcha_widget": captcha.widget}
-
-
-def _captcha_error(request, form) -> None:
-    kind = _service(request, ICaptchaService).kind
-    wrong = "captcha" if kind == "image" else "captcha.hosted"
-    form.captcha_answer.errors = [FORM_MESSAGES[wrong]]
 
 
 def _link_refused(request) -> dict:
@@ -109,13 +77,7 @@ def _progress(request, *, verified: bool):
     state = request.session.get(STATE)
     if not isinstance(state, dict) or (verified and state.get("verified") is not True):
         return None
-    row = ResetTokens(request.dbsession).get(state.get("token_id"))
-    if row is None:
-        return None
-    user = request.dbsession.get(User, row.user_id)
-    if user is None or user.disabled_at is not None:
-        return None
-    return row, user
+    return request.service(IPasswordResetService).progress(state.get("token_id"))
 
 
 @view_config(
@@ -127,53 +89,34 @@ def request_(request):
     # The trailing underscore (PEP 8) keeps the view apart from its argument.
     if request.method != "POST":
         form = RequestForm()
-        return {"form": form, **_captcha(request, form, "reset")}
+        return {"form": form, **show_challenge(request, form, "reset")}
     form = RequestForm(request.POST)
     # Checked (and consumed) first, whatever the other fields say (AUTH-19).
-    captcha_ok = _service(request, ICaptchaService).check(
+    captcha_ok = request.service(ICaptchaService).check(
         request.POST, request.client_addr, purpose="reset"
     )
     valid = form.validate()
     if not captcha_ok:
-        _captcha_error(request, form)
+        mark_captcha_wrong(form, request.service(ICaptchaService).kind)
     if not (valid and captcha_ok):
         request.response.status_int = 400
-        return {"form": form, **_captcha(request, form, "reset")}
-    _send_link(request, form.address)
+        return {"form": form, **show_challenge(request, form, "reset")}
+    request.service(IPasswordResetService).request_link(
+        form.address, client_address=request.client_addr or ""
+    )
     return HTTPSeeOther(request.route_path("reset.sent"))
-
-
-def _send_link(request, email: str) -> None:
-    """Queue a reset link for ``email``; say nothing either way.
-
-    The request does the same for every email, registered or not (AUTH-28):
-    count it against the limits and queue one job. Finding the account,
-    issuing the token and writing the email happen in the delivery worker
-    (:class:`idp.services.tokens.ResetLinkJob`).
-    """
-    address = request.client_addr or ""
-    limiter = _service(request, IRateLimiter)
-    for name, key in (("reset.address", address), ("reset.email", email)):
-        if not limiter.hit(name, key).allowed:
-            log.info("password reset throttled by %s", name)
-            _service(request, IAuditLog).record(
-                "password.reset_throttled",
-                client_address=address,
-                detail={"limit": name},
-            )
-            return
-    request_link(_service(request, IOutbox), email, client_address=address)
 
 
 @view_config(route_name="reset.sent", renderer="reset/sent.jinja2")
 def sent(request):
-    return {"minutes": int(RESET_LIFETIME.total_seconds() // 60)}
+    lifetime = request.service(IPasswordResetService).lifetime
+    return {"minutes": int(lifetime.total_seconds() // 60)}
 
 
 @view_config(route_name="reset.link", renderer="errors/error.jinja2")
 def link(request):
     """Swap the token in the URL for session state and leave the URL (WEB-13)."""
-    row = ResetTokens(request.dbsession).find(request.matchdict["token"])
+    row = request.service(IPasswordResetService).find(request.matchdict["token"])
     if row is None:
         return _link_refused(request)
     request.session[STATE] = {"token_id": str(row.id), "verified": False}
@@ -197,8 +140,8 @@ def verify(request):
             if form.matches(user):
                 request.session[STATE] = {"token_id": str(row.id), "verified": True}
                 return HTTPSeeOther(request.route_path("reset.new"))
-            if _mismatch(request, row, user) >= MAX_MISMATCHES:
-                ResetTokens(request.dbsession).void(row)
+            resets = request.service(IPasswordResetService)
+            if resets.mismatch(row, user, client_address=request.client_addr):
                 request.session.pop(STATE, None)
                 values = _link_refused(request)
                 return render_to_response(
@@ -216,18 +159,6 @@ def verify(request):
     }
 
 
-def _mismatch(request, row, user) -> int:
-    """Count a wrong answer as a failed sign-in too; return the link's count."""
-    _service(request, IRateLimiter).hit("login.identifier", user.identifier)
-    _service(request, IAuditLog).record(
-        MISMATCH_EVENT,
-        subject_user_id=user.id,
-        client_address=request.client_addr,
-        detail={"token": str(row.id)},
-    )
-    return ResetTokens(request.dbsession).mismatches(row)
-
-
 @view_config(
     route_name="reset.new",
     renderer="reset/new.jinja2",
@@ -238,41 +169,29 @@ def new(request):
     if progress is None:
         return _restart(request)
     row, user = progress
-    users = _service(request, IUserService)
     form = NewForm(request.POST if request.method == "POST" else None)
     if request.method == "POST":
-        captcha_ok = _service(request, ICaptchaService).check(
+        captcha_ok = request.service(ICaptchaService).check(
             request.POST, request.client_addr, purpose="reset.new"
         )
+        users = request.service(IUserService)
         valid = form.validate() and form.check_policy(
             users.policy_violations(user, form.password.data)
         )
         if not captcha_ok:
-            _captcha_error(request, form)
+            mark_captcha_wrong(form, request.service(ICaptchaService).kind)
         if valid and captcha_ok:
-            # Used up before anything changes: of two requests racing with
-            # one link, only one gets here (AUTH-14).
-            if not ResetTokens(request.dbsession).void(row):
+            resets = request.service(IPasswordResetService)
+            if not resets.use(row):
                 return _restart(request)
-            _reset(request, users, user, form.password.data)
+            # This browser's session goes first: it may be one of the user's
+            # own, which the reset is about to end with all the others.
+            request.session.invalidate()
+            forget_identity(request)
+            resets.reset(user, form.password.data, client_address=request.client_addr)
+            request.session.flash(
+                _("Your password has been reset. Sign in with your new password.")
+            )
             return HTTPSeeOther(request.route_path("login.identifier"))
         request.response.status_int = 400
-    return {"form": form, **_captcha(request, form, "reset.new")}
-
-
-def _reset(request, users, user: User, password: str) -> None:
-    # This browser's session goes first: it may be one of the user's own,
-    # which set_password is about to end with all the others.
-    request.session.invalidate()
-    forget_identity(request)
-    users.set_password(user, password)
-    # Proving the mailbox and the identity number lifts a lock from failed
-    # sign-ins; an account disabled by the helpdesk stays disabled.
-    user.locked_until = None
-    _service(request, IRateLimiter).reset("login.identifier", user.identifier)
-    _service(request, IAuditLog).record(
-        "password.reset", subject_user_id=user.id, client_address=request.client_addr
-    )
-    request.session.flash(
-        _("Your password has been reset. Sign in with your new password.")
-    )
+    return {"form": form, **show_challenge(request, form, "reset.new")}

@@ -42,7 +42,6 @@ from idp.saml.metadata import MEDIA_TYPE
 from idp.saml.requests import SamlRefused
 from idp.security import keep_continuation
 from idp.services.interfaces import IAuditLog
-from idp.tweens import content_security_policy
 from idp.views.errors import render_error
 
 log = logging.getLogger(__name__)
@@ -141,10 +140,9 @@ def no_store(request) -> None:
 
 def _post_policy(request, acs_url: str, nonce: str | None = None) -> None:
     """This page may post to the SP's ACS (and run its own nonce'd script)."""
-    extra = {"form-action": [origin(acs_url)]}
+    request.csp.add("form-action", origin(acs_url))
     if nonce:
-        extra["script-src"] = [f"'nonce-{nonce}'"]
-    request.response.headers["Content-Security-Policy"] = content_security_policy(extra)
+        request.csp.add("script-src", f"'nonce-{nonce}'")
 
 
 def post_form(request, reply, saml_response: str, *, status: int = 200):

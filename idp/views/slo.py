@@ -25,7 +25,6 @@ from idp.saml.requests import SamlRefused
 from idp.saml.sso import service_name
 from idp.security import forget_identity
 from idp.services.interfaces import IAuditLog
-from idp.tweens import content_security_policy
 from idp.views.saml import (
     endpoint_url,
     no_store,
@@ -43,12 +42,10 @@ LEG_LABELS = {
 }
 
 
-def _framable(request, **extra) -> None:
+def _framable(request) -> None:
     """Pages shown inside the status page's frames."""
     request.response.headers["X-Frame-Options"] = "SAMEORIGIN"
-    request.response.headers["Content-Security-Policy"] = content_security_policy(
-        extra, replace={"frame-ancestors": ["'self'"]}
-    )
+    request.csp.allow_framing_by_self()
 
 
 def _received(request, field: str):
@@ -62,13 +59,10 @@ def _carry(request, outgoing, *, framed: bool = False):
     if outgoing.binding == saml_requests.BINDING_REDIRECT:
         return HTTPSeeOther(outgoing.url)
     nonce = secrets.token_urlsafe(16)
-    extra = {"form-action": [origin(outgoing.url)], "script-src": [f"'nonce-{nonce}'"]}
+    request.csp.add("form-action", origin(outgoing.url))
+    request.csp.add("script-src", f"'nonce-{nonce}'")
     if framed:
-        _framable(request, **extra)
-    else:
-        request.response.headers["Content-Security-Policy"] = content_security_policy(
-            extra
-        )
+        _framable(request)
     no_store(request)
     return render_to_response(
         "saml/logout_post.jinja2",
@@ -119,7 +113,7 @@ def _logout_request(request, route: str):
     token = slo.start(
         dbsession, sessions, settings=settings, initiator=incoming, keep=keep
     )
-    request.find_service(IAuditLog, context=None).record(
+    request.service(IAuditLog).record(
         "logout",
         subject_user_id=user_id,
         client_address=request.client_addr,
@@ -191,7 +185,8 @@ def done(request):
     request.response.headers["Referrer-Policy"] = "no-referrer"
     no_store(request)
     frames = slo.origins(flow)
-    extra = {"frame-src": frames} if frames else {}
+    if frames:
+        request.csp.add("frame-src", *frames)
     continuation = None
     nonce = secrets.token_urlsafe(16)
     if finished and flow.initiator_sp_id is not None:
@@ -204,9 +199,8 @@ def done(request):
             slo.flow_status(flow),
         )
         if continuation is not None:
-            extra["form-action"] = [origin(continuation.url)]
-            extra["script-src"] = [f"'nonce-{nonce}'"]
-    request.response.headers["Content-Security-Policy"] = content_security_policy(extra)
+            request.csp.add("form-action", origin(continuation.url))
+            request.csp.add("script-src", f"'nonce-{nonce}'")
     return {
         "legs": [
             {

@@ -25,7 +25,7 @@ from idp.services.mail import Outbox
 from idp.services.passwords import BcryptPasswordService
 from idp.services.ratelimit import REGISTRY_LIMITS, DatabaseRateLimiter
 from idp.services.tokens import RESET_LIFETIME
-from idp.services.users import UserService
+from idp.services.users import PasswordChange, UserService
 from idp.sessions import hash_token
 from tests.conftest import TEST_BASE_URL, environ, make_app
 
@@ -463,7 +463,7 @@ def test_auth_17_a_password_change_voids_unused_links(
         dbsession, registry["idp.mail.composer"], registry["idp.mail.codec"]
     )
     UserService(dbsession, HASHER, outbox, temporary_hours=72).set_password(
-        aisyah, "a password chosen on the account page"
+        aisyah, "a password chosen on the account page", how=PasswordChange.ACCOUNT
     )
     dbsession.flush()
     assert is_link_error(open_link(browser(), link, expect_errors=True))
