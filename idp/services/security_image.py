@@ -142,7 +142,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from idp import security_images
-from idp.forms.register import PHRASE_MAX, PHRASE_MIN
+from idp.forms import PHRASE_MAX, PHRASE_MIN
 from idp.models.user import DECOY_POOL_WHERE, User
 from idp.security_images import SecurityImage
 from idp.services.ratelimit import address_prefix

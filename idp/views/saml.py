@@ -277,7 +277,7 @@ def _answer(request, start: sso.Start):
         start,
         lambda: _signed_in(request),
         servers=request.registry["idp.saml.servers"],
-        audit=request.find_service(IAuditLog, context=None),
+        audit=request.service(IAuditLog),
         address=request.client_addr,
         settings=request.registry.settings,
     )
