@@ -42,18 +42,10 @@ from sqlalchemy.orm import Session
 
 from idp.models import SeenRequestId, ServiceProvider
 from idp.saml import xsdatetime
-from idp.saml.crypto import (
-    XmlRefused,
-    XmlsecBackend,
-    parse_xml,
-    verify_redirect_signature,
-)
+from idp.saml.crypto import XmlsecBackend, verify_redirect_signature
 from idp.saml.registry import Endpoint, SpMetadata, usable_metadata
+from idp.saml.xml import DS_NS, SAML_NS, SAMLP_NS, XINCLUDE_NS, XmlRefused, parse_xml
 
-SAMLP_NS = "urn:oasis:names:tc:SAML:2.0:protocol"
-SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
-DS_NS = "http://www.w3.org/2000/09/xmldsig#"
-XINCLUDE_NS = "http://www.w3.org/2001/XInclude"
 BINDING_REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
 BINDING_POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
 NAMEID_ENTITY = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"

@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session
 
 from idp.identifiers import alpha2
 from idp.models import PersistentNameId, ServiceProvider, User
+from idp.saml import xsdatetime
 from idp.saml.config import DIGEST_ALGORITHM, SIGNING_ALGORITHM
 from idp.saml.crypto import (
     AES256_GCM,
@@ -55,9 +56,7 @@ from idp.saml.crypto import (
     RSA_OAEP_11,
     RSA_OAEP_MGF1P,
     XmlsecBackend,
-    parse_xml,
 )
-from idp.saml import xsdatetime
 from idp.saml.registry import RELEASABLE, SpMetadata
 from idp.saml.requests import (
     STATUS_REQUESTER,
@@ -66,12 +65,12 @@ from idp.saml.requests import (
     RequestedContext,
     SamlRefused,
 )
+from idp.saml.xml import SAML_NS, parse_xml
 
-_SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
-_ASSERTION = f"{{{_SAML_NS}}}Assertion"
-_ENCRYPTED_ASSERTION = f"{{{_SAML_NS}}}EncryptedAssertion"
-_CONDITIONS = f"{{{_SAML_NS}}}Conditions"
-_CONFIRMATION_DATA = f"{{{_SAML_NS}}}SubjectConfirmationData"
+_ASSERTION = f"{{{SAML_NS}}}Assertion"
+_ENCRYPTED_ASSERTION = f"{{{SAML_NS}}}EncryptedAssertion"
+_CONDITIONS = f"{{{SAML_NS}}}Conditions"
+_CONFIRMATION_DATA = f"{{{SAML_NS}}}SubjectConfirmationData"
 _BACKEND = XmlsecBackend()
 
 STATUS_NO_PASSIVE = "urn:oasis:names:tc:SAML:2.0:status:NoPassive"

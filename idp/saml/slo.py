@@ -52,9 +52,8 @@ from idp.saml.requests import (
     verify,
 )
 from idp.saml.sso import purge_expired
+from idp.saml.xml import SAML_NS, SAMLP_NS
 
-SAMLP_NS = "urn:oasis:names:tc:SAML:2.0:protocol"
-SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
 STATUS_SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 STATUS_PARTIAL_LOGOUT = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout"
 STATUS_UNKNOWN_PRINCIPAL = "urn:oasis:names:tc:SAML:2.0:status:UnknownPrincipal"

@@ -34,7 +34,6 @@ from idp.models import (
 )
 from idp.models.role import role_modules, user_roles
 from idp.saml import response as responses
-from idp.saml.crypto import parse_xml
 from idp.saml.registry import sp_metadata, usable_metadata
 from idp.saml.requests import (
     AuthnRequest,
@@ -43,6 +42,7 @@ from idp.saml.requests import (
     reparse_authn_request,
     resolve_acs,
 )
+from idp.saml.xml import parse_xml
 
 
 def _hash(token: str) -> str:
