@@ -43,7 +43,8 @@ from sqlalchemy.orm import Session
 from idp.models import SeenRequestId, ServiceProvider
 from idp.saml import xsdatetime
 from idp.saml.crypto import XmlsecBackend, verify_redirect_signature
-from idp.saml.registry import Endpoint, SpMetadata, usable_metadata
+from idp.saml.registry import usable_metadata
+from idp.saml.sp_metadata import Endpoint, SpMetadata
 from idp.saml.xml import DS_NS, SAML_NS, SAMLP_NS, XINCLUDE_NS, XmlRefused, parse_xml
 
 BINDING_REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"

@@ -57,7 +57,7 @@ from idp.saml.crypto import (
     RSA_OAEP_MGF1P,
     XmlsecBackend,
 )
-from idp.saml.registry import RELEASABLE, SpMetadata
+from idp.saml.registry import RELEASABLE
 from idp.saml.requests import (
     STATUS_REQUESTER,
     STATUS_RESPONDER,
@@ -65,6 +65,7 @@ from idp.saml.requests import (
     RequestedContext,
     SamlRefused,
 )
+from idp.saml.sp_metadata import SpMetadata
 from idp.saml.xml import SAML_NS, parse_xml
 
 _ASSERTION = f"{{{SAML_NS}}}Assertion"

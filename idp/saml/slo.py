@@ -40,7 +40,7 @@ from idp.models import (
 )
 from idp.redirects import origin
 from idp.saml.config import DIGEST_ALGORITHM, SIGNING_ALGORITHM
-from idp.saml.registry import Endpoint, usable_metadata
+from idp.saml.registry import usable_metadata
 from idp.saml.requests import (
     STATUS_REQUESTER,
     STATUS_RESPONDER,
@@ -51,6 +51,7 @@ from idp.saml.requests import (
     check_not_replayed,
     verify,
 )
+from idp.saml.sp_metadata import Endpoint
 from idp.saml.sso import purge_expired
 from idp.saml.xml import SAML_NS, SAMLP_NS
 

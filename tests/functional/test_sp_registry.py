@@ -14,14 +14,8 @@ from sqlalchemy import func, select
 
 from idp.models import Module, PersistentNameId, ServiceProvider, SpRegistryState
 from idp.models.sp import NAMEID_PERSISTENT
-from idp.saml.registry import (
-    MAX_METADATA_BYTES,
-    MetadataError,
-    current_generation,
-    import_sp,
-    remove_sp,
-    set_enabled,
-)
+from idp.saml.registry import current_generation, import_sp, remove_sp, set_enabled
+from idp.saml.sp_metadata import MAX_METADATA_BYTES, MetadataError
 from tests.factories import make_user
 from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata, padded
 
