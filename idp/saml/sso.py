@@ -34,14 +34,9 @@ from idp.models import (
 )
 from idp.models.role import role_modules, user_roles
 from idp.saml import response as responses
+from idp.saml.errors import Reply, SamlRefused
 from idp.saml.registry import sp_metadata, usable_metadata
-from idp.saml.requests import (
-    AuthnRequest,
-    Reply,
-    SamlRefused,
-    reparse_authn_request,
-    resolve_acs,
-)
+from idp.saml.requests import AuthnRequest, reparse_authn_request, resolve_acs
 from idp.saml.xml import parse_xml
 
 

@@ -36,9 +36,8 @@ from idp.models import ServiceProvider
 from idp.redirects import origin
 from idp.saml import requests as saml_requests
 from idp.saml import sso
+from idp.saml.errors import STATUS_NO_PASSIVE, STATUS_RESPONDER, SamlRefused
 from idp.saml.metadata import MEDIA_TYPE
-from idp.saml.requests import SamlRefused
-from idp.saml.response import STATUS_NO_PASSIVE, STATUS_RESPONDER
 from idp.security import keep_continuation
 from idp.services.interfaces import IAuditLog
 from idp.tweens import content_security_policy

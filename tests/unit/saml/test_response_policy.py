@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from idp.models import ServiceProvider, User
-from idp.saml.requests import RequestedContext, SamlRefused
+from idp.saml.errors import SamlRefused
+from idp.saml.requests import RequestedContext
 from idp.saml.response import (
     AC_PASSWORD,
     AC_PASSWORD_PROTECTED,
