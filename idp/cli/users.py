@@ -425,7 +425,6 @@ def unlock(args) -> int:
         was_locked = not usable(user, utcnow())
         user.locked_until = None
         user.disabled_at = None
-        user.failed_logins = 0
         limiter = _service(request, IRateLimiter)
         for name in ("login.identifier", "login.locks"):
             limiter.reset(name, user.identifier)
