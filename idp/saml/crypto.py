@@ -41,8 +41,6 @@ the top-level keys); this backend refuses SHA-1 unless it was built with
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hashlib
 import os
 import threading
@@ -149,9 +147,8 @@ _CACHE_SIZE = 64
 
 # Data encryption the IdP offers, strongest first: the response builder
 # picks the first an SP's metadata lists (idp.saml.response.encryption_for),
-# or the operator's `sp policy --encryption-method NAME`. The data
-# encryption algorithm of the next encrypt_assertion() in this context is
-# AES-256-GCM unless selected with :func:`data_encryption`.
+# or the operator's `sp policy --encryption-method NAME`; pysaml2's own
+# path, encrypt_assertion(), always uses AES-256-GCM.
 AES256_GCM = _C.TransformAes256Gcm.href
 AES128_GCM = _C.TransformAes128Gcm.href
 AES256_CBC = _C.TransformAes256Cbc.href
@@ -183,21 +180,6 @@ OAEP_DIGESTS = (
     OAEP_SHA256,
     OAEP_SHA1,
 )
-_data_encryption: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "idp_data_encryption", default=AES256_GCM
-)
-
-
-@contextlib.contextmanager
-def data_encryption(algorithm: str):
-    """Encrypt assertions with ``algorithm`` (AES-256-GCM or -CBC) inside."""
-    if algorithm not in _DATA_ENCRYPTION:
-        raise ValueError(f"unsupported data encryption {algorithm}")
-    token = _data_encryption.set(algorithm)
-    try:
-        yield
-    finally:
-        _data_encryption.reset(token)
 
 
 def _key_transport_method(
@@ -459,9 +441,8 @@ class XmlsecBackend(CryptoBackend):
         replaced by ``xenc:EncryptedData``.  ``template`` is pysaml2's
         ``pre_encryption_part()``; its ``Id`` attributes, ``KeyName`` and
         certificate are kept, but its algorithms and ``key_type`` are not
-        honoured: data is encrypted with AES-256-GCM (AES-256-CBC inside
-        :func:`data_encryption`) under a fresh session key, transported with
-        RSA-OAEP (``rsa-oaep-mgf1p``).
+        honoured: data is encrypted with AES-256-GCM under a fresh session
+        key, transported with RSA-OAEP (``rsa-oaep-mgf1p``).
 
         :param enc_key: PEM certificate file of the recipient
         :param key_type: ignored (pysaml2 passes its default, ``"des-192"``)
@@ -479,7 +460,7 @@ class XmlsecBackend(CryptoBackend):
             hints = _template_hints(template)
             manager = self._keys_manager(enc_key)
 
-            data_method, key_bits = _DATA_ENCRYPTION[_data_encryption.get()]
+            data_method, key_bits = _DATA_ENCRYPTION[AES256_GCM]
             enc_data = xmlsec.template.encrypted_data_create(
                 root,
                 data_method,

@@ -96,16 +96,6 @@ def bump_generation(dbsession: Session) -> int:
         return bump_generation(dbsession)
 
 
-def current_generation(dbsession: Session) -> int:
-    """The registry generation (0 before the first change): one SELECT."""
-    value = dbsession.scalar(
-        select(SpRegistryState.generation).where(
-            SpRegistryState.id == REGISTRY_STATE_ID
-        )
-    )
-    return value or 0
-
-
 def current_version(dbsession: Session) -> tuple[int, dt.datetime | None]:
     """(generation, when it last rose): one SELECT.
 
