@@ -18,7 +18,8 @@ import xmlsec
 from saml2.sigver import CryptoBackend, SigverError
 
 from idp.saml.crypto import XmlsecBackend
-from idp.saml.xml import DS_NS, parse_document, serialize
+from idp.saml.errors import STATUS_SUCCESS
+from idp.saml.xml import DS_NS, SAML_NS, SAMLP_NS, parse_document, serialize
 
 _C = xmlsec.constants
 _DS_SIGNATURE_VALUE = f"{{{DS_NS}}}SignatureValue"
@@ -29,11 +30,10 @@ class VerifierSelfTestError(RuntimeError):
 
 
 _SELF_TEST_ID = "_idme_self_test_0001"
-_RESPONSE = "urn:oasis:names:tc:SAML:2.0:protocol:Response"
+_RESPONSE = f"{SAMLP_NS}:Response"
 _SELF_TEST_VALUE = "idme-self-test-subject"
 _SELF_TEST_FIXTURE = f"""\
-<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" \
-xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{_SELF_TEST_ID}" \
+<samlp:Response xmlns:samlp="{SAMLP_NS}" xmlns:saml="{SAML_NS}" ID="{_SELF_TEST_ID}" \
 Version="2.0" IssueInstant="2024-01-01T00:00:00Z">\
 <saml:Issuer>https://idp.invalid/self-test</saml:Issuer>\
 <ds:Signature xmlns:ds="{DS_NS}"><ds:SignedInfo>\
@@ -45,7 +45,7 @@ Version="2.0" IssueInstant="2024-01-01T00:00:00Z">\
 <ds:DigestMethod Algorithm="{_C.TransformSha256.href}"/>\
 <ds:DigestValue/></ds:Reference></ds:SignedInfo>\
 <ds:SignatureValue/></ds:Signature>\
-<samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/>\
+<samlp:Status><samlp:StatusCode Value="{STATUS_SUCCESS}"/>\
 </samlp:Status><saml:Assertion ID="_idme_self_test_a" Version="2.0" \
 IssueInstant="2024-01-01T00:00:00Z"><saml:Issuer>https://idp.invalid/self-test</saml:Issuer>\
 <saml:Subject><saml:NameID>{_SELF_TEST_VALUE}</saml:NameID></saml:Subject>\
