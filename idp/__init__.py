@@ -7,8 +7,8 @@ def main(global_config, **settings):
     """The Paste app factory named ``idp:main`` in the ini files."""
     from idp.config import configure
     from idp.logmask import install
-    from idp.saml.crypto import VerifierSelfTestError
     from idp.saml.keys import KeyPairError
+    from idp.saml.selftest import VerifierSelfTestError
     from idp.settings import SettingsError
 
     install()  # pserve has configured logging by now: mask what it writes

@@ -18,7 +18,12 @@ from idp.cli.common import CommandError, load_settings
 from idp.db import make_engine
 from idp.models import ServiceProvider
 from idp.saml import registry
-from idp.saml.registry import MAX_METADATA_BYTES, MetadataError
+from idp.saml.sp_metadata import (
+    MAX_METADATA_BYTES,
+    MetadataError,
+    SpMetadata,
+    parse_sp_metadata,
+)
 
 
 def register(groups) -> None:
@@ -260,7 +265,7 @@ def import_(args) -> int:
     development = load_settings(args.config_uri)["idp.development"]
     with _transaction(args.config_uri) as session:
         # Checked in full (expiry, endpoints...) even when nothing changes.
-        entity_id = registry.parse_sp_metadata(data, allow_http=development).entity_id
+        entity_id = parse_sp_metadata(data, allow_http=development).entity_id
         existing = session.scalar(
             select(ServiceProvider).where(ServiceProvider.entity_id == entity_id)
         )
@@ -323,7 +328,7 @@ def list_(args) -> int:
     return 0
 
 
-def _parsed(sp: ServiceProvider) -> registry.SpMetadata:
+def _parsed(sp: ServiceProvider) -> SpMetadata:
     return registry.sp_metadata(sp)
 
 
@@ -343,7 +348,7 @@ def show(args) -> int:
     return 0
 
 
-def _describe(sp: ServiceProvider, md: registry.SpMetadata) -> list[str]:
+def _describe(sp: ServiceProvider, md: SpMetadata) -> list[str]:
     def yes(value: bool) -> str:
         return "yes" if value else "no"
 

@@ -413,7 +413,6 @@ def unlock(args) -> int:
         was_locked = not user.usable(utcnow())
         user.locked_until = None
         user.disabled_at = None
-        user.failed_logins = 0
         limiter = request.service(IRateLimiter)
         for name in ("login.identifier", "login.locks"):
             limiter.reset(name, user.identifier)

@@ -1,7 +1,6 @@
 """The data model. Importing this package registers every table on Base."""
 
 from idp.models.audit import AuditEvent
-from idp.models.keys import KeyRecord
 from idp.models.outbox import OutboxMessage
 from idp.models.role import Module, Role, role_modules, user_roles
 from idp.models.saml_state import (
@@ -20,7 +19,6 @@ __all__ = [
     "AuditEvent",
     "CaptchaChallenge",
     "IdpSession",
-    "KeyRecord",
     "LogoutFlow",
     "LogoutLeg",
     "Module",

@@ -60,7 +60,6 @@ class LogoutFlow(Base):
         ForeignKey("service_providers.id", ondelete="SET NULL")
     )
     initiator_request_id: Mapped[str | None] = mapped_column(String(256))
-    initiator_status: Mapped[str | None] = mapped_column(String(128))
     relay_state: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     deadline_at: Mapped[dt.datetime]

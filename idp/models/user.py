@@ -70,7 +70,6 @@ class User(Base):
     password_changed_at: Mapped[dt.datetime | None]
     must_change_password: Mapped[bool] = mapped_column(default=False)
     temp_password_expires_at: Mapped[dt.datetime | None]
-    failed_logins: Mapped[int] = mapped_column(default=0)
     locked_until: Mapped[dt.datetime | None]
     disabled_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -44,8 +44,8 @@ def load_keypair(settings):
 
 
 def includeme(config):
-    from idp.saml.crypto import self_test
     from idp.saml.metadata import MetadataCache
+    from idp.saml.selftest import self_test
     from idp.saml.server import ServerCache
 
     settings = config.get_settings()

@@ -10,7 +10,8 @@ the binary about what it accepts as a SAML signature.
 Plugging it into pysaml2::
 
     from saml2.server import Server
-    from idp.saml.crypto import install_security_context, self_test
+    from idp.saml.crypto import install_security_context
+    from idp.saml.selftest import self_test
 
     self_test()                    # at start-up: the verifier must work
     server = Server(config=conf)   # conf: a saml2.config.IdPConfig
@@ -40,13 +41,8 @@ the top-level keys); this backend refuses SHA-1 unless it was built with
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import contextvars
-import functools
 import hashlib
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -64,9 +60,18 @@ from saml2.sigver import (
     RSACrypto,
     SecurityContext,
     SignatureError,
-    SigverError,
     import_rsa_key_from_file,
     pre_encrypt_assertion,
+)
+
+from idp.saml.xml import (
+    DS_NS,
+    XENC_NS,
+    XML_NS,
+    XmlRefused,
+    parse_document,
+    parser,
+    serialize,
 )
 
 # DecryptError / EncryptError / SignatureError are pysaml2's (saml2.sigver);
@@ -75,19 +80,14 @@ __all__ = [
     "DecryptError",
     "EncryptError",
     "SignatureError",
-    "VerifierSelfTestError",
     "XmlsecBackend",
     "install_security_context",
     "make_security_context",
     "security_context_from_config",
-    "self_test",
 ]
 
-DS_NS = "http://www.w3.org/2000/09/xmldsig#"
-XENC_NS = "http://www.w3.org/2001/04/xmlenc#"
 _DS_SIGNATURE = f"{{{DS_NS}}}Signature"
 _DS_SIGNED_INFO = f"{{{DS_NS}}}SignedInfo"
-_DS_SIGNATURE_VALUE = f"{{{DS_NS}}}SignatureValue"
 _DS_C14N_METHOD = f"{{{DS_NS}}}CanonicalizationMethod"
 _DS_SIGNATURE_METHOD = f"{{{DS_NS}}}SignatureMethod"
 _DS_REFERENCE = f"{{{DS_NS}}}Reference"
@@ -104,7 +104,7 @@ _XENC_ENCRYPTED_DATA = f"{{{XENC_NS}}}EncryptedData"
 _XENC_ENCRYPTED_KEY = f"{{{XENC_NS}}}EncryptedKey"
 _XENC_ENCRYPTION_METHOD = f"{{{XENC_NS}}}EncryptionMethod"
 _XENC_CIPHER_REFERENCE = f"{{{XENC_NS}}}CipherReference"
-_XENC_TYPE_ELEMENT = "http://www.w3.org/2001/04/xmlenc#Element"
+_XENC_TYPE_ELEMENT = f"{XENC_NS}Element"
 
 _C = xmlsec.constants
 
@@ -147,9 +147,8 @@ _CACHE_SIZE = 64
 
 # Data encryption the IdP offers, strongest first: the response builder
 # picks the first an SP's metadata lists (idp.saml.response.encryption_for),
-# or the operator's `sp policy --encryption-method NAME`. The data
-# encryption algorithm of the next encrypt_assertion() in this context is
-# AES-256-GCM unless selected with :func:`data_encryption`.
+# or the operator's `sp policy --encryption-method NAME`; pysaml2's own
+# path, encrypt_assertion(), always uses AES-256-GCM.
 AES256_GCM = _C.TransformAes256Gcm.href
 AES128_GCM = _C.TransformAes128Gcm.href
 AES256_CBC = _C.TransformAes256Cbc.href
@@ -181,21 +180,6 @@ OAEP_DIGESTS = (
     OAEP_SHA256,
     OAEP_SHA1,
 )
-_data_encryption: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "idp_data_encryption", default=AES256_GCM
-)
-
-
-@contextlib.contextmanager
-def data_encryption(algorithm: str):
-    """Encrypt assertions with ``algorithm`` (AES-256-GCM or -CBC) inside."""
-    if algorithm not in _DATA_ENCRYPTION:
-        raise ValueError(f"unsupported data encryption {algorithm}")
-    token = _data_encryption.set(algorithm)
-    try:
-        yield
-    finally:
-        _data_encryption.reset(token)
 
 
 def _key_transport_method(
@@ -213,84 +197,15 @@ def _key_transport_method(
         etree.SubElement(method, _DS_DIGEST_METHOD, Algorithm=digest)
 
 
-class XmlRefused(ValueError):
-    """An XML message this IdP will not read (DOCTYPE, not well-formed...)."""
-
-
-def parse_xml(data: bytes) -> etree._Element:
-    """Parse a SAML message as hostile input: no DTD, entities or network.
-
-    Raises :class:`XmlRefused` with a one-line reason.
-    """
-    try:
-        root, _ = _parse(data)
-    except _Refused as exc:
-        raise XmlRefused(str(exc)) from exc
-    return root
-
-
-class VerifierSelfTestError(RuntimeError):
-    """The signature verifier accepted a bad signature or refused a good one."""
-
-
-class _Refused(ValueError):
+class _Refused(XmlRefused):
     """The document breaks a rule this backend enforces before xmlsec runs."""
 
 
-# --------------------------------------------------------------------------
-# Safe XML parsing
-
-_parsers = threading.local()
-
-
-def _parser() -> etree.XMLParser:
-    # lxml parsers must not be shared between threads.
-    parser = getattr(_parsers, "parser", None)
-    if parser is None:
-        parser = etree.XMLParser(
-            resolve_entities=False,
-            no_network=True,
-            load_dtd=False,
-            dtd_validation=False,
-            attribute_defaults=False,
-            huge_tree=False,
-            remove_blank_text=False,
-        )
-        _parsers.parser = parser
-    return parser
-
-
-def _as_bytes(document: Any) -> bytes:
+def _parse(document: Any) -> tuple[etree._Element, bool]:
+    """:func:`idp.saml.xml.parse_document`, for pysaml2's objects as well as text."""
     if isinstance(document, SamlBase):
         document = document.to_string()
-    if isinstance(document, str):
-        document = document.encode("utf-8")
-    if not isinstance(document, bytes | bytearray):
-        raise _Refused(f"expected XML text, got {type(document).__name__}")
-    return bytes(document)
-
-
-def _parse(document: Any) -> tuple[etree._Element, bool]:
-    """Parse XML text without entities, network or DTDs; refuse any DOCTYPE.
-
-    Returns the root element and whether the text had an XML declaration.
-    """
-    data = _as_bytes(document)
-    try:
-        root = etree.fromstring(data, _parser())
-    except etree.XMLSyntaxError as exc:
-        raise _Refused(f"not well-formed XML: {exc}") from exc
-    docinfo = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None:
-        raise _Refused("a DOCTYPE is not allowed in SAML messages")
-    has_declaration = data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<?xml")
-    return root, has_declaration
-
-
-def _serialize(root: etree._Element, declaration: bool) -> str:
-    return etree.tostring(
-        root.getroottree(), encoding="UTF-8", xml_declaration=declaration
-    ).decode("utf-8")
+    return parse_document(document)
 
 
 # --------------------------------------------------------------------------
@@ -313,7 +228,7 @@ def _elements(root: etree._Element) -> Iterable[etree._Element]:
     return root.iter(etree.Element)
 
 
-_XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
+_XML_ID = f"{{{XML_NS}}}id"
 
 
 def _check_unique_ids(root: etree._Element, node_id: str) -> None:
@@ -477,9 +392,9 @@ class XmlsecBackend(CryptoBackend):
             ctx = self._signature_context(self._private_key(key_file))
             xmlsec.tree.add_ids(root, ["ID"])
             ctx.sign(signature)
-        except (_Refused, xmlsec.Error, OSError) as exc:
+        except (XmlRefused, xmlsec.Error, OSError) as exc:
             raise SignatureError(f"cannot sign {node_name} {node_id}: {exc}") from exc
-        return _serialize(root, declaration)
+        return serialize(root, declaration)
 
     def validate_signature(
         self,
@@ -502,7 +417,7 @@ class XmlsecBackend(CryptoBackend):
             ctx = self._signature_context(self._certificate(cert_file, cert_type))
             xmlsec.tree.add_ids(root, ["ID"])
             ctx.verify(signature)
-        except (_Refused, xmlsec.Error, OSError) as exc:
+        except (XmlRefused, xmlsec.Error, OSError) as exc:
             raise SignatureError(
                 f"signature of {node_name} {node_id} refused: {exc}"
             ) from exc
@@ -526,9 +441,8 @@ class XmlsecBackend(CryptoBackend):
         replaced by ``xenc:EncryptedData``.  ``template`` is pysaml2's
         ``pre_encryption_part()``; its ``Id`` attributes, ``KeyName`` and
         certificate are kept, but its algorithms and ``key_type`` are not
-        honoured: data is encrypted with AES-256-GCM (AES-256-CBC inside
-        :func:`data_encryption`) under a fresh session key, transported with
-        RSA-OAEP (``rsa-oaep-mgf1p``).
+        honoured: data is encrypted with AES-256-GCM under a fresh session
+        key, transported with RSA-OAEP (``rsa-oaep-mgf1p``).
 
         :param enc_key: PEM certificate file of the recipient
         :param key_type: ignored (pysaml2 passes its default, ``"des-192"``)
@@ -546,7 +460,7 @@ class XmlsecBackend(CryptoBackend):
             hints = _template_hints(template)
             manager = self._keys_manager(enc_key)
 
-            data_method, key_bits = _DATA_ENCRYPTION[_data_encryption.get()]
+            data_method, key_bits = _DATA_ENCRYPTION[AES256_GCM]
             enc_data = xmlsec.template.encrypted_data_create(
                 root,
                 data_method,
@@ -567,9 +481,9 @@ class XmlsecBackend(CryptoBackend):
             )
             enc_data = ctx.encrypt_xml(enc_data, node)
             _add_recipient_key_info(enc_data, hints)
-        except (_Refused, xmlsec.Error, OSError, etree.XPathError) as exc:
+        except (XmlRefused, xmlsec.Error, OSError, etree.XPathError) as exc:
             raise EncryptError(f"cannot encrypt the assertion: {exc}") from exc
-        return _serialize(root, declaration)
+        return serialize(root, declaration)
 
     def decrypt(self, enctext: Any, key_file: str) -> str:
         """Decrypt the first ``xenc:EncryptedData`` of ``enctext`` with ``key_file``.
@@ -601,11 +515,11 @@ class XmlsecBackend(CryptoBackend):
             if not inline:
                 ctx.key = self._sibling_session_key(enc_data, manager)
             result = ctx.decrypt(enc_data)
-        except (_Refused, xmlsec.Error, OSError) as exc:
+        except (XmlRefused, xmlsec.Error, OSError) as exc:
             raise DecryptError(f"cannot decrypt: {exc}") from exc
         if isinstance(result, bytes):
             return result.decode("utf-8")
-        return _serialize(result, declaration)
+        return serialize(result, declaration)
 
     # -- helpers -------------------------------------------------------------
 
@@ -615,10 +529,11 @@ class XmlsecBackend(CryptoBackend):
         """Verify the enveloped signature of ``root`` with one of ``certificates``.
 
         For messages the IdP receives: ``root`` is the parsed message (see
-        :func:`parse_xml`), ``certificates`` the PEM signing certificates of
-        the registered sender, never a key from the message. The same shape
-        rules as :meth:`validate_signature` apply, and the signed element must
-        be the root itself, so what the caller reads is what was signed.
+        :func:`idp.saml.xml.parse_xml`), ``certificates`` the PEM signing
+        certificates of the registered sender, never a key from the message.
+        The same shape rules as :meth:`validate_signature` apply, and the
+        signed element must be the root itself, so what the caller reads is
+        what was signed.
         Returns the signature algorithm URI, or raises ``SignatureError``.
         """
         try:
@@ -641,7 +556,7 @@ class XmlsecBackend(CryptoBackend):
                     continue
                 return algorithm
             raise _Refused("no registered key of the sender verifies it")
-        except (_Refused, xmlsec.Error, StopIteration) as exc:
+        except (XmlRefused, xmlsec.Error, StopIteration) as exc:
             raise SignatureError(f"signature refused: {exc}") from exc
 
     def encrypt_element(
@@ -675,7 +590,7 @@ class XmlsecBackend(CryptoBackend):
             if digest is not None and digest not in OAEP_DIGESTS:
                 raise _Refused(f"unsupported OAEP digest {digest}")
             data_method, key_bits = _DATA_ENCRYPTION[algorithm]
-            standalone = etree.fromstring(etree.tostring(element), _parser())
+            standalone = etree.fromstring(etree.tostring(element), parser())
             plaintext = etree.tostring(standalone)
             enc_data = xmlsec.template.encrypted_data_create(
                 element, data_method, type=_C.TypeEncElement, ns="xenc"
@@ -694,7 +609,7 @@ class XmlsecBackend(CryptoBackend):
             if parent is None:
                 raise _Refused("the element to encrypt has no parent")
             parent.replace(element, enc_data)
-        except (_Refused, xmlsec.Error, etree.XMLSyntaxError) as exc:
+        except (XmlRefused, xmlsec.Error, etree.XMLSyntaxError) as exc:
             raise EncryptError(f"cannot encrypt: {exc}") from exc
         return enc_data
 
@@ -735,7 +650,7 @@ class XmlsecBackend(CryptoBackend):
             ctx = self._signature_context(self._private_key(key_file))
             xmlsec.tree.add_ids(element, ["ID"])
             ctx.sign(signature)
-        except (_Refused, xmlsec.Error, OSError) as exc:
+        except (XmlRefused, xmlsec.Error, OSError) as exc:
             raise SignatureError(f"cannot sign: {exc}") from exc
 
     def _keys_manager_pem(self, certificate_pem: str) -> xmlsec.KeysManager:
@@ -1092,121 +1007,6 @@ def install_security_context(
             if hasattr(source, "security"):
                 source.security = sec
     return sec
-
-
-# --------------------------------------------------------------------------
-# Verifier self-test
-
-_SELF_TEST_ID = "_idme_self_test_0001"
-_RESPONSE = "urn:oasis:names:tc:SAML:2.0:protocol:Response"
-_SELF_TEST_VALUE = "idme-self-test-subject"
-_SELF_TEST_FIXTURE = f"""\
-<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" \
-xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{_SELF_TEST_ID}" \
-Version="2.0" IssueInstant="2024-01-01T00:00:00Z">\
-<saml:Issuer>https://idp.invalid/self-test</saml:Issuer>\
-<ds:Signature xmlns:ds="{DS_NS}"><ds:SignedInfo>\
-<ds:CanonicalizationMethod Algorithm="{_C.TransformExclC14N.href}"/>\
-<ds:SignatureMethod Algorithm="{_C.TransformRsaSha256.href}"/>\
-<ds:Reference URI="#{_SELF_TEST_ID}"><ds:Transforms>\
-<ds:Transform Algorithm="{_C.TransformEnveloped.href}"/>\
-<ds:Transform Algorithm="{_C.TransformExclC14N.href}"/></ds:Transforms>\
-<ds:DigestMethod Algorithm="{_C.TransformSha256.href}"/>\
-<ds:DigestValue/></ds:Reference></ds:SignedInfo>\
-<ds:SignatureValue/></ds:Signature>\
-<samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/>\
-</samlp:Status><saml:Assertion ID="_idme_self_test_a" Version="2.0" \
-IssueInstant="2024-01-01T00:00:00Z"><saml:Issuer>https://idp.invalid/self-test</saml:Issuer>\
-<saml:Subject><saml:NameID>{_SELF_TEST_VALUE}</saml:NameID></saml:Subject>\
-</saml:Assertion></samlp:Response>"""
-
-
-@functools.cache
-def _throwaway_pem() -> tuple[bytes, bytes]:
-    """A throwaway RSA-2048 key and self-signed certificate, made once."""
-    from idp.saml.keys import make_pem_pair
-
-    return make_pem_pair("idme verifier self-test", key_size=2048, valid_days=1)
-
-
-def _refuses(backend: CryptoBackend, document: str, cert_file: str) -> bool:
-    try:
-        result = backend.validate_signature(
-            document, cert_file, "pem", _RESPONSE, _SELF_TEST_ID
-        )
-    except SigverError:
-        return True
-    return not result
-
-
-def self_test(backend: CryptoBackend | None = None) -> None:
-    """Check that ``backend`` verifies a good signature and refuses bad ones.
-
-    Signs a small Response with a throwaway RSA key, verifies it, then checks
-    that a copy with altered signed content and a copy with an altered
-    ``SignatureValue`` are both refused.  Raises :class:`VerifierSelfTestError`
-    otherwise.  Run it at start-up; after the first call (which makes the
-    throwaway key) it takes a few milliseconds.
-    """
-    if backend is None:
-        backend = XmlsecBackend()
-    key_pem, cert_pem = _throwaway_pem()
-    with tempfile.TemporaryDirectory(prefix="idme-selftest-") as tmp:
-        key_file = os.path.join(tmp, "key.pem")
-        cert_file = os.path.join(tmp, "cert.pem")
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key_pem)
-        Path(cert_file).write_bytes(cert_pem)
-
-        try:
-            signed = backend.sign_statement(
-                _SELF_TEST_FIXTURE, _RESPONSE, key_file, _SELF_TEST_ID
-            )
-        except Exception as exc:
-            raise VerifierSelfTestError(
-                f"signer failed on the self-test fixture: {exc}"
-            ) from exc
-        if isinstance(signed, bytes):
-            signed = signed.decode("utf-8")
-
-        try:
-            good = backend.validate_signature(
-                signed, cert_file, "pem", _RESPONSE, _SELF_TEST_ID
-            )
-        except Exception as exc:
-            raise VerifierSelfTestError(
-                f"verifier refused a correctly signed document: {exc}"
-            ) from exc
-        if not good:
-            raise VerifierSelfTestError("verifier refused a correctly signed document")
-
-        tampered_content = signed.replace(_SELF_TEST_VALUE, "idme-self-test-attacker")
-        if tampered_content == signed:
-            raise VerifierSelfTestError(
-                "self-test fixture lost its subject while signing"
-            )
-        if not _refuses(backend, tampered_content, cert_file):
-            raise VerifierSelfTestError(
-                "verifier accepted a document whose signed content was altered"
-            )
-
-        tampered_signature = _alter_signature_value(signed)
-        if not _refuses(backend, tampered_signature, cert_file):
-            raise VerifierSelfTestError(
-                "verifier accepted a document with an altered SignatureValue"
-            )
-
-
-def _alter_signature_value(signed: str) -> str:
-    root, declaration = _parse(signed)
-    value = next(root.iter(_DS_SIGNATURE_VALUE), None)
-    if value is None or not (value.text or "").strip():
-        raise VerifierSelfTestError("signer left the SignatureValue empty")
-    raw = bytearray(base64.b64decode("".join(value.text.split())))
-    raw[len(raw) // 2] ^= 0x01
-    value.text = base64.b64encode(bytes(raw)).decode("ascii")
-    return _serialize(root, declaration)
 
 
 # --------------------------------------------------------------------------

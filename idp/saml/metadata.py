@@ -24,9 +24,9 @@ from idp.saml.config import (
 )
 from idp.saml.crypto import make_security_context
 from idp.saml.keys import KeyPair
+from idp.saml.xml import REMD_NS
 
 MEDIA_TYPE = "application/samlmetadata+xml"
-REMD_NS = "http://refeds.org/metadata"
 
 
 def _iso_duration(seconds: int) -> str:

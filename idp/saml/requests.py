@@ -16,9 +16,9 @@ this order:
 6. Destination, IssueInstant and the replay record (SAML-17, 20, 21).
 
 An :class:`AuthnRequest`'s ACS is resolved against the SP's metadata
-(SAML-18). Failures raise :class:`SamlRefused`, which carries a stable code,
-the HTTP status of the page, and — once the reply address is trusted — what
-a SAML error Response needs.
+(SAML-18). Failures raise :class:`~idp.saml.errors.SamlRefused`, which
+carries a stable code, the HTTP status of the page, and — once the reply
+address is trusted — what a SAML error Response needs.
 """
 
 from __future__ import annotations
@@ -42,18 +42,12 @@ from sqlalchemy.orm import Session
 
 from idp.models import SeenRequestId, ServiceProvider
 from idp.saml import xsdatetime
-from idp.saml.crypto import (
-    XmlRefused,
-    XmlsecBackend,
-    parse_xml,
-    verify_redirect_signature,
-)
-from idp.saml.registry import Endpoint, SpMetadata, usable_metadata
+from idp.saml.crypto import XmlsecBackend, verify_redirect_signature
+from idp.saml.errors import Reply, SamlRefused
+from idp.saml.registry import usable_metadata
+from idp.saml.sp_metadata import Endpoint, SpMetadata
+from idp.saml.xml import DS_NS, SAML_NS, SAMLP_NS, XINCLUDE_NS, XmlRefused, parse_xml
 
-SAMLP_NS = "urn:oasis:names:tc:SAML:2.0:protocol"
-SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
-DS_NS = "http://www.w3.org/2000/09/xmldsig#"
-XINCLUDE_NS = "http://www.w3.org/2001/XInclude"
 BINDING_REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
 BINDING_POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
 NAMEID_ENTITY = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"
@@ -64,12 +58,6 @@ MAX_INFLATED = 256 * 1024  # a Redirect message after inflating
 MAX_RELAY_STATE = 1024  # bytes
 MAX_ID_LENGTH = 256
 PURGE_ONE_IN = 16
-
-STATUS_REQUESTER = "urn:oasis:names:tc:SAML:2.0:status:Requester"
-STATUS_RESPONDER = "urn:oasis:names:tc:SAML:2.0:status:Responder"
-STATUS_REQUEST_DENIED = "urn:oasis:names:tc:SAML:2.0:status:RequestDenied"
-STATUS_UNSUPPORTED_BINDING = "urn:oasis:names:tc:SAML:2.0:status:UnsupportedBinding"
-STATUS_VERSION_MISMATCH = "urn:oasis:names:tc:SAML:2.0:status:VersionMismatch"
 
 _AUTHN_REQUEST = f"{{{SAMLP_NS}}}AuthnRequest"
 _LOGOUT_REQUEST = f"{{{SAMLP_NS}}}LogoutRequest"
@@ -88,47 +76,6 @@ _NODE_NAMES = {
 
 _STRICT = XmlsecBackend()
 _LEGACY = XmlsecBackend(allow_sha1=True)
-
-
-@dataclass(frozen=True)
-class Reply:
-    """Where a SAML error Response may go: the request's validated ACS."""
-
-    sp_id: int
-    entity_id: str
-    acs_url: str
-    in_response_to: str
-    relay_state: str | None
-
-
-class SamlRefused(Exception):
-    """A SAML message the IdP will not act on.
-
-    ``code`` is stable (it names the page and the log line), ``status`` the
-    HTTP status of the page, ``detail`` a one-line reason for the log only.
-    ``reply`` is set once the ACS is trusted; ``saml_status`` (top-level and
-    second-level status codes) says what the error Response carries.
-    """
-
-    def __init__(
-        self,
-        code: str,
-        detail: str = "",
-        *,
-        status: int = 400,
-        reply: Reply | None = None,
-        saml_status: tuple[str, str | None] = (STATUS_REQUESTER, None),
-    ) -> None:
-        super().__init__(f"{code}: {detail}" if detail else code)
-        self.code = code
-        self.detail = detail
-        self.status = status
-        self.reply = reply
-        self.saml_status = saml_status
-
-    def with_reply(self, reply: Reply) -> SamlRefused:
-        self.reply = reply
-        return self
 
 
 @dataclass(frozen=True)

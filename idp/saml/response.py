@@ -56,27 +56,25 @@ from idp.saml.crypto import (
     RSA_OAEP_11,
     RSA_OAEP_MGF1P,
     XmlsecBackend,
-    parse_xml,
 )
-from idp.saml.registry import RELEASABLE, SpMetadata
-from idp.saml.requests import (
+from idp.saml.errors import (
+    STATUS_INVALID_NAMEID_POLICY,
+    STATUS_NO_AUTHN_CONTEXT,
     STATUS_REQUESTER,
     STATUS_RESPONDER,
-    AuthnRequest,
-    RequestedContext,
     SamlRefused,
 )
+from idp.saml.registry import RELEASABLE
+from idp.saml.requests import AuthnRequest, RequestedContext
+from idp.saml.sp_metadata import SpMetadata
+from idp.saml.xml import SAML_NS, parse_xml
 
-_SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
-_ASSERTION = f"{{{_SAML_NS}}}Assertion"
-_ENCRYPTED_ASSERTION = f"{{{_SAML_NS}}}EncryptedAssertion"
-_CONDITIONS = f"{{{_SAML_NS}}}Conditions"
-_CONFIRMATION_DATA = f"{{{_SAML_NS}}}SubjectConfirmationData"
+_ASSERTION = f"{{{SAML_NS}}}Assertion"
+_ENCRYPTED_ASSERTION = f"{{{SAML_NS}}}EncryptedAssertion"
+_CONDITIONS = f"{{{SAML_NS}}}Conditions"
+_CONFIRMATION_DATA = f"{{{SAML_NS}}}SubjectConfirmationData"
 _BACKEND = XmlsecBackend()
 
-STATUS_NO_PASSIVE = "urn:oasis:names:tc:SAML:2.0:status:NoPassive"
-STATUS_NO_AUTHN_CONTEXT = "urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext"
-STATUS_INVALID_NAMEID_POLICY = "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy"
 
 # -- Authentication contexts ------------------------------------------------
 

@@ -32,12 +32,8 @@ from idp.models import ServiceProvider
 from idp.saml.config import config_dict
 from idp.saml.crypto import install_security_context
 from idp.saml.keys import KeyPair
-from idp.saml.registry import (
-    RELEASABLE,
-    MetadataError,
-    current_version,
-    load_sp_source,
-)
+from idp.saml.registry import RELEASABLE, current_version
+from idp.saml.sp_metadata import MetadataError, load_sp_source
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +101,7 @@ def build_server(settings, keypair: KeyPair, sps: list[tuple[str, str]]) -> Serv
 
     An SP whose stored metadata pysaml2 refuses (typically expired since it
     was registered) is left out and logged as an error by entity ID; the
-    others load. Each is loaded by :func:`idp.saml.registry.load_sp_source`,
+    others load. Each is loaded by :func:`idp.saml.sp_metadata.load_sp_source`,
     the same loader an import must pass.
     Each SP is its own metadata source, keyed by its entity ID.
     """

@@ -40,24 +40,25 @@ from idp.models import (
 )
 from idp.redirects import origin
 from idp.saml.config import DIGEST_ALGORITHM, SIGNING_ALGORITHM
-from idp.saml.registry import Endpoint, usable_metadata
-from idp.saml.requests import (
-    STATUS_REQUESTER,
+from idp.saml.errors import (
+    STATUS_PARTIAL_LOGOUT,
     STATUS_RESPONDER,
-    Received,
+    STATUS_SUCCESS,
+    STATUS_UNKNOWN_PRINCIPAL,
     SamlRefused,
+)
+from idp.saml.registry import usable_metadata
+from idp.saml.requests import (
+    Received,
     check_destination,
     check_fresh,
     check_not_replayed,
     verify,
 )
+from idp.saml.sp_metadata import Endpoint
 from idp.saml.sso import purge_expired
+from idp.saml.xml import SAML_NS, SAMLP_NS
 
-SAMLP_NS = "urn:oasis:names:tc:SAML:2.0:protocol"
-SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
-STATUS_SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
-STATUS_PARTIAL_LOGOUT = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout"
-STATUS_UNKNOWN_PRINCIPAL = "urn:oasis:names:tc:SAML:2.0:status:UnknownPrincipal"
 _LOGOUT_REQUEST = f"{{{SAMLP_NS}}}LogoutRequest"
 _LOGOUT_RESPONSE = f"{{{SAMLP_NS}}}LogoutResponse"
 _NAME_ID = f"{{{SAML_NS}}}NameID"
@@ -399,7 +400,6 @@ def flow_status(flow: LogoutFlow) -> tuple[str, str | None]:
 
 
 UNKNOWN_PRINCIPAL = (STATUS_RESPONDER, STATUS_UNKNOWN_PRINCIPAL)
-REQUESTER = (STATUS_REQUESTER, None)
 
 
 def origins(flow: LogoutFlow) -> list[str]:

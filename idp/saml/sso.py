@@ -47,13 +47,11 @@ from idp.models import (
 )
 from idp.models.role import role_modules, user_roles
 from idp.saml import response as responses
-from idp.saml.crypto import parse_xml
+from idp.saml.errors import STATUS_NO_PASSIVE, STATUS_RESPONDER, Reply, SamlRefused
 from idp.saml.registry import sp_metadata, usable_metadata
 from idp.saml.requests import (
     AuthnRequest,
     Received,
-    Reply,
-    SamlRefused,
     from_post,
     from_redirect,
     one_relay_state,
@@ -62,8 +60,8 @@ from idp.saml.requests import (
     resolve_acs,
     usable_sp,
 )
-from idp.saml.response import STATUS_NO_PASSIVE, STATUS_RESPONDER
 from idp.saml.server import ServerCache
+from idp.saml.xml import parse_xml
 
 # --------------------------------------------------------------------------
 # Starts: every way single sign-on begins, checked

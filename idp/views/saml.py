@@ -38,8 +38,8 @@ from idp.i18n import _, translate_in
 from idp.models import ServiceProvider
 from idp.redirects import origin
 from idp.saml import sso
+from idp.saml.errors import SamlRefused
 from idp.saml.metadata import MEDIA_TYPE
-from idp.saml.requests import SamlRefused
 from idp.security import keep_continuation
 from idp.services.interfaces import IAuditLog
 from idp.views.errors import render_error

@@ -21,7 +21,7 @@ from idp.i18n import _
 from idp.redirects import origin
 from idp.saml import requests as saml_requests
 from idp.saml import slo
-from idp.saml.requests import SamlRefused
+from idp.saml.errors import SamlRefused
 from idp.saml.sso import service_name
 from idp.security import forget_identity
 from idp.services.interfaces import IAuditLog

@@ -157,7 +157,7 @@ def test_saml_27_expired_metadata_is_refused_by_the_cli(ini, database, tmp_path)
 
 def test_ops_03_oversized_file_is_refused_by_the_cli(ini, database, tmp_path):  # noqa: F811
     """OPS-03: a metadata file over 5 MiB: exit 1, the limit named."""
-    from idp.saml.registry import MAX_METADATA_BYTES
+    from idp.saml.sp_metadata import MAX_METADATA_BYTES
     from tests.unit.saml.test_registry import padded
 
     data = make_sp_metadata()

@@ -6,7 +6,8 @@ import pytest
 from saml2.saml import NAMEID_FORMAT_EMAILADDRESS as EMAIL
 from saml2.saml import NAMEID_FORMAT_PERSISTENT as PERSISTENT
 
-from idp.saml.registry import MetadataError, import_sp, parse_sp_metadata, set_policy
+from idp.saml.registry import import_sp, set_policy
+from idp.saml.sp_metadata import MetadataError, parse_sp_metadata
 from tests.functional.test_cli import ini, run  # noqa: F401  (ini: a fixture)
 from tests.functional.test_cli_sp import assert_refused, database, rows  # noqa: F401
 from tests.functional.test_sso_responses import (

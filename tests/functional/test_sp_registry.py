@@ -14,14 +14,8 @@ from sqlalchemy import func, select
 
 from idp.models import Module, PersistentNameId, ServiceProvider, SpRegistryState
 from idp.models.sp import NAMEID_PERSISTENT
-from idp.saml.registry import (
-    MAX_METADATA_BYTES,
-    MetadataError,
-    current_generation,
-    import_sp,
-    remove_sp,
-    set_enabled,
-)
+from idp.saml.registry import current_version, import_sp, remove_sp, set_enabled
+from idp.saml.sp_metadata import MAX_METADATA_BYTES, MetadataError
 from tests.factories import make_user
 from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata, padded
 
@@ -124,25 +118,25 @@ def test_saml_30_a_reimport_that_swaps_keys_or_endpoints_needs_replace(dbsession
 
 
 def test_every_change_raises_the_generation(dbsession):
-    start = current_generation(dbsession)
+    start = current_version(dbsession)[0]
     import_sp(dbsession, make_sp_metadata())
-    assert current_generation(dbsession) == start + 1
+    assert current_version(dbsession)[0] == start + 1
     import_sp(dbsession, make_sp_metadata())
-    assert current_generation(dbsession) == start + 2
+    assert current_version(dbsession)[0] == start + 2
     set_enabled(dbsession, SP_ENTITY_ID, False)
-    assert current_generation(dbsession) == start + 3
+    assert current_version(dbsession)[0] == start + 3
     set_enabled(dbsession, SP_ENTITY_ID, True)
-    assert current_generation(dbsession) == start + 4
+    assert current_version(dbsession)[0] == start + 4
     remove_sp(dbsession, SP_ENTITY_ID)
-    assert current_generation(dbsession) == start + 5
+    assert current_version(dbsession)[0] == start + 5
     assert dbsession.scalar(select(func.count(SpRegistryState.id))) == 1
 
 
 def test_the_first_change_creates_the_state_row_at_1(dbsession):
     dbsession.execute(SpRegistryState.__table__.delete())
-    assert current_generation(dbsession) == 0
+    assert current_version(dbsession)[0] == 0
     import_sp(dbsession, make_sp_metadata())
-    assert current_generation(dbsession) == 1
+    assert current_version(dbsession)[0] == 1
 
 
 def test_remove_takes_the_persistent_name_ids_with_it(dbsession):
@@ -157,22 +151,22 @@ def test_remove_takes_the_persistent_name_ids_with_it(dbsession):
 
 
 def test_unknown_module_is_refused_and_nothing_is_written(dbsession, module):
-    generation = current_generation(dbsession)
+    generation = current_version(dbsession)[0]
     with pytest.raises(MetadataError, match="no module has the code 'nope'"):
         import_sp(dbsession, make_sp_metadata(), module_code="nope")
     assert sp_count(dbsession) == 0
-    assert current_generation(dbsession) == generation
+    assert current_version(dbsession)[0] == generation
     assert import_sp(dbsession, make_sp_metadata(), module_code="emis").module
 
 
 def test_ops_03_oversized_metadata_writes_nothing(dbsession):
     """OPS-03: import refuses 5 MiB + 1 byte, naming the limit; nothing written."""
-    generation = current_generation(dbsession)
+    generation = current_version(dbsession)[0]
     data = make_sp_metadata()
     with pytest.raises(MetadataError, match="limit is"):
         import_sp(dbsession, padded(data, MAX_METADATA_BYTES + 1))
     assert sp_count(dbsession) == 0
-    assert current_generation(dbsession) == generation
+    assert current_version(dbsession)[0] == generation
     import_sp(dbsession, padded(data, MAX_METADATA_BYTES))
     assert sp_count(dbsession) == 1
 
@@ -185,12 +179,12 @@ def test_http_acs_is_refused_on_import(dbsession):
 
 def test_unknown_entity_ids_are_refused(dbsession):
     import_sp(dbsession, make_sp_metadata())
-    generation = current_generation(dbsession)
+    generation = current_version(dbsession)[0]
     # Exact match only: a trailing slash or another case is another entity.
     for other in (SP_ENTITY_ID + "/", SP_ENTITY_ID.upper()):
         with pytest.raises(MetadataError, match="no SP is registered"):
             remove_sp(dbsession, other)
         with pytest.raises(MetadataError, match="no SP is registered"):
             set_enabled(dbsession, other, False)
-    assert current_generation(dbsession) == generation
+    assert current_version(dbsession)[0] == generation
     assert sp_count(dbsession) == 1

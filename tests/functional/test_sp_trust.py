@@ -15,15 +15,9 @@ from lxml import etree
 from sqlalchemy import func, select
 
 from idp.models import ServiceProvider
-from idp.saml.registry import (
-    MAX_METADATA_DEPTH,
-    MetadataError,
-    ReplaceRefused,
-    import_sp,
-    load_sp_source,
-    set_policy,
-)
+from idp.saml.registry import ReplaceRefused, import_sp, set_policy
 from idp.saml.server import build_server, enabled_sp_metadata
+from idp.saml.sp_metadata import MAX_METADATA_DEPTH, MetadataError, load_sp_source
 from idp.settings import parse_settings
 from tests.functional.test_sso_responses import (
     ATTRNAME_URI,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from idp.saml.registry import MetadataError, set_policy
+from idp.saml.registry import set_policy
+from idp.saml.sp_metadata import MetadataError
 from tests.functional.test_sso_responses import (
     ASSERTION_NODE,
     NS,

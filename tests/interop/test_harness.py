@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from lxml import etree
 
 from idp.saml.crypto import SignatureError, XmlsecBackend
-from idp.saml.registry import import_sp, parse_sp_metadata
+from idp.saml.registry import import_sp
+from idp.saml.sp_metadata import parse_sp_metadata
 from tests.interop.sps import (
     EMAIL,
     PERSISTENT,

@@ -21,12 +21,8 @@ from saml2.metadata import entity_descriptor, metadata_tostring_fix
 from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_PERSISTENT
 
 from idp.saml.keys import make_pem_pair
-from idp.saml.registry import (
-    MAX_METADATA_BYTES,
-    MetadataError,
-    default_name_id_format,
-    parse_sp_metadata,
-)
+from idp.saml.registry import default_name_id_format
+from idp.saml.sp_metadata import MAX_METADATA_BYTES, MetadataError, parse_sp_metadata
 
 MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 DS = "http://www.w3.org/2000/09/xmldsig#"

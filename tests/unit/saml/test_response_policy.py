@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from idp.models import ServiceProvider, User
-from idp.saml.registry import parse_sp_metadata
-from idp.saml.requests import RequestedContext, SamlRefused
+from idp.saml.errors import SamlRefused
+from idp.saml.requests import RequestedContext
 from idp.saml.response import (
     AC_PASSWORD,
     AC_PASSWORD_PROTECTED,
@@ -23,6 +23,7 @@ from idp.saml.response import (
     security_image_context,
     supported_contexts,
 )
+from idp.saml.sp_metadata import parse_sp_metadata
 from tests.unit.saml.test_registry import make_sp_metadata
 
 SETTINGS = {"idp.base_url": "https://idp.test"}

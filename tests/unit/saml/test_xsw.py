@@ -35,12 +35,8 @@ from saml2.metadata import (
 )
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
-from idp.saml.crypto import (
-    SignatureError,
-    XmlsecBackend,
-    make_security_context,
-    parse_xml,
-)
+from idp.saml.crypto import SignatureError, XmlsecBackend, make_security_context
+from idp.saml.xml import parse_xml
 from tests import saml_attacks as attacks
 
 SP = "https://sp.example.org/sp"
