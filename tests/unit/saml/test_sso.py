@@ -14,8 +14,9 @@ import itertools
 import pytest
 
 from idp.models import IdpSession, ServiceProvider, User
-from idp.saml.registry import Endpoint
-from idp.saml.requests import BINDING_POST, AuthnRequest, Reply
+from idp.saml.errors import Reply
+from idp.saml.requests import BINDING_POST, AuthnRequest
+from idp.saml.sp_metadata import Endpoint
 from idp.saml.sso import Access, Outcome, SignedIn, Start, decide
 
 ARRIVED = dt.datetime(2026, 12, 4, 9, 30, tzinfo=dt.UTC)

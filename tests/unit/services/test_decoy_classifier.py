@@ -107,7 +107,7 @@ from idp.models import User
 from idp.services import security_image
 from idp.services.mail import Outbox
 from idp.services.security_image import POOL_WINDOW, DecoyPool, decoy, shown_for
-from idp.services.users import Registration, UserService
+from idp.services.users import PasswordChange, Registration, UserService
 from tests.factories import HASHER, make_user
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -462,7 +462,9 @@ def register_pool(app, dbsession, phrases: list[str], seed: int) -> list[User]:
                 locale="ms",
             )
         )
-        users.set_password(user, f"kata laluan sendiri nombor {n}")
+        users.set_password(
+            user, f"kata laluan sendiri nombor {n}", how=PasswordChange.FIRST_SIGN_IN
+        )
         registered.append(user)
     dbsession.flush()
     return registered
