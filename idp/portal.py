@@ -40,9 +40,9 @@ def reachable_services(
     One SELECT, whatever the number of roles and SPs: a module granted by
     several roles still lists each of its SPs once. Disabled SPs, SPs
     without a module and SPs whose stored metadata fails today's checks
-    (:func:`usable_metadata`) are left out. Names and logos come from the SP's
-    metadata (parsed once per document, see :func:`sp_metadata`); the list
-    is sorted by name, case-insensitively.
+    (:func:`usable_metadata`) or has expired are left out. Names and logos
+    come from the SP's metadata (parsed once per document, see
+    :func:`sp_metadata`); the list is sorted by name, case-insensitively.
     """
     granted = (
         select(role_modules.c.module_id)
@@ -61,7 +61,7 @@ def reachable_services(
     services = []
     for sp in sps:
         metadata = usable_metadata(sp)
-        if metadata is None:
+        if metadata is None or metadata.expired():
             continue
         module = _module_name(sp.module, locale)
         services.append(

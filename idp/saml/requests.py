@@ -250,16 +250,20 @@ def _find_sp(dbsession: Session, entity_id: str) -> ServiceProvider:
     return sp
 
 
-def usable_sp(sp: ServiceProvider) -> SpMetadata:
+def usable_sp(sp: ServiceProvider, now: dt.datetime | None = None) -> SpMetadata:
     """The metadata of an SP that may take part now; refuses one that may not.
 
-    The one rule for every start of SSO and logout (SAML-31): the operator
-    has not switched the SP off, and its stored metadata passes today's
-    checks (:func:`usable_metadata`).
+    The one rule for every start of SSO and logout (SAML-27, SAML-31): the
+    operator has not switched the SP off, its stored metadata passes today's
+    checks (:func:`usable_metadata`), and its validUntil has not passed.
+    Stored metadata was current when imported; the parsed copy is cached
+    for the life of the process, so expiry is checked here, every time.
     """
     metadata = usable_metadata(sp)
     if not sp.enabled or metadata is None:
         raise SamlRefused("saml_sp_disabled", sp.entity_id, status=403)
+    if metadata.expired(now):
+        raise SamlRefused("saml_sp_expired", sp.entity_id, status=403)
     return metadata
 
 
@@ -291,9 +295,7 @@ def verify(
         raise SamlRefused("saml_bad_message", "XInclude element in the message")
     issuer = _issuer(root)
     sp = _find_sp(dbsession, issuer)
-    metadata = usable_sp(sp)
-    if metadata.valid_until is not None and metadata.valid_until <= now:
-        raise SamlRefused("saml_sp_expired", issuer, status=403)
+    metadata = usable_sp(sp, now)
 
     if require_signature is None:
         require_signature = metadata.authn_requests_signed

@@ -98,6 +98,12 @@ class SpMetadata:
     # the digest an RSA-OAEP key transport must use for this SP.
     encryption_digests: tuple[tuple[str, str], ...] = ()
 
+    def expired(self, now: dt.datetime | None = None) -> bool:
+        """Whether the document's validUntil has passed (at ``now``)."""
+        return self.valid_until is not None and self.valid_until <= (
+            now or dt.datetime.now(dt.UTC)
+        )
+
 
 # --------------------------------------------------------------------------
 # Parsing

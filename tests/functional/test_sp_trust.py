@@ -8,6 +8,8 @@ attack and is accepted (SECURITY.md, test rule 2).
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import logging
 
 import pytest
@@ -25,6 +27,7 @@ from tests.functional.test_sso_responses import (
     SP2_ENTITY_ID,
     add_sp,
     released_values,
+    sign_in_at,
     sso,
     with_subject_id_req,
 )
@@ -150,6 +153,46 @@ def test_saml_36_csp_is_built_from_the_normalised_origin(
         idp_initiated(testapp, other).headers["Content-Security-Policy"]
     )
     assert directives["form-action"] == ["'self'", "https://sp2.example.org:8443"]
+
+
+def test_saml_27_metadata_expired_since_import_closes_every_start(
+    testapp, dbsession, module, user
+):
+    """SAML-27: once the stored validUntil passes, no path sends an assertion.
+
+    The SP-initiated endpoints refused it already; the portal link, the
+    IdP-initiated start and a request parked before the expiry did not.
+    """
+    good = add_sp(dbsession, SP2_ENTITY_ID)
+    expiring = add_sp(dbsession)
+    # A request parked at the sign-in page while the metadata was current.
+    parked = sso(testapp, status=303).location
+    sign_in(testapp, user)
+    # Control first: both work while current, and the SP is listed.
+    assert idp_initiated(testapp, expiring).status_int == 200
+    assert f"/saml/init/{expiring.id}" in testapp.get("/?lang=en").text
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    expiring.metadata_xml = make_sp_metadata(valid_until=past).decode()
+    expiring.metadata_sha256 = hashlib.sha256(
+        expiring.metadata_xml.encode()
+    ).hexdigest()
+    dbsession.flush()
+
+    home = testapp.get("/?lang=en", status=200)
+    assert f"/saml/init/{expiring.id}" not in home.text
+    assert f"/saml/init/{good.id}" in home.text
+    for page in (idp_initiated(testapp, expiring), sso(testapp)):
+        assert page.status_int == 403, page.text[:300]
+        assert 'data-error-code="saml_sp_expired"' in page.text
+        assert "saml-post-form" not in page.forms
+    assert idp_initiated(testapp, good).status_int == 200
+    # The parked request, continued by a sign-in after the expiry.
+    testapp.reset()
+    page = sign_in_at(testapp, user, parked).follow(status="*")
+    while page.status_int in (302, 303):
+        page = page.follow(status="*")
+    assert page.status_int == 403, page.text[:300]
+    assert 'data-error-code="saml_sp_expired"' in page.text
 
 
 def test_saml_36_metadata_stored_under_the_old_rule_makes_the_sp_unavailable(
