@@ -51,6 +51,7 @@ from sqlalchemy.orm import Session
 from idp.models import Module, Role
 from idp.saml.registry import import_sp
 from tests.factories import PASSWORD, make_user
+from tests.saml_metadata import make_sp_metadata, sp_key_files
 from tests.saml_pages import response_of, sign_in
 from tests.saml_requests import (
     RSA_SHA1,
@@ -61,7 +62,6 @@ from tests.saml_requests import (
     sign_xml,
 )
 from tests.served import WireProxy, exchange, serve
-from tests.unit.saml.test_registry import make_sp_metadata, sp_key_files
 
 HOST = "idp.test"
 BASE = f"https://{HOST}"

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from idp.models import Module, Role
 from idp.saml.registry import import_sp
 from tests.factories import make_user
-from tests.unit.saml.test_registry import make_sp_metadata
+from tests.saml_metadata import make_sp_metadata
 
 
 @pytest.fixture

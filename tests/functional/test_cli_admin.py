@@ -537,7 +537,7 @@ def test_reset_password_ends_sessions_voids_links_and_emails(db, engine, tmp_pat
 
 
 def test_sp_policy_changes_only_what_is_given_and_is_audited(db, engine, tmp_path):
-    from tests.unit.saml.test_registry import make_sp_metadata
+    from tests.saml_metadata import make_sp_metadata
 
     metadata = tmp_path / "sp.xml"
     metadata.write_bytes(make_sp_metadata(encryption=False))

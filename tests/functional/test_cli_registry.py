@@ -34,7 +34,7 @@ from tests.functional.test_cli_admin import (  # noqa: F401  (db, engine, ini: f
     run,
     user_row,
 )
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
+from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
 
 pytestmark = pytest.mark.slow
 

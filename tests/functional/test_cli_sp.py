@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from idp.db import make_engine
 from idp.models import Module, ServiceProvider
 from tests.functional.test_cli import ini, run  # noqa: F401  (ini: a fixture)
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
+from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
 
 OTHER_SP = "https://other.example.org/sp"
 
@@ -158,7 +158,7 @@ def test_saml_27_expired_metadata_is_refused_by_the_cli(ini, database, tmp_path)
 def test_ops_03_oversized_file_is_refused_by_the_cli(ini, database, tmp_path):  # noqa: F811
     """OPS-03: a metadata file over 5 MiB: exit 1, the limit named."""
     from idp.saml.registry import MAX_METADATA_BYTES
-    from tests.unit.saml.test_registry import padded
+    from tests.saml_metadata import padded
 
     data = make_sp_metadata()
     big = tmp_path / "big.xml"

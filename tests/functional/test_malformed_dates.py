@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from idp.models import PendingSamlRequest, SeenRequestId, ServiceProvider
 from tests.functional.test_cli import ini, run  # noqa: F401  (ini: a fixture)
 from tests.functional.test_cli_sp import assert_refused, database  # noqa: F401
+from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
 from tests.saml_pages import sign_in
 from tests.saml_requests import (
     SLO_POST,
@@ -32,7 +33,6 @@ from tests.saml_requests import (
     redirect_query,
     sign_xml,
 )
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
 
 OUT_OF_RANGE = {
     "before-year-1": "0001-01-01T00:00:00+14:00",

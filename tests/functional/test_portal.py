@@ -17,7 +17,7 @@ from idp.models import Module, Role, ServiceProvider
 from idp.saml.registry import import_sp
 from tests.conftest import TEST_BASE_URL
 from tests.factories import PASSWORD, display, make_module, make_role, make_user
-from tests.unit.saml.test_registry import make_sp_metadata
+from tests.saml_metadata import make_sp_metadata
 
 # The portal's wording in both languages.
 MY_MODULES = {"ms": "Modul saya", "en": "My modules"}

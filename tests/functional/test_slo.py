@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from idp.models import IdpSession, LogoutLeg, Role, SessionParticipant
 from idp.saml.registry import import_sp
+from tests.saml_metadata import make_sp_metadata
 from tests.saml_pages import browser, response_of, sign_in
 from tests.saml_requests import (
     SLO_REDIRECT,
@@ -26,7 +27,6 @@ from tests.saml_requests import (
     redirect_query,
     sign_xml,
 )
-from tests.unit.saml.test_registry import make_sp_metadata
 
 SP1 = "https://sp.example.org/sp"
 SP2 = "https://two.example.org/sp"

@@ -16,9 +16,9 @@ from tests.functional.test_sso_responses import (
     name_id_of,
     sso,
 )
+from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
 from tests.saml_pages import sign_in
 from tests.saml_requests import new_id
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
 
 ACS = "https://sp.example.org/acs"
 SLO = "https://sp.example.org/slo"

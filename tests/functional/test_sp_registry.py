@@ -23,7 +23,7 @@ from idp.saml.registry import (
     set_enabled,
 )
 from tests.factories import make_user
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata, padded
+from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata, padded
 
 
 @pytest.fixture

@@ -34,8 +34,8 @@ from tests.functional.test_sso_responses import (
     sso,
     with_subject_id_req,
 )
+from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
 from tests.saml_pages import sign_in
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
 
 
 @pytest.fixture

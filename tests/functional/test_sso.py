@@ -78,7 +78,7 @@ def test_saml_17_a_refused_request_still_counts_as_seen(committing_testapp, db_e
 
     from idp.saml.registry import import_sp
     from tests.factories import make_module
-    from tests.unit.saml.test_registry import make_sp_metadata
+    from tests.saml_metadata import make_sp_metadata
 
     with Session(db_engine) as session, session.begin():
         make_module(session, "emis")

@@ -18,8 +18,8 @@ from tests.functional.test_sso_responses import (
     sso,
     verify,
 )
+from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
 from tests.saml_pages import sign_in
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
 
 MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 DS = "http://www.w3.org/2000/09/xmldsig#"

@@ -58,6 +58,7 @@ from idp.saml.registry import import_sp
 from idp.views.saml import PAGES
 from tests.conftest import make_app
 from tests.factories import make_user
+from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata, sp_key_files
 from tests.saml_pages import response_of, sign_in, status_of
 from tests.saml_requests import (
     RSA_SHA1,
@@ -75,7 +76,6 @@ from tests.saml_requests import (
     redirect_query,
     sign_xml,
 )
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata, sp_key_files
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
 XSL = "http://www.w3.org/1999/XSL/Transform"

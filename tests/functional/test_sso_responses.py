@@ -32,6 +32,11 @@ from idp.saml.crypto import XmlsecBackend
 from idp.saml.registry import import_sp, set_enabled
 from idp.saml.response import RELEASABLE, security_image_context
 from tests.factories import PASSWORD, display, make_user
+from tests.saml_metadata import (
+    SP_ENTITY_ID,
+    make_sp_metadata,
+    sp_key_files,
+)
 from tests.saml_pages import browser, sign_in, status_of
 from tests.saml_requests import (
     SP_ACS,
@@ -40,11 +45,6 @@ from tests.saml_requests import (
     new_id,
     post_fields,
     redirect_query,
-)
-from tests.unit.saml.test_registry import (
-    SP_ENTITY_ID,
-    make_sp_metadata,
-    sp_key_files,
 )
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"

@@ -50,6 +50,7 @@ from tests.saml_attacks import (
     set_issuer,
     set_name_id,
 )
+from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
 from tests.saml_pages import browser, response_of, sign_in, status_of
 from tests.saml_requests import (
     SAML,
@@ -63,7 +64,6 @@ from tests.saml_requests import (
     redirect_query,
     sign_xml,
 )
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
 
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 EVIL_ACS = "https://evil.example/acs"

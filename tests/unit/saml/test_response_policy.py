@@ -23,7 +23,7 @@ from idp.saml.response import (
     security_image_context,
     supported_contexts,
 )
-from tests.unit.saml.test_registry import make_sp_metadata
+from tests.saml_metadata import make_sp_metadata
 
 SETTINGS = {"idp.base_url": "https://idp.test"}
 AC_OURS = "https://idp.test/saml/ac/password-security-image"
