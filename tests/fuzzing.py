@@ -354,7 +354,8 @@ def build_world(folder: Path):
     from idp.config import configure
     from idp.db import make_engine
     from idp.saml import keys as keystore
-    from tests.conftest import base_settings, upgrade
+    from tests.app import base_settings
+    from tests.conftest import upgrade
 
     url = f"sqlite:///{folder / 'fuzz.sqlite'}"
     engine = make_engine({"sqlalchemy.url": url})

@@ -11,7 +11,7 @@ import base64
 import webtest
 from lxml import etree
 
-from tests.conftest import environ
+from tests.app import environ
 from tests.factories import PASSWORD, display
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"

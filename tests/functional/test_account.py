@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from idp.models import AuditEvent, IdpSession, OutboxMessage, User
 from idp.services.passwords import BcryptPasswordService
 from idp.sessions import COOKIE_NAME
-from tests.conftest import environ
+from tests.app import environ
 
 PASSWORD = "a long enough passphrase 1"
 NEW_PASSWORD = "sebuah frasa laluan baharu 7"

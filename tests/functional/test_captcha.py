@@ -17,7 +17,7 @@ from idp.db import utcnow
 from idp.models import CaptchaChallenge, OutboxMessage, User
 from idp.services.captcha import ImageCaptcha, _token_hash
 from idp.services.mail import JOB_PREFIX
-from tests.conftest import environ, make_app
+from tests.app import environ, make_app
 from tests.factories import PASSWORD, display, make_user
 from tests.registration import fill, open_form
 

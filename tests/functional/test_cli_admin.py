@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from idp.db import make_engine, utcnow
 from idp.models import AuditEvent, IdpSession, OneTimeToken, User
-from tests.conftest import TEST_BASE_URL, TEST_HOST, base_settings, make_app
+from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, make_app
 
 # Every command configures the app's services and database.
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ import webtest
 from sqlalchemy import select
 
 from idp.models import OneTimeToken, OutboxMessage
-from tests.conftest import environ, make_app
+from tests.app import environ, make_app
 from tests.functional.test_account import (
     PASSWORD,
     count,

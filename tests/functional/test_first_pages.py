@@ -17,7 +17,7 @@ from idp.i18n import LOCALES
 from idp.saml.registry import RELEASABLE
 from idp.services.mail import Composer, already_registered, temporary_password
 from idp.settings import SettingsError, parse_settings
-from tests.conftest import ROOT, TEST_BASE_URL, environ, make_app
+from tests.app import ROOT, TEST_BASE_URL, environ, make_app
 from tests.factories import PASSWORD, make_user
 
 FOOTER_PAGES = {

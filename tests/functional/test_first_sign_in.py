@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from idp.models import AuditEvent
 from idp.services.security_image import decoy
-from tests.conftest import TEST_BASE_URL, TEST_HOST, base_settings, make_app
+from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, make_app
 from tests.functional import test_cli_admin as cli
 from tests.functional.test_cli_admin import (
     NEW_PASSWORD,

@@ -24,7 +24,7 @@ import webtest
 import idp
 from idp.forms.register import CATEGORIES, NEEDS_INSTITUTION
 from idp.services.security_image import decoy
-from tests.conftest import environ, make_app
+from tests.app import environ, make_app
 from tests.factories import PASSWORD, display, make_user
 from tests.functional.test_login import shown, to_password_page
 from tests.registration import fill, open_form

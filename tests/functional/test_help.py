@@ -12,7 +12,7 @@ import pytest
 import webtest
 
 from idp.views.help import media_files, tel_uri
-from tests.conftest import environ, make_app
+from tests.app import environ, make_app
 
 SECTIONS = ["register", "sign-in", "security-image", "forgot-password", "my-account"]
 EMPTY_HELPDESK = {

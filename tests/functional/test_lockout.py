@@ -22,7 +22,7 @@ from idp.services.mail import Outbox
 from idp.services.ratelimit import REGISTRY_LIMITS, DatabaseRateLimiter
 from idp.services.signin import Outcome, SignInService
 from idp.services.users import UserService
-from tests.conftest import environ, make_app
+from tests.app import environ, make_app
 from tests.factories import HASHER, PASSWORD, display, make_user
 from tests.functional.test_login import message, sign_in
 from tests.functional.test_register import solve

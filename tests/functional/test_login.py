@@ -13,7 +13,7 @@ from idp.db import utcnow
 from idp.i18n import LOCALES
 from idp.models import AuditEvent, IdpSession, OutboxMessage
 from idp.services.security_image import decoy
-from tests.conftest import environ, make_app
+from tests.app import environ, make_app
 from tests.factories import PASSWORD, display, make_user
 
 NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"

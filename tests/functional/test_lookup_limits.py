@@ -18,7 +18,7 @@ import webtest
 
 from idp.services.ratelimit import LIMITS, make_redis_client
 from tests import redis_server
-from tests.conftest import environ, make_app
+from tests.app import environ, make_app
 from tests.factories import display, make_user
 from tests.functional.test_reset import solve
 

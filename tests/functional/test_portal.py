@@ -15,7 +15,7 @@ from sqlalchemy import event
 from idp.i18n import LOCALES
 from idp.models import Module, Role, ServiceProvider
 from idp.saml.registry import import_sp
-from tests.conftest import TEST_BASE_URL
+from tests.app import TEST_BASE_URL
 from tests.factories import PASSWORD, display, make_module, make_role, make_user
 from tests.saml_metadata import make_sp_metadata
 

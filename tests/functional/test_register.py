@@ -16,7 +16,7 @@ from idp.identifiers import InvalidIdentifier
 from idp.models import CaptchaChallenge, OutboxMessage, User
 from idp.services.captcha import _token_hash
 from idp.services.passwords import BcryptPasswordService
-from tests.conftest import environ, make_app
+from tests.app import environ, make_app
 from tests.registration import VALID, fill, open_form, temporary_password_from
 
 LOCALE_DIRS = [str(__import__("idp").__path__[0] + "/locale")]

@@ -27,7 +27,7 @@ from idp.services.ratelimit import REGISTRY_LIMITS, DatabaseRateLimiter
 from idp.services.tokens import RESET_LIFETIME
 from idp.services.users import UserService
 from idp.sessions import hash_token
-from tests.conftest import TEST_BASE_URL, environ, make_app
+from tests.app import TEST_BASE_URL, environ, make_app
 
 LOCALE_DIRS = [str(__import__("idp").__path__[0] + "/locale")]
 HASHER = BcryptPasswordService(rounds=4)

@@ -56,7 +56,7 @@ from idp.models import (
 )
 from idp.saml.registry import import_sp
 from idp.views.saml import PAGES
-from tests.conftest import make_app
+from tests.app import make_app
 from tests.factories import make_user
 from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata, sp_key_files
 from tests.saml_pages import response_of, sign_in, status_of

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from idp.i18n import COOKIE_NAME
 from idp.models import AuditEvent, PendingSamlRequest, ServiceProvider, User
 from tests import registration
-from tests.conftest import TEST_BASE_URL, TEST_HOST, base_settings, make_app
+from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, make_app
 from tests.functional import test_cli_admin as cli
 from tests.functional.test_cli_admin import NEW_PASSWORD, NUMBER, add_user, ok
 from tests.interop.browser import Browser, query_of

@@ -20,7 +20,7 @@ import webtest
 from idp.models import Module
 from idp.saml.registry import import_sp
 from idp.saml.response import pairwise_uid
-from tests.conftest import environ
+from tests.app import environ
 from tests.factories import make_user
 from tests.functional.test_sso_encryption import AES128_CBC as ENC_AES128_CBC
 from tests.functional.test_sso_encryption import AES128_GCM as ENC_AES128_GCM
