@@ -52,7 +52,7 @@ from idp.models import Module, Role
 from idp.saml.registry import import_sp
 from tests.factories import PASSWORD, make_user
 from tests.saml_metadata import make_sp_metadata, sp_key_files
-from tests.saml_pages import response_of, sign_in
+from tests.saml_pages import response_of
 from tests.saml_requests import (
     RSA_SHA1,
     RSA_SHA256,
@@ -62,6 +62,7 @@ from tests.saml_requests import (
     sign_xml,
 )
 from tests.served import WireProxy, exchange, serve
+from tests.signin import sign_in
 
 HOST = "idp.test"
 BASE = f"https://{HOST}"

@@ -20,7 +20,6 @@ from idp.models import PendingSamlRequest, SeenRequestId, ServiceProvider
 from tests.functional.test_cli import ini, run  # noqa: F401  (ini: a fixture)
 from tests.functional.test_cli_sp import assert_refused, database  # noqa: F401
 from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
-from tests.saml_pages import sign_in
 from tests.saml_requests import (
     SLO_POST,
     SLO_REDIRECT,
@@ -33,6 +32,7 @@ from tests.saml_requests import (
     redirect_query,
     sign_xml,
 )
+from tests.signin import sign_in
 
 OUT_OF_RANGE = {
     "before-year-1": "0001-01-01T00:00:00+14:00",

@@ -19,6 +19,7 @@ from pyramid.i18n import TranslationString, make_localizer
 from idp.services.passwords import BcryptPasswordService
 from tests.factories import display, make_user
 from tests.registration import register, temporary_password_from
+from tests.signin import sign_in
 
 LOCALE_DIRS = [str(__import__("idp").__path__[0] + "/locale")]
 HASHER = BcryptPasswordService(rounds=4)
@@ -89,17 +90,6 @@ def field_errors(page, name: str) -> list[str]:
         li.text_content().strip()
         for li in tree.xpath(f'//*[@id="{name}-field"]//ul[@class="field-errors"]/li')
     ]
-
-
-def sign_in(client, number: str, password: str, lang: str = "en"):
-    """The three real sign-in steps; return the final 303."""
-    form = client.get(f"/login?lang={lang}").forms["login-form"]
-    form["identifier"] = number
-    form = form.submit(status=303).follow().forms["image-form"]
-    form["confirm"] = True
-    form = form.submit(status=303).follow().forms["password-form"]
-    form["password"] = password
-    return form.submit(status=303)
 
 
 def submit_new(client, path: str, form_id: str, password: str, **extra):

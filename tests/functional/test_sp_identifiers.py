@@ -17,8 +17,8 @@ from tests.functional.test_sso_responses import (
     sso,
 )
 from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
-from tests.saml_pages import sign_in
 from tests.saml_requests import new_id
+from tests.signin import sign_in
 
 ACS = "https://sp.example.org/acs"
 SLO = "https://sp.example.org/slo"

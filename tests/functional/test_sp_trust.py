@@ -35,7 +35,7 @@ from tests.functional.test_sso_responses import (
     with_subject_id_req,
 )
 from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
-from tests.saml_pages import sign_in
+from tests.signin import sign_in
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from tests.functional.test_sso_responses import (
     verify,
 )
 from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
-from tests.saml_pages import sign_in
+from tests.signin import sign_in
 
 MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 DS = "http://www.w3.org/2000/09/xmldsig#"

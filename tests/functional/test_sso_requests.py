@@ -59,7 +59,7 @@ from idp.views.saml import PAGES
 from tests.app import make_app
 from tests.factories import make_user
 from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata, sp_key_files
-from tests.saml_pages import response_of, sign_in, status_of
+from tests.saml_pages import response_of, status_of
 from tests.saml_requests import (
     RSA_SHA1,
     RSA_SHA256,
@@ -76,6 +76,7 @@ from tests.saml_requests import (
     redirect_query,
     sign_xml,
 )
+from tests.signin import sign_in
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
 XSL = "http://www.w3.org/1999/XSL/Transform"

@@ -37,7 +37,7 @@ from tests.saml_metadata import (
     make_sp_metadata,
     sp_key_files,
 )
-from tests.saml_pages import browser, sign_in, status_of
+from tests.saml_pages import browser, status_of
 from tests.saml_requests import (
     SP_ACS,
     SSO_POST,
@@ -46,6 +46,7 @@ from tests.saml_requests import (
     post_fields,
     redirect_query,
 )
+from tests.signin import sign_in
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"

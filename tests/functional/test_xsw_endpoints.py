@@ -51,7 +51,7 @@ from tests.saml_attacks import (
     set_name_id,
 )
 from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
-from tests.saml_pages import browser, response_of, sign_in, status_of
+from tests.saml_pages import browser, response_of, status_of
 from tests.saml_requests import (
     SAML,
     SAMLP,
@@ -64,6 +64,7 @@ from tests.saml_requests import (
     redirect_query,
     sign_xml,
 )
+from tests.signin import sign_in
 
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 EVIL_ACS = "https://evil.example/acs"
@@ -271,7 +272,7 @@ def continue_to_response(testapp, person, page, *, forced: bool):
         assert page.location.startswith("https://idp.test/login?next=")
         next_url = parse_qs(urlsplit(page.location).query)["next"][0]
         assert next_url.startswith("/saml/sso/continue?r=")
-        done = sign_in(testapp, person, quote(next_url, safe=""))
+        done = sign_in(testapp, person, next_url=quote(next_url, safe=""))
         assert done.status_int == 303, summary(done)
         target = urlsplit(done.location)
         assert target.path == "/saml/sso/continue", done.location
