@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from idp.db import make_engine
 from idp.saml import keys as keystore
 from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, environ, make_app
+from tests.cli import scratch_ini
 
 POSTGRESQL_ENV = "IDP_TEST_POSTGRESQL_URL"
 REQUIRE_POSTGRESQL_ENV = "IDP_TEST_REQUIRE_POSTGRESQL"
@@ -216,3 +217,9 @@ def mailbox(app, dbsession):
         ]
 
     return read
+
+
+@pytest.fixture
+def ini(tmp_path) -> Path:
+    """A scratch development.ini for ``idp-admin`` (tests/cli.py)."""
+    return scratch_ini(tmp_path)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import pytest
 import webtest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from idp.models import AuditEvent, IdpSession, OutboxMessage, User
 from idp.services.passwords import BcryptPasswordService
 from idp.sessions import COOKIE_NAME
 from tests.app import environ
-from tests.factories import display
+from tests.factories import count, display, events
 from tests.signin import sign_in
 
 PASSWORD = "a long enough passphrase 1"
@@ -96,18 +96,6 @@ def signed_in(testapp, user):
     testapp.get("/?lang=en")
     sign_in(testapp, user, PASSWORD, lang=None)
     return testapp
-
-
-def count(dbsession, model, *where) -> int:
-    return dbsession.scalar(select(func.count()).select_from(model).where(*where))
-
-
-def events(dbsession, name: str) -> list[AuditEvent]:
-    return list(
-        dbsession.scalars(
-            select(AuditEvent).where(AuditEvent.event == name).order_by(AuditEvent.id)
-        )
-    )
 
 
 def templates_sent(dbsession, recipient: str) -> list[str]:

@@ -18,7 +18,7 @@ from idp.models import CaptchaChallenge, OutboxMessage, User
 from idp.services.captcha import ImageCaptcha, _token_hash
 from idp.services.mail import JOB_PREFIX
 from tests.app import environ, make_app
-from tests.factories import PASSWORD, display, make_user
+from tests.factories import PASSWORD, count, display, make_user
 from tests.registration import fill, open_form
 
 FORGOT = "/password/forgot?lang=en"
@@ -35,10 +35,6 @@ def solve(app, token: str) -> str:
     return ImageCaptcha(
         None, settings["idp.hmac_key"], enabled=True, lifetime=60
     ).answer(token)
-
-
-def count(dbsession, model) -> int:
-    return dbsession.scalar(select(func.count()).select_from(model))
 
 
 def forgot_form(testapp, email: str):

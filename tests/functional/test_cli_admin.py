@@ -25,8 +25,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp.db import make_engine, utcnow
-from idp.models import AuditEvent, IdpSession, OneTimeToken, User
+from idp.models import IdpSession, OneTimeToken, User
 from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, make_app
+from tests.factories import events
 
 # Every command configures the app's services and database.
 pytestmark = pytest.mark.slow
@@ -66,21 +67,6 @@ def fails(*args) -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines, "no error message"
     return lines[-1]
-
-
-@pytest.fixture
-def ini(tmp_path) -> Path:
-    """development.ini pointed at scratch folders, as in test_cli.py."""
-    text = (ROOT / "development.ini").read_text()
-    text = text.replace("%(here)s/var/idp.sqlite", str(tmp_path / "idp.sqlite"))
-    text = text.replace("%(here)s/certs", str(tmp_path / "certs"))
-    text = text.replace("%(here)s/metadata", str(tmp_path / "metadata"))
-    text = text.replace("%(here)s/var/mail", str(tmp_path / "mail"))
-    text = text.replace("idp.key_size = 3072", "idp.key_size = 2048")
-    text = text.replace("idp.bcrypt_rounds = 12", "idp.bcrypt_rounds = 4")
-    path = tmp_path / "test.ini"
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture
@@ -128,11 +114,6 @@ def user_row(engine, number: str = "900101145678") -> User:
         user = session.scalars(select(User).where(User.identifier == number)).one()
         session.expunge(user)
         return user
-
-
-def events(engine, name: str) -> list[AuditEvent]:
-    with Session(engine) as session:
-        return session.scalars(select(AuditEvent).where(AuditEvent.event == name)).all()
 
 
 def delivered(ini, tmp_path) -> list:

@@ -8,7 +8,8 @@ delete is refused while something still uses the row, naming what; ``sp
 remove`` says what goes with the SP and asks first.
 """
 
-# The fixtures db, engine and ini come from test_cli_admin by import.
+# The fixtures db and engine come from test_cli_admin by import, ini from
+# tests/conftest.py.
 # ruff: noqa: F811
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp.models import Module, PersistentNameId, Role, ServiceProvider, SpRegistryState
-from tests.functional.test_cli_admin import (  # noqa: F401  (db, engine, ini: fixtures)
+from tests.factories import events
+from tests.functional.test_cli_admin import (  # noqa: F401  (db, engine: fixtures)
     add_user,
     db,
     engine,
-    events,
     fails,
-    ini,
     ok,
     run,
     user_row,

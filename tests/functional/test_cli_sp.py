@@ -14,14 +14,14 @@ from sqlalchemy.orm import Session
 
 from idp.db import make_engine
 from idp.models import Module, ServiceProvider
-from tests.functional.test_cli import ini, run  # noqa: F401  (ini: a fixture)
+from tests.cli import run
 from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
 
 OTHER_SP = "https://other.example.org/sp"
 
 
 @pytest.fixture
-def database(ini, tmp_path):  # noqa: F811
+def database(ini, tmp_path):
     """The scratch database at head, with one module, ``emis``."""
     result = run(ini, "db", "upgrade")
     assert result.returncode == 0, result.stderr
@@ -46,7 +46,7 @@ def assert_refused(result, message: str) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_import_list_show_disable_enable_remove(ini, database, tmp_path):  # noqa: F811
+def test_import_list_show_disable_enable_remove(ini, database, tmp_path):
     signed = tmp_path / "sp.xml"
     signed.write_bytes(
         make_sp_metadata(signed_requests=True, encryption=True, name_id_formats=())
@@ -106,7 +106,7 @@ def test_import_list_show_disable_enable_remove(ini, database, tmp_path):  # noq
     assert list(rows(database)) == [SP_ENTITY_ID]
 
 
-def test_errors_are_one_line_without_traceback(ini, database, tmp_path):  # noqa: F811
+def test_errors_are_one_line_without_traceback(ini, database, tmp_path):
     good = tmp_path / "sp.xml"
     good.write_bytes(make_sp_metadata())
     bad = tmp_path / "bad.xml"
@@ -137,11 +137,11 @@ def test_errors_are_one_line_without_traceback(ini, database, tmp_path):  # noqa
     assert result.returncode == 0, result.stderr
 
 
-def test_a_database_without_tables_is_one_line(ini):  # noqa: F811
+def test_a_database_without_tables_is_one_line(ini):
     assert_refused(run(ini, "sp", "list"), "run 'idp-admin CONFIG db upgrade' first")
 
 
-def test_saml_27_expired_metadata_is_refused_by_the_cli(ini, database, tmp_path):  # noqa: F811
+def test_saml_27_expired_metadata_is_refused_by_the_cli(ini, database, tmp_path):
     """SAML-27: metadata whose validUntil has passed: exit 1, nothing written."""
     now = dt.datetime.now(dt.UTC)
     expired = tmp_path / "expired.xml"
@@ -155,7 +155,7 @@ def test_saml_27_expired_metadata_is_refused_by_the_cli(ini, database, tmp_path)
     assert rows(database)[SP_ENTITY_ID].metadata_valid_until is not None
 
 
-def test_ops_03_oversized_file_is_refused_by_the_cli(ini, database, tmp_path):  # noqa: F811
+def test_ops_03_oversized_file_is_refused_by_the_cli(ini, database, tmp_path):
     """OPS-03: a metadata file over 5 MiB: exit 1, the limit named."""
     from idp.saml.registry import MAX_METADATA_BYTES
     from tests.saml_metadata import padded
@@ -176,7 +176,7 @@ def test_ops_03_oversized_file_is_refused_by_the_cli(ini, database, tmp_path):  
     assert result.returncode == 0, result.stderr
 
 
-def test_saml_30_replacing_keys_or_endpoints_needs_replace(ini, database, tmp_path):  # noqa: F811
+def test_saml_30_replacing_keys_or_endpoints_needs_replace(ini, database, tmp_path):
     """SAML-30: the CLI refuses a silent takeover and audits an explicit one."""
     first = tmp_path / "first.xml"
     first.write_bytes(make_sp_metadata())
@@ -198,7 +198,7 @@ def test_saml_30_replacing_keys_or_endpoints_needs_replace(ini, database, tmp_pa
     assert "sp.replaced" in run(ini, "audit", "tail").stdout
 
 
-def test_saml_36_import_names_the_hostile_url_and_why(ini, database, tmp_path):  # noqa: F811
+def test_saml_36_import_names_the_hostile_url_and_why(ini, database, tmp_path):
     """SAML-36: the operator sees which endpoint and which rule, on one line."""
     from tests.functional.test_sp_trust import metadata_with
 
@@ -221,7 +221,7 @@ def test_saml_36_import_names_the_hostile_url_and_why(ini, database, tmp_path): 
 
 
 def test_saml_37_requests_are_shown_never_released_and_a_change_needs_replace(
-    ini,  # noqa: F811
+    ini,
     database,
     tmp_path,
 ):
@@ -252,7 +252,7 @@ def test_saml_37_requests_are_shown_never_released_and_a_change_needs_replace(
 
 
 def test_saml_39_import_refuses_what_the_saml_server_cannot_load(
-    ini,  # noqa: F811
+    ini,
     database,
     tmp_path,
 ):

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 # The CLI tests' scratch ini and database, so the account is made exactly as
 # an operator makes it.
-ini, db, engine = cli.ini, cli.db, cli.engine
+db, engine = cli.db, cli.engine
 
 
 @pytest.fixture

@@ -7,14 +7,14 @@ import re
 
 import pytest
 import webtest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from idp.db import utcnow
 from idp.i18n import LOCALES
-from idp.models import AuditEvent, IdpSession, OutboxMessage
+from idp.models import IdpSession, OutboxMessage
 from idp.services.security_image import decoy
 from tests.app import environ, make_app
-from tests.factories import PASSWORD, display, make_user
+from tests.factories import PASSWORD, count, display, events, make_user
 from tests.signin import sign_in, to_image_page, to_password_page
 
 NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
@@ -35,14 +35,6 @@ def shown(page) -> tuple[str, str]:
 def message(page) -> str:
     block = page.html.select_one("#login-message")
     return block.get_text(" ", strip=True) if block else ""
-
-
-def events(dbsession, name: str) -> list[AuditEvent]:
-    return dbsession.scalars(select(AuditEvent).where(AuditEvent.event == name)).all()
-
-
-def count(dbsession, model, *where) -> int:
-    return dbsession.scalar(select(func.count()).select_from(model).where(*where))
 
 
 @pytest.mark.parametrize("lang", LOCALES)

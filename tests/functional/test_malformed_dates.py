@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from idp.models import PendingSamlRequest, SeenRequestId, ServiceProvider
-from tests.functional.test_cli import ini, run  # noqa: F401  (ini: a fixture)
+from tests.cli import run
 from tests.functional.test_cli_sp import assert_refused, database  # noqa: F401
 from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
 from tests.saml_requests import (
@@ -144,7 +144,7 @@ def test_ops_09_issue_instant_that_is_not_an_xs_datetime_is_refused(
 
 @pytest.mark.parametrize("when", sorted(OUT_OF_RANGE))
 def test_ops_09_metadata_valid_until_beyond_the_calendar_is_one_cli_line(
-    ini,  # noqa: F811
+    ini,
     database,  # noqa: F811
     tmp_path,
     when,

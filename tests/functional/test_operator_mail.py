@@ -17,12 +17,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp.models import OutboxMessage, User
+from tests.factories import events
 from tests.functional import test_cli_admin as cli
 from tests.functional.test_cli_admin import (
     NUMBER,
     add_user,
     delivered,
-    events,
     fails,
     ok,
     text_of,
@@ -31,7 +31,7 @@ from tests.functional.test_cli_admin import (
 
 # The scratch ini and database of the operator's commands, shared with
 # test_cli_admin.py.
-ini, db, engine = cli.ini, cli.db, cli.engine
+db, engine = cli.db, cli.engine
 
 pytestmark = pytest.mark.slow
 

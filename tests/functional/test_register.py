@@ -17,6 +17,7 @@ from idp.models import CaptchaChallenge, OutboxMessage, User
 from idp.services.captcha import _token_hash
 from idp.services.passwords import BcryptPasswordService
 from tests.app import environ, make_app
+from tests.factories import count
 from tests.registration import VALID, fill, open_form, temporary_password_from
 
 LOCALE_DIRS = [str(__import__("idp").__path__[0] + "/locale")]
@@ -32,10 +33,6 @@ def field_errors(page, name: str) -> list[str]:
         li.text_content().strip()
         for li in tree.xpath(f'//*[@id="{name}-field"]//ul[@class="field-errors"]/li')
     ]
-
-
-def count(dbsession, model) -> int:
-    return dbsession.scalar(select(func.count()).select_from(model))
 
 
 def user_by_email(dbsession, email):
@@ -525,7 +522,7 @@ def test_data_03_a_fault_at_any_step_of_registration_leaves_no_rows(
     committing_testapp, db_engine, monkeypatch, step
 ):
     """DATA-03: Half-written user: a crash mid-registration writes nothing."""
-    from sqlalchemy import func, select
+    from sqlalchemy import select
 
     from idp.models import OutboxMessage, User
     from idp.services import mail

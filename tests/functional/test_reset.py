@@ -28,6 +28,7 @@ from idp.services.tokens import RESET_LIFETIME
 from idp.services.users import UserService
 from idp.sessions import hash_token
 from tests.app import TEST_BASE_URL, environ, make_app
+from tests.factories import count, events
 
 LOCALE_DIRS = [str(__import__("idp").__path__[0] + "/locale")]
 HASHER = BcryptPasswordService(rounds=4)
@@ -86,14 +87,6 @@ def browser(app, tm, dbsession):
 
 def display(number: str) -> str:
     return f"{number[:6]}-{number[6:8]}-{number[8:]}"
-
-
-def count(dbsession, model, *where) -> int:
-    return dbsession.scalar(select(func.count()).select_from(model).where(*where))
-
-
-def events(dbsession, name: str) -> list[AuditEvent]:
-    return dbsession.scalars(select(AuditEvent).where(AuditEvent.event == name)).all()
 
 
 def failures(app, dbsession, identifier: str) -> int:

@@ -7,7 +7,7 @@ from saml2.saml import NAMEID_FORMAT_EMAILADDRESS as EMAIL
 from saml2.saml import NAMEID_FORMAT_PERSISTENT as PERSISTENT
 
 from idp.saml.registry import MetadataError, import_sp, parse_sp_metadata, set_policy
-from tests.functional.test_cli import ini, run  # noqa: F401  (ini: a fixture)
+from tests.cli import run
 from tests.functional.test_cli_sp import assert_refused, database, rows  # noqa: F401
 from tests.functional.test_sso_responses import (
     INVALID_NAMEID_POLICY,
@@ -74,7 +74,7 @@ def test_cli_refuses_a_relative_entity_id_in_one_line(ini, database, tmp_path): 
 
 
 def test_cli_policy_refuses_email_name_id_unless_mail_is_released(
-    ini,  # noqa: F811
+    ini,
     database,  # noqa: F811
     tmp_path,
 ):

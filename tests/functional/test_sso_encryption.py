@@ -146,10 +146,9 @@ def test_unknown_encryption_method_is_refused(dbsession, module, bad):
 
 def test_cli_sets_and_shows_the_encryption_method(tmp_path):
     """``sp policy --encryption-method`` as an operator runs it, and 'auto' undoes it."""
-    from tests.functional.test_cli import ini as make_ini
-    from tests.functional.test_cli import run
+    from tests.cli import run, scratch_ini
 
-    config = make_ini.__wrapped__(tmp_path)
+    config = scratch_ini(tmp_path)
     assert run(config, "db", "upgrade").returncode == 0
     data = tmp_path / "sp.xml"
     data.write_bytes(metadata((AES256_GCM, None)))

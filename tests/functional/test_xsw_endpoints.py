@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import lxml.html
 import pytest
 from lxml import etree
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from idp.models import (
     IdpSession,
@@ -42,7 +42,7 @@ from idp.models import (
     SessionParticipant,
 )
 from idp.saml.registry import import_sp
-from tests.factories import make_user
+from tests.factories import count, make_user
 from tests.saml_attacks import (
     attacked_post_fields,
     compose,
@@ -231,11 +231,6 @@ def error_code(page) -> str | None:
 def summary(page) -> str:
     where = page.headers.get("Location", "")
     return f"{page.status} {error_code(page)} {where}".strip()
-
-
-def count(dbsession, model) -> int:
-    dbsession.flush()
-    return dbsession.scalar(select(func.count()).select_from(model))
 
 
 def counts(dbsession, models) -> dict[str, int]:

@@ -43,7 +43,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 # The CLI tests' scratch ini and database, so everything is made exactly as
 # an operator makes it.
-ini, db, engine = cli.ini, cli.db, cli.engine
+db, engine = cli.db, cli.engine
 
 RELEASED = "uid,displayName,mail,isMemberOf"
 EMAIL = "ali@example.com.my"
