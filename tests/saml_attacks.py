@@ -29,7 +29,8 @@ in place.  Copies made by the shapes are unsigned: their direct
 ``new_id`` (default ``"_evil_" + the original ID``).
 
 ``ALL`` maps the SECURITY.md IDs to the shape functions, ``SHAPES`` the
-XSW names; :func:`attacked_post_fields` builds HTTP-POST binding fields.
+XSW names, ``XSW_CASES`` the IDs as test parameters;
+:func:`attacked_post_fields` builds HTTP-POST binding fields.
 
 **Other signature attacks** (SAML-09/10/12/13/15): :func:`strip_signature`,
 :func:`sign` (the root re-signed with any key, algorithms, transforms and
@@ -53,6 +54,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import xmlsec
 from lxml import etree
 
@@ -567,6 +569,28 @@ ALL: dict[str, Shape] = {
     "SAML-08": xsw8,
 }
 SHAPES: dict[str, Shape] = {f"XSW{n}": ALL[f"SAML-0{n}"] for n in range(1, 9)}
+
+# The eight shapes as the ``shape`` parameter of a test, each case named by
+# its catalogue ID (``test_...[saml_01]``). A literal list on purpose:
+# tests/unit/test_security_catalog.py reads these ids from the source.
+XSW_CASES = [
+    # XSW1: root re-IDed, the original inside its Signature.
+    pytest.param("SAML-01", id="saml_01"),
+    # XSW2: root re-IDed, the original before its Signature.
+    pytest.param("SAML-02", id="saml_02"),
+    # XSW3: an altered copy first, the signed original inside.
+    pytest.param("SAML-03", id="saml_03"),
+    # XSW4: an altered copy wraps the signed original.
+    pytest.param("SAML-04", id="saml_04"),
+    # XSW5: the signed root altered, the original appended.
+    pytest.param("SAML-05", id="saml_05"),
+    # XSW6: the signed root altered, the original in KeyInfo.
+    pytest.param("SAML-06", id="saml_06"),
+    # XSW7: a same-ID altered copy in Extensions.
+    pytest.param("SAML-07", id="saml_07"),
+    # XSW8: altered in place, the original in a ds:Object.
+    pytest.param("SAML-08", id="saml_08"),
+]
 
 _RESPONSE_TAGS = {
     "Response",

@@ -44,6 +44,7 @@ from idp.models import (
 from idp.saml.registry import import_sp
 from tests.factories import count, make_user
 from tests.saml_attacks import (
+    XSW_CASES,
     attacked_post_fields,
     compose,
     set_attribute,
@@ -315,111 +316,19 @@ def check_wrapped_authn_request(
     assert response.get("Destination") == SP_ACS
 
 
-authn_mutations = pytest.mark.parametrize("mutation", AUTHN_IDS)
-
-
-@authn_mutations
-def test_saml_01_xsw1_authn_request_over_post_refused(
+@pytest.mark.parametrize("mutation", AUTHN_IDS)
+@pytest.mark.parametrize("shape", XSW_CASES)
+def test_xsw_authn_request_over_post_refused(
     testapp,
     dbsession,
     signed_sp,
     other_sp,
     user,
+    shape,
     mutation,
 ):
-    """SAML-01: XSW1 AuthnRequest (root re-IDed, original in its Signature) refused."""
-    check_wrapped_authn_request(testapp, dbsession, user, "SAML-01", mutation)
-
-
-@authn_mutations
-def test_saml_02_xsw2_authn_request_over_post_refused(
-    testapp,
-    dbsession,
-    signed_sp,
-    other_sp,
-    user,
-    mutation,
-):
-    """SAML-02: XSW2 AuthnRequest (root re-IDed, original before its Signature) refused."""
-    check_wrapped_authn_request(testapp, dbsession, user, "SAML-02", mutation)
-
-
-@authn_mutations
-def test_saml_03_xsw3_authn_request_over_post_refused(
-    testapp,
-    dbsession,
-    signed_sp,
-    other_sp,
-    user,
-    mutation,
-):
-    """SAML-03: XSW3 AuthnRequest (altered copy first, signed original inside) refused."""
-    check_wrapped_authn_request(testapp, dbsession, user, "SAML-03", mutation)
-
-
-@authn_mutations
-def test_saml_04_xsw4_authn_request_over_post_refused(
-    testapp,
-    dbsession,
-    signed_sp,
-    other_sp,
-    user,
-    mutation,
-):
-    """SAML-04: XSW4 AuthnRequest (altered copy wraps the signed original) refused."""
-    check_wrapped_authn_request(testapp, dbsession, user, "SAML-04", mutation)
-
-
-@authn_mutations
-def test_saml_05_xsw5_authn_request_over_post_refused(
-    testapp,
-    dbsession,
-    signed_sp,
-    other_sp,
-    user,
-    mutation,
-):
-    """SAML-05: XSW5 AuthnRequest (signed root altered, original appended) refused."""
-    check_wrapped_authn_request(testapp, dbsession, user, "SAML-05", mutation)
-
-
-@authn_mutations
-def test_saml_06_xsw6_authn_request_over_post_refused(
-    testapp,
-    dbsession,
-    signed_sp,
-    other_sp,
-    user,
-    mutation,
-):
-    """SAML-06: XSW6 AuthnRequest (signed root altered, original in KeyInfo) refused."""
-    check_wrapped_authn_request(testapp, dbsession, user, "SAML-06", mutation)
-
-
-@authn_mutations
-def test_saml_07_xsw7_authn_request_over_post_refused(
-    testapp,
-    dbsession,
-    signed_sp,
-    other_sp,
-    user,
-    mutation,
-):
-    """SAML-07: XSW7 AuthnRequest (same-ID altered copy in Extensions) refused."""
-    check_wrapped_authn_request(testapp, dbsession, user, "SAML-07", mutation)
-
-
-@authn_mutations
-def test_saml_08_xsw8_authn_request_over_post_refused(
-    testapp,
-    dbsession,
-    signed_sp,
-    other_sp,
-    user,
-    mutation,
-):
-    """SAML-08: XSW8 AuthnRequest (altered in place, original in ds:Object) refused."""
-    check_wrapped_authn_request(testapp, dbsession, user, "SAML-08", mutation)
+    """SAML-01..08: each wrapped AuthnRequest refused; the signed original accepted."""
+    check_wrapped_authn_request(testapp, dbsession, user, shape, mutation)
 
 
 # --------------------------------------------------------------------------
@@ -491,108 +400,16 @@ def check_wrapped_logout_request(
     assert theirs.forms["saml-post-form"].action == SP_ACS
 
 
-logout_mutations = pytest.mark.parametrize("mutation", LOGOUT_IDS)
-
-
-@logout_mutations
-def test_saml_01_xsw1_logout_request_over_post_refused(
+@pytest.mark.parametrize("mutation", LOGOUT_IDS)
+@pytest.mark.parametrize("shape", XSW_CASES)
+def test_xsw_logout_request_over_post_refused(
     testapp,
     dbsession,
     slo_sps,
     user,
     victim,
+    shape,
     mutation,
 ):
-    """SAML-01: XSW1 LogoutRequest (root re-IDed, original in its Signature) refused."""
-    check_wrapped_logout_request(testapp, dbsession, user, victim, "SAML-01", mutation)
-
-
-@logout_mutations
-def test_saml_02_xsw2_logout_request_over_post_refused(
-    testapp,
-    dbsession,
-    slo_sps,
-    user,
-    victim,
-    mutation,
-):
-    """SAML-02: XSW2 LogoutRequest (root re-IDed, original before its Signature) refused."""
-    check_wrapped_logout_request(testapp, dbsession, user, victim, "SAML-02", mutation)
-
-
-@logout_mutations
-def test_saml_03_xsw3_logout_request_over_post_refused(
-    testapp,
-    dbsession,
-    slo_sps,
-    user,
-    victim,
-    mutation,
-):
-    """SAML-03: XSW3 LogoutRequest (altered copy first, signed original inside) refused."""
-    check_wrapped_logout_request(testapp, dbsession, user, victim, "SAML-03", mutation)
-
-
-@logout_mutations
-def test_saml_04_xsw4_logout_request_over_post_refused(
-    testapp,
-    dbsession,
-    slo_sps,
-    user,
-    victim,
-    mutation,
-):
-    """SAML-04: XSW4 LogoutRequest (altered copy wraps the signed original) refused."""
-    check_wrapped_logout_request(testapp, dbsession, user, victim, "SAML-04", mutation)
-
-
-@logout_mutations
-def test_saml_05_xsw5_logout_request_over_post_refused(
-    testapp,
-    dbsession,
-    slo_sps,
-    user,
-    victim,
-    mutation,
-):
-    """SAML-05: XSW5 LogoutRequest (signed root altered, original appended) refused."""
-    check_wrapped_logout_request(testapp, dbsession, user, victim, "SAML-05", mutation)
-
-
-@logout_mutations
-def test_saml_06_xsw6_logout_request_over_post_refused(
-    testapp,
-    dbsession,
-    slo_sps,
-    user,
-    victim,
-    mutation,
-):
-    """SAML-06: XSW6 LogoutRequest (signed root altered, original in KeyInfo) refused."""
-    check_wrapped_logout_request(testapp, dbsession, user, victim, "SAML-06", mutation)
-
-
-@logout_mutations
-def test_saml_07_xsw7_logout_request_over_post_refused(
-    testapp,
-    dbsession,
-    slo_sps,
-    user,
-    victim,
-    mutation,
-):
-    """SAML-07: XSW7 LogoutRequest (same-ID altered copy in Extensions) refused."""
-    check_wrapped_logout_request(testapp, dbsession, user, victim, "SAML-07", mutation)
-
-
-@logout_mutations
-def test_saml_08_xsw8_logout_request_over_post_refused(
-    testapp,
-    dbsession,
-    slo_sps,
-    user,
-    victim,
-    mutation,
-):
-    """SAML-08: XSW8 LogoutRequest (altered in place, original in ds:Object) refused."""
-    check_wrapped_logout_request(testapp, dbsession, user, victim, "SAML-08", mutation)
+    """SAML-01..08: each wrapped LogoutRequest refused; the signed original accepted."""
+    check_wrapped_logout_request(testapp, dbsession, user, victim, shape, mutation)
