@@ -4,6 +4,7 @@ The sign-in is three forms: the identity number (``login-form``), the
 security image confirmed (``image-form``), the password (``password-form``).
 ``to_image_page`` and ``to_password_page`` stop part-way for tests of one
 step; ``sign_in`` goes all the way and returns the last response.
+``bcrypt_calls`` records what a sign-in costs (OPS-06).
 """
 
 from __future__ import annotations
@@ -72,3 +73,18 @@ def sign_in(
     if status is None:
         return form.submit(expect_errors=True)
     return form.submit(status=status)
+
+
+def bcrypt_calls(monkeypatch) -> list[str]:
+    """The bcrypt calls made from now on (OPS-06), by name, in order."""
+    from idp.services import passwords
+
+    calls = []
+    for name in ("checkpw", "hashpw"):
+        original = getattr(passwords.bcrypt, name)
+        monkeypatch.setattr(
+            passwords.bcrypt,
+            name,
+            lambda *a, _o=original, _n=name: calls.append(_n) or _o(*a),
+        )
+    return calls

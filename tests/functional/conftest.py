@@ -1,4 +1,5 @@
-"""An SSO-ready world for the SAML tests: module, role, SP, user.
+"""An SSO-ready world for the SAML tests (module, role, SP, user), and the
+app built with some settings changed (``app_with``, ``testapp_with``).
 
 A test file may define a fixture of the same name to change it.
 """
@@ -6,10 +7,12 @@ A test file may define a fixture of the same name to change it.
 from __future__ import annotations
 
 import pytest
+import webtest
 from sqlalchemy import select
 
 from idp.models import Module, Role
 from idp.saml.registry import import_sp
+from tests.app import environ, make_app
 from tests.factories import make_user
 from tests.saml_metadata import make_sp_metadata
 
@@ -41,3 +44,29 @@ def user(dbsession, module):
     user.roles.append(dbsession.scalar(select(Role).where(Role.name == "guru")))
     dbsession.flush()
     return user
+
+
+@pytest.fixture(scope="module")
+def app_with(settings, db_engine):
+    """An app built with some settings changed; one per distinct change."""
+    apps = {}
+
+    def build(**overrides):
+        key = tuple(sorted(overrides.items()))
+        if key not in apps:
+            apps[key] = make_app({**settings, **overrides}, db_engine)
+        return apps[key]
+
+    return build
+
+
+@pytest.fixture
+def testapp_with(app_with, tm, dbsession):
+    """``testapp_with(overrides)``: a browser on that app, in the test's transaction."""
+
+    def build(overrides: dict):
+        return webtest.TestApp(
+            app_with(**overrides), extra_environ=environ(tm, dbsession)
+        )
+
+    return build

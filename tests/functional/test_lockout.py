@@ -26,7 +26,7 @@ from tests.app import environ, make_app
 from tests.factories import HASHER, PASSWORD, display, make_user
 from tests.functional.test_login import message
 from tests.functional.test_register import solve
-from tests.signin import sign_in
+from tests.signin import bcrypt_calls, sign_in
 
 NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
 STRANGER = "198.51.100.66"
@@ -160,21 +160,6 @@ def test_auth_29_a_reset_by_email_works_during_the_lock_and_ends_it(
 def nat_app(settings, db_engine):
     """The shipped limits, with the captcha on as both ini files have it."""
     return make_app({**settings, "captcha.enabled": "true"}, db_engine)
-
-
-def bcrypt_calls(monkeypatch) -> list[str]:
-    """The bcrypt calls made from now on (OPS-06)."""
-    from idp.services import passwords
-
-    calls = []
-    for name in ("checkpw", "hashpw"):
-        original = getattr(passwords.bcrypt, name)
-        monkeypatch.setattr(
-            passwords.bcrypt,
-            name,
-            lambda *a, _o=original, _n=name: calls.append(_n) or _o(*a),
-        )
-    return calls
 
 
 @pytest.mark.slow

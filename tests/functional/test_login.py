@@ -15,7 +15,7 @@ from idp.models import IdpSession, OutboxMessage
 from idp.services.security_image import decoy
 from tests.app import environ, make_app
 from tests.factories import PASSWORD, count, display, events, make_user
-from tests.signin import sign_in, to_image_page, to_password_page
+from tests.signin import bcrypt_calls, sign_in, to_image_page, to_password_page
 
 NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
 
@@ -270,19 +270,10 @@ def test_auth_09_a_spread_attack_turns_the_captcha_on(spread_app, tm, dbsession)
 
 def test_ops_06_blocked_requests_never_hash(testapp, dbsession, monkeypatch):
     """OPS-06: once throttled, an attempt costs no bcrypt at all."""
-    from idp.services import passwords
-
     user = make_user(dbsession)
     for attempt in range(10):
         sign_in(testapp, display(user), f"wrong {attempt} attempt", status=None)
-    calls = []
-    for name in ("checkpw", "hashpw"):
-        original = getattr(passwords.bcrypt, name)
-        monkeypatch.setattr(
-            passwords.bcrypt,
-            name,
-            lambda *a, _o=original, _n=name: calls.append(_n) or _o(*a),
-        )
+    calls = bcrypt_calls(monkeypatch)
     assert sign_in(testapp, display(user), PASSWORD, status=None).status_int == 429
     assert calls == []
     # The control: an unthrottled number costs one check (against a dummy hash).
