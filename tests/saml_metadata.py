@@ -24,6 +24,8 @@ from idp.saml.keys import make_pem_pair
 MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 DS = "http://www.w3.org/2000/09/xmldsig#"
 SP_ENTITY_ID = "https://sp.example.org/sp"
+# What the SAML tests' registered SPs release (their policy after import).
+RELEASED = ["uid", "displayName", "mail", "isMemberOf"]
 
 _keys_dir = tempfile.TemporaryDirectory(prefix="idp-test-sp-keys-")
 

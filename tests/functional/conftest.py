@@ -1,5 +1,6 @@
-"""An SSO-ready world for the SAML tests (module, role, SP, user), and the
-app built with some settings changed (``app_with``, ``testapp_with``).
+"""An SSO-ready world for the SAML tests (module, role, an SP that signs its
+requests or not, a user), and the app built with some settings changed
+(``app_with``, ``testapp_with``).
 
 A test file may define a fixture of the same name to change it.
 """
@@ -14,7 +15,7 @@ from idp.models import Module, Role
 from idp.saml.registry import import_sp
 from tests.app import environ, make_app
 from tests.factories import make_user
-from tests.saml_metadata import make_sp_metadata
+from tests.saml_metadata import RELEASED, make_sp_metadata
 
 
 @pytest.fixture
@@ -32,7 +33,18 @@ def module(dbsession):
 def sp(dbsession, module):
     """The SP of make_sp_metadata(), in module emis, releasing four attributes."""
     sp = import_sp(dbsession, make_sp_metadata(), module_code="emis")
-    sp.attributes_released = ["uid", "displayName", "mail", "isMemberOf"]
+    sp.attributes_released = list(RELEASED)
+    dbsession.flush()
+    return sp
+
+
+@pytest.fixture
+def signed_sp(dbsession, module):
+    """The same SP, but its metadata sets AuthnRequestsSigned."""
+    sp = import_sp(
+        dbsession, make_sp_metadata(signed_requests=True), module_code="emis"
+    )
+    sp.attributes_released = list(RELEASED)
     dbsession.flush()
     return sp
 

@@ -12,8 +12,8 @@ import webtest
 from sqlalchemy import select
 
 from idp.models import AuditEvent, IdpSession, OutboxMessage, User
-from idp.services.passwords import BcryptPasswordService
 from idp.sessions import COOKIE_NAME
+from tests import factories
 from tests.app import environ
 from tests.factories import count, display, events
 from tests.signin import sign_in
@@ -34,28 +34,17 @@ PAGES = [
     "/account/email",
     "/account/sessions",
 ]
-HASHER = BcryptPasswordService(rounds=4)
+A = {
+    "identifier": "080512145678",
+    "full_name": "Nur Aisyah binti Ahmad",
+    "email": "aisyah@example.com.my",
+    "category": "student",
+}
 
 
 def make_user(dbsession, **values) -> User:
-    fields = {
-        "identifier_kind": "mykad",
-        "identifier": "080512145678",
-        "full_name": "Nur Aisyah binti Ahmad",
-        "email": "aisyah@example.com.my",
-        "phone": "+60123456789",
-        "category": "student",
-        "institution": "SK Taman Melati",
-        "locale": "ms",
-        "security_image": "cat",
-        "security_phrase": "Nasi lemak kegemaran saya",
-        "password_hash": HASHER.hash(PASSWORD),
-        **values,
-    }
-    user = User(**fields)
-    dbsession.add(user)
-    dbsession.flush()
-    return user
+    """A (``values`` change who), with this module's PASSWORD."""
+    return factories.make_user(dbsession, password=PASSWORD, **{**A, **values})
 
 
 @pytest.fixture

@@ -32,8 +32,6 @@ from tests.factories import events
 # Every command configures the app's services and database.
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-
 NUMBER = "900101-14-5678"
 NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
 

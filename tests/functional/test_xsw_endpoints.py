@@ -51,7 +51,7 @@ from tests.saml_attacks import (
     set_issuer,
     set_name_id,
 )
-from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
+from tests.saml_metadata import RELEASED, SP_ENTITY_ID, make_sp_metadata
 from tests.saml_pages import browser, response_of, status_of
 from tests.saml_requests import (
     SAML,
@@ -74,7 +74,6 @@ EVIL_ACS = "https://evil.example/acs"
 # rules stand between the attacker and speaking for it.
 OTHER_SP = "https://other.example.org/sp"
 OTHER_ACS = "https://other.example.org/acs"
-RELEASED = ["uid", "displayName", "mail", "isMemberOf"]
 
 # The codes a wrapped request may be refused with (SECURITY.md SAML-01..08).
 REFUSAL_CODES = {
@@ -90,18 +89,7 @@ _AUTHN_STATEMENT = f"{{{SAML}}}AuthnStatement"
 
 
 # --------------------------------------------------------------------------
-# Fixtures
-
-
-@pytest.fixture
-def signed_sp(dbsession, module):
-    """The fixture SP, its metadata setting AuthnRequestsSigned."""
-    sp = import_sp(
-        dbsession, make_sp_metadata(signed_requests=True), module_code="emis"
-    )
-    sp.attributes_released = list(RELEASED)
-    dbsession.flush()
-    return sp
+# Fixtures (module and signed_sp: tests/functional/conftest.py)
 
 
 @pytest.fixture
