@@ -21,7 +21,7 @@ from idp.models import Module
 from idp.saml.registry import import_sp
 from idp.saml.response import pairwise_uid
 from tests.app import environ
-from tests.factories import make_user
+from tests.factories import make_role, make_user
 from tests.functional.test_sso_encryption import AES128_CBC as ENC_AES128_CBC
 from tests.functional.test_sso_encryption import AES128_GCM as ENC_AES128_GCM
 from tests.functional.test_sso_encryption import AES256_CBC as ENC_AES256_CBC
@@ -31,7 +31,6 @@ from tests.functional.test_sso_encryption import SHA1 as ENC_SHA1
 from tests.functional.test_sso_encryption import SHA512 as ENC_SHA512
 from tests.functional.test_sso_encryption import with_encryption_methods
 from tests.interop.browser import Browser
-from tests.interop.conftest import make_role
 from tests.interop.sps import (
     EMAIL,
     NO_PASSIVE,
