@@ -58,6 +58,8 @@ import pytest
 import xmlsec
 from lxml import etree
 
+from tests.saml_metadata import write_key_pair
+
 __all__ = [
     "ALL",
     "ASSERTION",
@@ -80,6 +82,7 @@ __all__ = [
     "XSLT",
     "XSLT_BENIGN",
     "XSLT_BOMB",
+    "XSW_CASES",
     "Mutator",
     "add_doctype",
     "add_payload",
@@ -1024,21 +1027,6 @@ def set_payload_markup(xml: bytes, markup: str) -> bytes:
 
 # --------------------------------------------------------------------------
 # Signed fixtures from pysaml2's own SP client
-
-
-def write_key_pair(
-    directory: str | Path, name: str, *, key_size: int = 2048
-) -> tuple[str, str]:
-    """A fresh RSA key (0600) and self-signed certificate, PEM files named
-    ``<name>.key`` / ``<name>.crt`` in ``directory``: (key_file, cert_file)."""
-    from idp.saml.keys import make_pem_pair, write_private_key
-
-    key_pem, cert_pem = make_pem_pair(f"{name}.example.org", key_size=key_size)
-    key_file = Path(directory) / f"{name}.key"
-    cert_file = Path(directory) / f"{name}.crt"
-    write_private_key(key_file, key_pem)
-    cert_file.write_bytes(cert_pem)
-    return str(key_file), str(cert_file)
 
 
 def make_sp_client(

@@ -19,7 +19,7 @@ from saml2.config import SPConfig
 from saml2.metadata import entity_descriptor, metadata_tostring_fix
 from saml2.saml import NAMEID_FORMAT_PERSISTENT
 
-from idp.saml.keys import make_pem_pair
+from idp.saml.keys import make_pem_pair, write_private_key
 
 MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -30,15 +30,24 @@ RELEASED = ["uid", "displayName", "mail", "isMemberOf"]
 _keys_dir = tempfile.TemporaryDirectory(prefix="idp-test-sp-keys-")
 
 
-@functools.cache
-def sp_key_files(name: str = "sp") -> tuple[str, str]:
-    """A throwaway SP key pair on disk (pysaml2 reads certificates from files)."""
-    key_pem, cert_pem = make_pem_pair(f"{name}.example.org", key_size=2048)
-    key_file = Path(_keys_dir.name) / f"{name}.key"
-    cert_file = Path(_keys_dir.name) / f"{name}.crt"
-    key_file.write_bytes(key_pem)
+def write_key_pair(
+    directory: str | Path, name: str, *, key_size: int = 2048
+) -> tuple[str, str]:
+    """A fresh RSA key (0600) and self-signed certificate, PEM files named
+    ``<name>.key`` / ``<name>.crt`` in ``directory``: (key_file, cert_file)."""
+    key_pem, cert_pem = make_pem_pair(f"{name}.example.org", key_size=key_size)
+    key_file = Path(directory) / f"{name}.key"
+    cert_file = Path(directory) / f"{name}.crt"
+    write_private_key(key_file, key_pem)
     cert_file.write_bytes(cert_pem)
     return str(key_file), str(cert_file)
+
+
+@functools.cache
+def sp_key_files(name: str = "sp") -> tuple[str, str]:
+    """A throwaway SP key pair on disk (pysaml2 reads certificates from files),
+    made once per name for the whole run."""
+    return write_key_pair(_keys_dir.name, name)
 
 
 def make_sp_metadata(
