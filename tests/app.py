@@ -4,6 +4,7 @@
 second app (the captcha on, a rate limit low, another mail backend) calls
 ``make_app`` with its own settings, and ``environ`` gives its ``TestApp``
 the test's transaction and database session, as the ``testapp`` fixture has.
+``captcha_answer`` reads an app's image captcha as a person would.
 """
 
 from __future__ import annotations
@@ -62,3 +63,13 @@ def environ(tm, dbsession, **extra) -> dict:
         "REMOTE_ADDR": "192.0.2.10",
         **extra,
     }
+
+
+def captcha_answer(app, token: str) -> str:
+    """What a person reads in the image captcha ``token`` of ``app``."""
+    from idp.services.captcha import ImageCaptcha
+
+    settings = app.registry.settings
+    return ImageCaptcha(
+        None, settings["idp.hmac_key"], enabled=True, lifetime=60
+    ).answer(token)

@@ -22,10 +22,9 @@ from idp.services.mail import Outbox
 from idp.services.ratelimit import REGISTRY_LIMITS, DatabaseRateLimiter
 from idp.services.signin import Outcome, SignInService
 from idp.services.users import UserService
-from tests.app import environ, make_app
+from tests.app import captcha_answer, environ, make_app
 from tests.factories import HASHER, PASSWORD, display, make_user
 from tests.functional.test_login import message
-from tests.functional.test_register import solve
 from tests.signin import bcrypt_calls, sign_in
 
 NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
@@ -183,7 +182,7 @@ def test_auth_30_a_right_password_behind_a_busy_address_succeeds_after_the_captc
     # OPS-06: an attempt without the captcha costs no bcrypt.
     assert calls == []
     form["password"] = PASSWORD
-    form["captcha_answer"] = solve(nat_app, form["captcha_token"].value)
+    form["captcha_answer"] = captcha_answer(nat_app, form["captcha_token"].value)
     assert form.submit(expect_errors=True).status_int == 303
     assert calls == ["checkpw"]
 
@@ -201,7 +200,7 @@ def test_auth_30_past_the_address_limit_a_wrong_password_still_fails(
         "password-form"
     ]
     form["password"] = "still not it"
-    form["captcha_answer"] = solve(nat_app, form["captcha_token"].value)
+    form["captcha_answer"] = captcha_answer(nat_app, form["captcha_token"].value)
     refused = form.submit(expect_errors=True)
     assert refused.status_int == 400
     assert message(refused) == LOGIN_MESSAGES["failed"]
@@ -209,11 +208,11 @@ def test_auth_30_past_the_address_limit_a_wrong_password_still_fails(
     for n in range(9):
         form = refused.forms["password-form"]
         form["password"] = f"guess {n} behind the captcha"
-        form["captcha_answer"] = solve(nat_app, form["captcha_token"].value)
+        form["captcha_answer"] = captcha_answer(nat_app, form["captcha_token"].value)
         refused = form.submit(expect_errors=True)
     form = refused.forms["password-form"]
     form["password"] = PASSWORD
-    form["captcha_answer"] = solve(nat_app, form["captcha_token"].value)
+    form["captcha_answer"] = captcha_answer(nat_app, form["captcha_token"].value)
     assert form.submit(expect_errors=True).status_int == 429
 
 

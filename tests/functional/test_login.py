@@ -13,7 +13,7 @@ from idp.db import utcnow
 from idp.i18n import LOCALES
 from idp.models import IdpSession, OutboxMessage
 from idp.services.security_image import decoy
-from tests.app import environ, make_app
+from tests.app import captcha_answer, environ, make_app
 from tests.factories import PASSWORD, count, display, events, make_user
 from tests.signin import bcrypt_calls, sign_in, to_image_page, to_password_page
 
@@ -241,7 +241,6 @@ def test_auth_08_one_address_trying_many_numbers_is_stopped(address_app, tm, dbs
 
 def test_auth_09_a_spread_attack_turns_the_captcha_on(spread_app, tm, dbsession):
     """AUTH-09: failures from many addresses, few each, turn the captcha on."""
-    from tests.functional.test_register import solve
 
     user = make_user(dbsession)
     before = to_password_page(
@@ -264,7 +263,7 @@ def test_auth_09_a_spread_attack_turns_the_captcha_on(spread_app, tm, dbsession)
     page = to_password_page(visitor, display(user))
     form = page.forms["password-form"]
     form["password"] = PASSWORD
-    form["captcha_answer"] = solve(spread_app, form["captcha_token"].value)
+    form["captcha_answer"] = captcha_answer(spread_app, form["captcha_token"].value)
     assert form.submit(expect_errors=True).status_int == 303
 
 

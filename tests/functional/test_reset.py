@@ -27,7 +27,7 @@ from idp.services.ratelimit import REGISTRY_LIMITS, DatabaseRateLimiter
 from idp.services.tokens import RESET_LIFETIME
 from idp.services.users import UserService
 from idp.sessions import hash_token
-from tests.app import TEST_BASE_URL, environ, make_app
+from tests.app import TEST_BASE_URL, captcha_answer, environ, make_app
 from tests.factories import count, events
 
 LOCALE_DIRS = [str(__import__("idp").__path__[0] + "/locale")]
@@ -662,15 +662,6 @@ def test_steps_cannot_be_skipped(testapp, aisyah, dbsession, mailbox):
 # AUTH-19, AUTH-20: the captcha, with the app that has it on.
 
 
-def solve(captcha_app, token: str) -> str:
-    from idp.services.captcha import ImageCaptcha
-
-    settings = captcha_app.registry.settings
-    return ImageCaptcha(
-        None, settings["idp.hmac_key"], enabled=True, lifetime=60
-    ).answer(token)
-
-
 def captcha_request(captcha_testapp, email: str):
     form = captcha_testapp.get("/password/forgot?lang=en").forms["reset-request-form"]
     form["email"] = email
@@ -679,7 +670,7 @@ def captcha_request(captcha_testapp, email: str):
 
 def test_captcha_solved_sends_the_link(captcha_testapp, captcha_app, aisyah, mailbox):
     form, token = captcha_request(captcha_testapp, aisyah.email)
-    form["captcha_answer"] = solve(captcha_app, token)
+    form["captcha_answer"] = captcha_answer(captcha_app, token)
     assert form.submit(status=303).location.endswith("/password/forgot/sent")
     assert len(mailbox(aisyah.email)) == 1
 
@@ -690,7 +681,7 @@ def test_auth_20_forgot_form_without_captcha_fields_is_refused(
 ):
     """AUTH-20: captcha fields left out of the forgot form count as a wrong answer."""
     form, token = captcha_request(captcha_testapp, aisyah.email)
-    form["captcha_answer"] = solve(captcha_app, token)
+    form["captcha_answer"] = captcha_answer(captcha_app, token)
     dropped = {"captcha_answer", "captcha_token"} if missing == "both" else {missing}
     fields = [(n, v) for n, v in form.submit_fields() if n not in dropped]
     page = captcha_testapp.post("/password/forgot", fields, status=400)
@@ -707,7 +698,7 @@ def test_auth_19_forgot_form_captcha_cannot_be_replayed_or_guessed_twice(
 ):
     """AUTH-19: a challenge is consumed by its first check, right or wrong."""
     form, token = captcha_request(captcha_testapp, aisyah.email)
-    answer = solve(captcha_app, token)
+    answer = captcha_answer(captcha_app, token)
     form["captcha_answer"] = "000000" if answer != "000000" else "111111"
     wrong = form.submit_fields()
     captcha_testapp.post("/password/forgot", wrong, status=400)
@@ -716,7 +707,7 @@ def test_auth_19_forgot_form_captcha_cannot_be_replayed_or_guessed_twice(
     assert mailbox() == []
     # A solved challenge works once; its replay is refused.
     form, token = captcha_request(captcha_testapp, aisyah.email)
-    form["captcha_answer"] = solve(captcha_app, token)
+    form["captcha_answer"] = captcha_answer(captcha_app, token)
     solved = form.submit_fields()
     captcha_testapp.post("/password/forgot", solved, status=303)
     captcha_testapp.post("/password/forgot", solved, status=400)
@@ -728,7 +719,7 @@ def test_auth_20_new_password_step_needs_the_captcha_too(
 ):
     """AUTH-20: the last step posted without the captcha changes nothing."""
     form, token = captcha_request(captcha_testapp, aisyah.email)
-    form["captcha_answer"] = solve(captcha_app, token)
+    form["captcha_answer"] = captcha_answer(captcha_app, token)
     form.submit(status=303)
     (link,) = reset_links(mailbox, aisyah.email)
     open_link(captcha_testapp, link, status=303)
@@ -747,7 +738,7 @@ def test_auth_20_new_password_step_needs_the_captcha_too(
     # The control: the same step with the captcha solved.
     form = page.forms["reset-new-form"]
     form["password"] = form["password_confirm"] = NEW_PASSWORD
-    form["captcha_answer"] = solve(captcha_app, form["captcha_token"].value)
+    form["captcha_answer"] = captcha_answer(captcha_app, form["captcha_token"].value)
     assert form.submit(status=303).location.endswith("/login")
     assert password_is(dbsession, aisyah, NEW_PASSWORD)
 
