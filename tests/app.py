@@ -3,7 +3,8 @@
 ``conftest.py`` builds its session fixtures from these; a test that needs a
 second app (the captcha on, a rate limit low, another mail backend) calls
 ``make_app`` with its own settings, and ``environ`` gives its ``TestApp``
-the test's transaction and database session, as the ``testapp`` fixture has.
+the test's transaction and database session, as the ``testapp`` fixture has
+(``browser`` opens one).
 ``captcha_answer`` reads an app's image captcha as a person would.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import webtest
 from pyramid.paster import get_appsettings
 
 from idp.config import configure
@@ -63,6 +65,13 @@ def environ(tm, dbsession, **extra) -> dict:
         "REMOTE_ADDR": "192.0.2.10",
         **extra,
     }
+
+
+def browser(app, tm, dbsession, address: str = "192.0.2.10") -> webtest.TestApp:
+    """Another browser (its own cookies) at ``address``, in the test's transaction."""
+    return webtest.TestApp(
+        app, extra_environ=environ(tm, dbsession, REMOTE_ADDR=address)
+    )
 
 
 def captcha_answer(app, token: str) -> str:

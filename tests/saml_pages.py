@@ -1,4 +1,4 @@
-"""Driving the IdP's pages in SAML tests: a browser, the POST form, its Response.
+"""Reading the IdP's SAML pages in tests: the POST form and its Response.
 
 The fixtures of an SSO-ready world (a module, a role granting it, an SP of
 that module, a user holding the role) are in tests/functional/conftest.py.
@@ -8,17 +8,9 @@ from __future__ import annotations
 
 import base64
 
-import webtest
 from lxml import etree
 
-from tests.app import environ
-
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
-
-
-def browser(app, tm, dbsession):
-    """Another browser (its own cookies) on the test's transaction."""
-    return webtest.TestApp(app, extra_environ=environ(tm, dbsession))
 
 
 def response_of(page) -> etree._Element:

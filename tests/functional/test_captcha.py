@@ -10,24 +10,17 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-import webtest
 from sqlalchemy import func, select
 
 from idp.db import utcnow
 from idp.models import CaptchaChallenge, OutboxMessage, User
 from idp.services.captcha import _token_hash
 from idp.services.mail import JOB_PREFIX
-from tests.app import captcha_answer, environ, make_app
+from tests.app import browser, captcha_answer, make_app
 from tests.factories import PASSWORD, count, display, make_user
 from tests.registration import fill, open_form
 
 FORGOT = "/password/forgot?lang=en"
-
-
-def browser(app, tm, dbsession, address="192.0.2.10"):
-    return webtest.TestApp(
-        app, extra_environ=environ(tm, dbsession, REMOTE_ADDR=address)
-    )
 
 
 def forgot_form(testapp, email: str):

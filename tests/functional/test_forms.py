@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
-import webtest
 
 import idp
 from idp.forms.register import CATEGORIES, NEEDS_INSTITUTION
 from idp.services.security_image import decoy
-from tests.app import environ, make_app
+from tests.app import browser, make_app
 from tests.factories import PASSWORD, display, make_user
 from tests.functional.test_login import shown
 from tests.registration import fill, open_form
@@ -308,10 +307,6 @@ def fail(client, number: str, times: int, lang: str = "ms"):
         form["password"] = f"wrong guess number {attempt}"
         page = form.submit(status=400)
     return page
-
-
-def browser(app, tm, dbsession):
-    return webtest.TestApp(app, extra_environ=environ(tm, dbsession))
 
 
 def shape(page, number: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-import webtest
 from sqlalchemy import select
 
 from idp.db import utcnow
@@ -22,7 +21,7 @@ from idp.services.mail import Outbox
 from idp.services.ratelimit import REGISTRY_LIMITS, DatabaseRateLimiter
 from idp.services.signin import Outcome, SignInService
 from idp.services.users import UserService
-from tests.app import captcha_answer, environ, make_app
+from tests.app import browser, captcha_answer, make_app
 from tests.factories import HASHER, PASSWORD, display, make_user
 from tests.functional.test_login import message
 from tests.signin import bcrypt_calls, sign_in
@@ -82,12 +81,6 @@ def stranger_attack(app, dbsession, user) -> tuple[Clock, SignInService, list]:
     return clock, signin, outcomes
 
 
-def browser(app, tm, dbsession, address=OWNER):
-    return webtest.TestApp(
-        app, extra_environ=environ(tm, dbsession, REMOTE_ADDR=address)
-    )
-
-
 def locks(dbsession, user) -> list[AuditEvent]:
     return dbsession.scalars(
         select(AuditEvent)
@@ -133,7 +126,7 @@ def test_auth_29_a_reset_by_email_works_during_the_lock_and_ends_it(
 
     user = make_user(dbsession, locale="en")
     stranger_attack(app, dbsession, user)
-    owner = browser(app, tm, dbsession)
+    owner = browser(app, tm, dbsession, OWNER)
     refused = sign_in(owner, display(user), PASSWORD, status=None)
     assert refused.status_int in (400, 429)
     link = link_for(owner, mailbox, user.email)

@@ -13,17 +13,11 @@ from idp.db import utcnow
 from idp.i18n import LOCALES
 from idp.models import IdpSession, OutboxMessage
 from idp.services.security_image import decoy
-from tests.app import captcha_answer, environ, make_app
+from tests.app import browser, captcha_answer, make_app
 from tests.factories import PASSWORD, count, display, events, make_user
 from tests.signin import bcrypt_calls, sign_in, to_image_page, to_password_page
 
 NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
-
-
-def browser(app, tm, dbsession, address="192.0.2.10"):
-    return webtest.TestApp(
-        app, extra_environ=environ(tm, dbsession, REMOTE_ADDR=address)
-    )
 
 
 def shown(page) -> tuple[str, str]:

@@ -18,16 +18,10 @@ import webtest
 
 from idp.services.ratelimit import LIMITS, make_redis_client
 from tests import redis_server
-from tests.app import captcha_answer, environ, make_app
+from tests.app import browser, captcha_answer, make_app
 from tests.factories import display, make_user
 
 LOOKUP = "login.lookup.address"
-
-
-def browser(app, tm, dbsession, address="192.0.2.10"):
-    return webtest.TestApp(
-        app, extra_environ=environ(tm, dbsession, REMOTE_ADDR=address)
-    )
 
 
 def lookup(client, number: str):

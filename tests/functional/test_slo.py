@@ -15,8 +15,9 @@ from sqlalchemy import func, select
 
 from idp.models import IdpSession, LogoutLeg, Role, SessionParticipant
 from idp.saml.registry import import_sp
+from tests.app import browser
 from tests.saml_metadata import make_sp_metadata
-from tests.saml_pages import browser, response_of
+from tests.saml_pages import response_of
 from tests.saml_requests import (
     SLO_REDIRECT,
     authn_request,

@@ -31,13 +31,14 @@ from idp.models import (
 from idp.saml.crypto import XmlsecBackend
 from idp.saml.registry import import_sp, set_enabled
 from idp.saml.response import RELEASABLE, security_image_context
+from tests.app import browser
 from tests.factories import display, make_user
 from tests.saml_metadata import (
     SP_ENTITY_ID,
     make_sp_metadata,
     sp_key_files,
 )
-from tests.saml_pages import browser, status_of
+from tests.saml_pages import status_of
 from tests.saml_requests import (
     SP_ACS,
     SSO_POST,

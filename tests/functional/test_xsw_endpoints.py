@@ -42,6 +42,7 @@ from idp.models import (
     SessionParticipant,
 )
 from idp.saml.registry import import_sp
+from tests.app import browser
 from tests.factories import count, make_user
 from tests.saml_attacks import (
     XSW_CASES,
@@ -52,7 +53,7 @@ from tests.saml_attacks import (
     set_name_id,
 )
 from tests.saml_metadata import RELEASED, SP_ENTITY_ID, make_sp_metadata
-from tests.saml_pages import browser, response_of, status_of
+from tests.saml_pages import response_of, status_of
 from tests.saml_requests import (
     SAML,
     SAMLP,
