@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from idp.db import make_engine
 from idp.saml import keys as keystore
 from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, environ, make_app
-from tests.cli import scratch_ini
+from tests.cli import ok, scratch_ini
 
 POSTGRESQL_ENV = "IDP_TEST_POSTGRESQL_URL"
 REQUIRE_POSTGRESQL_ENV = "IDP_TEST_REQUIRE_POSTGRESQL"
@@ -223,3 +223,18 @@ def mailbox(app, dbsession):
 def ini(tmp_path) -> Path:
     """A scratch development.ini for ``idp-admin`` (tests/cli.py)."""
     return scratch_ini(tmp_path)
+
+
+@pytest.fixture
+def db(ini) -> Path:
+    """The scratch ini, its database upgraded."""
+    ok(ini, "db", "upgrade")
+    return ini
+
+
+@pytest.fixture
+def engine(db, tmp_path):
+    """An engine on the scratch database, to read what the commands wrote."""
+    engine = make_engine({"sqlalchemy.url": f"sqlite:///{tmp_path / 'idp.sqlite'}"})
+    yield engine
+    engine.dispose()

@@ -10,120 +10,34 @@ works as a real process.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import io
 import os
 import re
-import subprocess
-from email import message_from_bytes, policy
-from pathlib import Path
 
 import pytest
 import webtest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from idp.db import make_engine, utcnow
+from idp.db import utcnow
 from idp.models import IdpSession, OneTimeToken, User
 from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, make_app
+from tests.cli import (
+    NEW_PASSWORD,
+    NUMBER,
+    add_user,
+    admin,
+    delivered,
+    fails,
+    ok,
+    printed_password,
+    text_of,
+    user_row,
+)
 from tests.factories import events
 
 # Every command configures the app's services and database.
 pytestmark = pytest.mark.slow
-
-NUMBER = "900101-14-5678"
-NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
-
-
-def run(*args):
-    """Run ``idp-admin ARGS``; its exit status and what it printed."""
-    from idp import cli
-
-    argv = [str(arg) for arg in args]
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    result = subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-def ok(*args) -> str:
-    result = run(*args)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def fails(*args) -> str:
-    """The one-line error of a command that must fail."""
-    result = run(*args)
-    assert result.returncode != 0, result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines, "no error message"
-    return lines[-1]
-
-
-@pytest.fixture
-def db(ini) -> Path:
-    """The scratch ini, its database upgraded."""
-    ok(ini, "db", "upgrade")
-    return ini
-
-
-@pytest.fixture
-def engine(db, tmp_path):
-    engine = make_engine({"sqlalchemy.url": f"sqlite:///{tmp_path / 'idp.sqlite'}"})
-    yield engine
-    engine.dispose()
-
-
-def add_user(ini, *extra, number=NUMBER, email="ali@example.com.my"):
-    return run(
-        ini,
-        "user",
-        "add",
-        number,
-        "--name",
-        "Ali bin Abu",
-        "--email",
-        email,
-        "--phone",
-        "012-345 6789",
-        "--category",
-        "educator",
-        "--institution",
-        "SK Putrajaya",
-        *extra,
-    )
-
-
-def printed_password(stdout: str) -> str:
-    match = re.search(r"^temporary password: (\S+)$", stdout, re.M)
-    assert match, stdout
-    return match.group(1)
-
-
-def user_row(engine, number: str = "900101145678") -> User:
-    with Session(engine) as session:
-        user = session.scalars(select(User).where(User.identifier == number)).one()
-        session.expunge(user)
-        return user
-
-
-def delivered(ini, tmp_path) -> list:
-    ok(ini, "mail", "deliver")
-    return [
-        message_from_bytes(path.read_bytes(), policy=policy.SMTP)
-        for path in sorted((tmp_path / "mail").glob("*.eml"))
-    ]
-
-
-def text_of(message) -> str:
-    return message.get_body(preferencelist=("plain",)).get_content()
 
 
 # Help
@@ -374,7 +288,7 @@ def test_show_grant_revoke(db):
 
 
 def test_passport_users_are_found_with_their_country(db):
-    result = run(
+    result = admin(
         *add_user_args(db, number="ab123456", email="john@example.com"),
         "--country",
         "gbr",
@@ -486,7 +400,7 @@ def test_reset_password_ends_sessions_voids_links_and_emails(db, engine, tmp_pat
             )
         )
 
-    result = run(db, "user", "reset-password", NUMBER)
+    result = admin(db, "user", "reset-password", NUMBER)
     assert result.returncode == 0, result.stderr
     assert "ended 1 session(s)" in result.stdout
     assert "temporary password: " not in result.stdout

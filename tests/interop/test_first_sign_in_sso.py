@@ -34,16 +34,14 @@ from idp.i18n import COOKIE_NAME
 from idp.models import AuditEvent, PendingSamlRequest, ServiceProvider, User
 from tests import registration
 from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, make_app
-from tests.functional import test_cli_admin as cli
-from tests.functional.test_cli_admin import NEW_PASSWORD, NUMBER, add_user, ok
+from tests.cli import NEW_PASSWORD, NUMBER, add_user, delivered, ok
 from tests.interop.browser import Browser, query_of
 from tests.interop.sps import NO_PASSIVE, SUCCESS, OneLoginSP, Pysaml2SP
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
-# The CLI tests' scratch ini and database, so everything is made exactly as
-# an operator makes it.
-db, engine = cli.db, cli.engine
+# The fixtures ini, db and engine (tests/conftest.py): the scratch ini and
+# database of idp-admin, so everything is made exactly as an operator makes it.
 
 RELEASED = "uid,displayName,mail,isMemberOf"
 EMAIL = "ali@example.com.my"
@@ -108,7 +106,7 @@ class World:
         """The newest temporary password mailed to ``recipient``."""
         messages = [
             message
-            for message in cli.delivered(self.ini, self.tmp)
+            for message in delivered(self.ini, self.tmp)
             if recipient in message["To"]
         ]
         assert messages, f"no mail to {recipient}"
