@@ -30,9 +30,8 @@ from idp.models import User
 from tests.app import DEVELOPMENT_INI
 
 IDP_ADMIN = Path(sys.executable).parent / "idp-admin"
-# The user add_user makes, as typed, and the password the tests change to.
+# The user add_user makes, as typed.
 NUMBER = "900101-14-5678"
-NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
 
 
 def scratch_ini(folder: Path) -> Path:

@@ -15,6 +15,8 @@ from idp.models import AuditEvent, User
 from idp.services.passwords import BcryptPasswordService
 
 PASSWORD = "kopi o kosong tanpa gula"
+# What the tests change a password to (a forced change, a reset, the CLI).
+NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
 HASHER = BcryptPasswordService(rounds=4)
 _numbers = itertools.count(1)
 

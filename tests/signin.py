@@ -4,7 +4,8 @@ The sign-in is three forms: the identity number (``login-form``), the
 security image confirmed (``image-form``), the password (``password-form``).
 ``to_image_page`` and ``to_password_page`` stop part-way for tests of one
 step; ``sign_in`` goes all the way and returns the last response.
-``bcrypt_calls`` records what a sign-in costs (OPS-06).
+``shown`` and ``message`` read the pages; ``bcrypt_calls`` records what a
+sign-in costs (OPS-06).
 """
 
 from __future__ import annotations
@@ -73,6 +74,19 @@ def sign_in(
     if status is None:
         return form.submit(expect_errors=True)
     return form.submit(status=status)
+
+
+def shown(page) -> tuple[str, str]:
+    """The security image (its name) and phrase the image page shows."""
+    image = page.html.select_one("#security-image img")["src"]
+    phrase = page.html.select_one("#security-phrase").get_text()
+    return image.rsplit("/", 1)[-1].removesuffix(".svg"), phrase
+
+
+def message(page) -> str:
+    """The sign-in page's message block, as one line ("" when none)."""
+    block = page.html.select_one("#login-message")
+    return block.get_text(" ", strip=True) if block else ""
 
 
 def bcrypt_calls(monkeypatch) -> list[str]:

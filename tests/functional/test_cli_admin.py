@@ -23,7 +23,6 @@ from idp.db import utcnow
 from idp.models import IdpSession, OneTimeToken, User
 from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, make_app
 from tests.cli import (
-    NEW_PASSWORD,
     NUMBER,
     add_user,
     admin,
@@ -34,7 +33,7 @@ from tests.cli import (
     text_of,
     user_row,
 )
-from tests.factories import events
+from tests.factories import NEW_PASSWORD, events
 
 # Every command configures the app's services and database.
 pytestmark = pytest.mark.slow

@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 from idp.models import AuditEvent
 from idp.services.security_image import decoy
 from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, make_app
-from tests.cli import NEW_PASSWORD, NUMBER, add_user, delivered, text_of, user_row
+from tests.cli import NUMBER, add_user, delivered, text_of, user_row
+from tests.factories import NEW_PASSWORD
 
 pytestmark = pytest.mark.slow
 

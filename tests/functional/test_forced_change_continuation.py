@@ -17,10 +17,8 @@ from urllib.parse import parse_qs, quote_plus, urlsplit
 import pytest
 
 from idp.db import utcnow
-from tests.factories import make_user
+from tests.factories import NEW_PASSWORD, make_user
 from tests.signin import sign_in
-
-NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
 
 OFF_SITE = [
     "https://evil.example/",

@@ -25,9 +25,8 @@ from idp.forms.register import CATEGORIES, NEEDS_INSTITUTION
 from idp.services.security_image import decoy
 from tests.app import browser, make_app
 from tests.factories import PASSWORD, display, make_user
-from tests.functional.test_login import shown
 from tests.registration import fill, open_form
-from tests.signin import to_password_page
+from tests.signin import shown, to_password_page
 
 ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 UNKNOWN = "900101-14-5678"

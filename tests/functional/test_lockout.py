@@ -22,11 +22,10 @@ from idp.services.ratelimit import REGISTRY_LIMITS, DatabaseRateLimiter
 from idp.services.signin import Outcome, SignInService
 from idp.services.users import UserService
 from tests.app import browser, captcha_answer, make_app
-from tests.factories import HASHER, PASSWORD, display, make_user
-from tests.functional.test_login import message
-from tests.signin import bcrypt_calls, sign_in
+from tests.factories import HASHER, NEW_PASSWORD, PASSWORD, display, make_user
+from tests.password_reset import choose, link_for, open_link, verify
+from tests.signin import bcrypt_calls, message, sign_in
 
-NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
 STRANGER = "198.51.100.66"
 OWNER = "203.0.113.5"
 # The issue's attack (21 failures in 31 minutes made the third lock of the
@@ -122,8 +121,6 @@ def test_auth_29_a_reset_by_email_works_during_the_lock_and_ends_it(
     app, tm, dbsession, mailbox
 ):
     """AUTH-29: the locked owner resets by email at once and signs in."""
-    from tests.functional.test_reset import choose, link_for, open_link, verify
-
     user = make_user(dbsession, locale="en")
     stranger_attack(app, dbsession, user)
     owner = browser(app, tm, dbsession, OWNER)

@@ -14,21 +14,15 @@ from idp.i18n import LOCALES
 from idp.models import IdpSession, OutboxMessage
 from idp.services.security_image import decoy
 from tests.app import browser, captcha_answer, make_app
-from tests.factories import PASSWORD, count, display, events, make_user
-from tests.signin import bcrypt_calls, sign_in, to_image_page, to_password_page
-
-NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
-
-
-def shown(page) -> tuple[str, str]:
-    image = page.html.select_one("#security-image img")["src"]
-    phrase = page.html.select_one("#security-phrase").get_text()
-    return image.rsplit("/", 1)[-1].removesuffix(".svg"), phrase
-
-
-def message(page) -> str:
-    block = page.html.select_one("#login-message")
-    return block.get_text(" ", strip=True) if block else ""
+from tests.factories import NEW_PASSWORD, PASSWORD, count, display, events, make_user
+from tests.signin import (
+    bcrypt_calls,
+    message,
+    shown,
+    sign_in,
+    to_image_page,
+    to_password_page,
+)
 
 
 @pytest.mark.parametrize("lang", LOCALES)

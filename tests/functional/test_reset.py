@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
-from urllib.parse import urlsplit
 
 import pytest
 import webtest
@@ -28,16 +26,24 @@ from idp.services.tokens import RESET_LIFETIME
 from idp.services.users import UserService
 from idp.sessions import hash_token
 from tests.app import TEST_BASE_URL, captcha_answer, environ, make_app
-from tests.factories import count, events
+from tests.factories import NEW_PASSWORD, count, events
+from tests.password_reset import (
+    LINK,
+    ask,
+    choose,
+    link_for,
+    open_link,
+    reset,
+    reset_links,
+    verify,
+)
 
 LOCALE_DIRS = [str(__import__("idp").__path__[0] + "/locale")]
 HASHER = BcryptPasswordService(rounds=4)
 OLD_PASSWORD = "kopi o kosong tanpa gula"
-NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
 AISYAH = {"identifier": "080512145678", "email": "aisyah.ahmad@example.com.my"}
 BADRUL = {"identifier": "070303105511", "email": "badrul.hisham@example.com.my"}
 SENT = "If this email is registered, a link has been sent to it."
-LINK = re.compile(r"https://\S+/password/reset/[A-Za-z0-9_-]+")
 
 
 def translated(message, locale: str) -> str:
@@ -102,56 +108,6 @@ def field_errors(page, name: str) -> list[str]:
         li.get_text(strip=True)
         for li in page.html.select(f"#{name}-field ul.field-errors li")
     ]
-
-
-def ask(testapp, email: str, lang: str = "en"):
-    """Fill and submit the "Forgot password" form; return the response."""
-    form = testapp.get(f"/password/forgot?lang={lang}").forms["reset-request-form"]
-    form["email"] = email
-    return form.submit(expect_errors=True)
-
-
-def reset_links(mailbox, email: str) -> list[str]:
-    """The reset links mailed to ``email``, oldest first."""
-    bodies = [message.get_body(("plain",)).get_content() for message in mailbox(email)]
-    return [found[0] for found in map(LINK.search, bodies) if found]
-
-
-def link_for(testapp, mailbox, email: str) -> str:
-    """Ask for a link and return the newest one the mailbox got."""
-    assert ask(testapp, email).status_int == 303
-    return reset_links(mailbox, email)[-1]
-
-
-def open_link(testapp, link: str, **kw):
-    return testapp.get(urlsplit(link).path, **kw)
-
-
-def verify(testapp, email: str, number: str, country: str | None = None):
-    form = testapp.get("/password/reset").forms["reset-verify-form"]
-    form["email"] = email
-    form["identifier"] = number
-    if country:
-        form["country"].force_value(country)
-    return form.submit(expect_errors=True)
-
-
-def choose(testapp, password: str = NEW_PASSWORD, again: str | None = None):
-    form = testapp.get("/password/reset/new").forms["reset-new-form"]
-    form["password"] = password
-    form["password_confirm"] = password if again is None else again
-    return form.submit(expect_errors=True)
-
-
-def reset(testapp, mailbox, user_values: dict, password: str = NEW_PASSWORD):
-    """The whole flow for one user; return the last response."""
-    link = link_for(testapp, mailbox, user_values["email"])
-    assert open_link(testapp, link).status_int == 303
-    assert (
-        verify(testapp, user_values["email"], user_values["identifier"]).status_int
-        == 303
-    )
-    return choose(testapp, password)
 
 
 def is_link_error(page) -> bool:

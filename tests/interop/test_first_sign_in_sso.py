@@ -34,7 +34,8 @@ from idp.i18n import COOKIE_NAME
 from idp.models import AuditEvent, PendingSamlRequest, ServiceProvider, User
 from tests import registration
 from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, make_app
-from tests.cli import NEW_PASSWORD, NUMBER, add_user, delivered, ok
+from tests.cli import NUMBER, add_user, delivered, ok
+from tests.factories import NEW_PASSWORD
 from tests.interop.browser import Browser, query_of
 from tests.interop.sps import NO_PASSIVE, SUCCESS, OneLoginSP, Pysaml2SP
 
