@@ -26,7 +26,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from idp.models import User
+from idp.models import ServiceProvider, User
 from tests.app import DEVELOPMENT_INI
 
 IDP_ADMIN = Path(sys.executable).parent / "idp-admin"
@@ -135,3 +135,19 @@ def delivered(ini, tmp_path) -> list:
 
 def text_of(message) -> str:
     return message.get_body(preferencelist=("plain",)).get_content()
+
+
+def assert_refused(result, message: str) -> None:
+    """A command refused in one line on stderr naming ``message``, exit 1."""
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.startswith("idp-admin: "), result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def rows(engine) -> dict[str, ServiceProvider]:
+    """The registered SPs in the scratch database, by entity ID."""
+    with Session(engine, expire_on_commit=False) as session:
+        sps = session.scalars(select(ServiceProvider)).all()
+        return {sp.entity_id: sp for sp in sps}

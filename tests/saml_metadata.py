@@ -3,7 +3,9 @@
 ``make_sp_metadata`` turns an ``SPConfig`` into an ``EntityDescriptor`` with
 pysaml2 itself, so the metadata the tests register is what a real SP sends;
 its options add what the SAML tests vary (signed requests, an encryption key
-and its algorithms, NameID formats, validUntil, endpoints).
+and its algorithms, NameID formats, validUntil, endpoints). ``padded``,
+``metadata_with`` and ``deeply_nested`` alter it for the size, endpoint and
+depth checks.
 """
 
 from __future__ import annotations
@@ -127,3 +129,23 @@ def padded(data: bytes, size: int) -> bytes:
     """``data`` followed by a comment that brings it to exactly ``size`` bytes."""
     filler = size - len(data) - len(b"\n<!---->")
     return data + b"\n<!--" + b"x" * filler + b"-->"
+
+
+def metadata_with(acs: str | None, slo: str | None) -> bytes:
+    """make_sp_metadata() with one endpoint set verbatim (lxml escapes it)."""
+    root = etree.fromstring(make_sp_metadata())
+    descriptor = root.find(f"{{{MD}}}SPSSODescriptor")
+    for tag, value in (("AssertionConsumerService", acs), ("SingleLogoutService", slo)):
+        if value is not None:
+            descriptor.find(f"{{{MD}}}{tag}").set("Location", value)
+    return etree.tostring(root)
+
+
+def deeply_nested(depth: int) -> bytes:
+    """make_sp_metadata() with ``depth`` nested elements in md:Extensions."""
+    text = make_sp_metadata().decode()
+    opening = text.index(">", text.index("<md:EntityDescriptor")) + 1
+    nest = "<x:n xmlns:x='urn:example:nest'>" + "<x:n>" * (depth - 1)
+    nest += "</x:n>" * depth
+    extensions = f"<md:Extensions>{nest}</md:Extensions>"
+    return (text[:opening] + extensions + text[opening:]).encode()

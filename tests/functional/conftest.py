@@ -1,6 +1,7 @@
 """An SSO-ready world for the SAML tests (module, role, an SP that signs its
-requests or not, a user), and the app built with some settings changed
-(``app_with``, ``testapp_with``).
+requests or not, a user), the app built with some settings changed
+(``app_with``, ``testapp_with``), and the ``idp-admin sp`` tests' scratch
+``database``.
 
 A test file may define a fixture of the same name to change it.
 """
@@ -10,10 +11,13 @@ from __future__ import annotations
 import pytest
 import webtest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from idp.db import make_engine
 from idp.models import Module, Role
 from idp.saml.registry import import_sp
 from tests.app import environ, make_app
+from tests.cli import run
 from tests.factories import make_user
 from tests.saml_metadata import RELEASED, make_sp_metadata
 
@@ -82,3 +86,15 @@ def testapp_with(app_with, tm, dbsession):
         )
 
     return build
+
+
+@pytest.fixture
+def database(ini, tmp_path):
+    """The scratch database at head, with one module, ``emis``."""
+    result = run(ini, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    engine = make_engine({"sqlalchemy.url": f"sqlite:///{tmp_path / 'idp.sqlite'}"})
+    with Session(engine) as session, session.begin():
+        session.add(Module(code="emis", display_name_ms="EMIS", display_name_en="EMIS"))
+    yield engine
+    engine.dispose()

@@ -8,42 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from idp.db import make_engine
-from idp.models import Module, ServiceProvider
-from tests.cli import run
-from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
+from tests.cli import assert_refused, rows, run
+from tests.saml_metadata import (
+    SP_ENTITY_ID,
+    deeply_nested,
+    make_sp_metadata,
+    metadata_with,
+)
 
 OTHER_SP = "https://other.example.org/sp"
-
-
-@pytest.fixture
-def database(ini, tmp_path):
-    """The scratch database at head, with one module, ``emis``."""
-    result = run(ini, "db", "upgrade")
-    assert result.returncode == 0, result.stderr
-    engine = make_engine({"sqlalchemy.url": f"sqlite:///{tmp_path / 'idp.sqlite'}"})
-    with Session(engine) as session, session.begin():
-        session.add(Module(code="emis", display_name_ms="EMIS", display_name_en="EMIS"))
-    yield engine
-    engine.dispose()
-
-
-def rows(engine) -> dict[str, ServiceProvider]:
-    with Session(engine, expire_on_commit=False) as session:
-        sps = session.scalars(select(ServiceProvider)).all()
-        return {sp.entity_id: sp for sp in sps}
-
-
-def assert_refused(result, message: str) -> None:
-    assert result.returncode == 1, result.stdout
-    assert result.stderr.startswith("idp-admin: "), result.stderr
-    assert message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in result.stderr
 
 
 def test_import_list_show_disable_enable_remove(ini, database, tmp_path):
@@ -200,8 +173,6 @@ def test_saml_30_replacing_keys_or_endpoints_needs_replace(ini, database, tmp_pa
 
 def test_saml_36_import_names_the_hostile_url_and_why(ini, database, tmp_path):
     """SAML-36: the operator sees which endpoint and which rule, on one line."""
-    from tests.functional.test_sp_trust import metadata_with
-
     hostile = tmp_path / "hostile.xml"
     hostile.write_bytes(metadata_with("http://evil.example\\@127.0.0.1/acs", None))
     assert_refused(
@@ -257,8 +228,6 @@ def test_saml_39_import_refuses_what_the_saml_server_cannot_load(
     tmp_path,
 ):
     """SAML-39: not "registered" and then missing: refused, the reason named."""
-    from tests.functional.test_sp_trust import deeply_nested
-
     deep = tmp_path / "deep.xml"
     deep.write_bytes(deeply_nested(200_000))
     assert_refused(run(ini, "sp", "import", deep), "nests elements more than 64 deep")

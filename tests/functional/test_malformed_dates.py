@@ -17,8 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from idp.models import PendingSamlRequest, SeenRequestId, ServiceProvider
-from tests.cli import run
-from tests.functional.test_cli_sp import assert_refused, database  # noqa: F401
+from tests.cli import assert_refused, run
 from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
 from tests.saml_requests import (
     SLO_POST,
@@ -145,7 +144,7 @@ def test_ops_09_issue_instant_that_is_not_an_xs_datetime_is_refused(
 @pytest.mark.parametrize("when", sorted(OUT_OF_RANGE))
 def test_ops_09_metadata_valid_until_beyond_the_calendar_is_one_cli_line(
     ini,
-    database,  # noqa: F811
+    database,
     tmp_path,
     when,
 ):

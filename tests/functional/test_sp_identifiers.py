@@ -7,8 +7,7 @@ from saml2.saml import NAMEID_FORMAT_EMAILADDRESS as EMAIL
 from saml2.saml import NAMEID_FORMAT_PERSISTENT as PERSISTENT
 
 from idp.saml.registry import MetadataError, import_sp, parse_sp_metadata, set_policy
-from tests.cli import run
-from tests.functional.test_cli_sp import assert_refused, database, rows  # noqa: F401
+from tests.cli import assert_refused, rows, run
 from tests.functional.test_sso_responses import (
     INVALID_NAMEID_POLICY,
     assert_error_response,
@@ -59,7 +58,7 @@ def test_absolute_entity_ids_are_accepted(entity_id):
     assert parse_sp_metadata(data).entity_id == entity_id
 
 
-def test_cli_refuses_a_relative_entity_id_in_one_line(ini, database, tmp_path):  # noqa: F811
+def test_cli_refuses_a_relative_entity_id_in_one_line(ini, database, tmp_path):
     relative = tmp_path / "relative.xml"
     relative.write_bytes(make_sp_metadata("emis-sp", acs=ACS, slo=SLO))
     assert_refused(
@@ -75,7 +74,7 @@ def test_cli_refuses_a_relative_entity_id_in_one_line(ini, database, tmp_path): 
 
 def test_cli_policy_refuses_email_name_id_unless_mail_is_released(
     ini,
-    database,  # noqa: F811
+    database,
     tmp_path,
 ):
     metadata = tmp_path / "sp.xml"
