@@ -4,8 +4,8 @@
 pysaml2 itself, so the metadata the tests register is what a real SP sends;
 its options add what the SAML tests vary (signed requests, an encryption key
 and its algorithms, NameID formats, validUntil, endpoints). ``padded``,
-``metadata_with`` and ``deeply_nested`` alter it for the size, endpoint and
-depth checks.
+``metadata_with``, ``deeply_nested`` and ``with_encryption_methods`` alter
+it for the size, endpoint, depth and encryption checks.
 """
 
 from __future__ import annotations
@@ -26,6 +26,19 @@ from idp.saml.keys import make_pem_pair, write_private_key
 MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 DS = "http://www.w3.org/2000/09/xmldsig#"
 SP_ENTITY_ID = "https://sp.example.org/sp"
+# Encryption algorithms an SP's metadata may list (XML Encryption 1.0, 1.1).
+XENC = "http://www.w3.org/2001/04/xmlenc#"
+XENC11 = "http://www.w3.org/2009/xmlenc11#"
+AES256_GCM = XENC11 + "aes256-gcm"
+AES128_GCM = XENC11 + "aes128-gcm"
+AES256_CBC = XENC + "aes256-cbc"
+AES128_CBC = XENC + "aes128-cbc"
+TRIPLEDES = XENC + "tripledes-cbc"
+RSA_OAEP_MGF1P = XENC + "rsa-oaep-mgf1p"
+RSA_OAEP_11 = XENC11 + "rsa-oaep"
+SHA1 = DS + "sha1"
+SHA256 = XENC + "sha256"
+SHA512 = XENC + "sha512"
 # What the SAML tests' registered SPs release (their policy after import).
 RELEASED = ["uid", "displayName", "mail", "isMemberOf"]
 
@@ -149,3 +162,16 @@ def deeply_nested(depth: int) -> bytes:
     nest += "</x:n>" * depth
     extensions = f"<md:Extensions>{nest}</md:Extensions>"
     return (text[:opening] + extensions + text[opening:]).encode()
+
+
+def with_encryption_methods(data: bytes, methods) -> bytes:
+    """``data`` with ``methods`` (alg, digest) listed under its encryption key."""
+    root = etree.fromstring(data)
+    [key] = [
+        k for k in root.iter(f"{{{MD}}}KeyDescriptor") if k.get("use") == "encryption"
+    ]
+    for algorithm, digest in methods:
+        method = etree.SubElement(key, f"{{{MD}}}EncryptionMethod", Algorithm=algorithm)
+        if digest:
+            etree.SubElement(method, f"{{{DS}}}DigestMethod", Algorithm=digest)
+    return etree.tostring(root)
