@@ -78,6 +78,7 @@ def admin(*args) -> subprocess.CompletedProcess:
 
 
 def ok(*args) -> str:
+    """What a command that must succeed printed."""
     result = admin(*args)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -93,6 +94,7 @@ def fails(*args) -> str:
 
 
 def add_user(ini, *extra, number=NUMBER, email="ali@example.com.my"):
+    """``user add`` for Ali bin Abu, an educator; ``extra`` options appended."""
     return admin(
         ini,
         "user",
@@ -113,12 +115,14 @@ def add_user(ini, *extra, number=NUMBER, email="ali@example.com.my"):
 
 
 def printed_password(stdout: str) -> str:
+    """The temporary password ``user add --print-password`` printed."""
     match = re.search(r"^temporary password: (\S+)$", stdout, re.M)
     assert match, stdout
     return match.group(1)
 
 
 def user_row(engine, number: str = "900101145678") -> User:
+    """The user with identity ``number`` (normalised), detached from its session."""
     with Session(engine) as session:
         user = session.scalars(select(User).where(User.identifier == number)).one()
         session.expunge(user)
@@ -126,6 +130,7 @@ def user_row(engine, number: str = "900101145678") -> User:
 
 
 def delivered(ini, tmp_path) -> list:
+    """``mail deliver``, then every message written under ``tmp_path``/mail."""
     ok(ini, "mail", "deliver")
     return [
         message_from_bytes(path.read_bytes(), policy=policy.SMTP)
@@ -134,6 +139,7 @@ def delivered(ini, tmp_path) -> list:
 
 
 def text_of(message) -> str:
+    """The plain-text body of an email message."""
     return message.get_body(preferencelist=("plain",)).get_content()
 
 
