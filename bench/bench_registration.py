@@ -42,7 +42,7 @@ from idp.db import make_engine  # noqa: E402
 from idp.migrations import alembic_config  # noqa: E402
 from idp.saml import keys as keystore  # noqa: E402
 from idp.services.captcha import ImageCaptcha  # noqa: E402
-from tests.conftest import base_settings  # noqa: E402
+from tests.app import base_settings  # noqa: E402
 
 HOST = "idp.bench"
 

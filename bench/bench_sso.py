@@ -94,9 +94,9 @@ from idp.saml import keys as keystore  # noqa: E402
 from idp.saml.registry import import_sp  # noqa: E402
 from idp.services.passwords import BcryptPasswordService  # noqa: E402
 from idp.settings import OPTIONS  # noqa: E402
-from tests.conftest import TEST_HOST, base_settings  # noqa: E402
+from tests.app import TEST_HOST, base_settings  # noqa: E402
+from tests.saml_metadata import make_sp_metadata  # noqa: E402
 from tests.saml_requests import authn_request, redirect_query  # noqa: E402
-from tests.unit.saml.test_registry import make_sp_metadata  # noqa: E402
 
 # The production default (idp/settings.py), not the test suite's 2048.
 KEY_SIZE = OPTIONS["idp.key_size"].default

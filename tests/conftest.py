@@ -20,42 +20,17 @@ from pathlib import Path
 import pytest
 import transaction
 import webtest
-from pyramid.paster import get_appsettings
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from idp.config import configure
 from idp.db import make_engine
 from idp.saml import keys as keystore
+from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, environ, make_app
+from tests.cli import ok, scratch_ini
 
-ROOT = Path(__file__).resolve().parent.parent
-DEVELOPMENT_INI = ROOT / "development.ini"
-TEST_HOST = "idp.test"
-TEST_BASE_URL = f"https://{TEST_HOST}"
 POSTGRESQL_ENV = "IDP_TEST_POSTGRESQL_URL"
 REQUIRE_POSTGRESQL_ENV = "IDP_TEST_REQUIRE_POSTGRESQL"
-
-
-def base_settings(tmp: Path) -> dict:
-    """development.ini (so the shipped ini stays tested) plus test overrides."""
-    settings = dict(get_appsettings(str(DEVELOPMENT_INI), name="main"))
-    settings.update(
-        {
-            "idp.base_url": TEST_BASE_URL,
-            "idp.allowed_hosts": "",
-            "idp.bcrypt_rounds": "4",
-            "idp.certs_dir": str(tmp / "certs"),
-            "idp.metadata_dir": str(tmp / "metadata"),
-            "idp.auto_create_keys": "false",
-            "idp.key_size": "2048",
-            "captcha.enabled": "false",
-            "mail.backend": "idp.services.delivery.MemorySender",
-            "mail.deliver_in_process": "false",
-            "pyramid.reload_templates": "false",
-        }
-    )
-    return settings
 
 
 @pytest.fixture(scope="session")
@@ -132,14 +107,6 @@ def db_engine(db_url):
     engine.dispose()
 
 
-def make_app(settings: dict, engine, *includes: str):
-    config = configure({**settings, "idp.dbengine": engine})
-    for include in includes:
-        config.include(include)
-    config.commit()
-    return config.make_wsgi_app()
-
-
 @pytest.fixture(scope="session")
 def app(settings, db_engine):
     """The real app, plus a few probe views the tests need (tests/probe.py)."""
@@ -171,19 +138,6 @@ def dbsession(db_engine, tm):
     session.close()
     outer.rollback()
     connection.close()
-
-
-def environ(tm, dbsession, **extra) -> dict:
-    return {
-        "HTTP_HOST": TEST_HOST,
-        "HTTP_ORIGIN": TEST_BASE_URL,
-        "wsgi.url_scheme": "https",
-        "tm.active": True,
-        "tm.manager": tm,
-        "idp.dbsession": dbsession,
-        "REMOTE_ADDR": "192.0.2.10",
-        **extra,
-    }
 
 
 @pytest.fixture
@@ -263,3 +217,24 @@ def mailbox(app, dbsession):
         ]
 
     return read
+
+
+@pytest.fixture
+def ini(tmp_path) -> Path:
+    """A scratch development.ini for ``idp-admin`` (tests/cli.py)."""
+    return scratch_ini(tmp_path)
+
+
+@pytest.fixture
+def db(ini) -> Path:
+    """The scratch ini, its database upgraded."""
+    ok(ini, "db", "upgrade")
+    return ini
+
+
+@pytest.fixture
+def engine(db, tmp_path):
+    """An engine on the scratch database, to read what the commands wrote."""
+    engine = make_engine({"sqlalchemy.url": f"sqlite:///{tmp_path / 'idp.sqlite'}"})
+    yield engine
+    engine.dispose()

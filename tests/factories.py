@@ -1,13 +1,22 @@
-"""Users made directly in the database, for tests that start past registration."""
+"""Rows made directly in the database, and read back.
+
+Users, modules and roles for tests that start past registration; ``count``
+and ``events`` for what a request or a command wrote.
+"""
 
 from __future__ import annotations
 
 import itertools
 
-from idp.models import User
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from idp.models import AuditEvent, User
 from idp.services.passwords import BcryptPasswordService
 
 PASSWORD = "kopi o kosong tanpa gula"
+# What the tests change a password to (a forced change, a reset, the CLI).
+NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
 HASHER = BcryptPasswordService(rounds=4)
 _numbers = itertools.count(1)
 
@@ -60,3 +69,24 @@ def make_role(dbsession, name: str, *modules):
     dbsession.add(role)
     dbsession.flush()
     return role
+
+
+def count(db, model, *where) -> int:
+    """How many rows of ``model`` match ``where`` (all without it).
+
+    ``db`` is a session (its pending rows are flushed first: autoflush) or a
+    connection.
+    """
+    return db.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def events(db, name: str) -> list[AuditEvent]:
+    """The audit events called ``name``, oldest first.
+
+    ``db`` is the test's session, or an engine for what a command committed.
+    """
+    query = select(AuditEvent).where(AuditEvent.event == name).order_by(AuditEvent.id)
+    if isinstance(db, Session):
+        return list(db.scalars(query))
+    with Session(db) as session:
+        return list(session.scalars(query))

@@ -51,7 +51,8 @@ from sqlalchemy.orm import Session
 from idp.models import Module, Role
 from idp.saml.registry import import_sp
 from tests.factories import PASSWORD, make_user
-from tests.saml_pages import response_of, sign_in
+from tests.saml_metadata import make_sp_metadata, sp_key_files
+from tests.saml_pages import response_of
 from tests.saml_requests import (
     RSA_SHA1,
     RSA_SHA256,
@@ -61,7 +62,7 @@ from tests.saml_requests import (
     sign_xml,
 )
 from tests.served import WireProxy, exchange, serve
-from tests.unit.saml.test_registry import make_sp_metadata, sp_key_files
+from tests.signin import sign_in
 
 HOST = "idp.test"
 BASE = f"https://{HOST}"
@@ -354,7 +355,8 @@ def build_world(folder: Path):
     from idp.config import configure
     from idp.db import make_engine
     from idp.saml import keys as keystore
-    from tests.conftest import base_settings, upgrade
+    from tests.app import base_settings
+    from tests.conftest import upgrade
 
     url = f"sqlite:///{folder / 'fuzz.sqlite'}"
     engine = make_engine({"sqlalchemy.url": url})

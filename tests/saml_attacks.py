@@ -29,7 +29,8 @@ in place.  Copies made by the shapes are unsigned: their direct
 ``new_id`` (default ``"_evil_" + the original ID``).
 
 ``ALL`` maps the SECURITY.md IDs to the shape functions, ``SHAPES`` the
-XSW names; :func:`attacked_post_fields` builds HTTP-POST binding fields.
+XSW names, ``XSW_CASES`` the IDs as test parameters;
+:func:`attacked_post_fields` builds HTTP-POST binding fields.
 
 **Other signature attacks** (SAML-09/10/12/13/15): :func:`strip_signature`,
 :func:`sign` (the root re-signed with any key, algorithms, transforms and
@@ -53,8 +54,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import xmlsec
 from lxml import etree
+
+from tests.saml_metadata import write_key_pair
 
 __all__ = [
     "ALL",
@@ -78,6 +82,7 @@ __all__ = [
     "XSLT",
     "XSLT_BENIGN",
     "XSLT_BOMB",
+    "XSW_CASES",
     "Mutator",
     "add_doctype",
     "add_payload",
@@ -568,6 +573,28 @@ ALL: dict[str, Shape] = {
 }
 SHAPES: dict[str, Shape] = {f"XSW{n}": ALL[f"SAML-0{n}"] for n in range(1, 9)}
 
+# The eight shapes as the ``shape`` parameter of a test, each case named by
+# its catalogue ID (``test_...[saml_01]``). A literal list on purpose:
+# tests/unit/test_security_catalog.py reads these ids from the source.
+XSW_CASES = [
+    # XSW1: root re-IDed, the original inside its Signature.
+    pytest.param("SAML-01", id="saml_01"),
+    # XSW2: root re-IDed, the original before its Signature.
+    pytest.param("SAML-02", id="saml_02"),
+    # XSW3: an altered copy first, the signed original inside.
+    pytest.param("SAML-03", id="saml_03"),
+    # XSW4: an altered copy wraps the signed original.
+    pytest.param("SAML-04", id="saml_04"),
+    # XSW5: the signed root altered, the original appended.
+    pytest.param("SAML-05", id="saml_05"),
+    # XSW6: the signed root altered, the original in KeyInfo.
+    pytest.param("SAML-06", id="saml_06"),
+    # XSW7: a same-ID altered copy in Extensions.
+    pytest.param("SAML-07", id="saml_07"),
+    # XSW8: altered in place, the original in a ds:Object.
+    pytest.param("SAML-08", id="saml_08"),
+]
+
 _RESPONSE_TAGS = {
     "Response",
     "LogoutResponse",
@@ -1000,21 +1027,6 @@ def set_payload_markup(xml: bytes, markup: str) -> bytes:
 
 # --------------------------------------------------------------------------
 # Signed fixtures from pysaml2's own SP client
-
-
-def write_key_pair(
-    directory: str | Path, name: str, *, key_size: int = 2048
-) -> tuple[str, str]:
-    """A fresh RSA key (0600) and self-signed certificate, PEM files named
-    ``<name>.key`` / ``<name>.crt`` in ``directory``: (key_file, cert_file)."""
-    from idp.saml.keys import make_pem_pair, write_private_key
-
-    key_pem, cert_pem = make_pem_pair(f"{name}.example.org", key_size=key_size)
-    key_file = Path(directory) / f"{name}.key"
-    cert_file = Path(directory) / f"{name}.crt"
-    write_private_key(key_file, key_pem)
-    cert_file.write_bytes(cert_pem)
-    return str(key_file), str(cert_file)
 
 
 def make_sp_client(

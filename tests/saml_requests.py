@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from lxml import etree
 
-from tests.unit.saml.test_registry import SP_ENTITY_ID, sp_key_files
+from tests.saml_metadata import SP_ENTITY_ID, sp_key_files
 
 IDP = "https://idp.test"
 SSO_REDIRECT = f"{IDP}/saml/sso/redirect"

@@ -1,4 +1,7 @@
-"""An SSO-ready world for the SAML tests: module, role, SP, user.
+"""An SSO-ready world for the SAML tests (module, role, an SP that signs its
+requests or not, a user), the app built with some settings changed
+(``app_with``, ``testapp_with``), and the ``idp-admin sp`` tests' scratch
+``database``.
 
 A test file may define a fixture of the same name to change it.
 """
@@ -6,12 +9,17 @@ A test file may define a fixture of the same name to change it.
 from __future__ import annotations
 
 import pytest
+import webtest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from idp.db import make_engine
 from idp.models import Module, Role
 from idp.saml.registry import import_sp
+from tests.app import environ, make_app
+from tests.cli import run
 from tests.factories import make_user
-from tests.unit.saml.test_registry import make_sp_metadata
+from tests.saml_metadata import RELEASED, make_sp_metadata
 
 
 @pytest.fixture
@@ -29,7 +37,18 @@ def module(dbsession):
 def sp(dbsession, module):
     """The SP of make_sp_metadata(), in module emis, releasing four attributes."""
     sp = import_sp(dbsession, make_sp_metadata(), module_code="emis")
-    sp.attributes_released = ["uid", "displayName", "mail", "isMemberOf"]
+    sp.attributes_released = list(RELEASED)
+    dbsession.flush()
+    return sp
+
+
+@pytest.fixture
+def signed_sp(dbsession, module):
+    """The same SP, but its metadata sets AuthnRequestsSigned."""
+    sp = import_sp(
+        dbsession, make_sp_metadata(signed_requests=True), module_code="emis"
+    )
+    sp.attributes_released = list(RELEASED)
     dbsession.flush()
     return sp
 
@@ -41,3 +60,41 @@ def user(dbsession, module):
     user.roles.append(dbsession.scalar(select(Role).where(Role.name == "guru")))
     dbsession.flush()
     return user
+
+
+@pytest.fixture(scope="module")
+def app_with(settings, db_engine):
+    """An app built with some settings changed; one per distinct change."""
+    apps = {}
+
+    def build(**overrides):
+        key = tuple(sorted(overrides.items()))
+        if key not in apps:
+            apps[key] = make_app({**settings, **overrides}, db_engine)
+        return apps[key]
+
+    return build
+
+
+@pytest.fixture
+def testapp_with(app_with, tm, dbsession):
+    """``testapp_with(overrides)``: a browser on that app, in the test's transaction."""
+
+    def build(overrides: dict):
+        return webtest.TestApp(
+            app_with(**overrides), extra_environ=environ(tm, dbsession)
+        )
+
+    return build
+
+
+@pytest.fixture
+def database(ini, tmp_path):
+    """The scratch database at head, with one module, ``emis``."""
+    result = run(ini, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    engine = make_engine({"sqlalchemy.url": f"sqlite:///{tmp_path / 'idp.sqlite'}"})
+    with Session(engine) as session, session.begin():
+        session.add(Module(code="emis", display_name_ms="EMIS", display_name_en="EMIS"))
+    yield engine
+    engine.dispose()

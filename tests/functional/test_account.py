@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import pytest
 import webtest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from idp.models import AuditEvent, IdpSession, OutboxMessage, User
-from idp.services.passwords import BcryptPasswordService
 from idp.sessions import COOKIE_NAME
-from tests.conftest import environ
+from tests import factories
+from tests.app import environ
+from tests.factories import count, display, events
+from tests.signin import sign_in
 
 PASSWORD = "a long enough passphrase 1"
 NEW_PASSWORD = "sebuah frasa laluan baharu 7"
@@ -32,28 +34,17 @@ PAGES = [
     "/account/email",
     "/account/sessions",
 ]
-HASHER = BcryptPasswordService(rounds=4)
+A = {
+    "identifier": "080512145678",
+    "full_name": "Nur Aisyah binti Ahmad",
+    "email": "aisyah@example.com.my",
+    "category": "student",
+}
 
 
 def make_user(dbsession, **values) -> User:
-    fields = {
-        "identifier_kind": "mykad",
-        "identifier": "080512145678",
-        "full_name": "Nur Aisyah binti Ahmad",
-        "email": "aisyah@example.com.my",
-        "phone": "+60123456789",
-        "category": "student",
-        "institution": "SK Taman Melati",
-        "locale": "ms",
-        "security_image": "cat",
-        "security_phrase": "Nasi lemak kegemaran saya",
-        "password_hash": HASHER.hash(PASSWORD),
-        **values,
-    }
-    user = User(**fields)
-    dbsession.add(user)
-    dbsession.flush()
-    return user
+    """A (``values`` change who), with this module's PASSWORD."""
+    return factories.make_user(dbsession, password=PASSWORD, **{**A, **values})
 
 
 @pytest.fixture
@@ -87,42 +78,13 @@ def browser(app, tm, dbsession):
     return open_browser
 
 
-def display(user: User) -> str:
-    value = user.identifier
-    return f"{value[:6]}-{value[6:8]}-{value[8:]}"
-
-
-def sign_in(client, user: User, password: str = PASSWORD, start: str = "/login"):
-    """Sign in through the three real steps; return the final 303."""
-    form = client.get(start).forms["login-form"]
-    form["identifier"] = display(user)
-    page = form.submit(status=303).follow()
-    form = page.forms["image-form"]
-    form["confirm"] = True
-    form = form.submit(status=303).follow().forms["password-form"]
-    form["password"] = password
-    return form.submit(status=303)
-
-
 @pytest.fixture
 def signed_in(testapp, user):
     """``testapp`` as A's browser (Firefox on Windows), signed in, in English."""
     testapp.extra_environ["HTTP_USER_AGENT"] = FIREFOX_WINDOWS
     testapp.get("/?lang=en")
-    sign_in(testapp, user)
+    sign_in(testapp, user, PASSWORD, lang=None)
     return testapp
-
-
-def count(dbsession, model, *where) -> int:
-    return dbsession.scalar(select(func.count()).select_from(model).where(*where))
-
-
-def events(dbsession, name: str) -> list[AuditEvent]:
-    return list(
-        dbsession.scalars(
-            select(AuditEvent).where(AuditEvent.event == name).order_by(AuditEvent.id)
-        )
-    )
 
 
 def templates_sent(dbsession, recipient: str) -> list[str]:
@@ -170,7 +132,7 @@ def is_signed_out(client) -> bool:
 )
 def test_every_account_page_in_both_languages(testapp, user, lang, texts):
     testapp.get(f"/?lang={lang}")
-    sign_in(testapp, user)
+    sign_in(testapp, user, PASSWORD, lang=None)
     for path in PAGES:
         response = testapp.get(path)
         assert f'<html lang="{lang}">' in response.text
@@ -201,7 +163,7 @@ def test_anonymous_visitor_is_sent_to_sign_in_and_back(testapp, user, path):
     response = testapp.get(path, status=303)
     assert response.location.endswith(f"/login?next={path.replace('/', '%2F')}")
     # Control: signing in from there lands on the page asked for.
-    landed = sign_in(testapp, user, start=response.location)
+    landed = sign_in(testapp, user, PASSWORD, start=response.location, lang=None)
     assert landed.location.endswith(path)
     assert landed.follow().status_int == 200
 
@@ -256,7 +218,7 @@ def test_web_02_password_change_rotates_session_and_ends_the_others(
     """WEB-02: a password change gives this browser a new session id and signs out
     every other browser; this one stays signed in."""
     phone = browser(HTTP_USER_AGENT=CHROME_ANDROID, REMOTE_ADDR="198.51.100.7")
-    sign_in(phone, user)
+    sign_in(phone, user, PASSWORD, lang=None)
     old_cookie = signed_in.cookies[COOKIE_NAME]
     # Control: before the change, both browsers are signed in.
     assert not is_signed_out(phone)
@@ -281,7 +243,7 @@ def test_web_02_password_change_rotates_session_and_ends_the_others(
         "XXXXXX-XX-5678" in mailbox(user.email)[-1].get_body(("plain",)).get_content()
     )
     # The new password signs in; the old one no longer does.
-    sign_in(browser(), user, password=NEW_PASSWORD)
+    sign_in(browser(), user, password=NEW_PASSWORD, lang=None)
     refused = browser()
     form = refused.get("/login").forms["login-form"]
     form["identifier"] = display(user)
@@ -429,7 +391,7 @@ def test_security_image_and_phrase_follow_the_registration_rules(
 
 def test_sessions_page_lists_sign_ins_and_browsers(signed_in, user, browser):
     phone = browser(HTTP_USER_AGENT=CHROME_ANDROID, REMOTE_ADDR="198.51.100.7")
-    sign_in(phone, user)
+    sign_in(phone, user, PASSWORD, lang=None)
 
     page = signed_in.get("/account/sessions")
 
@@ -475,9 +437,9 @@ def test_sign_out_of_all_sessions_ends_every_session_of_the_user(
     """WEB-11: "sign out of all sessions" ends every session of A, this one too,
     and never B's, whatever id is posted."""
     phone = browser(HTTP_USER_AGENT=CHROME_ANDROID, REMOTE_ADDR="198.51.100.7")
-    sign_in(phone, user)
+    sign_in(phone, user, PASSWORD, lang=None)
     someone_else = browser(REMOTE_ADDR="198.51.100.9")
-    sign_in(someone_else, other)
+    sign_in(someone_else, other, PASSWORD, lang=None)
     form = signed_in.get("/account/sessions").forms["signout-all-form"]
     fields = [*form.submit_fields("action"), ("user_id", str(other.id))]
 

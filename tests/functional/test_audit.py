@@ -7,16 +7,12 @@ concurrent writers still build one linear chain.
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,18 +27,13 @@ from idp.services.audit import (
     chain_hash,
     verify,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
-IDP_ADMIN = Path(sys.executable).parent / "idp-admin"
+from tests.cli import run
+from tests.factories import count
 
 TRIGGERS = {
     "postgresql": {"audit_events_append_only", "audit_events_no_truncate"},
     "sqlite": {"audit_events_no_update", "audit_events_no_delete"},
 }
-
-
-def count(session) -> int:
-    return session.scalar(select(func.count()).select_from(AuditEvent))
 
 
 def triggers(conn) -> set[str]:
@@ -79,7 +70,7 @@ def refused(session, statement) -> None:
 
 @pytest.fixture
 def audit(dbsession) -> AuditLog:
-    assert count(dbsession) == 0, "the audit log should start empty"
+    assert count(dbsession, AuditEvent) == 0, "the audit log should start empty"
     conn = dbsession.connection()
     if conn.dialect.name == "sqlite":
         # As idp.db registers it on every connection (the switch, off), so a
@@ -130,9 +121,9 @@ def test_data_07_maintenance_switch_allows_delete_never_update(audit, dbsession)
         refused(dbsession, update(AuditEvent).values(event="test.changed"))
         dbsession.execute(delete(AuditEvent).where(AuditEvent.event == "test.one"))
 
-    assert count(dbsession) == 1
+    assert count(dbsession, AuditEvent) == 1
     refused(dbsession, delete(AuditEvent))
-    assert count(dbsession) == 1
+    assert count(dbsession, AuditEvent) == 1
 
 
 @pytest.mark.parametrize(
@@ -204,7 +195,7 @@ def test_data_07_sqlite_connection_without_the_switch_cannot_delete(db_engine):
 def committed_audit(db_engine):
     """For tests that commit audit rows: they are deleted afterwards."""
     with db_engine.connect() as conn:
-        assert count(conn) == 0, "committed audit rows left by another test"
+        assert count(conn, AuditEvent) == 0, "committed audit rows left by another test"
     yield db_engine
     with db_engine.begin() as conn, audit_maintenance(conn):
         conn.execute(delete(AuditEvent))
@@ -254,7 +245,7 @@ def test_committing_testapp_teardown_empties_the_audit_log(
     with Session(db_engine) as session, session.begin():
         AuditLog(session).record("test.committed")
     with db_engine.connect() as conn:
-        assert count(conn) == 1
+        assert count(conn, AuditEvent) == 1
 
 
 def test_migration_0003_downgrade_removes_the_guard_and_upgrade_restores_it(
@@ -279,26 +270,6 @@ def test_migration_0003_downgrade_removes_the_guard_and_upgrade_restores_it(
 
 
 # idp-admin audit: a real process on a scratch SQLite database.
-
-
-@pytest.fixture
-def ini(tmp_path) -> Path:
-    text_ = (ROOT / "development.ini").read_text()
-    text_ = text_.replace("%(here)s/var/idp.sqlite", str(tmp_path / "idp.sqlite"))
-    path = tmp_path / "test.ini"
-    path.write_text(text_)
-    return path
-
-
-def run(*args):
-    return subprocess.run(
-        [str(IDP_ADMIN), *map(str, args)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=dict(os.environ),
-        timeout=120,
-    )
 
 
 def test_data_07_cli_verify_and_tail(ini, tmp_path):

@@ -10,35 +10,17 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-import webtest
 from sqlalchemy import func, select
 
 from idp.db import utcnow
 from idp.models import CaptchaChallenge, OutboxMessage, User
-from idp.services.captcha import ImageCaptcha, _token_hash
+from idp.services.captcha import _token_hash
 from idp.services.mail import JOB_PREFIX
-from tests.conftest import environ, make_app
-from tests.factories import PASSWORD, display, make_user
+from tests.app import browser, captcha_answer, make_app
+from tests.factories import PASSWORD, count, display, make_user
 from tests.registration import fill, open_form
 
 FORGOT = "/password/forgot?lang=en"
-
-
-def browser(app, tm, dbsession, address="192.0.2.10"):
-    return webtest.TestApp(
-        app, extra_environ=environ(tm, dbsession, REMOTE_ADDR=address)
-    )
-
-
-def solve(app, token: str) -> str:
-    settings = app.registry.settings
-    return ImageCaptcha(
-        None, settings["idp.hmac_key"], enabled=True, lifetime=60
-    ).answer(token)
-
-
-def count(dbsession, model) -> int:
-    return dbsession.scalar(select(func.count()).select_from(model))
 
 
 def forgot_form(testapp, email: str):
@@ -79,18 +61,18 @@ def test_auth_24_a_challenge_answered_from_another_session_is_refused(
     shown = forgot_form(victim, user.email)
     token = shown["captcha_token"].value
     relayed = with_captcha(
-        forgot_form(attacker, user.email), token, solve(captcha_app, token)
+        forgot_form(attacker, user.email), token, captcha_answer(captcha_app, token)
     )
     page = attacker.post("/password/forgot", relayed, status=400)
     assert captcha_error(page)
     assert sent(dbsession) == 0
     # Refused like a wrong answer: the challenge is used up for its owner too.
-    shown["captcha_answer"] = solve(captcha_app, token)
+    shown["captcha_answer"] = captcha_answer(captcha_app, token)
     shown.submit(status=400)
     assert sent(dbsession) == 0
     # The control: the same form, solved in the session that was shown it.
     own = forgot_form(attacker, user.email)
-    own["captcha_answer"] = solve(captcha_app, own["captcha_token"].value)
+    own["captcha_answer"] = captcha_answer(captcha_app, own["captcha_token"].value)
     assert own.submit(status=303).location.endswith("/password/forgot/sent")
     assert sent(dbsession) == 1
 
@@ -103,13 +85,15 @@ def test_auth_24_a_challenge_answered_on_another_form_is_refused(
     token = client.get(FORGOT).forms["reset-request-form"]["captcha_token"].value
     form = fill(open_form(client, "en"))
     page = client.post(
-        "/register", with_captcha(form, token, solve(captcha_app, token)), status=400
+        "/register",
+        with_captcha(form, token, captcha_answer(captcha_app, token)),
+        status=400,
     )
     assert captcha_error(page)
     assert count(dbsession, User) == 0
     # The control: registration's own challenge, in the same session.
     form = fill(page.forms["register-form"])
-    form["captcha_answer"] = solve(captcha_app, form["captcha_token"].value)
+    form["captcha_answer"] = captcha_answer(captcha_app, form["captcha_token"].value)
     form.submit(status=303)
     assert count(dbsession, User) == 1
 
@@ -146,10 +130,12 @@ def test_auth_24_a_relayed_challenge_is_refused_at_sign_in(
     client = browser(app, tm, dbsession)
     form = password_form(client)
     assert "captcha_answer" in form.fields
-    client.post(form.action, with_captcha(form, token, solve(app, token)), status=400)
+    client.post(
+        form.action, with_captcha(form, token, captcha_answer(app, token)), status=400
+    )
     # The control: the sign-in form's own challenge, solved, signs in.
     form = password_form(client)
-    form["captcha_answer"] = solve(app, form["captcha_token"].value)
+    form["captcha_answer"] = captcha_answer(app, form["captcha_token"].value)
     form.submit(status=303)
 
 

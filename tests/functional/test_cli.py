@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 from lxml import etree
 
+from tests.cli import IDP_ADMIN, run
+
 ROOT = Path(__file__).resolve().parents[2]
-IDP_ADMIN = Path(sys.executable).parent / "idp-admin"
-
-
-@pytest.fixture
-def ini(tmp_path) -> Path:
-    """development.ini pointed at a scratch database and scratch key folder."""
-    text = (ROOT / "development.ini").read_text()
-    text = text.replace("%(here)s/var/idp.sqlite", str(tmp_path / "idp.sqlite"))
-    text = text.replace("%(here)s/certs", str(tmp_path / "certs"))
-    text = text.replace("%(here)s/metadata", str(tmp_path / "metadata"))
-    text = text.replace("%(here)s/var/mail", str(tmp_path / "mail"))
-    text = text.replace("idp.key_size = 3072", "idp.key_size = 2048")
-    path = tmp_path / "test.ini"
-    path.write_text(text)
-    return path
-
-
-def run(*args, env=None):
-    return subprocess.run(
-        [str(IDP_ADMIN), *map(str, args)],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,  # a command that asks gets end of input
-        text=True,
-        check=False,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
 
 
 def test_help_lists_every_command():

@@ -10,141 +10,33 @@ works as a real process.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import io
 import os
 import re
-import subprocess
-from email import message_from_bytes, policy
-from pathlib import Path
 
 import pytest
 import webtest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from idp.db import make_engine, utcnow
-from idp.models import AuditEvent, IdpSession, OneTimeToken, User
-from tests.conftest import TEST_BASE_URL, TEST_HOST, base_settings, make_app
+from idp.db import utcnow
+from idp.models import IdpSession, OneTimeToken, User
+from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, make_app
+from tests.cli import (
+    NUMBER,
+    add_user,
+    admin,
+    delivered,
+    fails,
+    ok,
+    printed_password,
+    text_of,
+    user_row,
+)
+from tests.factories import NEW_PASSWORD, events
 
 # Every command configures the app's services and database.
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-
-NUMBER = "900101-14-5678"
-NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
-
-
-def run(*args):
-    """Run ``idp-admin ARGS``; its exit status and what it printed."""
-    from idp import cli
-
-    argv = [str(arg) for arg in args]
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    result = subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-def ok(*args) -> str:
-    result = run(*args)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def fails(*args) -> str:
-    """The one-line error of a command that must fail."""
-    result = run(*args)
-    assert result.returncode != 0, result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines, "no error message"
-    return lines[-1]
-
-
-@pytest.fixture
-def ini(tmp_path) -> Path:
-    """development.ini pointed at scratch folders, as in test_cli.py."""
-    text = (ROOT / "development.ini").read_text()
-    text = text.replace("%(here)s/var/idp.sqlite", str(tmp_path / "idp.sqlite"))
-    text = text.replace("%(here)s/certs", str(tmp_path / "certs"))
-    text = text.replace("%(here)s/metadata", str(tmp_path / "metadata"))
-    text = text.replace("%(here)s/var/mail", str(tmp_path / "mail"))
-    text = text.replace("idp.key_size = 3072", "idp.key_size = 2048")
-    text = text.replace("idp.bcrypt_rounds = 12", "idp.bcrypt_rounds = 4")
-    path = tmp_path / "test.ini"
-    path.write_text(text)
-    return path
-
-
-@pytest.fixture
-def db(ini) -> Path:
-    """The scratch ini, its database upgraded."""
-    ok(ini, "db", "upgrade")
-    return ini
-
-
-@pytest.fixture
-def engine(db, tmp_path):
-    engine = make_engine({"sqlalchemy.url": f"sqlite:///{tmp_path / 'idp.sqlite'}"})
-    yield engine
-    engine.dispose()
-
-
-def add_user(ini, *extra, number=NUMBER, email="ali@example.com.my"):
-    return run(
-        ini,
-        "user",
-        "add",
-        number,
-        "--name",
-        "Ali bin Abu",
-        "--email",
-        email,
-        "--phone",
-        "012-345 6789",
-        "--category",
-        "educator",
-        "--institution",
-        "SK Putrajaya",
-        *extra,
-    )
-
-
-def printed_password(stdout: str) -> str:
-    match = re.search(r"^temporary password: (\S+)$", stdout, re.M)
-    assert match, stdout
-    return match.group(1)
-
-
-def user_row(engine, number: str = "900101145678") -> User:
-    with Session(engine) as session:
-        user = session.scalars(select(User).where(User.identifier == number)).one()
-        session.expunge(user)
-        return user
-
-
-def events(engine, name: str) -> list[AuditEvent]:
-    with Session(engine) as session:
-        return session.scalars(select(AuditEvent).where(AuditEvent.event == name)).all()
-
-
-def delivered(ini, tmp_path) -> list:
-    ok(ini, "mail", "deliver")
-    return [
-        message_from_bytes(path.read_bytes(), policy=policy.SMTP)
-        for path in sorted((tmp_path / "mail").glob("*.eml"))
-    ]
-
-
-def text_of(message) -> str:
-    return message.get_body(preferencelist=("plain",)).get_content()
 
 
 # Help
@@ -395,7 +287,7 @@ def test_show_grant_revoke(db):
 
 
 def test_passport_users_are_found_with_their_country(db):
-    result = run(
+    result = admin(
         *add_user_args(db, number="ab123456", email="john@example.com"),
         "--country",
         "gbr",
@@ -507,7 +399,7 @@ def test_reset_password_ends_sessions_voids_links_and_emails(db, engine, tmp_pat
             )
         )
 
-    result = run(db, "user", "reset-password", NUMBER)
+    result = admin(db, "user", "reset-password", NUMBER)
     assert result.returncode == 0, result.stderr
     assert "ended 1 session(s)" in result.stdout
     assert "temporary password: " not in result.stdout
@@ -537,7 +429,7 @@ def test_reset_password_ends_sessions_voids_links_and_emails(db, engine, tmp_pat
 
 
 def test_sp_policy_changes_only_what_is_given_and_is_audited(db, engine, tmp_path):
-    from tests.unit.saml.test_registry import make_sp_metadata
+    from tests.saml_metadata import make_sp_metadata
 
     metadata = tmp_path / "sp.xml"
     metadata.write_bytes(make_sp_metadata(encryption=False))

@@ -8,8 +8,7 @@ delete is refused while something still uses the row, naming what; ``sp
 remove`` says what goes with the SP and asks first.
 """
 
-# The fixtures db, engine and ini come from test_cli_admin by import.
-# ruff: noqa: F811
+# The fixtures ini, db and engine: tests/conftest.py (tests/cli.py).
 
 from __future__ import annotations
 
@@ -23,18 +22,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp.models import Module, PersistentNameId, Role, ServiceProvider, SpRegistryState
-from tests.functional.test_cli_admin import (  # noqa: F401  (db, engine, ini: fixtures)
-    add_user,
-    db,
-    engine,
-    events,
-    fails,
-    ini,
-    ok,
-    run,
-    user_row,
-)
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
+from tests.cli import add_user, admin, fails, ok, user_row
+from tests.factories import events
+from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
 
 pytestmark = pytest.mark.slow
 
@@ -246,7 +236,7 @@ def test_sp_remove_says_what_it_deletes_and_asks_first(
 
     for text in ("", "no\n", "\n"):
         answer(monkeypatch, text)
-        result = run(db, "sp", "remove", SP_ENTITY_ID)
+        result = admin(db, "sp", "remove", SP_ENTITY_ID)
         assert result.returncode == 1
         assert result.stderr == (
             "idp-admin: not removed: not confirmed (answer yes, or pass --yes)\n"
@@ -262,7 +252,7 @@ def test_sp_remove_says_what_it_deletes_and_asks_first(
     assert events(engine, "sp.removed") == []
 
     answer(monkeypatch, "yes\n")
-    result = run(db, "sp", "remove", SP_ENTITY_ID)
+    result = admin(db, "sp", "remove", SP_ENTITY_ID)
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith(
         f"removed the registration of {SP_ENTITY_ID} (module -, enabled) and its "

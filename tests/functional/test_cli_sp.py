@@ -8,45 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from idp.db import make_engine
-from idp.models import Module, ServiceProvider
-from tests.functional.test_cli import ini, run  # noqa: F401  (ini: a fixture)
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
+from tests.cli import assert_refused, rows, run
+from tests.saml_metadata import (
+    SP_ENTITY_ID,
+    deeply_nested,
+    make_sp_metadata,
+    metadata_with,
+)
 
 OTHER_SP = "https://other.example.org/sp"
 
 
-@pytest.fixture
-def database(ini, tmp_path):  # noqa: F811
-    """The scratch database at head, with one module, ``emis``."""
-    result = run(ini, "db", "upgrade")
-    assert result.returncode == 0, result.stderr
-    engine = make_engine({"sqlalchemy.url": f"sqlite:///{tmp_path / 'idp.sqlite'}"})
-    with Session(engine) as session, session.begin():
-        session.add(Module(code="emis", display_name_ms="EMIS", display_name_en="EMIS"))
-    yield engine
-    engine.dispose()
-
-
-def rows(engine) -> dict[str, ServiceProvider]:
-    with Session(engine, expire_on_commit=False) as session:
-        sps = session.scalars(select(ServiceProvider)).all()
-        return {sp.entity_id: sp for sp in sps}
-
-
-def assert_refused(result, message: str) -> None:
-    assert result.returncode == 1, result.stdout
-    assert result.stderr.startswith("idp-admin: "), result.stderr
-    assert message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in result.stderr
-
-
-def test_import_list_show_disable_enable_remove(ini, database, tmp_path):  # noqa: F811
+def test_import_list_show_disable_enable_remove(ini, database, tmp_path):
     signed = tmp_path / "sp.xml"
     signed.write_bytes(
         make_sp_metadata(signed_requests=True, encryption=True, name_id_formats=())
@@ -106,7 +79,7 @@ def test_import_list_show_disable_enable_remove(ini, database, tmp_path):  # noq
     assert list(rows(database)) == [SP_ENTITY_ID]
 
 
-def test_errors_are_one_line_without_traceback(ini, database, tmp_path):  # noqa: F811
+def test_errors_are_one_line_without_traceback(ini, database, tmp_path):
     good = tmp_path / "sp.xml"
     good.write_bytes(make_sp_metadata())
     bad = tmp_path / "bad.xml"
@@ -137,11 +110,11 @@ def test_errors_are_one_line_without_traceback(ini, database, tmp_path):  # noqa
     assert result.returncode == 0, result.stderr
 
 
-def test_a_database_without_tables_is_one_line(ini):  # noqa: F811
+def test_a_database_without_tables_is_one_line(ini):
     assert_refused(run(ini, "sp", "list"), "run 'idp-admin CONFIG db upgrade' first")
 
 
-def test_saml_27_expired_metadata_is_refused_by_the_cli(ini, database, tmp_path):  # noqa: F811
+def test_saml_27_expired_metadata_is_refused_by_the_cli(ini, database, tmp_path):
     """SAML-27: metadata whose validUntil has passed: exit 1, nothing written."""
     now = dt.datetime.now(dt.UTC)
     expired = tmp_path / "expired.xml"
@@ -155,10 +128,10 @@ def test_saml_27_expired_metadata_is_refused_by_the_cli(ini, database, tmp_path)
     assert rows(database)[SP_ENTITY_ID].metadata_valid_until is not None
 
 
-def test_ops_03_oversized_file_is_refused_by_the_cli(ini, database, tmp_path):  # noqa: F811
+def test_ops_03_oversized_file_is_refused_by_the_cli(ini, database, tmp_path):
     """OPS-03: a metadata file over 5 MiB: exit 1, the limit named."""
     from idp.saml.sp_metadata import MAX_METADATA_BYTES
-    from tests.unit.saml.test_registry import padded
+    from tests.saml_metadata import padded
 
     data = make_sp_metadata()
     big = tmp_path / "big.xml"
@@ -176,7 +149,7 @@ def test_ops_03_oversized_file_is_refused_by_the_cli(ini, database, tmp_path):  
     assert result.returncode == 0, result.stderr
 
 
-def test_saml_30_replacing_keys_or_endpoints_needs_replace(ini, database, tmp_path):  # noqa: F811
+def test_saml_30_replacing_keys_or_endpoints_needs_replace(ini, database, tmp_path):
     """SAML-30: the CLI refuses a silent takeover and audits an explicit one."""
     first = tmp_path / "first.xml"
     first.write_bytes(make_sp_metadata())
@@ -198,10 +171,8 @@ def test_saml_30_replacing_keys_or_endpoints_needs_replace(ini, database, tmp_pa
     assert "sp.replaced" in run(ini, "audit", "tail").stdout
 
 
-def test_saml_36_import_names_the_hostile_url_and_why(ini, database, tmp_path):  # noqa: F811
+def test_saml_36_import_names_the_hostile_url_and_why(ini, database, tmp_path):
     """SAML-36: the operator sees which endpoint and which rule, on one line."""
-    from tests.functional.test_sp_trust import metadata_with
-
     hostile = tmp_path / "hostile.xml"
     hostile.write_bytes(metadata_with("http://evil.example\\@127.0.0.1/acs", None))
     assert_refused(
@@ -221,7 +192,7 @@ def test_saml_36_import_names_the_hostile_url_and_why(ini, database, tmp_path): 
 
 
 def test_saml_37_requests_are_shown_never_released_and_a_change_needs_replace(
-    ini,  # noqa: F811
+    ini,
     database,
     tmp_path,
 ):
@@ -252,13 +223,11 @@ def test_saml_37_requests_are_shown_never_released_and_a_change_needs_replace(
 
 
 def test_saml_39_import_refuses_what_the_saml_server_cannot_load(
-    ini,  # noqa: F811
+    ini,
     database,
     tmp_path,
 ):
     """SAML-39: not "registered" and then missing: refused, the reason named."""
-    from tests.functional.test_sp_trust import deeply_nested
-
     deep = tmp_path / "deep.xml"
     deep.write_bytes(deeply_nested(200_000))
     assert_refused(run(ini, "sp", "import", deep), "nests elements more than 64 deep")

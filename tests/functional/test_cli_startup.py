@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.functional.test_cli import IDP_ADMIN, ini, run  # noqa: F401  (a fixture)
+from tests.cli import IDP_ADMIN, run
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_help_imports_no_command_and_no_library():
     assert loaded == set()
 
 
-def test_a_group_imports_only_its_own_module(ini):  # noqa: F811
+def test_a_group_imports_only_its_own_module(ini):
     status, loaded = imported(ini, "db", "--help")
     assert status == 0
     assert {name for name in loaded if name.startswith("idp.cli.")} == {
@@ -67,7 +67,7 @@ def test_a_group_imports_only_its_own_module(ini):  # noqa: F811
     assert "saml2" not in loaded
 
 
-def test_database_commands_do_not_load_pysaml2(ini):  # noqa: F811
+def test_database_commands_do_not_load_pysaml2(ini):
     assert run(ini, "db", "upgrade").returncode == 0
     for command in (
         ("module", "list"),
@@ -84,7 +84,7 @@ def test_database_commands_do_not_load_pysaml2(ini):  # noqa: F811
         assert "saml2" not in loaded, command
 
 
-def test_a_closed_pipe_is_not_a_traceback(ini):  # noqa: F811
+def test_a_closed_pipe_is_not_a_traceback(ini):
     """``idp-admin ... | head``: the reader leaves before the command writes."""
     assert run(ini, "db", "upgrade").returncode == 0
     for args in (("--help",), (ini, "module", "list"), (ini, "db", "check")):
@@ -127,7 +127,7 @@ def unreachable_ini(ini_path, tmp_path):
         ("audit", "tail"),
     ],
 )
-def test_database_errors_name_the_host_and_the_cause(ini, tmp_path, command):  # noqa: F811
+def test_database_errors_name_the_host_and_the_cause(ini, tmp_path, command):
     result = run(unreachable_ini(ini, tmp_path), *command)
     assert result.returncode == 1
     (line,) = result.stderr.splitlines()
@@ -138,7 +138,7 @@ def test_database_errors_name_the_host_and_the_cause(ini, tmp_path, command):  #
         assert secret_or_noise not in result.stderr
 
 
-def test_a_misspelt_setting_stops_every_command_naming_it(ini, tmp_path):  # noqa: F811
+def test_a_misspelt_setting_stops_every_command_naming_it(ini, tmp_path):
     text = ini.read_text()
     typo = tmp_path / "typo.ini"
     typo.write_text(
@@ -158,7 +158,7 @@ def test_a_misspelt_setting_stops_every_command_naming_it(ini, tmp_path):  # noq
     assert run(ini, "db", "upgrade").returncode == 0
 
 
-def test_pysaml2_deprecation_warning_stays_off_the_console(ini):  # noqa: F811
+def test_pysaml2_deprecation_warning_stays_off_the_console(ini):
     """Starting the app and exporting metadata load pysaml2: no warning printed."""
     assert run(ini, "db", "upgrade").returncode == 0
     start = subprocess.run(

@@ -19,7 +19,7 @@ from idp.identifiers import Identifier
 from idp.models import User
 from idp.security_images import CATALOGUE
 from idp.services.security_image import DecoyPool, decoy
-from tests.conftest import environ, make_app
+from tests.app import environ, make_app
 from tests.factories import PASSWORD, display, make_user
 from tests.registration import register
 

@@ -20,16 +20,11 @@ import webtest
 from sqlalchemy import select
 
 from idp.models import OneTimeToken, OutboxMessage
-from tests.conftest import environ, make_app
-from tests.functional.test_account import (
-    PASSWORD,
-    count,
-    events,
-    make_user,
-    sign_in,
-    templates_sent,
-)
+from tests.app import environ, make_app
+from tests.factories import count, events
+from tests.functional.test_account import PASSWORD, make_user, templates_sent
 from tests.registration import fill, open_form
+from tests.signin import sign_in
 
 NEW = "aisyah.baharu@example.com.my"
 LINK = re.compile(r"https://idp\.test/account/email/confirm/([A-Za-z0-9_-]{43})")
@@ -52,7 +47,7 @@ def browser(app, tm, dbsession):
 
 def signed_in_as(client, user, lang: str):
     client.get(f"/?lang={lang}")
-    sign_in(client, user)
+    sign_in(client, user, PASSWORD, lang=None)
     return client
 
 

@@ -11,13 +11,12 @@ import re
 from pathlib import Path
 
 import pytest
-import webtest
 
 from idp.i18n import LOCALES
 from idp.saml.registry import RELEASABLE
 from idp.services.mail import Composer, already_registered, temporary_password
 from idp.settings import SettingsError, parse_settings
-from tests.conftest import ROOT, TEST_BASE_URL, environ, make_app
+from tests.app import ROOT, TEST_BASE_URL
 from tests.factories import PASSWORD, make_user
 
 FOOTER_PAGES = {
@@ -65,29 +64,6 @@ def crest_dir(tmp_path_factory) -> Path:
     (directory / "crest.svg").write_bytes(SVG)
     (directory / "not-an-image.png").write_bytes(b"<html>hello</html>")
     return directory
-
-
-@pytest.fixture(scope="module")
-def app_with(settings, db_engine):
-    apps = {}
-
-    def build(**overrides):
-        key = tuple(sorted(overrides.items()))
-        if key not in apps:
-            apps[key] = make_app({**settings, **overrides}, db_engine)
-        return apps[key]
-
-    return build
-
-
-@pytest.fixture
-def testapp_with(app_with, tm, dbsession):
-    def build(overrides: dict):
-        return webtest.TestApp(
-            app_with(**overrides), extra_environ=environ(tm, dbsession)
-        )
-
-    return build
 
 
 # --------------------------------------------------------------------------

@@ -19,22 +19,14 @@ from sqlalchemy.orm import Session
 
 from idp.models import AuditEvent
 from idp.services.security_image import decoy
-from tests.conftest import TEST_BASE_URL, TEST_HOST, base_settings, make_app
-from tests.functional import test_cli_admin as cli
-from tests.functional.test_cli_admin import (
-    NEW_PASSWORD,
-    NUMBER,
-    add_user,
-    delivered,
-    text_of,
-    user_row,
-)
+from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, make_app
+from tests.cli import NUMBER, add_user, delivered, text_of, user_row
+from tests.factories import NEW_PASSWORD
 
 pytestmark = pytest.mark.slow
 
-# The CLI tests' scratch ini and database, so the account is made exactly as
-# an operator makes it.
-ini, db, engine = cli.ini, cli.db, cli.engine
+# The fixtures ini, db and engine (tests/conftest.py): the scratch ini and
+# database of idp-admin, so the account is made exactly as an operator makes it.
 
 
 @pytest.fixture

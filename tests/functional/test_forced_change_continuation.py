@@ -12,14 +12,13 @@ The end-to-end runs with real SPs are in
 from __future__ import annotations
 
 import datetime as dt
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote_plus, urlsplit
 
 import pytest
 
 from idp.db import utcnow
-from tests.factories import PASSWORD, display, make_user
-
-NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
+from tests.factories import NEW_PASSWORD, make_user
+from tests.signin import sign_in
 
 OFF_SITE = [
     "https://evil.example/",
@@ -38,17 +37,6 @@ def pending_user(dbsession):
     )
 
 
-def sign_in(testapp, user, next_url: str | None = None):
-    params = {"next": next_url} if next_url is not None else {}
-    form = testapp.get("/login", params=params).forms["login-form"]
-    form["identifier"] = display(user)
-    form = form.submit(status=303).follow().forms["image-form"]
-    form["confirm"] = True
-    form = form.submit(status=303).follow().forms["password-form"]
-    form["password"] = PASSWORD
-    return form.submit(status=303)
-
-
 def change(testapp):
     form = testapp.get("/password/new?lang=en").forms["new-password-form"]
     form["password"] = form["password_confirm"] = NEW_PASSWORD
@@ -61,7 +49,7 @@ def test_web_08_continuation_after_the_change_never_leaves_the_site(
 ):
     """WEB-08: a crafted ``next`` on the sign-in page ends at idMe's home."""
     user = pending_user(dbsession)
-    landed = sign_in(testapp, user, target)
+    landed = sign_in(testapp, user, next_url=quote_plus(target), lang=None)
     assert urlsplit(landed.location).path == "/password/new"
     page = testapp.get("/password/new?lang=en")
     assert page.html.select_one("#continues-to-service") is None
@@ -73,7 +61,7 @@ def test_web_08_continuation_after_the_change_never_leaves_the_site(
 def test_continuation_to_an_idme_page_after_the_change(testapp, dbsession):
     """The control: a page of this site is where the change leads, once."""
     user = pending_user(dbsession)
-    landed = sign_in(testapp, user, "/account")
+    landed = sign_in(testapp, user, next_url=quote_plus("/account"), lang=None)
     assert urlsplit(landed.location).path == "/password/new"
     page = testapp.get("/password/new?lang=en")
     # Not a service: the form does not promise one.
@@ -86,10 +74,12 @@ def test_continuation_to_an_idme_page_after_the_change(testapp, dbsession):
 def test_signing_out_forgets_the_continuation(testapp, dbsession):
     """A continuation belongs to one sign-in: after "Log keluar" it is gone."""
     first = pending_user(dbsession)
-    sign_in(testapp, first, "/account")
+    sign_in(testapp, first, next_url=quote_plus("/account"), lang=None)
     testapp.get("/logout").forms["logout-form"].submit(status=303)
     second = pending_user(dbsession)
-    assert urlsplit(sign_in(testapp, second).location).path == ("/password/new")
+    assert urlsplit(sign_in(testapp, second, lang=None).location).path == (
+        "/password/new"
+    )
     assert urlsplit(change(testapp).location).path == "/"
 
 

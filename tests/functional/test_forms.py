@@ -19,15 +19,14 @@ import time
 from pathlib import Path
 
 import pytest
-import webtest
 
 import idp
 from idp.forms.register import CATEGORIES, NEEDS_INSTITUTION
 from idp.services.security_image import decoy
-from tests.conftest import environ, make_app
+from tests.app import browser, make_app
 from tests.factories import PASSWORD, display, make_user
-from tests.functional.test_login import shown, to_password_page
 from tests.registration import fill, open_form
+from tests.signin import shown, to_password_page
 
 ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 UNKNOWN = "900101-14-5678"
@@ -307,10 +306,6 @@ def fail(client, number: str, times: int, lang: str = "ms"):
         form["password"] = f"wrong guess number {attempt}"
         page = form.submit(status=400)
     return page
-
-
-def browser(app, tm, dbsession):
-    return webtest.TestApp(app, extra_environ=environ(tm, dbsession))
 
 
 def shape(page, number: str) -> str:

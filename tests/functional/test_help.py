@@ -9,10 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import webtest
 
 from idp.views.help import media_files, tel_uri
-from tests.conftest import environ, make_app
 
 SECTIONS = ["register", "sign-in", "security-image", "forgot-password", "my-account"]
 EMPTY_HELPDESK = {
@@ -33,30 +31,6 @@ ADDRESS = (
 )
 HOURS_MS = "Isnin hingga Jumaat, 8.30 pagi hingga 5.30 petang"
 HOURS_EN = "Monday to Friday, 8.30 am to 5.30 pm"
-
-
-@pytest.fixture(scope="module")
-def app_with(settings, db_engine):
-    """An app built with some settings changed; one per distinct change."""
-    apps = {}
-
-    def build(**overrides):
-        key = tuple(sorted(overrides.items()))
-        if key not in apps:
-            apps[key] = make_app({**settings, **overrides}, db_engine)
-        return apps[key]
-
-    return build
-
-
-@pytest.fixture
-def testapp_with(app_with, tm, dbsession):
-    def build(overrides: dict):
-        return webtest.TestApp(
-            app_with(**overrides), extra_environ=environ(tm, dbsession)
-        )
-
-    return build
 
 
 def anchors(page) -> list[str]:

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from idp.models import User
 from idp.services.captcha import PROVIDERS, SiteVerifyCaptcha
-from tests.conftest import TEST_HOST, environ, make_app
+from tests.app import TEST_HOST, environ, make_app
 from tests.registration import fill, open_form
 
 SECRET = "provider-secret-for-tests"

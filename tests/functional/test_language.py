@@ -15,7 +15,7 @@ import pytest
 import webtest
 from babel.messages.pofile import read_po
 
-from tests.conftest import environ
+from tests.app import environ
 from tests.registration import fill, open_form, register, temporary_password_from
 
 ROOT = Path(__file__).resolve().parents[2]

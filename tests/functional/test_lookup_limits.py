@@ -18,17 +18,10 @@ import webtest
 
 from idp.services.ratelimit import LIMITS, make_redis_client
 from tests import redis_server
-from tests.conftest import environ, make_app
+from tests.app import browser, captcha_answer, make_app
 from tests.factories import display, make_user
-from tests.functional.test_reset import solve
 
 LOOKUP = "login.lookup.address"
-
-
-def browser(app, tm, dbsession, address="192.0.2.10"):
-    return webtest.TestApp(
-        app, extra_environ=environ(tm, dbsession, REMOTE_ADDR=address)
-    )
 
 
 def lookup(client, number: str):
@@ -156,14 +149,14 @@ def test_auth_27_past_the_limit_the_captcha_takes_over_and_hides_the_image(
     # A wrong answer is refused the same way; a right one continues.
     form = refused_known.forms["login-form"]
     token = form["captcha_token"].value
-    right = solve(limited_app, token)
+    right = captcha_answer(limited_app, token)
     form["captcha_answer"] = "000000" if right != "000000" else "111111"
     wrong = form.submit(expect_errors=True)
     assert wrong.status_int == 429
     assert "security-image" not in wrong.text
     form = wrong.forms["login-form"]
     assert form["identifier"].value == display(user)
-    form["captcha_answer"] = solve(limited_app, form["captcha_token"].value)
+    form["captcha_answer"] = captcha_answer(limited_app, form["captcha_token"].value)
     assert harvested(client, form.submit()) == ("cat", "Nasi lemak kegemaran saya")
     # Each solved captcha buys one lookup, not a free run.
     assert lookup(client, "900101-14-5679").status_int == 429
@@ -298,6 +291,6 @@ def test_auth_27_refused_lookups_commit_their_count_and_challenge(
     refused = lookup(committing_limited, "900101-14-5678")
     assert refused.status_int == 429
     form = refused.forms["login-form"]
-    form["captcha_answer"] = solve(limited_app, form["captcha_token"].value)
+    form["captcha_answer"] = captcha_answer(limited_app, form["captcha_token"].value)
     assert harvested(committing_limited, form.submit()) is not None
     assert lookup(committing_limited, "900101-14-5679").status_int == 429

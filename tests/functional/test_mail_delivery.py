@@ -23,7 +23,7 @@ from idp.models import OutboxMessage, User
 from idp.services.delivery import MemorySender, OutboxWorker
 from idp.services.passwords import BcryptPasswordService
 from idp.services.users import UserService
-from tests.conftest import make_app
+from tests.app import make_app
 from tests.registration import fill, open_form, register, temporary_password_from
 from tests.smtp import SMTPServer, make_certificate
 

@@ -17,9 +17,8 @@ import pytest
 from sqlalchemy import func, select
 
 from idp.models import PendingSamlRequest, SeenRequestId, ServiceProvider
-from tests.functional.test_cli import ini, run  # noqa: F401  (ini: a fixture)
-from tests.functional.test_cli_sp import assert_refused, database  # noqa: F401
-from tests.saml_pages import sign_in
+from tests.cli import assert_refused, run
+from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
 from tests.saml_requests import (
     SLO_POST,
     SLO_REDIRECT,
@@ -32,7 +31,7 @@ from tests.saml_requests import (
     redirect_query,
     sign_xml,
 )
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
+from tests.signin import sign_in
 
 OUT_OF_RANGE = {
     "before-year-1": "0001-01-01T00:00:00+14:00",
@@ -144,8 +143,8 @@ def test_ops_09_issue_instant_that_is_not_an_xs_datetime_is_refused(
 
 @pytest.mark.parametrize("when", sorted(OUT_OF_RANGE))
 def test_ops_09_metadata_valid_until_beyond_the_calendar_is_one_cli_line(
-    ini,  # noqa: F811
-    database,  # noqa: F811
+    ini,
+    database,
     tmp_path,
     when,
 ):

@@ -20,7 +20,7 @@ import webtest
 from sqlalchemy.orm import Session
 
 from idp.tweens import BASE_HEADERS, CONTENT_SECURITY_POLICY, HSTS
-from tests.conftest import ROOT, TEST_BASE_URL, TEST_HOST
+from tests.app import ROOT, TEST_BASE_URL, TEST_HOST
 from tests.factories import PASSWORD, display, make_user
 from tests.served import WireProxy, exchange, request_bytes, serve, server_settings
 

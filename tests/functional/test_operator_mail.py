@@ -17,21 +17,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp.models import OutboxMessage, User
-from tests.functional import test_cli_admin as cli
-from tests.functional.test_cli_admin import (
-    NUMBER,
-    add_user,
-    delivered,
-    events,
-    fails,
-    ok,
-    text_of,
-    user_row,
-)
+from tests.cli import NUMBER, add_user, delivered, fails, ok, text_of, user_row
+from tests.factories import events
 
-# The scratch ini and database of the operator's commands, shared with
-# test_cli_admin.py.
-ini, db, engine = cli.ini, cli.db, cli.engine
+# The fixtures ini, db and engine (tests/conftest.py): the scratch ini and
+# database of the operator's commands.
 
 pytestmark = pytest.mark.slow
 

@@ -5,17 +5,14 @@ from __future__ import annotations
 import re
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp.models import IdpSession, Role
 from idp.sessions import hash_token
+from tests.factories import count
 
 ROUTES = ["/", "/healthz", "/saml/metadata", "/static/css/idp.css", "/no-such-page"]
-
-
-def count(dbsession, model):
-    return dbsession.scalar(select(func.count()).select_from(model))
 
 
 def test_home_in_malay_by_default(testapp):

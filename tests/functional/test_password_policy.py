@@ -19,6 +19,8 @@ from pyramid.i18n import TranslationString, make_localizer
 from idp.services.passwords import BcryptPasswordService
 from tests.factories import display, make_user
 from tests.registration import register, temporary_password_from
+from tests.signin import sign_in
+from tests.weak_passwords import ISSUE_11, ISSUE_11_SERVICE_NAMES
 
 LOCALE_DIRS = [str(__import__("idp").__path__[0] + "/locale")]
 HASHER = BcryptPasswordService(rounds=4)
@@ -60,21 +62,7 @@ REASONS = {
     "phrase": "Do not use your security phrase, or part of it, in your password.",
 }
 PHRASE_IS_PASSWORD = "Your security phrase must not be your password or part of it."
-# Issue 11, item 18: each was accepted at the 12-character minimum.
-WEAK = [
-    ("password1234", "common_word"),
-    ("123456789012", "sequence"),
-    ("aaaaaaaaaaaa", "repetition"),
-    ("iloveyou1234", "common_word"),
-    ("malaysia1234", "common_word"),
-    ("qwertyuiopasdf", "keyboard"),
-    ("abcdefghijkl", "sequence"),
-    ("abcabcabcabc", "repetition"),
-    ("1qaz2wsx3edc", "keyboard"),
-    ("010120102010", "date"),
-    ("idme12345678", "service_name"),
-    ("kpm2024kpm2024", "service_name"),
-]
+WEAK = [*ISSUE_11, *ISSUE_11_SERVICE_NAMES]
 
 
 def translated(message: str, locale: str) -> str:
@@ -89,17 +77,6 @@ def field_errors(page, name: str) -> list[str]:
         li.text_content().strip()
         for li in tree.xpath(f'//*[@id="{name}-field"]//ul[@class="field-errors"]/li')
     ]
-
-
-def sign_in(client, number: str, password: str, lang: str = "en"):
-    """The three real sign-in steps; return the final 303."""
-    form = client.get(f"/login?lang={lang}").forms["login-form"]
-    form["identifier"] = number
-    form = form.submit(status=303).follow().forms["image-form"]
-    form["confirm"] = True
-    form = form.submit(status=303).follow().forms["password-form"]
-    form["password"] = password
-    return form.submit(status=303)
 
 
 def submit_new(client, path: str, form_id: str, password: str, **extra):

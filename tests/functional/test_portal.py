@@ -15,9 +15,10 @@ from sqlalchemy import event
 from idp.i18n import LOCALES
 from idp.models import Module, Role, ServiceProvider
 from idp.saml.registry import import_sp
-from tests.conftest import TEST_BASE_URL
-from tests.factories import PASSWORD, display, make_module, make_role, make_user
-from tests.unit.saml.test_registry import make_sp_metadata
+from tests.app import TEST_BASE_URL
+from tests.factories import display, make_module, make_role, make_user
+from tests.saml_metadata import make_sp_metadata
+from tests.signin import sign_in
 
 # The portal's wording in both languages.
 MY_MODULES = {"ms": "Modul saya", "en": "My modules"}
@@ -30,21 +31,7 @@ NO_MODULES = {
 
 
 # --------------------------------------------------------------------------
-# Helpers (sign-in as in test_login.py)
-
-
-def to_image_page(testapp, number: str, lang: str = "en"):
-    form = testapp.get(f"/login?lang={lang}").forms["login-form"]
-    form["identifier"] = number
-    return form.submit(status=303).follow()
-
-
-def sign_in(testapp, number: str, password: str = PASSWORD, lang: str = "en"):
-    form = to_image_page(testapp, number, lang).forms["image-form"]
-    form["confirm"] = True
-    form = form.submit(status=303).follow().forms["password-form"]
-    form["password"] = password
-    return form.submit(status=303)
+# Helpers
 
 
 def sp_metadata_xml(

@@ -221,10 +221,9 @@ def test_concurrent_purges_skip_locked_rows_and_never_wait(app, db_engine, commi
 
 def test_idp_admin_purge_prints_counts_per_table(tmp_path):
     """``idp-admin CONFIG purge [--dry-run]`` as an operator runs it."""
-    from tests.functional.test_cli import ini as make_ini
-    from tests.functional.test_cli import run
+    from tests.cli import run, scratch_ini
 
-    config = make_ini.__wrapped__(tmp_path)
+    config = scratch_ini(tmp_path)
     assert run(config, "db", "upgrade").returncode == 0
     dry = run(config, "purge", "--dry-run")
     assert dry.returncode == 0, dry.stderr

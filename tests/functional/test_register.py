@@ -16,7 +16,8 @@ from idp.identifiers import InvalidIdentifier
 from idp.models import CaptchaChallenge, OutboxMessage, User
 from idp.services.captcha import _token_hash
 from idp.services.passwords import BcryptPasswordService
-from tests.conftest import environ, make_app
+from tests.app import captcha_answer, environ, make_app
+from tests.factories import count
 from tests.registration import VALID, fill, open_form, temporary_password_from
 
 LOCALE_DIRS = [str(__import__("idp").__path__[0] + "/locale")]
@@ -32,10 +33,6 @@ def field_errors(page, name: str) -> list[str]:
         li.text_content().strip()
         for li in tree.xpath(f'//*[@id="{name}-field"]//ul[@class="field-errors"]/li')
     ]
-
-
-def count(dbsession, model) -> int:
-    return dbsession.scalar(select(func.count()).select_from(model))
 
 
 def user_by_email(dbsession, email):
@@ -362,15 +359,6 @@ def test_data_09_no_secret_is_stored_in_clear(testapp, dbsession, mailbox):
 # The captcha, with the app that has it on.
 
 
-def solve(captcha_app, token: str) -> str:
-    from idp.services.captcha import ImageCaptcha
-
-    settings = captcha_app.registry.settings
-    return ImageCaptcha(
-        None, settings["idp.hmac_key"], enabled=True, lifetime=60
-    ).answer(token)
-
-
 def captcha_form(captcha_testapp, lang="en"):
     form = open_form(captcha_testapp, lang)
     return fill(form), form["captcha_token"].value
@@ -378,7 +366,9 @@ def captcha_form(captcha_testapp, lang="en"):
 
 def test_captcha_right_answer_registers(captcha_testapp, captcha_app, dbsession):
     form, token = captcha_form(captcha_testapp)
-    form["captcha_answer"] = " ".join(solve(captcha_app, token))  # spaces are ignored
+    form["captcha_answer"] = " ".join(
+        captcha_answer(captcha_app, token)
+    )  # spaces are ignored
     form.submit(status=303)
     assert count(dbsession, User) == 1
 
@@ -387,7 +377,7 @@ def test_captcha_wrong_answer_is_refused_and_a_new_challenge_shown(
     captcha_testapp, captcha_app, dbsession
 ):
     form, token = captcha_form(captcha_testapp)
-    answer = solve(captcha_app, token)
+    answer = captcha_answer(captcha_app, token)
     form["captcha_answer"] = "".join(str((int(d) + 1) % 10) for d in answer)
     page = form.submit(status=400)
     assert translated(MESSAGES["captcha"], "en") in field_errors(page, "captcha_answer")
@@ -404,7 +394,7 @@ def test_auth_20_captcha_fields_left_out_count_as_wrong(
 ):
     """AUTH-20: a POST without the captcha fields is refused like a wrong answer."""
     form, token = captcha_form(captcha_testapp)
-    form["captcha_answer"] = solve(captcha_app, token)
+    form["captcha_answer"] = captcha_answer(captcha_app, token)
     dropped = {"captcha_answer", "captcha_token"} if missing == "both" else {missing}
     fields = [(n, v) for n, v in form.submit_fields() if n not in dropped]
     captcha_testapp.post("/register", fields, status=400)
@@ -416,7 +406,7 @@ def test_auth_19_a_solved_captcha_cannot_be_replayed(
 ):
     """AUTH-19: a challenge is consumed by its first check, even a failed form."""
     form, token = captcha_form(captcha_testapp)
-    form["captcha_answer"] = solve(captcha_app, token)
+    form["captcha_answer"] = captcha_answer(captcha_app, token)
     form["phone"] = "12"
     fields = form.submit_fields()
     captcha_testapp.post("/register", fields, status=400)
@@ -431,11 +421,13 @@ def test_auth_19_a_wrong_guess_uses_up_the_challenge(
 ):
     """AUTH-19: no second guess at the same challenge."""
     form, token = captcha_form(captcha_testapp)
-    form["captcha_answer"] = "000000" if solve(captcha_app, token) != "000000" else "1"
+    form["captcha_answer"] = (
+        "000000" if captcha_answer(captcha_app, token) != "000000" else "1"
+    )
     fields = form.submit_fields()
     captcha_testapp.post("/register", fields, status=400)
     right = [
-        (n, solve(captcha_app, token) if n == "captcha_answer" else v)
+        (n, captcha_answer(captcha_app, token) if n == "captcha_answer" else v)
         for n, v in fields
     ]
     captcha_testapp.post("/register", right, status=400)
@@ -452,7 +444,7 @@ def test_auth_19_an_expired_captcha_is_refused(captcha_testapp, captcha_app, dbs
     ).one()
     challenge.expires_at = challenge.created_at - dt.timedelta(seconds=1)
     dbsession.flush()
-    form["captcha_answer"] = solve(captcha_app, token)
+    form["captcha_answer"] = captcha_answer(captcha_app, token)
     form.submit(status=400)
     assert count(dbsession, User) == 0
 
@@ -472,7 +464,7 @@ def test_captcha_picture_and_sound(captcha_testapp, captcha_app, dbsession):
     captcha_testapp.get("/captcha/not-a-token.png", status=404)
     # A used challenge shows nothing more.
     form = fill(page.forms["register-form"])
-    form["captcha_answer"] = solve(captcha_app, token)
+    form["captcha_answer"] = captcha_answer(captcha_app, token)
     form.submit(status=303)
     captcha_testapp.get(f"/captcha/{token}.png", status=404)
 
@@ -482,7 +474,7 @@ def test_captcha_store_holds_no_token_or_answer(
 ):
     """DATA-09: a database dump does not give away captcha tokens or answers."""
     token = open_form(captcha_testapp)["captcha_token"].value
-    answer = solve(captcha_app, token)
+    answer = captcha_answer(captcha_app, token)
     rows = [str(r) for r in dbsession.execute(text("SELECT * FROM captcha_challenges"))]
     assert len(rows) == 1
     assert token not in rows[0]
@@ -525,7 +517,7 @@ def test_data_03_a_fault_at_any_step_of_registration_leaves_no_rows(
     committing_testapp, db_engine, monkeypatch, step
 ):
     """DATA-03: Half-written user: a crash mid-registration writes nothing."""
-    from sqlalchemy import func, select
+    from sqlalchemy import select
 
     from idp.models import OutboxMessage, User
     from idp.services import mail

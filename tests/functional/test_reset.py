@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
-from urllib.parse import urlsplit
 
 import pytest
 import webtest
@@ -27,16 +25,25 @@ from idp.services.ratelimit import REGISTRY_LIMITS, DatabaseRateLimiter
 from idp.services.tokens import RESET_LIFETIME
 from idp.services.users import PasswordChange, UserService
 from idp.sessions import hash_token
-from tests.conftest import TEST_BASE_URL, environ, make_app
+from tests.app import TEST_BASE_URL, captcha_answer, environ, make_app
+from tests.factories import NEW_PASSWORD, count, events
+from tests.password_reset import (
+    LINK,
+    ask,
+    choose,
+    link_for,
+    open_link,
+    reset,
+    reset_links,
+    verify,
+)
 
 LOCALE_DIRS = [str(__import__("idp").__path__[0] + "/locale")]
 HASHER = BcryptPasswordService(rounds=4)
 OLD_PASSWORD = "kopi o kosong tanpa gula"
-NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
 AISYAH = {"identifier": "080512145678", "email": "aisyah.ahmad@example.com.my"}
 BADRUL = {"identifier": "070303105511", "email": "badrul.hisham@example.com.my"}
 SENT = "If this email is registered, a link has been sent to it."
-LINK = re.compile(r"https://\S+/password/reset/[A-Za-z0-9_-]+")
 
 
 def translated(message, locale: str) -> str:
@@ -88,14 +95,6 @@ def display(number: str) -> str:
     return f"{number[:6]}-{number[6:8]}-{number[8:]}"
 
 
-def count(dbsession, model, *where) -> int:
-    return dbsession.scalar(select(func.count()).select_from(model).where(*where))
-
-
-def events(dbsession, name: str) -> list[AuditEvent]:
-    return dbsession.scalars(select(AuditEvent).where(AuditEvent.event == name)).all()
-
-
 def failures(app, dbsession, identifier: str) -> int:
     """The sign-in failures counted against ``identifier``."""
     limiter = DatabaseRateLimiter(
@@ -109,56 +108,6 @@ def field_errors(page, name: str) -> list[str]:
         li.get_text(strip=True)
         for li in page.html.select(f"#{name}-field ul.field-errors li")
     ]
-
-
-def ask(testapp, email: str, lang: str = "en"):
-    """Fill and submit the "Forgot password" form; return the response."""
-    form = testapp.get(f"/password/forgot?lang={lang}").forms["reset-request-form"]
-    form["email"] = email
-    return form.submit(expect_errors=True)
-
-
-def reset_links(mailbox, email: str) -> list[str]:
-    """The reset links mailed to ``email``, oldest first."""
-    bodies = [message.get_body(("plain",)).get_content() for message in mailbox(email)]
-    return [found[0] for found in map(LINK.search, bodies) if found]
-
-
-def link_for(testapp, mailbox, email: str) -> str:
-    """Ask for a link and return the newest one the mailbox got."""
-    assert ask(testapp, email).status_int == 303
-    return reset_links(mailbox, email)[-1]
-
-
-def open_link(testapp, link: str, **kw):
-    return testapp.get(urlsplit(link).path, **kw)
-
-
-def verify(testapp, email: str, number: str, country: str | None = None):
-    form = testapp.get("/password/reset").forms["reset-verify-form"]
-    form["email"] = email
-    form["identifier"] = number
-    if country:
-        form["country"].force_value(country)
-    return form.submit(expect_errors=True)
-
-
-def choose(testapp, password: str = NEW_PASSWORD, again: str | None = None):
-    form = testapp.get("/password/reset/new").forms["reset-new-form"]
-    form["password"] = password
-    form["password_confirm"] = password if again is None else again
-    return form.submit(expect_errors=True)
-
-
-def reset(testapp, mailbox, user_values: dict, password: str = NEW_PASSWORD):
-    """The whole flow for one user; return the last response."""
-    link = link_for(testapp, mailbox, user_values["email"])
-    assert open_link(testapp, link).status_int == 303
-    assert (
-        verify(testapp, user_values["email"], user_values["identifier"]).status_int
-        == 303
-    )
-    return choose(testapp, password)
 
 
 def is_link_error(page) -> bool:
@@ -669,15 +618,6 @@ def test_steps_cannot_be_skipped(testapp, aisyah, dbsession, mailbox):
 # AUTH-19, AUTH-20: the captcha, with the app that has it on.
 
 
-def solve(captcha_app, token: str) -> str:
-    from idp.services.captcha import ImageCaptcha
-
-    settings = captcha_app.registry.settings
-    return ImageCaptcha(
-        None, settings["idp.hmac_key"], enabled=True, lifetime=60
-    ).answer(token)
-
-
 def captcha_request(captcha_testapp, email: str):
     form = captcha_testapp.get("/password/forgot?lang=en").forms["reset-request-form"]
     form["email"] = email
@@ -686,7 +626,7 @@ def captcha_request(captcha_testapp, email: str):
 
 def test_captcha_solved_sends_the_link(captcha_testapp, captcha_app, aisyah, mailbox):
     form, token = captcha_request(captcha_testapp, aisyah.email)
-    form["captcha_answer"] = solve(captcha_app, token)
+    form["captcha_answer"] = captcha_answer(captcha_app, token)
     assert form.submit(status=303).location.endswith("/password/forgot/sent")
     assert len(mailbox(aisyah.email)) == 1
 
@@ -697,7 +637,7 @@ def test_auth_20_forgot_form_without_captcha_fields_is_refused(
 ):
     """AUTH-20: captcha fields left out of the forgot form count as a wrong answer."""
     form, token = captcha_request(captcha_testapp, aisyah.email)
-    form["captcha_answer"] = solve(captcha_app, token)
+    form["captcha_answer"] = captcha_answer(captcha_app, token)
     dropped = {"captcha_answer", "captcha_token"} if missing == "both" else {missing}
     fields = [(n, v) for n, v in form.submit_fields() if n not in dropped]
     page = captcha_testapp.post("/password/forgot", fields, status=400)
@@ -714,7 +654,7 @@ def test_auth_19_forgot_form_captcha_cannot_be_replayed_or_guessed_twice(
 ):
     """AUTH-19: a challenge is consumed by its first check, right or wrong."""
     form, token = captcha_request(captcha_testapp, aisyah.email)
-    answer = solve(captcha_app, token)
+    answer = captcha_answer(captcha_app, token)
     form["captcha_answer"] = "000000" if answer != "000000" else "111111"
     wrong = form.submit_fields()
     captcha_testapp.post("/password/forgot", wrong, status=400)
@@ -723,7 +663,7 @@ def test_auth_19_forgot_form_captcha_cannot_be_replayed_or_guessed_twice(
     assert mailbox() == []
     # A solved challenge works once; its replay is refused.
     form, token = captcha_request(captcha_testapp, aisyah.email)
-    form["captcha_answer"] = solve(captcha_app, token)
+    form["captcha_answer"] = captcha_answer(captcha_app, token)
     solved = form.submit_fields()
     captcha_testapp.post("/password/forgot", solved, status=303)
     captcha_testapp.post("/password/forgot", solved, status=400)
@@ -735,7 +675,7 @@ def test_auth_20_new_password_step_needs_the_captcha_too(
 ):
     """AUTH-20: the last step posted without the captcha changes nothing."""
     form, token = captcha_request(captcha_testapp, aisyah.email)
-    form["captcha_answer"] = solve(captcha_app, token)
+    form["captcha_answer"] = captcha_answer(captcha_app, token)
     form.submit(status=303)
     (link,) = reset_links(mailbox, aisyah.email)
     open_link(captcha_testapp, link, status=303)
@@ -754,7 +694,7 @@ def test_auth_20_new_password_step_needs_the_captcha_too(
     # The control: the same step with the captcha solved.
     form = page.forms["reset-new-form"]
     form["password"] = form["password_confirm"] = NEW_PASSWORD
-    form["captcha_answer"] = solve(captcha_app, form["captcha_token"].value)
+    form["captcha_answer"] = captcha_answer(captcha_app, form["captcha_token"].value)
     assert form.submit(status=303).location.endswith("/login")
     assert password_is(dbsession, aisyah, NEW_PASSWORD)
 

@@ -8,7 +8,7 @@ import time
 import pytest
 import webtest
 
-from tests.conftest import environ, make_app
+from tests.app import environ, make_app
 from tests.factories import make_user
 
 SAMPLES = 200

@@ -31,7 +31,7 @@ from idp.saml.server import (
 )
 from idp.settings import parse_settings
 from tests.conftest import upgrade
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
+from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
 
 OTHER_SP = "https://other.example.org/sp"
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from idp.models import IdpSession, Role
-from tests.conftest import environ, make_app
+from tests.app import environ, make_app
 
 
 def _session_cookie(response) -> str:

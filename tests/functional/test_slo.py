@@ -15,7 +15,9 @@ from sqlalchemy import func, select
 
 from idp.models import IdpSession, LogoutLeg, Role, SessionParticipant
 from idp.saml.registry import import_sp
-from tests.saml_pages import browser, response_of, sign_in
+from tests.app import browser
+from tests.saml_metadata import make_sp_metadata
+from tests.saml_pages import response_of
 from tests.saml_requests import (
     SLO_REDIRECT,
     authn_request,
@@ -26,7 +28,7 @@ from tests.saml_requests import (
     redirect_query,
     sign_xml,
 )
-from tests.unit.saml.test_registry import make_sp_metadata
+from tests.signin import sign_in
 
 SP1 = "https://sp.example.org/sp"
 SP2 = "https://two.example.org/sp"

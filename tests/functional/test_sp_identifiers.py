@@ -8,8 +8,7 @@ from saml2.saml import NAMEID_FORMAT_PERSISTENT as PERSISTENT
 
 from idp.saml.registry import import_sp, set_policy
 from idp.saml.sp_metadata import MetadataError, parse_sp_metadata
-from tests.functional.test_cli import ini, run  # noqa: F401  (ini: a fixture)
-from tests.functional.test_cli_sp import assert_refused, database, rows  # noqa: F401
+from tests.cli import assert_refused, rows, run
 from tests.functional.test_sso_responses import (
     INVALID_NAMEID_POLICY,
     assert_error_response,
@@ -17,9 +16,9 @@ from tests.functional.test_sso_responses import (
     name_id_of,
     sso,
 )
-from tests.saml_pages import sign_in
+from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
 from tests.saml_requests import new_id
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
+from tests.signin import sign_in
 
 ACS = "https://sp.example.org/acs"
 SLO = "https://sp.example.org/slo"
@@ -60,7 +59,7 @@ def test_absolute_entity_ids_are_accepted(entity_id):
     assert parse_sp_metadata(data).entity_id == entity_id
 
 
-def test_cli_refuses_a_relative_entity_id_in_one_line(ini, database, tmp_path):  # noqa: F811
+def test_cli_refuses_a_relative_entity_id_in_one_line(ini, database, tmp_path):
     relative = tmp_path / "relative.xml"
     relative.write_bytes(make_sp_metadata("emis-sp", acs=ACS, slo=SLO))
     assert_refused(
@@ -75,8 +74,8 @@ def test_cli_refuses_a_relative_entity_id_in_one_line(ini, database, tmp_path): 
 
 
 def test_cli_policy_refuses_email_name_id_unless_mail_is_released(
-    ini,  # noqa: F811
-    database,  # noqa: F811
+    ini,
+    database,
     tmp_path,
 ):
     metadata = tmp_path / "sp.xml"

@@ -17,7 +17,7 @@ from idp.models.sp import NAMEID_PERSISTENT
 from idp.saml.registry import current_version, import_sp, remove_sp, set_enabled
 from idp.saml.sp_metadata import MAX_METADATA_BYTES, MetadataError
 from tests.factories import make_user
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata, padded
+from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata, padded
 
 
 @pytest.fixture

@@ -31,8 +31,13 @@ from tests.functional.test_sso_responses import (
     sso,
     with_subject_id_req,
 )
-from tests.saml_pages import sign_in
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
+from tests.saml_metadata import (
+    SP_ENTITY_ID,
+    deeply_nested,
+    make_sp_metadata,
+    metadata_with,
+)
+from tests.signin import sign_in
 
 
 @pytest.fixture
@@ -87,16 +92,6 @@ HOSTILE_ENDPOINTS = {
     # Plain http, even to this machine, outside development.
     "http-local-in-production": ("http://127.0.0.1/acs", None),
 }
-
-
-def metadata_with(acs: str | None, slo: str | None) -> bytes:
-    """make_sp_metadata() with one endpoint set verbatim (lxml escapes it)."""
-    root = etree.fromstring(make_sp_metadata())
-    descriptor = root.find(f"{{{MD}}}SPSSODescriptor")
-    for tag, value in (("AssertionConsumerService", acs), ("SingleLogoutService", slo)):
-        if value is not None:
-            descriptor.find(f"{{{MD}}}{tag}").set("Location", value)
-    return etree.tostring(root)
 
 
 @pytest.mark.parametrize("case", list(HOSTILE_ENDPOINTS))
@@ -361,16 +356,6 @@ def test_saml_38_uid_differs_per_sp_unless_policy_asks_for_the_global_one(
 
 # --------------------------------------------------------------------------
 # SAML-39: unusable registration
-
-
-def deeply_nested(depth: int) -> bytes:
-    """make_sp_metadata() with ``depth`` nested elements in md:Extensions."""
-    text = make_sp_metadata().decode()
-    opening = text.index(">", text.index("<md:EntityDescriptor")) + 1
-    nest = "<x:n xmlns:x='urn:example:nest'>" + "<x:n>" * (depth - 1)
-    nest += "</x:n>" * depth
-    extensions = f"<md:Extensions>{nest}</md:Extensions>"
-    return (text[:opening] + extensions + text[opening:]).encode()
 
 
 def test_saml_39_metadata_the_saml_server_cannot_load_is_refused(

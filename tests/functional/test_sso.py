@@ -16,12 +16,13 @@ from idp.models import (
     SeenRequestId,
     SessionParticipant,
 )
-from tests.saml_pages import response_of, sign_in, status_of
+from tests.saml_pages import response_of, status_of
 from tests.saml_requests import (
     SP_ACS,
     authn_request,
     redirect_query,
 )
+from tests.signin import sign_in
 
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
@@ -37,7 +38,7 @@ def test_sp_initiated_redirect_signs_in_then_posts_a_signed_response(
     assert login.startswith("https://idp.test/login?next=")
     assert dbsession.scalar(select(func.count()).select_from(PendingSamlRequest)) == 1
     next_url = login.split("next=", 1)[1]
-    done = sign_in(testapp, user, next_url)
+    done = sign_in(testapp, user, next_url=next_url)
     assert "/saml/sso/continue?r=" in done.location
     page = done.follow()
     form = page.forms["saml-post-form"]
@@ -78,7 +79,7 @@ def test_saml_17_a_refused_request_still_counts_as_seen(committing_testapp, db_e
 
     from idp.saml.registry import import_sp
     from tests.factories import make_module
-    from tests.unit.saml.test_registry import make_sp_metadata
+    from tests.saml_metadata import make_sp_metadata
 
     with Session(db_engine) as session, session.begin():
         make_module(session, "emis")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from lxml import etree
 
 from idp.saml.registry import set_policy
 from idp.saml.sp_metadata import MetadataError
@@ -19,40 +18,27 @@ from tests.functional.test_sso_responses import (
     sso,
     verify,
 )
-from tests.saml_pages import sign_in
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
-
-MD = "urn:oasis:names:tc:SAML:2.0:metadata"
-DS = "http://www.w3.org/2000/09/xmldsig#"
-XENC11 = "http://www.w3.org/2009/xmlenc11#"
-AES256_GCM = XENC11 + "aes256-gcm"
-AES128_GCM = XENC11 + "aes128-gcm"
-AES256_CBC = XENC + "aes256-cbc"
-AES128_CBC = XENC + "aes128-cbc"
-TRIPLEDES = XENC + "tripledes-cbc"
-RSA_OAEP_MGF1P = XENC + "rsa-oaep-mgf1p"
-RSA_OAEP_11 = XENC11 + "rsa-oaep"
-SHA1 = DS + "sha1"
-SHA256 = XENC + "sha256"
-SHA512 = XENC + "sha512"
+from tests.saml_metadata import (
+    AES128_CBC,
+    AES128_GCM,
+    AES256_CBC,
+    AES256_GCM,
+    RSA_OAEP_11,
+    RSA_OAEP_MGF1P,
+    SHA1,
+    SHA256,
+    SHA512,
+    SP_ENTITY_ID,
+    TRIPLEDES,
+    make_sp_metadata,
+    with_encryption_methods,
+)
+from tests.signin import sign_in
 
 
 def metadata(*methods: tuple[str, str | None]) -> bytes:
     """The SP's metadata with an encryption key listing ``methods`` (alg, digest)."""
     return with_encryption_methods(make_sp_metadata(encryption=True), methods)
-
-
-def with_encryption_methods(data: bytes, methods) -> bytes:
-    """``data`` with ``methods`` (alg, digest) listed under its encryption key."""
-    root = etree.fromstring(data)
-    [key] = [
-        k for k in root.iter(f"{{{MD}}}KeyDescriptor") if k.get("use") == "encryption"
-    ]
-    for algorithm, digest in methods:
-        method = etree.SubElement(key, f"{{{MD}}}EncryptionMethod", Algorithm=algorithm)
-        if digest:
-            etree.SubElement(method, f"{{{DS}}}DigestMethod", Algorithm=digest)
-    return etree.tostring(root)
 
 
 def encrypted(testapp, dbsession, user, data: bytes):
@@ -147,10 +133,9 @@ def test_unknown_encryption_method_is_refused(dbsession, module, bad):
 
 def test_cli_sets_and_shows_the_encryption_method(tmp_path):
     """``sp policy --encryption-method`` as an operator runs it, and 'auto' undoes it."""
-    from tests.functional.test_cli import ini as make_ini
-    from tests.functional.test_cli import run
+    from tests.cli import run, scratch_ini
 
-    config = make_ini.__wrapped__(tmp_path)
+    config = scratch_ini(tmp_path)
     assert run(config, "db", "upgrade").returncode == 0
     data = tmp_path / "sp.xml"
     data.write_bytes(metadata((AES256_GCM, None)))

@@ -56,9 +56,10 @@ from idp.models import (
 )
 from idp.saml.registry import import_sp
 from idp.views.saml import PAGES
-from tests.conftest import make_app
+from tests.app import make_app
 from tests.factories import make_user
-from tests.saml_pages import response_of, sign_in, status_of
+from tests.saml_metadata import RELEASED, SP_ENTITY_ID, make_sp_metadata, sp_key_files
+from tests.saml_pages import response_of, status_of
 from tests.saml_requests import (
     RSA_SHA1,
     RSA_SHA256,
@@ -75,7 +76,7 @@ from tests.saml_requests import (
     redirect_query,
     sign_xml,
 )
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata, sp_key_files
+from tests.signin import sign_in
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
 XSL = "http://www.w3.org/1999/XSL/Transform"
@@ -87,7 +88,6 @@ RSA_SHA512 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512"
 HMAC_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#hmac-sha256"
 OTHER_ENTITY_ID = "https://other.example.org/sp"
 OTHER_ACS = "https://other.example.org/acs"
-RELEASED = ["uid", "displayName", "mail", "isMemberOf"]
 
 REDIRECT, POST = "redirect", "post"
 BINDINGS = pytest.mark.parametrize("binding", [REDIRECT, POST])
@@ -114,18 +114,7 @@ NOT_CHECKED = object()
 # --------------------------------------------------------------------------
 # Fixtures
 
-# module, sp and user: tests/functional/conftest.py.
-
-
-@pytest.fixture
-def signed_sp(dbsession, module):
-    """The fixture SP, but its metadata sets AuthnRequestsSigned."""
-    sp = import_sp(
-        dbsession, make_sp_metadata(signed_requests=True), module_code="emis"
-    )
-    sp.attributes_released = list(RELEASED)
-    dbsession.flush()
-    return sp
+# module, sp, signed_sp and user: tests/functional/conftest.py.
 
 
 @pytest.fixture

@@ -31,8 +31,14 @@ from idp.models import (
 from idp.saml.crypto import XmlsecBackend
 from idp.saml.registry import import_sp, set_enabled
 from idp.saml.response import RELEASABLE, security_image_context
-from tests.factories import PASSWORD, display, make_user
-from tests.saml_pages import browser, sign_in, status_of
+from tests.app import browser
+from tests.factories import display, make_user
+from tests.saml_metadata import (
+    SP_ENTITY_ID,
+    make_sp_metadata,
+    sp_key_files,
+)
+from tests.saml_pages import status_of
 from tests.saml_requests import (
     SP_ACS,
     SSO_POST,
@@ -41,11 +47,7 @@ from tests.saml_requests import (
     post_fields,
     redirect_query,
 )
-from tests.unit.saml.test_registry import (
-    SP_ENTITY_ID,
-    make_sp_metadata,
-    sp_key_files,
-)
+from tests.signin import sign_in
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -193,19 +195,6 @@ def sso(testapp, *, relay_state=None, status="*", issuer=SP_ENTITY_ID, **request
     xml = authn_request(issuer=issuer, **request)
     query = redirect_query(xml, relay_state=relay_state)
     return testapp.get("/saml/sso/redirect?" + query, status=status)
-
-
-def sign_in_at(testapp, user, location: str):
-    """Sign in from the login page the IdP sent us to; the final redirect."""
-    form = testapp.get(location).forms["login-form"]
-    form["identifier"] = display(user)
-    page = form.submit(status=303).follow()
-    form = page.forms["image-form"]
-    form["confirm"] = True
-    page = form.submit(status=303).follow()
-    form = page.forms["password-form"]
-    form["password"] = PASSWORD
-    return form.submit(status=303)
 
 
 def saml_xml(page, form: str = "saml-post-form") -> bytes:
@@ -827,7 +816,7 @@ def test_saml_31_disabled_sp_gets_no_assertion_idp_initiated(
 def test_saml_31_sp_disabled_while_the_user_signs_in(testapp, dbsession, sp, user):
     page = sso(testapp, status=303)
     set_enabled(dbsession, SP_ENTITY_ID, False)
-    continuation = sign_in_at(testapp, user, page.location)
+    continuation = sign_in(testapp, user, start=page.location, lang=None)
     assert "/saml/sso/continue" in continuation.location
     page = continuation.follow(status=403)
     assert error_code(page) == "saml_sp_disabled"
@@ -928,7 +917,7 @@ def test_auth_13_pending_password_change_gets_no_saml_response(
     dbsession.flush()
     # Signed out: the SSO parks the request and asks for a sign-in...
     page = sso(testapp, status=303)
-    done = sign_in_at(testapp, user, page.location)
+    done = sign_in(testapp, user, start=page.location, lang=None)
     # ...which ends at the change form, not at the continuation.
     assert urlsplit(done.location).path == "/password/new"
     next_url = parse_qs(urlsplit(page.location).query)["next"][0]
@@ -1102,7 +1091,7 @@ def test_force_authn_signs_in_again_with_a_newer_authn_instant(
     assert next_url.startswith("/saml/sso/continue?r=")
     assert "SAMLResponse" not in page.text
 
-    done = sign_in_at(testapp, user, page.location)
+    done = sign_in(testapp, user, start=page.location, lang=None)
     assert done.location.endswith(next_url)
     after = assertion_of(done.follow(status=200))
     new = instant(after.find("saml:AuthnStatement", NS).get("AuthnInstant"))
@@ -1212,7 +1201,7 @@ def test_idp_initiated_signs_in_first_then_comes_back(testapp, dbsession, sp, us
     assert parts.path == "/login"
     assert parse_qs(parts.query)["next"] == [url]
     assert "SAMLResponse" not in page.text
-    done = sign_in_at(testapp, user, page.location)
+    done = sign_in(testapp, user, start=page.location, lang=None)
     assert done.location.endswith(url)
     page = done.follow(status=200)
     assert page.forms["saml-post-form"]["RelayState"].value == "x"

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import lxml.html
 import pytest
 from lxml import etree
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from idp.models import (
     IdpSession,
@@ -42,15 +42,18 @@ from idp.models import (
     SessionParticipant,
 )
 from idp.saml.registry import import_sp
-from tests.factories import make_user
+from tests.app import browser
+from tests.factories import count, make_user
 from tests.saml_attacks import (
+    XSW_CASES,
     attacked_post_fields,
     compose,
     set_attribute,
     set_issuer,
     set_name_id,
 )
-from tests.saml_pages import browser, response_of, sign_in, status_of
+from tests.saml_metadata import RELEASED, SP_ENTITY_ID, make_sp_metadata
+from tests.saml_pages import response_of, status_of
 from tests.saml_requests import (
     SAML,
     SAMLP,
@@ -63,7 +66,7 @@ from tests.saml_requests import (
     redirect_query,
     sign_xml,
 )
-from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
+from tests.signin import sign_in
 
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 EVIL_ACS = "https://evil.example/acs"
@@ -72,7 +75,6 @@ EVIL_ACS = "https://evil.example/acs"
 # rules stand between the attacker and speaking for it.
 OTHER_SP = "https://other.example.org/sp"
 OTHER_ACS = "https://other.example.org/acs"
-RELEASED = ["uid", "displayName", "mail", "isMemberOf"]
 
 # The codes a wrapped request may be refused with (SECURITY.md SAML-01..08).
 REFUSAL_CODES = {
@@ -88,18 +90,7 @@ _AUTHN_STATEMENT = f"{{{SAML}}}AuthnStatement"
 
 
 # --------------------------------------------------------------------------
-# Fixtures
-
-
-@pytest.fixture
-def signed_sp(dbsession, module):
-    """The fixture SP, its metadata setting AuthnRequestsSigned."""
-    sp = import_sp(
-        dbsession, make_sp_metadata(signed_requests=True), module_code="emis"
-    )
-    sp.attributes_released = list(RELEASED)
-    dbsession.flush()
-    return sp
+# Fixtures (module and signed_sp: tests/functional/conftest.py)
 
 
 @pytest.fixture
@@ -232,11 +223,6 @@ def summary(page) -> str:
     return f"{page.status} {error_code(page)} {where}".strip()
 
 
-def count(dbsession, model) -> int:
-    dbsession.flush()
-    return dbsession.scalar(select(func.count()).select_from(model))
-
-
 def counts(dbsession, models) -> dict[str, int]:
     return {model.__name__: count(dbsession, model) for model in models}
 
@@ -271,7 +257,7 @@ def continue_to_response(testapp, person, page, *, forced: bool):
         assert page.location.startswith("https://idp.test/login?next=")
         next_url = parse_qs(urlsplit(page.location).query)["next"][0]
         assert next_url.startswith("/saml/sso/continue?r=")
-        done = sign_in(testapp, person, quote(next_url, safe=""))
+        done = sign_in(testapp, person, next_url=quote(next_url, safe=""))
         assert done.status_int == 303, summary(done)
         target = urlsplit(done.location)
         assert target.path == "/saml/sso/continue", done.location
@@ -319,111 +305,19 @@ def check_wrapped_authn_request(
     assert response.get("Destination") == SP_ACS
 
 
-authn_mutations = pytest.mark.parametrize("mutation", AUTHN_IDS)
-
-
-@authn_mutations
-def test_saml_01_xsw1_authn_request_over_post_refused(
+@pytest.mark.parametrize("mutation", AUTHN_IDS)
+@pytest.mark.parametrize("shape", XSW_CASES)
+def test_xsw_authn_request_over_post_refused(
     testapp,
     dbsession,
     signed_sp,
     other_sp,
     user,
+    shape,
     mutation,
 ):
-    """SAML-01: XSW1 AuthnRequest (root re-IDed, original in its Signature) refused."""
-    check_wrapped_authn_request(testapp, dbsession, user, "SAML-01", mutation)
-
-
-@authn_mutations
-def test_saml_02_xsw2_authn_request_over_post_refused(
-    testapp,
-    dbsession,
-    signed_sp,
-    other_sp,
-    user,
-    mutation,
-):
-    """SAML-02: XSW2 AuthnRequest (root re-IDed, original before its Signature) refused."""
-    check_wrapped_authn_request(testapp, dbsession, user, "SAML-02", mutation)
-
-
-@authn_mutations
-def test_saml_03_xsw3_authn_request_over_post_refused(
-    testapp,
-    dbsession,
-    signed_sp,
-    other_sp,
-    user,
-    mutation,
-):
-    """SAML-03: XSW3 AuthnRequest (altered copy first, signed original inside) refused."""
-    check_wrapped_authn_request(testapp, dbsession, user, "SAML-03", mutation)
-
-
-@authn_mutations
-def test_saml_04_xsw4_authn_request_over_post_refused(
-    testapp,
-    dbsession,
-    signed_sp,
-    other_sp,
-    user,
-    mutation,
-):
-    """SAML-04: XSW4 AuthnRequest (altered copy wraps the signed original) refused."""
-    check_wrapped_authn_request(testapp, dbsession, user, "SAML-04", mutation)
-
-
-@authn_mutations
-def test_saml_05_xsw5_authn_request_over_post_refused(
-    testapp,
-    dbsession,
-    signed_sp,
-    other_sp,
-    user,
-    mutation,
-):
-    """SAML-05: XSW5 AuthnRequest (signed root altered, original appended) refused."""
-    check_wrapped_authn_request(testapp, dbsession, user, "SAML-05", mutation)
-
-
-@authn_mutations
-def test_saml_06_xsw6_authn_request_over_post_refused(
-    testapp,
-    dbsession,
-    signed_sp,
-    other_sp,
-    user,
-    mutation,
-):
-    """SAML-06: XSW6 AuthnRequest (signed root altered, original in KeyInfo) refused."""
-    check_wrapped_authn_request(testapp, dbsession, user, "SAML-06", mutation)
-
-
-@authn_mutations
-def test_saml_07_xsw7_authn_request_over_post_refused(
-    testapp,
-    dbsession,
-    signed_sp,
-    other_sp,
-    user,
-    mutation,
-):
-    """SAML-07: XSW7 AuthnRequest (same-ID altered copy in Extensions) refused."""
-    check_wrapped_authn_request(testapp, dbsession, user, "SAML-07", mutation)
-
-
-@authn_mutations
-def test_saml_08_xsw8_authn_request_over_post_refused(
-    testapp,
-    dbsession,
-    signed_sp,
-    other_sp,
-    user,
-    mutation,
-):
-    """SAML-08: XSW8 AuthnRequest (altered in place, original in ds:Object) refused."""
-    check_wrapped_authn_request(testapp, dbsession, user, "SAML-08", mutation)
+    """SAML-01..08: each wrapped AuthnRequest refused; the signed original accepted."""
+    check_wrapped_authn_request(testapp, dbsession, user, shape, mutation)
 
 
 # --------------------------------------------------------------------------
@@ -495,108 +389,16 @@ def check_wrapped_logout_request(
     assert theirs.forms["saml-post-form"].action == SP_ACS
 
 
-logout_mutations = pytest.mark.parametrize("mutation", LOGOUT_IDS)
-
-
-@logout_mutations
-def test_saml_01_xsw1_logout_request_over_post_refused(
+@pytest.mark.parametrize("mutation", LOGOUT_IDS)
+@pytest.mark.parametrize("shape", XSW_CASES)
+def test_xsw_logout_request_over_post_refused(
     testapp,
     dbsession,
     slo_sps,
     user,
     victim,
+    shape,
     mutation,
 ):
-    """SAML-01: XSW1 LogoutRequest (root re-IDed, original in its Signature) refused."""
-    check_wrapped_logout_request(testapp, dbsession, user, victim, "SAML-01", mutation)
-
-
-@logout_mutations
-def test_saml_02_xsw2_logout_request_over_post_refused(
-    testapp,
-    dbsession,
-    slo_sps,
-    user,
-    victim,
-    mutation,
-):
-    """SAML-02: XSW2 LogoutRequest (root re-IDed, original before its Signature) refused."""
-    check_wrapped_logout_request(testapp, dbsession, user, victim, "SAML-02", mutation)
-
-
-@logout_mutations
-def test_saml_03_xsw3_logout_request_over_post_refused(
-    testapp,
-    dbsession,
-    slo_sps,
-    user,
-    victim,
-    mutation,
-):
-    """SAML-03: XSW3 LogoutRequest (altered copy first, signed original inside) refused."""
-    check_wrapped_logout_request(testapp, dbsession, user, victim, "SAML-03", mutation)
-
-
-@logout_mutations
-def test_saml_04_xsw4_logout_request_over_post_refused(
-    testapp,
-    dbsession,
-    slo_sps,
-    user,
-    victim,
-    mutation,
-):
-    """SAML-04: XSW4 LogoutRequest (altered copy wraps the signed original) refused."""
-    check_wrapped_logout_request(testapp, dbsession, user, victim, "SAML-04", mutation)
-
-
-@logout_mutations
-def test_saml_05_xsw5_logout_request_over_post_refused(
-    testapp,
-    dbsession,
-    slo_sps,
-    user,
-    victim,
-    mutation,
-):
-    """SAML-05: XSW5 LogoutRequest (signed root altered, original appended) refused."""
-    check_wrapped_logout_request(testapp, dbsession, user, victim, "SAML-05", mutation)
-
-
-@logout_mutations
-def test_saml_06_xsw6_logout_request_over_post_refused(
-    testapp,
-    dbsession,
-    slo_sps,
-    user,
-    victim,
-    mutation,
-):
-    """SAML-06: XSW6 LogoutRequest (signed root altered, original in KeyInfo) refused."""
-    check_wrapped_logout_request(testapp, dbsession, user, victim, "SAML-06", mutation)
-
-
-@logout_mutations
-def test_saml_07_xsw7_logout_request_over_post_refused(
-    testapp,
-    dbsession,
-    slo_sps,
-    user,
-    victim,
-    mutation,
-):
-    """SAML-07: XSW7 LogoutRequest (same-ID altered copy in Extensions) refused."""
-    check_wrapped_logout_request(testapp, dbsession, user, victim, "SAML-07", mutation)
-
-
-@logout_mutations
-def test_saml_08_xsw8_logout_request_over_post_refused(
-    testapp,
-    dbsession,
-    slo_sps,
-    user,
-    victim,
-    mutation,
-):
-    """SAML-08: XSW8 LogoutRequest (altered in place, original in ds:Object) refused."""
-    check_wrapped_logout_request(testapp, dbsession, user, victim, "SAML-08", mutation)
+    """SAML-01..08: each wrapped LogoutRequest refused; the signed original accepted."""
+    check_wrapped_logout_request(testapp, dbsession, user, victim, shape, mutation)

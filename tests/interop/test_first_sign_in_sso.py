@@ -33,17 +33,16 @@ from sqlalchemy.orm import Session
 from idp.i18n import COOKIE_NAME
 from idp.models import AuditEvent, PendingSamlRequest, ServiceProvider, User
 from tests import registration
-from tests.conftest import TEST_BASE_URL, TEST_HOST, base_settings, make_app
-from tests.functional import test_cli_admin as cli
-from tests.functional.test_cli_admin import NEW_PASSWORD, NUMBER, add_user, ok
+from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, make_app
+from tests.cli import NUMBER, add_user, delivered, ok
+from tests.factories import NEW_PASSWORD
 from tests.interop.browser import Browser, query_of
 from tests.interop.sps import NO_PASSIVE, SUCCESS, OneLoginSP, Pysaml2SP
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
-# The CLI tests' scratch ini and database, so everything is made exactly as
-# an operator makes it.
-ini, db, engine = cli.ini, cli.db, cli.engine
+# The fixtures ini, db and engine (tests/conftest.py): the scratch ini and
+# database of idp-admin, so everything is made exactly as an operator makes it.
 
 RELEASED = "uid,displayName,mail,isMemberOf"
 EMAIL = "ali@example.com.my"
@@ -108,7 +107,7 @@ class World:
         """The newest temporary password mailed to ``recipient``."""
         messages = [
             message
-            for message in cli.delivered(self.ini, self.tmp)
+            for message in delivered(self.ini, self.tmp)
             if recipient in message["To"]
         ]
         assert messages, f"no mail to {recipient}"

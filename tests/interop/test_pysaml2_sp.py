@@ -20,18 +20,9 @@ import webtest
 from idp.models import Module
 from idp.saml.registry import import_sp
 from idp.saml.response import pairwise_uid
-from tests.conftest import environ
-from tests.factories import make_user
-from tests.functional.test_sso_encryption import AES128_CBC as ENC_AES128_CBC
-from tests.functional.test_sso_encryption import AES128_GCM as ENC_AES128_GCM
-from tests.functional.test_sso_encryption import AES256_CBC as ENC_AES256_CBC
-from tests.functional.test_sso_encryption import AES256_GCM as ENC_AES256_GCM
-from tests.functional.test_sso_encryption import RSA_OAEP_MGF1P as ENC_RSA_OAEP_MGF1P
-from tests.functional.test_sso_encryption import SHA1 as ENC_SHA1
-from tests.functional.test_sso_encryption import SHA512 as ENC_SHA512
-from tests.functional.test_sso_encryption import with_encryption_methods
+from tests.app import environ
+from tests.factories import make_role, make_user
 from tests.interop.browser import Browser
-from tests.interop.conftest import make_role
 from tests.interop.sps import (
     EMAIL,
     NO_PASSIVE,
@@ -42,6 +33,14 @@ from tests.interop.sps import (
     Pysaml2SP,
     SPRefused,
 )
+from tests.saml_metadata import AES128_CBC as ENC_AES128_CBC
+from tests.saml_metadata import AES128_GCM as ENC_AES128_GCM
+from tests.saml_metadata import AES256_CBC as ENC_AES256_CBC
+from tests.saml_metadata import AES256_GCM as ENC_AES256_GCM
+from tests.saml_metadata import RSA_OAEP_MGF1P as ENC_RSA_OAEP_MGF1P
+from tests.saml_metadata import SHA1 as ENC_SHA1
+from tests.saml_metadata import SHA512 as ENC_SHA512
+from tests.saml_metadata import with_encryption_methods
 
 pytestmark = pytest.mark.interop
 

@@ -29,6 +29,7 @@ from idp.services.passwords import (
     PolicyViolation,
     load_common_passwords,
 )
+from tests.weak_passwords import ISSUE_11, ISSUE_11_SERVICE_NAMES
 
 ROUNDS = 4
 # A password of acceptable length, on no list and with no identifier in it.
@@ -576,24 +577,15 @@ def policy():
 @pytest.mark.parametrize(
     ("password", "reason"),
     [
-        ("password1234", "common_word"),
-        ("123456789012", "sequence"),
-        ("aaaaaaaaaaaa", "repetition"),
-        ("iloveyou1234", "common_word"),
-        ("malaysia1234", "common_word"),
-        ("qwertyuiopasdf", "keyboard"),
-        ("abcdefghijkl", "sequence"),
-        ("abcabcabcabc", "repetition"),
+        *ISSUE_11,
         ("kucingkucing", "repetition"),
         ("zyxwvutsrqpo", "sequence"),
         ("987654321098", "sequence"),
-        ("1qaz2wsx3edc", "keyboard"),
         ("zaq12wsxcde3", "keyboard"),
         ("qwerty-asdfgh", "keyboard"),
         ("asdfghjkl;'1", "keyboard"),
         ("qwertyuiop12", "keyboard"),
         ("aaaabbbbcccc", "repetition"),
-        ("010120102010", "date"),
         ("31121990 #1!", "date"),
         ("cikgu2024!!!", "common_word"),
         ("900101145678", "date"),
@@ -620,8 +612,7 @@ def test_auth_32_control_real_passphrases_accepted(policy, password):
 @pytest.mark.parametrize(
     "password",
     [
-        "idme12345678",
-        "kpm2024kpm2024",
+        *(password for password, _ in ISSUE_11_SERVICE_NAMES),
         "moeis-moeis-1",
         "KPM@2024!idme",
         "MOE-0101-2024",

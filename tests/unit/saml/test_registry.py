@@ -9,112 +9,26 @@ attack.
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import tempfile
 from pathlib import Path
 
 import pytest
 from lxml import etree
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
-from saml2.config import SPConfig
-from saml2.metadata import entity_descriptor, metadata_tostring_fix
 from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_PERSISTENT
 
-from idp.saml.keys import make_pem_pair
 from idp.saml.registry import default_name_id_format
 from idp.saml.sp_metadata import MAX_METADATA_BYTES, MetadataError, parse_sp_metadata
+from tests.saml_metadata import (
+    DS,
+    MD,
+    SP_ENTITY_ID,
+    make_sp_metadata,
+    padded,
+    sp_key_files,
+)
 
-MD = "urn:oasis:names:tc:SAML:2.0:metadata"
-DS = "http://www.w3.org/2000/09/xmldsig#"
 AES256_GCM = "http://www.w3.org/2009/xmlenc11#aes256-gcm"
 AES128_CBC = "http://www.w3.org/2001/04/xmlenc#aes128-cbc"
-SP_ENTITY_ID = "https://sp.example.org/sp"
-
-_keys_dir = tempfile.TemporaryDirectory(prefix="idp-test-sp-keys-")
-
-
-@functools.cache
-def sp_key_files(name: str = "sp") -> tuple[str, str]:
-    """A throwaway SP key pair on disk (pysaml2 reads certificates from files)."""
-    key_pem, cert_pem = make_pem_pair(f"{name}.example.org", key_size=2048)
-    key_file = Path(_keys_dir.name) / f"{name}.key"
-    cert_file = Path(_keys_dir.name) / f"{name}.crt"
-    key_file.write_bytes(key_pem)
-    cert_file.write_bytes(cert_pem)
-    return str(key_file), str(cert_file)
-
-
-def make_sp_metadata(
-    entity_id: str = SP_ENTITY_ID,
-    *,
-    acs: str | None = None,
-    slo: str | None = None,
-    signed_requests: bool = False,
-    encryption: bool = False,
-    encryption_methods: tuple[str, ...] = (),
-    name_id_formats: tuple[str, ...] = (NAMEID_FORMAT_PERSISTENT,),
-    valid_until: dt.datetime | None = None,
-) -> bytes:
-    """An SP's EntityDescriptor as pysaml2 publishes it.
-
-    ``encryption`` adds an encryption key (and ``encryption_methods`` lists
-    its algorithms); ``signed_requests`` sets ``AuthnRequestsSigned``.
-    """
-    base = entity_id.rsplit("/", 1)[0]
-    key_file, cert_file = sp_key_files()
-    conf: dict = {
-        "entityid": entity_id,
-        "key_file": key_file,
-        "cert_file": cert_file,
-        "service": {
-            "sp": {
-                "endpoints": {
-                    "assertion_consumer_service": [
-                        (acs or f"{base}/acs", BINDING_HTTP_POST)
-                    ],
-                    "single_logout_service": [
-                        (slo or f"{base}/slo", BINDING_HTTP_REDIRECT)
-                    ],
-                },
-                "authn_requests_signed": signed_requests,
-                "want_assertions_signed": True,
-                "name_id_format": list(name_id_formats),
-                "ui_info": {
-                    "display_name": [
-                        {"text": "Sistem Contoh", "lang": "ms"},
-                        {"text": "Example System", "lang": "en"},
-                    ],
-                    "logo": {
-                        "text": f"{base}/logo.png",
-                        "height": "40",
-                        "width": "40",
-                    },
-                },
-            }
-        },
-        "crypto_backend": "XMLSecurity",
-    }
-    if encryption:
-        enc_key, enc_cert = sp_key_files("sp-encryption")
-        conf["encryption_keypairs"] = [{"key_file": enc_key, "cert_file": enc_cert}]
-    config = SPConfig()
-    config.load(conf)
-    descriptor = entity_descriptor(config)
-    if valid_until is not None:
-        descriptor.valid_until = valid_until.strftime("%Y-%m-%dT%H:%M:%SZ")
-    xml = metadata_tostring_fix(descriptor, {"md": MD, "ds": DS})
-    if isinstance(xml, str):
-        xml = xml.encode("utf-8")
-    if encryption_methods:
-        root = etree.fromstring(xml)
-        for key in root.iter(f"{{{MD}}}KeyDescriptor"):
-            if key.get("use") == "encryption":
-                for algorithm in encryption_methods:
-                    etree.SubElement(
-                        key, f"{{{MD}}}EncryptionMethod", Algorithm=algorithm
-                    )
-        xml = etree.tostring(root)
-    return xml
 
 
 def pem_of(cert_file: str) -> str:
@@ -213,12 +127,6 @@ def test_default_name_id_format_is_persistent_unless_only_others_listed():
 
 # --------------------------------------------------------------------------
 # OPS-03: size and entity caps
-
-
-def padded(data: bytes, size: int) -> bytes:
-    """``data`` followed by a comment that brings it to exactly ``size`` bytes."""
-    filler = size - len(data) - len(b"\n<!---->")
-    return data + b"\n<!--" + b"x" * filler + b"-->"
 
 
 def test_ops_03_metadata_over_5_mib_is_refused_before_parsing():

@@ -24,7 +24,7 @@ from idp.saml.response import (
     supported_contexts,
 )
 from idp.saml.sp_metadata import parse_sp_metadata
-from tests.unit.saml.test_registry import make_sp_metadata
+from tests.saml_metadata import make_sp_metadata
 
 SETTINGS = {"idp.base_url": "https://idp.test"}
 AC_OURS = "https://idp.test/saml/ac/password-security-image"

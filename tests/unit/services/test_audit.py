@@ -14,7 +14,7 @@ import uuid
 import pytest
 from pyramid.config import Configurator
 from pyramid.scripting import prepare
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 
 from idp.models import AuditEvent
 from idp.services.audit import (
@@ -26,6 +26,7 @@ from idp.services.audit import (
     verify,
 )
 from idp.services.interfaces import IAuditLog
+from tests.factories import count
 
 BASE = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
 ALICE = uuid.UUID("6f1d2c3b-4a59-4e6f-8a7b-9c0d1e2f3a4b")
@@ -45,12 +46,8 @@ class TickingClock:
 
 @pytest.fixture
 def audit(dbsession) -> AuditLog:
-    assert count(dbsession) == 0, "the audit log should start empty"
+    assert count(dbsession, AuditEvent) == 0, "the audit log should start empty"
     return AuditLog(dbsession, clock=TickingClock())
-
-
-def count(dbsession) -> int:
-    return dbsession.scalar(select(func.count()).select_from(AuditEvent))
 
 
 def chain(n: int, prev_hash: str = GENESIS_HASH) -> list[dict]:
@@ -123,7 +120,7 @@ def test_record_writes_in_the_callers_transaction(audit, dbsession):
     audit.record("test.rolled_back")
     savepoint.rollback()
 
-    assert count(dbsession) == 0
+    assert count(dbsession, AuditEvent) == 0
     assert audit.record("test.kept").prev_hash == GENESIS_HASH
 
 
@@ -175,7 +172,7 @@ def test_user_ids_given_as_strings_are_stored_as_uuids(audit, dbsession):
 def test_bad_input_is_refused_and_writes_nothing(audit, dbsession, event, kwargs):
     with pytest.raises(ValueError):
         audit.record(event, **kwargs)
-    assert count(dbsession) == 0
+    assert count(dbsession, AuditEvent) == 0
 
 
 def test_hash_covers_every_field_and_the_previous_hash():
@@ -229,7 +226,7 @@ def test_canonical_json_sorts_keys_and_drops_spaces():
 
 
 def test_verify_an_empty_log(dbsession):
-    assert count(dbsession) == 0
+    assert count(dbsession, AuditEvent) == 0
     assert verify(dbsession) == VerifyResult(ok=True, checked=0, first_bad_id=None)
 
 
