@@ -27,7 +27,6 @@ from tests.functional.test_sso_responses import (
     SP2_ENTITY_ID,
     add_sp,
     released_values,
-    sign_in_at,
     sso,
     with_subject_id_req,
 )
@@ -183,7 +182,7 @@ def test_saml_27_metadata_expired_since_import_closes_every_start(
     assert idp_initiated(testapp, good).status_int == 200
     # The parked request, continued by a sign-in after the expiry.
     testapp.reset()
-    page = sign_in_at(testapp, user, parked).follow(status="*")
+    page = sign_in(testapp, user, start=parked, lang=None).follow(status="*")
     while page.status_int in (302, 303):
         page = page.follow(status="*")
     assert page.status_int == 403, page.text[:300]
