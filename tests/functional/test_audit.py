@@ -32,6 +32,8 @@ from idp.services.audit import (
     verify,
 )
 
+pytestmark = pytest.mark.postgresql
+
 ROOT = Path(__file__).resolve().parents[2]
 IDP_ADMIN = Path(sys.executable).parent / "idp-admin"
 

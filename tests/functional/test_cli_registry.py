@@ -36,7 +36,7 @@ from tests.functional.test_cli_admin import (  # noqa: F401  (db, engine, ini: f
 )
 from tests.unit.saml.test_registry import SP_ENTITY_ID, make_sp_metadata
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.postgresql]
 
 EMIS = ("--name-ms", "Sistem Maklumat Murid", "--name-en", "Pupil Records")
 GURU = ("--name-ms", "Guru", "--name-en", "Teacher")

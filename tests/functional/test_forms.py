@@ -474,6 +474,7 @@ def test_in_a_browser_the_institution_mark_follows_the_category(testapp, tmp_pat
     assert seen["educator"] == {"required": True, "markHidden": True}
 
 
+@pytest.mark.postgresql
 def test_two_requests_reaching_the_limit_at_once_count_one_lock(app, db_engine):
     """The second of two simultaneous limit reaches makes no second lock."""
     import threading

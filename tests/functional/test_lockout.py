@@ -27,6 +27,8 @@ from tests.factories import HASHER, PASSWORD, display, make_user
 from tests.functional.test_login import message, sign_in
 from tests.functional.test_register import solve
 
+pytestmark = pytest.mark.postgresql
+
 NEW_PASSWORD = "teh tarik kurang manis di kedai mamak"
 STRANGER = "198.51.100.66"
 OWNER = "203.0.113.5"
