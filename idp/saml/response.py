@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session
 
 from idp.identifiers import alpha2
 from idp.models import PersistentNameId, ServiceProvider, User
+from idp.saml import xsdatetime
 from idp.saml.config import DIGEST_ALGORITHM, SIGNING_ALGORITHM
 from idp.saml.crypto import (
     AES256_GCM,
@@ -57,7 +58,6 @@ from idp.saml.crypto import (
     XmlsecBackend,
     parse_xml,
 )
-from idp.saml import xsdatetime
 from idp.saml.registry import RELEASABLE, SpMetadata
 from idp.saml.requests import (
     STATUS_REQUESTER,

@@ -602,7 +602,7 @@ class _Letters:
     def word(self, draw: _Draws) -> str:
         """A new word, 2-14 letters, no offence in it (bounded redraws)."""
         for _ in range(20):
-            history, letters = "^" * _MODEL_ORDER, []
+            history, letters = "^" * _MODEL_ORDER, list[str]()
             while len(letters) <= _WORD_MAX:
                 letter = self._next(draw, history)
                 if letter == _END:

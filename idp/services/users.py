@@ -14,13 +14,14 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from dataclasses import dataclass
+from typing import cast
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from zope.interface import implementer
 
 from idp.db import utcnow
-from idp.identifiers import Identifier
+from idp.identifiers import Identifier, IdentifierKind
 from idp.models import OneTimeToken, User
 from idp.services import mail
 from idp.services.interfaces import IOutbox, IPasswordService, IUserService
@@ -159,7 +160,8 @@ class UserService:
 
     def policy_violations(self, user: User, password: str) -> list:
         """What is wrong with ``password`` as ``user``'s new password."""
-        identifier = Identifier(user.identifier_kind, user.identifier)
+        kind = cast(IdentifierKind, user.identifier_kind)
+        identifier = Identifier(kind, user.identifier)
         return self.passwords.check_policy(
             password,
             identifiers=[
