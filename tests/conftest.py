@@ -100,6 +100,48 @@ def pytest_generate_tests(metafunc):
     )
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Long tests first, so parallel workers never wait on one started last.
+
+    pytest-xdist hands out tests in collection order; a browser module or a
+    slow test near the end would run alone while the other workers idle.
+    The sort is stable: within each kind, pytest's own order (grouped by
+    database, to set each one up once) stays.
+    """
+
+    def kind(item) -> int:
+        if item.get_closest_marker("e2e"):
+            return 0
+        if item.get_closest_marker("slow"):
+            return 1
+        return 2
+
+    items.sort(key=kind)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup``, plus: each browser module's tests on one worker.
+
+    A browser module's IdP, service and Chromium are module fixtures; split
+    over workers, each would start them again. (The ``xdist_group`` mark
+    cannot say this: pytest-xdist 3.8 renames ``item._nodeid``, which
+    pytest 9 no longer reads, so marked tests are not grouped.)
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class BrowserModulesTogether(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith("tests/e2e/"):
+                return nodeid.split("::", 1)[0]
+            return super()._split_scope(nodeid)
+
+    return BrowserModulesTogether(config, log)
+
+
 class DatabaseUnavailable(Exception):
     """PostgreSQL is not configured or does not answer; the message says which."""
 

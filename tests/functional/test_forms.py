@@ -439,6 +439,9 @@ def in_chromium(page, folder: Path) -> dict:
             "--no-sandbox",
             "--disable-gpu",
             "--dump-dom",
+            # Its own profile: Chromiums started at once (parallel workers,
+            # other checkouts) must not share the default one.
+            f"--user-data-dir={folder / 'profile'}",
             (folder / "page.html").as_uri(),
         ],
         capture_output=True,
