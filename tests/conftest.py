@@ -29,7 +29,7 @@ import webtest
 from pyramid.paster import get_appsettings
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from idp.config import configure
@@ -200,7 +200,13 @@ class WorkerDatabases:
                     {"name": url.database},
                 )
                 if not exists:
-                    conn.execute(text(f'CREATE DATABASE "{url.database}"'))
+                    try:
+                        conn.execute(text(f'CREATE DATABASE "{url.database}"'))
+                    except ProgrammingError as exc:
+                        raise DatabaseUnavailable(
+                            f"cannot create {url.database}: {exc.orig} (the role"
+                            " needs CREATEDB, which the test command grants)"
+                        ) from exc
                     self.created.append(url)
                 return url.render_as_string(hide_password=False)
         except OperationalError as exc:
