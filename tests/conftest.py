@@ -1,15 +1,21 @@
 """The fixture ladder: settings -> keys -> database -> app -> per-test transaction.
 
-Every test that touches the database runs once on SQLite and once on
-PostgreSQL (the ``db_url`` fixture is parametrised). Each test runs inside an
+Every test that touches the database runs on SQLite. Tests marked
+``@pytest.mark.postgresql`` (the dialect matters: races, row locks,
+``ON CONFLICT``, ``SKIP LOCKED``, triggers, advisory locks, migrations) run on
+PostgreSQL as well; ``IDP_TEST_ALL_DATABASES=1`` (``scripts/test
+--all-databases``) runs every database test on both. Each test runs inside an
 outer transaction that is rolled back at teardown, so tests never see each
 other's rows; the app's own commits become SAVEPOINTs inside it.
 
 PostgreSQL comes from ``IDP_TEST_POSTGRESQL_URL`` (the test command starts
-the cluster and provisions a role and database). Without it the PostgreSQL
-half is skipped with the reason printed, unless
-``IDP_TEST_REQUIRE_POSTGRESQL=1`` (set by the test command) makes that an
-error: in CI a missing database must fail, not pass quietly.
+the cluster and provisions a role and database). Under pytest-xdist each
+worker makes its own database next to that one (``<name>_gw0``...; the role
+needs ``CREATEDB``) and drops it at the end, as SQLite's file already lives in
+the worker's own tmp directory. Without the URL the PostgreSQL half is
+skipped with the reason printed, unless ``IDP_TEST_REQUIRE_POSTGRESQL=1``
+(set by the test command) makes that an error: in CI a missing database must
+fail, not pass quietly.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from pathlib import Path
 import pytest
 import transaction
 import webtest
-from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from idp.db import make_engine
@@ -31,6 +38,7 @@ from tests.cli import ok, scratch_ini
 
 POSTGRESQL_ENV = "IDP_TEST_POSTGRESQL_URL"
 REQUIRE_POSTGRESQL_ENV = "IDP_TEST_REQUIRE_POSTGRESQL"
+ALL_DATABASES_ENV = "IDP_TEST_ALL_DATABASES"
 
 
 @pytest.fixture(scope="session")
@@ -49,31 +57,185 @@ def settings(tmp_root, keypair) -> dict:
     return base_settings(tmp_root)
 
 
-def _postgresql_url() -> str | None:
-    return os.environ.get(POSTGRESQL_ENV) or None
+DATABASES = ("sqlite", "postgresql")
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def db_url(request, tmp_root) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_root / 'test.sqlite'}"
-    url = _postgresql_url()
-    reason = None
-    if not url:
-        reason = f"PostgreSQL tests need {POSTGRESQL_ENV} (the test command sets it)"
-    else:
-        engine = make_engine({"sqlalchemy.url": url})
+def all_databases() -> bool:
+    """True when every database test should run on both databases."""
+    return os.environ.get(ALL_DATABASES_ENV) == "1"
+
+
+def pytest_generate_tests(metafunc):
+    """SQLite for every database test; PostgreSQL too where marked ``postgresql``."""
+    if "db_url" not in metafunc.fixturenames:
+        return
+    both = all_databases() or metafunc.definition.get_closest_marker("postgresql")
+    metafunc.parametrize(
+        "db_url", DATABASES if both else DATABASES[:1], indirect=True, scope="session"
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Long tests first, so parallel workers never wait on one started last.
+
+    pytest-xdist hands out tests in collection order; a browser module or a
+    slow test near the end would run alone while the other workers idle.
+    The sort is stable: within each kind, pytest's own order (grouped by
+    database, to set each one up once) stays.
+    """
+
+    def kind(item) -> int:
+        if item.get_closest_marker("e2e"):
+            return 0
+        if item.get_closest_marker("slow"):
+            return 1
+        return 2
+
+    items.sort(key=kind)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup``, plus: each browser module's tests on one worker.
+
+    A browser module's IdP, service and Chromium are module fixtures; split
+    over workers, each would start them again. (The ``xdist_group`` mark
+    cannot say this: pytest-xdist 3.8 renames ``item._nodeid``, which
+    pytest 9 no longer reads, so marked tests are not grouped.)
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class BrowserModulesTogether(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith("tests/e2e/"):
+                return nodeid.split("::", 1)[0]
+            return super()._split_scope(nodeid)
+
+    return BrowserModulesTogether(config, log)
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL is not configured or does not answer; the message says which."""
+
+
+class WorkerDatabases:
+    """This process's test databases, each made and migrated once.
+
+    pytest finalises a session fixture when the next test wants another
+    parameter, and tests alternate between SQLite and PostgreSQL as the
+    ``postgresql`` marker and xdist's scheduling lay them out. Keeping the
+    migrated engines here, not in ``db_engine``, means a switch costs nothing;
+    :meth:`close` disposes of them at the end of the session and drops the
+    databases this process created.
+    """
+
+    def __init__(self, tmp: Path, worker: str | None) -> None:
+        self.tmp = tmp
+        self.worker = worker
+        self.engines: dict[str, Engine] = {}
+        self.created: list[URL] = []
+        self.postgresql: str | None = None
+        self.unavailable: str | None = None
+
+    def url(self, name: str) -> str:
+        if name == "sqlite":
+            return f"sqlite:///{self.tmp / 'test.sqlite'}"
+        if self.unavailable:
+            raise DatabaseUnavailable(self.unavailable)
+        if self.postgresql is None:
+            try:
+                self.postgresql = self._postgresql()
+            except DatabaseUnavailable as exc:
+                self.unavailable = str(exc)
+                raise
+        return self.postgresql
+
+    def _postgresql(self) -> str:
+        configured = os.environ.get(POSTGRESQL_ENV)
+        if not configured:
+            raise DatabaseUnavailable(
+                f"PostgreSQL tests need {POSTGRESQL_ENV} (the test command sets it)"
+            )
+        base = make_url(configured)
+        engine = make_engine(
+            {"sqlalchemy.url": configured, "sqlalchemy.isolation_level": "AUTOCOMMIT"}
+        )
         try:
-            engine.connect().close()
+            with engine.connect() as conn:
+                if self.worker is None:
+                    return configured
+                # One database per xdist worker, so concurrent workers never
+                # share rows, locks or a schema being rebuilt.
+                url = base.set(database=f"{base.database}_{self.worker}")
+                exists = conn.scalar(
+                    text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                    {"name": url.database},
+                )
+                if not exists:
+                    try:
+                        conn.execute(text(f'CREATE DATABASE "{url.database}"'))
+                    except ProgrammingError as exc:
+                        raise DatabaseUnavailable(
+                            f"cannot create {url.database}: {exc.orig} (the role"
+                            " needs CREATEDB, which the test command grants)"
+                        ) from exc
+                    self.created.append(url)
+                return url.render_as_string(hide_password=False)
         except OperationalError as exc:
-            reason = f"PostgreSQL at {POSTGRESQL_ENV} unreachable: {exc.orig}"
+            raise DatabaseUnavailable(
+                f"PostgreSQL at {POSTGRESQL_ENV} unreachable: {exc.orig}"
+            ) from exc
         finally:
             engine.dispose()
-    if reason:
+
+    def engine(self, url: str) -> Engine:
+        if url not in self.engines:
+            engine = make_engine({"sqlalchemy.url": url})
+            reset_schema(engine)
+            upgrade(engine)
+            self.engines[url] = engine
+        return self.engines[url]
+
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.dispose()
+        configured = os.environ.get(POSTGRESQL_ENV)
+        if not self.created or not configured:
+            return
+        engine = make_engine(
+            {"sqlalchemy.url": configured, "sqlalchemy.isolation_level": "AUTOCOMMIT"}
+        )
+        try:
+            with engine.connect() as conn:
+                for url in self.created:
+                    # FORCE: a connection a failed test leaked must not keep
+                    # the database (and its name) for the next run.
+                    conn.execute(
+                        text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+                    )
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def test_databases(tmp_root):
+    databases = WorkerDatabases(tmp_root, os.environ.get("PYTEST_XDIST_WORKER"))
+    yield databases
+    databases.close()
+
+
+@pytest.fixture(scope="session")
+def db_url(request, test_databases) -> str:
+    """The database of this test's parameter (see ``pytest_generate_tests``)."""
+    try:
+        return test_databases.url(request.param)
+    except DatabaseUnavailable as exc:
         if os.environ.get(REQUIRE_POSTGRESQL_ENV) == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return url
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
 
 
 def reset_schema(engine) -> None:
@@ -99,12 +261,9 @@ def upgrade(engine) -> None:
 
 
 @pytest.fixture(scope="session")
-def db_engine(db_url):
-    engine = make_engine({"sqlalchemy.url": db_url})
-    reset_schema(engine)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
+def db_engine(db_url, test_databases):
+    """The migrated engine of ``db_url``; ``test_databases`` disposes of it."""
+    return test_databases.engine(db_url)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 import datetime as dt
 import uuid
+from typing import TYPE_CHECKING
 
 from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -13,6 +14,11 @@ class ServiceProvider(Base):
     """A registered SAML service provider: its metadata and its policy."""
 
     __tablename__ = "service_providers"
+
+    if TYPE_CHECKING:
+        # Not a column: idp.saml.registry.import_sp sets it on the instance
+        # it returns, for the caller to report (kept out of the mapping).
+        trust_changes: list[str]
 
     id: Mapped[int] = mapped_column(primary_key=True)
     entity_id: Mapped[str] = mapped_column(String(1024), unique=True)

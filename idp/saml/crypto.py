@@ -47,7 +47,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import xmlsec
 from lxml import etree
@@ -305,20 +305,23 @@ def _algorithm(parent: etree._Element, tag: str) -> str:
 # Key loading with caches
 
 
-class _LRU:
+_V = TypeVar("_V")
+
+
+class _LRU(Generic[_V]):
     def __init__(self, size: int) -> None:
         self._size = size
-        self._items: OrderedDict[Any, xmlsec.Key] = OrderedDict()
+        self._items: OrderedDict[Any, _V] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Any) -> xmlsec.Key | None:
+    def get(self, key: Any) -> _V | None:
         with self._lock:
             value = self._items.get(key)
             if value is not None:
                 self._items.move_to_end(key)
             return value
 
-    def put(self, key: Any, value: xmlsec.Key) -> None:
+    def put(self, key: Any, value: _V) -> None:
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)
@@ -348,11 +351,12 @@ class XmlsecBackend(CryptoBackend):
     def __init__(self, allow_sha1: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.allow_sha1 = allow_sha1
-        signature_methods = _SHA2_SIGNATURE_METHODS
-        digest_methods = _SHA2_DIGEST_METHODS
-        if allow_sha1:
-            signature_methods += _SHA1_SIGNATURE_METHODS
-            digest_methods += _SHA1_DIGEST_METHODS
+        signature_methods = _SHA2_SIGNATURE_METHODS + (
+            _SHA1_SIGNATURE_METHODS if allow_sha1 else ()
+        )
+        digest_methods = _SHA2_DIGEST_METHODS + (
+            _SHA1_DIGEST_METHODS if allow_sha1 else ()
+        )
         self._signature_methods = tuple(signature_methods)
         self._digest_methods = tuple(digest_methods)
         self._signature_hrefs = frozenset(t.href for t in signature_methods)
@@ -360,16 +364,18 @@ class XmlsecBackend(CryptoBackend):
         self._sha1_hrefs = frozenset(
             t.href for t in _SHA1_SIGNATURE_METHODS + _SHA1_DIGEST_METHODS
         )
-        self._private_keys = _LRU(_CACHE_SIZE)
-        self._certificates = _LRU(_CACHE_SIZE)
-        self._managers = _LRU(_CACHE_SIZE)
+        self._private_keys: _LRU[xmlsec.Key] = _LRU(_CACHE_SIZE)
+        self._certificates: _LRU[xmlsec.Key] = _LRU(_CACHE_SIZE)
+        self._managers: _LRU[xmlsec.KeysManager] = _LRU(_CACHE_SIZE)
 
     # -- CryptoBackend interface -------------------------------------------
 
     @property
     def version(self) -> str:
         """The libxmlsec version linked into the bindings, e.g. ``"1.3.9"``."""
-        return ".".join(str(part) for part in xmlsec.get_libxmlsec_version())
+        # Present since python-xmlsec 1.3.14 but missing from its stubs.
+        version = xmlsec.get_libxmlsec_version()  # type: ignore[attr-defined]
+        return ".".join(str(part) for part in version)
 
     def sign_statement(
         self,
@@ -1055,12 +1061,13 @@ def verify_redirect_signature(
             raise SignatureError(f"SHA-1 signature {sig_alg} refused (allow_sha1 off)")
         raise SignatureError(f"signature algorithm {sig_alg!r} is not allowed")
     kind, hash_name = kind_hash
-    algorithm = {
+    hash_classes: dict[str, type[hashes.HashAlgorithm]] = {
         "sha1": hashes.SHA1,
         "sha256": hashes.SHA256,
         "sha384": hashes.SHA384,
         "sha512": hashes.SHA512,
-    }[hash_name]()
+    }
+    algorithm = hash_classes[hash_name]()
     for pem in certificates:
         public_key = x509.load_pem_x509_certificate(pem.encode("ascii")).public_key()
         try:

@@ -150,7 +150,8 @@ def load(certs_dir: str | os.PathLike) -> KeyPair:
             f"{pair.key_file} or {pair.cert_file} is not a valid PEM key pair",
             reason="the signing key or certificate is not valid PEM",
         ) from None
-    if key.public_key().public_numbers() != cert.public_key().public_numbers():
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
         raise KeyPairError(
             f"{pair.cert_file} does not match {pair.key_file}",
             reason="the certificate does not match the signing key",

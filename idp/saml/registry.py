@@ -151,7 +151,7 @@ def trust_changes(old: SpMetadata, new: SpMetadata) -> list[str]:
             changes.append(f"{label} removed: SHA-256 {_fingerprint(pem)}")
         for pem in sorted(set(after) - set(before)):
             changes.append(f"{label} added: SHA-256 {_fingerprint(pem)}")
-    for label, before, after in (
+    for label, old_endpoints, new_endpoints in (
         (
             "AssertionConsumerService",
             old.assertion_consumer_services,
@@ -159,19 +159,19 @@ def trust_changes(old: SpMetadata, new: SpMetadata) -> list[str]:
         ),
         ("SingleLogoutService", old.single_logout_services, new.single_logout_services),
     ):
-        for endpoint in sorted(set(before) - set(after), key=str):
+        for endpoint in sorted(set(old_endpoints) - set(new_endpoints), key=str):
             changes.append(f"{label} removed: {endpoint.location} ({endpoint.binding})")
-        for endpoint in sorted(set(after) - set(before), key=str):
+        for endpoint in sorted(set(new_endpoints) - set(old_endpoints), key=str):
             changes.append(f"{label} added: {endpoint.location} ({endpoint.binding})")
     if old.subject_id_req != new.subject_id_req:
         if old.subject_id_req is not None:
             changes.append(f"subject-id:req removed: {old.subject_id_req}")
         if new.subject_id_req is not None:
             changes.append(f"subject-id:req added: {new.subject_id_req}")
-    before, after = set(old.requested_attributes), set(new.requested_attributes)
-    for name in sorted(before - after):
+    old_names, new_names = set(old.requested_attributes), set(new.requested_attributes)
+    for name in sorted(old_names - new_names):
         changes.append(f"RequestedAttribute removed: {name}")
-    for name in sorted(after - before):
+    for name in sorted(new_names - old_names):
         changes.append(f"RequestedAttribute added: {name}")
     if old.authn_requests_signed != new.authn_requests_signed:
         changes.append(

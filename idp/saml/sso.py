@@ -32,9 +32,10 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from lxml import etree
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import CursorResult, and_, delete, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import (
@@ -274,7 +275,8 @@ def finish(dbsession: Session, token: str | None) -> bool:
         .values(consumed_at=dt.datetime.now(dt.UTC))
         .execution_options(synchronize_session=False)
     )
-    return done.rowcount == 1
+    # An UPDATE's result is a CursorResult; Session.execute is typed wider.
+    return cast(CursorResult, done).rowcount == 1
 
 
 # --------------------------------------------------------------------------

@@ -26,12 +26,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import select, text
+from sqlalchemy import String, select, text
 from sqlalchemy.engine import Connection
 from zope.interface import implementer
 
@@ -48,8 +50,16 @@ VERIFY_BATCH = 1000
 MAINTENANCE_SETTING = "idp.audit_maintenance"
 MAINTENANCE_FUNCTION = "idp_audit_maintenance"
 
-_EVENT_MAX = AuditEvent.__table__.c.event.type.length
-_ADDRESS_MAX = AuditEvent.__table__.c.client_address.type.length
+
+def _length(column) -> int:
+    """The declared length of a ``String`` column of :class:`AuditEvent`."""
+    length = cast(String, column.type).length
+    assert length is not None, f"{column} has no length"
+    return length
+
+
+_EVENT_MAX = _length(AuditEvent.__table__.c.event)
+_ADDRESS_MAX = _length(AuditEvent.__table__.c.client_address)
 
 
 def canonical_json(value) -> str:
@@ -237,7 +247,7 @@ def audit_maintenance(connection: Connection) -> Iterator[None]:
         # After an error the transaction is aborted and ends the setting itself.
         connection.execute(set_switch, {"name": MAINTENANCE_SETTING, "value": "off"})
         return
-    driver = connection.connection.driver_connection
+    driver = cast(sqlite3.Connection, connection.connection.driver_connection)
     driver.create_function(MAINTENANCE_FUNCTION, 0, lambda: 1)
     try:
         yield

@@ -34,6 +34,7 @@ import json
 import logging
 import secrets
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -81,7 +82,7 @@ class ImageCaptcha:
 
     kind = "image"
     widget = None
-    csp = MappingProxyType({})
+    csp: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
     def __init__(
         self,

@@ -204,7 +204,7 @@ def _warp_mesh(
         )
 
     step = 10
-    mesh = []
+    mesh: list[tuple[tuple[int, int, int, int], tuple[float, ...]]] = []
     for x in range(0, width, step):
         for y in range(0, height, step):
             x1, y1 = min(x + step, width), min(y + step, height)
@@ -230,8 +230,9 @@ def render_image(answer: str, seed: bytes) -> bytes:
         r = rng.uniform(8, 25)
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=_light_colour(rng))
     for _ in range(rng.randint(250, 400)):
-        x, y = rng.randrange(width), rng.randrange(height)
-        draw.point((x, y), fill=_noise_colour(rng))
+        draw.point(
+            (rng.randrange(width), rng.randrange(height)), fill=_noise_colour(rng)
+        )
 
     # The digits: each with its own size, angle, height and colour, and
     # uneven spacing, so no two are aligned or evenly spaced.

@@ -98,6 +98,7 @@ class SMTPSender:
     @contextlib.contextmanager
     def connect(self) -> Iterator[SMTPSender._Connection]:
         try:
+            client: smtplib.SMTP
             if self.security == "ssl":
                 client = smtplib.SMTP_SSL(
                     self.host, self.port, timeout=self.timeout, context=self.tls
@@ -350,7 +351,7 @@ class OutboxWorker:
                 .where(OutboxMessage.id.in_(claimed))
                 .order_by(OutboxMessage.id)
             ).all()
-        return [tuple(row) for row in rows]
+        return [(id_, message, attempts) for id_, message, attempts in rows]
 
     def _send(self, batch, report: DeliveryReport, now) -> None:
         pending = list(batch)

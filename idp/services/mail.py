@@ -142,7 +142,11 @@ class Composer:
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
         )
-        env.install_gettext_translations(translations, newstyle=True)
+        # Added to the environment by the jinja2.ext.i18n extension above,
+        # which jinja2's annotations cannot know.
+        env.install_gettext_translations(  # type: ignore[attr-defined]
+            translations, newstyle=True
+        )
         return env
 
     def _render(self, name: str, part: str, locale: str, context: dict) -> str:
@@ -293,7 +297,6 @@ def email(name: str) -> Callable:
                 dedupe_key=dedupe_key,
             )
 
-        queue.template = name
         return queue
 
     return decorate

@@ -208,7 +208,7 @@ def filter_keys(entry: str) -> set[str]:
     such a base with an affix.
     """
     folded = fold(entry)
-    keys = set()
+    keys: set[str] = set()
     base = weak_base(folded)
     word = compact(base)
     is_word = len(word) >= MIN_BASE and word.isalpha()
@@ -273,8 +273,11 @@ class BloomFilter:
             yield (first + i * step) % self.size
 
     def add(self, key: str) -> None:
+        bits = self.bits
+        if not isinstance(bits, bytearray):
+            raise TypeError("a filter read from bytes is read-only; start from empty()")
         for position in self._positions(key):
-            self.bits[position >> 3] |= 1 << (position & 7)
+            bits[position >> 3] |= 1 << (position & 7)
         self.entries += 1
 
     def __contains__(self, key: str) -> bool:

@@ -32,7 +32,7 @@ import hashlib
 import hmac
 import ipaddress
 from collections import Counter
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from fractions import Fraction
 from types import MappingProxyType
@@ -40,7 +40,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select, tuple_
+from sqlalchemy.dialects.postgresql import Insert as PostgresqlInsert
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from zope.interface import implementer
 
@@ -399,6 +401,7 @@ class DatabaseRateLimiter(_Limiter):
 
     def _increment(self, key: str, index: int, seconds: int) -> int:
         dialect = self.dbsession.get_bind().dialect.name
+        insert: Callable[..., PostgresqlInsert | SqliteInsert]
         if dialect == "postgresql":
             insert = postgresql_insert
         elif dialect == "sqlite":
@@ -537,6 +540,7 @@ def includeme(config) -> None:
     settings = config.get_settings()
     config.registry[REGISTRY_LIMITS] = parse_limits(settings)
     storage = parse_storage(settings.get(STORAGE_SETTING))
+    factory: type[DatabaseRateLimiter | RedisRateLimiter]
     if storage == "database":
         factory = DatabaseRateLimiter
     else:

@@ -30,13 +30,14 @@ import dataclasses
 import datetime as dt
 import enum
 from dataclasses import dataclass
+from typing import cast
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from zope.interface import implementer
 
 from idp.db import utcnow
-from idp.identifiers import Identifier
+from idp.identifiers import Identifier, IdentifierKind
 from idp.models import NumberLock, User
 from idp.models.session import end_user_sessions
 from idp.services import mail
@@ -96,7 +97,7 @@ def lock_period(locks) -> dt.timedelta:
 
 
 def masked(identifier_value: str, kind: str) -> str:
-    return Identifier(kind, identifier_value).masked
+    return Identifier(cast(IdentifierKind, kind), identifier_value).masked
 
 
 @implementer(ISignInService)

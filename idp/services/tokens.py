@@ -208,11 +208,13 @@ class ResetLinkJob(LinkJob):
             return
         tokens = ResetTokens(dbsession, self.clock)
         token = tokens.issue(user)
+        issued = tokens.find(token)
+        assert issued is not None  # issued just now, in this transaction
         mail.password_reset(
             mail.Outbox(dbsession, self.composer, self.codec),
             user,
             link=f"{self.base_url}/password/reset/{token}",
-            expires_at=tokens.find(token).expires_at,
+            expires_at=issued.expires_at,
         )
         AuditLog(dbsession, self.clock).record(
             "password.reset_requested",
@@ -272,9 +274,9 @@ class EmailChangeJob(LinkJob):
         data = mail.open_job(self.codec, row)
         try:
             user = dbsession.get(User, uuid.UUID(data["user_id"]))
+            email = data["email"]
         except (KeyError, ValueError):
             return
-        email = data.get("email")
         if user is None or user.disabled_at is not None or user.email == email:
             return
         outbox = mail.Outbox(dbsession, self.composer, self.codec)
@@ -288,10 +290,12 @@ class EmailChangeJob(LinkJob):
             return
         tokens = EmailChangeTokens(dbsession, self.clock)
         token = tokens.issue(user, email)
+        issued = tokens.find(token)
+        assert issued is not None  # issued just now, in this transaction
         mail.email_change_confirm(
             outbox,
             user,
             recipient=email,
             link=f"{self.base_url}/account/email/confirm/{token}",
-            expires_at=tokens.find(token).expires_at,
+            expires_at=issued.expires_at,
         )

@@ -15,13 +15,14 @@ import datetime as dt
 import enum
 import secrets
 from dataclasses import dataclass
+from typing import cast
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from zope.interface import implementer
 
 from idp.db import utcnow
-from idp.identifiers import Identifier
+from idp.identifiers import Identifier, IdentifierKind
 from idp.models import OneTimeToken, User
 from idp.models.session import end_user_sessions
 from idp.services import mail
@@ -187,7 +188,8 @@ class UserService:
 
     def policy_violations(self, user: User, password: str) -> list:
         """What is wrong with ``password`` as ``user``'s new password."""
-        identifier = Identifier(user.identifier_kind, user.identifier)
+        kind = cast(IdentifierKind, user.identifier_kind)
+        identifier = Identifier(kind, user.identifier)
         return self.passwords.check_policy(
             password,
             identifiers=[

@@ -30,6 +30,8 @@ from idp.services.audit import (
 from tests.cli import run
 from tests.factories import count
 
+pytestmark = pytest.mark.postgresql
+
 TRIGGERS = {
     "postgresql": {"audit_events_append_only", "audit_events_no_truncate"},
     "sqlite": {"audit_events_no_update", "audit_events_no_delete"},

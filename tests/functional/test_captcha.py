@@ -98,6 +98,7 @@ def test_auth_24_a_challenge_answered_on_another_form_is_refused(
     assert count(dbsession, User) == 1
 
 
+@pytest.mark.postgresql
 def test_auth_24_a_relayed_challenge_is_refused_at_sign_in(
     settings, db_engine, tm, dbsession
 ):
@@ -227,6 +228,7 @@ def test_auth_25_past_the_limit_forms_issue_no_challenge(flood_app, tm, dbsessio
     browser(flood_app, tm, dbsession, "203.0.113.81").get(FORGOT, status=200)
 
 
+@pytest.mark.postgresql
 def test_a_challenge_near_its_end_is_not_shown_again(captcha_app, tm, dbsession):
     """A reloaded form gets a fresh challenge once the kept one is nearly expired."""
     client = browser(captcha_app, tm, dbsession)

@@ -26,7 +26,7 @@ from tests.cli import add_user, admin, fails, ok, user_row
 from tests.factories import events
 from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.postgresql]
 
 EMIS = ("--name-ms", "Sistem Maklumat Murid", "--name-en", "Pupil Records")
 GURU = ("--name-ms", "Guru", "--name-en", "Teacher")

@@ -224,6 +224,7 @@ def test_bad_new_addresses_are_refused_beside_the_field(
     assert count(dbsession, OutboxMessage) == before
 
 
+@pytest.mark.postgresql
 def test_auth_05_a_taken_address_gets_the_same_answer_and_its_owner_is_told(
     testapp, user, dbsession, mailbox
 ):
@@ -486,6 +487,7 @@ def test_confirm_page_without_a_link_is_refused(testapp):
     testapp.get("/account/email/confirm/" + "x" * 500, status=400)
 
 
+@pytest.mark.postgresql
 def test_data_01_two_confirms_racing_for_one_address_leave_one_owner(
     committing_testapp, app, db_url, db_engine
 ):

@@ -434,6 +434,9 @@ def in_chromium(page, folder: Path) -> dict:
             "--no-sandbox",
             "--disable-gpu",
             "--dump-dom",
+            # Its own profile: Chromiums started at once (parallel workers,
+            # other checkouts) must not share the default one.
+            f"--user-data-dir={folder / 'profile'}",
             (folder / "page.html").as_uri(),
         ],
         capture_output=True,
@@ -469,6 +472,7 @@ def test_in_a_browser_the_institution_mark_follows_the_category(testapp, tmp_pat
     assert seen["educator"] == {"required": True, "markHidden": True}
 
 
+@pytest.mark.postgresql
 def test_two_requests_reaching_the_limit_at_once_count_one_lock(app, db_engine):
     """The second of two simultaneous limit reaches makes no second lock."""
     import threading

@@ -26,6 +26,8 @@ from tests.factories import HASHER, NEW_PASSWORD, PASSWORD, display, make_user
 from tests.password_reset import choose, link_for, open_link, verify
 from tests.signin import bcrypt_calls, message, sign_in
 
+pytestmark = pytest.mark.postgresql
+
 STRANGER = "198.51.100.66"
 OWNER = "203.0.113.5"
 # The attack (21 failures in 31 minutes made the third lock of the

@@ -184,6 +184,7 @@ def test_auth_07_ten_failures_lock_and_the_eleventh_is_refused_even_if_right(
     assert len(events(dbsession, "account.locked")) == 1
 
 
+@pytest.mark.postgresql
 def test_auth_07_unknown_numbers_are_throttled_with_the_same_wording(
     testapp, app, tm, dbsession
 ):
@@ -433,6 +434,7 @@ def test_failures_are_audited_without_the_number(testapp, dbsession):
     assert count(dbsession, OutboxMessage) == 0
 
 
+@pytest.mark.postgresql
 def test_auth_18_a_lock_on_one_node_ends_the_session_on_the_other(
     committing_testapp, app, settings, db_url
 ):

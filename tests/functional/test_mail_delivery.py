@@ -27,6 +27,8 @@ from tests.app import make_app
 from tests.registration import fill, open_form, register, temporary_password_from
 from tests.smtp import SMTPServer, make_certificate
 
+pytestmark = pytest.mark.postgresql
+
 LATER = dt.timedelta(days=2)
 
 

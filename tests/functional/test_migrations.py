@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic import command
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -10,6 +11,8 @@ from sqlalchemy import inspect
 from idp.cli.db import pending_difference
 from idp.db import Base
 from idp.migrations import alembic_config
+
+pytestmark = pytest.mark.postgresql
 
 
 def test_database_is_at_the_newest_revision(db_engine):

@@ -169,6 +169,7 @@ def test_web_03_session_cookie_flags_and_hashed_id(testapp, dbsession):
     assert len(token) >= 43  # 256 bits, base64url
 
 
+@pytest.mark.postgresql
 def test_data_10_unexpected_error_shows_no_internals(committing_testapp, db_engine):
     """DATA-10: a forced fault gives the bilingual 500 page with a reference, nothing else.
 

@@ -20,6 +20,8 @@ from idp.services.audit import AuditLog
 from idp.services.purge import Purger
 from tests.factories import make_user
 
+pytestmark = pytest.mark.postgresql
+
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 DAY = dt.timedelta(days=1)
 MINUTE = dt.timedelta(minutes=1)

@@ -33,6 +33,8 @@ from idp.services.ratelimit import (
 from idp.settings import SettingsError
 from tests import redis_server
 
+pytestmark = pytest.mark.postgresql
+
 SECRET = "test-only-ratelimit-hmac-key-0123456789abcdef"
 # Midnight UTC: the start of a window for every limit used here.
 BASE = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)

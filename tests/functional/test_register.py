@@ -184,6 +184,7 @@ def test_reset_button_clears_the_form(testapp, dbsession):
     assert count(dbsession, User) == 0
 
 
+@pytest.mark.postgresql
 def test_auth_05_duplicate_identity_number_gets_the_same_page_and_the_owner_a_notice(
     testapp, dbsession, mailbox
 ):
@@ -211,6 +212,7 @@ def test_auth_05_duplicate_identity_number_gets_the_same_page_and_the_owner_a_no
     ]
 
 
+@pytest.mark.postgresql
 def test_data_02_email_case_and_dashes_are_the_same_person(testapp, dbsession, mailbox):
     """DATA-02: spelling variants of one identity number or email make one user."""
     fill(open_form(testapp)).submit(status=303)
@@ -230,6 +232,7 @@ def test_data_02_email_case_and_dashes_are_the_same_person(testapp, dbsession, m
     assert count(dbsession, User) == 2
 
 
+@pytest.mark.postgresql
 def test_owner_notice_is_sent_at_most_once_a_day_and_not_right_after_registering(
     testapp, dbsession, mailbox
 ):
@@ -401,6 +404,7 @@ def test_auth_20_captcha_fields_left_out_count_as_wrong(
     assert count(dbsession, User) == 0
 
 
+@pytest.mark.postgresql
 def test_auth_19_a_solved_captcha_cannot_be_replayed(
     captcha_testapp, captcha_app, dbsession
 ):
@@ -469,6 +473,7 @@ def test_captcha_picture_and_sound(captcha_testapp, captcha_app, dbsession):
     captcha_testapp.get(f"/captcha/{token}.png", status=404)
 
 
+@pytest.mark.postgresql
 def test_captcha_store_holds_no_token_or_answer(
     captcha_testapp, captcha_app, dbsession
 ):
@@ -509,6 +514,7 @@ def test_registrations_from_one_address_are_limited(limited_app, tm, dbsession):
     assert count(dbsession, User) == 3
 
 
+@pytest.mark.postgresql
 @pytest.mark.parametrize(
     "step",
     ["temporary password", "after the user row", "composing mail", "sealing mail"],

@@ -459,6 +459,7 @@ def test_auth_16_a_link_needs_its_own_users_email_and_number(
     assert badrul.password_hash == hashes[1]
 
 
+@pytest.mark.postgresql
 def test_auth_16_five_wrong_answers_use_the_link_up_even_across_sessions(
     testapp, aisyah, dbsession, mailbox, browser
 ):
@@ -649,6 +650,7 @@ def test_auth_20_forgot_form_without_captcha_fields_is_refused(
     assert count(dbsession, OneTimeToken) == 0
 
 
+@pytest.mark.postgresql
 def test_auth_19_forgot_form_captcha_cannot_be_replayed_or_guessed_twice(
     captcha_testapp, captcha_app, aisyah, dbsession, mailbox
 ):
@@ -702,6 +704,7 @@ def test_auth_20_new_password_step_needs_the_captcha_too(
 # AUTH-28: the worker, not the request, finds the account and sends the link
 
 
+@pytest.mark.postgresql
 def test_auth_28_the_delivery_worker_runs_the_queued_requests(
     committing_testapp, app, db_engine
 ):
@@ -748,6 +751,7 @@ def test_auth_28_the_delivery_worker_runs_the_queued_requests(
         assert event.client_address == "192.0.2.10"
 
 
+@pytest.mark.postgresql
 def test_auth_28_concurrent_workers_run_each_queued_request_once(
     committing_testapp, app, db_engine
 ):

@@ -39,7 +39,8 @@ def timed_ms(action) -> float:
 def test_auth_28_registered_and_unknown_emails_cost_the_same(
     unlimited_app, tm, dbsession, mailbox
 ):
-    """AUTH-28: medians of 200 requests differ by under 10 % of the step's median."""
+    """AUTH-28: over 200 paired requests, the median difference is under 10 % of
+    the step's median."""
     user = make_user(dbsession)
     browser = webtest.TestApp(unlimited_app, extra_environ=environ(tm, dbsession))
     form = browser.get("/password/forgot?lang=en").forms["reset-request-form"]
@@ -50,16 +51,22 @@ def test_auth_28_registered_and_unknown_emails_cost_the_same(
 
     ask(user.email), ask(UNKNOWN)  # warm both paths
     known, unknown = [], []
-    # Interleaved, so drift of a loaded machine hits both alike.
-    for _ in range(SAMPLES):
-        known.append(timed_ms(lambda: ask(user.email)))
-        unknown.append(timed_ms(lambda: ask(UNKNOWN)))
+    # In pairs, back to back, so the load of a shared machine (tests in other
+    # workers, other jobs) hits both alike and cancels out of the difference;
+    # the order alternates so going first gives neither an edge.
+    for index in range(SAMPLES):
+        if index % 2:
+            unknown.append(timed_ms(lambda: ask(UNKNOWN)))
+            known.append(timed_ms(lambda: ask(user.email)))
+        else:
+            known.append(timed_ms(lambda: ask(user.email)))
+            unknown.append(timed_ms(lambda: ask(UNKNOWN)))
+    gap = statistics.median(k - u for k, u in zip(known, unknown, strict=True))
     known_ms, unknown_ms = statistics.median(known), statistics.median(unknown)
-    print(f"registered {known_ms:.2f} ms, unknown {unknown_ms:.2f} ms")
-    assert abs(known_ms - unknown_ms) < 0.10 * max(known_ms, unknown_ms), (
-        known_ms,
-        unknown_ms,
+    print(
+        f"registered {known_ms:.2f} ms, unknown {unknown_ms:.2f} ms, gap {gap:.2f} ms"
     )
+    assert abs(gap) < 0.10 * max(known_ms, unknown_ms), (gap, known_ms, unknown_ms)
     # The control: the registered email really got its links, the unknown none.
     assert len(mailbox(user.email)) == SAMPLES + 1
     assert mailbox(UNKNOWN) == []

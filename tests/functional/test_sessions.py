@@ -12,6 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from idp.models import IdpSession, Role
 from tests.app import environ, make_app
 
+pytestmark = pytest.mark.postgresql
+
 
 def _session_cookie(response) -> str:
     for header in response.headers.getall("Set-Cookie"):

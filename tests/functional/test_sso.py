@@ -7,6 +7,7 @@ can be attacked alone, with a control that differs only in the attack.
 
 from __future__ import annotations
 
+import pytest
 from lxml import etree
 from sqlalchemy import func, select
 
@@ -73,6 +74,7 @@ def test_signed_in_user_gets_a_response_straight_away(testapp, dbsession, sp, us
     assert "'nonce-" in csp
 
 
+@pytest.mark.postgresql
 def test_saml_17_a_refused_request_still_counts_as_seen(committing_testapp, db_engine):
     """SAML-17: the replay record commits even when nothing else is written."""
     from sqlalchemy.orm import Session

@@ -1060,6 +1060,7 @@ def test_saml_16_issuer_with_another_format_is_unknown(
 # SAML-17: replay
 
 
+@pytest.mark.postgresql
 @BINDINGS
 def test_saml_17_the_same_request_twice_is_refused_the_second_time(
     signed_in, dbsession, sp, binding
@@ -1084,6 +1085,7 @@ def test_saml_17_the_same_request_twice_is_refused_the_second_time(
     accepted(signed_in, binding, send(signed_in, binding, make(binding, fresh)), fresh)
 
 
+@pytest.mark.postgresql
 def test_saml_17_an_id_used_on_one_binding_is_refused_on_the_other(
     signed_in, dbsession, sp
 ):
@@ -1099,6 +1101,7 @@ def test_saml_17_an_id_used_on_one_binding_is_refused_on_the_other(
     assert rows(dbsession) == ANSWERED_REDIRECT
 
 
+@pytest.mark.postgresql
 def test_saml_17_the_replay_record_is_per_issuer(signed_in, dbsession, sp, other_sp):
     """(issuer, ID) is the key: another SP may use the same ID, the same SP may not."""
     request_id = new_id()
@@ -1152,6 +1155,7 @@ def committed_rows(db_engine) -> dict[str, int]:
         return rows(session)
 
 
+@pytest.mark.postgresql
 def test_saml_17_replay_on_another_node_is_refused(
     committing_testapp, second_node, db_engine
 ):
@@ -1179,6 +1183,7 @@ def test_saml_17_replay_on_another_node_is_refused(
     )
 
 
+@pytest.mark.postgresql
 def test_saml_17_racing_submissions_over_two_nodes_accept_exactly_one(
     committing_testapp, second_node, db_engine, db_url
 ):

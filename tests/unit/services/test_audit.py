@@ -28,6 +28,8 @@ from idp.services.audit import (
 from idp.services.interfaces import IAuditLog
 from tests.factories import count
 
+pytestmark = pytest.mark.postgresql
+
 BASE = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
 ALICE = uuid.UUID("6f1d2c3b-4a59-4e6f-8a7b-9c0d1e2f3a4b")
 ADMIN = uuid.UUID("0a1b2c3d-4e5f-4a6b-8c7d-8e9f0a1b2c3d")

@@ -29,6 +29,8 @@ from idp.services.ratelimit import (
 )
 from idp.settings import SettingsError
 
+pytestmark = pytest.mark.postgresql
+
 SECRET = "test-only-ratelimit-hmac-key-0123456789abcdef"
 US = 1_000_000
 # Midnight UTC: the start of a window for every limit that divides a day.
