@@ -1,4 +1,4 @@
-"""One log line per request: ``GET /login 200 7.3ms ref=3F9A0C1B22D4``.
+"""One log line per request: ``GET /login 200 7.3ms ref=KXTBQMRZDHWP``.
 
 Logged at INFO on the ``idp.requests`` logger (development.ini shows it,
 production.ini keeps it at WARNING unless an operator wants it). The line
@@ -10,6 +10,11 @@ never holds what may carry a secret:
 
 Each request gets a reference (``request.reference``), the same one an
 error page shows the user, so a user quoting it leads to this line.
+References are twelve consonants: no digits, so the log mask
+(:mod:`idp.logmask`) never takes one for a phone or MyKad number and
+rewrites the line's copy (a hex reference such as ``0123457152CD`` came out
+as ``XXXXX7152CD``, and the user's quote then matched nothing), and no
+vowels, so none spells a word. 20^12 is about 2^52.
 """
 
 from __future__ import annotations
@@ -25,8 +30,14 @@ log = logging.getLogger("idp.requests")
 PATH_MAX = 200
 
 
+REFERENCE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
+REFERENCE_LENGTH = 12
+# What tests and log readers match a reference with.
+REFERENCE_PATTERN = f"[{REFERENCE_ALPHABET}]{{{REFERENCE_LENGTH}}}"
+
+
 def new_reference() -> str:
-    return secrets.token_hex(6).upper()
+    return "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(REFERENCE_LENGTH))
 
 
 def _reference(request) -> str:

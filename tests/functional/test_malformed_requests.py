@@ -19,6 +19,7 @@ import pytest
 import webtest
 from sqlalchemy.orm import Session
 
+from idp.requestlog import REFERENCE_PATTERN
 from idp.tweens import BASE_HEADERS, CONTENT_SECURITY_POLICY, HSTS
 from tests.app import ROOT, TEST_BASE_URL, TEST_HOST
 from tests.factories import PASSWORD, display, make_user
@@ -50,7 +51,7 @@ def assert_bilingual_400(answer) -> None:
     assert answer.header("Content-Security-Policy") == CONTENT_SECURITY_POLICY
     page = answer.text
     assert 'data-error-code="bad_request"' in page
-    assert re.search(r'<code class="reference">[0-9A-F]{12}</code>', page)
+    assert re.search(f'<code class="reference">{REFERENCE_PATTERN}</code>', page)
     # Both languages: the page's own and the other one's section.
     assert "Permintaan tidak dapat difahami" in page
     assert "The request could not be understood" in page

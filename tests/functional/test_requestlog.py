@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from idp.requestlog import REFERENCE_PATTERN
+
 ROOT = Path(__file__).resolve().parents[2]
 LINE = re.compile(
     r"^(?P<method>[A-Z]+) (?P<path>\S+) (?P<status>\d{3}) \d+\.\dms "
-    r"ref=(?P<ref>[0-9A-F]{12})$"
+    rf"ref=(?P<ref>{REFERENCE_PATTERN})$"
 )
 
 

@@ -54,6 +54,7 @@ from idp.models import (
     SeenRequestId,
     SessionParticipant,
 )
+from idp.requestlog import REFERENCE_PATTERN
 from idp.saml.registry import import_sp
 from idp.views.saml import PAGES
 from tests.app import make_app
@@ -430,7 +431,7 @@ def refused(page, code: str, *, status: int = 400, reply_to=NO_REPLY):
     # Both languages: the second section is not the first one again.
     assert second.findtext("h2").strip() != section.findtext("h1").strip()
     [reference] = section.xpath(".//code[@class='reference']")
-    assert re.fullmatch(r"[0-9A-F]{12}", reference.text)
+    assert re.fullmatch(REFERENCE_PATTERN, reference.text)
     assert f"{status} {code}" in page.text
     assert "Traceback" not in page.text
     assert "saml-post-form" not in page.text

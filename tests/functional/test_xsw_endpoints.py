@@ -41,6 +41,7 @@ from idp.models import (
     SeenRequestId,
     SessionParticipant,
 )
+from idp.requestlog import REFERENCE_PATTERN
 from idp.saml.registry import import_sp
 from tests.app import browser
 from tests.factories import count, make_user
@@ -235,7 +236,7 @@ def assert_refused(page, evil_url: str | None) -> None:
     doc = lxml.html.fromstring(page.body)
     [section] = doc.xpath("//section[@data-error-code]")
     [reference] = section.xpath(".//code[@class='reference']")
-    assert re.fullmatch(r"[0-9A-F]{12}", reference.text)
+    assert re.fullmatch(REFERENCE_PATTERN, reference.text)
     assert doc.xpath("//form[@id='saml-post-form']") == []
     assert "SAMLResponse" not in page.text or doc.xpath("//form[@id='saml-error-form']")
     for form in doc.xpath("//form[@id='saml-error-form']"):
