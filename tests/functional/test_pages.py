@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp.models import IdpSession, Role
+from idp.requestlog import REFERENCE_PATTERN
 from idp.sessions import hash_token
 from tests.factories import count
 
@@ -79,7 +80,7 @@ def test_404_page_is_bilingual(testapp, locale, title, second):
     assert f"<h1>{title}</h1>" in response.text
     assert f"<h2>{second}</h2>" in response.text
     assert 'data-error-code="not_found"' in response.text
-    assert re.search(r'class="reference">[0-9A-F]{12}<', response.text)
+    assert re.search(f'class="reference">{REFERENCE_PATTERN}<', response.text)
 
 
 @pytest.mark.parametrize("locale", ["ms", "en"])
@@ -183,7 +184,7 @@ def test_data_10_unexpected_error_shows_no_internals(committing_testapp, db_engi
     assert 'data-error-code="server_error"' in text
     assert "Ada sesuatu yang tidak kena" in text
     assert "Something went wrong" in text
-    assert re.search(r'class="reference">[0-9A-F]{12}<', text)
+    assert re.search(f'class="reference">{REFERENCE_PATTERN}<', text)
     with Session(db_engine) as session:
         assert count(session, Role) == 0
 
