@@ -1051,31 +1051,21 @@ def make_sp_client(
     from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
     from idp.saml.crypto import install_security_context
+    from tests.saml_metadata import sp_conf
 
-    base = entity_id.rsplit("/", 1)[0]
-    conf: dict[str, Any] = {
-        "entityid": entity_id,
-        "key_file": str(key_file),
-        "cert_file": str(cert_file),
-        "service": {
-            "sp": {
-                "endpoints": {
-                    "assertion_consumer_service": [
-                        (acs or f"{base}/acs", BINDING_HTTP_POST)
-                    ],
-                    "single_logout_service": [
-                        (slo or f"{base}/slo", BINDING_HTTP_POST)
-                    ],
-                },
-                "authn_requests_signed": True,
-                "logout_requests_signed": True,
-                "want_assertions_signed": True,
-                "signing_algorithm": SIG_RSA_SHA256,
-                "digest_algorithm": DIGEST_SHA256,
-            }
-        },
-        "crypto_backend": "XMLSecurity",
-    }
+    conf = sp_conf(
+        entity_id,
+        key_file,
+        cert_file,
+        acs=acs,
+        slo=slo,
+        slo_binding=BINDING_HTTP_POST,
+        authn_requests_signed=True,
+        logout_requests_signed=True,
+        want_assertions_signed=True,
+        signing_algorithm=SIG_RSA_SHA256,
+        digest_algorithm=DIGEST_SHA256,
+    )
     if idp_metadata is not None:
         if isinstance(idp_metadata, bytes):
             idp_metadata = idp_metadata.decode("utf-8")

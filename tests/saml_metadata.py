@@ -65,6 +65,38 @@ def sp_key_files(name: str = "sp") -> tuple[str, str]:
     return write_key_pair(_keys_dir.name, name)
 
 
+def sp_conf(
+    entity_id: str,
+    key_file: str | Path,
+    cert_file: str | Path,
+    *,
+    acs: str | None = None,
+    slo: str | None = None,
+    slo_binding: str | None = BINDING_HTTP_REDIRECT,
+    **sp: object,
+) -> dict:
+    """pysaml2's configuration of a test SP, signing in-process.
+
+    ``acs`` and ``slo`` default to ``/acs`` and ``/slo`` beside the entity ID
+    (no SLO endpoint when ``slo_binding`` is None); ``sp`` adds to the
+    ``service.sp`` section (flags, algorithms, name ID formats, mdui).
+    """
+    base = entity_id.rsplit("/", 1)[0]
+    endpoints: dict[str, list] = {
+        "assertion_consumer_service": [(acs or f"{base}/acs", BINDING_HTTP_POST)]
+    }
+    if slo_binding is not None:
+        endpoints["single_logout_service"] = [(slo or f"{base}/slo", slo_binding)]
+    return {
+        "entityid": entity_id,
+        "key_file": str(key_file),
+        "cert_file": str(cert_file),
+        "service": {"sp": {"endpoints": endpoints, **sp}},
+        # In-process xmlsec: pysaml2 looks for no xmlsec1 binary.
+        "crypto_backend": "XMLSecurity",
+    }
+
+
 def make_sp_metadata(
     entity_id: str = SP_ENTITY_ID,
     *,
@@ -82,39 +114,22 @@ def make_sp_metadata(
     its algorithms); ``signed_requests`` sets ``AuthnRequestsSigned``.
     """
     base = entity_id.rsplit("/", 1)[0]
-    key_file, cert_file = sp_key_files()
-    conf: dict = {
-        "entityid": entity_id,
-        "key_file": key_file,
-        "cert_file": cert_file,
-        "service": {
-            "sp": {
-                "endpoints": {
-                    "assertion_consumer_service": [
-                        (acs or f"{base}/acs", BINDING_HTTP_POST)
-                    ],
-                    "single_logout_service": [
-                        (slo or f"{base}/slo", BINDING_HTTP_REDIRECT)
-                    ],
-                },
-                "authn_requests_signed": signed_requests,
-                "want_assertions_signed": True,
-                "name_id_format": list(name_id_formats),
-                "ui_info": {
-                    "display_name": [
-                        {"text": "Sistem Contoh", "lang": "ms"},
-                        {"text": "Example System", "lang": "en"},
-                    ],
-                    "logo": {
-                        "text": f"{base}/logo.png",
-                        "height": "40",
-                        "width": "40",
-                    },
-                },
-            }
+    conf = sp_conf(
+        entity_id,
+        *sp_key_files(),
+        acs=acs,
+        slo=slo,
+        authn_requests_signed=signed_requests,
+        want_assertions_signed=True,
+        name_id_format=list(name_id_formats),
+        ui_info={
+            "display_name": [
+                {"text": "Sistem Contoh", "lang": "ms"},
+                {"text": "Example System", "lang": "en"},
+            ],
+            "logo": {"text": f"{base}/logo.png", "height": "40", "width": "40"},
         },
-        "crypto_backend": "XMLSecurity",
-    }
+    )
     if encryption:
         enc_key, enc_cert = sp_key_files("sp-encryption")
         conf["encryption_keypairs"] = [{"key_file": enc_key, "cert_file": enc_cert}]

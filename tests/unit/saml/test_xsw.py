@@ -39,6 +39,7 @@ from idp.saml.crypto import SignatureError, XmlsecBackend, make_security_context
 from idp.saml.xml import parse_xml
 from tests import saml_attacks as attacks
 from tests.saml_attacks import XSW_CASES
+from tests.saml_metadata import sp_conf
 
 SP = "https://sp.example.org/sp"
 OTHER_SP = "https://other.example.org/sp"
@@ -121,27 +122,7 @@ def logout_request(client) -> bytes:
 
 
 def _sp_config(entity_id: str, key_file: str, cert_file: str) -> SPConfig:
-    base = entity_id.rsplit("/", 1)[0]
-    return SPConfig().load(
-        {
-            "entityid": entity_id,
-            "key_file": key_file,
-            "cert_file": cert_file,
-            "service": {
-                "sp": {
-                    "endpoints": {
-                        "assertion_consumer_service": [
-                            (
-                                f"{base}/acs",
-                                "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST",
-                            )
-                        ]
-                    }
-                }
-            },
-            "crypto_backend": "XMLSecurity",
-        }
-    )
+    return SPConfig().load(sp_conf(entity_id, key_file, cert_file, slo_binding=None))
 
 
 @pytest.fixture(scope="module")
