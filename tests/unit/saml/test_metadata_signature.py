@@ -579,3 +579,48 @@ def test_trust_anchor_checks_its_fields():
         TrustAnchor(certificates=("not a certificate",))
     assert not TrustAnchor()
     assert TrustAnchor().describe() == "no trust anchor"
+
+
+def test_signed_by_pysaml2_verifies(federation, anchors):
+    """An aggregate signed by pysaml2's own metadata signer (``entities_descriptor``
+    with ``sign=True``, as ``make_metadata.py`` does) is accepted."""
+    from saml2.config import SPConfig
+    from saml2.metadata import entities_descriptor, entity_descriptor
+    from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
+
+    from idp.saml.crypto import make_security_context
+    from tests.saml_metadata import sp_conf, sp_key_files
+
+    descriptors = [
+        entity_descriptor(
+            SPConfig().load(sp_conf(f"https://sp{i}.example.org/sp", *sp_key_files()))
+        )
+        for i in range(2)
+    ]
+    _, signed = entities_descriptor(
+        descriptors,
+        0,
+        "federation",
+        "_pysaml2-aggregate",
+        True,
+        make_security_context(*federation),
+        SIG_RSA_SHA256,
+        DIGEST_SHA256,
+    )
+    for anchor in anchors.values():
+        root = verify_metadata(signed.encode(), anchor)
+        assert len(root.findall(MD_ENTITY)) == 2
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "body"),
+    [(attacks.XPATH, attacks.XPATH_BOMB), (attacks.XSLT, attacks.XSLT_BOMB)],
+    ids=["xpath", "xslt"],
+)
+def test_saml_13_hostile_transform_in_a_metadata_signature(
+    aggregate, anchor, algorithm, body
+):
+    """SAML-13: a CPU-bomb transform in the aggregate's Reference is refused by
+    the allow-list before libxmlsec would run it (minutes if it did)."""
+    attacked = attacks.add_transform(aggregate, algorithm, body)
+    _refused(attacked, anchor, r"transform .* is not allowed in a metadata signature")
