@@ -325,6 +325,15 @@ def test_duplicate_ids_refused(aggregate, anchor, federation):
     forged.set("entityID", EVIL_ENTITY_ID)
     root.insert(1, forged)
     _refused(attacks.serialize(root), anchor, r"duplicate ID value '_aggregate-0001'")
+    # xml:id, which libxml2 registers as an ID while parsing, and Id.
+    for name in ("{http://www.w3.org/XML/1998/namespace}id", "Id"):
+        del forged.attrib["ID"]
+        forged.set(name, root.get("ID"))
+        _refused(
+            attacks.serialize(root), anchor, r"duplicate ID value '_aggregate-0001'"
+        )
+        del forged.attrib[name]
+        forged.set("ID", root.get("ID"))
     # Even under a valid signature: an ID two elements hold resolves to either.
     twins = make_aggregate(
         [sp_entity(0, id="_twin"), sp_entity(1, id="_twin")], signer=federation
