@@ -633,3 +633,15 @@ def test_saml_13_hostile_transform_in_a_metadata_signature(
     the allow-list before libxmlsec would run it (minutes if it did)."""
     attacked = attacks.add_transform(aggregate, algorithm, body)
     _refused(attacked, anchor, r"transform .* is not allowed in a metadata signature")
+
+
+def test_anchor_with_certificates_and_fingerprints(federation, attacker):
+    """Either kind of an anchor holding both may verify the document."""
+    by_fingerprint = parse_anchor(_pem(attacker[1]) + _sha256(federation[1]))
+    by_certificate = parse_anchor(_pem(federation[1]) + _sha256(attacker[1]))
+    with_key_info = make_aggregate(2, signer=federation)
+    without = make_aggregate(2, signer=federation, key_info=False)
+    assert verify_metadata(with_key_info, by_fingerprint).tag == MD_ENTITIES
+    assert verify_metadata(with_key_info, by_certificate).tag == MD_ENTITIES
+    assert verify_metadata(without, by_certificate).tag == MD_ENTITIES
+    _refused(without, by_fingerprint, r"does not verify with the trust anchor's key")
