@@ -49,11 +49,15 @@ from idp.units import format_over
 
 __all__ = [
     "MAX_METADATA_DOCUMENT_BYTES",
+    "MIN_RSA_BITS",
     "MetadataSignatureError",
     "TrustAnchor",
     "parse_anchor",
     "verify_metadata",
 ]
+
+# eduGAIN's metadata profile and NIST SP 800-131A: no RSA signer under 2048.
+MIN_RSA_BITS = 2048
 
 # eduGAIN's aggregate of about 10,000 entities is some 80 MB; twice that
 # leaves room to grow and still refuses a document meant to exhaust memory
@@ -107,6 +111,31 @@ def _fingerprint(certificate: x509.Certificate) -> str:
     return certificate.fingerprint(hashes.SHA256()).hex()
 
 
+def _check_key(certificate: x509.Certificate, what: str) -> None:
+    """Refuse a signer key too weak to trust: RSA under
+    :data:`MIN_RSA_BITS`, EC under 256 bits, or a kind XML signatures here
+    cannot use."""
+    key = certificate.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise MetadataSignatureError(
+                f"{what} has a {key.key_size}-bit RSA key; at least "
+                f"{MIN_RSA_BITS} bits are required (SHA-256 "
+                f"{_colons(_fingerprint(certificate))})"
+            )
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.key_size < 256:
+            raise MetadataSignatureError(
+                f"{what} has a {key.curve.key_size}-bit EC key; at least 256 "
+                "bits are required"
+            )
+    else:
+        raise MetadataSignatureError(
+            f"{what} has a {type(key).__name__.removesuffix('PublicKey')} key; "
+            "only RSA and EC keys can sign metadata"
+        )
+
+
 @dataclass(frozen=True)
 class TrustAnchor:
     """What a metadata source's signer must be.
@@ -115,7 +144,10 @@ class TrustAnchor:
     of them may sign); ``fingerprints``: SHA-256 fingerprints of a signer's
     certificate, 64 lowercase hex digits, no colons (the certificate itself
     then comes from the signature's ``ds:KeyInfo``).  Build one from an
-    operator's text with :func:`parse_anchor`.
+    operator's text with :func:`parse_anchor`.  The key is what is trusted:
+    a signer certificate's validity dates are shown, not enforced (as
+    federations and Shibboleth's signature filter treat metadata signers),
+    but a weak key is refused (:data:`MIN_RSA_BITS`).
     """
 
     certificates: tuple[str, ...] = ()
@@ -129,7 +161,7 @@ class TrustAnchor:
                     "hex digits (SHA-256, no colons)"
                 )
         for pem in self.certificates:
-            _load_pem(pem)
+            _check_key(_load_pem(pem), "trust anchor certificate")
 
     def __bool__(self) -> bool:
         return bool(self.certificates or self.fingerprints)
@@ -323,6 +355,8 @@ def _keyinfo_matching(
     ``required``, their absence is the refusal, and says why."""
     carried = _keyinfo_certificates(signature)
     matching = [c for c in carried if _fingerprint(c) in anchor.fingerprints]
+    for certificate in matching:
+        _check_key(certificate, "the certificate the trust anchor's fingerprint names")
     if not required:
         return [c.public_bytes(Encoding.PEM).decode("ascii") for c in matching]
     if not carried:
