@@ -188,8 +188,10 @@ class TrustAnchor:
 @functools.lru_cache(maxsize=256)
 def _load_pem(pem: str) -> x509.Certificate:
     try:
-        return x509.load_pem_x509_certificate(pem.encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
+        certificate = x509.load_pem_x509_certificate(pem.encode("ascii"))
+        certificate.public_key()
+        return certificate
+    except (ValueError, UnicodeEncodeError, x509.InvalidVersion):
         raise MetadataSignatureError(
             "trust anchor certificate is not a readable PEM certificate"
         ) from None
@@ -224,7 +226,8 @@ def parse_anchor(text: str) -> TrustAnchor:
         try:
             der = base64.b64decode("".join(match.group(2).split()), validate=True)
             certificate = x509.load_der_x509_certificate(der)
-        except (binascii.Error, ValueError):
+            certificate.public_key()
+        except (binascii.Error, ValueError, x509.InvalidVersion):
             raise MetadataSignatureError(
                 f"trust anchor certificate {len(certificates) + 1} does not parse"
             ) from None
@@ -294,7 +297,7 @@ def verify_metadata(
     try:
         root, _ = parse_document(bytes(data))
     except XmlRefused as exc:
-        raise MetadataSignatureError(f"metadata refused: {exc}") from None
+        raise MetadataSignatureError(f"metadata refused: {_one_line(exc)}") from None
     if root.tag not in (_ENTITIES, _ENTITY):
         raise MetadataSignatureError(
             f"metadata's document element is {_display(root.tag)}, not "
@@ -310,10 +313,12 @@ def verify_metadata(
             "but its source has a trust anchor"
         ) from None
     except AlgorithmRefused as exc:
-        raise MetadataSignatureError(f"metadata signature refused: {exc}") from None
+        raise MetadataSignatureError(
+            f"metadata signature refused: {_one_line(exc)}"
+        ) from None
     except XmlRefused as exc:
         raise MetadataSignatureError(
-            f"metadata signature refused (wrapping or malformed): {exc}"
+            f"metadata signature refused (wrapping or malformed): {_one_line(exc)}"
         ) from None
 
     candidates = list(anchor.certificates)
@@ -329,6 +334,11 @@ def verify_metadata(
     return root
 
 
+def _one_line(exc: Exception) -> str:
+    """An exception's text on one line (libxml2's messages may span two)."""
+    return " ".join(str(exc).split())
+
+
 def _display(tag: str) -> str:
     namespace, _, local = tag[1:].rpartition("}")
     return f"md:{local}" if namespace == MD_NS else f"{{{namespace}}}{local}"
@@ -342,9 +352,11 @@ def _keyinfo_certificates(signature: etree._Element) -> list[x509.Certificate]:
             for element in data.iterchildren(_DS_X509_CERTIFICATE):
                 try:
                     der = base64.b64decode("".join((element.text or "").split()))
-                    found.append(x509.load_der_x509_certificate(der))
-                except (binascii.Error, ValueError):
-                    continue
+                    certificate = x509.load_der_x509_certificate(der)
+                    certificate.public_key()
+                except (binascii.Error, ValueError, x509.InvalidVersion):
+                    continue  # not a certificate anyone could have signed with
+                found.append(certificate)
     return found
 
 
@@ -440,7 +452,9 @@ def _signs_signed_info(
             inclusive_ns_prefixes=prefixes,
         )
         raw = base64.b64decode("".join((value.text or "").split()))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, etree.C14NError):
+        # C14NError: libxml2 will not canonicalize, e.g., a relative
+        # namespace URI; then no key can be said to have signed it.
         return False
     key = certificate.public_key()
     try:
