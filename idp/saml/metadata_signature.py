@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -96,6 +96,15 @@ _SIGNATURE_HASHES: dict[str, tuple[str, type[hashes.HashAlgorithm]]] = {
     f"{_DSIG_MORE}ecdsa-sha384": ("ec", hashes.SHA384),
     f"{_DSIG_MORE}ecdsa-sha512": ("ec", hashes.SHA512),
 }
+
+
+# What reading a certificate and its key may raise on bad input.
+_CERTIFICATE_ERRORS = (
+    binascii.Error,
+    ValueError,
+    x509.InvalidVersion,
+    UnsupportedAlgorithm,
+)
 
 
 class MetadataSignatureError(ValueError):
@@ -191,7 +200,7 @@ def _load_pem(pem: str) -> x509.Certificate:
         certificate = x509.load_pem_x509_certificate(pem.encode("ascii"))
         certificate.public_key()
         return certificate
-    except (ValueError, UnicodeEncodeError, x509.InvalidVersion):
+    except (*_CERTIFICATE_ERRORS, UnicodeEncodeError):
         raise MetadataSignatureError(
             "trust anchor certificate is not a readable PEM certificate"
         ) from None
@@ -227,7 +236,7 @@ def parse_anchor(text: str) -> TrustAnchor:
             der = base64.b64decode("".join(match.group(2).split()), validate=True)
             certificate = x509.load_der_x509_certificate(der)
             certificate.public_key()
-        except (binascii.Error, ValueError, x509.InvalidVersion):
+        except _CERTIFICATE_ERRORS:
             raise MetadataSignatureError(
                 f"trust anchor certificate {len(certificates) + 1} does not parse"
             ) from None
@@ -354,7 +363,7 @@ def _keyinfo_certificates(signature: etree._Element) -> list[x509.Certificate]:
                     der = base64.b64decode("".join((element.text or "").split()))
                     certificate = x509.load_der_x509_certificate(der)
                     certificate.public_key()
-                except (binascii.Error, ValueError, x509.InvalidVersion):
+                except _CERTIFICATE_ERRORS:
                     continue  # not a certificate anyone could have signed with
                 found.append(certificate)
     return found

@@ -743,3 +743,29 @@ def test_mutated_metadata_refused_with_one_line(federation, anchors):
                 assert "\n" not in str(exc)
             else:
                 assert root.tag in (MD_ENTITIES, MD_ENTITY)
+
+
+def test_mutated_anchor_text_refused_with_one_line(federation):
+    """An operator's damaged paste of a certificate gives a one-line refusal
+    or an anchor, never another exception (fuzzing found a certificate
+    whose key algorithm cryptography does not know escaping)."""
+    pem = _pem(federation[1])
+    rng = random.Random(5)
+    for _ in range(1000):
+        text = list(pem)
+        for _ in range(rng.randint(1, 3)):
+            position = rng.randrange(len(text))
+            kind = rng.random()
+            if kind < 0.4:
+                text[position] = rng.choice("ABCxyz019+/=:-\n ,")
+            elif kind < 0.7:
+                del text[position : position + rng.randint(1, 30)]
+            else:
+                start = rng.randrange(len(pem))
+                text[position:position] = pem[start : start + rng.randint(1, 60)]
+        try:
+            anchor = parse_anchor("".join(text))
+        except MetadataSignatureError as exc:
+            assert "\n" not in str(exc)
+        else:
+            assert anchor
