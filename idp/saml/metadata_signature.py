@@ -52,7 +52,9 @@ __all__ = [
     "MIN_RSA_BITS",
     "MetadataSignatureError",
     "TrustAnchor",
+    "VerifiedMetadata",
     "parse_anchor",
+    "verified_metadata",
     "verify_metadata",
 ]
 
@@ -278,6 +280,15 @@ def _backend(allow_sha1: bool) -> XmlsecBackend:
     return XmlsecBackend(allow_sha1=allow_sha1)
 
 
+@dataclass(frozen=True)
+class VerifiedMetadata:
+    """What :func:`verified_metadata` proved, for the caller and its audit."""
+
+    root: etree._Element  # the verified document element; read only this
+    signer: str  # SHA-256 of the certificate whose key verified, lowercase hex
+    algorithm: str  # the SignatureMethod URI
+
+
 def verify_metadata(
     data: bytes,
     anchor: TrustAnchor,
@@ -295,6 +306,20 @@ def verify_metadata(
     removed; read nothing but this tree.  Raises
     :class:`MetadataSignatureError`.
     """
+    return verified_metadata(
+        data, anchor, allow_sha1=allow_sha1, max_bytes=max_bytes
+    ).root
+
+
+def verified_metadata(
+    data: bytes,
+    anchor: TrustAnchor,
+    *,
+    allow_sha1: bool = False,
+    max_bytes: int = MAX_METADATA_DOCUMENT_BYTES,
+) -> VerifiedMetadata:
+    """:func:`verify_metadata`, also saying which key signed and how (for an
+    audit record, or ``source show`` during a partner's key rollover)."""
     if not anchor:
         raise MetadataSignatureError("no trust anchor to verify the metadata with")
     if not isinstance(data, bytes | bytearray | memoryview):
@@ -337,10 +362,16 @@ def verify_metadata(
         candidates += _keyinfo_matching(
             signature, anchor, required=not anchor.certificates
         )
-    if backend.verify_metadata_signature(root, signature, candidates) is None:
+    signer = backend.verify_metadata_signature(root, signature, candidates)
+    if signer is None:
         raise MetadataSignatureError(_diagnose(signature, anchor, candidates))
+    algorithm = signature.find(f"{_DS_SIGNED_INFO}/{_DS_SIGNATURE_METHOD}")
     etree.strip_tags(root, etree.Comment, etree.ProcessingInstruction)
-    return root
+    return VerifiedMetadata(
+        root,
+        _fingerprint(_load_pem(signer)),
+        "" if algorithm is None else algorithm.get("Algorithm", ""),
+    )
 
 
 def _one_line(exc: Exception) -> str:

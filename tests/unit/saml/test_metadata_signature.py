@@ -294,21 +294,29 @@ def test_xsw_around_signed_aggregate_refused(aggregate, anchor, shape):
     _refused(attacked, anchor, r"^metadata")
 
 
-def test_signed_original_moved_inside_extensions(aggregate, anchor, federation):
+def test_signed_original_moved_inside_extensions(
+    aggregate, anchor, federation, signing
+):
     """An unsigned aggregate of forged entities carries the signed original
-    in its md:Extensions (a lax-schema hiding place)."""
+    in its md:Extensions (a lax-schema hiding place).  A ``#ID`` signature
+    still verifies where it now sits, for plain libxmlsec."""
     original = _tree(aggregate)
     evil = etree.Element(MD_ENTITIES, nsmap={"md": MD}, Name="evil", ID="_evil")
     etree.SubElement(evil, MD_EXTENSIONS).append(original)
     forged = copy.deepcopy(original.find(MD_ENTITY))
     forged.set("entityID", EVIL_ENTITY_ID)
     evil.append(forged)
-    _refused(attacks.serialize(evil), anchor, r"signature wrapping")
+    attacked = attacks.serialize(evil)
+    assert _plain_libxmlsec_accepts(attacked, federation[1]) == (signing[0] == "id")
+    _refused(attacked, anchor, r"signature wrapping")
 
 
-def test_second_entities_descriptor_wraps_the_signed_one(aggregate, anchor):
+def test_second_entities_descriptor_wraps_the_signed_one(
+    aggregate, anchor, federation, signing
+):
     """Nested EntitiesDescriptors are schema-valid: the forged outer one holds a
-    forged entity and the signed original."""
+    forged entity and the signed original (which plain libxmlsec still
+    verifies when it is signed by ``#ID``), under another ID or its own."""
     original = _tree(aggregate)
     for outer_id in ("_outer", original.get("ID")):
         evil = etree.Element(MD_ENTITIES, nsmap={"md": MD}, Name="evil", ID=outer_id)
@@ -316,7 +324,12 @@ def test_second_entities_descriptor_wraps_the_signed_one(aggregate, anchor):
         forged.set("entityID", EVIL_ENTITY_ID)
         evil.append(forged)
         evil.append(copy.deepcopy(original))
-        _refused(attacks.serialize(evil), anchor, r"signature wrapping|duplicate ID")
+        attacked = attacks.serialize(evil)
+        if outer_id == "_outer":
+            assert _plain_libxmlsec_accepts(attacked, federation[1]) == (
+                signing[0] == "id"
+            )
+        _refused(attacked, anchor, r"signature wrapping|duplicate ID")
 
 
 def test_duplicate_ids_refused(aggregate, anchor, federation):
@@ -769,3 +782,16 @@ def test_mutated_anchor_text_refused_with_one_line(federation):
             assert "\n" not in str(exc)
         else:
             assert anchor
+
+
+def test_verified_metadata_names_the_signer(federation, attacker):
+    """Which of the anchor's keys signed, for the audit record and for a
+    partner's key rollover (old and new certificate both in the anchor)."""
+    from idp.saml.metadata_signature import verified_metadata
+
+    rollover = parse_anchor(_pem(attacker[1]) + _pem(federation[1]))
+    for signer in (federation, attacker):
+        result = verified_metadata(make_aggregate(1, signer=signer), rollover)
+        assert result.signer == _sha256(signer[1])
+        assert result.algorithm == RSA_SHA256
+        assert result.root.tag == MD_ENTITIES
