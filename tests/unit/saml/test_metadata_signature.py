@@ -12,6 +12,7 @@ verifier's rules, not from a broken document.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import os
 import random
 import shutil
@@ -30,7 +31,7 @@ from idp.saml.metadata_signature import (
     parse_anchor,
     verify_metadata,
 )
-from idp.saml.sp_metadata import parse_sp_metadata
+from idp.saml.sp_metadata import MetadataError, parse_sp_metadata
 from tests import saml_attacks as attacks
 from tests.aggregates import (
     DS,
@@ -191,6 +192,20 @@ def test_helper_options(federation):
         "Location"
     ) == ("http://sp1.example.edu.my/acs")
     assert make_aggregate(1).find(b"Signature") == -1
+
+    expired = sp_entity(2, valid_until=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    no_acs = sp_entity(
+        3,
+        mutate=lambda e: [
+            a.getparent().remove(a) for a in e.iter(f"{{{MD}}}AssertionConsumerService")
+        ],
+    )
+    first, second = _tree(make_aggregate([expired, no_acs])).findall(MD_ENTITY)
+    assert first.get("validUntil") == "2020-01-01T00:00:00Z"
+    with pytest.raises(MetadataError, match=r"expired|validUntil"):
+        parse_sp_metadata(etree.tostring(first))
+    with pytest.raises(MetadataError, match="AssertionConsumerService"):
+        parse_sp_metadata(etree.tostring(second))
 
 
 # --------------------------------------------------------------------------
