@@ -109,7 +109,7 @@ def helpdesk(request):
 @view_config(route_name="pages.developers", renderer="pages/developers.jinja2")
 def developers(request):
     settings = request.registry.settings
-    keypair = request.registry["idp.keypair"]
+    keypair = request.registry["idp.keys"].load(request.dbsession).current.pair
     certificate = keypair.certificate
     services = endpoints(settings["idp.base_url"])
     uris = attribute_uri_names()
