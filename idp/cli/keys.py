@@ -201,6 +201,7 @@ def activate(args) -> int:
 
 def retire(args) -> int:
     from idp.saml import rollover
+    from idp.saml.keyring import files_for
 
     settings = load_settings(args.config_uri)
     with _transaction(settings) as session:
@@ -210,9 +211,11 @@ def retire(args) -> int:
             min_overlap_days=settings["idp.key_rollover_min_overlap_days"],
             force=args.force,
         )
+        pair = files_for(certs_dir(settings), retired.kid, retired.fingerprint)
         line = (
-            f"key {retired.kid} retired: no longer in idMe's metadata; "
-            f"its files {retired.kid}.key and {retired.kid}.crt may be archived"
+            f"key {retired.kid} retired: no longer in idMe's metadata; its files "
+            f"{pair.key_file} and {pair.cert_file} are no longer needed "
+            "(keep the key file only as long as your records policy requires)"
         )
     print(line)
     return 0

@@ -46,21 +46,12 @@ def load_keypair(settings):
     return keys.load(certs_dir(settings))
 
 
-def load_keys(settings, keyring, engine):
-    """The key set the database names, its files checked; KeyPairError if unusable.
+def rolled_over(settings) -> bool:
+    """Whether ``certs/`` holds a rollover's ``<kid>.key``, not only ``signing.key``."""
+    from idp.saml import keys
 
-    Before ``db upgrade`` there is no key table: the install then has the
-    one pair it has always had (``signing.key``). Database errors propagate.
-    """
-    from sqlalchemy import inspect
-    from sqlalchemy.orm import Session
-
-    from idp.saml.keyring import keyset_of
-
-    with Session(engine) as session:
-        if not inspect(session.connection()).has_table("signing_keys"):
-            return keyset_of(load_keypair(settings))
-        return keyring.load(session)
+    certs = certs_dir(settings)
+    return any(path.name != keys.SIGNING_KEY for path in certs.glob("*.key"))
 
 
 def check_keys_at_start(settings) -> None:
@@ -73,12 +64,33 @@ def check_keys_at_start(settings) -> None:
     missing or wrong, and ``/healthz`` names the file. Start-up does not
     wait on the database for it.
     """
-    from idp.saml import keys
+    if not rolled_over(settings):
+        load_keypair(settings)
 
-    certs = certs_dir(settings)
-    if any(path.name != keys.SIGNING_KEY for path in certs.glob("*.key")):
-        return
-    load_keypair(settings)
+
+def load_keys(settings, keyring, engine):
+    """The key set for ``idp-admin``: from the database, its files checked.
+
+    Before ``db upgrade`` there is no key table, and with the database
+    unreachable nothing can be said about a rollover: an install that never
+    rolled its key then has the one pair it has always had. Otherwise
+    database errors propagate, and KeyPairError says which file is wrong.
+    """
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import Session
+
+    from idp.saml.keyring import keyset_of
+
+    try:
+        with Session(engine) as session:
+            if not inspect(session.connection()).has_table("signing_keys"):
+                return keyset_of(load_keypair(settings))
+            return keyring.load(session)
+    except OperationalError:
+        if rolled_over(settings):
+            raise
+        return keyset_of(load_keypair(settings))
 
 
 def includeme(config):

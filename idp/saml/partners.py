@@ -21,9 +21,10 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+from typing import cast
 from urllib.parse import quote
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -144,11 +145,12 @@ def record_fetch(
     }
     try:
         with dbsession.begin_nested():
-            updated = dbsession.execute(
+            result = dbsession.execute(
                 update(MetadataFetch)
                 .where(MetadataFetch.digest == digest)
                 .values(count=MetadataFetch.count + 1, **values)
-            ).rowcount
+            )
+            updated = cast(CursorResult, result).rowcount
             if updated:
                 return
         try:
