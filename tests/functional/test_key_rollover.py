@@ -279,6 +279,8 @@ def test_a_node_without_the_next_key_file_refuses_to_sign_and_says_which(
     page = node_b.get("/saml/sso/redirect?" + query, status=503)
     assert 'data-error-code="keys_unavailable"' in page.text
     assert "SAMLResponse" not in page.text
+    assert "Log masuk tidak tersedia pada pelayan ini" in page.text
+    assert "Sign-in is unavailable on this server" in page.text
     node_b.get("/saml/metadata", status=503)
     assert f"{certs_b / upcoming.kid}.key is missing" in caplog.text
     # The operator copies the files: node B signs with the new key at once.
