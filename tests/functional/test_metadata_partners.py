@@ -13,12 +13,20 @@ from urllib.parse import quote
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from idp.models import MetadataFetch
 from idp.saml.partners import find_partner, mdq_names, partner_token
 from tests.saml_metadata import SP_ENTITY_ID
 
 IDP_ENTITY_ID = "https://idp.test/saml/metadata"
+
+
+@pytest.fixture
+def committed(committing_testapp, db_engine):
+    """A session on the real engine; every table is emptied after the test."""
+    with Session(db_engine) as session:
+        yield session
 
 
 @pytest.fixture
@@ -149,3 +157,31 @@ def test_mdq_through_the_per_partner_base_is_attributed(testapp, dbsession, toke
 
 def test_mdq_refuses_post(testapp):
     testapp.post(f"/saml/mdq/entities/{mdq_names(IDP_ENTITY_ID)[1]}", status=405)
+
+
+def test_purge_forgets_fetches_older_than_ninety_days(app, db_engine, committed):
+    """The fetch records stay bounded: a partner silent for 90 days is forgotten."""
+    import datetime as dt
+
+    from idp.services.purge import Purger
+
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    for n, age in enumerate((91, 89)):
+        at = now - dt.timedelta(days=age)
+        committed.add(
+            MetadataFetch(
+                digest=f"{n:064d}",
+                sp_entity_id="",
+                client_address=f"192.0.2.{n}",
+                user_agent="",
+                endpoint="metadata",
+                first_at=at,
+                last_at=at,
+            )
+        )
+    committed.commit()
+    purger = Purger.from_settings(app.registry.settings, db_engine)
+    assert purger.run(now=now)["metadata_fetches"] == 1
+    assert committed.scalars(select(MetadataFetch.client_address)).all() == [
+        "192.0.2.1"
+    ]
