@@ -304,3 +304,41 @@ def test_a_key_file_that_is_not_the_listed_certificate_is_refused(
         f"{upcoming.kid}.crt is not the next key the database lists"
     )
     node_b.get("/saml/metadata", status=503)
+
+
+@pytest.mark.postgresql
+def test_two_operators_preparing_at_once_make_one_next_key(
+    committing_testapp, db_engine, tmp_path, keypair
+):
+    """The database settles a race: one prepare wins, the other writes nothing."""
+    import threading
+
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.orm import Session
+
+    certs = node_certs(tmp_path / "certs", keypair)
+    with Session(db_engine) as session, session.begin():
+        # Recorded first, so that only the two new "next" rows can collide.
+        rollover.adopt_current(session, certs, dt.datetime.now(dt.UTC))
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def operator():
+        with Session(db_engine) as session:
+            try:
+                with session.begin():
+                    barrier.wait()
+                    prepare(session, certs, dt.datetime.now(dt.UTC))
+                outcomes.append("prepared")
+            except (IntegrityError, rollover.RolloverRefused):
+                outcomes.append("refused")
+
+    threads = [threading.Thread(target=operator) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(outcomes) == ["prepared", "refused"]
+    with Session(db_engine) as session:
+        states = sorted(session.scalars(select(SigningKey.state)).all())
+    assert states == ["current", "next"]
