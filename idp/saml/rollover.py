@@ -106,8 +106,9 @@ def prepare(
 ) -> Prepared:
     """Make the next key and publish it beside the current one.
 
-    The key files are written before the row; the caller removes them if the
-    transaction does not commit (:func:`discard_files`).
+    The key files are written before the row and removed again if the row
+    cannot be written; the caller removes them if the transaction then
+    does not commit (:func:`discard_files`).
     """
     current, adopted = adopt_current(dbsession, certs_dir, now)
     waiting = _in(dbsession, "next")
@@ -126,17 +127,23 @@ def prepare(
     fingerprint = certificate_fingerprint(x509.load_pem_x509_certificate(cert_pem))
     pair = keystore.kid_pair(certs_dir, keystore.kid_of(fingerprint))
     keystore.write_pair(pair, key_pem, cert_pem)
-    row = row_for(pair, "next", now)
-    dbsession.add(row)
-    dbsession.flush()
-    bump_generation(dbsession)
-    _audit(
-        dbsession,
-        "keys.prepare",
-        kid=row.kid,
-        fingerprint=row.fingerprint,
-        current=current.kid,
-    )
+    try:
+        row = row_for(pair, "next", now)
+        dbsession.add(row)
+        dbsession.flush()
+        bump_generation(dbsession)
+        _audit(
+            dbsession,
+            "keys.prepare",
+            kid=row.kid,
+            fingerprint=row.fingerprint,
+            current=current.kid,
+        )
+    except BaseException:
+        # Another prepare won the race (the unique index), or the database
+        # failed: no row will name these files.
+        discard_files(pair)
+        raise
     return Prepared(row, pair, current if adopted else None)
 
 

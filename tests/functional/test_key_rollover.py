@@ -310,7 +310,7 @@ def test_a_key_file_that_is_not_the_listed_certificate_is_refused(
 def test_two_operators_preparing_at_once_make_one_next_key(
     committing_testapp, db_engine, tmp_path, keypair
 ):
-    """The database settles a race: one prepare wins, the other writes nothing."""
+    """The database settles a race: one prepare wins, the other leaves nothing."""
     import threading
 
     from sqlalchemy.exc import IntegrityError
@@ -341,4 +341,11 @@ def test_two_operators_preparing_at_once_make_one_next_key(
     assert sorted(outcomes) == ["prepared", "refused"]
     with Session(db_engine) as session:
         states = sorted(session.scalars(select(SigningKey.state)).all())
+        [winner] = session.scalars(
+            select(SigningKey.kid).where(SigningKey.state == "next")
+        ).all()
     assert states == ["current", "next"]
+    # The loser's key files went with its transaction.
+    assert sorted(path.name for path in certs.iterdir()) == sorted(
+        ["signing.crt", "signing.key", f"{winner}.crt", f"{winner}.key"]
+    )
