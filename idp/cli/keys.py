@@ -68,8 +68,49 @@ def register(groups) -> None:
     retire_parser.set_defaults(handler=retire)
 
 
+def _recorded_keys(settings) -> list[str]:
+    """The keys the database records as published; none before it is set up."""
+    from pathlib import Path
+
+    from sqlalchemy import inspect, select
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import Session
+
+    from idp.db import make_engine
+    from idp.models import SigningKey
+    from idp.models.keys import PUBLISHED_STATES
+
+    url = make_url(settings["sqlalchemy.url"])
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return []  # not created yet: nothing to ask, and nothing to create
+    engine = make_engine(settings)
+    try:
+        with Session(engine) as session:
+            if not inspect(session.connection()).has_table("signing_keys"):
+                return []
+            return list(
+                session.scalars(
+                    select(SigningKey.kid).where(SigningKey.state.in_(PUBLISHED_STATES))
+                )
+            )
+    except OperationalError:
+        return []  # a first install whose database is not up yet
+    finally:
+        engine.dispose()
+
+
 def generate(args) -> int:
     settings = load_settings(args.config_uri)
+    recorded = _recorded_keys(settings)
+    if recorded:
+        # Replacing a recorded key's file would stop every node signing (its
+        # certificate no longer matches the database); a new key goes through
+        # the rollover, which publishes it first.
+        raise CommandError(
+            f"the database records idMe's keys ({', '.join(sorted(recorded))}); "
+            "change them with 'keys rollover prepare', not 'keys generate'"
+        )
     host = urlsplit(settings["idp.base_url"]).hostname or "idp"
     try:
         pair = keystore.generate(

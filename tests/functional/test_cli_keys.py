@@ -212,3 +212,13 @@ def test_a_node_missing_the_next_key_cannot_export(keyed, tmp_path):
     error = fails(keyed, "keys", "rollover", "activate", "--force")
     assert f"cannot activate key {kid}" in error
     assert admin(keyed, "keys", "rollover", "status").returncode == 0
+
+
+def test_keys_generate_refuses_once_the_database_records_keys(keyed, tmp_path):
+    """Replacing a recorded key's file would leave every node unable to sign."""
+    key = tmp_path / "certs" / "signing.key"
+    before = key.read_bytes()
+    ok(keyed, "keys", "rollover", "prepare")
+    error = fails(keyed, "keys", "generate", "--force")
+    assert "change them with 'keys rollover prepare'" in error
+    assert key.read_bytes() == before
