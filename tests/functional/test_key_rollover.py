@@ -349,3 +349,19 @@ def test_two_operators_preparing_at_once_make_one_next_key(
     assert sorted(path.name for path in certs.iterdir()) == sorted(
         ["signing.crt", "signing.key", f"{winner}.crt", f"{winner}.key"]
     )
+
+
+@pytest.mark.parametrize("lang", ["ms", "en"])
+def test_the_developers_page_shows_the_next_key_during_a_rollover(
+    nodes, node_dirs, dbsession, lang
+):
+    node_a, _ = nodes
+    certs_a, _ = node_dirs
+    page = node_a.get(f"/developers?lang={lang}")
+    assert page.html.find(id="next-signing-fingerprint") is None
+    upcoming = prepare(dbsession, certs_a, dt.datetime.now(dt.UTC))
+    page = node_a.get(f"/developers?lang={lang}")
+    shown = page.html.find(id="next-signing-fingerprint").get_text(strip=True)
+    assert shown.replace(":", "").lower() == upcoming.fingerprint
+    current = page.html.find(id="signing-fingerprint").get_text(strip=True)
+    assert current.replace(":", "").lower() == fingerprint(certs_a, "signing.crt")
