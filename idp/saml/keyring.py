@@ -95,9 +95,39 @@ def files_for(certs_dir: str | os.PathLike, kid: str, fingerprint: str) -> KeyPa
     return pair
 
 
-def check_key(certs_dir: str | os.PathLike, row: SigningKey) -> KeyPair:
-    """The files of ``row``'s key, checked: present, 0600, matching, the same cert."""
+# What a file check depends on: a file replaced, rewritten or chmod-ed has
+# another signature, and is checked again.
+_FileState = tuple[int, int, int, int, int]
+_Checked = dict[tuple[str, str], tuple[_FileState, _FileState]]
+
+
+def _state(path: Path) -> _FileState:
+    info = path.stat()
+    return (info.st_ino, info.st_dev, info.st_size, info.st_mtime_ns, info.st_mode)
+
+
+def _states(pair: KeyPair) -> tuple[_FileState, _FileState] | None:
+    try:
+        return _state(pair.key_file), _state(pair.cert_file)
+    except OSError:
+        return None
+
+
+def check_key(
+    certs_dir: str | os.PathLike, row: SigningKey, checked: _Checked | None = None
+) -> KeyPair:
+    """The files of ``row``'s key, checked: present, 0600, matching, the same cert.
+
+    Loading an RSA private key validates it, a few hundred milliseconds for
+    RSA-3072; with ``checked``, files whose inode, size, time and mode have
+    not changed since they passed are not loaded again (``/healthz`` runs
+    this at every probe).
+    """
     pair = files_for(certs_dir, row.kid, row.fingerprint)
+    states = _states(pair)
+    known = checked.get((row.fingerprint, str(pair.key_file))) if checked else None
+    if states is not None and known == states:
+        return pair
     missing = pair.key_file if not pair.key_file.is_file() else pair.cert_file
     keystore.check(
         pair,
@@ -115,6 +145,8 @@ def check_key(certs_dir: str | os.PathLike, row: SigningKey) -> KeyPair:
             reason=f"{pair.cert_file.name} is not the {row.state} key the "
             "database lists",
         )
+    if checked is not None and states is not None:
+        checked[(row.fingerprint, str(pair.key_file))] = states
     return pair
 
 
@@ -126,11 +158,23 @@ def published_rows(dbsession: Session) -> list[SigningKey]:
     return sorted(rows, key=lambda row: _ORDER[row.state])
 
 
-def load_keyset(dbsession: Session, certs_dir: str | os.PathLike) -> KeySet:
-    """The published keys with their files checked; KeyPairError if any is unusable."""
+def load_keyset(
+    dbsession: Session, certs_dir: str | os.PathLike, checked: _Checked | None = None
+) -> KeySet:
+    """The published keys with their files checked; KeyPairError if any is unusable.
+
+    ``checked`` remembers files that passed (:func:`check_key`).
+    """
     rows = published_rows(dbsession)
     if not rows:
-        return keyset_of(keystore.load(certs_dir))
+        legacy = keystore.signing_pair(certs_dir)
+        states = _states(legacy)
+        key = ("signing.key", str(legacy.key_file))
+        if checked is None or states is None or checked.get(key) != states:
+            keystore.load(certs_dir)
+            if checked is not None and states is not None:
+                checked[key] = states
+        return keyset_of(legacy)
     if not any(row.state == "current" for row in rows):
         raise KeyPairError(
             "the database lists published keys but none is current; "
@@ -142,7 +186,7 @@ def load_keyset(dbsession: Session, certs_dir: str | os.PathLike) -> KeySet:
             LiveKey(
                 kid=row.kid,
                 state=row.state,
-                pair=check_key(certs_dir, row),
+                pair=check_key(certs_dir, row, checked),
                 fingerprint=row.fingerprint,
                 not_after=row.not_after,
                 prepared_at=row.prepared_at,
@@ -158,9 +202,10 @@ class KeyRing:
 
     def __init__(self, certs_dir: str | os.PathLike):
         self.certs_dir = Path(certs_dir)
+        self._checked: _Checked = {}
 
     def load(self, dbsession: Session) -> KeySet:
-        return load_keyset(dbsession, self.certs_dir)
+        return load_keyset(dbsession, self.certs_dir, self._checked)
 
 
 def keyset_of(keys: KeySet | KeyPair) -> KeySet:
