@@ -11,7 +11,9 @@ partner is ready when it is not), and a token stops working when the SP is
 removed. Checking one costs one primary-key read, at any number of SPs.
 
 Each fetch updates one row per (SP, client network): polling adds no rows,
-and an address-hopping client on one network adds none either.
+and an address-hopping client on one network adds none either. A row is
+written at most once a minute (``count`` counts those writes), so a client
+hammering the URL causes reads, not writes.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ _TOKEN_CONTEXT = b"idme partner metadata url v1\x00"
 _TAG_HEX = 24  # 96 bits
 USER_AGENT_MAX = 256
 MDQ_SHA1_PREFIX = "{sha1}"
+# A (SP, network) pair's row is written at most once a minute.
+RECORD_EVERY = dt.timedelta(seconds=60)
 
 
 def _key(hmac_key: str) -> bytes:
@@ -128,7 +132,9 @@ def record_fetch(
     sp_entity_id: str | None,
     now: dt.datetime | None = None,
 ) -> None:
-    """Note one fetch of idMe's metadata; never fails the fetch itself.
+    """Note one fetch of idMe's metadata (at most once a minute per row).
+
+    Never fails the fetch itself.
 
     Runs in a SAVEPOINT: a database error is logged and rolled back, and the
     metadata is served all the same.
@@ -145,6 +151,13 @@ def record_fetch(
     }
     try:
         with dbsession.begin_nested():
+            last = dbsession.scalar(
+                select(MetadataFetch.last_at).where(MetadataFetch.digest == digest)
+            )
+            if last is not None and now - last < RECORD_EVERY:
+                # Seen within the minute: a read, no write. Hammering the
+                # URL costs the database no more than any other page.
+                return
             result = dbsession.execute(
                 update(MetadataFetch)
                 .where(MetadataFetch.digest == digest)

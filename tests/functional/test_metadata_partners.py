@@ -92,21 +92,38 @@ def test_a_disabled_sp_token_stops_working(testapp, dbsession, sp, token, settin
 
 
 def test_polling_from_one_network_keeps_one_row(testapp, dbsession, token):
-    """A partner polling, or a client hopping addresses and agents, adds no rows."""
+    """A partner polling, or a client hopping addresses and agents, adds no rows.
+
+    Within a minute the row is only read: hammering the URL writes nothing.
+    """
+    import datetime as dt
+
+    from idp.saml.partners import record_fetch
+
     for n in range(12):
         testapp.get(
             f"/saml/metadata?sp={token}",
-            extra_environ={
-                "REMOTE_ADDR": f"198.51.100.{n}",
-                "HTTP_USER_AGENT": f"agent/{n}\x07",
-            },
+            extra_environ={"REMOTE_ADDR": f"198.51.100.{n}"},
         )
     [row] = dbsession.scalars(select(MetadataFetch)).all()
-    assert (row.count, row.client_address, row.user_agent) == (
-        12,
-        "198.51.100.11",
-        "agent/11?",
+    assert (row.count, row.client_address) == (1, "198.51.100.0")
+    first = row.last_at
+    record_fetch(
+        dbsession,
+        endpoint="mdq",
+        client_address="198.51.100.200",
+        user_agent="agent/2\x07",
+        sp_entity_id=SP_ENTITY_ID,
+        now=first + dt.timedelta(seconds=61),
     )
+    dbsession.refresh(row)
+    assert (row.count, row.client_address, row.user_agent, row.endpoint) == (
+        2,
+        "198.51.100.200",
+        "agent/2?",
+        "mdq",
+    )
+    assert row.first_at == first
     testapp.get("/saml/metadata", extra_environ={"REMOTE_ADDR": "203.0.113.5"})
     assert dbsession.scalar(select(func.count()).select_from(MetadataFetch)) == 2
 
