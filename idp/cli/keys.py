@@ -155,12 +155,6 @@ def _when(value: dt.datetime | None) -> str:
     return f"{value:%Y-%m-%d %H:%M} UTC" if value else "-"
 
 
-def colons(fingerprint: str) -> str:
-    return fingerprint.upper()[:2] + "".join(
-        ":" + fingerprint.upper()[i : i + 2] for i in range(2, len(fingerprint), 2)
-    )
-
-
 def prepare(args) -> int:
     from sqlalchemy.exc import IntegrityError
 
@@ -193,7 +187,7 @@ def prepare(args) -> int:
                 "(signing goes on with the current key)",
                 f"private key: {made.pair.key_file} (mode 0600)",
                 f"certificate: {made.pair.cert_file}",
-                f"SHA-256 fingerprint: {colons(key.fingerprint)}",
+                f"SHA-256 fingerprint: {keystore.colons(key.fingerprint)}",
                 f"copy both files to every node's {certs_dir(settings)} now; "
                 "a node without them answers 503 until they are there",
                 f"activate from {_when(allowed)} "
@@ -317,7 +311,8 @@ def status_lines(session, settings, now: dt.datetime) -> list[str]:
                 if since
                 else "retire when ready"
             )
-        lines.append(f"  {state:<9} {row.kid}  SHA-256 {colons(row.fingerprint)}")
+        shown = keystore.colons(row.fingerprint)
+        lines.append(f"  {state:<9} {row.kid}  SHA-256 {shown}")
         lines.append(f"            {detail}")
     newest = rows.get("next") or (rows.get("current") if "previous" in rows else None)
     fetches = session.scalars(select(MetadataFetch)).all()

@@ -13,6 +13,7 @@ import hashlib
 
 from idp.saml.config import endpoints
 from idp.saml.keyring import KeySet, LiveKey
+from idp.saml.keys import colons
 from idp.saml.partners import mdq_names, partner_urls
 from idp.saml.xml import parse_xml
 
@@ -20,12 +21,6 @@ BINDING_NAMES = {
     "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect": "HTTP-Redirect",
     "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST": "HTTP-POST",
 }
-
-
-def colons(fingerprint: str) -> str:
-    """``AB:CD:...``, as most tools print a fingerprint."""
-    upper = fingerprint.upper()
-    return ":".join(upper[i : i + 2] for i in range(0, len(upper), 2))
 
 
 def _day(value: dt.datetime) -> str:

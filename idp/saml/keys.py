@@ -124,6 +124,12 @@ def generate(
     return pair
 
 
+def colons(fingerprint: str) -> str:
+    """A hex fingerprint as most tools print it: ``AB:CD:...``."""
+    upper = fingerprint.upper()
+    return ":".join(upper[i : i + 2] for i in range(0, len(upper), 2))
+
+
 def kid_of(fingerprint: str) -> str:
     """A key's short id: the first 16 hex digits of its SHA-256 fingerprint."""
     return fingerprint[:16]
