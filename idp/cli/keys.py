@@ -282,10 +282,13 @@ def status_lines(session, settings, now: dt.datetime) -> list[str]:
     }
     lines = ["keys:"]
     if not rows:
-        lines.append(
-            f"  current   {certs_dir(settings) / keystore.SIGNING_KEY} "
-            "(not recorded yet: 'keys rollover prepare' records it)"
-        )
+        legacy = keystore.signing_pair(certs_dir(settings))
+        try:
+            shown = f"SHA-256 {keystore.colons(legacy.fingerprint)}"
+        except (OSError, ValueError):
+            shown = "its certificate is missing or unreadable"
+        lines.append(f"  current   {legacy.key_file}  {shown}")
+        lines.append("            not recorded yet: 'keys rollover prepare' records it")
     for state in ("current", "next", "previous"):
         row = rows.get(state)
         if row is None:

@@ -222,3 +222,11 @@ def test_keys_generate_refuses_once_the_database_records_keys(keyed, tmp_path):
     error = fails(keyed, "keys", "generate", "--force")
     assert "change them with 'keys rollover prepare'" in error
     assert key.read_bytes() == before
+
+
+def test_status_before_any_rollover_shows_the_unrecorded_key(keyed, tmp_path):
+    out = ok(keyed, "keys", "rollover", "status")
+    assert f"current   {tmp_path / 'certs' / 'signing.key'}  SHA-256 " in out
+    assert "not recorded yet" in out
+    assert "no rollover under way" in out
+    assert f"{SP_ENTITY_ID}  unknown" in out
