@@ -266,9 +266,14 @@ def status(args) -> int:
 
 def status_lines(session, settings, now: dt.datetime) -> list[str]:
     """The keys, and per enabled SP whether it can have seen the newest key."""
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
-    from idp.models import MetadataFetch, ServiceProvider, SigningKey
+    from idp.models import (
+        MetadataFetch,
+        ServiceProvider,
+        SessionParticipant,
+        SigningKey,
+    )
     from idp.models.keys import PUBLISHED_STATES
     from idp.saml.rollover import activate_after, days
 
@@ -331,6 +336,21 @@ def status_lines(session, settings, now: dt.datetime) -> list[str]:
         .where(ServiceProvider.enabled.is_(True))
         .order_by(ServiceProvider.entity_id)
     ).all()
+    # Sign-ins since the newest key was published: an SP people use that
+    # has not fetched the key is the one to call before activating.
+    signins: dict[str, int] = {}
+    if newest is not None:
+        signins = dict(
+            session.execute(
+                select(ServiceProvider.entity_id, func.count())
+                .join(
+                    SessionParticipant,
+                    SessionParticipant.sp_id == ServiceProvider.id,
+                )
+                .where(SessionParticipant.created_at >= newest.prepared_at)
+                .group_by(ServiceProvider.entity_id)
+            ).all()
+        )
     if newest is None:
         lines.append("no rollover under way; last fetch of idMe's metadata per SP:")
     else:
@@ -355,6 +375,9 @@ def status_lines(session, settings, now: dt.datetime) -> list[str]:
                 seen += 1
             else:
                 verdict = f"not yet   last {where}"
+        if newest is not None:
+            count = signins.get(entity_id, 0)
+            verdict += f"; {count} sign-in{'' if count == 1 else 's'} since"
         lines.append(f"  {entity_id}  {verdict}")
     if newest is not None:
         lines.append(f"{seen} of {len(sps)} enabled SPs have fetched the new key")

@@ -10,7 +10,14 @@ from lxml import etree
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from idp.models import AuditEvent, MetadataFetch, SigningKey
+from idp.models import (
+    AuditEvent,
+    IdpSession,
+    MetadataFetch,
+    ServiceProvider,
+    SessionParticipant,
+    SigningKey,
+)
 from tests.cli import admin, fails, ok
 from tests.keys import published
 from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
@@ -151,8 +158,38 @@ def test_status_says_per_sp_whether_it_fetched_the_next_key(keyed, engine, tmp_p
                     count=3,
                 )
             )
+        # Two sign-ins to OTHER_SP since prepare, one to THIRD_SP before it.
+        other, third = (
+            session.scalars(
+                select(ServiceProvider.id).where(ServiceProvider.entity_id == e)
+            ).one()
+            for e in (OTHER_SP, THIRD_SP)
+        )
+        idp_session = IdpSession(
+            token_hash="0" * 64, expires_at=prepared + dt.timedelta(days=1)
+        )
+        session.add(idp_session)
+        session.flush()
+        for sp_id, at in (
+            (other, prepared + dt.timedelta(minutes=5)),
+            (other, prepared + dt.timedelta(minutes=6)),
+            (third, prepared - dt.timedelta(minutes=5)),
+        ):
+            session.add(
+                SessionParticipant(
+                    session_id=idp_session.id,
+                    sp_id=sp_id,
+                    name_id="n",
+                    name_id_format="f",
+                    session_index="s",
+                    created_at=at,
+                )
+            )
     out = ok(keyed, "keys", "rollover", "status")
     lines = {line.split()[0]: line for line in out.splitlines() if "://" in line}
+    assert lines[OTHER_SP].endswith("; 2 sign-ins since")
+    assert lines[THIRD_SP].endswith("; 0 sign-ins since")
+    assert lines[SP_ENTITY_ID].endswith("; 0 sign-ins since")
     assert "yes" in lines[SP_ENTITY_ID].split()[1]
     assert "198.51.100.0 (Shibboleth/3.4)" in lines[SP_ENTITY_ID]
     assert lines[OTHER_SP].split()[1:3] == ["not", "yet"]
