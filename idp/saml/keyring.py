@@ -17,6 +17,7 @@ the current key (:attr:`KeySet.recorded` is False) until the first
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from sqlalchemy.orm import Session
 from idp.models.keys import PUBLISHED_STATES, SigningKey
 from idp.saml import keys as keystore
 from idp.saml.keys import KeyPair, KeyPairError
+
+log = logging.getLogger(__name__)
 
 # The order keys are listed in idMe's metadata: the signing key first.
 _ORDER = {state: position for position, state in enumerate(PUBLISHED_STATES)}
@@ -203,9 +206,20 @@ class KeyRing:
     def __init__(self, certs_dir: str | os.PathLike):
         self.certs_dir = Path(certs_dir)
         self._checked: _Checked = {}
+        self._seen: tuple[tuple[str, str], ...] | None = None
 
     def load(self, dbsession: Session) -> KeySet:
-        return load_keyset(dbsession, self.certs_dir, self._checked)
+        keyset = load_keyset(dbsession, self.certs_dir, self._checked)
+        seen = tuple((key.state, key.kid) for key in keyset.keys)
+        if seen != self._seen:
+            # Once per change on each node: the log shows when every node
+            # took up a rollover step.
+            self._seen = seen
+            log.info(
+                "idMe's keys on this node: %s",
+                ", ".join(f"{state} {kid}" for state, kid in seen),
+            )
+        return keyset
 
 
 def keyset_of(keys: KeySet | KeyPair) -> KeySet:

@@ -175,7 +175,7 @@ def test_forcing_an_early_activation_is_audited_as_forced(node_dirs, nodes, dbse
 
 
 def test_both_nodes_sign_with_the_new_key_after_activate_without_restart(
-    nodes, node_apps, node_dirs, dbsession, sp, user
+    nodes, node_apps, node_dirs, dbsession, sp, user, caplog
 ):
     node_a, node_b = nodes
     certs_a, certs_b = node_dirs
@@ -188,6 +188,8 @@ def test_both_nodes_sign_with_the_new_key_after_activate_without_restart(
     upcoming = prepare(dbsession, certs_a, now - WEEK)
     copy_key(certs_a, certs_b, upcoming.kid)
     rollover.activate(dbsession, certs_a, now=now, min_publish_days=7)
+    caplog.clear()
+    caplog.set_level("INFO", logger="idp.saml.keyring")
     for node, certs in zip(nodes, node_dirs, strict=True):
         xml = sso_response(node)
         assert signed_by(xml, certs / f"{upcoming.kid}.crt")
@@ -199,6 +201,9 @@ def test_both_nodes_sign_with_the_new_key_after_activate_without_restart(
             ("signing", legacy),
             ("encryption", legacy),
         ]
+    # Each node says once that it took up the step.
+    took_up = f"idMe's keys on this node: current {upcoming.kid}, previous "
+    assert len([r for r in caplog.records if took_up in r.getMessage()]) >= 2
     server = node_apps[1].registry["idp.saml.servers"].get(dbsession)
     decrypting = {pair["cert_file"] for pair in server.config.encryption_keypairs}
     assert decrypting == {
