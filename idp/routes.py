@@ -10,6 +10,10 @@ def includeme(config):
     config.add_route("home", "/")
     config.add_route("healthz", HEALTH_PATH)
     config.add_route("saml.metadata", "/saml/metadata")
+    # Metadata Query (draft-young-md-query-saml) for idMe's own entity; the
+    # path arrives URL-decoded, so an entity ID's slashes are in {id}.
+    config.add_route("saml.mdq", "/saml/mdq/entities/{id:.+}")
+    config.add_route("saml.mdq_partner", "/saml/mdq/sp/{token}/entities/{id:.+}")
     config.add_route("saml.sso.redirect", "/saml/sso/redirect")
     config.add_route("saml.sso.post", "/saml/sso/post")
     config.add_route("saml.sso.continue", "/saml/sso/continue")

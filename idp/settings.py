@@ -153,6 +153,11 @@ OPTIONS: dict[str, Option] = {
     "idp.key_size": Option(_int_between(2048, 8192), 3072),
     "idp.metadata_valid_days": Option(_int_between(1, 365), 7),
     "idp.metadata_cache_seconds": Option(_int_between(60, 7 * 24 * 3600), 3600),
+    # Key rollover (idp-admin keys rollover): how long the next key is
+    # published before it may sign, and how long the previous one stays
+    # published after the switch, before it may be retired.
+    "idp.key_rollover_min_publish_days": Option(_int_between(0, 365), 7),
+    "idp.key_rollover_min_overlap_days": Option(_int_between(0, 365), 7),
     "idp.max_request_body": Option(_bytes_between(1024, 64 * 1024 * 1024), 1048576),
     "idp.name.ms": Option(_text, "idMe"),
     "idp.name.en": Option(_text, "idMe"),

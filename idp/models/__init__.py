@@ -1,6 +1,7 @@
 """The data model. Importing this package registers every table on Base."""
 
 from idp.models.audit import AuditEvent
+from idp.models.keys import MetadataFetch, SigningKey
 from idp.models.outbox import OutboxMessage
 from idp.models.role import Module, Role, role_modules, user_roles
 from idp.models.saml_state import (
@@ -21,6 +22,7 @@ __all__ = [
     "IdpSession",
     "LogoutFlow",
     "LogoutLeg",
+    "MetadataFetch",
     "Module",
     "NumberLock",
     "OneTimeToken",
@@ -31,6 +33,7 @@ __all__ = [
     "SeenRequestId",
     "ServiceProvider",
     "SessionParticipant",
+    "SigningKey",
     "SpRegistryState",
     "ThrottleCounter",
     "User",

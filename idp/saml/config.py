@@ -14,6 +14,7 @@ from saml2.saml import (
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
 from idp.i18n import LOCALES
+from idp.saml.keyring import KeySet, keyset_of
 from idp.saml.keys import KeyPair
 
 SECURITY_CONTACT_TYPE = "http://refeds.org/metadata/contactType/security"
@@ -48,8 +49,14 @@ def _localised(settings, key: str) -> list[dict[str, str]]:
     ]
 
 
-def config_dict(settings, keypair: KeyPair) -> dict[str, Any]:
-    """The pysaml2 IdP configuration as a plain dict."""
+def config_dict(settings, keys: KeySet | KeyPair) -> dict[str, Any]:
+    """The pysaml2 IdP configuration as a plain dict.
+
+    The current key signs; every published key (current, next, previous)
+    decrypts, since an SP may encrypt to any key idMe's metadata lists.
+    """
+    keyset = keyset_of(keys)
+    signing = keyset.current.pair
     organization = {}
     if settings["idp.organization.name"]:
         organization = {
@@ -90,8 +97,12 @@ def config_dict(settings, keypair: KeyPair) -> dict[str, Any]:
                 },
             }
         },
-        "key_file": str(keypair.key_file),
-        "cert_file": str(keypair.cert_file),
+        "key_file": str(signing.key_file),
+        "cert_file": str(signing.cert_file),
+        "encryption_keypairs": [
+            {"key_file": str(key.pair.key_file), "cert_file": str(key.pair.cert_file)}
+            for key in keyset.keys
+        ],
         "organization": organization or None,
         "contact_person": contacts or None,
         "accepted_time_diff": settings["idp.clock_skew"],
@@ -103,7 +114,7 @@ def config_dict(settings, keypair: KeyPair) -> dict[str, Any]:
     }
 
 
-def idp_config(settings, keypair: KeyPair) -> IdPConfig:
+def idp_config(settings, keys: KeySet | KeyPair) -> IdPConfig:
     config = IdPConfig()
-    config.load(config_dict(settings, keypair))
+    config.load(config_dict(settings, keys))
     return config

@@ -124,15 +124,47 @@ def generate(
     return pair
 
 
+def colons(fingerprint: str) -> str:
+    """A hex fingerprint as most tools print it: ``AB:CD:...``."""
+    upper = fingerprint.upper()
+    return ":".join(upper[i : i + 2] for i in range(0, len(upper), 2))
+
+
+def kid_of(fingerprint: str) -> str:
+    """A key's short id: the first 16 hex digits of its SHA-256 fingerprint."""
+    return fingerprint[:16]
+
+
+def kid_pair(certs_dir: str | os.PathLike, kid: str) -> KeyPair:
+    """The files of the key ``kid``: ``<kid>.key`` and ``<kid>.crt``."""
+    certs = Path(certs_dir)
+    return KeyPair(certs / f"{kid}.key", certs / f"{kid}.crt")
+
+
+def write_pair(pair: KeyPair, key_pem: bytes, cert_pem: bytes) -> None:
+    """Write a new pair's files, refusing to replace either."""
+    pair.key_file.parent.mkdir(parents=True, exist_ok=True)
+    for path in (pair.key_file, pair.cert_file):
+        if path.exists():
+            raise KeyPairError(f"{path} already exists; refusing to replace it")
+    write_private_key(pair.key_file, key_pem)
+    pair.cert_file.write_bytes(cert_pem)
+
+
 def load(certs_dir: str | os.PathLike) -> KeyPair:
     """Return the signing pair after checking it is present, safe and valid."""
-    pair = signing_pair(certs_dir)
+    return check(signing_pair(certs_dir))
+
+
+def check(
+    pair: KeyPair,
+    missing_hint: str = "create it with 'idp-admin CONFIG keys generate'",
+    missing_reason: str = "the signing key or certificate is missing",
+) -> KeyPair:
+    """Return ``pair`` after checking it is present, safe and valid."""
     for path in (pair.key_file, pair.cert_file):
         if not path.is_file():
-            raise KeyPairError(
-                f"{path} is missing; create it with 'idp-admin CONFIG keys generate'",
-                reason="the signing key or certificate is missing",
-            )
+            raise KeyPairError(f"{path} is missing; {missing_hint}", missing_reason)
     mode = stat.S_IMODE(pair.key_file.stat().st_mode)
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyPairError(

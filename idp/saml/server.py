@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from idp.models import ServiceProvider
 from idp.saml.config import config_dict
 from idp.saml.crypto import install_security_context
+from idp.saml.keyring import KeyRing, KeySet, keyring_of
 from idp.saml.keys import KeyPair
 from idp.saml.registry import RELEASABLE, current_version
 from idp.saml.sp_metadata import MetadataError, load_sp_source
@@ -96,7 +97,9 @@ def enabled_sp_metadata(dbsession: Session) -> list[tuple[str, str]]:
     return [(entity_id, xml) for entity_id, xml in rows]
 
 
-def build_server(settings, keypair: KeyPair, sps: list[tuple[str, str]]) -> Server:
+def build_server(
+    settings, keys: KeySet | KeyPair, sps: list[tuple[str, str]]
+) -> Server:
     """A ``Server`` that knows ``sps`` and signs in-process.
 
     An SP whose stored metadata pysaml2 refuses (typically expired since it
@@ -105,7 +108,7 @@ def build_server(settings, keypair: KeyPair, sps: list[tuple[str, str]]) -> Serv
     the same loader an import must pass.
     Each SP is its own metadata source, keyed by its entity ID.
     """
-    conf = config_dict(settings, keypair)
+    conf = config_dict(settings, keys)
     conf["service"]["idp"]["subject_data"] = ("identdb", _NO_IDENTITIES)
     config = IdPConfig()
     config.load(conf)
@@ -163,11 +166,17 @@ class _Built:
 
 
 class ServerCache:
-    """The process's ``Server``, rebuilt when the registry generation rises."""
+    """The process's ``Server``, rebuilt when the registry generation rises.
 
-    def __init__(self, settings, keypair: KeyPair):
+    A key rollover step raises the generation too, so each rebuild also
+    reads idMe's key set (``keys``) afresh: every node signs with the new key
+    at its next request, with no query added to the requests in between.
+    """
+
+    def __init__(self, settings, keys: KeyRing | KeyPair):
         self.settings = settings
-        self.keypair = keypair
+        self.keys = keyring_of(keys)
+        self._keyset: KeySet | None = None
         self._lock = threading.Lock()
         self._built: _Built | None = None
 
@@ -185,9 +194,11 @@ class ServerCache:
             # change); a thread that read an older state and swaps it in
             # is corrected by the next request, which reads the newer one.
             if built is None or built.version != version:
+                self._keyset = self.keys.load(dbsession)
                 server = self._build(enabled_sp_metadata(dbsession))
                 built = self._built = _Built(version, server)
             return built.server
 
     def _build(self, sps: list[tuple[str, str]]) -> Server:
-        return build_server(self.settings, self.keypair, sps)
+        assert self._keyset is not None  # read under the lock, just before
+        return build_server(self.settings, self._keyset, sps)

@@ -35,12 +35,17 @@ from idp.models import (
     CaptchaChallenge,
     IdpSession,
     LogoutFlow,
+    MetadataFetch,
     OneTimeToken,
     OutboxMessage,
     PendingSamlRequest,
     SeenRequestId,
     ThrottleCounter,
 )
+
+# A partner that has not fetched idMe's metadata for this long has not seen
+# any key published since: "keys rollover status" says "unknown" either way.
+METADATA_FETCH_DAYS = 90
 
 # A run stops after this many batches per table and leaves the rest to the
 # next one: a backlog never turns one run into an hours-long job.
@@ -121,6 +126,12 @@ def _rules(retention: Retention, now: dt.datetime):
             OutboxMessage,
             (OutboxMessage.id,),
             OutboxMessage.sent_at < now - retention.outbox,
+        ),
+        (
+            "metadata_fetches",
+            MetadataFetch,
+            (MetadataFetch.id,),
+            MetadataFetch.last_at < now - dt.timedelta(days=METADATA_FETCH_DAYS),
         ),
     ]
 

@@ -18,6 +18,7 @@ from pyramid.view import (
 )
 
 from idp.i18n import _, other_locale, translate_in
+from idp.saml.keys import KeyPairError
 from idp.tweens import RAW_TARGET_KEY
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,17 @@ PAGES = {
         ),
     ),
 }
+# This node lacks (or holds a wrong copy of) a key the database lists: it
+# signs nothing rather than sign with a key the partners were not told about.
+KEYS_PAGE = (
+    "keys_unavailable",
+    _("Sign-in is unavailable on this server"),
+    _(
+        "This server cannot sign sign-in responses right now. Please try "
+        "again in a few minutes; if it keeps happening, contact the helpdesk "
+        "and quote the reference below."
+    ),
+)
 CSRF_PAGE = (
     "csrf",
     _("Your form has expired"),
@@ -139,6 +151,19 @@ def bad_csrf(exc, request):
     reference, values = render_error(request, 403, CSRF_PAGE)
     log.warning(
         "CSRF check failed on %s %s [%s]", request.method, _target(request), reference
+    )
+    return values
+
+
+@exception_view_config(KeyPairError, renderer="errors/error.jinja2")
+def keys_unusable(exc, request):
+    reference, values = render_error(request, 503, KEYS_PAGE)
+    log.error(
+        "signing keys unusable on %s %s [%s]: %s",
+        request.method,
+        _target(request),
+        reference,
+        exc,
     )
     return values
 

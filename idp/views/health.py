@@ -1,4 +1,4 @@
-"""``/healthz`` for load balancers and monitoring: DB reachable, keys loaded.
+"""``/healthz`` for load balancers and monitoring: DB reachable, keys usable.
 
 Load balancers probe by address, so the sanity tween lets this one route
 through whatever the Host header says (``idp.routes.HEALTH_PATH``); it reads nothing
@@ -30,12 +30,21 @@ def healthz(request):
         log.exception("health check: database unreachable")
         checks["database"] = "unavailable"
         reasons["database"] = DATABASE_UNREACHABLE
-    try:
-        keys.load(request.registry["idp.keypair"].key_file.parent)
-    except keys.KeyPairError as exc:
-        log.error("health check: signing keys unusable: %s", exc)
-        checks["keys"] = "unavailable"
-        reasons["keys"] = exc.reason
+    if not reasons:
+        # Every key the database lists as published, its files on this node
+        # checked against the certificate the database holds.
+        try:
+            request.registry["idp.keys"].load(request.dbsession)
+        except keys.KeyPairError as exc:
+            log.error("health check: signing keys unusable: %s", exc)
+            checks["keys"] = "unavailable"
+            reasons["keys"] = exc.reason
+        except SQLAlchemyError:
+            log.exception("health check: cannot read the key set")
+            checks["database"] = "unavailable"
+            reasons["database"] = DATABASE_UNREACHABLE
+    else:
+        checks["keys"] = "unknown"
     if reasons:
         request.response.status_int = 503
         return {"status": "unavailable", **checks, "reasons": reasons}

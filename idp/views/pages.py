@@ -109,8 +109,10 @@ def helpdesk(request):
 @view_config(route_name="pages.developers", renderer="pages/developers.jinja2")
 def developers(request):
     settings = request.registry.settings
-    keypair = request.registry["idp.keypair"]
+    keyset = request.registry["idp.keys"].load(request.dbsession)
+    keypair = keyset.current.pair
     certificate = keypair.certificate
+    upcoming = keyset.next
     services = endpoints(settings["idp.base_url"])
     uris = attribute_uri_names()
     return {
@@ -124,6 +126,9 @@ def developers(request):
         ],
         "fingerprint": _fingerprint(keypair.fingerprint),
         "certificate_expires": certificate.not_valid_after_utc.date().isoformat(),
+        # During a key rollover: the key published to sign next, for
+        # integrators who configure a fingerprint rather than fetch metadata.
+        "next_fingerprint": _fingerprint(upcoming.fingerprint) if upcoming else None,
         "name_id_formats": NAMEID_FORMATS,
         "attributes": [
             (friendly, uri, ATTRIBUTE_DESCRIPTIONS[friendly])

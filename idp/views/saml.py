@@ -40,6 +40,7 @@ from idp.redirects import origin
 from idp.saml import sso
 from idp.saml.errors import SamlRefused
 from idp.saml.metadata import MEDIA_TYPE
+from idp.saml.partners import find_partner, mdq_asks_for, record_fetch
 from idp.security import keep_continuation
 from idp.services.interfaces import IAuditLog
 from idp.views.errors import render_error
@@ -339,16 +340,52 @@ def init(request):
     return _answer(request, start)
 
 
-@view_config(route_name="saml.metadata")
-def metadata(request):
-    request.tm.doom()
+def _metadata_response(request, endpoint: str, partner: str | None) -> Response:
+    """idMe's signed metadata, its fetch noted for ``keys rollover status``."""
     settings = request.registry.settings
-    response = Response(
-        body=request.registry["idp.metadata"].get(),
-        content_type=MEDIA_TYPE,
-        charset="utf-8",
+    body = request.registry["idp.metadata"].get(request.dbsession)
+    record_fetch(
+        request.dbsession,
+        endpoint=endpoint,
+        client_address=request.client_addr or "",
+        user_agent=request.user_agent or "",
+        sp_entity_id=partner,
     )
+    response = Response(body=body, content_type=MEDIA_TYPE, charset="utf-8")
     response.cache_control.public = True
     response.cache_control.max_age = settings["idp.metadata_cache_seconds"]
     response.content_disposition = 'inline; filename="idp-metadata.xml"'
     return response
+
+
+def _partner(request, token: str | None) -> str | None:
+    """The SP a per-partner URL's token names; 404 for a token that names none.
+
+    A wrong token is refused rather than served unattributed, so a partner
+    who mistyped its URL finds out, and nobody can count as a partner.
+    """
+    if token is None:
+        return None
+    partner = find_partner(
+        request.dbsession, request.registry.settings["idp.hmac_key"], token
+    )
+    if partner is None:
+        raise HTTPNotFound()
+    return partner
+
+
+@view_config(route_name="saml.metadata", require_methods=["GET", "HEAD"])
+def metadata(request):
+    partner = _partner(request, request.GET.get("sp"))
+    return _metadata_response(request, "metadata", partner)
+
+
+@view_config(route_name="saml.mdq", require_methods=["GET", "HEAD"])
+@view_config(route_name="saml.mdq_partner", require_methods=["GET", "HEAD"])
+def mdq(request):
+    """MDQ for idMe's own entity only: by its entity ID or ``{sha1}<hex>``."""
+    partner = _partner(request, request.matchdict.get("token"))
+    entity_id = request.registry.settings["idp.entity_id"]
+    if not mdq_asks_for(request.matchdict["id"], entity_id):
+        raise HTTPNotFound()
+    return _metadata_response(request, "mdq", partner)

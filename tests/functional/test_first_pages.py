@@ -226,7 +226,7 @@ def readme_attribute_names() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("lang", LOCALES)
-def test_developers_page_says_what_integrators_need(app, testapp, lang):
+def test_developers_page_says_what_integrators_need(app, testapp, lang, keypair):
     page = testapp.get(f"/developers?lang={lang}")
     text = page.text
     settings = app.registry.settings
@@ -239,7 +239,7 @@ def test_developers_page_says_what_integrators_need(app, testapp, lang):
         assert f"{TEST_BASE_URL}/saml/{path}" in text
     assert "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" in text
     assert "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" in text
-    fingerprint = app.registry["idp.keypair"].fingerprint.upper()
+    fingerprint = keypair.fingerprint.upper()
     shown = page.html.find(id="signing-fingerprint").get_text(strip=True)
     assert shown.replace(":", "") == fingerprint
     for name_format in ("persistent", "transient", "emailAddress"):

@@ -256,10 +256,20 @@ class Pysaml2SP(_SP):
             conf["encryption_keypairs"] = [
                 {"key_file": str(key_file), "cert_file": str(cert_file)}
             ]
+        self._conf = conf
+        self.client = self._client(idp_metadata)
+
+    def _client(self, idp_metadata: bytes) -> Saml2Client:
         config = SPConfig()
-        config.load(conf)
-        self.client = Saml2Client(config=config)
-        install_security_context(self.client)
+        config.load({**self._conf, "metadata": {"inline": [idp_metadata.decode()]}})
+        client = Saml2Client(config=config)
+        install_security_context(client)
+        return client
+
+    def refresh(self, idp_metadata: bytes) -> None:
+        """Load the IdP's metadata again, as an SP's periodic refresh does."""
+        self.idp_metadata = idp_metadata
+        self.client = self._client(idp_metadata)
 
     # -- metadata and requests -------------------------------------------------
 
@@ -525,6 +535,11 @@ class OneLoginSP(_SP):
 
     def __init__(self, entity_id: str, idp_metadata: bytes, **options) -> None:
         super().__init__(entity_id, idp_metadata, **options)
+        self.refresh(idp_metadata)
+
+    def refresh(self, idp_metadata: bytes) -> None:
+        """Load the IdP's metadata again, as an SP's periodic refresh does."""
+        self.idp_metadata = idp_metadata
         parse = OneLogin_Saml2_IdPMetadataParser.parse
         self._idp = parse(
             idp_metadata,

@@ -28,7 +28,6 @@ PENDING = {
     "SAML-29": "ACS domain confirmation on admin upload: federation issue",
     "WEB-14": "metadata upload file names: federation issue",
     "OPS-04": "metadata fetched from a URL: federation issue",
-    "OPS-08": "signing key rollover: federation issue",
 }
 
 _ROW = re.compile(r"^\| ([A-Z]+-\d\d) \|(.*)$", re.MULTILINE)
