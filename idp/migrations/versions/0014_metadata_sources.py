@@ -53,14 +53,10 @@ def upgrade():
         sa.Column("fetched_at", idp.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("valid_until", idp.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("cache_duration", sa.Integer(), nullable=True),
-        sa.Column(
-            "next_refresh_at", idp.db.UTCDateTime(timezone=True), nullable=True
-        ),
+        sa.Column("next_refresh_at", idp.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("etag", sa.String(length=1024), nullable=True),
         sa.Column("last_modified", sa.String(length=64), nullable=True),
-        sa.Column(
-            "last_attempt_at", idp.db.UTCDateTime(timezone=True), nullable=True
-        ),
+        sa.Column("last_attempt_at", idp.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("failures", sa.Integer(), server_default="0", nullable=False),
         sa.Column("lease_owner", sa.String(length=128), nullable=True),
