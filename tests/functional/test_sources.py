@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from idp.models import AuditEvent, MetadataSource, ServiceProvider
+from idp.models import AuditEvent, MetadataSource
 from tests.aggregates import federation_keys, make_aggregate, sp_entity
 from tests.cli import admin, assert_refused, fails, ok, rows
 from tests.metadata_sources import aggregate, entity, entity_id, with_endpoint
@@ -324,17 +324,35 @@ def test_refresh_all_and_entity_filter(db, engine, tmp_path):
     )
 
 
-def test_an_sp_from_a_source_signs_in_end_to_end(db, engine, tmp_path):
-    """The SAML server takes an SP a source brought like any other."""
-    from idp.saml.server import enabled_sp_metadata
-    from idp.saml.sp_metadata import load_sp_source
+def test_an_sp_from_a_source_signs_in_end_to_end(testapp, dbsession, module, user):
+    """An SP a signed source brought gets a signed, successful Response."""
+    from idp.saml.sources import apply_document
+    from tests.metadata_sources import MAX_VALID, NOW, make_source
+    from tests.saml_pages import response_of, status_of
+    from tests.saml_requests import authn_request, redirect_query
+    from tests.signin import sign_in
 
-    document = tmp_path / "f.xml"
-    document.write_bytes(make_aggregate([sp_entity(0)]))
-    ok(db, "source", "add", "p", "--file", document, "--unsigned-ok")
-    with Session(engine) as session:
-        [(entity, xml)] = enabled_sp_metadata(session)
-        assert entity == SP0
-        assert list(load_sp_source(entity, xml).keys()) == [SP0]
-        sp = session.scalar(select(ServiceProvider))
-        assert sp.enabled
+    source = make_source(
+        dbsession,
+        unsigned_ok=False,
+        anchor_pem=Path(federation_keys()[1]).read_text(),
+        module_id=module.id,
+    )
+    document = make_aggregate([sp_entity(0), sp_entity(1)], signer=federation_keys())
+    apply_document(dbsession, source, document, now=NOW, max_valid_until=MAX_VALID)
+    acs = "https://sp0.example.edu.my/Shibboleth.sso/SAML2/POST"
+
+    sign_in(testapp, user)
+    page = testapp.get(
+        "/saml/sso/redirect?" + redirect_query(authn_request(issuer=SP0, acs_url=acs))
+    )
+
+    assert page.forms["saml-post-form"].action == acs
+    root = response_of(page)
+    assert status_of(root) == ["urn:oasis:names:tc:SAML:2.0:status:Success"]
+    assert root.get("Destination") == acs
+    # Encrypted for the key its metadata publishes, as for any SP.
+    encrypted = root.findall(
+        "{urn:oasis:names:tc:SAML:2.0:assertion}EncryptedAssertion"
+    )
+    assert len(encrypted) == 1
