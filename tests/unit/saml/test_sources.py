@@ -504,3 +504,38 @@ def test_saml_28_an_entity_signed_by_another_key_is_quarantined(dbsession):
     assert report.added == ["https://sp0.example.edu.my/shibboleth"]
     reason = report.quarantined["https://sp1.example.edu.my/shibboleth"]
     assert reason.startswith("bad signature on the entity:")
+
+
+def test_a_new_valid_until_alone_is_not_checked_again(dbsession, monkeypatch):
+    """A federation re-signs daily with a later validUntil: the entities'
+    copies take it without being parsed again, and stay unchanged."""
+    import idp.saml.sources
+
+    source = make_source(dbsession)
+    apply(dbsession, source, aggregate(entity("a"), entity("b")))
+    generation = registry.current_version(dbsession)[0]
+    later = NOW + dt.timedelta(days=9)
+    parsed = []
+    real = idp.saml.sources.parse_sp_metadata
+    monkeypatch.setattr(
+        idp.saml.sources,
+        "parse_sp_metadata",
+        lambda data, **kw: parsed.append(data) or real(data, **kw),
+    )
+
+    report = apply(
+        dbsession, source, aggregate(entity("a"), entity("b"), valid_until=later)
+    )
+
+    assert sorted(report.unchanged) == [entity_id("a"), entity_id("b")]
+    assert report.updated == report.held == []
+    assert parsed == []
+    assert {sp.metadata_valid_until for sp in sps(dbsession).values()} == {later}
+    assert registry.current_version(dbsession)[0] == generation + 1
+    # A real change next to it is still checked and held.
+    moved = with_endpoint(
+        entity("a"), "AssertionConsumerService", "https://a.example.org/other"
+    )
+    report = apply(dbsession, source, aggregate(moved, entity("b"), valid_until=later))
+    assert report.held == [entity_id("a")]
+    assert len(parsed) == 1
