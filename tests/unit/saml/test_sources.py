@@ -11,10 +11,11 @@ import datetime as dt
 
 import pytest
 from lxml import etree
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from idp.models import (
     AuditEvent,
+    MetadataSource,
     PendingChange,
     QuarantinedEntity,
     ServiceProvider,
@@ -539,3 +540,29 @@ def test_a_new_valid_until_alone_is_not_checked_again(dbsession, monkeypatch):
     report = apply(dbsession, source, aggregate(moved, entity("b"), valid_until=later))
     assert report.held == [entity_id("a")]
     assert len(parsed) == 1
+
+
+@pytest.mark.postgresql
+def test_a_failure_mid_way_leaves_nothing_applied(db_engine, monkeypatch):
+    """One transaction per refresh: SPs already flushed go when it aborts."""
+    from sqlalchemy.orm import Session
+
+    flushed = []
+
+    def failing_bump(session):
+        flushed.append(count(session, ServiceProvider))
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(registry, "bump_generation", failing_bump)
+    with (
+        pytest.raises(RuntimeError),
+        Session(db_engine) as session,
+        session.begin(),
+    ):
+        source = make_source(session, "midway")
+        apply(session, source, aggregate(entity("a"), entity("b")))
+    assert flushed == [2]
+    with Session(db_engine) as session:
+        assert count(session, ServiceProvider) == 0
+        assert count(session, AuditEvent) == 0
+        assert session.scalar(select(func.count()).select_from(MetadataSource)) == 0
