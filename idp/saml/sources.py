@@ -52,6 +52,7 @@ from idp.models import (
 )
 from idp.saml import registry, xsdatetime
 from idp.saml.sp_metadata import (
+    MAX_ENTITY_ID_LENGTH,
     MetadataError,
     SpMetadata,
     _one_line,
@@ -302,6 +303,20 @@ def _check_root(
 # Entities
 
 
+def display_id(entity_id: str) -> str:
+    """An entityID as quarantine lists it: as it is when it could be
+    registered, else escaped and cut short (a hostile one could carry
+    terminal escapes, or be too long for the database's index)."""
+    if (
+        entity_id.isprintable()
+        and len(entity_id.encode("utf-8")) <= MAX_ENTITY_ID_LENGTH
+    ):
+        return entity_id
+    shown = entity_id[:120].encode("unicode_escape").decode("ascii")
+    cut = "..." if len(entity_id) > 120 else ""
+    return f"{shown}{cut} ({len(entity_id)} characters)"
+
+
 @dataclass
 class _Entity:
     """One EntityDescriptor of the document, and what became of it."""
@@ -498,7 +513,7 @@ def apply_document(
             )
             continue
         if counts[entity_id] > 1:
-            report.quarantined[entity_id] = (
+            report.quarantined[display_id(entity_id)] = (
                 f"appears {counts[entity_id]} times in the document; "
                 "none of them is used"
             )
@@ -510,7 +525,7 @@ def apply_document(
             continue
         reason = _check_entity(source, entity, now, anchor)
         if reason is not None:
-            report.quarantined[entity_id] = reason
+            report.quarantined[display_id(entity_id)] = reason
             continue
         entities[entity_id] = entity
     if progress is not None:
@@ -753,7 +768,7 @@ def _record_quarantine(
             dbsession.add(
                 QuarantinedEntity(
                     source_id=source.id,
-                    entity_id=entity_id[:1024],
+                    entity_id=entity_id,
                     reason=reason,
                     first_seen_at=now,
                     last_seen_at=now,

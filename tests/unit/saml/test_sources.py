@@ -566,3 +566,29 @@ def test_a_failure_mid_way_leaves_nothing_applied(db_engine, monkeypatch):
         assert count(session, ServiceProvider) == 0
         assert count(session, AuditEvent) == 0
         assert session.scalar(select(func.count()).select_from(MetadataSource)) == 0
+
+
+@pytest.mark.postgresql
+def test_hostile_entity_ids_are_quarantined_escaped_and_short(dbsession):
+    """A right-to-left override (XML refuses raw terminal escapes, not
+    these) and a 4 KB entityID neither reach the operator's terminal as
+    they are nor break the quarantine's index (the refresh goes on)."""
+    source = make_source(dbsession)
+    escape = entity("esc").replace(
+        entity_id("esc").encode(), "https://esc.example.org/\u202esp".encode()
+    )
+    long_id = "https://long.example.org/" + "\u00e9" * 2000
+    long = entity("long").replace(entity_id("long").encode(), long_id.encode())
+    report = apply(dbsession, source, aggregate(escape, long, entity("ok")))
+    assert report.added == [entity_id("ok")]
+    keys = set(quarantine(dbsession, source))
+    assert keys == set(report.quarantined)
+    assert len(keys) == 2
+    for key in keys:
+        assert key.isprintable() and len(key) < 1024
+    assert "https://esc.example.org/\\u202esp (27 characters)" in keys
+    # Again: the same rows, not a second insert of the same key.
+    report = apply(
+        dbsession, source, aggregate(escape, long, entity("ok"), entity("b"))
+    )
+    assert set(quarantine(dbsession, source)) == keys
