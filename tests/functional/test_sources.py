@@ -286,11 +286,26 @@ def test_sp_check_exit_codes(db, engine, tmp_path):
 
     result = admin(db, "sp", "check", "--days", "3")
     assert (result.returncode, result.stdout) == (0, "nothing expires within 3 days\n")
+    manual = tmp_path / "m.xml"
+    manual.write_bytes(entity("m", valid_until=soon))
+    ok(db, "sp", "import", manual)
     result = admin(db, "sp", "check", "--days", "7")
     assert result.returncode == 1
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith("source p: document expires at")
-    assert lines[1].startswith(f"{entity_id('a')}: metadata expires at")
+    assert f"{entity_id('m')}: metadata expires at" in result.stdout
+    ok(db, "sp", "remove", entity_id("m"), "--yes")
+    result = admin(db, "sp", "check", "--days", "7")
+    assert result.returncode == 1
+    # The document's validity once, not again for each SP that inherits it.
+    [line] = result.stdout.splitlines()
+    assert line.startswith("source p: document expires at")
+    # An SP whose own metadata expires sooner is named.
+    sooner = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    document.write_bytes(aggregate(entity("a"), entity("b", valid_until=sooner)))
+    ok(db, "source", "refresh", "p")
+    result = admin(db, "sp", "check", "--days", "3")
+    assert result.returncode == 1
+    [line] = result.stdout.splitlines()
+    assert line.startswith(f"{entity_id('b')}: metadata expires at")
     # Certificates: the test keys are valid for ten years.
     result = admin(db, "sp", "check", "--days", "4000")
     assert result.returncode == 1
