@@ -331,6 +331,9 @@ class _Entity:
     # Only its validUntil differs from the registered copy (a federation
     # re-signs its aggregate daily with a new one): nothing else to check.
     revalidated: bool = False
+    # Its registered metadata, parsed (None: not registered, or unusable);
+    # read once for the host check and the diff.
+    old: SpMetadata | None = None
 
 
 def _walk(root: etree._Element) -> Iterator[tuple[etree._Element, dt.datetime | None]]:
@@ -597,10 +600,13 @@ def _apply(
                 dbsession.delete(held)
             report.unchanged.append(entity_id)
             continue
-        try:
-            diff = registry.trust_changes(registry.sp_metadata(sp), parsed)
-        except MetadataError as exc:
-            diff = [f"stored metadata no longer passes the checks: {exc}"]
+        if entity.old is not None:
+            diff = registry.trust_changes(entity.old, parsed)
+        else:
+            try:
+                diff = registry.trust_changes(registry.sp_metadata(sp), parsed)
+            except MetadataError as exc:
+                diff = [f"stored metadata no longer passes the checks: {exc}"]
         if diff and not source.auto_apply:
             if held is None or held.metadata_sha256 != entity.sha256:
                 if held is None:
@@ -731,12 +737,15 @@ def _quarantine_host_claims(
                 old = registry.sp_metadata(sp)
             except MetadataError:
                 old = None
+        entity.old = old
         had = registry.endpoint_hosts(old) if old is not None else frozenset()
         added = registry.endpoint_hosts(entity.parsed) - had
         checked[entity_id] = (entity.parsed, old, added)
     if not any(added for _new, _old, added in checked.values()):
         return
-    in_use = registry.hosts_in_use(dbsession)
+    in_use = registry.hosts_in_use(
+        dbsession, {entity_id: old for entity_id, (_n, old, _a) in checked.items()}
+    )
     for entity_id, (_new, _old, added) in checked.items():
         for host in added:
             in_use.setdefault(host, set()).add(entity_id)
