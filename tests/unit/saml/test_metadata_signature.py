@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -325,6 +326,15 @@ def test_duplicate_ids_refused(aggregate, anchor, federation):
     forged.set("entityID", EVIL_ENTITY_ID)
     root.insert(1, forged)
     _refused(attacks.serialize(root), anchor, r"duplicate ID value '_aggregate-0001'")
+    # xml:id, which libxml2 registers as an ID while parsing, and Id.
+    for name in ("{http://www.w3.org/XML/1998/namespace}id", "Id"):
+        del forged.attrib["ID"]
+        forged.set(name, root.get("ID"))
+        _refused(
+            attacks.serialize(root), anchor, r"duplicate ID value '_aggregate-0001'"
+        )
+        del forged.attrib[name]
+        forged.set("ID", root.get("ID"))
     # Even under a valid signature: an ID two elements hold resolves to either.
     twins = make_aggregate(
         [sp_entity(0, id="_twin"), sp_entity(1, id="_twin")], signer=federation
@@ -579,3 +589,157 @@ def test_trust_anchor_checks_its_fields():
         TrustAnchor(certificates=("not a certificate",))
     assert not TrustAnchor()
     assert TrustAnchor().describe() == "no trust anchor"
+
+
+def test_signed_by_pysaml2_verifies(federation, anchors):
+    """An aggregate signed by pysaml2's own metadata signer (``entities_descriptor``
+    with ``sign=True``, as ``make_metadata.py`` does) is accepted."""
+    from saml2.config import SPConfig
+    from saml2.metadata import entities_descriptor, entity_descriptor
+    from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
+
+    from idp.saml.crypto import make_security_context
+    from tests.saml_metadata import sp_conf, sp_key_files
+
+    descriptors = [
+        entity_descriptor(
+            SPConfig().load(sp_conf(f"https://sp{i}.example.org/sp", *sp_key_files()))
+        )
+        for i in range(2)
+    ]
+    _, signed = entities_descriptor(
+        descriptors,
+        0,
+        "federation",
+        "_pysaml2-aggregate",
+        True,
+        make_security_context(*federation),
+        SIG_RSA_SHA256,
+        DIGEST_SHA256,
+    )
+    for anchor in anchors.values():
+        root = verify_metadata(signed.encode(), anchor)
+        assert len(root.findall(MD_ENTITY)) == 2
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "body"),
+    [(attacks.XPATH, attacks.XPATH_BOMB), (attacks.XSLT, attacks.XSLT_BOMB)],
+    ids=["xpath", "xslt"],
+)
+def test_saml_13_hostile_transform_in_a_metadata_signature(
+    aggregate, anchor, algorithm, body
+):
+    """SAML-13: a CPU-bomb transform in the aggregate's Reference is refused by
+    the allow-list before libxmlsec would run it (minutes if it did)."""
+    attacked = attacks.add_transform(aggregate, algorithm, body)
+    _refused(attacked, anchor, r"transform .* is not allowed in a metadata signature")
+
+
+def test_anchor_with_certificates_and_fingerprints(federation, attacker):
+    """Either kind of an anchor holding both may verify the document."""
+    by_fingerprint = parse_anchor(_pem(attacker[1]) + _sha256(federation[1]))
+    by_certificate = parse_anchor(_pem(federation[1]) + _sha256(attacker[1]))
+    with_key_info = make_aggregate(2, signer=federation)
+    without = make_aggregate(2, signer=federation, key_info=False)
+    assert verify_metadata(with_key_info, by_fingerprint).tag == MD_ENTITIES
+    assert verify_metadata(with_key_info, by_certificate).tag == MD_ENTITIES
+    assert verify_metadata(without, by_certificate).tag == MD_ENTITIES
+    _refused(without, by_fingerprint, r"does not verify with the trust anchor's key")
+
+
+@pytest.mark.parametrize(
+    ("reference", "c14n"),
+    [("whole", "exclusive"), ("id", "inclusive")],
+    ids=["uri-empty", "inclusive-c14n"],
+)
+def test_saml_messages_keep_their_stricter_profile(federation, reference, c14n):
+    """What metadata may use (``URI=""``, inclusive c14n) stays refused on SAML
+    messages: the metadata profile did not widen the message verifier."""
+    from idp.saml.crypto import SignatureError, XmlsecBackend
+    from idp.saml.xml import parse_xml
+
+    message = (
+        f'<samlp:LogoutResponse xmlns:samlp="{attacks.SAMLP}" '
+        f'xmlns:saml="{attacks.ASSERTION}" ID="_lr-0001" Version="2.0" '
+        'IssueInstant="2026-11-25T00:00:00Z" InResponseTo="_req-1">'
+        "<saml:Issuer>https://sp.example.org/sp</saml:Issuer><samlp:Status>"
+        '<samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/>'
+        "</samlp:Status></samlp:LogoutResponse>"
+    ).encode()
+    node_name = "urn:oasis:names:tc:SAML:2.0:protocol:LogoutResponse"
+    backend = XmlsecBackend()
+    control = sign_metadata(message, federation[0])
+    assert backend.verify_root(parse_xml(control), node_name, [_pem(federation[1])])
+    signed = sign_metadata(message, federation[0], reference=reference, c14n=c14n)
+    assert _plain_libxmlsec_accepts(signed, federation[1])
+    with pytest.raises(SignatureError):
+        backend.verify_root(parse_xml(signed), node_name, [_pem(federation[1])])
+    with pytest.raises(SignatureError):
+        backend.validate_signature(signed, federation[1], "pem", node_name, "_lr-0001")
+
+
+def test_weak_signer_keys_refused(tmp_path):
+    """An RSA-1024 signer is refused as an anchor certificate, and when a
+    fingerprint anchor names it, at verification."""
+    from idp.saml.keys import make_pem_pair, write_private_key
+
+    key_pem, cert_pem = make_pem_pair("weak.example.org", key_size=1024)
+    key_file, cert_file = tmp_path / "weak.key", tmp_path / "weak.crt"
+    write_private_key(key_file, key_pem)
+    cert_file.write_bytes(cert_pem)
+    with pytest.raises(MetadataSignatureError, match="1024-bit RSA key; at least 2048"):
+        parse_anchor(cert_pem.decode())
+    document = make_aggregate(1, signer=(str(key_file), str(cert_file)))
+    _refused(
+        document,
+        parse_anchor(_sha256(str(cert_file))),
+        r"fingerprint names has a 1024-bit RSA key",
+    )
+
+
+def _mutated(rng: random.Random, document: bytes) -> bytes:
+    data = bytearray(document)
+    for _ in range(rng.randint(1, 3)):
+        position = rng.randrange(len(data))
+        kind = rng.random()
+        if kind < 0.3:
+            data[position] = rng.choice(b'<>"=:/ &#;-_aZ09\x00\xff')
+        elif kind < 0.6:
+            del data[position : position + rng.randint(1, 40)]
+        else:
+            start = rng.randrange(len(document))
+            data[position:position] = document[start : start + rng.randint(1, 300)]
+    return bytes(data)
+
+
+def test_mutated_metadata_refused_with_one_line(federation, anchors):
+    """Damaged documents (bytes flipped, cut, repeated), as received and
+    re-signed after the damage so the checks past the signature run too,
+    end in a MetadataSignatureError or a verified tree, never another
+    exception.  (Fuzzing this found a C14NError and an X.509 version error
+    escaping from the refusal's diagnosis.)"""
+    rng = random.Random(14)
+    signed = make_aggregate(2, signer=federation)
+    unsigned = make_aggregate(2)
+    for case in range(300):
+        if case % 3:
+            document = _mutated(rng, signed)
+        else:
+            try:
+                document = sign_metadata(
+                    _mutated(rng, unsigned),
+                    federation[0],
+                    reference=rng.choice(["id", "whole"]),
+                    c14n=rng.choice(["exclusive", "inclusive"]),
+                    cert_file=federation[1],
+                )
+            except (etree.XMLSyntaxError, xmlsec.Error, ValueError):
+                continue
+        for anchor in anchors.values():
+            try:
+                root = verify_metadata(document, anchor)
+            except MetadataSignatureError as exc:
+                assert "\n" not in str(exc)
+            else:
+                assert root.tag in (MD_ENTITIES, MD_ENTITY)
