@@ -549,7 +549,8 @@ def _apply(
     now: dt.datetime,
     by: str,
 ) -> None:
-    audit = AuditLog(dbsession)
+    # Written at the end in one go (AuditLog.record_many), in this order.
+    audit: list[tuple[str, dict]] = []
     owners = _owners(dbsession, source, set(entities) - set(ours))
     for entity_id in list(entities):
         owner = owners.get(entity_id)
@@ -616,15 +617,17 @@ def _apply(
                 held.metadata_sha256 = entity.sha256
                 held.diff = diff
                 held.created_at = now
-                audit.record(
-                    "sp.metadata_held",
-                    detail={
-                        "by": by,
-                        "source": source.name,
-                        "entity_id": entity_id,
-                        "metadata_sha256": entity.sha256,
-                        "changes": diff,
-                    },
+                audit.append(
+                    (
+                        "sp.metadata_held",
+                        {
+                            "by": by,
+                            "source": source.name,
+                            "entity_id": entity_id,
+                            "metadata_sha256": entity.sha256,
+                            "changes": diff,
+                        },
+                    )
                 )
             report.held.append(entity_id)
             continue
@@ -633,16 +636,18 @@ def _apply(
         previous = sp.metadata_sha256
         registry.store_metadata(sp, entity.text, entity.sha256, parsed)
         if diff:
-            audit.record(
-                "sp.metadata_changed",
-                detail={
-                    "by": by,
-                    "source": source.name,
-                    "entity_id": entity_id,
-                    "previous_sha256": previous,
-                    "metadata_sha256": entity.sha256,
-                    "changes": diff,
-                },
+            audit.append(
+                (
+                    "sp.metadata_changed",
+                    {
+                        "by": by,
+                        "source": source.name,
+                        "entity_id": entity_id,
+                        "previous_sha256": previous,
+                        "metadata_sha256": entity.sha256,
+                        "changes": diff,
+                    },
+                )
             )
         report.updated.append(entity_id)
         changed = True
@@ -672,20 +677,23 @@ def _apply(
     _record_quarantine(dbsession, source, report, now)
     if changed:
         registry.bump_generation(dbsession)
-    audit.record(
-        "source.refreshed",
-        detail={
-            "by": by,
-            "source": source.name,
-            "added": report.added,
-            "updated": report.updated,
-            "removed": report.removed,
-            "held": report.held,
-            "quarantined": report.quarantined,
-            "skipped": report.skipped,
-            "filtered": report.filtered,
-        },
+    audit.append(
+        (
+            "source.refreshed",
+            {
+                "by": by,
+                "source": source.name,
+                "added": report.added,
+                "updated": report.updated,
+                "removed": report.removed,
+                "held": report.held,
+                "quarantined": report.quarantined,
+                "skipped": report.skipped,
+                "filtered": report.filtered,
+            },
+        )
     )
+    AuditLog(dbsession).record_many(audit)
     dbsession.flush()
 
 
@@ -836,7 +844,7 @@ def approve(
             if entity_id is not None
             else f"no change is held for source {source.name}"
         )
-    audit = AuditLog(dbsession)
+    audit: list[tuple[str, dict]] = []
     in_use = registry.hosts_in_use(dbsession)
     confirmed = source.confirmed_hosts or {}
     approved = []
@@ -869,20 +877,23 @@ def approve(
             )
         previous = sp.metadata_sha256
         registry.store_metadata(sp, change.metadata_xml, change.metadata_sha256, parsed)
-        audit.record(
-            "sp.metadata_changed",
-            detail={
-                "by": by,
-                "source": source.name,
-                "entity_id": change.entity_id,
-                "approved": True,
-                "previous_sha256": previous,
-                "metadata_sha256": change.metadata_sha256,
-                "changes": change.diff,
-            },
+        audit.append(
+            (
+                "sp.metadata_changed",
+                {
+                    "by": by,
+                    "source": source.name,
+                    "entity_id": change.entity_id,
+                    "approved": True,
+                    "previous_sha256": previous,
+                    "metadata_sha256": change.metadata_sha256,
+                    "changes": change.diff,
+                },
+            )
         )
         approved.append(change.entity_id)
         dbsession.delete(change)
+    AuditLog(dbsession).record_many(audit)
     registry.bump_generation(dbsession)
     dbsession.flush()
     return approved
