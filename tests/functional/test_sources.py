@@ -433,3 +433,27 @@ def test_saml_29_a_squatter_gets_no_assertion_until_the_host_is_confirmed(
     page = testapp.get("/saml/sso/redirect?" + redirect_query(request))
     assert page.forms["saml-post-form"].action == squat_acs
     assert response_of(page).get("Destination") == squat_acs
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("tty", [True, False], ids=["terminal", "pipe"])
+def test_progress_is_a_bar_on_a_terminal_and_lines_otherwise(monkeypatch, tty):
+    from idp.cli.source import _progress_printer
+
+    err = _Terminal() if tty else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    show = _progress_printer()
+    for done in range(100, 1001, 100):
+        show(done, 1000)
+    text = err.getvalue()
+    if tty:
+        assert text.count("\r[") == 10 and text.endswith("\n")
+        assert "1000/1000 entities" in text and "/s, ETA 0 s" in text
+    else:
+        lines = text.splitlines()
+        assert len(lines) == 10
+        assert lines[-1].startswith("1000/1000 entities checked (")
