@@ -256,6 +256,19 @@ def test_saml_29_confirm_host_through_the_cli(db, engine, tmp_path):
         )
     )
     assert_refused(admin(db, "sp", "import", squatter), "victim.example.org (used by")
+    other = tmp_path / "other.xml"
+    other.write_bytes(
+        with_endpoint(
+            entity("other"), "SingleLogoutService", "https://victim.example.org/slo"
+        )
+    )
+    ok(db, "sp", "import", other, "--confirm-host", "Victim.example.org")
+    [event] = [
+        e
+        for e in audit_events(engine, "sp.imported")
+        if e.detail["entity_id"] == entity_id("other")
+    ]
+    assert event.detail["confirmed_hosts"] == ["victim.example.org"]
     document = tmp_path / "f.xml"
     document.write_bytes(aggregate(squatter.read_bytes()))
     ok(db, "source", "add", "p", "--file", document, "--unsigned-ok")
