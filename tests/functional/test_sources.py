@@ -145,6 +145,13 @@ def test_names_and_missing_files_are_refused(db, tmp_path):
         "cannot read",
     )
     assert_refused(admin(db, "source", "show", "nobody"), "no metadata source")
+    document = tmp_path / "f.xml"
+    document.write_bytes(aggregate(entity("a")))
+    ok(db, "source", "add", "p", "--file", document, "--unsigned-ok")
+    assert_refused(
+        admin(db, "source", "add", "p", "--file", document, "--unsigned-ok"),
+        "a metadata source is already named 'p'",
+    )
 
 
 def test_unsigned_ok_is_refused_outside_development(db, engine, tmp_path, monkeypatch):
