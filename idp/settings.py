@@ -158,6 +158,10 @@ OPTIONS: dict[str, Option] = {
     # published after the switch, before it may be retired.
     "idp.key_rollover_min_publish_days": Option(_int_between(0, 365), 7),
     "idp.key_rollover_min_overlap_days": Option(_int_between(0, 365), 7),
+    # A partner's metadata whose validUntil is further out is refused: a
+    # signed document valid for years could be replayed long after its
+    # keys were withdrawn (idp.saml.sources).
+    "idp.metadata_max_validity_days": Option(_int_between(1, 365), 28),
     "idp.max_request_body": Option(_bytes_between(1024, 64 * 1024 * 1024), 1048576),
     "idp.name.ms": Option(_text, "idMe"),
     "idp.name.en": Option(_text, "idMe"),

@@ -11,6 +11,7 @@ from idp.models.saml_state import (
     SeenRequestId,
 )
 from idp.models.session import IdpSession, SessionParticipant
+from idp.models.source import MetadataSource, PendingChange, QuarantinedEntity
 from idp.models.sp import PersistentNameId, ServiceProvider, SpRegistryState
 from idp.models.throttle import NumberLock, ThrottleCounter
 from idp.models.token import CaptchaChallenge, OneTimeToken
@@ -23,12 +24,15 @@ __all__ = [
     "LogoutFlow",
     "LogoutLeg",
     "MetadataFetch",
+    "MetadataSource",
     "Module",
     "NumberLock",
     "OneTimeToken",
     "OutboxMessage",
+    "PendingChange",
     "PendingSamlRequest",
     "PersistentNameId",
+    "QuarantinedEntity",
     "Role",
     "SeenRequestId",
     "ServiceProvider",

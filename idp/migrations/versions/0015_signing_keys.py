@@ -1,7 +1,7 @@
 """idMe's signing keys in the database, and fetches of idMe's metadata.
 
 Revision ID: 0015_signing_keys
-Revises: 0013_drop_failed_logins
+Revises: 0014_metadata_sources
 
 ``signing_keys`` records which of idMe's certificates is next, current,
 previous or retired, so every node signs with the same key and publishes
@@ -18,7 +18,7 @@ from alembic import op
 import idp.db
 
 revision = "0015_signing_keys"
-down_revision = "0013_drop_failed_logins"
+down_revision = "0014_metadata_sources"
 branch_labels = None
 depends_on = None
 
