@@ -96,6 +96,24 @@ def _url(value: str) -> str:
     return value
 
 
+def _networks(value: str) -> tuple[Any, ...]:
+    """CIDRs separated by spaces or commas; one covering everything is refused."""
+    import ipaddress
+
+    networks = []
+    for item in str(value).replace(",", " ").split():
+        try:
+            network = ipaddress.ip_network(item, strict=True)
+        except ValueError as exc:
+            raise ValueError(
+                f"{item!r} is not a network in CIDR form ({exc})"
+            ) from None
+        if network.prefixlen == 0:
+            raise ValueError(f"{item!r} would allow every address")
+        networks.append(network)
+    return tuple(networks)
+
+
 def _timezone(value: str) -> str:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -185,6 +203,18 @@ OPTIONS: dict[str, Option] = {
     "idp.crest.path": Option(_text, ""),
     "idp.crest.alt_ms": Option(_text, ""),
     "idp.crest.alt_en": Option(_text, ""),
+    # Fetching partners' metadata over HTTPS (idp/saml/fetch.py, OPS-04):
+    # only public addresses unless allowlisted here (CIDRs), a connect and a
+    # whole-fetch timeout in seconds, a size cap (after gzip decompression),
+    # CAs (empty: the system's), and plain http to 127.0.0.1 in development.
+    "idp.metadata_fetch_allow": Option(_networks, ()),
+    "idp.metadata_fetch_max_bytes": Option(
+        _bytes_between(1024 * 1024, 1024 * 1024 * 1024), 100 * 1024 * 1024
+    ),
+    "idp.metadata_fetch_connect_timeout": Option(_int_between(1, 60), 5),
+    "idp.metadata_fetch_timeout": Option(_int_between(2, 3600), 300),
+    "idp.metadata_fetch_ca_bundle": Option(_text, ""),
+    "idp.metadata_fetch_allow_http": Option(_bool, False),
     "mail.sender": Option(_text, ""),
     "mail.backend": Option(_text, "idp.services.delivery.SMTPSender"),
     "mail.host": Option(_text, "localhost"),
@@ -387,6 +417,11 @@ def _check_production(settings: dict[str, Any]) -> None:
             raise SettingsError(
                 f"{name}: must be at least {MIN_SECRET_BYTES} bytes in production"
             )
+    if settings["idp.metadata_fetch_allow_http"]:
+        raise SettingsError(
+            "idp.metadata_fetch_allow_http: must be false in production; "
+            "metadata is fetched over https"
+        )
     if settings["idp.auto_create_keys"]:
         raise SettingsError(
             "idp.auto_create_keys: must be false in production; "
