@@ -171,6 +171,10 @@ OPTIONS: dict[str, Option] = {
     "idp.key_size": Option(_int_between(2048, 8192), 3072),
     "idp.metadata_valid_days": Option(_int_between(1, 365), 7),
     "idp.metadata_cache_seconds": Option(_int_between(60, 7 * 24 * 3600), 3600),
+    # A partner's metadata whose validUntil is further out is refused: a
+    # signed document valid for years could be replayed long after its
+    # keys were withdrawn (idp.saml.sources).
+    "idp.metadata_max_validity_days": Option(_int_between(1, 365), 28),
     "idp.max_request_body": Option(_bytes_between(1024, 64 * 1024 * 1024), 1048576),
     "idp.name.ms": Option(_text, "idMe"),
     "idp.name.en": Option(_text, "idMe"),

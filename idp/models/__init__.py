@@ -10,6 +10,7 @@ from idp.models.saml_state import (
     SeenRequestId,
 )
 from idp.models.session import IdpSession, SessionParticipant
+from idp.models.source import MetadataSource, PendingChange, QuarantinedEntity
 from idp.models.sp import PersistentNameId, ServiceProvider, SpRegistryState
 from idp.models.throttle import NumberLock, ThrottleCounter
 from idp.models.token import CaptchaChallenge, OneTimeToken
@@ -21,12 +22,15 @@ __all__ = [
     "IdpSession",
     "LogoutFlow",
     "LogoutLeg",
+    "MetadataSource",
     "Module",
     "NumberLock",
     "OneTimeToken",
     "OutboxMessage",
+    "PendingChange",
     "PendingSamlRequest",
     "PersistentNameId",
+    "QuarantinedEntity",
     "Role",
     "SeenRequestId",
     "ServiceProvider",

@@ -25,6 +25,11 @@ class ServiceProvider(Base):
     module_id: Mapped[int | None] = mapped_column(
         ForeignKey("modules.id", ondelete="SET NULL")
     )
+    # The metadata source that brought the SP (idp.saml.sources), or None for
+    # one registered by ``sp import``. Only that source changes or removes it.
+    source_id: Mapped[int | None] = mapped_column(
+        ForeignKey("metadata_sources.id"), index=True
+    )
     enabled: Mapped[bool] = mapped_column(default=True)
     metadata_xml: Mapped[str] = mapped_column(Text)
     metadata_sha256: Mapped[str] = mapped_column(String(64))
@@ -48,6 +53,7 @@ class ServiceProvider(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     module = relationship("Module", back_populates="service_providers")
+    source = relationship("MetadataSource")
 
 
 class SpRegistryState(Base):

@@ -46,6 +46,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -77,9 +78,11 @@ from idp.saml.xml import (
 # DecryptError / EncryptError / SignatureError are pysaml2's (saml2.sigver);
 # re-exported so callers outside idp.saml need not import saml2.
 __all__ = [
+    "AlgorithmRefused",
     "DecryptError",
     "EncryptError",
     "SignatureError",
+    "Unsigned",
     "XmlsecBackend",
     "install_security_context",
     "make_security_context",
@@ -108,10 +111,43 @@ _XENC_TYPE_ELEMENT = f"{XENC_NS}Element"
 
 _C = xmlsec.constants
 
-# Canonicalization and reference transforms SAML's signature profile allows
-# (saml-core 5.4.3/5.4.4): enveloped-signature plus exclusive c14n.
-_C14N_METHODS = {_C.TransformExclC14N.href, _C.TransformExclC14NWithComments.href}
-_REFERENCE_TRANSFORMS = {_C.TransformEnveloped.href, *_C14N_METHODS}
+
+@dataclass(frozen=True)
+class _Profile:
+    """What a signature may look like, by the kind of document it signs."""
+
+    name: str  # in refusals: "a SAML signature", "a metadata signature"
+    # Canonicalizations allowed for SignedInfo and as a Reference transform.
+    c14n: tuple[Any, ...]
+    # Whether ``Reference URI=""`` (the whole document) may stand for the
+    # document element that carries the signature.
+    whole_document: bool
+
+    @property
+    def c14n_hrefs(self) -> frozenset[str]:
+        return frozenset(t.href for t in self.c14n)
+
+    @property
+    def reference_transforms(self) -> frozenset[str]:
+        return self.c14n_hrefs | {_C.TransformEnveloped.href}
+
+
+# SAML's signature profile (saml-core 5.4.3/5.4.4): enveloped-signature plus
+# exclusive c14n, a Reference to the signed element's ID.
+_MESSAGE = _Profile(
+    "a SAML signature",
+    (_C.TransformExclC14N, _C.TransformExclC14NWithComments),
+    whole_document=False,
+)
+# Signed metadata as federations publish it (SAML metadata-iop, eduGAIN,
+# Shibboleth's signer): exclusive or inclusive c14n, never with comments
+# (what the signer saw must be what a reader reads), and ``URI=""`` as well
+# as ``URI="#ID"`` of the document element.
+_METADATA = _Profile(
+    "a metadata signature",
+    (_C.TransformExclC14N, _C.TransformInclC14N),
+    whole_document=True,
+)
 
 _SHA2_SIGNATURE_METHODS = (
     _C.TransformRsaSha224,
@@ -201,6 +237,14 @@ class _Refused(XmlRefused):
     """The document breaks a rule this backend enforces before xmlsec runs."""
 
 
+class AlgorithmRefused(_Refused):
+    """A signature names an algorithm or transform outside the allow-lists."""
+
+
+class Unsigned(_Refused):
+    """The document element carries no signature (and nothing wraps one)."""
+
+
 def _parse(document: Any) -> tuple[etree._Element, bool]:
     """:func:`idp.saml.xml.parse_document`, for pysaml2's objects as well as text."""
     if isinstance(document, SamlBase):
@@ -255,6 +299,26 @@ def _check_unique_ids(root: etree._Element, node_id: str) -> None:
                 holders += 1
     if holders > 1:
         raise _Refused(f"duplicate ID value {node_id!r} in the document")
+
+
+def _check_unique_ids_fast(root: etree._Element, node_id: str | None) -> None:
+    """:func:`_check_unique_ids` through libxml2's XPath, for documents of
+    hundreds of thousands of elements (a federation's aggregate)."""
+    values = root.xpath("//@*[local-name()='ID'] | //@xml:id")
+    if len(set(values)) != len(values):
+        seen: set[str] = set()
+        for value in values:
+            if value in seen:
+                raise _Refused(f"duplicate ID value {str(value)!r} in the document")
+            seen.add(value)
+    if node_id:
+        holders = root.xpath(
+            "count(//@*[(local-name()='ID' or local-name()='Id' or local-name()='id')"
+            " and . = $value])",
+            value=node_id,
+        )
+        if holders > 1:
+            raise _Refused(f"duplicate ID value {node_id!r} in the document")
 
 
 def _target(
@@ -565,6 +629,83 @@ class XmlsecBackend(CryptoBackend):
         except (XmlRefused, xmlsec.Error, StopIteration) as exc:
             raise SignatureError(f"signature refused: {exc}") from exc
 
+    def check_metadata_signature(self, root: etree._Element) -> etree._Element:
+        """Vet the enveloped signature of a metadata document; return it.
+
+        ``root`` is the document element of a parsed metadata document (an
+        ``md:EntitiesDescriptor`` or ``md:EntityDescriptor``).  Its one
+        direct ``ds:Signature`` child must reference the document itself,
+        ``URI=""`` or ``URI="#<root ID>"``, in the metadata profile (the
+        message rules of :meth:`validate_signature`, plus inclusive c14n;
+        never "with comments").  Refused, before any cryptography: a
+        signature below the document element that references the document
+        (a signed original wrapped in an unsigned one), a second signature,
+        a Reference to anything else, duplicate IDs.  Entities' own
+        signatures inside an aggregate reference themselves and are left
+        alone.  Raises :class:`Unsigned`, :class:`AlgorithmRefused` or
+        another :class:`idp.saml.xml.XmlRefused` with a one-line reason.
+        """
+        if root.getparent() is not None or root.getroottree().getroot() is not root:
+            raise _Refused("the signed element is not the document element")
+        root_id = root.get("ID")
+        uris = {""} | ({f"#{root_id}"} if root_id else set())
+        for other in root.iter(_DS_SIGNATURE):
+            if other.getparent() is root:
+                continue
+            for reference in other.iter(_DS_REFERENCE):
+                uri = reference.get("URI")
+                if uri in uris:
+                    where = _local(other.getparent().tag)
+                    what = "the whole document" if uri == "" else repr(uri)
+                    raise _Refused(
+                        f"a ds:Signature inside a nested {where} references "
+                        f"{what} (signature wrapping)"
+                    )
+        signatures = [c for c in root if c.tag == _DS_SIGNATURE]
+        if not signatures:
+            # Entities may sign themselves inside an aggregate; a signed
+            # element of the document element's own kind, or a signed
+            # aggregate, below an unsigned one is a wrapped original.
+            for other in root.iter(_DS_SIGNATURE):
+                holder = other.getparent()
+                if holder is not None and (
+                    holder.tag == root.tag or _local(holder.tag) == "EntitiesDescriptor"
+                ):
+                    raise _Refused(
+                        f"the {_local(root.tag)} is unsigned but wraps a signed "
+                        f"{_local(holder.tag)} (signature wrapping)"
+                    )
+            raise Unsigned(f"the {_local(root.tag)} carries no ds:Signature")
+        if len(signatures) > 1:
+            raise _Refused(
+                f"need exactly one ds:Signature on the {_local(root.tag)}, "
+                f"found {len(signatures)}"
+            )
+        _check_unique_ids_fast(root, root_id)
+        self._vet_signature(signatures[0], uris, _METADATA)
+        return signatures[0]
+
+    def verify_metadata_signature(
+        self,
+        root: etree._Element,
+        signature: etree._Element,
+        certificates: Iterable[str],
+    ) -> str | None:
+        """The first PEM certificate of ``certificates`` whose key verifies
+        ``signature`` (vetted by :meth:`check_metadata_signature`), or None.
+
+        Only those keys are tried; ``ds:KeyInfo`` is never read.
+        """
+        xmlsec.tree.add_ids(root, ["ID"])
+        for pem in certificates:
+            ctx = self._signature_context(self._certificate_from_pem(pem), _METADATA)
+            try:
+                ctx.verify(signature)
+            except xmlsec.Error:
+                continue
+            return pem
+        return None
+
     def encrypt_element(
         self,
         element: etree._Element,
@@ -693,16 +834,18 @@ class XmlsecBackend(CryptoBackend):
             self._managers.put(cache_key, manager)
         return manager
 
-    def _signature_context(self, key: xmlsec.Key) -> xmlsec.SignatureContext:
+    def _signature_context(
+        self, key: xmlsec.Key, profile: _Profile = _MESSAGE
+    ) -> xmlsec.SignatureContext:
         ctx = xmlsec.SignatureContext()
         ctx.key = key  # duplicated by the bindings; the cached key stays intact
         for transform in (
             _C.TransformEnveloped,
-            *_C14N_TRANSFORMS,
+            *profile.c14n,
             *self._digest_methods,
         ):
             ctx.enable_reference_transform(transform)
-        for transform in (*_C14N_TRANSFORMS, *self._signature_methods):
+        for transform in (*profile.c14n, *self._signature_methods):
             ctx.enable_signature_transform(transform)
         return ctx
 
@@ -732,16 +875,32 @@ class XmlsecBackend(CryptoBackend):
                 r.get("URI") == uri for r in other.iter(_DS_REFERENCE)
             ):
                 raise _Refused(f"a second ds:Signature references {uri}")
+        self._vet_signature(signature, {uri}, _MESSAGE)
+        return signature
+
+    def _vet_signature(
+        self, signature: etree._Element, uris: set[str], profile: _Profile
+    ) -> etree._Element:
+        """Check one ds:Signature's shape; return its one ds:Reference.
+
+        No ``ds:Object``; one SignedInfo with a canonicalization of
+        ``profile``, an allowed signature algorithm and exactly one Reference
+        whose URI is one of ``uris``, with the enveloped-signature transform
+        and at most one canonicalization of ``profile``, and an allowed
+        digest.
+        """
         if any(c.tag == _DS_OBJECT for c in signature):
-            raise _Refused("ds:Object is not allowed in a SAML signature")
+            raise _Refused(f"ds:Object is not allowed in {profile.name}")
         signed_infos = [c for c in signature if c.tag == _DS_SIGNED_INFO]
         if len(signed_infos) != 1:
             raise _Refused("need exactly one ds:SignedInfo")
         signed_info = signed_infos[0]
 
         c14n = _algorithm(signed_info, _DS_C14N_METHOD)
-        if c14n not in _C14N_METHODS:
-            raise _Refused(f"canonicalization {c14n} is not exclusive c14n")
+        if c14n not in profile.c14n_hrefs:
+            raise AlgorithmRefused(
+                f"canonicalization {c14n} is not allowed in {profile.name}"
+            )
         self._check_algorithm(
             _algorithm(signed_info, _DS_SIGNATURE_METHOD), "signature"
         )
@@ -750,8 +909,9 @@ class XmlsecBackend(CryptoBackend):
         if len(references) != 1:
             raise _Refused(f"need exactly one ds:Reference, found {len(references)}")
         reference = references[0]
-        if reference.get("URI") != uri:
-            raise _Refused(f"Reference URI {reference.get('URI')!r} is not {uri!r}")
+        if reference.get("URI") not in uris:
+            expected = " or ".join(repr(u) for u in sorted(uris))
+            raise _Refused(f"Reference URI {reference.get('URI')!r} is not {expected}")
         transform_lists = [c for c in reference if c.tag == _DS_TRANSFORMS]
         if len(transform_lists) != 1:
             raise _Refused("need exactly one ds:Transforms")
@@ -764,18 +924,22 @@ class XmlsecBackend(CryptoBackend):
         ):
             raise _Refused("need the enveloped-signature transform (and at most c14n)")
         for transform in transforms:
-            if transform not in _REFERENCE_TRANSFORMS:
-                raise _Refused(f"transform {transform} is not allowed")
+            if transform not in profile.reference_transforms:
+                raise AlgorithmRefused(
+                    f"transform {transform} is not allowed in {profile.name}"
+                )
         self._check_algorithm(_algorithm(reference, _DS_DIGEST_METHOD), "digest")
-        return signature
+        return reference
 
     def _check_algorithm(self, href: str, kind: str) -> None:
         allowed = self._signature_hrefs if kind == "signature" else self._digest_hrefs
         if href in allowed:
             return
         if href in self._sha1_hrefs:
-            raise _Refused(f"SHA-1 {kind} algorithm {href} refused (allow_sha1 is off)")
-        raise _Refused(f"{kind} algorithm {href} is not allowed")
+            raise AlgorithmRefused(
+                f"SHA-1 {kind} algorithm {href} refused (allow_sha1 is off)"
+            )
+        raise AlgorithmRefused(f"{kind} algorithm {href} is not allowed")
 
     def _private_key(self, key_file: str | os.PathLike[str]) -> xmlsec.Key:
         """Load a PEM private key, cached per (path, inode, size, mtime)."""
@@ -853,9 +1017,6 @@ class XmlsecBackend(CryptoBackend):
             if isinstance(raw, bytes) and raw:
                 return xmlsec.Key.from_binary_data(klass, raw)
         raise _Refused("no EncryptedKey could be decrypted with this key")
-
-
-_C14N_TRANSFORMS = (_C.TransformExclC14N, _C.TransformExclC14NWithComments)
 
 
 def _check_no_external_references(scope: etree._Element) -> None:

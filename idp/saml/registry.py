@@ -14,6 +14,8 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+from collections.abc import Collection
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -22,6 +24,7 @@ from sqlalchemy.orm import Session
 from idp.models import Module, ServiceProvider, SpRegistryState
 from idp.models.sp import NAMEID_PERSISTENT
 from idp.saml.sp_metadata import (
+    SUBJECT_ID_REQ,
     MetadataError,
     SpMetadata,
     load_sp_source,
@@ -133,10 +136,11 @@ def trust_changes(old: SpMetadata, new: SpMetadata) -> list[str]:
 
     Keys and endpoints: the certificates the SP signs and encrypts with, and
     where assertions and logout messages go; and what the SP asks to receive
-    (its ``subject-id:req`` and RequestedAttributes, SAML-37), which never
-    changes the release by itself but is a partner asking for more data, for
-    an operator to see. Names, logos and validity are not trust and are left
-    out. Empty when nothing trusted changes.
+    (its ``subject-id:req``, RequestedAttributes and NameID formats,
+    SAML-37), which never changes the release by itself but is a partner
+    asking for more data, for an operator to see; and its entity attributes
+    (a federation's categories and assurance). Names, logos and validity are
+    not trust and are left out. Empty when nothing trusted changes.
     """
     changes = []
     for label, before, after in (
@@ -173,6 +177,20 @@ def trust_changes(old: SpMetadata, new: SpMetadata) -> list[str]:
         changes.append(f"RequestedAttribute removed: {name}")
     for name in sorted(new_names - old_names):
         changes.append(f"RequestedAttribute added: {name}")
+    old_formats, new_formats = set(old.name_id_formats), set(new.name_id_formats)
+    for value in sorted(old_formats - new_formats):
+        changes.append(f"NameIDFormat removed: {value}")
+    for value in sorted(new_formats - old_formats):
+        changes.append(f"NameIDFormat added: {value}")
+    # subject-id:req is an entity attribute too, reported above.
+    old_attributes, new_attributes = (
+        {pair for pair in old.entity_attributes if pair[0] != SUBJECT_ID_REQ},
+        {pair for pair in new.entity_attributes if pair[0] != SUBJECT_ID_REQ},
+    )
+    for name, values in sorted(old_attributes - new_attributes):
+        changes.append(f"entity attribute removed: {name} = {', '.join(values)}")
+    for name, values in sorted(new_attributes - old_attributes):
+        changes.append(f"entity attribute added: {name} = {', '.join(values)}")
     if old.authn_requests_signed != new.authn_requests_signed:
         changes.append(
             f"AuthnRequestsSigned: {old.authn_requests_signed} -> "
@@ -194,6 +212,117 @@ class ReplaceRefused(MetadataError):
         )
 
 
+def endpoint_hosts(md: SpMetadata) -> frozenset[str]:
+    """The hosts of an SP's ACS and SLO endpoints (SLO responses included)."""
+    hosts = set()
+    for endpoint in (*md.assertion_consumer_services, *md.single_logout_services):
+        for url in (endpoint.location, endpoint.response_location):
+            host = urlsplit(url).hostname if url else None
+            if host:
+                hosts.add(host.lower())
+    return frozenset(hosts)
+
+
+def hosts_in_use(dbsession: Session) -> dict[str, set[str]]:
+    """Host -> the entity IDs of the registered SPs with endpoints there.
+
+    One query; each stored document is parsed once per process (cached by
+    its SHA-256). A stored document that no longer passes the checks keeps
+    its hosts (parsed leniently, as it was stored): its SP still owns them.
+    """
+    in_use: dict[str, set[str]] = {}
+    rows = dbsession.execute(
+        select(
+            ServiceProvider.entity_id,
+            ServiceProvider.metadata_sha256,
+            ServiceProvider.metadata_xml,
+        )
+    )
+    for entity_id, sha256, xml in rows:
+        for host in _stored_hosts(sha256, xml):
+            in_use.setdefault(host, set()).add(entity_id)
+    return in_use
+
+
+@functools.lru_cache(maxsize=65536)
+def _stored_hosts(metadata_sha256: str, metadata_xml: str) -> frozenset[str]:
+    try:
+        return endpoint_hosts(_parsed(metadata_sha256, metadata_xml))
+    except MetadataError:
+        return frozenset()
+
+
+def claimed_hosts(
+    new: SpMetadata,
+    old: SpMetadata | None,
+    in_use: dict[str, set[str]],
+    confirmed: Collection[str] = (),
+) -> dict[str, list[str]]:
+    """SAML-29: hosts ``new`` adds that other entities' endpoints use.
+
+    Host -> those entities. Hosts the SP already had (``old``, its
+    registered metadata) and hosts an operator ``confirmed`` are not
+    claims; an assertion sent to a host is readable by whoever runs it, so
+    an entity listing another's host would receive that entity's users'
+    assertions.
+    """
+    added = endpoint_hosts(new) - (endpoint_hosts(old) if old is not None else set())
+    claims = {}
+    for host in sorted(added):
+        others = in_use.get(host, set()) - {new.entity_id}
+        if others and host not in confirmed:
+            claims[host] = sorted(others)
+    return claims
+
+
+def describe_claims(claims: dict[str, list[str]]) -> str:
+    """``host (used by A, B); ...``: one line."""
+    return "; ".join(
+        f"{host} (used by {', '.join(owners)})" for host, owners in claims.items()
+    )
+
+
+class HostClaimed(MetadataError):
+    """SAML-29: endpoints on a host another entity uses, not confirmed."""
+
+    def __init__(self, entity_id: str, claims: dict[str, list[str]]) -> None:
+        self.claims = claims
+        super().__init__(
+            f"{entity_id} lists endpoints on a host another registered entity "
+            f"uses: {describe_claims(claims)}; once you know the host serves "
+            "both, import it again with --confirm-host HOST"
+        )
+
+
+def new_sp(parsed: SpMetadata, *, enabled: bool = True) -> ServiceProvider:
+    """A ServiceProvider with the default policy, not yet added or filled in."""
+    return ServiceProvider(
+        entity_id=parsed.entity_id,
+        enabled=enabled,
+        name_id_format=default_name_id_format(parsed.name_id_formats),
+        sign_response=True,
+        sign_assertion=True,
+        global_uid=False,
+        attributes_released=list(DEFAULT_RELEASE),
+    )
+
+
+def store_metadata(
+    sp: ServiceProvider, text: str, sha256: str, parsed: SpMetadata
+) -> None:
+    """Put checked metadata on ``sp``, with what it decides of the policy.
+
+    Encryption follows whether the SP publishes an encryption key, and a
+    NameID format the SP no longer lists falls back to the default.
+    """
+    if parsed.name_id_formats and sp.name_id_format not in parsed.name_id_formats:
+        sp.name_id_format = default_name_id_format(parsed.name_id_formats)
+    sp.metadata_xml = text
+    sp.metadata_sha256 = sha256
+    sp.metadata_valid_until = parsed.valid_until
+    sp.encrypt_assertion = bool(parsed.encryption_certificates)
+
+
 def import_sp(
     dbsession: Session,
     data: bytes,
@@ -202,6 +331,7 @@ def import_sp(
     enabled: bool | None = None,
     replace: bool = False,
     allow_http: bool = False,
+    confirm_hosts: Collection[str] = (),
 ) -> ServiceProvider:
     """Register an SP from its metadata, or refresh a registered one.
 
@@ -222,6 +352,10 @@ def import_sp(
     ``replace`` is true. ``allow_http`` (development only) accepts plain
     http endpoints on this machine; the caller audits an accepted replacement, whose
     changes are then in ``sp.trust_changes`` (empty otherwise).
+
+    An SP a metadata source brought is that source's to change: refused. An
+    endpoint on a host another registered SP uses is refused with
+    :class:`HostClaimed` (SAML-29) unless that host is in ``confirm_hosts``.
     """
     parsed = parse_sp_metadata(data, allow_http=allow_http)
     load_sp_source(parsed.entity_id, bytes(data).decode("utf-8-sig"))
@@ -236,17 +370,15 @@ def import_sp(
     sp = dbsession.scalar(
         select(ServiceProvider).where(ServiceProvider.entity_id == parsed.entity_id)
     )
-    if sp is None:
-        sp = ServiceProvider(
-            entity_id=parsed.entity_id,
-            enabled=enabled is not False,
-            name_id_format=default_name_id_format(parsed.name_id_formats),
-            sign_response=True,
-            sign_assertion=True,
-            global_uid=False,
-            attributes_released=list(DEFAULT_RELEASE),
+    old = None
+    if sp is not None and sp.source_id is not None:
+        raise MetadataError(
+            f"{parsed.entity_id} was registered by the metadata source "
+            f"{sp.source.name!r} and changes only through it "
+            "(idp-admin CONFIG source show|refresh|remove)"
         )
-        dbsession.add(sp)
+    if sp is None:
+        sp = new_sp(parsed, enabled=enabled is not False)
         sp.trust_changes = []
     else:
         try:
@@ -261,14 +393,19 @@ def import_sp(
             raise ReplaceRefused(parsed.entity_id, sp.trust_changes)
         if enabled is not None:
             sp.enabled = enabled
-        if parsed.name_id_formats and sp.name_id_format not in parsed.name_id_formats:
-            sp.name_id_format = default_name_id_format(parsed.name_id_formats)
+    claims = claimed_hosts(parsed, old, hosts_in_use(dbsession), confirm_hosts)
+    if claims:
+        raise HostClaimed(parsed.entity_id, claims)
+    if sp.id is None:
+        dbsession.add(sp)
     if module is not None:
         sp.module = module
-    sp.metadata_xml = bytes(data).decode("utf-8-sig")
-    sp.metadata_sha256 = hashlib.sha256(data).hexdigest()
-    sp.metadata_valid_until = parsed.valid_until
-    sp.encrypt_assertion = bool(parsed.encryption_certificates)
+    store_metadata(
+        sp,
+        bytes(data).decode("utf-8-sig"),
+        hashlib.sha256(data).hexdigest(),
+        parsed,
+    )
     bump_generation(dbsession)
     dbsession.flush()
     return sp

@@ -97,6 +97,10 @@ class SpMetadata:
     # (EncryptionMethod Algorithm, its ds:DigestMethod) where one is given:
     # the digest an RSA-OAEP key transport must use for this SP.
     encryption_digests: tuple[tuple[str, str], ...] = ()
+    # The entity's mdattr:EntityAttributes (categories, assurance, the
+    # subject-id profile...): (Name, its values sorted), sorted. What a
+    # federation says about the entity, so a change is a trust change.
+    entity_attributes: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def expired(self, now: dt.datetime | None = None) -> bool:
         """Whether the document's validUntil has passed (at ``now``)."""
@@ -179,6 +183,7 @@ def parse_sp_metadata(
         valid_until=valid_until,
         subject_id_req=_subject_id_req(root),
         requested_attributes=_requested_attributes(descriptor),
+        entity_attributes=_entity_attributes(root),
     )
 
 
@@ -198,6 +203,21 @@ def _subject_id_req(root: ET.Element) -> str | None:
             if text in ("subject-id", "pairwise-id", "any", "none"):
                 return text
     return None
+
+
+def _entity_attributes(root: ET.Element) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    found: dict[str, set[str]] = {}
+    for attribute in root.findall(_ENTITY_ATTRIBUTE):
+        name = (attribute.get("Name") or "").strip()
+        if not name:
+            continue
+        values = found.setdefault(name, set())
+        for value in attribute.findall(f"{{{SAML_NS}}}AttributeValue"):
+            if text := " ".join((value.text or "").split()):
+                values.add(text)
+    return tuple(
+        (name, tuple(sorted(values))) for name, values in sorted(found.items())
+    )
 
 
 _REQUESTED_ATTRIBUTE = (

@@ -1,0 +1,581 @@
+"""SAML-28 and signature wrapping around signed aggregates: ``verify_metadata``.
+
+Every attack starts from a genuine aggregate signed by the federation's key
+(tests/aggregates.py) in each of the four ways federations sign: ``URI=""``
+or ``URI="#ID"``, exclusive or inclusive c14n.  Each refusal is paired with
+that untouched document, accepted by the same call, and where the attacked
+document is a genuine signature (a legitimate key, a signature moved or
+narrowed), plain libxmlsec is shown to accept it: the refusal comes from the
+verifier's rules, not from a broken document.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import xmlsec
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from lxml import etree
+
+from idp.saml.metadata_signature import (
+    MetadataSignatureError,
+    TrustAnchor,
+    parse_anchor,
+    verify_metadata,
+)
+from idp.saml.sp_metadata import parse_sp_metadata
+from tests import saml_attacks as attacks
+from tests.aggregates import (
+    DS,
+    MD,
+    RSA_SHA256,
+    federation_keys,
+    make_aggregate,
+    sign_metadata,
+    sp_entity,
+)
+from tests.saml_attacks import XSW_CASES
+
+MD_ENTITIES = f"{{{MD}}}EntitiesDescriptor"
+MD_ENTITY = f"{{{MD}}}EntityDescriptor"
+MD_EXTENSIONS = f"{{{MD}}}Extensions"
+DS_SIGNATURE = f"{{{DS}}}Signature"
+EVIL_ENTITY_ID = "https://evil.example/shibboleth"
+EVIL_ACS = "https://evil.example/acs"
+XMLSEC1 = shutil.which("xmlsec1") or "/usr/bin/xmlsec1"
+needs_xmlsec1 = pytest.mark.skipif(
+    not os.path.exists(XMLSEC1), reason="the xmlsec1 binary is not installed"
+)
+
+# (reference, c14n): the four ways federations sign an aggregate.
+SIGNINGS = [
+    pytest.param(("id", "exclusive"), id="id-exc"),
+    pytest.param(("id", "inclusive"), id="id-inc"),
+    pytest.param(("whole", "exclusive"), id="whole-exc"),
+    pytest.param(("whole", "inclusive"), id="whole-inc"),
+]
+
+
+def _pem(cert_file: str) -> str:
+    return Path(cert_file).read_text()
+
+
+def _sha256(cert_file: str) -> str:
+    certificate = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    return certificate.fingerprint(hashes.SHA256()).hex()
+
+
+def _colons(hex_digest: str) -> str:
+    return ":".join(hex_digest[i : i + 2] for i in range(0, len(hex_digest), 2))
+
+
+@pytest.fixture(scope="module")
+def federation() -> tuple[str, str]:
+    return federation_keys()
+
+
+@pytest.fixture(scope="module")
+def attacker() -> tuple[str, str]:
+    return federation_keys("attacker")
+
+
+@pytest.fixture(scope="module")
+def anchors(federation) -> dict[str, TrustAnchor]:
+    return {
+        "certificate": parse_anchor(_pem(federation[1])),
+        "fingerprint": parse_anchor(_colons(_sha256(federation[1])).upper()),
+    }
+
+
+@pytest.fixture(params=["certificate", "fingerprint"])
+def anchor(request, anchors) -> TrustAnchor:
+    return anchors[request.param]
+
+
+@pytest.fixture(scope="module", params=SIGNINGS)
+def signing(request) -> tuple[str, str]:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def aggregate(federation, signing) -> bytes:
+    reference, c14n = signing
+    return make_aggregate(3, signer=federation, reference=reference, c14n=c14n)
+
+
+def _refused(document: bytes, anchor: TrustAnchor, match: str, **kwargs) -> str:
+    with pytest.raises(MetadataSignatureError, match=match) as caught:
+        verify_metadata(document, anchor, **kwargs)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def _plain_libxmlsec_accepts(document: bytes, cert_file: str) -> bool:
+    """A verifier without structure rules: the first ds:Signature anywhere,
+    its Reference resolved by ID, the given certificate's key."""
+    root = attacks.parse(document)
+    signature = next(root.iter(DS_SIGNATURE))
+    xmlsec.tree.add_ids(root, ["ID"])
+    ctx = xmlsec.SignatureContext()
+    ctx.key = xmlsec.Key.from_file(cert_file, xmlsec.constants.KeyDataFormatCertPem)
+    try:
+        ctx.verify(signature)
+    except xmlsec.Error:
+        return False
+    return True
+
+
+def _tree(document: bytes) -> etree._Element:
+    return attacks.parse(document)
+
+
+# --------------------------------------------------------------------------
+# The good document
+
+
+def test_signed_aggregate_verifies(aggregate, anchor):
+    root = verify_metadata(aggregate, anchor)
+    assert root.tag == MD_ENTITIES
+    assert [e.get("entityID") for e in root.iter(MD_ENTITY)] == [
+        f"https://sp{i}.example.edu.my/shibboleth" for i in range(3)
+    ]
+
+
+def test_signed_entity_descriptor_verifies(federation, anchor):
+    document = sign_metadata(
+        etree.tostring(
+            _tree(make_aggregate([sp_entity(7, id="_sp7")])).find(MD_ENTITY)
+        ),
+        federation[0],
+        cert_file=federation[1],
+    )
+    root = verify_metadata(document, anchor)
+    assert root.tag == MD_ENTITY
+    assert root.get("entityID") == "https://sp7.example.edu.my/shibboleth"
+
+
+def test_each_entity_of_the_helper_registers(aggregate):
+    """The generator's entities are what the registry accepts, one by one."""
+    root = _tree(aggregate)
+    for index, entity in enumerate(root.iter(MD_ENTITY)):
+        sp = parse_sp_metadata(etree.tostring(entity))
+        assert sp.entity_id == f"https://sp{index}.example.edu.my/shibboleth"
+        assert sp.assertion_consumer_services[0].location.startswith(
+            f"https://sp{index}.example.edu.my/"
+        )
+        assert sp.signing_certificates and sp.encryption_certificates
+        assert "urn:oid:0.9.2342.19200300.100.1.3" in sp.requested_attributes
+
+
+def test_helper_options(federation):
+    document = make_aggregate(
+        [sp_entity(0), sp_entity(1, acs="http://sp1.example.edu.my/acs")],
+        cache_duration="PT6H",
+        signer=federation,
+        key_info=False,
+    )
+    root = _tree(document)
+    assert root.get("cacheDuration") == "PT6H"
+    assert root.get("validUntil").endswith("Z")
+    assert root[0].tag == DS_SIGNATURE
+    assert root[0].find(f"{{{DS}}}KeyInfo") is None
+    assert root.findall(MD_ENTITY)[1].find(f".//{{{MD}}}AssertionConsumerService").get(
+        "Location"
+    ) == ("http://sp1.example.edu.my/acs")
+    assert make_aggregate(1).find(b"Signature") == -1
+
+
+# --------------------------------------------------------------------------
+# SAML-28: altered, wrong signer, unsigned
+
+
+def test_saml_28_altered_entity_refused(aggregate, anchor):
+    verify_metadata(aggregate, anchor)
+    attacked = aggregate.replace(
+        b"https://sp1.example.edu.my/Shibboleth.sso/SAML2/POST", EVIL_ACS.encode()
+    )
+    assert attacked != aggregate
+    _refused(attacked, anchor, r"^metadata was altered after signing")
+
+
+def test_saml_28_forged_entity_appended_beside_valid_signature(aggregate, anchor):
+    root = _tree(aggregate)
+    forged = copy.deepcopy(root.find(MD_ENTITY))
+    forged.set("entityID", EVIL_ENTITY_ID)
+    root.append(forged)
+    _refused(attacks.serialize(root), anchor, r"^metadata was altered after signing")
+
+
+def test_saml_28_wrong_signer_named(federation, attacker, anchor, signing):
+    """Signed by another key carrying its certificate: its fingerprint is named."""
+    reference, c14n = signing
+    document = make_aggregate(2, signer=attacker, reference=reference, c14n=c14n)
+    assert _plain_libxmlsec_accepts(document, attacker[1])
+    message = _refused(document, anchor, r"^metadata is signed by another key")
+    assert _colons(_sha256(attacker[1])) in message
+    assert _colons(_sha256(federation[1])) in message
+
+
+def test_saml_28_wrong_signer_without_keyinfo(attacker, anchors):
+    document = make_aggregate(2, signer=attacker, key_info=False)
+    _refused(
+        document,
+        anchors["certificate"],
+        r"^metadata signature does not verify with the trust anchor's key",
+    )
+    # A fingerprint needs the certificate from KeyInfo.
+    _refused(
+        document, anchors["fingerprint"], r"carries no certificate in its ds:KeyInfo"
+    )
+
+
+def test_saml_28_fingerprint_anchor_with_keyinfo_cert_of_another_key(
+    federation, attacker, anchors
+):
+    """SAML-28: the attacker's own certificate in KeyInfo is never trusted, and
+    the federation's certificate in KeyInfo does not make the attacker's
+    signature verify."""
+    anchor = anchors["fingerprint"]
+    own = make_aggregate(2, signer=attacker)
+    message = _refused(own, anchor, r"^metadata is signed by another key")
+    assert _colons(_sha256(attacker[1])) in message
+    borrowed = sign_metadata(make_aggregate(2), attacker[0], cert_file=federation[1])
+    _refused(
+        borrowed,
+        anchor,
+        r"^metadata signature does not verify with the trust anchor's key",
+    )
+
+
+def test_saml_28_unsigned_where_an_anchor_is_configured(anchor):
+    _refused(make_aggregate(2), anchor, r"^metadata is not signed")
+
+
+def test_saml_28_sha1_refused_unless_allowed(federation, anchor):
+    document = sign_metadata(
+        make_aggregate(2),
+        federation[0],
+        cert_file=federation[1],
+        signature_method=attacks.RSA_SHA1,
+        digest_method=attacks.SHA1,
+    )
+    _refused(document, anchor, r"SHA-1 .* refused")
+    assert verify_metadata(document, anchor, allow_sha1=True).tag == MD_ENTITIES
+
+
+def test_saml_28_no_anchor_no_verification():
+    with pytest.raises(MetadataSignatureError, match="no trust anchor"):
+        verify_metadata(make_aggregate(1), TrustAnchor())
+
+
+# --------------------------------------------------------------------------
+# Signature wrapping around signed aggregates
+
+
+def _evil_first_entity(element: etree._Element) -> None:
+    target = element if element.tag == MD_ENTITY else next(element.iter(MD_ENTITY))
+    target.set("entityID", EVIL_ENTITY_ID)
+
+
+@pytest.mark.parametrize("shape", XSW_CASES)
+def test_xsw_around_signed_aggregate_refused(aggregate, anchor, shape):
+    """SAML-01..08: every XSW shape, built around a signed aggregate, refused."""
+    verify_metadata(aggregate, anchor)
+    attacked = attacks.ALL[shape](aggregate, _evil_first_entity)
+    assert EVIL_ENTITY_ID.encode() in attacked
+    _refused(attacked, anchor, r"^metadata")
+
+
+def test_signed_original_moved_inside_extensions(aggregate, anchor, federation):
+    """An unsigned aggregate of forged entities carries the signed original
+    in its md:Extensions (a lax-schema hiding place)."""
+    original = _tree(aggregate)
+    evil = etree.Element(MD_ENTITIES, nsmap={"md": MD}, Name="evil", ID="_evil")
+    etree.SubElement(evil, MD_EXTENSIONS).append(original)
+    forged = copy.deepcopy(original.find(MD_ENTITY))
+    forged.set("entityID", EVIL_ENTITY_ID)
+    evil.append(forged)
+    _refused(attacks.serialize(evil), anchor, r"signature wrapping")
+
+
+def test_second_entities_descriptor_wraps_the_signed_one(aggregate, anchor):
+    """Nested EntitiesDescriptors are schema-valid: the forged outer one holds a
+    forged entity and the signed original."""
+    original = _tree(aggregate)
+    for outer_id in ("_outer", original.get("ID")):
+        evil = etree.Element(MD_ENTITIES, nsmap={"md": MD}, Name="evil", ID=outer_id)
+        forged = copy.deepcopy(original.find(MD_ENTITY))
+        forged.set("entityID", EVIL_ENTITY_ID)
+        evil.append(forged)
+        evil.append(copy.deepcopy(original))
+        _refused(attacks.serialize(evil), anchor, r"signature wrapping|duplicate ID")
+
+
+def test_duplicate_ids_refused(aggregate, anchor, federation):
+    root = _tree(aggregate)
+    forged = copy.deepcopy(root.find(MD_ENTITY))
+    forged.set("ID", root.get("ID"))
+    forged.set("entityID", EVIL_ENTITY_ID)
+    root.insert(1, forged)
+    _refused(attacks.serialize(root), anchor, r"duplicate ID value '_aggregate-0001'")
+    # Even under a valid signature: an ID two elements hold resolves to either.
+    twins = make_aggregate(
+        [sp_entity(0, id="_twin"), sp_entity(1, id="_twin")], signer=federation
+    )
+    assert _plain_libxmlsec_accepts(twins, federation[1])
+    _refused(twins, anchor, r"duplicate ID value '_twin'")
+
+
+def test_reference_to_a_nested_element_refused(federation, anchor):
+    """The federation's own key, but the root's signature covers only one
+    entity: everything beside it could be forged."""
+    unsigned = make_aggregate([sp_entity(0, id="_sp0"), sp_entity(1)])
+    narrowed = sign_metadata(
+        unsigned, federation[0], reference="#_sp0", cert_file=federation[1]
+    )
+    assert _plain_libxmlsec_accepts(narrowed, federation[1])
+    _refused(narrowed, anchor, r"Reference URI '#_sp0' is not")
+
+
+def test_whole_document_signature_below_the_root_refused(federation, anchor):
+    """A ``URI=""`` signature moved from the root into the first entity still
+    verifies for libxmlsec (the enveloped transform cuts it wherever it is)."""
+    document = make_aggregate(3, signer=federation, reference="whole")
+    root = _tree(document)
+    signature = root.find(DS_SIGNATURE)
+    root.find(MD_ENTITY).insert(0, signature)
+    moved = attacks.serialize(root, declaration=True)
+    assert _plain_libxmlsec_accepts(moved, federation[1])
+    _refused(moved, anchor, r"references the whole document \(signature wrapping\)")
+
+
+def test_comment_injected_into_an_entity_id(federation, anchor, signing):
+    """CVE-2017-11427 in metadata: a comment inside a signed text value leaves
+    the signature valid (c14n drops comments) but cuts ``.text`` short.  The
+    verified tree has no comments, so the full signed value is read."""
+    reference, c14n = signing
+    squatter = "https://sp1.example.edu.my.evil.example/shibboleth"
+    document = make_aggregate(
+        [sp_entity(0), sp_entity(1, entity_id=squatter)],
+        signer=federation,
+        reference=reference,
+        c14n=c14n,
+    )
+    name = f"{{{MD}}}ServiceName"
+    root = _tree(document)
+    target = root.findall(f".//{name}")[1]
+    assert target.text == squatter
+    target.text = "https://sp1.example.edu.my"
+    comment = etree.Comment("")
+    comment.tail = ".evil.example/shibboleth"
+    target.append(comment)
+    attacked = attacks.serialize(root, declaration=True)
+    # What a reader of the raw document would take as the SP's name:
+    assert _tree(attacked).findall(f".//{name}")[1].text == "https://sp1.example.edu.my"
+    root = verify_metadata(attacked, anchor)
+    assert root.findall(f".//{name}")[1].text == squatter
+    assert not list(root.iter(etree.Comment))
+
+
+def test_comments_canonicalization_refused(federation, anchor):
+    """ "With comments" c14n: what a reader reads must be what was signed."""
+    for c14n in ("exclusive-with-comments", "inclusive-with-comments"):
+        document = make_aggregate(2, signer=federation, c14n=c14n)
+        assert _plain_libxmlsec_accepts(document, federation[1])
+        _refused(document, anchor, r"canonicalization .* not allowed in a metadata")
+
+
+def test_comment_inside_the_entity_id_attribute_is_not_xml(aggregate, anchor):
+    attacked = aggregate.replace(
+        b'entityID="https://sp1.example.edu.my',
+        b'entityID="https://sp1<!---->.example.edu.my',
+    )
+    _refused(attacked, anchor, r"^metadata refused: not well-formed XML")
+
+
+# --------------------------------------------------------------------------
+# Interoperability with the xmlsec1 binary
+
+
+def _xmlsec1(
+    tmp_path: Path, *args: str, document: bytes
+) -> subprocess.CompletedProcess:
+    source = tmp_path / "in.xml"
+    source.write_bytes(document)
+    return subprocess.run(
+        [XMLSEC1, *args, str(source)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@needs_xmlsec1
+@pytest.mark.parametrize("reference", ["whole", "id"])
+def test_signed_by_xmlsec1_verifies(federation, anchors, tmp_path, reference):
+    """A federation signing with the xmlsec1 command line (inclusive c14n, as
+    its template says) is verified in-process."""
+    unsigned = make_aggregate(3)
+    root = _tree(unsigned)
+    uri = "" if reference == "whole" else f"#{root.get('ID')}"
+    c14n = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
+    template = etree.fromstring(
+        f'<ds:Signature xmlns:ds="{DS}"><ds:SignedInfo>'
+        f'<ds:CanonicalizationMethod Algorithm="{c14n}"/>'
+        f'<ds:SignatureMethod Algorithm="{RSA_SHA256}"/>'
+        f'<ds:Reference URI="{uri}"><ds:Transforms>'
+        f'<ds:Transform Algorithm="{attacks.ENVELOPED}"/>'
+        f'<ds:Transform Algorithm="{c14n}"/></ds:Transforms>'
+        f'<ds:DigestMethod Algorithm="{attacks.SHA256}"/><ds:DigestValue/>'
+        "</ds:Reference></ds:SignedInfo><ds:SignatureValue/></ds:Signature>"
+    )
+    root.insert(0, template)
+    output = tmp_path / "signed.xml"
+    done = _xmlsec1(
+        tmp_path,
+        "--sign",
+        "--privkey-pem",
+        federation[0],
+        "--id-attr:ID",
+        "urn:oasis:names:tc:SAML:2.0:metadata:EntitiesDescriptor",
+        "--output",
+        str(output),
+        document=attacks.serialize(root, declaration=True),
+    )
+    assert done.returncode == 0, done.stderr
+    signed = output.read_bytes()
+    assert verify_metadata(signed, anchors["certificate"]).tag == MD_ENTITIES
+    _refused(
+        signed.replace(b"sp2.example", b"sp9.example"),
+        anchors["certificate"],
+        "altered",
+    )
+
+
+@needs_xmlsec1
+def test_signed_here_verifies_with_xmlsec1(aggregate, federation, tmp_path):
+    done = _xmlsec1(
+        tmp_path,
+        "--verify",
+        "--pubkey-cert-pem",
+        federation[1],
+        "--id-attr:ID",
+        "urn:oasis:names:tc:SAML:2.0:metadata:EntitiesDescriptor",
+        document=aggregate,
+    )
+    assert done.returncode == 0, done.stderr
+    tampered = aggregate.replace(b"sp2.example", b"sp9.example")
+    assert (
+        _xmlsec1(
+            tmp_path,
+            "--verify",
+            "--pubkey-cert-pem",
+            federation[1],
+            "--id-attr:ID",
+            "urn:oasis:names:tc:SAML:2.0:metadata:EntitiesDescriptor",
+            document=tampered,
+        ).returncode
+        != 0
+    )
+
+
+# --------------------------------------------------------------------------
+# Bad input
+
+
+def test_hostile_or_wrong_documents_refused(anchors, federation):
+    anchor = anchors["certificate"]
+    signed = make_aggregate(1, signer=federation)
+    doctype = attacks.add_doctype(signed, "<!DOCTYPE x [<!ENTITY e 'x'>]>")
+    _refused(doctype, anchor, r"^metadata refused: a DOCTYPE is not allowed")
+    _refused(b"not xml", anchor, r"^metadata refused: not well-formed XML")
+    _refused(signed, anchor, r"^metadata is .*; the limit is", max_bytes=1024)
+    response = sign_metadata(
+        f'<samlp:Response xmlns:samlp="{attacks.SAMLP}" ID="_r1"/>'.encode(),
+        federation[0],
+    )
+    _refused(response, anchor, r"document element is \{.*\}Response, not md:")
+    with pytest.raises(MetadataSignatureError, match="must be bytes"):
+        verify_metadata(signed.decode(), anchor)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------
+# Trust anchors
+
+
+def test_parse_anchor_certificates(federation, attacker):
+    both = parse_anchor(_pem(federation[1]) + "\n" + _pem(attacker[1]))
+    assert len(both.certificates) == 2
+    assert both.fingerprints == ()
+    assert parse_anchor(both.to_text()) == both
+    line = both.describe()
+    assert "\n" not in line
+    assert _colons(_sha256(federation[1])) in line
+    assert "CN=federation.example.org" in line
+    assert "valid until" in line
+
+
+def test_parse_anchor_fingerprints(federation):
+    digest = _sha256(federation[1])
+    for text in (
+        digest,
+        digest.upper(),
+        _colons(digest).upper(),
+        f"SHA256:{_colons(digest)}",
+        f"sha256={digest}",
+        f"  {_colons(digest).replace(':', ' ')}\n",
+    ):
+        assert parse_anchor(text) == TrustAnchor(fingerprints=(digest,)), text
+    two = parse_anchor(f"{digest}, {'ab' * 32}")
+    assert two.fingerprints == (digest, "ab" * 32)
+    assert two.describe() == (
+        f"SHA-256 fingerprint {_colons(digest)}; SHA-256 fingerprint {_colons('ab' * 32)}"
+    )
+    mixed = parse_anchor(_pem(federation[1]) + digest)
+    assert mixed.certificates and mixed.fingerprints == (digest,)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("", "trust anchor is empty"),
+        ("hello", "neither a PEM certificate nor a SHA-256 fingerprint"),
+        ("ab" * 20, "SHA-1 fingerprint"),
+        ("ab" * 31, "neither a PEM certificate"),
+        (
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----",
+            "does not parse",
+        ),
+        ("-----BEGIN CERTIFICATE-----\nMIIB", "incomplete PEM block"),
+        (
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----",
+            "PEM PUBLIC KEY",
+        ),
+    ],
+)
+def test_parse_anchor_refuses(text, match):
+    with pytest.raises(MetadataSignatureError, match=match) as caught:
+        parse_anchor(text)
+    assert "\n" not in str(caught.value)
+
+
+def test_parse_anchor_refuses_a_private_key(federation):
+    with pytest.raises(MetadataSignatureError, match="holds a private key"):
+        parse_anchor(Path(federation[0]).read_text() + _pem(federation[1]))
+
+
+def test_trust_anchor_checks_its_fields():
+    with pytest.raises(MetadataSignatureError, match="64 lowercase hex"):
+        TrustAnchor(fingerprints=("AB:CD",))
+    with pytest.raises(MetadataSignatureError, match="not a readable PEM"):
+        TrustAnchor(certificates=("not a certificate",))
+    assert not TrustAnchor()
+    assert TrustAnchor().describe() == "no trust anchor"
