@@ -219,6 +219,16 @@ OPTIONS: dict[str, Option] = {
     "idp.metadata_fetch_timeout": Option(_int_between(2, 3600), 300),
     "idp.metadata_fetch_ca_bundle": Option(_text, ""),
     "idp.metadata_fetch_allow_http": Option(_bool, False),
+    # Refreshing URL and MDQ sources (idp/saml/refresh.py): the next refresh
+    # follows the document's cacheDuration, kept between min and max; after
+    # a failure the next attempt waits retry, doubling up to retry_max.
+    "idp.metadata_refresh_min_seconds": Option(_int_between(60, 86400), 600),
+    "idp.metadata_refresh_max_seconds": Option(_int_between(600, 7 * 86400), 86400),
+    "idp.metadata_refresh_retry_seconds": Option(_int_between(10, 3600), 60),
+    "idp.metadata_refresh_retry_max_seconds": Option(_int_between(60, 86400), 3600),
+    # An MDQ lookup made while a user waits (idp/saml/mdq.py): the whole
+    # fetch's limit in seconds.
+    "idp.mdq_timeout": Option(_int_between(1, 30), 3),
     "mail.sender": Option(_text, ""),
     "mail.backend": Option(_text, "idp.services.delivery.SMTPSender"),
     "mail.host": Option(_text, "localhost"),
@@ -335,6 +345,7 @@ def parse_settings(
         raise SettingsError("mail.sender: this setting is required")
     _check_address("mail.sender", settings["mail.sender"])
     _check_captcha(settings)
+    _check_refresh(settings)
     for name in ("idp.privacy.email", "idp.contact.security.email"):
         if settings[name]:
             _check_address(name, settings[name])
@@ -381,6 +392,21 @@ def _check_captcha(settings: dict[str, Any]) -> None:
         raise SettingsError(
             "captcha.verify_url: must be https:// (http only on this machine)"
         )
+
+
+def _check_refresh(settings: dict[str, Any]) -> None:
+    for low, high in (
+        ("idp.metadata_refresh_min_seconds", "idp.metadata_refresh_max_seconds"),
+        (
+            "idp.metadata_refresh_retry_seconds",
+            "idp.metadata_refresh_retry_max_seconds",
+        ),
+    ):
+        if settings[low] > settings[high]:
+            raise SettingsError(
+                f"{low}: must not be more than {high} "
+                f"({settings[low]} > {settings[high]})"
+            )
 
 
 def _check_captcha_hook(settings: dict[str, Any], environ: Mapping[str, str]) -> None:
