@@ -41,6 +41,10 @@ COMMANDS: dict[str, Group] = {
         "delete expired sessions, tokens, challenges and old sent mail",
     ),
     "role": Group("idp.cli.modules", "roles, and the modules each grants"),
+    "source": Group(
+        "idp.cli.source",
+        "partners' metadata sources (many SPs from one signed document)",
+    ),
     "sp": Group("idp.cli.sp", "registered SAML service providers"),
     "user": Group("idp.cli.users", "user accounts"),
 }

@@ -7,6 +7,7 @@ its SAML server on its next request.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,7 +49,24 @@ def register(groups) -> None:
         help="accept new keys or endpoints for an SP already registered "
         "(the changes are printed and audited)",
     )
+    import_parser.add_argument(
+        "--confirm-host",
+        metavar="HOST",
+        action="append",
+        default=[],
+        help="let the SP's endpoints use HOST although another SP's are there "
+        "too (SAML-29; only once you know the host serves both)",
+    )
     import_parser.set_defaults(handler=import_)
+    check = commands.add_parser(
+        "check",
+        help="list SP certificates and metadata expiring within N days; "
+        "exit 1 if any (for cron and monitoring)",
+    )
+    check.add_argument(
+        "--days", type=int, default=30, metavar="N", help="how far ahead (30)"
+    )
+    check.set_defaults(handler=check_)
     commands.add_parser(
         "list", help="every SP: entity ID, module, enabled, ACS count"
     ).set_defaults(handler=list_)
@@ -281,6 +299,7 @@ def import_(args) -> int:
                 enabled=False if args.disabled else None,
                 replace=args.replace,
                 allow_http=development,
+                confirm_hosts=tuple(h.strip().lower() for h in args.confirm_host),
             )
             detail = {
                 "entity_id": sp.entity_id,
@@ -309,7 +328,10 @@ def list_(args) -> int:
     with _transaction(args.config_uri) as session:
         sps = session.scalars(
             select(ServiceProvider)
-            .options(selectinload(ServiceProvider.module))
+            .options(
+                selectinload(ServiceProvider.module),
+                selectinload(ServiceProvider.source),
+            )
             .order_by(ServiceProvider.entity_id)
         ).all()
         lines = [
@@ -319,6 +341,7 @@ def list_(args) -> int:
                     sp.module.code if sp.module else "-",
                     "enabled" if sp.enabled else "disabled",
                     f"{_acs_count(sp)} ACS",
+                    _origin(sp),
                 )
             )
             for sp in sps
@@ -326,6 +349,11 @@ def list_(args) -> int:
     for line in lines or ["no SP is registered"]:
         print(line)
     return 0
+
+
+def _origin(sp: ServiceProvider) -> str:
+    """Where the SP came from: its metadata source, or ``sp import``."""
+    return f"source {sp.source.name}" if sp.source else "sp import"
 
 
 def _parsed(sp: ServiceProvider) -> SpMetadata:
@@ -356,6 +384,7 @@ def _describe(sp: ServiceProvider, md: SpMetadata) -> list[str]:
         f"entity ID:            {sp.entity_id}",
         f"module:               {sp.module.code if sp.module else '-'}",
         f"enabled:              {yes(sp.enabled)}",
+        f"registered by:        {_origin(sp)}",
         f"name:                 {md.display_names.get('ms') or '-'} (ms), "
         f"{md.display_names.get('en') or '-'} (en)",
         f"NameID format:        {sp.name_id_format}",
@@ -481,3 +510,75 @@ def _set_enabled(args, enabled: bool) -> int:
             _audit(session, f"sp.{word}", entity_id=sp.entity_id)
     print(f"{word} {args.entity_id}" if changed else f"unchanged: already {word}")
     return 0
+
+
+def _expiring(
+    what: str, moment: dt.datetime | None, now: dt.datetime, horizon: dt.datetime
+) -> str | None:
+    if moment is None or moment > horizon:
+        return None
+    if moment <= now:
+        return f"{what} expired at {moment:%Y-%m-%d %H:%M} UTC"
+    days = (moment - now).days
+    return f"{what} expires at {moment:%Y-%m-%d %H:%M} UTC (in {days} days)"
+
+
+def _certificate_lines(md: SpMetadata, now, horizon) -> list[str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    lines = []
+    for use, pems in (
+        ("signing", md.signing_certificates),
+        ("encryption", md.encryption_certificates),
+    ):
+        for pem in pems:
+            certificate = x509.load_pem_x509_certificate(pem.encode("ascii"))
+            digest = certificate.fingerprint(hashes.SHA256()).hex(":")[:23]
+            line = _expiring(
+                f"{use} certificate SHA-256 {digest}...",
+                certificate.not_valid_after_utc,
+                now,
+                horizon,
+            )
+            if line:
+                lines.append(line)
+    return lines
+
+
+def check_(args) -> int:
+    """Exit 1 when anything expires within ``--days``: SP certificates, SP
+    metadata (validUntil) and metadata sources' documents."""
+    from idp.models import MetadataSource
+
+    if not 0 <= args.days <= 36500:
+        raise CommandError("--days must be 0 to 36500")
+    now = dt.datetime.now(dt.UTC)
+    horizon = now + dt.timedelta(days=args.days)
+    lines = []
+    with _transaction(args.config_uri) as session:
+        for source in session.scalars(
+            select(MetadataSource).order_by(MetadataSource.name)
+        ):
+            line = _expiring("document", source.valid_until, now, horizon)
+            if line:
+                lines.append(f"source {source.name}: {line}")
+        for sp in session.scalars(
+            select(ServiceProvider).order_by(ServiceProvider.entity_id)
+        ):
+            try:
+                md = _parsed(sp)
+            except MetadataError as exc:
+                lines.append(f"{sp.entity_id}: stored metadata is unusable: {exc}")
+                continue
+            found = []
+            line = _expiring("metadata", md.valid_until, now, horizon)
+            if line:
+                found.append(line)
+            found.extend(_certificate_lines(md, now, horizon))
+            lines.extend(f"{sp.entity_id}: {line}" for line in found)
+    if not lines:
+        print(f"nothing expires within {args.days} days")
+        return 0
+    print("\n".join(lines))
+    return 1

@@ -18,6 +18,9 @@ from idp.db import Base, utcnow
 # idp.metadata_dir made by ``source add --upload``, an https URL, an MDQ base.
 SOURCE_KINDS = ("file", "upload", "url", "mdq")
 SOURCE_NAME_PATTERN = r"[a-z0-9][a-z0-9-]{0,63}"
+# idp.saml.registry.DEFAULT_RELEASE, which the models cannot import (it
+# imports them); tests/unit/saml/test_sources.py holds the two equal.
+DEFAULT_RELEASE = ("uid", "isMemberOf")
 
 
 class MetadataSource(Base):
@@ -39,7 +42,9 @@ class MetadataSource(Base):
     module_id: Mapped[int | None] = mapped_column(
         ForeignKey("modules.id", ondelete="SET NULL")
     )
-    release: Mapped[list[str]] = mapped_column(JSON, default=list)
+    release: Mapped[list[str]] = mapped_column(
+        JSON, default=lambda: list(DEFAULT_RELEASE)
+    )
     # Allowed entityIDs; empty: every entity in the document.
     entity_filter: Mapped[list[str]] = mapped_column(JSON, default=list)
     # Trust changes applied at refresh (a signed federation) or held for

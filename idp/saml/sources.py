@@ -528,7 +528,7 @@ def _apply(
             select(PendingChange).where(PendingChange.source_id == source.id)
         )
     }
-    release = list(source.release or registry.DEFAULT_RELEASE)
+    release = list(source.release)
     changed = False
     for entity_id, entity in entities.items():
         parsed = entity.parsed

@@ -45,8 +45,8 @@ def test_import_list_show_disable_enable_remove(ini, database, tmp_path):
     result = run(ini, "sp", "list")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        f"{OTHER_SP}\t-\tdisabled\t1 ACS",
-        f"{SP_ENTITY_ID}\temis\tenabled\t1 ACS",
+        f"{OTHER_SP}\t-\tdisabled\t1 ACS\tsp import",
+        f"{SP_ENTITY_ID}\temis\tenabled\t1 ACS\tsp import",
     ]
 
     result = run(ini, "sp", "show", SP_ENTITY_ID)

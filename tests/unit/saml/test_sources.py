@@ -407,3 +407,100 @@ def test_refresh_reads_a_file_source(dbsession, tmp_path):
     path.unlink()
     with pytest.raises(SourceError, match=f"cannot read {path}"):
         refresh(dbsession, source, now=NOW, max_valid_until=MAX_VALID)
+
+
+def _signed_source(dbsession, **values):
+    from pathlib import Path
+
+    from tests.aggregates import federation_keys
+
+    pem = Path(federation_keys()[1]).read_text()
+    return make_source(dbsession, unsigned_ok=False, anchor_pem=pem, **values)
+
+
+def test_saml_28_a_signed_aggregate_under_its_anchor_loads(dbsession):
+    """SAML-28: the root signature verifies under the source's certificate."""
+    from tests.aggregates import federation_keys, make_aggregate
+
+    source = _signed_source(dbsession)
+    report = apply(dbsession, source, make_aggregate(3, signer=federation_keys()))
+    assert len(report.added) == 3
+    assert report.quarantined == {}
+
+
+def test_saml_28_a_signed_aggregate_under_a_fingerprint_anchor_loads(dbsession):
+    import hashlib
+    import ssl
+    from pathlib import Path
+
+    from tests.aggregates import federation_keys, make_aggregate
+
+    der = ssl.PEM_cert_to_DER_cert(Path(federation_keys()[1]).read_text())
+    source = make_source(
+        dbsession,
+        unsigned_ok=False,
+        anchor_fingerprint=hashlib.sha256(der).hexdigest(),
+    )
+    report = apply(dbsession, source, make_aggregate(2, signer=federation_keys()))
+    assert len(report.added) == 2
+
+
+@pytest.mark.parametrize("case", ["altered", "wrong_signer", "unsigned"])
+def test_saml_28_a_bad_signature_refuses_the_whole_document(dbsession, case):
+    """SAML-28: altered, signed by another key, or unsigned: nothing is used."""
+    from tests.aggregates import federation_keys, make_aggregate
+
+    source = _signed_source(dbsession)
+    if case == "altered":
+        document = make_aggregate(2, signer=federation_keys()).replace(
+            b"sp1.example.edu.my/Shibboleth.sso/SAML2/POST",
+            b"evil.example.org/Shibboleth.sso/SAML2/POST",
+        )
+    elif case == "wrong_signer":
+        document = make_aggregate(2, signer=federation_keys("impostor"))
+    else:
+        document = make_aggregate(2)
+    with pytest.raises(SourceError) as refused:
+        apply(dbsession, source, document)
+    assert "\n" not in str(refused.value)
+    assert count(dbsession, ServiceProvider) == 0
+    assert source.document_sha256 is None
+
+
+def test_saml_28_a_signed_document_must_carry_valid_until(dbsession):
+    from tests.aggregates import federation_keys, sign_metadata
+
+    source = _signed_source(dbsession)
+    root = etree.fromstring(aggregate(entity("a")))
+    root.set("ID", "_doc")
+    del root.attrib["validUntil"]
+    document = sign_metadata(etree.tostring(root), federation_keys()[0])
+    with pytest.raises(SourceError, match="no validUntil"):
+        apply(dbsession, source, document)
+
+
+def test_saml_28_an_entity_signed_by_another_key_is_quarantined(dbsession):
+    """SAML-28: an entity's own signature must verify under the anchor too."""
+    from tests.aggregates import (
+        entity_element,
+        federation_keys,
+        make_aggregate,
+        sign_metadata,
+        sp_entity,
+    )
+
+    signed_entity = etree.fromstring(
+        sign_metadata(
+            etree.tostring(entity_element(sp_entity(1, id="_e1"))),
+            federation_keys("impostor")[0],
+        )
+    )
+    document = etree.fromstring(make_aggregate(1))
+    document.append(signed_entity)
+    aggregate_bytes = sign_metadata(etree.tostring(document), federation_keys()[0])
+
+    report = apply(dbsession, _signed_source(dbsession), aggregate_bytes)
+
+    assert report.added == ["https://sp0.example.edu.my/shibboleth"]
+    reason = report.quarantined["https://sp1.example.edu.my/shibboleth"]
+    assert reason.startswith("bad signature on the entity:")
