@@ -59,8 +59,11 @@ FETCHED_KINDS = ("url", "mdq")
 LEASE_MARGIN = dt.timedelta(minutes=10)
 # Who the audit log says refreshed a source.
 BY = "refresher"
-# How long the loop sleeps at most, so a source added meanwhile is seen.
+# How long the loop sleeps at most, so a source added meanwhile is seen, and
+# at least, so nothing can make it spin.
 MAX_SLEEP_SECONDS = 60.0
+MIN_SLEEP_SECONDS = 1.0
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -188,40 +191,51 @@ class Refresher:
 
     # -- what is due -----------------------------------------------------
 
+    def _schedule(self) -> list[tuple[dt.datetime, str]]:
+        """(when due, name) of every URL and MDQ source, soonest first.
+
+        A source another node holds a live lease on is due when that lease
+        ends, not before: the loop neither waits on it nor spins on it.
+        """
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(
+                    MetadataSource.name,
+                    MetadataSource.next_refresh_at,
+                    MetadataSource.lease_until,
+                ).where(MetadataSource.kind.in_(FETCHED_KINDS))
+            ).all()
+        schedule = []
+        for name, next_refresh_at, lease_until in rows:
+            due = next_refresh_at or _EPOCH
+            if lease_until is not None:
+                due = max(due, lease_until)
+            schedule.append((due, name))
+        return sorted(schedule)
+
     def due(self, now: dt.datetime | None = None) -> list[str]:
         """Names of the URL and MDQ sources whose refresh is due."""
         now = now or self.clock()
-        with Session(self.engine) as session:
-            return list(
-                session.scalars(
-                    select(MetadataSource.name)
-                    .where(
-                        MetadataSource.kind.in_(FETCHED_KINDS),
-                        or_(
-                            MetadataSource.next_refresh_at.is_(None),
-                            MetadataSource.next_refresh_at <= now,
-                        ),
-                    )
-                    .order_by(MetadataSource.next_refresh_at, MetadataSource.name)
-                )
-            )
+        return [name for due, name in self._schedule() if due <= now]
 
     def seconds_until_due(self) -> float:
-        """Seconds the loop may sleep: until the next refresh, a minute at most."""
-        with Session(self.engine) as session:
-            first = session.scalar(
-                select(func.min(MetadataSource.next_refresh_at)).where(
-                    MetadataSource.kind.in_(FETCHED_KINDS)
-                )
-            )
-        if first is None:
+        """Seconds the loop may sleep: until the next refresh, within 1..60."""
+        schedule = self._schedule()
+        if not schedule:
             return MAX_SLEEP_SECONDS
-        wait = (first - self.clock()).total_seconds()
-        return max(0.0, min(wait, MAX_SLEEP_SECONDS))
+        wait = (schedule[0][0] - self.clock()).total_seconds()
+        return max(MIN_SLEEP_SECONDS, min(wait, MAX_SLEEP_SECONDS))
 
     def run(self) -> list[Outcome]:
         """Refresh every due source once; a failure never stops the others."""
-        return [self.refresh(name) for name in self.due()]
+        outcomes = []
+        for name in self.due():
+            try:
+                outcomes.append(self.refresh(name))
+            except SourceError as exc:
+                # Removed (or made a file source) since it was listed.
+                outcomes.append(Outcome(name, "gone", f"{name}: {exc}"))
+        return outcomes
 
     # -- one source --------------------------------------------------------
 
