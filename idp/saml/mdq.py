@@ -41,7 +41,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -64,6 +64,8 @@ SHA1_PLACEHOLDER = "{sha1}"
 ID_PLACEHOLDER = "{id}"
 PLACEHOLDERS = (SHA1_PLACEHOLDER, ID_PLACEHOLDER)
 MAX_ENTITY_ID = 1024
+# Who the audit log says registered an SP found on first sight.
+LOOKUP_BY = "mdq lookup"
 _ENTITY_DESCRIPTOR = f"{{{MD_NS}}}EntityDescriptor"
 # One lookup at a time in this process: a responder that hangs can hold at
 # most one request thread per node.
@@ -254,7 +256,7 @@ class Discovery:
                         found.data,
                         now=now,
                         max_valid_until=schedule.max_valid,
-                        by=BY,
+                        by=LOOKUP_BY,
                         partial=True,
                     )
                     if report.added or report.updated:
@@ -311,11 +313,8 @@ def refresh_mdq_source(refresher: Refresher, source_id: int, name: str) -> Outco
                 .order_by(ServiceProvider.entity_id)
             )
         )
-    policy = FetchPolicy.from_settings(
-        refresher.settings,
-        max_bytes=min(
-            MAX_METADATA_BYTES, refresher.settings["idp.metadata_fetch_max_bytes"]
-        ),
+    policy = replace(
+        refresher.policy, max_bytes=min(MAX_METADATA_BYTES, refresher.policy.max_bytes)
     )
     changed = 0
     errors = []

@@ -165,8 +165,9 @@ class Outcome:
 class Refresher:
     """Refreshes the due URL and MDQ sources of one database, one at a time.
 
-    ``fetcher`` is :func:`idp.saml.fetch.fetch` under ``policy`` (tests
-    and MDQ swap neither: they point sources at a local server).
+    Every fetch goes through :func:`idp.saml.fetch.fetch` under ``policy``
+    (OPS-04); ``owner`` names this process in the leases it takes;
+    ``progress(done, total)`` is handed to ``apply_document``.
     """
 
     engine: Engine
@@ -381,6 +382,7 @@ class Refresher:
             source.next_refresh_at = self.schedule.after_failure(now, source.failures)
             name, failures = source.name, source.failures
             valid_until = source.valid_until
+            kind = source.kind
             sps = session.scalar(
                 select(func.count()).where(ServiceProvider.source_id == source_id)
             )
@@ -393,7 +395,17 @@ class Refresher:
                     "failures": failures,
                 },
             )
-        _log_failure(name, error, failures, valid_until, sps or 0, now)
+        if kind == "mdq":
+            log.warning(
+                "metadata source %s: refresh failed%s: %s; each of its %d SPs "
+                "keeps its last good metadata until that expires",
+                name,
+                "" if failures == 1 else f" ({failures} attempts in a row)",
+                error,
+                sps or 0,
+            )
+        else:
+            _log_failure(name, error, failures, valid_until, sps or 0, now)
         return Outcome(name, "failed", f"{name}: refresh failed: {error}", error)
 
 

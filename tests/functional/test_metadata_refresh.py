@@ -289,7 +289,7 @@ def test_a_bad_document_leaves_the_backing_copy_in_force(
 
 
 def test_partner_down_leaves_the_backing_copy_and_retries_with_backoff(
-    committed, fetched, refresher, clock
+    committed, fetched, refresher, clock, committing_testapp
 ):
     before = registry(committed)
     with Session(committed) as session, session.begin():
@@ -306,6 +306,10 @@ def test_partner_down_leaves_the_backing_copy_and_retries_with_backoff(
         source = source_row(committed, fetched)
         assert (source.failures, source.next_refresh_at) == (attempt, clock.now + wait)
     assert registry(committed) == before
+    sp = sp_entity(1)
+    xml = authn_request(issuer=sp.entity_id, acs_url=sp.acs)
+    page = committing_testapp.get("/saml/sso/redirect?" + redirect_query(xml))
+    assert "/login?next=" in page.location
 
 
 def test_a_partner_answering_5xx_is_recorded(committed, fetched, refresher, partner):
@@ -381,7 +385,19 @@ def test_due_lists_the_fetched_sources_whose_time_has_come(
     assert refresher.due() == []
     clock.now += 6 * HOUR
     assert refresher.due() == ["federation"]
-    assert 0 <= refresher.seconds_until_due() <= 60
+    assert refresher.seconds_until_due() == 1
+
+
+def test_a_source_under_another_nodes_lease_is_not_due_until_it_ends(
+    committed, fetched, refresher, clock
+):
+    """The loop neither refreshes it nor spins on it."""
+    clock.now += 6 * HOUR
+    take_lease(committed, fetched, "node-b", now=clock.now, until=clock.now + HOUR)
+    assert refresher.due() == []
+    assert refresher.seconds_until_due() == 60
+    clock.now += HOUR + dt.timedelta(seconds=1)
+    assert refresher.due() == ["federation"]
 
 
 # --------------------------------------------------------------------------
@@ -454,3 +470,53 @@ def test_unknown_and_local_sources_are_refused_by_name(committed, refresher):
         refresher.refresh("nope")
     with pytest.raises(SourceError, match="source local is a file source"):
         refresher.refresh("local")
+
+
+# --------------------------------------------------------------------------
+# MDQ sources: the entities they brought, looked up again
+
+
+def test_an_mdq_source_looks_its_entities_up_again(
+    committed, refresher, partner, clock
+):
+    from idp.saml.mdq import template
+    from idp.saml.sources import apply_document
+    from tests.partner_metadata import mdq_responder, signed_entity
+
+    first, second = "https://a.example.org/sp", "https://b.example.org/sp"
+    entities = {first: signed_entity(first), second: signed_entity(second)}
+    partner.routes["*"] = mdq_responder(entities)
+    location = template(partner.url("/"), sha1=True)
+    source_id = add_source(committed, location, name="mdq", kind="mdq")
+    with Session(committed) as session, session.begin():
+        source = session.get_one(MetadataSource, source_id)
+        for data in entities.values():
+            apply_document(
+                session,
+                source,
+                data,
+                now=clock.now,
+                max_valid_until=dt.timedelta(days=28),
+                partial=True,
+            )
+    before = registry(committed)
+    assert set(before) == {first, second}
+
+    # The partner changed one entity (signed again: a new digest).
+    entities[first] = signed_entity(first, cache_duration="PT2H")
+    outcome = refresher.refresh("mdq")
+    assert outcome.result == "updated", outcome.line
+    assert outcome.line == "mdq: 2 entities looked up again, 1 changed"
+    after = registry(committed)
+    assert after[first] != before[first] and after[second] == before[second]
+    row = source_row(committed, source_id)
+    assert row.next_refresh_at == clock.now + 1 * HOUR  # the shortest: PT1H
+
+    # One entity gone from the responder: kept (its copy), the refresh failed.
+    del entities[second]
+    clock.now += HOUR
+    outcome = refresher.refresh("mdq")
+    assert outcome.result == "failed"
+    assert "1 of 2 entities not refreshed" in outcome.error
+    assert "b.example.org/sp: not found (HTTP 404)" in outcome.error
+    assert set(registry(committed)) == {first, second}
