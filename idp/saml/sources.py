@@ -52,6 +52,7 @@ from idp.models import (
 )
 from idp.saml import registry, xsdatetime
 from idp.saml.sp_metadata import (
+    MAX_ENTITY_ID_LENGTH,
     MetadataError,
     SpMetadata,
     _one_line,
@@ -302,6 +303,20 @@ def _check_root(
 # Entities
 
 
+def display_id(entity_id: str) -> str:
+    """An entityID as quarantine lists it: as it is when it could be
+    registered, else escaped and cut short (a hostile one could carry
+    terminal escapes, or be too long for the database's index)."""
+    if (
+        entity_id.isprintable()
+        and len(entity_id.encode("utf-8")) <= MAX_ENTITY_ID_LENGTH
+    ):
+        return entity_id
+    shown = entity_id[:120].encode("unicode_escape").decode("ascii")
+    cut = "..." if len(entity_id) > 120 else ""
+    return f"{shown}{cut} ({len(entity_id)} characters)"
+
+
 @dataclass
 class _Entity:
     """One EntityDescriptor of the document, and what became of it."""
@@ -311,7 +326,11 @@ class _Entity:
     inherited_valid_until: dt.datetime | None
     text: str = ""
     sha256: str = ""
+    valid_until: dt.datetime | None = None  # what the standalone text says
     parsed: SpMetadata | None = None
+    # Only its validUntil differs from the registered copy (a federation
+    # re-signs its aggregate daily with a new one): nothing else to check.
+    revalidated: bool = False
 
 
 def _walk(root: etree._Element) -> Iterator[tuple[etree._Element, dt.datetime | None]]:
@@ -356,10 +375,40 @@ def _standalone(entity: _Entity) -> None:
             own = None  # parse_sp_metadata names the bad value
         if own is None or inherited < own:
             element.set("validUntil", inherited.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            own = inherited
+        entity.valid_until = own
     # lxml writes the namespace declarations in scope on the entity's own
     # element, so the fragment reads alone exactly as it read in place.
     entity.text = etree.tostring(element, encoding="unicode")
     entity.sha256 = hashlib.sha256(entity.text.encode("utf-8")).hexdigest()
+
+
+_VALID_UNTIL_ATTRIBUTE = re.compile(r'\svalidUntil="[^"]*"')
+
+
+def _without_valid_until(text: str) -> str:
+    """``text`` with its root's validUntil left out (lxml escapes ``>`` in
+    attribute values, so the first one ends the start tag)."""
+    end = text.find(">")
+    return _VALID_UNTIL_ATTRIBUTE.sub("", text[:end], count=1) + text[end:]
+
+
+def _same_but_validity(
+    entity: _Entity, sp: ServiceProvider | None, now: dt.datetime
+) -> bool:
+    """Whether the entity is its registered copy with only a later validUntil.
+
+    The content already passed every check when it was registered; what
+    depends on time is its validity, which must still lie ahead.
+    """
+    if sp is None or entity.element.find(_SIGNATURE) is not None:
+        return False
+    _standalone(entity)
+    if entity.valid_until is not None and entity.valid_until <= now:
+        return False
+    return entity.sha256 == sp.metadata_sha256 or _without_valid_until(
+        entity.text
+    ) == _without_valid_until(sp.metadata_xml)
 
 
 def _check_entity(
@@ -379,7 +428,8 @@ def _check_entity(
             verify_metadata(etree.tostring(entity.element), anchor)
         except MetadataSignatureError as exc:
             return f"bad signature on the entity: {exc}"
-    _standalone(entity)
+    if not entity.text:
+        _standalone(entity)
     try:
         entity.parsed = parse_sp_metadata(
             entity.text.encode("utf-8"), now=now, allow_http=source.allow_http
@@ -444,6 +494,12 @@ def apply_document(
     report.document_changed = True
     found = list(_walk(root))
     total = len(found)
+    ours = {
+        sp.entity_id: sp
+        for sp in dbsession.scalars(
+            select(ServiceProvider).where(ServiceProvider.source_id == source.id)
+        )
+    }
     anchor = trust_anchor(source)
     allowed = set(source.entity_filter or ())
     entities: dict[str, _Entity] = {}
@@ -464,15 +520,19 @@ def apply_document(
             )
             continue
         if counts[entity_id] > 1:
-            report.quarantined[entity_id] = (
+            report.quarantined[display_id(entity_id)] = (
                 f"appears {counts[entity_id]} times in the document; "
                 "none of them is used"
             )
             continue
         entity = _Entity(entity_id, element, _earliest(valid_until, inherited))
+        if _same_but_validity(entity, ours.get(entity_id), now):
+            entity.revalidated = True
+            entities[entity_id] = entity
+            continue
         reason = _check_entity(source, entity, now, anchor)
         if reason is not None:
-            report.quarantined[entity_id] = reason
+            report.quarantined[display_id(entity_id)] = reason
             continue
         entities[entity_id] = entity
     if progress is not None:
@@ -482,6 +542,7 @@ def apply_document(
         dbsession,
         source,
         entities,
+        ours,
         report,
         now=now,
         by=by,
@@ -497,6 +558,7 @@ def _apply(
     dbsession: Session,
     source: MetadataSource,
     entities: dict[str, _Entity],
+    ours: dict[str, ServiceProvider],
     report: RefreshReport,
     *,
     now: dt.datetime,
@@ -506,12 +568,6 @@ def _apply(
     """``named``: for a partial document, the entity IDs it holds; only
     their SPs, held changes and quarantine entries may change."""
     audit = AuditLog(dbsession)
-    ours = {
-        sp.entity_id: sp
-        for sp in dbsession.scalars(
-            select(ServiceProvider).where(ServiceProvider.source_id == source.id)
-        )
-    }
     owners = _owners(dbsession, source, set(entities) - set(ours))
     for entity_id in list(entities):
         owner = owners.get(entity_id)
@@ -531,9 +587,21 @@ def _apply(
     release = list(source.release)
     changed = False
     for entity_id, entity in entities.items():
+        sp = ours.get(entity_id)
+        if entity.revalidated:
+            assert sp is not None
+            held = pending.pop(entity_id, None)
+            if held is not None:
+                dbsession.delete(held)
+            if sp.metadata_sha256 != entity.sha256:
+                sp.metadata_xml = entity.text
+                sp.metadata_sha256 = entity.sha256
+                sp.metadata_valid_until = entity.valid_until
+                changed = True
+            report.unchanged.append(entity_id)
+            continue
         parsed = entity.parsed
         assert parsed is not None
-        sp = ours.get(entity_id)
         if sp is None:
             sp = registry.new_sp(parsed)
             sp.source_id = source.id
@@ -677,6 +745,8 @@ def _quarantine_host_claims(
     """
     checked: dict[str, tuple[SpMetadata, SpMetadata | None, frozenset[str]]] = {}
     for entity_id, entity in entities.items():
+        if entity.revalidated:
+            continue  # its hosts are those it has
         assert entity.parsed is not None
         sp = ours.get(entity_id)
         old = None
@@ -726,7 +796,7 @@ def _record_quarantine(
             dbsession.add(
                 QuarantinedEntity(
                     source_id=source.id,
-                    entity_id=entity_id[:1024],
+                    entity_id=entity_id,
                     reason=reason,
                     first_seen_at=now,
                     last_seen_at=now,

@@ -11,10 +11,11 @@ import datetime as dt
 
 import pytest
 from lxml import etree
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from idp.models import (
     AuditEvent,
+    MetadataSource,
     PendingChange,
     QuarantinedEntity,
     ServiceProvider,
@@ -504,3 +505,90 @@ def test_saml_28_an_entity_signed_by_another_key_is_quarantined(dbsession):
     assert report.added == ["https://sp0.example.edu.my/shibboleth"]
     reason = report.quarantined["https://sp1.example.edu.my/shibboleth"]
     assert reason.startswith("bad signature on the entity:")
+
+
+def test_a_new_valid_until_alone_is_not_checked_again(dbsession, monkeypatch):
+    """A federation re-signs daily with a later validUntil: the entities'
+    copies take it without being parsed again, and stay unchanged."""
+    import idp.saml.sources
+
+    source = make_source(dbsession)
+    apply(dbsession, source, aggregate(entity("a"), entity("b")))
+    generation = registry.current_version(dbsession)[0]
+    later = NOW + dt.timedelta(days=9)
+    parsed = []
+    real = idp.saml.sources.parse_sp_metadata
+    monkeypatch.setattr(
+        idp.saml.sources,
+        "parse_sp_metadata",
+        lambda data, **kw: parsed.append(data) or real(data, **kw),
+    )
+
+    report = apply(
+        dbsession, source, aggregate(entity("a"), entity("b"), valid_until=later)
+    )
+
+    assert sorted(report.unchanged) == [entity_id("a"), entity_id("b")]
+    assert report.updated == report.held == []
+    assert parsed == []
+    assert {sp.metadata_valid_until for sp in sps(dbsession).values()} == {later}
+    assert registry.current_version(dbsession)[0] == generation + 1
+    # A real change next to it is still checked and held.
+    moved = with_endpoint(
+        entity("a"), "AssertionConsumerService", "https://a.example.org/other"
+    )
+    report = apply(dbsession, source, aggregate(moved, entity("b"), valid_until=later))
+    assert report.held == [entity_id("a")]
+    assert len(parsed) == 1
+
+
+@pytest.mark.postgresql
+def test_a_failure_mid_way_leaves_nothing_applied(db_engine, monkeypatch):
+    """One transaction per refresh: SPs already flushed go when it aborts."""
+    from sqlalchemy.orm import Session
+
+    flushed = []
+
+    def failing_bump(session):
+        flushed.append(count(session, ServiceProvider))
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(registry, "bump_generation", failing_bump)
+    with (
+        pytest.raises(RuntimeError),
+        Session(db_engine) as session,
+        session.begin(),
+    ):
+        source = make_source(session, "midway")
+        apply(session, source, aggregate(entity("a"), entity("b")))
+    assert flushed == [2]
+    with Session(db_engine) as session:
+        assert count(session, ServiceProvider) == 0
+        assert count(session, AuditEvent) == 0
+        assert session.scalar(select(func.count()).select_from(MetadataSource)) == 0
+
+
+@pytest.mark.postgresql
+def test_hostile_entity_ids_are_quarantined_escaped_and_short(dbsession):
+    """A right-to-left override (XML refuses raw terminal escapes, not
+    these) and a 4 KB entityID neither reach the operator's terminal as
+    they are nor break the quarantine's index (the refresh goes on)."""
+    source = make_source(dbsession)
+    escape = entity("esc").replace(
+        entity_id("esc").encode(), "https://esc.example.org/\u202esp".encode()
+    )
+    long_id = "https://long.example.org/" + "\u00e9" * 2000
+    long = entity("long").replace(entity_id("long").encode(), long_id.encode())
+    report = apply(dbsession, source, aggregate(escape, long, entity("ok")))
+    assert report.added == [entity_id("ok")]
+    keys = set(quarantine(dbsession, source))
+    assert keys == set(report.quarantined)
+    assert len(keys) == 2
+    for key in keys:
+        assert key.isprintable() and len(key) < 1024
+    assert "https://esc.example.org/\\u202esp (27 characters)" in keys
+    # Again: the same rows, not a second insert of the same key.
+    report = apply(
+        dbsession, source, aggregate(escape, long, entity("ok"), entity("b"))
+    )
+    assert set(quarantine(dbsession, source)) == keys
