@@ -284,10 +284,13 @@ def verify_metadata(
             f"metadata signature refused (wrapping or malformed): {exc}"
         ) from None
 
-    if anchor.certificates:
-        candidates = list(anchor.certificates)
-    else:
-        candidates = _keyinfo_matching(signature, anchor)
+    candidates = list(anchor.certificates)
+    if anchor.fingerprints:
+        # With certificates as well, a KeyInfo that matches no fingerprint
+        # is no reason to stop: one of the certificates may still verify.
+        candidates += _keyinfo_matching(
+            signature, anchor, required=not anchor.certificates
+        )
     if backend.verify_metadata_signature(root, signature, candidates) is None:
         raise MetadataSignatureError(_diagnose(signature, anchor, candidates))
     etree.strip_tags(root, etree.Comment, etree.ProcessingInstruction)
@@ -313,16 +316,21 @@ def _keyinfo_certificates(signature: etree._Element) -> list[x509.Certificate]:
     return found
 
 
-def _keyinfo_matching(signature: etree._Element, anchor: TrustAnchor) -> list[str]:
-    """PEM certificates from KeyInfo whose SHA-256 the anchor names."""
+def _keyinfo_matching(
+    signature: etree._Element, anchor: TrustAnchor, *, required: bool
+) -> list[str]:
+    """PEM certificates from KeyInfo whose SHA-256 the anchor names; when
+    ``required``, their absence is the refusal, and says why."""
     carried = _keyinfo_certificates(signature)
+    matching = [c for c in carried if _fingerprint(c) in anchor.fingerprints]
+    if not required:
+        return [c.public_bytes(Encoding.PEM).decode("ascii") for c in matching]
     if not carried:
         raise MetadataSignatureError(
             "metadata signature carries no certificate in its ds:KeyInfo, so a "
             "fingerprint trust anchor cannot verify it; configure the partner's "
             "certificate instead"
         )
-    matching = [c for c in carried if _fingerprint(c) in anchor.fingerprints]
     if not matching:
         signer = carried[0]
         expected = ", ".join(_colons(f) for f in anchor.fingerprints)

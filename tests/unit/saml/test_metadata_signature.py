@@ -325,6 +325,15 @@ def test_duplicate_ids_refused(aggregate, anchor, federation):
     forged.set("entityID", EVIL_ENTITY_ID)
     root.insert(1, forged)
     _refused(attacks.serialize(root), anchor, r"duplicate ID value '_aggregate-0001'")
+    # xml:id, which libxml2 registers as an ID while parsing, and Id.
+    for name in ("{http://www.w3.org/XML/1998/namespace}id", "Id"):
+        del forged.attrib["ID"]
+        forged.set(name, root.get("ID"))
+        _refused(
+            attacks.serialize(root), anchor, r"duplicate ID value '_aggregate-0001'"
+        )
+        del forged.attrib[name]
+        forged.set("ID", root.get("ID"))
     # Even under a valid signature: an ID two elements hold resolves to either.
     twins = make_aggregate(
         [sp_entity(0, id="_twin"), sp_entity(1, id="_twin")], signer=federation
@@ -579,3 +588,60 @@ def test_trust_anchor_checks_its_fields():
         TrustAnchor(certificates=("not a certificate",))
     assert not TrustAnchor()
     assert TrustAnchor().describe() == "no trust anchor"
+
+
+def test_signed_by_pysaml2_verifies(federation, anchors):
+    """An aggregate signed by pysaml2's own metadata signer (``entities_descriptor``
+    with ``sign=True``, as ``make_metadata.py`` does) is accepted."""
+    from saml2.config import SPConfig
+    from saml2.metadata import entities_descriptor, entity_descriptor
+    from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
+
+    from idp.saml.crypto import make_security_context
+    from tests.saml_metadata import sp_conf, sp_key_files
+
+    descriptors = [
+        entity_descriptor(
+            SPConfig().load(sp_conf(f"https://sp{i}.example.org/sp", *sp_key_files()))
+        )
+        for i in range(2)
+    ]
+    _, signed = entities_descriptor(
+        descriptors,
+        0,
+        "federation",
+        "_pysaml2-aggregate",
+        True,
+        make_security_context(*federation),
+        SIG_RSA_SHA256,
+        DIGEST_SHA256,
+    )
+    for anchor in anchors.values():
+        root = verify_metadata(signed.encode(), anchor)
+        assert len(root.findall(MD_ENTITY)) == 2
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "body"),
+    [(attacks.XPATH, attacks.XPATH_BOMB), (attacks.XSLT, attacks.XSLT_BOMB)],
+    ids=["xpath", "xslt"],
+)
+def test_saml_13_hostile_transform_in_a_metadata_signature(
+    aggregate, anchor, algorithm, body
+):
+    """SAML-13: a CPU-bomb transform in the aggregate's Reference is refused by
+    the allow-list before libxmlsec would run it (minutes if it did)."""
+    attacked = attacks.add_transform(aggregate, algorithm, body)
+    _refused(attacked, anchor, r"transform .* is not allowed in a metadata signature")
+
+
+def test_anchor_with_certificates_and_fingerprints(federation, attacker):
+    """Either kind of an anchor holding both may verify the document."""
+    by_fingerprint = parse_anchor(_pem(attacker[1]) + _sha256(federation[1]))
+    by_certificate = parse_anchor(_pem(federation[1]) + _sha256(attacker[1]))
+    with_key_info = make_aggregate(2, signer=federation)
+    without = make_aggregate(2, signer=federation, key_info=False)
+    assert verify_metadata(with_key_info, by_fingerprint).tag == MD_ENTITIES
+    assert verify_metadata(with_key_info, by_certificate).tag == MD_ENTITIES
+    assert verify_metadata(without, by_certificate).tag == MD_ENTITIES
+    _refused(without, by_fingerprint, r"does not verify with the trust anchor's key")
