@@ -395,6 +395,12 @@ def _check_captcha(settings: dict[str, Any]) -> None:
 
 
 def _check_refresh(settings: dict[str, Any]) -> None:
+    bundle = settings["idp.metadata_fetch_ca_bundle"]
+    if bundle and not os.path.isfile(bundle):
+        raise SettingsError(
+            f"idp.metadata_fetch_ca_bundle: no such file {bundle!r} "
+            "(a PEM file of CA certificates; empty: the system's)"
+        )
     for low, high in (
         ("idp.metadata_refresh_min_seconds", "idp.metadata_refresh_max_seconds"),
         (

@@ -22,7 +22,12 @@ before it is made:
   service" page and no lookup is made;
 * one lookup at a time per process, and a short timeout
   (``idp.mdq_timeout``, whole fetch), so a slow responder holds at most one
-  request thread per node, briefly.
+  request thread per node, briefly;
+* a responder that cannot be reached (no connection, a timeout, a 5xx) is
+  not asked again by this process for :data:`UNREACHABLE_SECONDS`: while a
+  lookup waits, its request holds a database transaction (on SQLite, the
+  one writer's turn), so a dead responder must not cost that on every
+  unknown issuer.
 
 The counters live where every rate limiter's do (``ratelimit.storage``),
 so the limits hold across nodes.
@@ -40,6 +45,7 @@ import datetime as dt
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -70,6 +76,39 @@ _ENTITY_DESCRIPTOR = f"{{{MD_NS}}}EntityDescriptor"
 # One lookup at a time in this process: a responder that hangs can hold at
 # most one request thread per node.
 _one_at_a_time = threading.Semaphore(1)
+UNREACHABLE_SECONDS = 60.0
+
+
+class Unreachable:
+    """Responders (by location) this process gave up on for a while."""
+
+    def __init__(self, seconds: float = UNREACHABLE_SECONDS) -> None:
+        self.seconds = seconds
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def failed(self, location: str) -> None:
+        with self._lock:
+            self._until[location] = time.monotonic() + self.seconds
+
+    def reached(self, location: str) -> None:
+        with self._lock:
+            self._until.pop(location, None)
+
+    def skip(self, location: str) -> bool:
+        with self._lock:
+            until = self._until.get(location)
+            if until is not None and until <= time.monotonic():
+                del self._until[location]
+                return False
+            return until is not None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._until.clear()
+
+
+UNREACHABLE = Unreachable()
 
 
 class MdqError(ValueError):
@@ -145,6 +184,7 @@ class Found:
     data: bytes | None
     error: str | None = None
     missing: bool = False
+    unreachable: bool = False
 
 
 def look_up(
@@ -160,7 +200,8 @@ def look_up(
     except FetchError as exc:
         if exc.status == 404:
             return Found(name, None, missing=True)
-        return Found(name, None, str(exc))
+        down = exc.status is None or exc.status >= 500
+        return Found(name, None, str(exc), unreachable=down)
     assert fetched.body is not None
     try:
         _check_answer(fetched.body, entity_id, url)
@@ -237,7 +278,13 @@ class Discovery:
         policy = policy_for_lookups(self.settings)
         schedule = Schedule.from_settings(self.settings)
         for source in sources:
+            if UNREACHABLE.skip(source.location):
+                continue
             found = look_up(source.location, entity_id, policy, source.name)
+            if found.unreachable:
+                UNREACHABLE.failed(source.location)
+            else:
+                UNREACHABLE.reached(source.location)
             if found.data is None:
                 if not found.missing:
                     log.warning(

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from idp.models import MetadataSource, ServiceProvider
-from idp.saml.mdq import entity_url, template
+from idp.saml.mdq import UNREACHABLE, entity_url, template
 from tests.partner_metadata import federation_anchor, mdq_responder, signed_entity
 from tests.partner_server import Answer, PartnerServer, ThrowawayCA, closed_port
 from tests.saml_metadata import RELEASED, SP_ENTITY_ID
@@ -28,6 +28,14 @@ from tests.saml_requests import SP_ACS, authn_request, redirect_query
 from tests.signin import sign_in
 
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
+
+
+@pytest.fixture(autouse=True)
+def responders_reachable():
+    """Each test starts with no responder given up on by an earlier one."""
+    UNREACHABLE.clear()
+    yield
+    UNREACHABLE.clear()
 
 
 @pytest.fixture(scope="module")
@@ -222,15 +230,35 @@ def test_ops_04_one_address_stops_at_its_own_limit(
     assert len(responder.asked) == 3
 
 
-def test_ops_04_a_stalling_responder_costs_at_most_the_mdq_timeout(
+def test_ops_04_a_stalling_responder_costs_at_most_the_mdq_timeout_once(
     testapp_with, ca, source, responder
 ):
+    """Then it is left alone for a while: each wait holds a transaction."""
     responder.reset()
     responder.routes["*"] = Answer(stall=True)
     client = testapp_with(fetch_settings(ca, **{"idp.mdq_timeout": "1"}))
     started = time.monotonic()
     assert error_code(start(client, expect_errors=True)) == "saml_unknown_sp"
     assert time.monotonic() - started < 3
+    started = time.monotonic()
+    for number in range(3):
+        other = f"https://other{number}.example.org/sp"
+        assert error_code(start(client, other, expect_errors=True)) == (
+            "saml_unknown_sp"
+        )
+    assert time.monotonic() - started < 1
+    assert responder.connections == 1
+
+
+def test_a_responder_answering_5xx_is_left_alone_for_a_while(client, source, responder):
+    responder.reset()
+    responder.routes["*"] = Answer(503, b"down for maintenance")
+    start(client, expect_errors=True)
+    start(client, "https://other.example.org/sp", expect_errors=True)
+    assert len(responder.requests) == 1
+    UNREACHABLE.clear()  # a minute later
+    start(client, "https://third.example.org/sp", expect_errors=True)
+    assert len(responder.requests) == 2
 
 
 def test_a_responder_that_is_down_gets_the_unknown_service_page(

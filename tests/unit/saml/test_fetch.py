@@ -528,11 +528,14 @@ def test_the_fetch_settings_are_typed(tmp_path):
         ("idp.metadata_fetch_allow", "10.0.0.1/8", "not a network in CIDR form"),
         ("idp.metadata_fetch_allow", "intranet", "not a network in CIDR form"),
         ("idp.metadata_fetch_max_bytes", "10", "must be between 1 MiB and 1 GiB"),
+        ("idp.metadata_fetch_ca_bundle", "/nonexistent/ca.pem", "no such file"),
+        ("idp.metadata_refresh_min_seconds", "7200", "must not be more than"),
     ],
 )
 def test_a_wrong_fetch_setting_stops_the_start(tmp_path, name, value, message):
+    extra = {"idp.metadata_refresh_max_seconds": "3600"} if "refresh" in name else {}
     with pytest.raises(SettingsError, match=f"{name}: .*{message}"):
-        settings_with(tmp_path, **{name: value})
+        settings_with(tmp_path, **{name: value, **extra})
 
 
 def test_plain_http_fetching_is_refused_in_production(tmp_path):
