@@ -77,9 +77,7 @@ def deliver(args) -> int:
                     )
                 next_purge = time.monotonic() + settings["idp.purge.interval_seconds"]
             if refresher is not None and time.monotonic() >= next_refresh:
-                for outcome in refresher.run():
-                    print(outcome.line, flush=True)
-                next_refresh = time.monotonic() + refresher.seconds_until_due()
+                next_refresh = _refresh_sources(refresher)
             if not args.loop or stopping.wait(settings["mail.poll_seconds"]):
                 break
     finally:
@@ -91,6 +89,26 @@ def _refresher(settings, engine):
     from idp.saml.refresh import Refresher
 
     return Refresher.from_settings(settings, engine)
+
+
+def _refresh_sources(refresher) -> float:
+    """Refresh the due metadata sources; when to look again (monotonic).
+
+    Mail must go on whatever happens to a partner's metadata: a failure here
+    (the database away for a moment) is logged and retried a minute later.
+    """
+    import logging
+
+    try:
+        for outcome in refresher.run():
+            print(outcome.line, flush=True)
+        wait = refresher.seconds_until_due()
+    except Exception:
+        logging.getLogger(__name__).exception(
+            "refreshing metadata sources failed; mail delivery goes on"
+        )
+        wait = 60.0
+    return time.monotonic() + wait
 
 
 def status(args) -> int:

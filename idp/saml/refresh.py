@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from idp.db import utcnow
@@ -240,11 +241,12 @@ class Refresher:
 
     # -- one source --------------------------------------------------------
 
-    def refresh(self, name: str, *, force: bool = False) -> Outcome:
-        """Refresh the source ``name`` now (``force``: unconditionally, no 304).
+    def refresh(self, name: str) -> Outcome:
+        """Refresh the source ``name`` now.
 
         Raises :class:`SourceError` for a source that does not exist or is
-        not fetched; every other failure is an :class:`Outcome`.
+        not fetched, and database errors; every other failure is an
+        :class:`Outcome`, recorded on the source.
         """
         now = self.clock()
         with Session(self.engine) as session:
@@ -255,8 +257,7 @@ class Refresher:
                 raise SourceError(f"no metadata source named {name!r}")
             if source.kind not in FETCHED_KINDS:
                 raise SourceError(
-                    f"source {name} is a {source.kind} source: nothing to fetch "
-                    "(use 'source refresh --file' or re-upload it)"
+                    f"source {name} is a {source.kind} source, not fetched"
                 )
             source_id = source.id
             kind = source.kind
@@ -265,10 +266,19 @@ class Refresher:
             return Outcome(name, "busy", f"{name}: another node is refreshing it")
         try:
             if kind == "url":
-                return self._refresh_url(source_id, name, force=force)
+                return self._refresh_url(source_id, name)
             from idp.saml.mdq import refresh_mdq_source
 
             return refresh_mdq_source(self, source_id, name)
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:
+            # A fault of ours, not the partner's: the source is marked
+            # failing (the backing copy stays) and the loop goes on.
+            log.exception("metadata source %s: refresh failed unexpectedly", name)
+            return self.failed(
+                source_id, f"unexpected {type(exc).__name__}; see the log"
+            )
         finally:
             self._release_if_held(source_id)
 
@@ -283,7 +293,7 @@ class Refresher:
                 .values(lease_owner=None, lease_until=None)
             )
 
-    def _refresh_url(self, source_id: int, name: str, *, force: bool) -> Outcome:
+    def _refresh_url(self, source_id: int, name: str) -> Outcome:
         with Session(self.engine) as session:
             source = session.get_one(MetadataSource, source_id)
             url = source.location
@@ -291,7 +301,7 @@ class Refresher:
                 source.valid_until <= self.clock() + self.schedule.min_interval
             )
             # A 304 cannot renew a copy about to expire: ask for the document.
-            conditional = not force and not expiring and source.document is not None
+            conditional = not expiring and source.document is not None
             etag = source.etag if conditional else None
             last_modified = source.last_modified if conditional else None
         try:

@@ -468,7 +468,7 @@ def test_unknown_and_local_sources_are_refused_by_name(committed, refresher):
     add_source(committed, "/srv/partner.xml", name="local", kind="file")
     with pytest.raises(SourceError, match="no metadata source named 'nope'"):
         refresher.refresh("nope")
-    with pytest.raises(SourceError, match="source local is a file source"):
+    with pytest.raises(SourceError, match="source local is a file source, not fetched"):
         refresher.refresh("local")
 
 
@@ -520,3 +520,21 @@ def test_an_mdq_source_looks_its_entities_up_again(
     assert "1 of 2 entities not refreshed" in outcome.error
     assert "b.example.org/sp: not found (HTTP 404)" in outcome.error
     assert set(registry(committed)) == {first, second}
+
+
+def test_a_fault_of_ours_marks_the_source_failing_and_the_loop_goes_on(
+    committed, fetched, refresher, clock, monkeypatch, caplog
+):
+    import idp.saml.refresh
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(idp.saml.refresh, "fetch", broken)
+    clock.now += 6 * HOUR
+    with caplog.at_level(logging.ERROR, logger="idp.saml.refresh"):
+        [outcome] = refresher.run()
+    assert outcome.error == "unexpected KeyError; see the log"
+    assert "refresh failed unexpectedly" in caplog.text
+    source = source_row(committed, fetched)
+    assert (source.failures, source.lease_owner) == (1, None)
