@@ -129,6 +129,8 @@ class Answer:
 
     ``stall``: wait (until the server stops) before any answer. ``drip``:
     after the headers, send the body a byte at a time, ``drip`` seconds apart.
+    ``drip_headers``: the status line, then an endless header a byte at a
+    time, ``drip_headers`` seconds apart (until the server stops).
     ``length=False``: no Content-Length, the body ends when the connection does.
     """
 
@@ -137,6 +139,7 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     stall: bool = False
     drip: float = 0.0
+    drip_headers: float = 0.0
     length: bool = True
 
 
@@ -170,6 +173,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             answer = answer(seen)
         if answer.stall:
             partner.stopping.wait(30)
+            return
+        if answer.drip_headers:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while not partner.stopping.wait(answer.drip_headers):
+                self.wfile.write(b"x")
+                self.wfile.flush()
             return
         self.send_response(answer.status)
         headers = dict(answer.headers)

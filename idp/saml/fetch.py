@@ -36,6 +36,7 @@ proxy variables from the environment.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
@@ -70,6 +71,8 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # ETag and Last-Modified are stored and sent back: kept only when short and
 # printable, so a partner cannot make us store or echo anything else.
 MAX_VALIDATOR_LENGTH = 256
+# An HTTP date is 29 characters; the column holding it takes 64.
+MAX_LAST_MODIFIED_LENGTH = 64
 _CHUNK = 64 * 1024
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -237,7 +240,9 @@ class _Target:
         return self.host.strip("[]")
 
 
-def _resolve_within(policy: FetchPolicy, host: str, port: int, url: str) -> list[str]:
+def _resolve_within(
+    policy: FetchPolicy, host: str, port: int, url: str, deadline: _Deadline
+) -> list[str]:
     """Resolve in a helper thread so a dead resolver cannot outlast the timeout."""
     outcome: dict[str, Any] = {}
 
@@ -249,11 +254,10 @@ def _resolve_within(policy: FetchPolicy, host: str, port: int, url: str) -> list
 
     thread = threading.Thread(target=lookup, name="metadata-resolve", daemon=True)
     thread.start()
-    thread.join(policy.connect_timeout)
+    wait = min(policy.connect_timeout, deadline.remaining(url))
+    thread.join(wait)
     if thread.is_alive():
-        raise FetchError(
-            f"{url}: looking up {host} took longer than {policy.connect_timeout:g} s"
-        )
+        raise FetchError(f"{url}: looking up {host} took longer than {wait:g} s")
     if "error" in outcome:
         reason = getattr(outcome["error"], "strerror", None) or outcome["error"]
         raise FetchError(f"{url}: cannot resolve {host}: {reason}")
@@ -262,7 +266,7 @@ def _resolve_within(policy: FetchPolicy, host: str, port: int, url: str) -> list
     return list(outcome["addresses"])
 
 
-def _vet(url: str, policy: FetchPolicy) -> _Target:
+def _vet(url: str, policy: FetchPolicy, deadline: _Deadline) -> _Target:
     try:
         parsed = parse_endpoint(url)
     except UnsafeUrl as exc:
@@ -284,7 +288,7 @@ def _vet(url: str, policy: FetchPolicy) -> _Target:
     try:
         addresses = [str(ipaddress.ip_address(literal))]
     except ValueError:
-        addresses = _resolve_within(policy, host, port, url)
+        addresses = _resolve_within(policy, host, port, url, deadline)
     vetted = []
     for text in addresses:
         try:
@@ -343,15 +347,79 @@ def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
 
 
 class _Deadline:
+    """The whole fetch's end, enforced on every socket the fetch opens.
+
+    Socket timeouts bound each receive, not their sum: a server that sends
+    a TLS handshake or headers a byte at a time, each just in time, would
+    hold the fetch for hours. A timer shuts down each socket at the
+    deadline, whatever the fetch is waiting for; ``fired`` then tells a
+    shortened answer from a complete one.
+    """
+
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.end = time.monotonic() + seconds
+        self.fired = False
+        self._timers: list[threading.Timer] = []
+        self._handles: list[socket.socket] = []
 
     def remaining(self, url: str) -> float:
         left = self.end - time.monotonic()
-        if left <= 0:
-            raise FetchError(f"{url}: no complete answer within {self.seconds:g} s")
+        if left <= 0 or self.fired:
+            raise self.expired(url)
         return left
+
+    def expired(self, url: str) -> FetchError:
+        return FetchError(f"{url}: no complete answer within {self.seconds:g} s")
+
+    def watch(self, sock: socket.socket) -> None:
+        # A duplicate of the socket: TLS takes the original over (detaching
+        # it), and shutting down either ends the one connection.
+        handle = sock.dup()
+        self._handles.append(handle)
+        timer = threading.Timer(
+            max(0.0, self.end - time.monotonic()), self._cut, args=(handle,)
+        )
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    def _cut(self, handle: socket.socket) -> None:
+        self.fired = True
+        with contextlib.suppress(OSError):
+            handle.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        for handle in self._handles:
+            handle.close()
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    """Plain http (development only), its socket under the deadline."""
+
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        self._deadline.watch(sock)
+        return sock
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    """https, its socket under the deadline from before the TLS handshake."""
+
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        self._deadline.watch(sock)
+        return sock
 
 
 def _connect(
@@ -362,18 +430,27 @@ def _connect(
         timeout = min(policy.connect_timeout, deadline.remaining(target.url))
         conn: HTTPConnection
         if target.scheme == "https":
-            conn = HTTPSConnection(
+            conn = _WatchedHTTPSConnection(
                 address,
                 target.port,
                 timeout=timeout,
                 server_hostname=target.server_hostname,
                 ssl_context=tls_context(policy.ca_bundle),
                 cert_reqs="CERT_REQUIRED",
+                deadline=deadline,
             )
         else:
-            conn = HTTPConnection(address, target.port, timeout=timeout)
+            conn = _WatchedHTTPConnection(
+                address, target.port, timeout=timeout, deadline=deadline
+            )
         try:
-            conn.connect()
+            try:
+                conn.connect()
+            except Exception:
+                conn.close()
+                if deadline.fired:
+                    raise deadline.expired(target.url) from None
+                raise
             return conn
         except ssl.SSLCertVerificationError as exc:
             conn.close()
@@ -407,8 +484,8 @@ def _connect(
     )
 
 
-def _validator(value: str | None) -> str | None:
-    if value is None or len(value) > MAX_VALIDATOR_LENGTH:
+def _validator(value: str | None, limit: int = MAX_VALIDATOR_LENGTH) -> str | None:
+    if value is None or len(value) > limit:
         return None
     if not value.isascii() or not value.isprintable():
         return None
@@ -492,6 +569,10 @@ def _read_body(
         if not chunk:
             break
         body.feed(chunk)
+    if deadline.fired:
+        # The end of a body without Content-Length is the connection's end,
+        # which the deadline's cut looks like: the document is not whole.
+        raise deadline.expired(target.url)
     return body.finish()
 
 
@@ -528,15 +609,11 @@ def _exchange(
             )
         return status, response.headers, None
     except (TimeoutError, ReadTimeoutError):
-        raise FetchError(
-            f"{target.url}: no complete answer within {deadline.seconds:g} s"
-        ) from None
+        raise deadline.expired(target.url) from None
     except (ProtocolError, http.client.HTTPException, HTTPError, OSError) as exc:
         cause = exc.__context__ if isinstance(exc, ProtocolError) else exc
-        if isinstance(cause, TimeoutError | ReadTimeoutError):
-            raise FetchError(
-                f"{target.url}: no complete answer within {deadline.seconds:g} s"
-            ) from None
+        if deadline.fired or isinstance(cause, TimeoutError | ReadTimeoutError):
+            raise deadline.expired(target.url) from None
         raise FetchError(
             f"{target.url}: the connection to {target.host} broke: {type(exc).__name__}"
         ) from None
@@ -562,6 +639,20 @@ def fetch(
     carrying it.
     """
     deadline = _Deadline(policy.timeout)
+    try:
+        return _fetch(url, policy, deadline, etag, last_modified, accept)
+    finally:
+        deadline.cancel()
+
+
+def _fetch(
+    url: str,
+    policy: FetchPolicy,
+    deadline: _Deadline,
+    etag: str | None,
+    last_modified: str | None,
+    accept: str,
+) -> Fetched:
     headers = {
         "Accept": accept,
         "Accept-Encoding": "gzip",
@@ -574,7 +665,7 @@ def fetch(
         headers["If-Modified-Since"] = last_modified
     current = url
     for _hop in range(policy.max_redirects + 1):
-        target = _vet(current, policy)
+        target = _vet(current, policy, deadline)
         status, answer, body = _exchange(target, headers, policy, deadline)
         if status in REDIRECT_STATUSES:
             location = answer.get("Location")
@@ -583,7 +674,7 @@ def fetch(
             current = urljoin(target.url, location.strip())
             continue
         new_etag = _validator(answer.get("ETag"))
-        new_modified = _validator(answer.get("Last-Modified"))
+        new_modified = _validator(answer.get("Last-Modified"), MAX_LAST_MODIFIED_LENGTH)
         if status == 200:
             return Fetched(200, body, new_etag, new_modified, target.url)
         if status == 304 and (etag or last_modified):

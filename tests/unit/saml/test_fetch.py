@@ -172,9 +172,19 @@ def test_a_304_nobody_asked_for_is_an_error(server, policy):
     refused(server.url("/md.xml", host="partner.test"), policy, r"HTTP 304")
 
 
-def test_validators_that_are_not_short_printable_ascii_are_dropped(server, policy):
+@pytest.mark.parametrize(
+    ("etag", "last_modified"),
+    [
+        ('"' + "x" * 300 + '"', "\x01"),
+        ("\x7f", "Wed, 02 Dec 2026 10:00:00 GMT" + "x" * 40),
+    ],
+)
+def test_validators_that_are_not_short_printable_ascii_are_dropped(
+    server, policy, etag, last_modified
+):
+    """They are stored and sent back: a partner cannot make them anything else."""
     server.routes["/md.xml"] = Answer(
-        body=DOCUMENT, headers={"ETag": '"' + "x" * 300 + '"', "Last-Modified": "\x01"}
+        body=DOCUMENT, headers={"ETag": etag, "Last-Modified": last_modified}
     )
     got = fetch(server.url("/md.xml", host="partner.test"), policy=policy)
     assert (got.etag, got.last_modified) == (None, None)
@@ -264,6 +274,24 @@ def test_ops_04_a_server_that_drips_is_cut_off_at_the_whole_deadline(server, pol
     started = time.monotonic()
     refused(server.url("/md.xml", host="partner.test"), quick, r"within 0\.6 s")
     assert time.monotonic() - started < 2
+
+
+def test_ops_04_a_server_that_drips_its_headers_is_cut_off_at_the_deadline(
+    server, policy
+):
+    """Every byte comes within a socket timeout; only the deadline's cut ends it."""
+    server.routes["/md.xml"] = Answer(drip_headers=0.05)
+    quick = FetchPolicy(**{**policy.__dict__, "timeout": 0.6})
+    started = time.monotonic()
+    refused(server.url("/md.xml", host="partner.test"), quick, r"within 0\.6 s")
+    assert time.monotonic() - started < 2
+
+
+def test_ops_04_a_body_cut_at_the_deadline_is_not_taken_for_a_whole_one(server, policy):
+    """Without Content-Length, the deadline's cut looks like the body's end."""
+    server.routes["/md.xml"] = Answer(body=DOCUMENT * 100, drip=0.01, length=False)
+    quick = FetchPolicy(**{**policy.__dict__, "timeout": 0.5})
+    refused(server.url("/md.xml", host="partner.test"), quick, r"within 0\.5 s")
 
 
 def test_ops_04_a_declared_size_over_the_cap_is_refused_unread(server, policy):
