@@ -310,7 +310,7 @@ class Refresher:
             )
         except FetchError as exc:
             return self.failed(source_id, str(exc))
-        return self.apply(source_id, fetched)
+        return self.apply(source_id, name, fetched)
 
     # -- writing the outcome ----------------------------------------------
 
@@ -325,7 +325,7 @@ class Refresher:
             return None
         return source
 
-    def apply(self, source_id: int, fetched: Fetched) -> Outcome:
+    def apply(self, source_id: int, name: str, fetched: Fetched) -> Outcome:
         """Write a fetch's result: a 304's timing, or the new document."""
         now = self.clock()
         try:
@@ -333,7 +333,7 @@ class Refresher:
                 source = self.locked(session, source_id)
                 if source is None:
                     return Outcome(
-                        str(source_id), "busy", "the lease ran out; nothing written"
+                        name, "busy", f"{name}: the lease ran out; nothing written"
                     )
                 name = source.name
                 if fetched.status == 304:

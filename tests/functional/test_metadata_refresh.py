@@ -435,7 +435,8 @@ def test_a_node_that_lost_its_lease_writes_nothing(
             .where(MetadataSource.id == fetched)
             .values(lease_owner="node-b")
         )
-    assert refresher.apply(fetched, got).result == "busy"
+    outcome = refresher.apply(fetched, "federation", got)
+    assert outcome.line == "federation: the lease ran out; nothing written"
     assert len(registry(committed)) == 3
 
 
