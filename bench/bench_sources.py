@@ -20,6 +20,7 @@ PostgreSQL URL whose database is emptied first). Usage::
 
     .venv/bin/python bench/bench_sources.py                  # 10,000 entities
     .venv/bin/python bench/bench_sources.py --entities 1000
+    .venv/bin/python bench/bench_sources.py --aggregate XML KEY CERT
 
 Not a test: the numbers depend on the machine and its load, which is printed.
 """
@@ -103,19 +104,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", type=int, default=10_000)
     parser.add_argument("--database-url", help="PostgreSQL instead of SQLite")
+    parser.add_argument(
+        "--aggregate",
+        nargs=3,
+        metavar=("XML", "KEY", "CERT"),
+        help="an aggregate already built, and the federation's key and certificate",
+    )
     args = parser.parse_args()
 
-    import make_aggregate
+    if args.aggregate:
+        aggregate, key_file, cert_file = Path(args.aggregate[0]), *args.aggregate[1:]
+    else:
+        import make_aggregate
 
-    build_args = argparse.Namespace(
-        entities=args.entities,
-        workers=os.cpu_count() or 1,
-        reference="id",
-        c14n="exclusive",
-        rebuild=False,
-    )
-    aggregate, cert_file = make_aggregate.build(build_args)
-    key_file, _cert = make_aggregate.federation_keys()
+        build_args = argparse.Namespace(
+            entities=args.entities,
+            workers=os.cpu_count() or 1,
+            reference="id",
+            c14n="exclusive",
+            rebuild=False,
+        )
+        aggregate, cert_file = make_aggregate.build(build_args)
+        key_file, _cert = make_aggregate.federation_keys()
     print(
         f"machine: {os.cpu_count()} CPUs, load average "
         f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; "
@@ -150,7 +160,7 @@ def main() -> None:
         wall, cpu, out = timed(ini, "source", "refresh", "bench")
         rows.append(("refresh, every ACS moved", wall, cpu, out.splitlines()[0]))
     database = "PostgreSQL" if args.database_url else "SQLite"
-    print(f"{args.entities:,} entities, {database}; each a fresh idp-admin process")
+    print(f"{database}; each a fresh idp-admin process")
     for name, wall, cpu, line in rows:
         print(f"  {name:26} {wall:6.1f} s wall, {cpu:6.1f} s CPU   {line}")
 

@@ -557,9 +557,11 @@ def check_(args) -> int:
     horizon = now + dt.timedelta(days=args.days)
     lines = []
     with _transaction(args.config_uri) as session:
+        documents = {}
         for source in session.scalars(
             select(MetadataSource).order_by(MetadataSource.name)
         ):
+            documents[source.id] = source.valid_until
             line = _expiring("document", source.valid_until, now, horizon)
             if line:
                 lines.append(f"source {source.name}: {line}")
@@ -572,8 +574,17 @@ def check_(args) -> int:
                 lines.append(f"{sp.entity_id}: stored metadata is unusable: {exc}")
                 continue
             found = []
+            # An SP from a source inherits the document's validUntil, which
+            # its source's line reports once; only an earlier one of its own
+            # is news.
+            document = documents.get(sp.source_id)
+            inherited = (
+                document is not None
+                and md.valid_until is not None
+                and md.valid_until >= document
+            )
             line = _expiring("metadata", md.valid_until, now, horizon)
-            if line:
+            if line and not inherited:
                 found.append(line)
             found.extend(_certificate_lines(md, now, horizon))
             lines.extend(f"{sp.entity_id}: {line}" for line in found)

@@ -55,7 +55,8 @@ class MetadataSource(Base):
     # another entity's endpoints are there too.
     confirmed_hosts: Mapped[dict[str, list[str]]] = mapped_column(JSON, default=dict)
     # Refresh state: the last good copy (the backing copy) and what it said.
-    document: Mapped[str | None] = mapped_column(Text)
+    # Deferred: tens of megabytes for a federation, read only when needed.
+    document: Mapped[str | None] = mapped_column(Text, deferred=True)
     document_sha256: Mapped[str | None] = mapped_column(String(64))
     fetched_at: Mapped[dt.datetime | None]
     valid_until: Mapped[dt.datetime | None]

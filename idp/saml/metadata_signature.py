@@ -49,11 +49,15 @@ from idp.units import format_over
 
 __all__ = [
     "MAX_METADATA_DOCUMENT_BYTES",
+    "MIN_RSA_BITS",
     "MetadataSignatureError",
     "TrustAnchor",
     "parse_anchor",
     "verify_metadata",
 ]
+
+# eduGAIN's metadata profile and NIST SP 800-131A: no RSA signer under 2048.
+MIN_RSA_BITS = 2048
 
 # eduGAIN's aggregate of about 10,000 entities is some 80 MB; twice that
 # leaves room to grow and still refuses a document meant to exhaust memory
@@ -107,6 +111,31 @@ def _fingerprint(certificate: x509.Certificate) -> str:
     return certificate.fingerprint(hashes.SHA256()).hex()
 
 
+def _check_key(certificate: x509.Certificate, what: str) -> None:
+    """Refuse a signer key too weak to trust: RSA under
+    :data:`MIN_RSA_BITS`, EC under 256 bits, or a kind XML signatures here
+    cannot use."""
+    key = certificate.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise MetadataSignatureError(
+                f"{what} has a {key.key_size}-bit RSA key; at least "
+                f"{MIN_RSA_BITS} bits are required (SHA-256 "
+                f"{_colons(_fingerprint(certificate))})"
+            )
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.key_size < 256:
+            raise MetadataSignatureError(
+                f"{what} has a {key.curve.key_size}-bit EC key; at least 256 "
+                "bits are required"
+            )
+    else:
+        raise MetadataSignatureError(
+            f"{what} has a {type(key).__name__.removesuffix('PublicKey')} key; "
+            "only RSA and EC keys can sign metadata"
+        )
+
+
 @dataclass(frozen=True)
 class TrustAnchor:
     """What a metadata source's signer must be.
@@ -115,7 +144,10 @@ class TrustAnchor:
     of them may sign); ``fingerprints``: SHA-256 fingerprints of a signer's
     certificate, 64 lowercase hex digits, no colons (the certificate itself
     then comes from the signature's ``ds:KeyInfo``).  Build one from an
-    operator's text with :func:`parse_anchor`.
+    operator's text with :func:`parse_anchor`.  The key is what is trusted:
+    a signer certificate's validity dates are shown, not enforced (as
+    federations and Shibboleth's signature filter treat metadata signers),
+    but a weak key is refused (:data:`MIN_RSA_BITS`).
     """
 
     certificates: tuple[str, ...] = ()
@@ -129,7 +161,7 @@ class TrustAnchor:
                     "hex digits (SHA-256, no colons)"
                 )
         for pem in self.certificates:
-            _load_pem(pem)
+            _check_key(_load_pem(pem), "trust anchor certificate")
 
     def __bool__(self) -> bool:
         return bool(self.certificates or self.fingerprints)
@@ -156,8 +188,10 @@ class TrustAnchor:
 @functools.lru_cache(maxsize=256)
 def _load_pem(pem: str) -> x509.Certificate:
     try:
-        return x509.load_pem_x509_certificate(pem.encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
+        certificate = x509.load_pem_x509_certificate(pem.encode("ascii"))
+        certificate.public_key()
+        return certificate
+    except (ValueError, UnicodeEncodeError, x509.InvalidVersion):
         raise MetadataSignatureError(
             "trust anchor certificate is not a readable PEM certificate"
         ) from None
@@ -192,7 +226,8 @@ def parse_anchor(text: str) -> TrustAnchor:
         try:
             der = base64.b64decode("".join(match.group(2).split()), validate=True)
             certificate = x509.load_der_x509_certificate(der)
-        except (binascii.Error, ValueError):
+            certificate.public_key()
+        except (binascii.Error, ValueError, x509.InvalidVersion):
             raise MetadataSignatureError(
                 f"trust anchor certificate {len(certificates) + 1} does not parse"
             ) from None
@@ -262,7 +297,7 @@ def verify_metadata(
     try:
         root, _ = parse_document(bytes(data))
     except XmlRefused as exc:
-        raise MetadataSignatureError(f"metadata refused: {exc}") from None
+        raise MetadataSignatureError(f"metadata refused: {_one_line(exc)}") from None
     if root.tag not in (_ENTITIES, _ENTITY):
         raise MetadataSignatureError(
             f"metadata's document element is {_display(root.tag)}, not "
@@ -278,10 +313,12 @@ def verify_metadata(
             "but its source has a trust anchor"
         ) from None
     except AlgorithmRefused as exc:
-        raise MetadataSignatureError(f"metadata signature refused: {exc}") from None
+        raise MetadataSignatureError(
+            f"metadata signature refused: {_one_line(exc)}"
+        ) from None
     except XmlRefused as exc:
         raise MetadataSignatureError(
-            f"metadata signature refused (wrapping or malformed): {exc}"
+            f"metadata signature refused (wrapping or malformed): {_one_line(exc)}"
         ) from None
 
     candidates = list(anchor.certificates)
@@ -297,6 +334,11 @@ def verify_metadata(
     return root
 
 
+def _one_line(exc: Exception) -> str:
+    """An exception's text on one line (libxml2's messages may span two)."""
+    return " ".join(str(exc).split())
+
+
 def _display(tag: str) -> str:
     namespace, _, local = tag[1:].rpartition("}")
     return f"md:{local}" if namespace == MD_NS else f"{{{namespace}}}{local}"
@@ -310,9 +352,11 @@ def _keyinfo_certificates(signature: etree._Element) -> list[x509.Certificate]:
             for element in data.iterchildren(_DS_X509_CERTIFICATE):
                 try:
                     der = base64.b64decode("".join((element.text or "").split()))
-                    found.append(x509.load_der_x509_certificate(der))
-                except (binascii.Error, ValueError):
-                    continue
+                    certificate = x509.load_der_x509_certificate(der)
+                    certificate.public_key()
+                except (binascii.Error, ValueError, x509.InvalidVersion):
+                    continue  # not a certificate anyone could have signed with
+                found.append(certificate)
     return found
 
 
@@ -323,6 +367,8 @@ def _keyinfo_matching(
     ``required``, their absence is the refusal, and says why."""
     carried = _keyinfo_certificates(signature)
     matching = [c for c in carried if _fingerprint(c) in anchor.fingerprints]
+    for certificate in matching:
+        _check_key(certificate, "the certificate the trust anchor's fingerprint names")
     if not required:
         return [c.public_bytes(Encoding.PEM).decode("ascii") for c in matching]
     if not carried:
@@ -406,7 +452,9 @@ def _signs_signed_info(
             inclusive_ns_prefixes=prefixes,
         )
         raw = base64.b64decode("".join((value.text or "").split()))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, etree.C14NError):
+        # C14NError: libxml2 will not canonicalize, e.g., a relative
+        # namespace URI; then no key can be said to have signed it.
         return False
     key = certificate.public_key()
     try:

@@ -223,14 +223,22 @@ def endpoint_hosts(md: SpMetadata) -> frozenset[str]:
     return frozenset(hosts)
 
 
-def hosts_in_use(dbsession: Session) -> dict[str, set[str]]:
+def hosts_in_use(
+    dbsession: Session, known: dict[str, SpMetadata | None] | None = None
+) -> dict[str, set[str]]:
     """Host -> the entity IDs of the registered SPs with endpoints there.
 
     One query; each stored document is parsed once per process (cached by
-    its SHA-256). A stored document that no longer passes the checks keeps
-    its hosts (parsed leniently, as it was stored): its SP still owns them.
+    its SHA-256), except those in ``known`` (entity ID -> its stored
+    metadata, parsed already by the caller). A stored document that no
+    longer passes the checks keeps its hosts (parsed leniently, as it was
+    stored): its SP still owns them.
     """
+    known = known or {}
     in_use: dict[str, set[str]] = {}
+    for entity_id, md in known.items():
+        for host in endpoint_hosts(md) if md is not None else ():
+            in_use.setdefault(host, set()).add(entity_id)
     rows = dbsession.execute(
         select(
             ServiceProvider.entity_id,
@@ -239,6 +247,8 @@ def hosts_in_use(dbsession: Session) -> dict[str, set[str]]:
         )
     )
     for entity_id, sha256, xml in rows:
+        if entity_id in known and known[entity_id] is not None:
+            continue
         for host in _stored_hosts(sha256, xml):
             in_use.setdefault(host, set()).add(entity_id)
     return in_use

@@ -331,6 +331,9 @@ class _Entity:
     # Only its validUntil differs from the registered copy (a federation
     # re-signs its aggregate daily with a new one): nothing else to check.
     revalidated: bool = False
+    # Its registered metadata, parsed (None: not registered, or unusable);
+    # read once for the host check and the diff.
+    old: SpMetadata | None = None
 
 
 def _walk(root: etree._Element) -> Iterator[tuple[etree._Element, dt.datetime | None]]:
@@ -567,7 +570,8 @@ def _apply(
 ) -> None:
     """``named``: for a partial document, the entity IDs it holds; only
     their SPs, held changes and quarantine entries may change."""
-    audit = AuditLog(dbsession)
+    # Written at the end in one go (AuditLog.record_many), in this order.
+    audit: list[tuple[str, dict]] = []
     owners = _owners(dbsession, source, set(entities) - set(ours))
     for entity_id in list(entities):
         owner = owners.get(entity_id)
@@ -618,10 +622,13 @@ def _apply(
                 dbsession.delete(held)
             report.unchanged.append(entity_id)
             continue
-        try:
-            diff = registry.trust_changes(registry.sp_metadata(sp), parsed)
-        except MetadataError as exc:
-            diff = [f"stored metadata no longer passes the checks: {exc}"]
+        if entity.old is not None:
+            diff = registry.trust_changes(entity.old, parsed)
+        else:
+            try:
+                diff = registry.trust_changes(registry.sp_metadata(sp), parsed)
+            except MetadataError as exc:
+                diff = [f"stored metadata no longer passes the checks: {exc}"]
         if diff and not source.auto_apply:
             if held is None or held.metadata_sha256 != entity.sha256:
                 if held is None:
@@ -631,15 +638,17 @@ def _apply(
                 held.metadata_sha256 = entity.sha256
                 held.diff = diff
                 held.created_at = now
-                audit.record(
-                    "sp.metadata_held",
-                    detail={
-                        "by": by,
-                        "source": source.name,
-                        "entity_id": entity_id,
-                        "metadata_sha256": entity.sha256,
-                        "changes": diff,
-                    },
+                audit.append(
+                    (
+                        "sp.metadata_held",
+                        {
+                            "by": by,
+                            "source": source.name,
+                            "entity_id": entity_id,
+                            "metadata_sha256": entity.sha256,
+                            "changes": diff,
+                        },
+                    )
                 )
             report.held.append(entity_id)
             continue
@@ -648,16 +657,18 @@ def _apply(
         previous = sp.metadata_sha256
         registry.store_metadata(sp, entity.text, entity.sha256, parsed)
         if diff:
-            audit.record(
-                "sp.metadata_changed",
-                detail={
-                    "by": by,
-                    "source": source.name,
-                    "entity_id": entity_id,
-                    "previous_sha256": previous,
-                    "metadata_sha256": entity.sha256,
-                    "changes": diff,
-                },
+            audit.append(
+                (
+                    "sp.metadata_changed",
+                    {
+                        "by": by,
+                        "source": source.name,
+                        "entity_id": entity_id,
+                        "previous_sha256": previous,
+                        "metadata_sha256": entity.sha256,
+                        "changes": diff,
+                    },
+                )
             )
         report.updated.append(entity_id)
         changed = True
@@ -690,20 +701,23 @@ def _apply(
     _record_quarantine(dbsession, source, report, now, named)
     if changed:
         registry.bump_generation(dbsession)
-    audit.record(
-        "source.refreshed",
-        detail={
-            "by": by,
-            "source": source.name,
-            "added": report.added,
-            "updated": report.updated,
-            "removed": report.removed,
-            "held": report.held,
-            "quarantined": report.quarantined,
-            "skipped": report.skipped,
-            "filtered": report.filtered,
-        },
+    audit.append(
+        (
+            "source.refreshed",
+            {
+                "by": by,
+                "source": source.name,
+                "added": report.added,
+                "updated": report.updated,
+                "removed": report.removed,
+                "held": report.held,
+                "quarantined": report.quarantined,
+                "skipped": report.skipped,
+                "filtered": report.filtered,
+            },
+        )
     )
+    AuditLog(dbsession).record_many(audit)
     dbsession.flush()
 
 
@@ -755,12 +769,15 @@ def _quarantine_host_claims(
                 old = registry.sp_metadata(sp)
             except MetadataError:
                 old = None
+        entity.old = old
         had = registry.endpoint_hosts(old) if old is not None else frozenset()
         added = registry.endpoint_hosts(entity.parsed) - had
         checked[entity_id] = (entity.parsed, old, added)
     if not any(added for _new, _old, added in checked.values()):
         return
-    in_use = registry.hosts_in_use(dbsession)
+    in_use = registry.hosts_in_use(
+        dbsession, {entity_id: old for entity_id, (_n, old, _a) in checked.items()}
+    )
     for entity_id, (_new, _old, added) in checked.items():
         for host in added:
             in_use.setdefault(host, set()).add(entity_id)
@@ -856,7 +873,7 @@ def approve(
             if entity_id is not None
             else f"no change is held for source {source.name}"
         )
-    audit = AuditLog(dbsession)
+    audit: list[tuple[str, dict]] = []
     in_use = registry.hosts_in_use(dbsession)
     confirmed = source.confirmed_hosts or {}
     approved = []
@@ -889,20 +906,23 @@ def approve(
             )
         previous = sp.metadata_sha256
         registry.store_metadata(sp, change.metadata_xml, change.metadata_sha256, parsed)
-        audit.record(
-            "sp.metadata_changed",
-            detail={
-                "by": by,
-                "source": source.name,
-                "entity_id": change.entity_id,
-                "approved": True,
-                "previous_sha256": previous,
-                "metadata_sha256": change.metadata_sha256,
-                "changes": change.diff,
-            },
+        audit.append(
+            (
+                "sp.metadata_changed",
+                {
+                    "by": by,
+                    "source": source.name,
+                    "entity_id": change.entity_id,
+                    "approved": True,
+                    "previous_sha256": previous,
+                    "metadata_sha256": change.metadata_sha256,
+                    "changes": change.diff,
+                },
+            )
         )
         approved.append(change.entity_id)
         dbsession.delete(change)
+    AuditLog(dbsession).record_many(audit)
     registry.bump_generation(dbsession)
     dbsession.flush()
     return approved

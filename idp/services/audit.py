@@ -133,6 +133,33 @@ class AuditLog:
         stored is ``detail`` as JSON gives it back (tuples become lists), so
         the hash checks out after a round trip.
         """
+        fields = self._fields(
+            event,
+            subject_user_id=subject_user_id,
+            actor_user_id=actor_user_id,
+            client_address=client_address,
+            detail=detail,
+        )
+        return self._append([fields])[0]
+
+    def record_many(self, events: list[tuple[str, dict]]) -> list[AuditEvent]:
+        """Append ``(event, detail)`` pairs in order, as :meth:`record` would
+        one by one, but under one lock, one read of the chain's end and one
+        flush: a bulk change (a federation's 10,000 SPs) audits each of its
+        parts without 10,000 round trips. Everything is checked before
+        anything is added."""
+        checked = [self._fields(event, detail=detail) for event, detail in events]
+        return self._append(checked) if checked else []
+
+    @staticmethod
+    def _fields(
+        event: str,
+        *,
+        subject_user_id: uuid.UUID | None = None,
+        actor_user_id: uuid.UUID | None = None,
+        client_address: str | None = None,
+        detail: dict | None = None,
+    ) -> dict:
         if not event or len(event) > _EVENT_MAX:
             raise ValueError(f"event must have 1 to {_EVENT_MAX} characters")
         if client_address is not None and len(client_address) > _ADDRESS_MAX:
@@ -143,8 +170,15 @@ class AuditLog:
             raise ValueError(f"detail is not JSON: {exc}") from None
         if not isinstance(detail, dict):
             raise ValueError("detail must be a dict")
-        actor_user_id = _as_uuid(actor_user_id)
-        subject_user_id = _as_uuid(subject_user_id)
+        return {
+            "event": event,
+            "actor_user_id": _as_uuid(actor_user_id),
+            "subject_user_id": _as_uuid(subject_user_id),
+            "client_address": client_address,
+            "detail": detail,
+        }
+
+    def _append(self, checked: list[dict]) -> list[AuditEvent]:
         self._lock()
         prev_hash = (
             self.dbsession.scalar(
@@ -152,22 +186,19 @@ class AuditLog:
             )
             or GENESIS_HASH
         )
-        # Read the clock under the lock, so time never runs backwards along
-        # the chain.
-        fields = {
-            "occurred_at": self.clock(),
-            "event": event,
-            "actor_user_id": actor_user_id,
-            "subject_user_id": subject_user_id,
-            "client_address": client_address,
-            "detail": detail,
-        }
-        row = AuditEvent(
-            **fields, prev_hash=prev_hash, hash=chain_hash(prev_hash, **fields)
-        )
-        self.dbsession.add(row)
+        rows = []
+        for partial in checked:
+            # Read the clock under the lock, so time never runs backwards
+            # along the chain.
+            fields = {"occurred_at": self.clock(), **partial}
+            row = AuditEvent(
+                **fields, prev_hash=prev_hash, hash=chain_hash(prev_hash, **fields)
+            )
+            prev_hash = row.hash
+            rows.append(row)
+        self.dbsession.add_all(rows)
         self.dbsession.flush()
-        return row
+        return rows
 
     def _lock(self) -> None:
         if self.dbsession.get_bind().dialect.name == "postgresql":

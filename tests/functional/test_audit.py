@@ -319,3 +319,18 @@ def test_data_07_cli_verify_and_tail(ini, tmp_path):
     )
     assert "Traceback" not in result.stderr
     assert run(ini, "audit", "tail", "-n", "0").returncode == 2
+
+
+def test_record_many_appends_one_chain_in_order(audit, dbsession):
+    """A bulk change's events: one lock and one flush, the same chain."""
+    audit.record("first", detail={"n": 0})
+    rows = audit.record_many([("bulk", {"n": n}) for n in range(1, 4)])
+    audit.record("last", detail={"n": 4})
+    stored = dbsession.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+    assert [row.detail["n"] for row in stored] == [0, 1, 2, 3, 4]
+    assert [row.id for row in rows] == [row.id for row in stored[1:4]]
+    assert verify(dbsession) == VerifyResult(ok=True, checked=5, first_bad_id=None)
+    assert audit.record_many([]) == []
+    with pytest.raises(ValueError, match="event must have"):
+        audit.record_many([("fine", {}), ("", {})])
+    assert count(dbsession, AuditEvent) == 5

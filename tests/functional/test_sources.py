@@ -147,17 +147,31 @@ def test_names_and_missing_files_are_refused(db, tmp_path):
     assert_refused(admin(db, "source", "show", "nobody"), "no metadata source")
 
 
-def test_unsigned_ok_is_refused_outside_development(db, tmp_path):
+def test_unsigned_ok_is_refused_outside_development(db, engine, tmp_path, monkeypatch):
+    from tests.app import DEVELOPMENT_INI
+
     production = tmp_path / "production.ini"
     production.write_text(
-        db.read_text().replace(
-            "idp.environment = development", "idp.environment = production"
+        (DEVELOPMENT_INI.parent / "production.ini")
+        .read_text()
+        .replace(
+            "postgresql+psycopg://idp@localhost/idp",
+            f"sqlite:///{tmp_path / 'idp.sqlite'}",
         )
+        .replace("%(here)s/metadata", str(tmp_path / "metadata"))
     )
+    monkeypatch.setenv("IDP_SESSION_SECRET", "s" * 40)
+    monkeypatch.setenv("IDP_HMAC_KEY", "h" * 40)
     document = tmp_path / "f.xml"
     document.write_bytes(aggregate(entity("a")))
-    line = fails(production, "source", "add", "p", "--file", document, "--unsigned-ok")
-    assert "--unsigned-ok is for development only" in line or "production" in line
+    assert_refused(
+        admin(production, "source", "add", "p", "--file", document, "--unsigned-ok"),
+        "--unsigned-ok is for development only",
+    )
+    # The control: the same ini takes a signed source.
+    document.write_bytes(make_aggregate(1, signer=federation_keys()))
+    ok(production, "source", "add", "p", "--file", document, "--anchor", fingerprint())
+    assert set(rows(engine)) == {SP0}
 
 
 def test_web_14_an_upload_is_stored_under_a_generated_name(db, engine, tmp_path):
@@ -286,11 +300,26 @@ def test_sp_check_exit_codes(db, engine, tmp_path):
 
     result = admin(db, "sp", "check", "--days", "3")
     assert (result.returncode, result.stdout) == (0, "nothing expires within 3 days\n")
+    manual = tmp_path / "m.xml"
+    manual.write_bytes(entity("m", valid_until=soon))
+    ok(db, "sp", "import", manual)
     result = admin(db, "sp", "check", "--days", "7")
     assert result.returncode == 1
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith("source p: document expires at")
-    assert lines[1].startswith(f"{entity_id('a')}: metadata expires at")
+    assert f"{entity_id('m')}: metadata expires at" in result.stdout
+    ok(db, "sp", "remove", entity_id("m"), "--yes")
+    result = admin(db, "sp", "check", "--days", "7")
+    assert result.returncode == 1
+    # The document's validity once, not again for each SP that inherits it.
+    [line] = result.stdout.splitlines()
+    assert line.startswith("source p: document expires at")
+    # An SP whose own metadata expires sooner is named.
+    sooner = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    document.write_bytes(aggregate(entity("a"), entity("b", valid_until=sooner)))
+    ok(db, "source", "refresh", "p")
+    result = admin(db, "sp", "check", "--days", "3")
+    assert result.returncode == 1
+    [line] = result.stdout.splitlines()
+    assert line.startswith(f"{entity_id('b')}: metadata expires at")
     # Certificates: the test keys are valid for ten years.
     result = admin(db, "sp", "check", "--days", "4000")
     assert result.returncode == 1
@@ -356,3 +385,51 @@ def test_an_sp_from_a_source_signs_in_end_to_end(testapp, dbsession, module, use
         "{urn:oasis:names:tc:SAML:2.0:assertion}EncryptedAssertion"
     )
     assert len(encrypted) == 1
+
+
+def test_saml_29_a_squatter_gets_no_assertion_until_the_host_is_confirmed(
+    testapp, dbsession, module, user, sp
+):
+    """SAML-29, end to end: a source's entity A lists an ACS on the host of
+    the registered SP B (``sp``, https://sp.example.org). Before the check
+    it was registered and a signed-in user's assertion about A went to B's
+    host (tests/unit/saml/test_sources.py shows the registration); now A
+    is quarantined and the IdP refuses it as an unknown SP, until an
+    operator confirms the host for it."""
+    from idp.saml.sources import apply_document, approve
+    from tests.metadata_sources import MAX_VALID, NOW, make_source
+    from tests.saml_pages import response_of
+    from tests.saml_requests import authn_request, redirect_query
+    from tests.signin import sign_in
+
+    squat_acs = "https://sp.example.org/acs-squat"
+    source = make_source(dbsession, module_id=module.id)
+    document = aggregate(
+        with_endpoint(entity("squatter"), "AssertionConsumerService", squat_acs)
+    )
+    report = apply_document(
+        dbsession, source, document, now=NOW, max_valid_until=MAX_VALID
+    )
+    assert (
+        "sp.example.org (used by https://sp.example.org/sp)"
+        in (report.quarantined[entity_id("squatter")])
+    )
+    sign_in(testapp, user)
+    request = authn_request(issuer=entity_id("squatter"), acs_url=squat_acs)
+
+    page = testapp.get("/saml/sso/redirect?" + redirect_query(request), status=400)
+    assert 'data-error-code="saml_unknown_sp"' in page.text
+    assert "saml-post-form" not in page.forms
+
+    approve(
+        dbsession,
+        source,
+        entity_id("squatter"),
+        now=NOW,
+        max_valid_until=MAX_VALID,
+        confirm_hosts=("sp.example.org",),
+    )
+    request = authn_request(issuer=entity_id("squatter"), acs_url=squat_acs)
+    page = testapp.get("/saml/sso/redirect?" + redirect_query(request))
+    assert page.forms["saml-post-form"].action == squat_acs
+    assert response_of(page).get("Destination") == squat_acs

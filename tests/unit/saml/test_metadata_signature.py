@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -645,3 +646,100 @@ def test_anchor_with_certificates_and_fingerprints(federation, attacker):
     assert verify_metadata(with_key_info, by_certificate).tag == MD_ENTITIES
     assert verify_metadata(without, by_certificate).tag == MD_ENTITIES
     _refused(without, by_fingerprint, r"does not verify with the trust anchor's key")
+
+
+@pytest.mark.parametrize(
+    ("reference", "c14n"),
+    [("whole", "exclusive"), ("id", "inclusive")],
+    ids=["uri-empty", "inclusive-c14n"],
+)
+def test_saml_messages_keep_their_stricter_profile(federation, reference, c14n):
+    """What metadata may use (``URI=""``, inclusive c14n) stays refused on SAML
+    messages: the metadata profile did not widen the message verifier."""
+    from idp.saml.crypto import SignatureError, XmlsecBackend
+    from idp.saml.xml import parse_xml
+
+    message = (
+        f'<samlp:LogoutResponse xmlns:samlp="{attacks.SAMLP}" '
+        f'xmlns:saml="{attacks.ASSERTION}" ID="_lr-0001" Version="2.0" '
+        'IssueInstant="2026-11-25T00:00:00Z" InResponseTo="_req-1">'
+        "<saml:Issuer>https://sp.example.org/sp</saml:Issuer><samlp:Status>"
+        '<samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/>'
+        "</samlp:Status></samlp:LogoutResponse>"
+    ).encode()
+    node_name = "urn:oasis:names:tc:SAML:2.0:protocol:LogoutResponse"
+    backend = XmlsecBackend()
+    control = sign_metadata(message, federation[0])
+    assert backend.verify_root(parse_xml(control), node_name, [_pem(federation[1])])
+    signed = sign_metadata(message, federation[0], reference=reference, c14n=c14n)
+    assert _plain_libxmlsec_accepts(signed, federation[1])
+    with pytest.raises(SignatureError):
+        backend.verify_root(parse_xml(signed), node_name, [_pem(federation[1])])
+    with pytest.raises(SignatureError):
+        backend.validate_signature(signed, federation[1], "pem", node_name, "_lr-0001")
+
+
+def test_weak_signer_keys_refused(tmp_path):
+    """An RSA-1024 signer is refused as an anchor certificate, and when a
+    fingerprint anchor names it, at verification."""
+    from idp.saml.keys import make_pem_pair, write_private_key
+
+    key_pem, cert_pem = make_pem_pair("weak.example.org", key_size=1024)
+    key_file, cert_file = tmp_path / "weak.key", tmp_path / "weak.crt"
+    write_private_key(key_file, key_pem)
+    cert_file.write_bytes(cert_pem)
+    with pytest.raises(MetadataSignatureError, match="1024-bit RSA key; at least 2048"):
+        parse_anchor(cert_pem.decode())
+    document = make_aggregate(1, signer=(str(key_file), str(cert_file)))
+    _refused(
+        document,
+        parse_anchor(_sha256(str(cert_file))),
+        r"fingerprint names has a 1024-bit RSA key",
+    )
+
+
+def _mutated(rng: random.Random, document: bytes) -> bytes:
+    data = bytearray(document)
+    for _ in range(rng.randint(1, 3)):
+        position = rng.randrange(len(data))
+        kind = rng.random()
+        if kind < 0.3:
+            data[position] = rng.choice(b'<>"=:/ &#;-_aZ09\x00\xff')
+        elif kind < 0.6:
+            del data[position : position + rng.randint(1, 40)]
+        else:
+            start = rng.randrange(len(document))
+            data[position:position] = document[start : start + rng.randint(1, 300)]
+    return bytes(data)
+
+
+def test_mutated_metadata_refused_with_one_line(federation, anchors):
+    """Damaged documents (bytes flipped, cut, repeated), as received and
+    re-signed after the damage so the checks past the signature run too,
+    end in a MetadataSignatureError or a verified tree, never another
+    exception.  (Fuzzing this found a C14NError and an X.509 version error
+    escaping from the refusal's diagnosis.)"""
+    rng = random.Random(14)
+    signed = make_aggregate(2, signer=federation)
+    unsigned = make_aggregate(2)
+    for case in range(300):
+        if case % 3:
+            document = _mutated(rng, signed)
+        else:
+            try:
+                document = sign_metadata(
+                    _mutated(rng, unsigned),
+                    federation[0],
+                    reference=rng.choice(["id", "whole"]),
+                    c14n=rng.choice(["exclusive", "inclusive"]),
+                    cert_file=federation[1],
+                )
+            except (etree.XMLSyntaxError, xmlsec.Error, ValueError):
+                continue
+        for anchor in anchors.values():
+            try:
+                root = verify_metadata(document, anchor)
+            except MetadataSignatureError as exc:
+                assert "\n" not in str(exc)
+            else:
+                assert root.tag in (MD_ENTITIES, MD_ENTITY)
