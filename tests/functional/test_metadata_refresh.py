@@ -16,7 +16,7 @@ import threading
 
 import pytest
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from idp.models import AuditEvent, MetadataSource, ServiceProvider
 from idp.saml.fetch import FetchPolicy
@@ -110,8 +110,11 @@ def add_source(engine, location: str, name: str = "federation", **values) -> int
 
 
 def source_row(engine, source_id: int) -> MetadataSource:
+    """The source's row, its deferred backing copy loaded."""
     with Session(engine, expire_on_commit=False) as session:
-        return session.get_one(MetadataSource, source_id)
+        return session.get_one(
+            MetadataSource, source_id, options=[undefer(MetadataSource.document)]
+        )
 
 
 def registry(engine) -> dict[str, str]:
