@@ -301,7 +301,8 @@ class Refresher:
                 source.valid_until <= self.clock() + self.schedule.min_interval
             )
             # A 304 cannot renew a copy about to expire: ask for the document.
-            conditional = not expiring and source.document is not None
+            # (Its digest says a copy exists, without loading 80 MB of it.)
+            conditional = not expiring and source.document_sha256 is not None
             etag = source.etag if conditional else None
             last_modified = source.last_modified if conditional else None
         try:
