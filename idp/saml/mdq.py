@@ -75,7 +75,7 @@ LOOKUP_BY = "mdq lookup"
 _ENTITY_DESCRIPTOR = f"{{{MD_NS}}}EntityDescriptor"
 # One lookup at a time in this process: a responder that hangs can hold at
 # most one request thread per node.
-_one_at_a_time = threading.Semaphore(1)
+LOOKUP_SLOT = threading.Semaphore(1)
 UNREACHABLE_SECONDS = 60.0
 
 
@@ -248,7 +248,8 @@ class Discovery:
             return False
         for name, key in (("mdq.address", self.client_address), ("mdq.global", "*")):
             if not self.limiter.hit(name, key).allowed:
-                log.warning(
+                # INFO: a flood of random issuers must not flood the log too.
+                log.info(
                     "MDQ lookup of %s not made: the %s limit is reached",
                     entity_id,
                     name,
@@ -262,15 +263,20 @@ class Discovery:
         if not is_absolute_uri(entity_id):
             return None
         sources = self._sources()
-        if not sources or not self._allowed(entity_id):
+        if not sources:
             return None
-        if not _one_at_a_time.acquire(blocking=False):
-            log.warning("MDQ lookup of %s not made: another is under way", entity_id)
+        # Taken before the counters: a database limiter's row lock lasts
+        # until the request commits, so only the one request of this process
+        # that may look up ever waits for another node's.
+        if not LOOKUP_SLOT.acquire(blocking=False):
+            log.info("MDQ lookup of %s not made: another is under way", entity_id)
             return None
         try:
+            if not self._allowed(entity_id):
+                return None
             return self._look_up(sources, entity_id)
         finally:
-            _one_at_a_time.release()
+            LOOKUP_SLOT.release()
 
     def _look_up(
         self, sources: list[MetadataSource], entity_id: str

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from idp.models import MetadataSource, ServiceProvider
-from idp.saml.mdq import UNREACHABLE, entity_url, template
+from idp.saml.mdq import LOOKUP_SLOT, UNREACHABLE, entity_url, template
 from tests.partner_metadata import federation_anchor, mdq_responder, signed_entity
 from tests.partner_server import Answer, PartnerServer, ThrowawayCA, closed_port
 from tests.saml_metadata import RELEASED, SP_ENTITY_ID
@@ -293,3 +293,19 @@ def test_ops_04_an_mdq_source_never_reaches_an_internal_address(
 def test_a_registered_sp_is_never_looked_up(client, sp, source, published, responder):
     assert start(client).status_int == 303
     assert responder.connections == 0
+
+
+def test_ops_04_one_lookup_at_a_time_per_process(
+    client, dbsession, source, published, responder
+):
+    """While one request waits for a responder, the next does not queue behind it."""
+    published[SP_ENTITY_ID] = signed_entity(SP_ENTITY_ID)
+    assert LOOKUP_SLOT.acquire(blocking=False)
+    try:
+        assert error_code(start(client, expect_errors=True)) == "saml_unknown_sp"
+    finally:
+        LOOKUP_SLOT.release()
+    assert responder.connections == 0
+    # Not counted against the entity either: the next request finds it.
+    assert start(client).status_int == 303
+    assert registered(dbsession) is not None
