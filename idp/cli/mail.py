@@ -77,7 +77,7 @@ def deliver(args) -> int:
                     )
                 next_purge = time.monotonic() + settings["idp.purge.interval_seconds"]
             if refresher is not None and time.monotonic() >= next_refresh:
-                next_refresh = _refresh_sources(refresher)
+                next_refresh = _refresh_sources(refresher, stopping)
             if not args.loop or stopping.wait(settings["mail.poll_seconds"]):
                 break
     finally:
@@ -91,7 +91,7 @@ def _refresher(settings, engine):
     return Refresher.from_settings(settings, engine)
 
 
-def _refresh_sources(refresher) -> float:
+def _refresh_sources(refresher, stopping: threading.Event) -> float:
     """Refresh the due metadata sources; when to look again (monotonic).
 
     Mail must go on whatever happens to a partner's metadata: a failure here
@@ -100,7 +100,7 @@ def _refresh_sources(refresher) -> float:
     import logging
 
     try:
-        for outcome in refresher.run():
+        for outcome in refresher.run(stop=stopping.is_set):
             print(outcome.line, flush=True)
         wait = refresher.seconds_until_due()
     except Exception:

@@ -577,11 +577,9 @@ def _refresh_loop(settings: dict) -> int:
     print(f"refreshing as {refresher.owner}; stop with SIGTERM or SIGINT", flush=True)
     try:
         while not stopping.is_set():
-            for outcome in refresher.run():
+            for outcome in refresher.run(stop=stopping.is_set):
                 stream = sys.stderr if outcome.result == "failed" else sys.stdout
                 print(outcome.line, file=stream, flush=True)
-                if stopping.is_set():
-                    break
             stopping.wait(refresher.seconds_until_due())
     finally:
         refresher.engine.dispose()

@@ -228,10 +228,16 @@ class Refresher:
         wait = (schedule[0][0] - self.clock()).total_seconds()
         return max(MIN_SLEEP_SECONDS, min(wait, MAX_SLEEP_SECONDS))
 
-    def run(self) -> list[Outcome]:
-        """Refresh every due source once; a failure never stops the others."""
+    def run(self, stop: Callable[[], bool] | None = None) -> list[Outcome]:
+        """Refresh every due source once; a failure never stops the others.
+
+        ``stop()`` is asked before each source: a loop told to stop finishes
+        the source under way and leaves the rest for next time.
+        """
         outcomes = []
         for name in self.due():
+            if stop is not None and stop():
+                break
             try:
                 outcomes.append(self.refresh(name))
             except SourceError as exc:

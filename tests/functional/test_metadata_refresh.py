@@ -389,6 +389,7 @@ def test_due_lists_the_fetched_sources_whose_time_has_come(
     clock.now += 6 * HOUR
     assert refresher.due() == ["federation"]
     assert refresher.seconds_until_due() == 1
+    assert refresher.run(stop=lambda: True) == []
 
 
 def test_a_source_under_another_nodes_lease_is_not_due_until_it_ends(
