@@ -260,7 +260,9 @@ class Discovery:
     def __call__(self, entity_id: str) -> ServiceProvider | None:
         if not entity_id or len(entity_id) > MAX_ENTITY_ID:
             return None
-        if not is_absolute_uri(entity_id):
+        if not entity_id.isprintable() or not is_absolute_uri(entity_id):
+            # Never looked up, nor logged: control characters in a log line
+            # could forge or hide others.
             return None
         sources = self._sources()
         if not sources:

@@ -195,7 +195,14 @@ def test_an_expired_answer_registers_nothing(client, dbsession, source, publishe
 
 
 @pytest.mark.parametrize(
-    "issuer", ["not a uri", "relative/path", "javascript:alert(1)", "x" * 1025]
+    "issuer",
+    [
+        "not a uri",
+        "relative/path",
+        "javascript:alert(1)",
+        "x" * 1025,
+        "https://sp.example.org/\u202egpj.exe",  # a bidi override
+    ],
 )
 def test_ops_04_an_issuer_that_is_no_entity_id_is_never_looked_up(
     client, source, published, responder, issuer
