@@ -237,6 +237,7 @@ def test_ops_04_one_address_stops_at_its_own_limit(
     assert len(responder.asked) == 3
 
 
+@pytest.mark.slow
 def test_ops_04_a_stalling_responder_costs_at_most_the_mdq_timeout_once(
     testapp_with, ca, source, responder
 ):
