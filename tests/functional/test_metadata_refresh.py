@@ -245,7 +245,7 @@ def _expired() -> bytes:
         (_expired, "expired"),
         (
             lambda: b"<html><body>Site under maintenance</body></html>",
-            "not md:EntitiesDescriptor",
+            "document element is html, not md:EntitiesDescriptor",
         ),
         (lambda: b"\x00\xff garbage", "UTF-8"),
     ],
