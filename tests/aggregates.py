@@ -16,6 +16,9 @@ Quick use::
     signed = make_aggregate(3, signer=federation_keys())            # 3 good SPs
     mixed = make_aggregate([sp_entity(0), sp_entity(1, acs="http://sp1.example/acs")],
                            signer=federation_keys(), reference="whole", c14n="inclusive")
+    expired = sp_entity(2, valid_until=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    no_acs = sp_entity(3, mutate=lambda e: [a.getparent().remove(a) for a in
+                       e.iter(f"{{{MD}}}AssertionConsumerService")])
     unsigned = make_aggregate(2)
 
 Keys: tests share a few pre-generated 2048-bit certificates
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -111,6 +114,9 @@ class SpEntity:
     display_names: tuple[tuple[str, str], ...] = ()  # (lang, text)
     valid_until: dt.datetime | None = None
     id: str | None = None  # an ID attribute on the EntityDescriptor
+    # Called with the finished md:EntityDescriptor, to damage it in ways the
+    # fields cannot (drop the ACS, add an IdP role, break the schema).
+    mutate: Callable[[etree._Element], object] | None = None
 
 
 def sp_entity(
@@ -217,6 +223,8 @@ def entity_element(
                 NameFormat=URI_FORMAT,
                 isRequired="true" if required else "false",
             )
+    if entity.mutate is not None:
+        entity.mutate(element)
     return element
 
 

@@ -94,6 +94,7 @@ __all__ = [
     "make_sp_client",
     "node_name",
     "parse",
+    "plain_libxmlsec_accepts",
     "post_fields",
     "resign",
     "root_id",
@@ -282,6 +283,28 @@ def node_name(xml: bytes | str) -> str:
     tag = parse(xml).tag
     namespace, _, local = tag[1:].partition("}")
     return f"{namespace}:{local}"
+
+
+def plain_libxmlsec_accepts(document: bytes, key: str | Path | xmlsec.Key) -> bool:
+    """What a verifier without structure rules says: the document's first
+    ds:Signature, its Reference resolved by ID, every transform and algorithm
+    libxmlsec knows; ``key`` a PEM certificate file or an ``xmlsec.Key``.
+
+    Tests pair it with a refusal to show that the document is a genuine
+    signature and the refusal comes from the verifier's rules.
+    """
+    if not isinstance(key, xmlsec.Key):
+        key = xmlsec.Key.from_file(str(key), _C.KeyDataFormatCertPem)
+    root = parse(document)
+    signature = next(root.iter(_SIGNATURE))
+    xmlsec.tree.add_ids(root, ["ID"])
+    ctx = xmlsec.SignatureContext()
+    ctx.key = key
+    try:
+        ctx.verify(signature)
+    except xmlsec.Error:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------

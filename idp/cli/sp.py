@@ -307,6 +307,11 @@ def import_(args) -> int:
                 "enabled": sp.enabled,
                 "metadata_sha256": sp.metadata_sha256,
             }
+            if args.confirm_host:
+                # SAML-29: the operator vouched for a host another SP uses.
+                detail["confirmed_hosts"] = sorted(
+                    {host.strip().lower() for host in args.confirm_host}
+                )
             if sp.trust_changes:
                 _audit(session, "sp.replaced", changes=sp.trust_changes, **detail)
             elif previous is None:

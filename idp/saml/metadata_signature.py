@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -52,7 +52,9 @@ __all__ = [
     "MIN_RSA_BITS",
     "MetadataSignatureError",
     "TrustAnchor",
+    "VerifiedMetadata",
     "parse_anchor",
+    "verified_metadata",
     "verify_metadata",
 ]
 
@@ -96,6 +98,15 @@ _SIGNATURE_HASHES: dict[str, tuple[str, type[hashes.HashAlgorithm]]] = {
     f"{_DSIG_MORE}ecdsa-sha384": ("ec", hashes.SHA384),
     f"{_DSIG_MORE}ecdsa-sha512": ("ec", hashes.SHA512),
 }
+
+
+# What reading a certificate and its key may raise on bad input.
+_CERTIFICATE_ERRORS = (
+    binascii.Error,
+    ValueError,
+    x509.InvalidVersion,
+    UnsupportedAlgorithm,
+)
 
 
 class MetadataSignatureError(ValueError):
@@ -191,7 +202,7 @@ def _load_pem(pem: str) -> x509.Certificate:
         certificate = x509.load_pem_x509_certificate(pem.encode("ascii"))
         certificate.public_key()
         return certificate
-    except (ValueError, UnicodeEncodeError, x509.InvalidVersion):
+    except (*_CERTIFICATE_ERRORS, UnicodeEncodeError):
         raise MetadataSignatureError(
             "trust anchor certificate is not a readable PEM certificate"
         ) from None
@@ -227,7 +238,7 @@ def parse_anchor(text: str) -> TrustAnchor:
             der = base64.b64decode("".join(match.group(2).split()), validate=True)
             certificate = x509.load_der_x509_certificate(der)
             certificate.public_key()
-        except (binascii.Error, ValueError, x509.InvalidVersion):
+        except _CERTIFICATE_ERRORS:
             raise MetadataSignatureError(
                 f"trust anchor certificate {len(certificates) + 1} does not parse"
             ) from None
@@ -269,6 +280,15 @@ def _backend(allow_sha1: bool) -> XmlsecBackend:
     return XmlsecBackend(allow_sha1=allow_sha1)
 
 
+@dataclass(frozen=True)
+class VerifiedMetadata:
+    """What :func:`verified_metadata` proved, for the caller and its audit."""
+
+    root: etree._Element  # the verified document element; read only this
+    signer: str  # SHA-256 of the certificate whose key verified, lowercase hex
+    algorithm: str  # the SignatureMethod URI
+
+
 def verify_metadata(
     data: bytes,
     anchor: TrustAnchor,
@@ -286,6 +306,20 @@ def verify_metadata(
     removed; read nothing but this tree.  Raises
     :class:`MetadataSignatureError`.
     """
+    return verified_metadata(
+        data, anchor, allow_sha1=allow_sha1, max_bytes=max_bytes
+    ).root
+
+
+def verified_metadata(
+    data: bytes,
+    anchor: TrustAnchor,
+    *,
+    allow_sha1: bool = False,
+    max_bytes: int = MAX_METADATA_DOCUMENT_BYTES,
+) -> VerifiedMetadata:
+    """:func:`verify_metadata`, also saying which key signed and how (for an
+    audit record, or ``source show`` during a partner's key rollover)."""
     if not anchor:
         raise MetadataSignatureError("no trust anchor to verify the metadata with")
     if not isinstance(data, bytes | bytearray | memoryview):
@@ -328,10 +362,16 @@ def verify_metadata(
         candidates += _keyinfo_matching(
             signature, anchor, required=not anchor.certificates
         )
-    if backend.verify_metadata_signature(root, signature, candidates) is None:
+    signer = backend.verify_metadata_signature(root, signature, candidates)
+    if signer is None:
         raise MetadataSignatureError(_diagnose(signature, anchor, candidates))
+    algorithm = signature.find(f"{_DS_SIGNED_INFO}/{_DS_SIGNATURE_METHOD}")
     etree.strip_tags(root, etree.Comment, etree.ProcessingInstruction)
-    return root
+    return VerifiedMetadata(
+        root,
+        _fingerprint(_load_pem(signer)),
+        "" if algorithm is None else algorithm.get("Algorithm", ""),
+    )
 
 
 def _one_line(exc: Exception) -> str:
@@ -356,7 +396,7 @@ def _keyinfo_certificates(signature: etree._Element) -> list[x509.Certificate]:
                     der = base64.b64decode("".join((element.text or "").split()))
                     certificate = x509.load_der_x509_certificate(der)
                     certificate.public_key()
-                except (binascii.Error, ValueError, x509.InvalidVersion):
+                except _CERTIFICATE_ERRORS:
                     continue  # not a certificate anyone could have signed with
                 found.append(certificate)
     return found

@@ -286,10 +286,14 @@ def claimed_hosts(
 
 
 def describe_claims(claims: dict[str, list[str]]) -> str:
-    """``host (used by A, B); ...``: one line."""
-    return "; ".join(
-        f"{host} (used by {', '.join(owners)})" for host, owners in claims.items()
-    )
+    """``host (used by A, B); ...``: one line, naming three entities a host
+    at most (a hosting provider's host may serve hundreds)."""
+    parts = []
+    for host, owners in claims.items():
+        named = ", ".join(owners[:3])
+        more = f" and {len(owners) - 3} more" if len(owners) > 3 else ""
+        parts.append(f"{host} (used by {named}{more})")
+    return "; ".join(parts)
 
 
 class HostClaimed(MetadataError):

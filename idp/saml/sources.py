@@ -877,13 +877,14 @@ def approve(
     in_use = registry.hosts_in_use(dbsession)
     confirmed = source.confirmed_hosts or {}
     approved = []
-    for change in changes:
-        sp = dbsession.scalar(
-            select(ServiceProvider).where(
-                ServiceProvider.entity_id == change.entity_id,
-                ServiceProvider.source_id == source.id,
-            )
+    ours = {
+        sp.entity_id: sp
+        for sp in dbsession.scalars(
+            select(ServiceProvider).where(ServiceProvider.source_id == source.id)
         )
+    }
+    for change in changes:
+        sp = ours.get(change.entity_id)
         if sp is None:
             raise SourceError(f"{change.entity_id} is no longer registered")
         try:

@@ -145,6 +145,13 @@ def test_names_and_missing_files_are_refused(db, tmp_path):
         "cannot read",
     )
     assert_refused(admin(db, "source", "show", "nobody"), "no metadata source")
+    document = tmp_path / "f.xml"
+    document.write_bytes(aggregate(entity("a")))
+    ok(db, "source", "add", "p", "--file", document, "--unsigned-ok")
+    assert_refused(
+        admin(db, "source", "add", "p", "--file", document, "--unsigned-ok"),
+        "a metadata source is already named 'p'",
+    )
 
 
 def test_unsigned_ok_is_refused_outside_development(db, engine, tmp_path, monkeypatch):
@@ -256,6 +263,19 @@ def test_saml_29_confirm_host_through_the_cli(db, engine, tmp_path):
         )
     )
     assert_refused(admin(db, "sp", "import", squatter), "victim.example.org (used by")
+    other = tmp_path / "other.xml"
+    other.write_bytes(
+        with_endpoint(
+            entity("other"), "SingleLogoutService", "https://victim.example.org/slo"
+        )
+    )
+    ok(db, "sp", "import", other, "--confirm-host", "Victim.example.org")
+    [event] = [
+        e
+        for e in audit_events(engine, "sp.imported")
+        if e.detail["entity_id"] == entity_id("other")
+    ]
+    assert event.detail["confirmed_hosts"] == ["victim.example.org"]
     document = tmp_path / "f.xml"
     document.write_bytes(aggregate(squatter.read_bytes()))
     ok(db, "source", "add", "p", "--file", document, "--unsigned-ok")
@@ -433,3 +453,27 @@ def test_saml_29_a_squatter_gets_no_assertion_until_the_host_is_confirmed(
     page = testapp.get("/saml/sso/redirect?" + redirect_query(request))
     assert page.forms["saml-post-form"].action == squat_acs
     assert response_of(page).get("Destination") == squat_acs
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("tty", [True, False], ids=["terminal", "pipe"])
+def test_progress_is_a_bar_on_a_terminal_and_lines_otherwise(monkeypatch, tty):
+    from idp.cli.source import _progress_printer
+
+    err = _Terminal() if tty else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    show = _progress_printer()
+    for done in range(100, 1001, 100):
+        show(done, 1000)
+    text = err.getvalue()
+    if tty:
+        assert text.count("\r[") == 10 and text.endswith("\n")
+        assert "1000/1000 entities" in text and "/s, ETA 0 s" in text
+    else:
+        lines = text.splitlines()
+        assert len(lines) == 10
+        assert lines[-1].startswith("1000/1000 entities checked (")

@@ -12,6 +12,7 @@ verifier's rules, not from a broken document.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import os
 import random
 import shutil
@@ -30,7 +31,7 @@ from idp.saml.metadata_signature import (
     parse_anchor,
     verify_metadata,
 )
-from idp.saml.sp_metadata import parse_sp_metadata
+from idp.saml.sp_metadata import MetadataError, parse_sp_metadata
 from tests import saml_attacks as attacks
 from tests.aggregates import (
     DS,
@@ -118,21 +119,6 @@ def _refused(document: bytes, anchor: TrustAnchor, match: str, **kwargs) -> str:
     return message
 
 
-def _plain_libxmlsec_accepts(document: bytes, cert_file: str) -> bool:
-    """A verifier without structure rules: the first ds:Signature anywhere,
-    its Reference resolved by ID, the given certificate's key."""
-    root = attacks.parse(document)
-    signature = next(root.iter(DS_SIGNATURE))
-    xmlsec.tree.add_ids(root, ["ID"])
-    ctx = xmlsec.SignatureContext()
-    ctx.key = xmlsec.Key.from_file(cert_file, xmlsec.constants.KeyDataFormatCertPem)
-    try:
-        ctx.verify(signature)
-    except xmlsec.Error:
-        return False
-    return True
-
-
 def _tree(document: bytes) -> etree._Element:
     return attacks.parse(document)
 
@@ -192,6 +178,20 @@ def test_helper_options(federation):
     ) == ("http://sp1.example.edu.my/acs")
     assert make_aggregate(1).find(b"Signature") == -1
 
+    expired = sp_entity(2, valid_until=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    no_acs = sp_entity(
+        3,
+        mutate=lambda e: [
+            a.getparent().remove(a) for a in e.iter(f"{{{MD}}}AssertionConsumerService")
+        ],
+    )
+    first, second = _tree(make_aggregate([expired, no_acs])).findall(MD_ENTITY)
+    assert first.get("validUntil") == "2020-01-01T00:00:00Z"
+    with pytest.raises(MetadataError, match=r"expired|validUntil"):
+        parse_sp_metadata(etree.tostring(first))
+    with pytest.raises(MetadataError, match="AssertionConsumerService"):
+        parse_sp_metadata(etree.tostring(second))
+
 
 # --------------------------------------------------------------------------
 # SAML-28: altered, wrong signer, unsigned
@@ -218,7 +218,7 @@ def test_saml_28_wrong_signer_named(federation, attacker, anchor, signing):
     """Signed by another key carrying its certificate: its fingerprint is named."""
     reference, c14n = signing
     document = make_aggregate(2, signer=attacker, reference=reference, c14n=c14n)
-    assert _plain_libxmlsec_accepts(document, attacker[1])
+    assert attacks.plain_libxmlsec_accepts(document, attacker[1])
     message = _refused(document, anchor, r"^metadata is signed by another key")
     assert _colons(_sha256(attacker[1])) in message
     assert _colons(_sha256(federation[1])) in message
@@ -294,21 +294,31 @@ def test_xsw_around_signed_aggregate_refused(aggregate, anchor, shape):
     _refused(attacked, anchor, r"^metadata")
 
 
-def test_signed_original_moved_inside_extensions(aggregate, anchor, federation):
+def test_signed_original_moved_inside_extensions(
+    aggregate, anchor, federation, signing
+):
     """An unsigned aggregate of forged entities carries the signed original
-    in its md:Extensions (a lax-schema hiding place)."""
+    in its md:Extensions (a lax-schema hiding place).  A ``#ID`` signature
+    still verifies where it now sits, for plain libxmlsec."""
     original = _tree(aggregate)
     evil = etree.Element(MD_ENTITIES, nsmap={"md": MD}, Name="evil", ID="_evil")
     etree.SubElement(evil, MD_EXTENSIONS).append(original)
     forged = copy.deepcopy(original.find(MD_ENTITY))
     forged.set("entityID", EVIL_ENTITY_ID)
     evil.append(forged)
-    _refused(attacks.serialize(evil), anchor, r"signature wrapping")
+    attacked = attacks.serialize(evil)
+    assert attacks.plain_libxmlsec_accepts(attacked, federation[1]) == (
+        signing[0] == "id"
+    )
+    _refused(attacked, anchor, r"signature wrapping")
 
 
-def test_second_entities_descriptor_wraps_the_signed_one(aggregate, anchor):
+def test_second_entities_descriptor_wraps_the_signed_one(
+    aggregate, anchor, federation, signing
+):
     """Nested EntitiesDescriptors are schema-valid: the forged outer one holds a
-    forged entity and the signed original."""
+    forged entity and the signed original (which plain libxmlsec still
+    verifies when it is signed by ``#ID``), under another ID or its own."""
     original = _tree(aggregate)
     for outer_id in ("_outer", original.get("ID")):
         evil = etree.Element(MD_ENTITIES, nsmap={"md": MD}, Name="evil", ID=outer_id)
@@ -316,7 +326,12 @@ def test_second_entities_descriptor_wraps_the_signed_one(aggregate, anchor):
         forged.set("entityID", EVIL_ENTITY_ID)
         evil.append(forged)
         evil.append(copy.deepcopy(original))
-        _refused(attacks.serialize(evil), anchor, r"signature wrapping|duplicate ID")
+        attacked = attacks.serialize(evil)
+        if outer_id == "_outer":
+            assert attacks.plain_libxmlsec_accepts(attacked, federation[1]) == (
+                signing[0] == "id"
+            )
+        _refused(attacked, anchor, r"signature wrapping|duplicate ID")
 
 
 def test_duplicate_ids_refused(aggregate, anchor, federation):
@@ -339,7 +354,7 @@ def test_duplicate_ids_refused(aggregate, anchor, federation):
     twins = make_aggregate(
         [sp_entity(0, id="_twin"), sp_entity(1, id="_twin")], signer=federation
     )
-    assert _plain_libxmlsec_accepts(twins, federation[1])
+    assert attacks.plain_libxmlsec_accepts(twins, federation[1])
     _refused(twins, anchor, r"duplicate ID value '_twin'")
 
 
@@ -350,7 +365,7 @@ def test_reference_to_a_nested_element_refused(federation, anchor):
     narrowed = sign_metadata(
         unsigned, federation[0], reference="#_sp0", cert_file=federation[1]
     )
-    assert _plain_libxmlsec_accepts(narrowed, federation[1])
+    assert attacks.plain_libxmlsec_accepts(narrowed, federation[1])
     _refused(narrowed, anchor, r"Reference URI '#_sp0' is not")
 
 
@@ -362,7 +377,7 @@ def test_whole_document_signature_below_the_root_refused(federation, anchor):
     signature = root.find(DS_SIGNATURE)
     root.find(MD_ENTITY).insert(0, signature)
     moved = attacks.serialize(root, declaration=True)
-    assert _plain_libxmlsec_accepts(moved, federation[1])
+    assert attacks.plain_libxmlsec_accepts(moved, federation[1])
     _refused(moved, anchor, r"references the whole document \(signature wrapping\)")
 
 
@@ -398,7 +413,7 @@ def test_comments_canonicalization_refused(federation, anchor):
     """ "With comments" c14n: what a reader reads must be what was signed."""
     for c14n in ("exclusive-with-comments", "inclusive-with-comments"):
         document = make_aggregate(2, signer=federation, c14n=c14n)
-        assert _plain_libxmlsec_accepts(document, federation[1])
+        assert attacks.plain_libxmlsec_accepts(document, federation[1])
         _refused(document, anchor, r"canonicalization .* not allowed in a metadata")
 
 
@@ -472,29 +487,19 @@ def test_signed_by_xmlsec1_verifies(federation, anchors, tmp_path, reference):
 
 @needs_xmlsec1
 def test_signed_here_verifies_with_xmlsec1(aggregate, federation, tmp_path):
-    done = _xmlsec1(
-        tmp_path,
-        "--verify",
-        "--pubkey-cert-pem",
-        federation[1],
-        "--id-attr:ID",
-        "urn:oasis:names:tc:SAML:2.0:metadata:EntitiesDescriptor",
-        document=aggregate,
-    )
-    assert done.returncode == 0, done.stderr
-    tampered = aggregate.replace(b"sp2.example", b"sp9.example")
-    assert (
-        _xmlsec1(
+    def xmlsec1_verify(document: bytes) -> int:
+        return _xmlsec1(
             tmp_path,
             "--verify",
             "--pubkey-cert-pem",
             federation[1],
             "--id-attr:ID",
             "urn:oasis:names:tc:SAML:2.0:metadata:EntitiesDescriptor",
-            document=tampered,
+            document=document,
         ).returncode
-        != 0
-    )
+
+    assert xmlsec1_verify(aggregate) == 0
+    assert xmlsec1_verify(aggregate.replace(b"sp2.example", b"sp9.example")) != 0
 
 
 # --------------------------------------------------------------------------
@@ -672,7 +677,7 @@ def test_saml_messages_keep_their_stricter_profile(federation, reference, c14n):
     control = sign_metadata(message, federation[0])
     assert backend.verify_root(parse_xml(control), node_name, [_pem(federation[1])])
     signed = sign_metadata(message, federation[0], reference=reference, c14n=c14n)
-    assert _plain_libxmlsec_accepts(signed, federation[1])
+    assert attacks.plain_libxmlsec_accepts(signed, federation[1])
     with pytest.raises(SignatureError):
         backend.verify_root(parse_xml(signed), node_name, [_pem(federation[1])])
     with pytest.raises(SignatureError):
@@ -743,3 +748,42 @@ def test_mutated_metadata_refused_with_one_line(federation, anchors):
                 assert "\n" not in str(exc)
             else:
                 assert root.tag in (MD_ENTITIES, MD_ENTITY)
+
+
+def test_mutated_anchor_text_refused_with_one_line(federation):
+    """An operator's damaged paste of a certificate gives a one-line refusal
+    or an anchor, never another exception (fuzzing found a certificate
+    whose key algorithm cryptography does not know escaping)."""
+    pem = _pem(federation[1])
+    rng = random.Random(5)
+    for _ in range(1000):
+        text = list(pem)
+        for _ in range(rng.randint(1, 3)):
+            position = rng.randrange(len(text))
+            kind = rng.random()
+            if kind < 0.4:
+                text[position] = rng.choice("ABCxyz019+/=:-\n ,")
+            elif kind < 0.7:
+                del text[position : position + rng.randint(1, 30)]
+            else:
+                start = rng.randrange(len(pem))
+                text[position:position] = pem[start : start + rng.randint(1, 60)]
+        try:
+            anchor = parse_anchor("".join(text))
+        except MetadataSignatureError as exc:
+            assert "\n" not in str(exc)
+        else:
+            assert anchor
+
+
+def test_verified_metadata_names_the_signer(federation, attacker):
+    """Which of the anchor's keys signed, for the audit record and for a
+    partner's key rollover (old and new certificate both in the anchor)."""
+    from idp.saml.metadata_signature import verified_metadata
+
+    rollover = parse_anchor(_pem(attacker[1]) + _pem(federation[1]))
+    for signer in (federation, attacker):
+        result = verified_metadata(make_aggregate(1, signer=signer), rollover)
+        assert result.signer == _sha256(signer[1])
+        assert result.algorithm == RSA_SHA256
+        assert result.root.tag == MD_ENTITIES

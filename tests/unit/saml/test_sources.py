@@ -592,3 +592,11 @@ def test_hostile_entity_ids_are_quarantined_escaped_and_short(dbsession):
         dbsession, source, aggregate(escape, long, entity("ok"), entity("b"))
     )
     assert set(quarantine(dbsession, source)) == keys
+
+
+def test_a_host_claim_names_three_owners_at_most():
+    claims = {"h.example.org": [f"https://e{i}.example.org/sp" for i in range(5)]}
+    assert registry.describe_claims(claims) == (
+        "h.example.org (used by https://e0.example.org/sp, "
+        "https://e1.example.org/sp, https://e2.example.org/sp and 2 more)"
+    )
