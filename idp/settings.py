@@ -96,6 +96,24 @@ def _url(value: str) -> str:
     return value
 
 
+def _networks(value: str) -> tuple[Any, ...]:
+    """CIDRs separated by spaces or commas; one covering everything is refused."""
+    import ipaddress
+
+    networks = []
+    for item in str(value).replace(",", " ").split():
+        try:
+            network = ipaddress.ip_network(item, strict=True)
+        except ValueError as exc:
+            raise ValueError(
+                f"{item!r} is not a network in CIDR form ({exc})"
+            ) from None
+        if network.prefixlen == 0:
+            raise ValueError(f"{item!r} would allow every address")
+        networks.append(network)
+    return tuple(networks)
+
+
 def _timezone(value: str) -> str:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -194,6 +212,28 @@ OPTIONS: dict[str, Option] = {
     "idp.crest.path": Option(_text, ""),
     "idp.crest.alt_ms": Option(_text, ""),
     "idp.crest.alt_en": Option(_text, ""),
+    # Fetching partners' metadata over HTTPS (idp/saml/fetch.py, OPS-04):
+    # only public addresses unless allowlisted here (CIDRs), a connect and a
+    # whole-fetch timeout in seconds, a size cap (after gzip decompression),
+    # CAs (empty: the system's), and plain http to 127.0.0.1 in development.
+    "idp.metadata_fetch_allow": Option(_networks, ()),
+    "idp.metadata_fetch_max_bytes": Option(
+        _bytes_between(1024 * 1024, 1024 * 1024 * 1024), 100 * 1024 * 1024
+    ),
+    "idp.metadata_fetch_connect_timeout": Option(_int_between(1, 60), 5),
+    "idp.metadata_fetch_timeout": Option(_int_between(2, 3600), 300),
+    "idp.metadata_fetch_ca_bundle": Option(_text, ""),
+    "idp.metadata_fetch_allow_http": Option(_bool, False),
+    # Refreshing URL and MDQ sources (idp/saml/refresh.py): the next refresh
+    # follows the document's cacheDuration, kept between min and max; after
+    # a failure the next attempt waits retry, doubling up to retry_max.
+    "idp.metadata_refresh_min_seconds": Option(_int_between(60, 86400), 600),
+    "idp.metadata_refresh_max_seconds": Option(_int_between(600, 7 * 86400), 86400),
+    "idp.metadata_refresh_retry_seconds": Option(_int_between(10, 3600), 60),
+    "idp.metadata_refresh_retry_max_seconds": Option(_int_between(60, 86400), 3600),
+    # An MDQ lookup made while a user waits (idp/saml/mdq.py): the whole
+    # fetch's limit in seconds.
+    "idp.mdq_timeout": Option(_int_between(1, 30), 3),
     "mail.sender": Option(_text, ""),
     "mail.backend": Option(_text, "idp.services.delivery.SMTPSender"),
     "mail.host": Option(_text, "localhost"),
@@ -310,6 +350,7 @@ def parse_settings(
         raise SettingsError("mail.sender: this setting is required")
     _check_address("mail.sender", settings["mail.sender"])
     _check_captcha(settings)
+    _check_refresh(settings)
     for name in ("idp.privacy.email", "idp.contact.security.email"):
         if settings[name]:
             _check_address(name, settings[name])
@@ -358,6 +399,27 @@ def _check_captcha(settings: dict[str, Any]) -> None:
         )
 
 
+def _check_refresh(settings: dict[str, Any]) -> None:
+    bundle = settings["idp.metadata_fetch_ca_bundle"]
+    if bundle and not os.path.isfile(bundle):
+        raise SettingsError(
+            f"idp.metadata_fetch_ca_bundle: no such file {bundle!r} "
+            "(a PEM file of CA certificates; empty: the system's)"
+        )
+    for low, high in (
+        ("idp.metadata_refresh_min_seconds", "idp.metadata_refresh_max_seconds"),
+        (
+            "idp.metadata_refresh_retry_seconds",
+            "idp.metadata_refresh_retry_max_seconds",
+        ),
+    ):
+        if settings[low] > settings[high]:
+            raise SettingsError(
+                f"{low}: must not be more than {high} "
+                f"({settings[low]} > {settings[high]})"
+            )
+
+
 def _check_captcha_hook(settings: dict[str, Any], environ: Mapping[str, str]) -> None:
     """The test hook would hand every captcha's answer to whoever reads the
     directory: only a development run started by the browser tests may have it."""
@@ -396,6 +458,11 @@ def _check_production(settings: dict[str, Any]) -> None:
             raise SettingsError(
                 f"{name}: must be at least {MIN_SECRET_BYTES} bytes in production"
             )
+    if settings["idp.metadata_fetch_allow_http"]:
+        raise SettingsError(
+            "idp.metadata_fetch_allow_http: must be false in production; "
+            "metadata is fetched over https"
+        )
     if settings["idp.auto_create_keys"]:
         raise SettingsError(
             "idp.auto_create_keys: must be false in production; "

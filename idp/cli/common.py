@@ -159,3 +159,18 @@ def app_request(config_uri: str) -> Iterator:
     finally:
         env["closer"]()
         config.registry["dbengine"].dispose()
+
+
+def stop_on_signals():
+    """An event set by SIGTERM or SIGINT: a ``--loop`` command's clean exit.
+
+    The loop finishes what it is doing (a message being sent, a source
+    being applied) and returns, rather than dying half-way.
+    """
+    import signal
+    import threading
+
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    return stopping

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 
 from sqlalchemy import case, func, select
 
-from idp.cli.common import CommandError, load_settings
+from idp.cli.common import CommandError, load_settings, stop_on_signals
 from idp.db import make_engine
 from idp.models import OutboxMessage
 
@@ -26,7 +25,8 @@ def register(groups) -> None:
         help=(
             "keep running, polling every mail.poll_seconds, until stopped; "
             "also purges (as 'idp-admin CONFIG purge') every "
-            "idp.purge.interval_seconds"
+            "idp.purge.interval_seconds, and refreshes URL and MDQ metadata "
+            "sources when due (as 'source refresh --loop')"
         ),
     )
     deliver_parser.set_defaults(handler=deliver)
@@ -57,12 +57,12 @@ def deliver(args) -> int:
         raise CommandError(f"mail.backend: {exc}") from None
     stopping = threading.Event()
     # The long-running worker is the one scheduled process every deployment
-    # has, so it also keeps the tables bounded.
+    # has, so it also keeps the tables bounded and partners' metadata fresh.
     purger = Purger.from_settings(settings, engine) if args.loop else None
-    next_purge = time.monotonic()
+    refresher = _refresher(settings, engine) if args.loop else None
+    next_purge = next_refresh = time.monotonic()
     if args.loop:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stopping.set())
+        stopping = stop_on_signals()
     try:
         while True:
             report = worker.run()
@@ -76,11 +76,39 @@ def deliver(args) -> int:
                         flush=True,
                     )
                 next_purge = time.monotonic() + settings["idp.purge.interval_seconds"]
+            if refresher is not None and time.monotonic() >= next_refresh:
+                next_refresh = _refresh_sources(refresher, stopping)
             if not args.loop or stopping.wait(settings["mail.poll_seconds"]):
                 break
     finally:
         engine.dispose()
     return 0 if not report.failed or args.loop else 1
+
+
+def _refresher(settings, engine):
+    from idp.saml.refresh import Refresher
+
+    return Refresher.from_settings(settings, engine)
+
+
+def _refresh_sources(refresher, stopping: threading.Event) -> float:
+    """Refresh the due metadata sources; when to look again (monotonic).
+
+    Mail must go on whatever happens to a partner's metadata: a failure here
+    (the database away for a moment) is logged and retried a minute later.
+    """
+    import logging
+
+    try:
+        for outcome in refresher.run(stop=stopping.is_set):
+            print(outcome.line, flush=True)
+        wait = refresher.seconds_until_due()
+    except Exception:
+        logging.getLogger(__name__).exception(
+            "refreshing metadata sources failed; mail delivery goes on"
+        )
+        wait = 60.0
+    return time.monotonic() + wait
 
 
 def status(args) -> int:

@@ -60,6 +60,26 @@ def register(groups) -> None:
         metavar="PATH",
         help="a document copied now into the metadata folder under a new name",
     )
+    where.add_argument(
+        "--url",
+        metavar="URL",
+        help="an https URL the document is fetched from now and at every "
+        "refresh (conditional GET; the last good copy stays in force when a "
+        "fetch fails)",
+    )
+    where.add_argument(
+        "--mdq",
+        metavar="BASEURL",
+        help="a Metadata Query responder (the URL before /entities/), asked "
+        "for each SP on first sight of its entityID",
+    )
+    add.add_argument(
+        "--mdq-form",
+        choices=("sha1", "id"),
+        default="sha1",
+        help="how --mdq names an entity: {sha1}HEX (the default) or the "
+        "percent-encoded entityID",
+    )
     add.add_argument(
         "--anchor",
         metavar="PEMFILE|FINGERPRINT",
@@ -107,11 +127,20 @@ def register(groups) -> None:
     show.set_defaults(handler=show_)
 
     refresh = commands.add_parser(
-        "refresh", help="read a source's document again and apply it"
+        "refresh",
+        help="read a source's document again and apply it (URL sources: "
+        "fetched with a conditional GET)",
     )
     target = refresh.add_mutually_exclusive_group(required=True)
     target.add_argument("name", metavar="NAME", nargs="?")
     target.add_argument("--all", action="store_true", help="every source")
+    target.add_argument(
+        "--loop",
+        action="store_true",
+        help="keep running: refresh each URL and MDQ source when it is due "
+        "(by its cacheDuration), until SIGTERM or SIGINT; safe on several "
+        "nodes at once",
+    )
     refresh.set_defaults(handler=refresh_)
 
     approve = commands.add_parser(
@@ -250,6 +279,42 @@ def _release(value: str | None) -> list[str]:
     return names
 
 
+def _fetch_once(url: str, settings: dict):
+    """``source add --url``: the document, fetched as every refresh will."""
+    from idp.saml.fetch import FetchError, FetchPolicy, fetch
+
+    try:
+        return fetch(url, policy=FetchPolicy.from_settings(settings))
+    except FetchError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _mdq_location(args, settings: dict) -> str:
+    """``source add --mdq``: the request template, its base URL checked."""
+    from idp.redirects import UnsafeUrl, endpoint_url
+    from idp.saml.mdq import MdqError, template
+
+    allow_http = bool(
+        settings["idp.development"] and settings["idp.metadata_fetch_allow_http"]
+    )
+    try:
+        location = template(args.mdq, sha1=args.mdq_form == "sha1")
+        endpoint_url(args.mdq, allow_http=allow_http)
+        return location
+    except (UnsafeUrl, MdqError) as exc:
+        raise CommandError(f"--mdq {args.mdq[:200]}: {exc}") from None
+
+
+def _schedule_first(source: MetadataSource, fetched, settings: dict) -> None:
+    from idp.saml.refresh import Schedule
+
+    source.etag = fetched.etag
+    source.last_modified = fetched.last_modified
+    source.next_refresh_at = Schedule.from_settings(settings).after_success(
+        _now(), source.cache_duration, source.valid_until
+    )
+
+
 def add_(args) -> int:
     settings = load_settings(args.config_uri)
     development = settings["idp.development"]
@@ -269,14 +334,25 @@ def add_(args) -> int:
         )
     anchor_pem, fingerprint = _anchor(args.anchor) if args.anchor else (None, None)
     release = _release(args.release)
-    path = args.file or args.upload
-    try:
-        data = read_file(path)
-    except SourceError as exc:
-        raise CommandError(str(exc)) from None
+    fetched = None
+    if args.mdq:
+        kind, location, data = "mdq", _mdq_location(args, settings), None
+    elif args.url:
+        fetched = _fetch_once(args.url, settings)
+        kind, location, data = "url", args.url, fetched.body
+    else:
+        path = args.file or args.upload
+        try:
+            data = read_file(path)
+        except SourceError as exc:
+            raise CommandError(str(exc)) from None
+        kind = "upload" if args.upload else "file"
+        location = str(Path(path).resolve())
     uploaded = None
     if args.upload:
+        assert data is not None
         uploaded = store_upload(data, Path(settings["idp.metadata_dir"]), args.name)
+        location = str(uploaded)
     try:
         with _transaction(settings) as session:
             if session.scalar(
@@ -294,8 +370,8 @@ def add_(args) -> int:
                     raise CommandError(f"no module has the code {args.module!r}")
             source = MetadataSource(
                 name=args.name,
-                kind="upload" if uploaded else "file",
-                location=str(uploaded or Path(path).resolve()),
+                kind=kind,
+                location=location,
                 anchor_pem=anchor_pem,
                 anchor_fingerprint=fingerprint,
                 unsigned_ok=args.unsigned_ok,
@@ -321,19 +397,23 @@ def add_(args) -> int:
                 only=source.entity_filter,
                 auto_apply=source.auto_apply,
             )
-            report = apply_document(
-                session,
-                source,
-                data,
-                now=_now(),
-                max_valid_until=_max_valid(settings),
-                progress=_progress_printer(),
-            )
-            source.fetched_at = _now()
-            lines = [
-                f"added source {source.name} ({source.kind} {source.location})",
-                *_report_lines(source.name, report),
-            ]
+            lines = [f"added source {source.name} ({source.kind} {source.location})"]
+            if data is not None:
+                report = apply_document(
+                    session,
+                    source,
+                    data,
+                    now=_now(),
+                    max_valid_until=_max_valid(settings),
+                    progress=_progress_printer(),
+                )
+                source.fetched_at = _now()
+                lines += _report_lines(source.name, report)
+            if fetched is not None:
+                _schedule_first(source, fetched, settings)
+                lines.append(f"next refresh: {_when(source.next_refresh_at)}")
+            if kind == "mdq":
+                lines.append("SPs are looked up there on first sight of their entityID")
     except BaseException:
         if uploaded is not None:
             uploaded.unlink(missing_ok=True)
@@ -414,23 +494,37 @@ def _record_failure(settings: dict, source_id: int, error: str) -> None:
 
 def refresh_(args) -> int:
     settings = load_settings(args.config_uri)
+    if args.loop:
+        return _refresh_loop(settings)
     with _transaction(settings) as session:
         if args.all:
             targets = list(
                 session.execute(
-                    select(MetadataSource.id, MetadataSource.name).order_by(
-                        MetadataSource.name
-                    )
+                    select(
+                        MetadataSource.id, MetadataSource.name, MetadataSource.kind
+                    ).order_by(MetadataSource.name)
                 )
             )
         else:
             source = _find(session, args.name)
-            targets = [(source.id, source.name)]
+            targets = [(source.id, source.name, source.kind)]
     if not targets:
         print("no metadata source is configured")
         return 0
     failed = []
-    for source_id, name in targets:
+    refresher = None
+    for source_id, name, kind in targets:
+        if kind in ("url", "mdq"):
+            if refresher is None:
+                refresher = _refresher(settings)
+            refresher.progress = _progress_printer()
+            outcome = _refresh_fetched(refresher, name)
+            if outcome.result == "failed":
+                print(f"idp-admin: source {outcome.line}", file=sys.stderr)
+                failed.append(name)
+            else:
+                print(outcome.line)
+            continue
         try:
             with _transaction(settings) as session:
                 source = session.get(MetadataSource, source_id)
@@ -450,11 +544,45 @@ def refresh_(args) -> int:
             failed.append(name)
             continue
         print("\n".join(lines))
+    if refresher is not None:
+        refresher.engine.dispose()
     if failed:
         raise CommandError(
             f"{len(failed)} source{'s' if len(failed) > 1 else ''} not refreshed "
             f"({', '.join(failed)}); the last good copy stays in force"
         )
+    return 0
+
+
+def _refresher(settings: dict, **options):
+    from idp.db import make_engine
+    from idp.saml.refresh import Refresher
+
+    return Refresher.from_settings(settings, make_engine(settings), **options)
+
+
+def _refresh_fetched(refresher, name: str):
+    try:
+        return refresher.refresh(name)
+    except SourceError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _refresh_loop(settings: dict) -> int:
+    """``source refresh --loop``: each URL and MDQ source when it is due."""
+    from idp.cli.common import stop_on_signals
+
+    stopping = stop_on_signals()
+    refresher = _refresher(settings)
+    print(f"refreshing as {refresher.owner}; stop with SIGTERM or SIGINT", flush=True)
+    try:
+        while not stopping.is_set():
+            for outcome in refresher.run(stop=stopping.is_set):
+                stream = sys.stderr if outcome.result == "failed" else sys.stdout
+                print(outcome.line, file=stream, flush=True)
+            stopping.wait(refresher.seconds_until_due())
+    finally:
+        refresher.engine.dispose()
     return 0
 
 
@@ -524,6 +652,11 @@ def show_(args) -> int:
             + (f"{source.cache_duration} s" if source.cache_duration else "-"),
             f"last read:         {_when(source.fetched_at)}",
             f"last attempt:      {_when(source.last_attempt_at)}",
+            *(
+                [f"next refresh:      {_when(source.next_refresh_at)}"]
+                if source.kind in ("url", "mdq")
+                else []
+            ),
             f"last error:        {source.last_error or '-'}"
             + (f" ({source.failures} failures)" if source.failures else ""),
             f"SPs:               {_counts(session, ServiceProvider, source.id)}",

@@ -380,6 +380,8 @@ def _one_line(exc: Exception) -> str:
 
 
 def _display(tag: str) -> str:
+    if not tag.startswith("{"):
+        return tag  # no namespace: <html>, not "{}tml"
     namespace, _, local = tag[1:].rpartition("}")
     return f"md:{local}" if namespace == MD_NS else f"{{{namespace}}}{local}"
 

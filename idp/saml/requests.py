@@ -28,6 +28,7 @@ import binascii
 import datetime as dt
 import secrets
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote_plus
 
@@ -57,6 +58,8 @@ MAX_POST_MESSAGE = 512 * 1024  # SAMLRequest in a form, still encoded
 MAX_INFLATED = 256 * 1024  # a Redirect message after inflating
 MAX_RELAY_STATE = 1024  # bytes
 MAX_ID_LENGTH = 256
+# Asked for an issuer no SP row has; returns the SP it registered, or None.
+Discover = Callable[[str], ServiceProvider | None]
 PURGE_ONE_IN = 16
 
 _AUTHN_REQUEST = f"{{{SAMLP_NS}}}AuthnRequest"
@@ -236,12 +239,17 @@ def _issuer(root: etree._Element) -> str:
     return issuer.text or ""
 
 
-def _find_sp(dbsession: Session, entity_id: str) -> ServiceProvider:
+def _find_sp(
+    dbsession: Session, entity_id: str, discover: Discover | None = None
+) -> ServiceProvider:
     if not entity_id or len(entity_id) > 1024:
         raise SamlRefused("saml_unknown_sp", "no usable Issuer")
     sp = dbsession.scalar(
         select(ServiceProvider).where(ServiceProvider.entity_id == entity_id)
     )
+    if sp is None and discover is not None:
+        # First sight of this issuer: an MDQ source may know it (idp.saml.mdq).
+        sp = discover(entity_id)
     # The database compares exactly on both engines (binary on SQLite,
     # deterministic collation on PostgreSQL); this guards against a
     # case-insensitive collation configured later.
@@ -275,13 +283,16 @@ def verify(
     require_signature: bool | None,
     settings,
     now: dt.datetime | None = None,
+    discover: Discover | None = None,
 ) -> Verified:
     """Parse ``received`` and check everything that needs no user.
 
     ``expect`` lists the accepted root elements (Clark notation);
     ``require_signature`` None means "as the SP's metadata says"
     (AuthnRequestsSigned). The Destination is checked by the caller, once a
-    reply address is known (:func:`check_destination`). Raises :class:`SamlRefused`.
+    reply address is known (:func:`check_destination`). ``discover`` is
+    asked for an issuer no SP row has (an MDQ lookup) and returns the SP it
+    registered, or None. Raises :class:`SamlRefused`.
     """
     now = now or dt.datetime.now(dt.UTC)
     try:
@@ -294,7 +305,7 @@ def verify(
         # Never expanded here, but no SAML message has a use for one (SAML-14).
         raise SamlRefused("saml_bad_message", "XInclude element in the message")
     issuer = _issuer(root)
-    sp = _find_sp(dbsession, issuer)
+    sp = _find_sp(dbsession, issuer, discover)
     metadata = usable_sp(sp, now)
 
     if require_signature is None:
@@ -571,15 +582,24 @@ def authn_request(verified: Verified) -> AuthnRequest:
 
 
 def receive_authn_request(
-    dbsession: Session, received: Received, *, destination: str, settings
+    dbsession: Session,
+    received: Received,
+    *,
+    destination: str,
+    settings,
+    discover: Discover | None = None,
 ) -> AuthnRequest:
-    """Every check an AuthnRequest passes before the user is involved."""
+    """Every check an AuthnRequest passes before the user is involved.
+
+    ``discover``: see :func:`verify`; only an AuthnRequest may bring a new SP.
+    """
     verified = verify(
         dbsession,
         received,
         expect=(_AUTHN_REQUEST,),
         require_signature=None,
         settings=settings,
+        discover=discover,
     )
     request = authn_request(verified)
     try:

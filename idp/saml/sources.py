@@ -458,6 +458,7 @@ def apply_document(
     max_valid_until: dt.timedelta,
     progress: Callable[[int, int], None] | None = None,
     by: str = "idp-admin",
+    partial: bool = False,
 ) -> RefreshReport:
     """Apply one copy of the source's document to the registry.
 
@@ -468,6 +469,11 @@ def apply_document(
     committed), and raises the registry generation once if any SP changed.
     ``progress(done, total)`` is called every :data:`PROGRESS_EVERY`
     entities and at the end. ``by`` names who applied it in the audit log.
+
+    ``partial``: the document speaks for the entities in it only (an MDQ
+    answer, ``idp.saml.mdq``): the source's other SPs, held changes and
+    quarantined entries stay, and the source's own copy, validity and
+    cache duration are left as they are (each SP's metadata is its copy).
     """
     if not isinstance(data, bytes | bytearray):
         raise SourceError(f"the document must be bytes, not {type(data).__name__}")
@@ -480,13 +486,14 @@ def apply_document(
     valid_until, cache_duration = _check_root(source, root, now, max_valid_until)
     report = RefreshReport(valid_until=valid_until, cache_duration=cache_duration)
     digest = hashlib.sha256(data).hexdigest()
-    source.last_attempt_at = now
-    source.last_error = None
-    source.failures = 0
-    source.valid_until = valid_until
-    source.cache_duration = cache_duration
-    if digest == source.document_sha256:
-        return report
+    if not partial:
+        source.last_attempt_at = now
+        source.last_error = None
+        source.failures = 0
+        source.valid_until = valid_until
+        source.cache_duration = cache_duration
+        if digest == source.document_sha256:
+            return report
     report.document_changed = True
     found = list(_walk(root))
     total = len(found)
@@ -533,9 +540,20 @@ def apply_document(
         entities[entity_id] = entity
     if progress is not None:
         progress(total, total)
-    _apply(dbsession, source, entities, ours, report, now=now, by=by)
-    source.document = text
-    source.document_sha256 = digest
+    named = {element.get("entityID") or "" for element, _ in found}
+    _apply(
+        dbsession,
+        source,
+        entities,
+        ours,
+        report,
+        now=now,
+        by=by,
+        named=named if partial else None,
+    )
+    if not partial:
+        source.document = text
+        source.document_sha256 = digest
     return report
 
 
@@ -548,7 +566,10 @@ def _apply(
     *,
     now: dt.datetime,
     by: str,
+    named: set[str] | None = None,
 ) -> None:
+    """``named``: for a partial document, the entity IDs it holds; only
+    their SPs, held changes and quarantine entries may change."""
     # Written at the end in one go (AuditLog.record_many), in this order.
     audit: list[tuple[str, dict]] = []
     owners = _owners(dbsession, source, set(entities) - set(ours))
@@ -657,7 +678,9 @@ def _apply(
     gone = [
         sp
         for entity_id, sp in ours.items()
-        if entity_id not in entities and entity_id not in report.quarantined
+        if entity_id not in entities
+        and entity_id not in report.quarantined
+        and (named is None or entity_id in named)
     ]
     for sp in gone:
         report.removed.append(sp.entity_id)
@@ -673,8 +696,9 @@ def _apply(
     changed = changed or bool(gone)
     for held in pending.values():
         # Held for an entity that is now gone or quarantined: obsolete.
-        dbsession.delete(held)
-    _record_quarantine(dbsession, source, report, now)
+        if named is None or held.entity_id in named:
+            dbsession.delete(held)
+    _record_quarantine(dbsession, source, report, now, named)
     if changed:
         registry.bump_generation(dbsession)
     audit.append(
@@ -771,7 +795,11 @@ def _quarantine_host_claims(
 
 
 def _record_quarantine(
-    dbsession: Session, source: MetadataSource, report: RefreshReport, now: dt.datetime
+    dbsession: Session,
+    source: MetadataSource,
+    report: RefreshReport,
+    now: dt.datetime,
+    named: set[str] | None = None,
 ) -> None:
     existing = {
         row.entity_id: row
@@ -795,7 +823,8 @@ def _record_quarantine(
             row.reason = reason
             row.last_seen_at = now
     for row in existing.values():
-        dbsession.delete(row)
+        if named is None or row.entity_id in named:
+            dbsession.delete(row)
 
 
 # --------------------------------------------------------------------------

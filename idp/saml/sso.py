@@ -52,6 +52,7 @@ from idp.saml.errors import STATUS_NO_PASSIVE, STATUS_RESPONDER, Reply, SamlRefu
 from idp.saml.registry import sp_metadata, usable_metadata
 from idp.saml.requests import (
     AuthnRequest,
+    Discover,
     Received,
     from_post,
     from_redirect,
@@ -121,23 +122,46 @@ def _start(
 
 
 def redirected(
-    dbsession: Session, query_string: str, *, destination: str, settings
+    dbsession: Session,
+    query_string: str,
+    *,
+    destination: str,
+    settings,
+    discover: Discover | None = None,
 ) -> Start:
-    """An AuthnRequest sent with the HTTP-Redirect binding, checked."""
+    """An AuthnRequest sent with the HTTP-Redirect binding, checked.
+
+    ``discover`` looks up an unknown issuer (:class:`idp.saml.mdq.Discovery`).
+    """
     arrived_at = dt.datetime.now(dt.UTC)
     received = from_redirect(query_string)
     request = receive_authn_request(
-        dbsession, received, destination=destination, settings=settings
+        dbsession,
+        received,
+        destination=destination,
+        settings=settings,
+        discover=discover,
     )
     return _start(dbsession, request, arrived_at=arrived_at, received=received)
 
 
-def posted(dbsession: Session, params, *, destination: str, settings) -> Start:
+def posted(
+    dbsession: Session,
+    params,
+    *,
+    destination: str,
+    settings,
+    discover: Discover | None = None,
+) -> Start:
     """An AuthnRequest sent with the HTTP-POST binding (``params``), checked."""
     arrived_at = dt.datetime.now(dt.UTC)
     received = from_post(params)
     request = receive_authn_request(
-        dbsession, received, destination=destination, settings=settings
+        dbsession,
+        received,
+        destination=destination,
+        settings=settings,
+        discover=discover,
     )
     return _start(
         dbsession, request, arrived_at=arrived_at, received=received, cross_site=True

@@ -139,6 +139,13 @@ LIMITS: Mapping[str, Limit] = MappingProxyType(
         # one form view costs two to four, so a lab registering a class of
         # 40 from one address stays well inside it (AUTH-25).
         "captcha.address": Limit(600, 3600),
+        # MDQ lookups of SPs nobody registered (idp/saml/mdq.py, OPS-04): an
+        # entity ID is looked up once per window (the negative cache); per
+        # client address and for the whole IdP, lookups past these get the
+        # "unknown service" page without one.
+        "mdq.entity": Limit(1, 600),
+        "mdq.address": Limit(20, 600),
+        "mdq.global": Limit(60, 60),
     }
 )
 

@@ -39,10 +39,11 @@ from idp.models import ServiceProvider
 from idp.redirects import origin
 from idp.saml import sso
 from idp.saml.errors import SamlRefused
+from idp.saml.mdq import Discovery
 from idp.saml.metadata import MEDIA_TYPE
 from idp.saml.partners import find_partner, mdq_asks_for, record_fetch
 from idp.security import keep_continuation
-from idp.services.interfaces import IAuditLog
+from idp.services.interfaces import IAuditLog, IRateLimiter
 from idp.views.errors import render_error
 
 log = logging.getLogger(__name__)
@@ -285,6 +286,16 @@ def _answer(request, start: sso.Start):
     return render_answer(request, answer)
 
 
+def _discovery(request) -> Discovery:
+    """Looks up an unknown issuer at the MDQ sources, within their limits."""
+    return Discovery(
+        request.dbsession,
+        request.registry.settings,
+        request.service(IRateLimiter),
+        request.client_addr,
+    )
+
+
 @view_config(route_name="saml.sso.redirect", require_methods=["GET", "HEAD"])
 def sso_redirect(request):
     try:
@@ -293,6 +304,7 @@ def sso_redirect(request):
             request.query_string,
             destination=endpoint_url(request, "saml.sso.redirect"),
             settings=request.registry.settings,
+            discover=_discovery(request),
         )
     except SamlRefused as exc:
         return refused(request, exc)
@@ -308,6 +320,7 @@ def sso_post(request):
             request.POST,
             destination=endpoint_url(request, "saml.sso.post"),
             settings=request.registry.settings,
+            discover=_discovery(request),
         )
     except SamlRefused as exc:
         return refused(request, exc)

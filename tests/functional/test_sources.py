@@ -368,7 +368,7 @@ def test_refresh_all_and_entity_filter(db, engine, tmp_path):
     out = ok(db, "source", "refresh", "--all")
     assert "one: document unchanged" in out
     assert "two: 1 added, 0 updated, 1 unchanged" in out
-    assert "one of the arguments NAME --all is required" in fails(
+    assert "one of the arguments NAME --all --loop is required" in fails(
         db, "source", "refresh"
     )
 

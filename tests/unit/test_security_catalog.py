@@ -25,7 +25,6 @@ TESTS = ROOT / "tests"
 # ID -> why it has no test yet. Each comes with the federation work (admin
 # metadata upload and URL refresh, signed aggregates, key rollover).
 PENDING = {
-    "OPS-04": "metadata fetched from a URL: federation issue",
 }
 
 _ROW = re.compile(r"^\| ([A-Z]+-\d\d) \|(.*)$", re.MULTILINE)

@@ -52,6 +52,9 @@ def test_defaults_are_the_documented_policy():
         "account.email": Limit(5, 86400),
         "register.address": Limit(200, 3600),
         "captcha.address": Limit(600, 3600),
+        "mdq.entity": Limit(1, 600),
+        "mdq.address": Limit(20, 600),
+        "mdq.global": Limit(60, 60),
     }
 
 
