@@ -222,7 +222,7 @@ class SpMetadataStore(MetadataStore):
                 ServiceProvider.enabled.is_(True)
             )
         )
-        current: dict[str, str] = dict(rows)
+        current: dict[str, str] = dict(rows.all())
         with self._lock:
             kept = {
                 entity_id: entry
