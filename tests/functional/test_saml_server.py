@@ -377,6 +377,15 @@ def test_lookups_do_not_iterate_over_the_sps(parsed_settings, keypair):
 # Through the app: SQL per SSO, and two nodes on one database
 
 
+# What a request does now and then: the session's last-seen refresh (once a
+# minute) and the replay records' purge (one request in PURGE_ONE_IN).
+OCCASIONAL = (
+    "UPDATE idp_sessions",
+    "SELECT seen_request_ids",
+    "DELETE FROM seen_request_ids",
+)
+
+
 def _sso(client, entity: str):
     xml = authn_request(issuer=entity, acs_url=entity.rsplit("/", 1)[0] + "/acs")
     return client.get("/saml/sso/redirect?" + redirect_query(xml), status="*")
@@ -402,7 +411,8 @@ def test_an_sp_new_to_the_process_costs_no_more_sql_per_sso(
         statements: list[str] = []
 
         def record(conn, cursor, statement, parameters, context, executemany):
-            statements.append(statement)
+            if not statement.startswith(OCCASIONAL):
+                statements.append(statement)
 
         loads = store.loads
         event.listen(connection, "before_cursor_execute", record)
