@@ -304,9 +304,10 @@ def signed_in_cookie(url: str, folder: Path) -> str:
 
 def run_child(mode: str, code: str, **options) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", mode]
-    command += ["--code", code]
+    command += ["--code", code]  # read by _code_path() as two words
     for key, value in options.items():
-        command += [f"--{key.replace('_', '-')}", str(value)]
+        # --key=value: a cookie may begin with "-"
+        command.append(f"--{key.replace('_', '-')}={value}")
     spawned = time.time()
     if mode == "start":
         command += ["--spawned", repr(spawned)]
