@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from idp.db import make_engine
 from idp.models import ServiceProvider
+from idp.saml import entity_store
 from idp.saml.crypto import XmlsecBackend
 from idp.saml.registry import import_sp, remove_sp, set_enabled
 from idp.saml.server import (
@@ -262,7 +263,10 @@ def test_an_sp_is_loaded_on_first_use_and_kept(dbsession, cache):
     assert list(server.metadata.keys()) == [entity_id(1)]
 
 
-def test_a_change_to_one_sp_reloads_only_that_sp(dbsession, cache):
+@pytest.mark.parametrize("few", [entity_store.FEW_LOADED, 1], ids=["by-id", "all"])
+def test_a_change_to_one_sp_reloads_only_that_sp(dbsession, cache, monkeypatch, few):
+    """Whether the node asks for its loaded SPs by ID or reads every pair."""
+    monkeypatch.setattr(entity_store, "FEW_LOADED", few)
     register_many(dbsession, 3)
     server = cache.get(dbsession)
     assert all(knows(server, entity_id(n)) for n in range(3))
