@@ -64,7 +64,7 @@ from typing import Any
 
 from saml2.mdstore import MetadataStore, name
 from saml2.s_utils import UnknownSystemEntity, UnsupportedBinding
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from idp.models import ServiceProvider
@@ -148,7 +148,7 @@ class SpMetadataStore(MetadataStore):
     def _resolve(self, dbsession: Session, entity_id: str) -> Any:
         row = _row_in_session(dbsession, entity_id)
         if row is not None:
-            enabled, sha256 = row.enabled, row.metadata_sha256
+            enabled, sha256, xml = row
         else:
             stored = dbsession.execute(
                 select(ServiceProvider.enabled, ServiceProvider.metadata_sha256).where(
@@ -157,22 +157,19 @@ class SpMetadataStore(MetadataStore):
             ).first()
             if stored is None:
                 return None
-            enabled, sha256 = stored
+            (enabled, sha256), xml = stored, None
         if not enabled:
             return None
         entry = self._entries.get(entity_id)
         if entry is None or entry.sha256 != sha256:
-            xml = (
-                row.metadata_xml
-                if row is not None
-                else dbsession.scalar(
+            if xml is None:
+                xml = dbsession.scalar(
                     select(ServiceProvider.metadata_xml).where(
                         ServiceProvider.entity_id == entity_id
                     )
                 )
-            )
-            if xml is None:  # removed between the two statements
-                return None
+                if xml is None:  # removed between the two statements
+                    return None
             entry = self._load(entity_id, sha256, xml)
         entry.used = next(self._clock)
         return entry.source
@@ -318,15 +315,29 @@ def log_left_out(entity_id: str, exc: MetadataError) -> None:
     )
 
 
-def _row_in_session(dbsession: Session, entity_id: str) -> ServiceProvider | None:
-    """The SP's row if this session has already read it (no SQL)."""
+def _row_in_session(dbsession: Session, entity_id: str) -> tuple[bool, str, str] | None:
+    """(enabled, SHA-256, XML) of the SP's row if this session holds it loaded.
+
+    Reads the values the session already has, never loading one: an expired
+    row (or one deleted meanwhile) is left to the SELECT.
+    """
     for instance in dbsession.identity_map.values():
-        if (
-            isinstance(instance, ServiceProvider)
-            and instance.entity_id == entity_id
-            and instance not in dbsession.deleted
-        ):
-            return instance
+        if not isinstance(instance, ServiceProvider):
+            continue
+        state = inspect(instance)
+        values = state.dict
+        if values.get("entity_id") != entity_id:
+            continue
+        if instance in dbsession.deleted or state.deleted or state.was_deleted:
+            return None
+        try:
+            return (
+                values["enabled"],
+                values["metadata_sha256"],
+                values["metadata_xml"],
+            )
+        except KeyError:
+            return None
     return None
 
 

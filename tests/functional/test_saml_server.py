@@ -19,7 +19,7 @@ from saml2.s_utils import UnknownSystemEntity
 from saml2.sdb import SessionStorage
 from saml2.server import Server
 from saml2.sigver import CryptoBackendXmlSec1
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
 
 from idp.db import make_engine
@@ -466,3 +466,15 @@ def test_saml_31_two_nodes_refuse_a_disabled_or_removed_sp_at_once(
     remove_sp(dbsession, entity_id(0))
     for node in nodes:
         assert _sso(node, entity_id(0)).status_int == 400
+
+
+def test_the_row_the_request_holds_decides_and_is_never_reloaded(dbsession, cache):
+    """An expired row is read again by the store's SELECT; a deleted one is gone."""
+    sp = import_sp(dbsession, make_sp_metadata())
+    server = cache.get(dbsession)
+    dbsession.expire(sp)  # as after a commit: the session holds no values
+    assert knows(server, SP_ENTITY_ID)
+    assert inspect(sp).expired  # the store did not load the row's attributes
+    dbsession.delete(sp)  # deleted in this request, not yet flushed
+    server = cache.get(dbsession)
+    assert not knows(server, SP_ENTITY_ID)
