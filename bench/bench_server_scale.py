@@ -18,6 +18,8 @@ PostgreSQL when a URL is given) and per population (10 and 10,000 SPs):
   connection, as ``idp-admin sp import --replace`` on another node would):
   the next SSO for that SP (the node notices the new generation, forgets
   or rebuilds, and loads), and the next SSO for an unchanged SP;
+* each start runs ``--starts`` times (3), the populations taking turns,
+  and every figure above is the median of those runs;
 * **steady SSO**: in another fresh process, both populations' apps side by
   side, the last SP of each, taking turns in blocks (this VM drifts by
   10-20 % from minute to minute; alternating spreads that over both), after
@@ -39,7 +41,7 @@ logo), certificates from a pool of 8 keys, all in the user's module.
 Usage::
 
     .venv/bin/python bench/bench_server_scale.py [--database sqlite|postgresql|both]
-        [--sps 10,10000] [-n 400] [--blocks 8] [--before DIR]
+        [--sps 10,10000] [--starts 3] [-n 400] [--blocks 8] [--before DIR]
         [--postgresql-url URL]
 
 PostgreSQL comes from ``--postgresql-url`` or ``IDP_TEST_POSTGRESQL_URL``;
@@ -140,7 +142,7 @@ def child_start(args) -> dict:
     rss_answered = rss_mb()
     # Another node replaces one SP's metadata: the last one, then the next
     # request for it and for another SP.
-    changed = replace_one(engine, last, args.change)
+    replace_one(engine, last, args.change)
     start = time.perf_counter()
     call(sso_query(last))
     changed_sso = time.perf_counter() - start
@@ -160,14 +162,13 @@ def child_start(args) -> dict:
         "first_sso": answered - built,
         "rss_built": rss_built,
         "rss_answered": rss_answered,
-        "changed": changed,
         "sso_after_change": changed_sso,
         "sso_other_sp_after_change": other_first,
         "sso_other_sp_again": other_again,
     }
 
 
-def replace_one(engine, entity_id: str, serial: int) -> str:
+def replace_one(engine, entity_id: str, serial: int) -> None:
     """Replace ``entity_id``'s metadata (a new ACS) in its own transaction."""
     from sqlalchemy.orm import Session
 
@@ -190,7 +191,6 @@ def replace_one(engine, entity_id: str, serial: int) -> str:
             f' index="{100 + serial}"/>'
         )
         import_sp(session, (xml[:end] + extra + xml[end:]).encode(), replace=True)
-    return entity_id
 
 
 def child_steady(args) -> dict:
@@ -317,6 +317,11 @@ def run_child(mode: str, code: str, **options) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def median_of(runs: list[dict]) -> dict:
+    """Each figure's median over several starts."""
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
 def report(kind: str, label: str, counts: list[int], starts: dict, steady: dict):
     print(f"\n{kind}, {label}")
     print(
@@ -368,6 +373,7 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=8)
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"))
     parser.add_argument("--sps", default="10,10000")
+    parser.add_argument("--starts", type=int, default=3)
     parser.add_argument("--before")
     parser.add_argument(
         "--postgresql-url", default=os.environ.get("IDP_TEST_POSTGRESQL_URL")
@@ -404,18 +410,22 @@ def main() -> None:
                 cookies[count] = signed_in_cookie(urls[count], folder)
                 print(f"{kind}: {count} SPs stored in {seconds:.1f} s", flush=True)
             for label, code in codes:
-                starts = {}
-                for count in counts:
-                    changes += 1  # each replacement adds an ACS of its own index
-                    starts[count] = run_child(
-                        "start",
-                        code,
-                        folder=folder,
-                        url=urls[count],
-                        count=count,
-                        cookie=cookies[count],
-                        change=changes,
-                    )
+                runs: dict[int, list[dict]] = {count: [] for count in counts}
+                for _ in range(args.starts):  # the populations take turns
+                    for count in counts:
+                        changes += 1  # each replacement adds an ACS of its own
+                        runs[count].append(
+                            run_child(
+                                "start",
+                                code,
+                                folder=folder,
+                                url=urls[count],
+                                count=count,
+                                cookie=cookies[count],
+                                change=changes,
+                            )
+                        )
+                starts = {count: median_of(runs[count]) for count in counts}
                 steady = run_child(
                     "steady",
                     code,
