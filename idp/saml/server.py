@@ -105,26 +105,38 @@ def enabled_sp_metadata(dbsession: Session) -> list[tuple[str, str]]:
 class _IdPConfig(IdPConfig):
     """pysaml2's IdP configuration, with our metadata store instead of its own."""
 
-    def __init__(self, *, lazy: bool) -> None:
+    def __init__(self, *, lazy: bool, store: SpMetadataStore | None) -> None:
         super().__init__()
         self._lazy = lazy
+        self._store = store
 
     def load_metadata(self, metadata_conf):
         # Called by Config.load for the (empty) "metadata" section; the store
         # becomes config.metadata, which Server, its policy and its security
         # context all use.
+        if self._store is not None:
+            return self._store
         return SpMetadataStore(self.attribute_converters, self, lazy=self._lazy)
 
 
-def new_server(settings, keypair: KeyPair, *, lazy: bool = True) -> Server:
-    """A ``Server`` that signs in-process, with an empty :class:`SpMetadataStore`.
+def new_server(
+    settings,
+    keypair: KeyPair,
+    *,
+    lazy: bool = True,
+    store: SpMetadataStore | None = None,
+) -> Server:
+    """A ``Server`` that signs in-process, with an :class:`SpMetadataStore`.
 
-    ``lazy``: the store loads SPs from the database on use
+    ``lazy``: a new store loads SPs from the database on use
     (:class:`ServerCache`); otherwise it knows what is ``add``-ed to it.
+    ``store``: the store of an earlier server, whose loaded SPs the new one
+    keeps (a server rebuilt for another reason than the SPs, such as its
+    own keys, parses none of them again).
     """
     conf = config_dict(settings, keypair)
     conf["service"]["idp"]["subject_data"] = ("identdb", _NO_IDENTITIES)
-    config = _IdPConfig(lazy=lazy)
+    config = _IdPConfig(lazy=lazy, store=store)
     config.load(conf)
     server = Server(config=config)
     server.session_db = NoSessionStorage()
@@ -207,18 +219,29 @@ class ServerCache:
                     self._version = version
                 server = self._server
         if version != self._version and self._lock.acquire(blocking=False):
-            # One thread forgets what changed; the others go on: what they
-            # resolve is checked against the database anyway. Any other
-            # version counts, even a lower one (a database restored from a
-            # backup, or a test's rolled-back change).
+            # One thread takes in the new generation; the others go on with
+            # the server as it is: what they resolve is checked against the
+            # database anyway. Any other version counts, even a lower one (a
+            # database restored from a backup, or a test's rolled-back change).
             try:
                 if version != self._version:
-                    server.metadata.forget_changed(dbsession)
+                    server = self._server = self._new_generation(dbsession, server)
                     self._version = version
             finally:
                 self._lock.release()
         server.metadata.bind(dbsession)
         return server
 
+    def _new_generation(self, dbsession: Session, server: Server) -> Server:
+        """The server for a new registry generation: the same, minus what changed.
+
+        Returns the server to use from now on; one rebuilt by :meth:`_build`
+        would keep the store, and so every SP still loaded.
+        """
+        server.metadata.forget_changed(dbsession)
+        return server
+
     def _build(self) -> Server:
-        return new_server(self.settings, self.keypair)
+        previous = self._server
+        store = previous.metadata if previous is not None else None
+        return new_server(self.settings, self.keypair, store=store)

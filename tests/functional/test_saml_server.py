@@ -33,6 +33,7 @@ from idp.saml.server import (
     NoSessionStorage,
     ServerCache,
     build_server,
+    new_server,
 )
 from idp.saml.sp_metadata import load_sp_source
 from idp.settings import parse_settings
@@ -478,3 +479,18 @@ def test_the_row_the_request_holds_decides_and_is_never_reloaded(dbsession, cach
     dbsession.delete(sp)  # deleted in this request, not yet flushed
     server = cache.get(dbsession)
     assert not knows(server, SP_ENTITY_ID)
+
+
+def test_a_server_rebuilt_on_the_same_store_parses_nothing_again(
+    dbsession, cache, parsed_settings, keypair
+):
+    """A rebuild for another reason (idMe's own keys) keeps the loaded SPs."""
+    register_many(dbsession, 2)
+    server = cache.get(dbsession)
+    assert knows(server, entity_id(0)) and knows(server, entity_id(1))
+    rebuilt = new_server(parsed_settings, keypair, store=server.metadata)
+    assert rebuilt is not server and rebuilt.metadata is server.metadata
+    assert rebuilt.sec is not server.sec
+    assert rebuilt.metadata.security is rebuilt.sec
+    assert knows(rebuilt, entity_id(0)) and knows(rebuilt, entity_id(1))
+    assert rebuilt.metadata.loads == 2
