@@ -33,7 +33,7 @@ the database, so every child uses the same cookie.
 
 The SPs are stored as ``idp.saml.registry.import_sp`` stores them, in bulk
 (``tests/sp_population.py``): one document each (own entity ID, endpoints,
-logo), certificates from a pool of 8 keys, all in the user's module.
+logo), certificates from a pool of 4 keys, all in the user's module.
 
 ``--before DIR`` also runs the children against another copy of the code
 (``git archive <commit> idp | tar -x -C DIR``), for before/after figures.

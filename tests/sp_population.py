@@ -56,7 +56,7 @@ def _templates(keys: int) -> tuple[str, ...]:
     )
 
 
-def sp_documents(count: int, *, keys: int = 8, start: int = 0) -> Iterator[str]:
+def sp_documents(count: int, *, keys: int = 4, start: int = 0) -> Iterator[str]:
     """Metadata of SPs ``start`` .. ``start + count - 1``, keys from a pool."""
     templates = _templates(keys)
     for n in range(start, start + count):
@@ -82,7 +82,7 @@ def _policy() -> dict:
 
 
 def sp_rows(
-    count: int, *, keys: int = 8, start: int = 0, module_id: int | None = None
+    count: int, *, keys: int = 4, start: int = 0, module_id: int | None = None
 ) -> Iterator[dict]:
     """The ``service_providers`` rows ``import_sp`` writes for the documents."""
     policy = _policy()
@@ -100,7 +100,7 @@ def register_many(
     dbsession: Session,
     count: int,
     *,
-    keys: int = 8,
+    keys: int = 4,
     start: int = 0,
     module_id: int | None = None,
     batch: int = 1000,

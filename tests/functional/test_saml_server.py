@@ -445,17 +445,15 @@ def test_an_sp_new_to_the_process_costs_no_more_sql_per_sso(
 
 
 def test_saml_31_two_nodes_refuse_a_disabled_or_removed_sp_at_once(
-    app_with, tm, dbsession, module, user
+    app, app_with, tm, dbsession, module, user
 ):
     """SAML-31: two apps on one database, each with the SP loaded."""
     register_many(dbsession, 2, module_id=module.id)
-    # Two distinct apps (app_with builds one per distinct setting).
+    # A second app: app_with builds one per distinct setting.
+    other = app_with(**{"idp.metadata_cache_seconds": "3601"})
     nodes = [
-        webtest.TestApp(
-            app_with(**{"idp.metadata_cache_seconds": seconds}),
-            extra_environ=environ(tm, dbsession),
-        )
-        for seconds in ("3601", "3602")
+        webtest.TestApp(node, extra_environ=environ(tm, dbsession))
+        for node in (app, other)
     ]
     for node in nodes:
         sign_in(node, user)
