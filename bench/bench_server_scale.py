@@ -23,7 +23,9 @@ PostgreSQL when a URL is given) and per population (10 and 10,000 SPs):
 * **steady SSO**: in another fresh process, both populations' apps side by
   side, the last SP of each, taking turns in blocks (this VM drifts by
   10-20 % from minute to minute; alternating spreads that over both), after
-  a warm-up; median and mean latency.
+  a warm-up, in alternating order; median and mean latency, wall and the
+  thread's CPU time (which other processes on the machine disturb less;
+  for PostgreSQL it leaves out the server's share).
 
 Every SSO is a signed-in user following an SP's link: an unsigned
 AuthnRequest over HTTP-Redirect with a fresh ID, answered by the HTTP-POST
@@ -41,7 +43,7 @@ logo), certificates from a pool of 4 keys, all in the user's module.
 Usage::
 
     .venv/bin/python bench/bench_server_scale.py [--database sqlite|postgresql|both]
-        [--sps 10,10000] [--starts 3] [-n 400] [--blocks 8] [--before DIR]
+        [--sps 10,10000] [--starts 3] [-n 800] [--blocks 40] [--before DIR]
         [--postgresql-url URL]
 
 PostgreSQL comes from ``--postgresql-url`` or ``IDP_TEST_POSTGRESQL_URL``;
@@ -209,25 +211,30 @@ def child_steady(args) -> dict:
     for _count, call, entity_id in rows:
         for _ in range(args.warmup):
             call(sso_query(entity_id))
-    latencies: dict[int, list[float]] = {count: [] for count, _, _ in rows}
+    walls: dict[int, list[float]] = {count: [] for count, _, _ in rows}
+    cpus: dict[int, list[float]] = {count: [] for count, _, _ in rows}
     size = -(-args.n // args.blocks)
     done = 0
     while done < args.n:
         batch = min(size, args.n - done)
-        for count, call, entity_id in rows:
+        # The populations take turns, in alternating order.
+        for count, call, entity_id in rows if done // size % 2 == 0 else rows[::-1]:
             queries = [sso_query(entity_id) for _ in range(batch)]
             for query in queries:
-                start = time.perf_counter()
+                wall, cpu = time.perf_counter(), time.thread_time()
                 call(query)
-                latencies[count].append(time.perf_counter() - start)
+                cpus[count].append(time.thread_time() - cpu)
+                walls[count].append(time.perf_counter() - wall)
         done += batch
     return {
         str(count): {
-            "median_ms": statistics.median(values) * 1000,
-            "mean_ms": statistics.fmean(values) * 1000,
-            "n": len(values),
+            "median_ms": statistics.median(walls[count]) * 1000,
+            "mean_ms": statistics.fmean(walls[count]) * 1000,
+            "cpu_median_ms": statistics.median(cpus[count]) * 1000,
+            "cpu_mean_ms": statistics.fmean(cpus[count]) * 1000,
+            "n": len(walls[count]),
         }
-        for count, values in latencies.items()
+        for count, _, _ in rows
     }
 
 
@@ -327,7 +334,7 @@ def report(kind: str, label: str, counts: list[int], starts: dict, steady: dict)
     print(
         f"{'SPs':>6} {'spawn→1st SSO':>14} {'CPU':>6} {'1st SSO':>9}"
         f" {'RSS built':>10} {'RSS 1st SSO':>12} {'after change':>13}"
-        f" {'other SP':>9} {'steady p50':>11} {'mean':>8}"
+        f" {'other SP':>9} {'steady p50':>11} {'mean':>8} {'CPU p50':>8} {'mean':>8}"
     )
     for count in counts:
         s, t = starts[count], steady[str(count)]
@@ -338,6 +345,7 @@ def report(kind: str, label: str, counts: list[int], starts: dict, steady: dict)
             f" {s['sso_after_change'] * 1000:>11.0f}ms"
             f" {s['sso_other_sp_after_change'] * 1000:>7.0f}ms"
             f" {t['median_ms']:>9.2f}ms {t['mean_ms']:>6.2f}ms"
+            f" {t['cpu_median_ms']:>6.2f}ms {t['cpu_mean_ms']:>6.2f}ms"
         )
     if len(counts) == 2:
         small, large = counts
@@ -348,10 +356,12 @@ def report(kind: str, label: str, counts: list[int], starts: dict, steady: dict)
         memory = b["rss_answered"] - a["rss_answered"]
         median = 100 * (tb["median_ms"] / ta["median_ms"] - 1)
         mean = 100 * (tb["mean_ms"] / ta["mean_ms"] - 1)
+        cpu_median = 100 * (tb["cpu_median_ms"] / ta["cpu_median_ms"] - 1)
         print(
             f"  {large} vs {small}: start {start:+.2f} s (CPU {cpu:+.2f} s),"
             f" RSS {memory:+.0f} MB,"
-            f" steady SSO {median:+.1f} % (median) {mean:+.1f} % (mean)"
+            f" steady SSO {median:+.1f} % (median) {mean:+.1f} % (mean),"
+            f" CPU {cpu_median:+.1f} % (median)"
         )
 
 
@@ -369,8 +379,8 @@ def main() -> None:
     parser.add_argument("--change", type=int, default=1)
     parser.add_argument("--spawned", type=float)
     parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("-n", "--n", type=int, default=400)
-    parser.add_argument("--blocks", type=int, default=8)
+    parser.add_argument("-n", "--n", type=int, default=800)
+    parser.add_argument("--blocks", type=int, default=40)
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"))
     parser.add_argument("--sps", default="10,10000")
     parser.add_argument("--starts", type=int, default=3)
