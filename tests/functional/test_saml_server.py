@@ -492,3 +492,20 @@ def test_a_server_rebuilt_on_the_same_store_parses_nothing_again(
     assert rebuilt.metadata.security is rebuilt.sec
     assert knows(rebuilt, entity_id(0)) and knows(rebuilt, entity_id(1))
     assert rebuilt.metadata.loads == 2
+
+
+def test_the_store_keeps_at_most_its_capacity_least_recently_used_out(
+    dbsession, cache
+):
+    register_many(dbsession, 6)
+    server = cache.get(dbsession)
+    server.metadata.capacity = 4
+    for n in range(4):
+        assert knows(server, entity_id(n))
+    assert knows(cache.get(dbsession), entity_id(0))  # used again: recent
+    for n in (4, 5):
+        assert knows(server, entity_id(n))
+    assert set(server.metadata.keys()) == {entity_id(n) for n in (0, 3, 4, 5)}
+    assert server.metadata.loads == 6
+    assert knows(cache.get(dbsession), entity_id(1))  # evicted: loaded again
+    assert server.metadata.loads == 7
