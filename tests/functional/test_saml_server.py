@@ -494,9 +494,7 @@ def test_a_server_rebuilt_on_the_same_store_parses_nothing_again(
     assert rebuilt.metadata.loads == 2
 
 
-def test_the_store_keeps_at_most_its_capacity_least_recently_used_out(
-    dbsession, cache
-):
+def test_the_store_keeps_at_most_its_capacity_least_recently_used_out(dbsession, cache):
     register_many(dbsession, 6)
     server = cache.get(dbsession)
     server.metadata.capacity = 4
