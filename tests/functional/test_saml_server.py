@@ -19,7 +19,7 @@ from saml2.s_utils import UnknownSystemEntity
 from saml2.sdb import SessionStorage
 from saml2.server import Server
 from saml2.sigver import CryptoBackendXmlSec1
-from sqlalchemy import event, inspect
+from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session
 
 from idp.db import make_engine
@@ -507,3 +507,59 @@ def test_the_store_keeps_at_most_its_capacity_least_recently_used_out(dbsession,
     assert server.metadata.loads == 6
     assert knows(cache.get(dbsession), entity_id(1))  # evicted: loaded again
     assert server.metadata.loads == 7
+
+
+def test_readers_on_threads_never_see_a_half_changed_store(
+    tmp_path, parsed_settings, keypair
+):
+    """Four threads look SPs up while another node replaces them, 20 times."""
+    engine = make_engine({"sqlalchemy.url": f"sqlite:///{tmp_path / 'race.sqlite'}"})
+    try:
+        upgrade(engine)
+        with Session(engine) as session, session.begin():
+            register_many(session, 8)
+        cache = ServerCache(parsed_settings, keypair)
+        done = threading.Event()
+        failures: list[str] = []
+        lookups = [0]
+
+        def reader(offset: int) -> None:
+            n = offset
+            while not done.is_set():
+                with Session(engine) as session:
+                    server = cache.get(session)
+                    entity = entity_id(n % 8)
+                    acs = acs_of(server, entity)
+                    if not acs or not all(a.startswith(entity[:-3]) for a in acs):
+                        failures.append(f"{entity}: {acs}")
+                    lookups[0] += 1
+                n += 1
+
+        threads = [threading.Thread(target=reader, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            for change in range(20):
+                entity = entity_id(change % 8)
+                with Session(engine) as session, session.begin():
+                    xml = session.scalar(
+                        select(ServiceProvider.metadata_xml).where(
+                            ServiceProvider.entity_id == entity
+                        )
+                    )
+                    import_sp(
+                        session,
+                        xml.replace("/acs", "/acs-x", 1).encode("utf-8"),
+                        replace=True,
+                    )
+        finally:
+            done.set()
+            for thread in threads:
+                thread.join()
+        assert failures == []
+        assert lookups[0] >= 20
+        # Changed SPs were loaded again while the readers ran.
+        with Session(engine) as session:
+            assert cache.get(session).metadata.loads > 8
+    finally:
+        engine.dispose()
