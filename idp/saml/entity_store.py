@@ -175,7 +175,6 @@ class SpMetadataStore(MetadataStore):
         return entry.source
 
     def _load(self, entity_id: str, sha256: str, xml: str) -> _Loaded:
-        self.loads += 1
         try:
             source = load_sp_source(entity_id, xml, self.attrc)
         except MetadataError as exc:
@@ -183,6 +182,7 @@ class SpMetadataStore(MetadataStore):
             source = None
         entry = _Loaded(sha256, source, next(self._clock))
         with self._lock:
+            self.loads += 1
             entries = dict(self._entries)
             entries[entity_id] = entry
             if len(entries) > self.capacity:
