@@ -59,7 +59,7 @@ class ServiceProvider(Base):
 class SpRegistryState(Base):
     """One row whose generation rises with every SP registry change.
 
-    Each process rebuilds its SAML server only when it sees a new generation,
+    Each process frees the SPs that changed when it sees a new generation,
     so every node converges without rebuilding per request.
     """
 

@@ -1,11 +1,17 @@
-"""One pysaml2 ``Server`` per process, rebuilt only when the SP registry changes.
+"""One pysaml2 ``Server`` per process; SPs' metadata loaded one by one, on use.
 
-Building a ``Server`` parses the metadata of every registered SP, far too
-slow for each request. :class:`ServerCache` keeps one and asks the database
-for the registry generation (one SELECT) on each use; when another node or
-the CLI has changed the registry, the generation has risen and the next
-request builds a new ``Server`` and swaps it in. Readers never wait for, or
-see, a half-built server: they keep using the previous one until the swap.
+The ``Server`` is built once, at the first request, with an empty
+:class:`idp.saml.entity_store.SpMetadataStore`: building it costs the same
+with 10 SPs or 10,000. Each request's :meth:`ServerCache.get` binds the store
+to the request's database session (see that module: pysaml2 asks the store
+for an entity ID only, so the store reads the database through the session
+bound to the current thread), and the store loads an SP's metadata the first
+time a request needs it, keyed by its entity ID and SHA-256. A change to the
+registry raises its generation (one SELECT per request reads it, as before);
+the first request to see it drops what was replaced, disabled or removed,
+and nothing else: no rebuild, no re-parsing of the SPs that did not change.
+Readers never wait for, or see, a half-built state: the server does not
+change, and the store swaps whole tables.
 
 The ``Server`` holds no per-request state. pysaml2 by default keeps every
 assertion it issues (``session_db``) and every NameID it makes (``ident``)
@@ -18,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from saml2.config import IdPConfig
@@ -31,6 +36,7 @@ from sqlalchemy.orm import Session
 from idp.models import ServiceProvider
 from idp.saml.config import config_dict
 from idp.saml.crypto import install_security_context
+from idp.saml.entity_store import SpMetadataStore, log_left_out
 from idp.saml.keyring import KeyRing, KeySet, keyring_of
 from idp.saml.keys import KeyPair
 from idp.saml.registry import RELEASABLE, current_version
@@ -97,39 +103,67 @@ def enabled_sp_metadata(dbsession: Session) -> list[tuple[str, str]]:
     return [(entity_id, xml) for entity_id, xml in rows]
 
 
+class _IdPConfig(IdPConfig):
+    """pysaml2's IdP configuration, with our metadata store instead of its own."""
+
+    def __init__(self, *, lazy: bool, store: SpMetadataStore | None) -> None:
+        super().__init__()
+        self._lazy = lazy
+        self._store = store
+
+    def load_metadata(self, metadata_conf):
+        # Called by Config.load for the (empty) "metadata" section; the store
+        # becomes config.metadata, which Server, its policy and its security
+        # context all use.
+        if self._store is not None:
+            return self._store
+        return SpMetadataStore(self.attribute_converters, self, lazy=self._lazy)
+
+
+def new_server(
+    settings,
+    keys: KeySet | KeyPair,
+    *,
+    lazy: bool = True,
+    store: SpMetadataStore | None = None,
+) -> Server:
+    """A ``Server`` that signs in-process, with an :class:`SpMetadataStore`.
+
+    ``lazy``: a new store loads SPs from the database on use
+    (:class:`ServerCache`); otherwise it knows what is ``add``-ed to it.
+    ``store``: the store of an earlier server, whose loaded SPs the new one
+    keeps (a server rebuilt for another reason than the SPs, such as its
+    own keys, parses none of them again).
+    """
+    conf = config_dict(settings, keys)
+    conf["service"]["idp"]["subject_data"] = ("identdb", _NO_IDENTITIES)
+    config = _IdPConfig(lazy=lazy, store=store)
+    config.load(conf)
+    server = Server(config=config)
+    server.session_db = NoSessionStorage()
+    _add_missing_attribute_names(server)
+    install_security_context(server)
+    return server
+
+
 def build_server(
     settings, keys: KeySet | KeyPair, sps: list[tuple[str, str]]
 ) -> Server:
-    """A ``Server`` that knows ``sps`` and signs in-process.
+    """A ``Server`` that knows exactly ``sps``, all loaded now (tools and tests).
 
     An SP whose stored metadata pysaml2 refuses (typically expired since it
     was registered) is left out and logged as an error by entity ID; the
     others load. Each is loaded by :func:`idp.saml.sp_metadata.load_sp_source`,
-    the same loader an import must pass.
-    Each SP is its own metadata source, keyed by its entity ID.
+    the same loader an import must pass. The IdP itself uses
+    :class:`ServerCache`, which loads each SP on first use instead.
     """
-    conf = config_dict(settings, keys)
-    conf["service"]["idp"]["subject_data"] = ("identdb", _NO_IDENTITIES)
-    config = IdPConfig()
-    config.load(conf)
-    server = Server(config=config)
-    server.session_db = NoSessionStorage()
+    server = new_server(settings, keys, lazy=False)
     store = server.metadata
     for entity_id, xml in sps:
         try:
-            store[entity_id] = load_sp_source(entity_id, xml, store.attrc)
+            store.add(entity_id, load_sp_source(entity_id, xml, store.attrc))
         except MetadataError as exc:
-            # Import refuses what cannot load (SAML-39), so this is metadata
-            # that expired since, or was stored by an older release: loud,
-            # since every sign-in to this SP now fails.
-            log.error(
-                "SP %s left out of the SAML server (registered and enabled: "
-                "no one can sign in to it): %s",
-                entity_id,
-                exc,
-            )
-    _add_missing_attribute_names(server)
-    install_security_context(server)
+            log_left_out(entity_id, exc)
     return server
 
 
@@ -159,18 +193,15 @@ def _add_missing_attribute_names(server: Server) -> None:
             converter._fro.setdefault(uri.lower(), friendly)
 
 
-@dataclass(frozen=True)
-class _Built:
-    version: tuple
-    server: Server
-
-
 class ServerCache:
-    """The process's ``Server``, rebuilt when the registry generation rises.
+    """The process's ``Server``, its metadata store bound to each request.
 
-    A key rollover step raises the generation too, so each rebuild also
-    reads idMe's key set (``keys``) afresh: every node signs with the new key
-    at its next request, with no query added to the requests in between.
+    The store keeps what it loaded across registry generations; see the
+    module docstring. A key rollover step raises the generation too, so the
+    first request to see a new generation also reads idMe's key set
+    (``keys``) afresh, and the server is rebuilt (keeping its store) only if
+    the keys changed: every node signs with the new key at its next request,
+    with no query added to the requests in between.
     """
 
     def __init__(self, settings, keys: KeyRing | KeyPair):
@@ -178,27 +209,54 @@ class ServerCache:
         self.keys = keyring_of(keys)
         self._keyset: KeySet | None = None
         self._lock = threading.Lock()
-        self._built: _Built | None = None
+        self._server: Server | None = None
+        self._version: tuple | None = None
 
     def get(self, dbsession: Session) -> Server:
-        """The current ``Server``; builds one only if the registry changed."""
-        version = current_version(dbsession)
-        built = self._built
-        if built is not None and built.version == version:
-            return built.server
-        with self._lock:
-            built = self._built
-            # Another thread may have built this version while we waited.
-            # Any other version is rebuilt, even a lower generation (a
-            # database restored from a backup, or a test's rolled-back
-            # change); a thread that read an older state and swaps it in
-            # is corrected by the next request, which reads the newer one.
-            if built is None or built.version != version:
-                self._keyset = self.keys.load(dbsession)
-                server = self._build(enabled_sp_metadata(dbsession))
-                built = self._built = _Built(version, server)
-            return built.server
+        """The ``Server``, its store reading the database through ``dbsession``.
 
-    def _build(self, sps: list[tuple[str, str]]) -> Server:
+        Use it on this thread, for this request: the store resolves SPs
+        through the session given to the latest ``get`` on the thread.
+        """
+        version = current_version(dbsession)
+        server = self._server
+        if server is None:
+            with self._lock:
+                if self._server is None:
+                    self._keyset = self.keys.load(dbsession)
+                    self._server = self._build()
+                    self._version = version
+                server = self._server
+        if version != self._version and self._lock.acquire(blocking=False):
+            # One thread takes in the new generation; the others go on with
+            # the server as it is: what they resolve is checked against the
+            # database anyway. Any other version counts, even a lower one (a
+            # database restored from a backup, or a test's rolled-back change).
+            try:
+                if version != self._version:
+                    server = self._server = self._new_generation(dbsession, server)
+                    self._version = version
+            finally:
+                self._lock.release()
+        server.metadata.bind(dbsession)
+        return server
+
+    def _new_generation(self, dbsession: Session, server: Server) -> Server:
+        """The server for a new registry generation: the same, minus what changed.
+
+        Returns the server to use from now on: the same one, unless idMe's
+        keys changed (a rollover step), when :meth:`_build` makes one with the
+        new keys that keeps the store, and so every SP still loaded.
+        """
+        server.metadata.forget_changed(dbsession)
+        keyset = self.keys.load(dbsession)
+        if keyset != self._keyset:
+            self._keyset = keyset
+            server = self._build()
+        return server
+
+    def _build(self) -> Server:
         assert self._keyset is not None  # read under the lock, just before
-        return build_server(self.settings, self._keyset, sps)
+        previous = self._server
+        store = previous.metadata if previous is not None else None
+        return new_server(self.settings, self._keyset, store=store)
