@@ -110,7 +110,11 @@ def shots_dir(world) -> Path:
 def browser(world, driver, shots_dir, request):
     person = request.param
     driver.delete_all_cookies()
-    saver = media.Shots(shots_dir, person.lang) if person.desktop else None
+    saver = (
+        media.Shots(shots_dir, person.lang, shrink=bool(os.environ.get(HELP_MEDIA_ENV)))
+        if person.desktop
+        else None
+    )
     page = harness.Browser(driver, world["captcha_dir"], saver)
     page.size(person.width, person.height)
     return page

@@ -17,7 +17,7 @@ from idp.db import make_engine
 from idp.models import Module, Role
 from idp.saml.registry import import_sp
 from tests.app import environ, make_app
-from tests.cli import run
+from tests.cli import ok
 from tests.factories import make_user
 from tests.saml_metadata import RELEASED, make_sp_metadata
 
@@ -91,8 +91,7 @@ def testapp_with(app_with, tm, dbsession):
 @pytest.fixture
 def database(ini, tmp_path):
     """The scratch database at head, with one module, ``emis``."""
-    result = run(ini, "db", "upgrade")
-    assert result.returncode == 0, result.stderr
+    ok(ini, "db", "upgrade")
     engine = make_engine({"sqlalchemy.url": f"sqlite:///{tmp_path / 'idp.sqlite'}"})
     with Session(engine) as session, session.begin():
         session.add(Module(code="emis", display_name_ms="EMIS", display_name_en="EMIS"))

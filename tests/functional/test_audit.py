@@ -27,7 +27,7 @@ from idp.services.audit import (
     chain_hash,
     verify,
 )
-from tests.cli import run
+from tests.cli import admin
 from tests.factories import count
 
 pytestmark = pytest.mark.postgresql
@@ -271,12 +271,12 @@ def test_migration_0003_downgrade_removes_the_guard_and_upgrade_restores_it(
         transaction.rollback()
 
 
-# idp-admin audit: a real process on a scratch SQLite database.
+# idp-admin audit, through idp.cli.main, on a scratch SQLite database.
 
 
 def test_data_07_cli_verify_and_tail(ini, tmp_path):
     """DATA-07: ``audit verify`` exits 1 naming the edited event; ``tail`` masks."""
-    assert run(ini, "db", "upgrade").returncode == 0
+    assert admin(ini, "db", "upgrade").returncode == 0
     engine = make_engine({"sqlalchemy.url": f"sqlite:///{tmp_path / 'idp.sqlite'}"})
     try:
         with Session(engine) as session, session.begin():
@@ -287,11 +287,11 @@ def test_data_07_cli_verify_and_tail(ini, tmp_path):
             ).id
             log.record("login.failure", detail={"identifier": "900101-14-5678"})
 
-        result = run(ini, "audit", "verify")
+        result = admin(ini, "audit", "verify")
         assert result.returncode == 0, result.stderr
         assert result.stdout == "audit chain intact: 3 events\n"
 
-        result = run(ini, "audit", "tail", "-n", "2")
+        result = admin(ini, "audit", "tail", "-n", "2")
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
         assert len(lines) == 2
@@ -312,13 +312,13 @@ def test_data_07_cli_verify_and_tail(ini, tmp_path):
     finally:
         engine.dispose()
 
-    result = run(ini, "audit", "verify")
+    result = admin(ini, "audit", "verify")
     assert result.returncode == 1
     assert result.stderr.startswith(
         f"idp-admin: audit chain broken at event id {second} "
     )
     assert "Traceback" not in result.stderr
-    assert run(ini, "audit", "tail", "-n", "0").returncode == 2
+    assert admin(ini, "audit", "tail", "-n", "0").returncode == 2
 
 
 def test_record_many_appends_one_chain_in_order(audit, dbsession):

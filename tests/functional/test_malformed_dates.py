@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from idp.models import PendingSamlRequest, SeenRequestId, ServiceProvider
-from tests.cli import assert_refused, run
+from tests.cli import admin, assert_refused
 from tests.saml_metadata import SP_ENTITY_ID, make_sp_metadata
 from tests.saml_requests import (
     SLO_POST,
@@ -152,12 +152,12 @@ def test_ops_09_metadata_valid_until_beyond_the_calendar_is_one_cli_line(
     template = make_sp_metadata(valid_until=PLACEHOLDER).decode()
     bad = tmp_path / "bad.xml"
     bad.write_text(template.replace(PLACEHOLDER_TEXT, OUT_OF_RANGE[when]))
-    assert_refused(run(ini, "sp", "import", str(bad)), "validUntil")
+    assert_refused(admin(ini, "sp", "import", str(bad)), "validUntil")
     with database.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(ServiceProvider)) == 0
     good = tmp_path / "good.xml"
     good.write_text(template.replace(PLACEHOLDER_TEXT, "9999-12-31T23:59:59Z"))
-    result = run(ini, "sp", "import", str(good))
+    result = admin(ini, "sp", "import", str(good))
     assert result.returncode == 0, result.stderr
     with database.connect() as conn:
         assert conn.scalar(select(ServiceProvider.entity_id)) == SP_ENTITY_ID

@@ -223,16 +223,16 @@ def test_concurrent_purges_skip_locked_rows_and_never_wait(app, db_engine, commi
 
 def test_idp_admin_purge_prints_counts_per_table(tmp_path):
     """``idp-admin CONFIG purge [--dry-run]`` as an operator runs it."""
-    from tests.cli import run, scratch_ini
+    from tests.cli import admin, scratch_ini
 
     config = scratch_ini(tmp_path)
-    assert run(config, "db", "upgrade").returncode == 0
-    dry = run(config, "purge", "--dry-run")
+    assert admin(config, "db", "upgrade").returncode == 0
+    dry = admin(config, "purge", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "idp_sessions: would delete 0" in dry.stdout
     assert "mail_outbox: would delete 0" in dry.stdout
     assert "audit" not in dry.stdout
-    done = run(config, "purge")
+    done = admin(config, "purge")
     assert done.returncode == 0, done.stderr
     assert "captcha_challenges: deleted 0" in done.stdout
     # A database never upgraded is one line, not a traceback.
@@ -242,7 +242,7 @@ def test_idp_admin_purge_prints_counts_per_table(tmp_path):
             str(tmp_path / "idp.sqlite"), str(tmp_path / "empty.sqlite")
         )
     )
-    failed = run(broken, "purge")
+    failed = admin(broken, "purge")
     assert failed.returncode == 1
     assert failed.stderr.startswith("idp-admin: ")
     assert "Traceback" not in failed.stderr

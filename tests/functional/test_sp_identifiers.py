@@ -8,7 +8,7 @@ from saml2.saml import NAMEID_FORMAT_PERSISTENT as PERSISTENT
 
 from idp.saml.registry import import_sp, set_policy
 from idp.saml.sp_metadata import MetadataError, parse_sp_metadata
-from tests.cli import assert_refused, rows, run
+from tests.cli import admin, assert_refused, rows
 from tests.functional.test_sso_responses import (
     INVALID_NAMEID_POLICY,
     assert_error_response,
@@ -63,14 +63,14 @@ def test_cli_refuses_a_relative_entity_id_in_one_line(ini, database, tmp_path):
     relative = tmp_path / "relative.xml"
     relative.write_bytes(make_sp_metadata("emis-sp", acs=ACS, slo=SLO))
     assert_refused(
-        run(ini, "sp", "import", relative, "--module", "emis"),
+        admin(ini, "sp", "import", relative, "--module", "emis"),
         "entityID 'emis-sp' is not an absolute URI",
     )
     assert rows(database) == {}
     # Control: the same metadata under a URL entity ID registers.
     good = tmp_path / "good.xml"
     good.write_bytes(make_sp_metadata(SP_ENTITY_ID, acs=ACS, slo=SLO))
-    assert run(ini, "sp", "import", good, "--module", "emis").returncode == 0
+    assert admin(ini, "sp", "import", good, "--module", "emis").returncode == 0
 
 
 def test_cli_policy_refuses_email_name_id_unless_mail_is_released(
@@ -80,14 +80,14 @@ def test_cli_policy_refuses_email_name_id_unless_mail_is_released(
 ):
     metadata = tmp_path / "sp.xml"
     metadata.write_bytes(make_sp_metadata())
-    assert run(ini, "sp", "import", metadata, "--module", "emis").returncode == 0
+    assert admin(ini, "sp", "import", metadata, "--module", "emis").returncode == 0
     assert_refused(
-        run(ini, "sp", "policy", SP_ENTITY_ID, "--name-id-format", "email"),
+        admin(ini, "sp", "policy", SP_ENTITY_ID, "--name-id-format", "email"),
         "the email NameID format needs mail released",
     )
     assert rows(database)[SP_ENTITY_ID].name_id_format == PERSISTENT
     # Control: with mail released the same change is accepted...
-    result = run(
+    result = admin(
         ini,
         "sp",
         "policy",
@@ -101,7 +101,7 @@ def test_cli_policy_refuses_email_name_id_unless_mail_is_released(
     assert rows(database)[SP_ENTITY_ID].name_id_format == EMAIL
     # ...and mail cannot then be withdrawn while the NameID is the address.
     assert_refused(
-        run(ini, "sp", "policy", SP_ENTITY_ID, "--release", "uid"),
+        admin(ini, "sp", "policy", SP_ENTITY_ID, "--release", "uid"),
         "the email NameID format needs mail released",
     )
     assert rows(database)[SP_ENTITY_ID].attributes_released == ["uid", "mail"]

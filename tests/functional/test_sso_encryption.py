@@ -133,29 +133,29 @@ def test_unknown_encryption_method_is_refused(dbsession, module, bad):
 
 def test_cli_sets_and_shows_the_encryption_method(tmp_path):
     """``sp policy --encryption-method`` as an operator runs it, and 'auto' undoes it."""
-    from tests.cli import run, scratch_ini
+    from tests.cli import admin, scratch_ini
 
     config = scratch_ini(tmp_path)
-    assert run(config, "db", "upgrade").returncode == 0
+    assert admin(config, "db", "upgrade").returncode == 0
     data = tmp_path / "sp.xml"
     data.write_bytes(metadata((AES256_GCM, None)))
-    assert run(config, "sp", "import", data).returncode == 0
-    shown = run(config, "sp", "show", SP_ENTITY_ID).stdout
+    assert admin(config, "sp", "import", data).returncode == 0
+    shown = admin(config, "sp", "show", SP_ENTITY_ID).stdout
     assert "encryption method:    auto" in shown
-    result = run(
+    result = admin(
         config, "sp", "policy", SP_ENTITY_ID, "--encryption-method", "aes128-cbc"
     )
     assert result.returncode == 0, result.stderr
     assert (
         "encryption method:    aes128-cbc"
-        in run(config, "sp", "show", SP_ENTITY_ID).stdout
+        in admin(config, "sp", "show", SP_ENTITY_ID).stdout
     )
-    refused = run(config, "sp", "policy", SP_ENTITY_ID, "--encryption-method", "des")
+    refused = admin(config, "sp", "policy", SP_ENTITY_ID, "--encryption-method", "des")
     assert refused.returncode != 0
     assert "invalid choice: 'des'" in refused.stderr
     assert "Traceback" not in refused.stderr
-    result = run(config, "sp", "policy", SP_ENTITY_ID, "--encryption-method", "auto")
+    result = admin(config, "sp", "policy", SP_ENTITY_ID, "--encryption-method", "auto")
     assert result.returncode == 0, result.stderr
     assert (
-        "encryption method:    auto" in run(config, "sp", "show", SP_ENTITY_ID).stdout
+        "encryption method:    auto" in admin(config, "sp", "show", SP_ENTITY_ID).stdout
     )

@@ -90,6 +90,7 @@ deployment, which no hand-written corpus can show.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import random
 import re
@@ -184,11 +185,12 @@ def source_strings() -> list[str]:
     ]
 
 
-def shipped_words() -> set[str]:
+@functools.cache
+def shipped_words() -> frozenset[str]:
     """Every word in the decoy module's strings: the attacker's word lists."""
-    return {
+    return frozenset(
         word.lower() for text in source_strings() for word in re.findall(r"\w+", text)
-    }
+    )
 
 
 def case_pattern(phrase: str) -> str:
@@ -206,7 +208,9 @@ def case_pattern(phrase: str) -> str:
     return "mixed"
 
 
-def features(phrase: str, vocabulary: set[str]) -> Counter:
+@functools.cache
+def features(phrase: str, vocabulary: frozenset[str]) -> Counter:
+    """The classifiers' features of ``phrase``; cached, so never to be changed."""
     found = Counter()
     text = f"^{phrase.lower()}$"
     for n in (1, 2, 3):
@@ -250,21 +254,28 @@ class LogisticRegression:
     """L2-regularised, trained by AdaGrad over a few epochs."""
 
     def fit(self, rows, labels, epochs=25, rate=0.5, l2=1e-3, seed=1):
-        self.weights = defaultdict(float)
+        # The same arithmetic in the same order as _probability and a plain
+        # update loop, with each row's items (bias last) listed once rather
+        # than copied into a new dict at every step of every epoch.
+        self.weights = weights = defaultdict(float)
         squares = defaultdict(lambda: 1e-8)
+        items = [[*row.items(), ("bias", 1)] for row in rows]
         order = list(range(len(rows)))
         rng = random.Random(seed)
+        get, sqrt, exp = weights.get, math.sqrt, math.exp
         for _ in range(epochs):
             rng.shuffle(order)
             for i in order:
-                row = {**rows[i], "bias": 1}
-                error = self._probability(row) - labels[i]
-                for feature, value in row.items():
-                    gradient = error * value + l2 * self.weights[feature]
-                    squares[feature] += gradient * gradient
-                    self.weights[feature] -= (
-                        rate * gradient / math.sqrt(squares[feature])
-                    )
+                row = items[i]
+                z = sum(get(f, 0.0) * v for f, v in row)
+                z = max(-30.0, min(30.0, z))
+                error = 1 / (1 + exp(-z)) - labels[i]
+                for feature, value in row:
+                    weight = weights[feature]
+                    gradient = error * value + l2 * weight
+                    square = squares[feature] + gradient * gradient
+                    squares[feature] = square
+                    weights[feature] = weight - rate * gradient / sqrt(square)
         return self
 
     def _probability(self, row) -> float:
