@@ -174,3 +174,14 @@ def stop_on_signals():
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     return stopping
+
+
+def confirmed(question: str) -> bool:
+    """Ask on the terminal; only "yes" (or "y") goes ahead, end of input refuses."""
+    print(f"{question} Type yes to confirm: ", end="", flush=True)
+    try:
+        answer = input()
+    except EOFError:
+        print()
+        return False
+    return answer.strip().lower() in ("y", "yes")

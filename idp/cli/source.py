@@ -22,7 +22,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from idp.cli.common import CommandError, load_settings
+from idp.cli.common import CommandError, confirmed, load_settings
 from idp.models import (
     MetadataSource,
     Module,
@@ -710,16 +710,6 @@ def approve_(args) -> int:
     return 0
 
 
-def _confirmed(name: str) -> bool:
-    print(f"Remove source {name}? Type yes to confirm: ", end="", flush=True)
-    try:
-        answer = input()
-    except EOFError:
-        print()
-        return False
-    return answer.strip().lower() in ("y", "yes")
-
-
 def remove_(args) -> int:
     settings = load_settings(args.config_uri)
     if not args.yes:
@@ -734,7 +724,7 @@ def remove_(args) -> int:
             f"{'' if sps == 1 else 's'} it brought (their persistent NameIDs "
             "too: registered again, they would get new ones)"
         )
-        if not _confirmed(args.name):
+        if not confirmed(f"Remove source {args.name}?"):
             raise CommandError("not removed: not confirmed (answer yes, or pass --yes)")
     with _transaction(settings) as session:
         source = _find(session, args.name)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from idp.cli.common import CommandError, load_settings
+from idp.cli.common import CommandError, confirmed, load_settings
 from idp.db import make_engine
 from idp.models import ServiceProvider
 from idp.saml import registry
@@ -462,17 +462,6 @@ def _removal(session: Session, sp: ServiceProvider) -> list[str]:
     return lines
 
 
-def _confirmed(entity_id: str) -> bool:
-    """Ask on the terminal; only "yes" (or "y") goes ahead, end of input refuses."""
-    print(f"Remove {entity_id}? Type yes to confirm: ", end="", flush=True)
-    try:
-        answer = input()
-    except EOFError:
-        print()
-        return False
-    return answer.strip().lower() in ("y", "yes")
-
-
 def remove(args) -> int:
     if not args.yes:
         # Read-only first, and the question asked outside any transaction:
@@ -481,7 +470,7 @@ def remove(args) -> int:
             sp = registry.find_sp(session, args.entity_id)
             sp_id, lines = sp.id, _removal(session, sp)
         print(f"This deletes {lines[0]}", *lines[1:], sep="\n  ")
-        if not _confirmed(args.entity_id):
+        if not confirmed(f"Remove {args.entity_id}?"):
             raise CommandError("not removed: not confirmed (answer yes, or pass --yes)")
     with _transaction(args.config_uri) as session:
         sp = registry.find_sp(session, args.entity_id)
