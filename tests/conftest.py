@@ -35,6 +35,7 @@ from idp.db import make_engine
 from idp.saml import keys as keystore
 from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, environ, make_app
 from tests.cli import ok, scratch_ini
+from tests.partner_server import PartnerServer, ThrowawayCA
 
 POSTGRESQL_ENV = "IDP_TEST_POSTGRESQL_URL"
 REQUIRE_POSTGRESQL_ENV = "IDP_TEST_REQUIRE_POSTGRESQL"
@@ -397,3 +398,17 @@ def engine(db, tmp_path):
     engine = make_engine({"sqlalchemy.url": f"sqlite:///{tmp_path / 'idp.sqlite'}"})
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def ca(tmp_path_factory):
+    """A throwaway CA, trusted by the tests' fetch policies, for partner servers."""
+    return ThrowawayCA(tmp_path_factory.mktemp("partner-ca"))
+
+
+@pytest.fixture(scope="module")
+def partner_server(ca):
+    """A partner's HTTPS server on 127.0.0.1 (tests/partner_server.py), per module;
+    each test resets it."""
+    with PartnerServer(ca) as server:
+        yield server

@@ -23,23 +23,12 @@ from idp.models import MetadataSource
 from tests.aggregates import federation_keys, make_aggregate
 from tests.cli import IDP_ADMIN, admin, assert_refused, ok, rows
 from tests.partner_metadata import MEDIA_TYPE
-from tests.partner_server import Answer, PartnerServer, ThrowawayCA, closed_port
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory):
-    return ThrowawayCA(tmp_path_factory.mktemp("cli-ca"))
-
-
-@pytest.fixture(scope="module")
-def module_partner(ca):
-    with PartnerServer(ca) as server:
-        yield server
+from tests.partner_server import Answer, closed_port
 
 
 @pytest.fixture
-def partner(module_partner):
-    module_partner.reset()
+def partner(partner_server):
+    partner_server.reset()
     document = make_aggregate(3, signer=federation_keys(), cache_duration="PT6H")
 
     def answer(seen):
@@ -49,8 +38,8 @@ def partner(module_partner):
             body=document, headers={"Content-Type": MEDIA_TYPE, "ETag": '"v1"'}
         )
 
-    module_partner.routes["/federation.xml"] = answer
-    return module_partner
+    partner_server.routes["/federation.xml"] = answer
+    return partner_server
 
 
 def with_settings(ini: Path, **values: str) -> Path:

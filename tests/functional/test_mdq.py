@@ -21,7 +21,7 @@ from sqlalchemy import select
 from idp.models import MetadataSource, ServiceProvider
 from idp.saml.mdq import LOOKUP_SLOT, UNREACHABLE, entity_url, template
 from tests.partner_metadata import federation_anchor, mdq_responder, signed_entity
-from tests.partner_server import Answer, PartnerServer, ThrowawayCA, closed_port
+from tests.partner_server import Answer, closed_port
 from tests.saml_metadata import RELEASED, SP_ENTITY_ID
 from tests.saml_pages import response_of, status_of
 from tests.saml_requests import SP_ACS, authn_request, redirect_query
@@ -38,15 +38,9 @@ def responders_reachable():
     UNREACHABLE.clear()
 
 
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory):
-    return ThrowawayCA(tmp_path_factory.mktemp("mdq-ca"))
-
-
-@pytest.fixture(scope="module")
-def responder(ca):
-    with PartnerServer(ca) as server:
-        yield server
+@pytest.fixture
+def responder(partner_server):
+    return partner_server
 
 
 @pytest.fixture

@@ -23,28 +23,17 @@ from idp.saml.fetch import FetchPolicy
 from idp.saml.refresh import Refresher, Schedule, take_lease
 from tests.aggregates import federation_keys, make_aggregate, sp_entity
 from tests.partner_metadata import MEDIA_TYPE, federation_anchor
-from tests.partner_server import Answer, PartnerServer, ThrowawayCA, closed_port
+from tests.partner_server import Answer, closed_port
 from tests.saml_requests import authn_request, redirect_query
 
 LOOPBACK = ("127.0.0.1/32",)
 HOUR = dt.timedelta(hours=1)
 
 
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory):
-    return ThrowawayCA(tmp_path_factory.mktemp("refresh-ca"))
-
-
-@pytest.fixture(scope="module")
-def module_partner(ca):
-    with PartnerServer(ca) as server:
-        yield server
-
-
 @pytest.fixture
-def partner(module_partner):
-    module_partner.reset()
-    return module_partner
+def partner(partner_server):
+    partner_server.reset()
+    return partner_server
 
 
 @pytest.fixture

@@ -27,27 +27,16 @@ from idp.saml.fetch import (
 )
 from idp.settings import SettingsError, parse_settings
 from tests.app import base_settings
-from tests.partner_server import Answer, PartnerServer, ThrowawayCA, closed_port
+from tests.partner_server import Answer, PartnerServer, closed_port
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))
 DOCUMENT = b'<?xml version="1.0"?><md:EntityDescriptor entityID="https://sp.test"/>'
 
 
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory):
-    return ThrowawayCA(tmp_path_factory.mktemp("partner-ca"))
-
-
-@pytest.fixture(scope="module")
-def module_server(ca):
-    with PartnerServer(ca) as server:
-        yield server
-
-
 @pytest.fixture
-def server(module_server):
-    module_server.reset()
-    return module_server
+def server(partner_server):
+    partner_server.reset()
+    return partner_server
 
 
 def names(table):
