@@ -81,8 +81,6 @@ import idp  # noqa: E402
 assert Path(idp.__file__).is_relative_to(_code_path()), idp.__file__
 
 KEY_SIZE = 3072  # the production default of idp.key_size
-PASSWORD = "kopi o kosong tanpa gula"  # noqa: S105 (a benchmark user's password)
-NUMBER = "080512140001"
 
 
 def rss_mb() -> float:
@@ -263,10 +261,10 @@ def populate(url: str, count: int) -> float:
     from alembic import command
     from sqlalchemy.orm import Session
 
+    from bench.bench_sso import bench_user
     from idp.db import make_engine
     from idp.migrations import alembic_config
-    from idp.models import Module, Role, User
-    from idp.services.passwords import BcryptPasswordService
+    from idp.models import Module, Role
     from tests.sp_population import register_many
 
     engine = make_engine({"sqlalchemy.url": url})
@@ -280,21 +278,7 @@ def populate(url: str, count: int) -> float:
         session.add_all([module, role])
         session.flush()
         register_many(session, count, module_id=module.id)
-        user = User(
-            identifier_kind="mykad",
-            identifier=NUMBER,
-            email="cikgu.bench@example.com.my",
-            full_name="Cikgu Bench binti Ujian",
-            phone="+60123456789",
-            category="educator",
-            institution="SK Taman Melati",
-            locale="ms",
-            security_image="cat",
-            security_phrase="Nasi lemak kegemaran saya",
-            password_hash=BcryptPasswordService(rounds=4).hash(PASSWORD),
-        )
-        user.roles.append(role)
-        session.add(user)
+        session.add(bench_user(role))
     engine.dispose()
     return time.perf_counter() - started
 

@@ -268,9 +268,27 @@ def build_app(url: str, folder: Path):
     return app, engine, keypair
 
 
+def bench_user(role) -> User:
+    """The benchmark's signed-in user (``NUMBER``, ``PASSWORD``), holding ``role``."""
+    user = User(
+        identifier_kind="mykad",
+        identifier=NUMBER,
+        email="cikgu.bench@example.com.my",
+        full_name="Cikgu Bench binti Ujian",
+        phone="+60123456789",
+        category="educator",
+        institution="SK Taman Melati",
+        locale="ms",
+        security_image="cat",
+        security_phrase="Nasi lemak kegemaran saya",
+        password_hash=BcryptPasswordService(rounds=4).hash(PASSWORD),
+    )
+    user.roles.append(role)
+    return user
+
+
 def register(engine) -> None:
     """A module, a role granting it, both SPs in that module, and the user."""
-    hashed = BcryptPasswordService(rounds=4).hash(PASSWORD)
     with Session(engine) as session, session.begin():
         module = Module(code="emis", display_name_ms="EMIS", display_name_en="EMIS")
         role = Role(name="guru", display_name_ms="Guru", display_name_en="Teacher")
@@ -281,21 +299,7 @@ def register(engine) -> None:
             sp = import_sp(session, variant.metadata, module_code="emis")
             sp.attributes_released = list(RELEASED)
             assert sp.encrypt_assertion == variant.encrypted
-        user = User(
-            identifier_kind="mykad",
-            identifier=NUMBER,
-            email="cikgu.bench@example.com.my",
-            full_name="Cikgu Bench binti Ujian",
-            phone="+60123456789",
-            category="educator",
-            institution="SK Taman Melati",
-            locale="ms",
-            security_image="cat",
-            security_phrase="Nasi lemak kegemaran saya",
-            password_hash=hashed,
-        )
-        user.roles.append(role)
-        session.add(user)
+        session.add(bench_user(role))
 
 
 def sign_in(app) -> str:
