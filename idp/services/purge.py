@@ -112,7 +112,7 @@ def _rules(retention: Retention, now: dt.datetime):
         (
             "seen_request_ids",
             SeenRequestId,
-            (SeenRequestId.request_id,),
+            (SeenRequestId.issuer, SeenRequestId.request_id),
             SeenRequestId.expires_at < now,
         ),
         (
@@ -167,20 +167,31 @@ class Purger:
         return counts
 
     def _purge(self, model, keys, condition) -> int:
+        """Delete in batches, one statement each, until a batch comes up short.
+
+        ``DELETE ... WHERE key IN (SELECT key ... WHERE condition LIMIT n)
+        AND condition``: set-based, one round trip a batch; the whole key
+        (for ``seen_request_ids`` the (issuer, ID) pair, never the ID
+        alone: SAML-17), and the condition checked again on the row being
+        deleted, so a session used since it was picked stays. On
+        PostgreSQL the picked rows are locked ``SKIP LOCKED``: a row
+        another purge or a request holds is left for the next run.
+        """
         key = keys[0] if len(keys) == 1 else tuple_(*keys)
-        postgresql = self.engine.dialect.name == "postgresql"
+        batch = select(*keys).where(condition).limit(self.batch_size)
+        if self.engine.dialect.name == "postgresql":
+            batch = batch.with_for_update(skip_locked=True)
+        statement = (
+            delete(model)
+            .where(key.in_(batch.scalar_subquery() if len(keys) == 1 else batch))
+            .where(condition)
+            .execution_options(synchronize_session=False)
+        )
         total = 0
         for _ in range(MAX_BATCHES):
-            batch = select(*keys).where(condition).limit(self.batch_size)
-            if postgresql:
-                batch = batch.with_for_update(skip_locked=True)
             with self.engine.begin() as conn:
-                found = conn.execute(batch).all()
-                if not found:
-                    break
-                values = [row[0] for row in found] if len(keys) == 1 else found
-                conn.execute(delete(model).where(key.in_(values)))
-            total += len(found)
-            if len(found) < self.batch_size:
+                deleted = conn.execute(statement).rowcount
+            total += deleted
+            if deleted < self.batch_size:
                 break
         return total
