@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from lxml import etree
-from sqlalchemy import CursorResult, and_, delete, select, update
+from sqlalchemy import CursorResult, and_, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import (
@@ -218,28 +218,7 @@ def park(
         )
     )
     dbsession.flush()
-    purge_expired(dbsession, PendingSamlRequest)
     return token
-
-
-def purge_expired(dbsession: Session, model, limit: int = 20) -> None:
-    """Delete a few expired rows of ``model`` (by ``expires_at``) per call.
-
-    Each new row pays for the removal of a few dead ones, so the table stays
-    small without a scheduled job; ``SKIP LOCKED`` (PostgreSQL) keeps two
-    nodes from waiting on each other's purge.
-    """
-    now = dt.datetime.now(dt.UTC)
-    ids = select(model.id).where(model.expires_at < now).limit(limit)
-    if dbsession.get_bind().dialect.name == "postgresql":
-        ids = ids.with_for_update(skip_locked=True)
-    found = list(dbsession.scalars(ids))
-    if found:
-        dbsession.execute(
-            delete(model)
-            .where(model.id.in_(found))
-            .execution_options(synchronize_session=False)
-        )
 
 
 def _as_text(xml: bytes) -> str:

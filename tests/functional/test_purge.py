@@ -296,6 +296,64 @@ def test_purge_removes_expired_replay_records_in_batches_and_keeps_live_ones(
     assert left == ["_live"]
 
 
+def test_purge_removes_expired_logout_flows_with_their_legs_and_parked_requests(
+    app, db_engine, committed
+):
+    """What logouts and parked SSOs used to purge in a user's request."""
+    from saml2 import BINDING_HTTP_REDIRECT
+
+    from idp.models import LogoutFlow, LogoutLeg, PendingSamlRequest
+    from idp.saml.registry import import_sp
+    from tests.saml_metadata import make_sp_metadata
+
+    sp = import_sp(committed, make_sp_metadata())
+    committed.flush()
+
+    def flow(label: str, expires) -> LogoutFlow:
+        return LogoutFlow(
+            token_hash=label.ljust(64, "0"),
+            deadline_at=expires,
+            expires_at=expires,
+            legs=[
+                LogoutLeg(
+                    sp_id=sp.id,
+                    token_hash=("leg" + label).ljust(64, "0"),
+                    name_id="n",
+                    name_id_format="f",
+                    session_index="s",
+                )
+            ],
+        )
+
+    def parked(label: str, expires) -> PendingSamlRequest:
+        return PendingSamlRequest(
+            token_hash=label.ljust(64, "0"),
+            sp_id=sp.id,
+            binding=BINDING_HTTP_REDIRECT,
+            request_xml="<x/>",
+            created_at=expires - MINUTE,
+            expires_at=expires,
+        )
+
+    committed.add_all(
+        [
+            flow("expired", NOW - MINUTE),
+            flow("live", NOW + MINUTE),
+            parked("expired", NOW - MINUTE),
+            parked("live", NOW + MINUTE),
+        ]
+    )
+    committed.commit()
+    counts = purger(app, db_engine).run(now=NOW)
+    assert counts["logout_flows"] == 1
+    assert counts["pending_saml_requests"] == 1
+    assert labels(committed, LogoutFlow, LogoutFlow.token_hash) == {"live"}
+    assert labels(committed, LogoutLeg, LogoutLeg.token_hash) == {"leglive"}
+    assert labels(committed, PendingSamlRequest, PendingSamlRequest.token_hash) == {
+        "live"
+    }
+
+
 def test_idp_admin_purge_prints_counts_per_table(tmp_path):
     """``idp-admin CONFIG purge [--dry-run]`` as an operator runs it."""
     from tests.cli import admin, scratch_ini
