@@ -508,7 +508,14 @@ def service_name(sp: ServiceProvider, locale: str) -> str:
 def _participant(
     dbsession: Session, session_row: IdpSession, sp: ServiceProvider, subject
 ) -> SessionParticipant:
-    """This session's record of ``sp``: one per SP, refreshed per assertion."""
+    """This session's record of ``sp``: one per SP, written only on a change.
+
+    The SessionIndex is the session's at this SP: kept while the NameID
+    stays the same, so a second SSO to the same SP writes nothing (no
+    UPDATE per sign-in) and a LogoutRequest naming the index of any
+    assertion the SP holds from this session still matches. A new NameID
+    (another format asked for) starts a new index.
+    """
     participant = dbsession.scalar(
         select(SessionParticipant).where(
             SessionParticipant.session_id == session_row.id,
@@ -518,6 +525,12 @@ def _participant(
     if participant is None:
         participant = SessionParticipant(session_id=session_row.id, sp_id=sp.id)
         dbsession.add(participant)
+    elif (
+        participant.name_id == subject.value
+        and participant.name_id_format == subject.format
+        and participant.session_index
+    ):
+        return participant
     participant.name_id = subject.value
     participant.name_id_format = subject.format
     participant.session_index = responses.session_index()

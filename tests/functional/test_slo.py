@@ -119,6 +119,43 @@ def test_sp_initiated_logout_reaches_the_other_sp_and_answers_success(
     assert "/login" in again.location
 
 
+def test_a_second_sso_keeps_the_session_index_writes_nothing_and_logout_by_the_first_works(
+    testapp, dbsession, sps, user
+):
+    """The participant row is written once per SP and session, not per SSO.
+
+    An SP holding the first assertion's SessionIndex can still log out
+    with it after a second SSO; a new session gets a new index.
+    """
+    from sqlalchemy import event
+
+    sign_in(testapp, user)
+    first = sso(testapp, SP1)
+    connection = dbsession.connection()
+    writes: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "session_participants" in statement and not statement.startswith("SELECT"):
+            writes.append(statement)
+
+    event.listen(connection, "before_cursor_execute", record)
+    try:
+        second = sso(testapp, SP1)
+    finally:
+        event.remove(connection, "before_cursor_execute", record)
+    assert writes == []
+    assert second == first
+    xml = logout_request(
+        name_id=first["name_id"],
+        name_id_format=first["format"],
+        session_index=first["session_index"],
+    )
+    testapp.get("/saml/slo/redirect?" + redirect_query(xml, sign=True), status=303)
+    assert dbsession.scalar(select(func.count()).select_from(IdpSession)) == 0
+    sign_in(testapp, user)
+    assert sso(testapp, SP1)["session_index"] != first["session_index"]
+
+
 def test_a_silent_sp_gives_partial_logout_after_the_deadline(
     testapp,
     dbsession,
