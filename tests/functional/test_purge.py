@@ -280,7 +280,7 @@ def test_purge_removes_expired_replay_records_in_batches_and_keeps_live_ones(
     statements: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
-        if statement.startswith("DELETE"):
+        if "DELETE FROM" in statement:
             statements.append(statement)
 
     event.listen(db_engine, "before_cursor_execute", record)
@@ -290,7 +290,7 @@ def test_purge_removes_expired_replay_records_in_batches_and_keeps_live_ones(
         event.remove(db_engine, "before_cursor_execute", record)
     assert counts["seen_request_ids"] == 25
     # Set-based: one DELETE per batch of up to 10 rows, none per row.
-    assert sum("seen_request_ids" in s for s in statements) == 3
+    assert sum("DELETE FROM seen_request_ids" in s for s in statements) == 3
     left = list(committed.scalars(select(SeenRequestId.request_id)))
     committed.rollback()
     assert left == ["_live"]
