@@ -1,5 +1,6 @@
 """idMe IdP: the identity provider and SAML 2.0 single sign-on."""
 
+import gc
 import sys
 
 
@@ -14,8 +15,30 @@ def main(global_config, **settings):
     install()  # pserve has configured logging by now: mask what it writes
 
     try:
-        return configure(settings).make_wsgi_app()
+        app = configure(settings).make_wsgi_app()
     except (SettingsError, KeyPairError, VerifierSelfTestError) as exc:
         # One line an operator can act on, not a traceback.
         print(f"idp: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    freeze_start_up()
+    return app
+
+
+def freeze_start_up() -> None:
+    """Move what start-up built out of the garbage collector's sight.
+
+    Called once per process at the end of the app factory, which pserve
+    (and any server loading the ini) runs before the first request: the
+    Pyramid registry, routes and views, settings, the Jinja2 environment,
+    SQLAlchemy's mappers and engine, pysaml2's configuration, the keys and
+    the verifier self-test's objects all exist by then and live as long
+    as the process. ``gc.freeze()`` puts them in the permanent
+    generation, so a full (generation 2) collection no longer walks them:
+    each one is shorter, which is what a request caught behind it waits
+    (bench/bench_gc.py measures the pauses). Start-up's own garbage is
+    collected first, or it would be frozen for good. Not in
+    :func:`idp.config.configure`, which tests and benchmarks call for
+    many apps in one process.
+    """
+    gc.collect()
+    gc.freeze()

@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import secrets
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from lxml import etree
 from saml2.sigver import SignatureError
 from saml2.xml.schema import XMLSchemaError
 from saml2.xml.schema import validate as schema_validate
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -60,7 +59,6 @@ MAX_RELAY_STATE = 1024  # bytes
 MAX_ID_LENGTH = 256
 # Asked for an issuer no SP row has; returns the SP it registered, or None.
 Discover = Callable[[str], ServiceProvider | None]
-PURGE_ONE_IN = 16
 
 _AUTHN_REQUEST = f"{{{SAMLP_NS}}}AuthnRequest"
 _LOGOUT_REQUEST = f"{{{SAMLP_NS}}}LogoutRequest"
@@ -411,12 +409,13 @@ def check_not_replayed(
     """Record (issuer, ID); refuse one seen before on any node (SAML-17).
 
     The primary key decides (one INSERT ... ON CONFLICT DO NOTHING), so two
-    nodes racing with one request cannot both accept it. About one request
-    in :data:`PURGE_ONE_IN` also deletes expired records, a batch at a
-    time, so the table stays small without a scheduled job or a query on
-    every request.
+    nodes racing with one request cannot both accept it. Nothing is
+    deleted here: expired records go in the background
+    (:mod:`idp.services.purge`, run by ``idp-admin purge`` and the worker
+    loop), so no sign-in waits on a backlog. An expired record left in
+    place refuses its (issuer, ID) a little longer, which is harmless: the
+    request itself is already too old by then (:func:`check_fresh`).
     """
-    now = dt.datetime.now(dt.UTC)
     dialect = dbsession.get_bind().dialect.name
     insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     recorded = dbsession.execute(
@@ -427,22 +426,6 @@ def check_not_replayed(
     ).scalar_one_or_none()
     if recorded is None:
         raise SamlRefused("saml_replay", verified.id)
-    if secrets.randbelow(PURGE_ONE_IN):
-        return
-    stale = (
-        select(SeenRequestId.issuer, SeenRequestId.request_id)
-        .where(SeenRequestId.expires_at < now)
-        .limit(20 * PURGE_ONE_IN)
-    )
-    old = dbsession.execute(stale).all()
-    if old:
-        for issuer, request_id in old:
-            dbsession.execute(
-                delete(SeenRequestId).where(
-                    SeenRequestId.issuer == issuer,
-                    SeenRequestId.request_id == request_id,
-                )
-            )
 
 
 def check_relay_state(verified: Verified) -> None:

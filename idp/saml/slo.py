@@ -56,7 +56,6 @@ from idp.saml.requests import (
     verify,
 )
 from idp.saml.sp_metadata import Endpoint
-from idp.saml.sso import purge_expired
 from idp.saml.xml import SAML_NS, SAMLP_NS
 
 _LOGOUT_REQUEST = f"{{{SAMLP_NS}}}LogoutRequest"
@@ -199,7 +198,6 @@ def start(
         if session is not keep:
             dbsession.delete(session)
     dbsession.flush()
-    purge_expired(dbsession, LogoutFlow)
     return token
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from lxml import etree
-from sqlalchemy import CursorResult, and_, delete, select, update
+from sqlalchemy import CursorResult, and_, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import (
@@ -218,28 +218,7 @@ def park(
         )
     )
     dbsession.flush()
-    purge_expired(dbsession, PendingSamlRequest)
     return token
-
-
-def purge_expired(dbsession: Session, model, limit: int = 20) -> None:
-    """Delete a few expired rows of ``model`` (by ``expires_at``) per call.
-
-    Each new row pays for the removal of a few dead ones, so the table stays
-    small without a scheduled job; ``SKIP LOCKED`` (PostgreSQL) keeps two
-    nodes from waiting on each other's purge.
-    """
-    now = dt.datetime.now(dt.UTC)
-    ids = select(model.id).where(model.expires_at < now).limit(limit)
-    if dbsession.get_bind().dialect.name == "postgresql":
-        ids = ids.with_for_update(skip_locked=True)
-    found = list(dbsession.scalars(ids))
-    if found:
-        dbsession.execute(
-            delete(model)
-            .where(model.id.in_(found))
-            .execution_options(synchronize_session=False)
-        )
 
 
 def _as_text(xml: bytes) -> str:
@@ -529,7 +508,14 @@ def service_name(sp: ServiceProvider, locale: str) -> str:
 def _participant(
     dbsession: Session, session_row: IdpSession, sp: ServiceProvider, subject
 ) -> SessionParticipant:
-    """This session's record of ``sp``: one per SP, refreshed per assertion."""
+    """This session's record of ``sp``: one per SP, written only on a change.
+
+    The SessionIndex is the session's at this SP: kept while the NameID
+    stays the same, so a second SSO to the same SP writes nothing (no
+    UPDATE per sign-in) and a LogoutRequest naming the index of any
+    assertion the SP holds from this session still matches. A new NameID
+    (another format asked for) starts a new index.
+    """
     participant = dbsession.scalar(
         select(SessionParticipant).where(
             SessionParticipant.session_id == session_row.id,
@@ -539,6 +525,12 @@ def _participant(
     if participant is None:
         participant = SessionParticipant(session_id=session_row.id, sp_id=sp.id)
         dbsession.add(participant)
+    elif (
+        participant.name_id == subject.value
+        and participant.name_id_format == subject.format
+        and participant.session_index
+    ):
+        return participant
     participant.name_id = subject.value
     participant.name_id_format = subject.format
     participant.session_index = responses.session_index()

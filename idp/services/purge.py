@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from sqlalchemy import delete, func, or_, select, tuple_
+from sqlalchemy import and_, delete, func, or_, select, tuple_
 
 from idp.db import utcnow
 from idp.models import (
@@ -112,7 +112,7 @@ def _rules(retention: Retention, now: dt.datetime):
         (
             "seen_request_ids",
             SeenRequestId,
-            (SeenRequestId.request_id,),
+            (SeenRequestId.issuer, SeenRequestId.request_id),
             SeenRequestId.expires_at < now,
         ),
         (
@@ -167,20 +167,43 @@ class Purger:
         return counts
 
     def _purge(self, model, keys, condition) -> int:
-        key = keys[0] if len(keys) == 1 else tuple_(*keys)
-        postgresql = self.engine.dialect.name == "postgresql"
+        """Delete in batches, one statement each, until a batch comes up short.
+
+        One set-based DELETE per batch: the whole key (for
+        ``seen_request_ids`` the (issuer, ID) pair, never the ID alone:
+        SAML-17), and the condition checked again on the row deleted, so a
+        session used since it was picked stays.
+
+        On PostgreSQL the batch is a ``MATERIALIZED`` CTE picked ``FOR
+        UPDATE SKIP LOCKED``: run once, so at most ``batch_size`` rows go
+        per statement (a ``LIMIT ... SKIP LOCKED`` subquery under ``IN``
+        can be rescanned by a nested-loop plan and, skipping what the
+        DELETE already took, find batch after batch; see
+        ``ratelimit._purge``), and a row another purge or a request holds
+        is left for the next run. SQLite runs a plain ``IN (SELECT ...
+        LIMIT n)`` once, and has one writer at a time anyway.
+        """
+        batch = select(*keys).where(condition).limit(self.batch_size)
+        if self.engine.dialect.name == "postgresql":
+            picked = (
+                batch.with_for_update(skip_locked=True)
+                .cte("batch")
+                .prefix_with("MATERIALIZED")
+            )
+            chosen = and_(*(key == picked.c[key.key] for key in keys))
+        else:
+            key = keys[0] if len(keys) == 1 else tuple_(*keys)
+            chosen = key.in_(batch.scalar_subquery() if len(keys) == 1 else batch)
+        statement = (
+            delete(model)
+            .where(chosen, condition)
+            .execution_options(synchronize_session=False)
+        )
         total = 0
         for _ in range(MAX_BATCHES):
-            batch = select(*keys).where(condition).limit(self.batch_size)
-            if postgresql:
-                batch = batch.with_for_update(skip_locked=True)
             with self.engine.begin() as conn:
-                found = conn.execute(batch).all()
-                if not found:
-                    break
-                values = [row[0] for row in found] if len(keys) == 1 else found
-                conn.execute(delete(model).where(key.in_(values)))
-            total += len(found)
-            if len(found) < self.batch_size:
+                deleted = conn.execute(statement).rowcount
+            total += deleted
+            if deleted < self.batch_size:
                 break
         return total

@@ -6,7 +6,7 @@ import datetime as dt
 import threading
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session
 
 from idp.models import (
@@ -15,6 +15,7 @@ from idp.models import (
     IdpSession,
     OneTimeToken,
     OutboxMessage,
+    SeenRequestId,
 )
 from idp.services.audit import AuditLog
 from idp.services.purge import Purger
@@ -219,6 +220,138 @@ def test_concurrent_purges_skip_locked_rows_and_never_wait(app, db_engine, commi
         assert sum(r["idp_sessions"] for r in results) == 0
         holder.rollback()
     assert purger(app, db_engine).run(now=NOW)["idp_sessions"] == 1
+
+
+def test_saml_17_purge_never_deletes_a_live_replay_record_of_another_issuer(
+    app, db_engine, committed
+):
+    """SAML-17: an expired (issuer A, ID) must not take (issuer B, ID) with it.
+
+    The attack: a request ID seen from SP B is still in its replay window.
+    Anyone can send an AuthnRequest naming SP A with the same ID and an
+    old IssueInstant, so its record expires at once; the purge then must
+    delete that record only, or B's request can be replayed.
+    """
+    committed.add_all(
+        [
+            SeenRequestId(
+                issuer="https://a.example.my/sp",
+                request_id="_x",
+                expires_at=NOW - MINUTE,
+            ),
+            SeenRequestId(
+                issuer="https://b.example.my/sp",
+                request_id="_x",
+                expires_at=NOW + MINUTE,
+            ),
+        ]
+    )
+    committed.commit()
+    assert purger(app, db_engine).run(now=NOW)["seen_request_ids"] == 1
+    left = committed.execute(
+        select(SeenRequestId.issuer, SeenRequestId.request_id)
+    ).all()
+    committed.rollback()
+    assert left == [("https://b.example.my/sp", "_x")]
+
+
+def test_purge_removes_expired_replay_records_in_batches_and_keeps_live_ones(
+    app, db_engine, committed
+):
+    """The replay records an SSO no longer purges go in the background run."""
+    committed.add_all(
+        [
+            SeenRequestId(
+                issuer=f"https://sp{n % 3}.example.my/sp",
+                request_id=f"_old{n:03d}",
+                expires_at=NOW - MINUTE,
+            )
+            for n in range(25)
+        ]
+        + [
+            SeenRequestId(
+                issuer="https://sp0.example.my/sp",
+                request_id="_live",
+                expires_at=NOW + MINUTE,
+            )
+        ]
+    )
+    committed.commit()
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "DELETE FROM" in statement:
+            statements.append(statement)
+
+    event.listen(db_engine, "before_cursor_execute", record)
+    try:
+        counts = purger(app, db_engine, **{"idp.purge.batch_size": 10}).run(now=NOW)
+    finally:
+        event.remove(db_engine, "before_cursor_execute", record)
+    assert counts["seen_request_ids"] == 25
+    # Set-based: one DELETE per batch of up to 10 rows, none per row.
+    assert sum("DELETE FROM seen_request_ids" in s for s in statements) == 3
+    left = list(committed.scalars(select(SeenRequestId.request_id)))
+    committed.rollback()
+    assert left == ["_live"]
+
+
+def test_purge_removes_expired_logout_flows_with_their_legs_and_parked_requests(
+    app, db_engine, committed
+):
+    """What logouts and parked SSOs used to purge in a user's request."""
+    from saml2 import BINDING_HTTP_REDIRECT
+
+    from idp.models import LogoutFlow, LogoutLeg, PendingSamlRequest
+    from idp.saml.registry import import_sp
+    from tests.saml_metadata import make_sp_metadata
+
+    sp = import_sp(committed, make_sp_metadata())
+    committed.flush()
+
+    def flow(label: str, expires) -> LogoutFlow:
+        return LogoutFlow(
+            token_hash=label.ljust(64, "0"),
+            deadline_at=expires,
+            expires_at=expires,
+            legs=[
+                LogoutLeg(
+                    sp_id=sp.id,
+                    token_hash=("leg" + label).ljust(64, "0"),
+                    name_id="n",
+                    name_id_format="f",
+                    session_index="s",
+                )
+            ],
+        )
+
+    def parked(label: str, expires) -> PendingSamlRequest:
+        return PendingSamlRequest(
+            token_hash=label.ljust(64, "0"),
+            sp_id=sp.id,
+            binding=BINDING_HTTP_REDIRECT,
+            request_xml="<x/>",
+            created_at=expires - MINUTE,
+            expires_at=expires,
+        )
+
+    committed.add_all(
+        [
+            flow("expired", NOW - MINUTE),
+            flow("live", NOW + MINUTE),
+            parked("expired", NOW - MINUTE),
+            parked("live", NOW + MINUTE),
+        ]
+    )
+    committed.commit()
+    counts = purger(app, db_engine).run(now=NOW)
+    assert counts["logout_flows"] == 1
+    assert counts["pending_saml_requests"] == 1
+    assert labels(committed, LogoutFlow, LogoutFlow.token_hash) == {"live"}
+    assert labels(committed, LogoutLeg, LogoutLeg.token_hash) == {"leglive"}
+    assert labels(committed, PendingSamlRequest, PendingSamlRequest.token_hash) == {
+        "live"
+    }
 
 
 def test_idp_admin_purge_prints_counts_per_table(tmp_path):

@@ -119,6 +119,43 @@ def test_sp_initiated_logout_reaches_the_other_sp_and_answers_success(
     assert "/login" in again.location
 
 
+def test_a_second_sso_keeps_the_session_index_writes_nothing_and_logout_by_the_first_works(
+    testapp, dbsession, sps, user
+):
+    """The participant row is written once per SP and session, not per SSO.
+
+    An SP holding the first assertion's SessionIndex can still log out
+    with it after a second SSO; a new session gets a new index.
+    """
+    from sqlalchemy import event
+
+    sign_in(testapp, user)
+    first = sso(testapp, SP1)
+    connection = dbsession.connection()
+    writes: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "session_participants" in statement and not statement.startswith("SELECT"):
+            writes.append(statement)
+
+    event.listen(connection, "before_cursor_execute", record)
+    try:
+        second = sso(testapp, SP1)
+    finally:
+        event.remove(connection, "before_cursor_execute", record)
+    assert writes == []
+    assert second == first
+    xml = logout_request(
+        name_id=first["name_id"],
+        name_id_format=first["format"],
+        session_index=first["session_index"],
+    )
+    testapp.get("/saml/slo/redirect?" + redirect_query(xml, sign=True), status=303)
+    assert dbsession.scalar(select(func.count()).select_from(IdpSession)) == 0
+    sign_in(testapp, user)
+    assert sso(testapp, SP1)["session_index"] != first["session_index"]
+
+
 def test_a_silent_sp_gives_partial_logout_after_the_deadline(
     testapp,
     dbsession,
@@ -262,7 +299,12 @@ def test_slo_without_a_message_is_a_page(testapp):
     )
 
 
-def test_expired_flows_and_parked_requests_are_purged(testapp, dbsession, sps, user):
+def test_expired_flows_and_parked_requests_wait_for_the_background_purge(
+    testapp, dbsession, sps, user
+):
+    """A logout or a parked request deletes no one else's expired rows: the
+    purge (idp.services.purge, tested there) does, outside any request.
+    """
     from idp.models import LogoutFlow, PendingSamlRequest
 
     sign_in(testapp, user)
@@ -274,16 +316,14 @@ def test_expired_flows_and_parked_requests_are_purged(testapp, dbsession, sps, u
         flow.expires_at = past
     dbsession.flush()
     assert dbsession.scalar(select(func.count()).select_from(LogoutLeg)) == 2
-    # The next logout pays for the purge; the legs go with their flow.
     sign_in(testapp, user)
     sso(testapp, SP1)
     testapp.get("/logout").forms["logout-form"].submit(status=303)
-    assert dbsession.scalar(select(func.count()).select_from(LogoutFlow)) == 1
-    assert dbsession.scalar(select(func.count()).select_from(LogoutLeg)) == 1
-    # Parked requests likewise.
+    assert dbsession.scalar(select(func.count()).select_from(LogoutFlow)) == 2
+    assert dbsession.scalar(select(func.count()).select_from(LogoutLeg)) == 3
     testapp.get("/saml/sso/redirect?" + redirect_query(authn_request()), status=303)
     for row in dbsession.scalars(select(PendingSamlRequest)):
         row.expires_at = past
     dbsession.flush()
     testapp.get("/saml/sso/redirect?" + redirect_query(authn_request()), status=303)
-    assert dbsession.scalar(select(func.count()).select_from(PendingSamlRequest)) == 1
+    assert dbsession.scalar(select(func.count()).select_from(PendingSamlRequest)) == 2

@@ -74,6 +74,40 @@ def test_signed_in_user_gets_a_response_straight_away(testapp, dbsession, sp, us
     assert "'nonce-" in csp
 
 
+def test_the_post_page_is_minimal_bilingual_and_submits_under_the_csp(
+    testapp, dbsession, sp, user
+):
+    """The page every SSO renders: no layout, the same form, both languages.
+
+    One nonce'd script (the CSP's) submits it; without JavaScript the
+    heading, the text and a visible button say what to do.
+    """
+    sign_in(testapp, user)
+    for lang, heading, button in (
+        ("ms", "Teruskan ke perkhidmatan", "Teruskan"),
+        ("en", "Continue to the service", "Continue"),
+    ):
+        testapp.set_cookie("idp_lang", lang)
+        page = testapp.get("/saml/sso/redirect?" + redirect_query(authn_request()))
+        html = page.html
+        assert html.html["lang"] == lang
+        assert html.select_one("main h1").get_text(strip=True) == heading
+        assert html.title.get_text().startswith(heading)
+        assert html.select_one("main p").get_text(strip=True)
+        submit = html.select_one("form#saml-post-form button[type=submit]")
+        assert submit.get_text(strip=True) == button
+        fields = [i["name"] for i in html.select("form#saml-post-form input")]
+        assert fields == ["SAMLResponse"]  # no RelayState was sent
+        assert status_of(response_of(page)) == [SUCCESS]
+        # Nothing of the full layout: no header, footer, links or other scripts.
+        assert html.select("header, footer, nav, a") == []
+        (script,) = html.select("script")
+        assert not script.get("src")
+        csp = page.headers["Content-Security-Policy"]
+        assert f"'nonce-{script['nonce']}'" in csp
+        assert "saml-post-form" in script.string and ".submit()" in script.string
+
+
 @pytest.mark.postgresql
 def test_saml_17_a_refused_request_still_counts_as_seen(committing_testapp, db_engine):
     """SAML-17: the replay record commits even when nothing else is written."""

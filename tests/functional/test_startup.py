@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import idp
+import idp.config as idp_config
 from idp.saml.crypto import XmlsecBackend
 
 
@@ -19,6 +20,38 @@ def test_ops_07_accept_all_verifier_stops_start(settings, monkeypatch, capsys):
     error = capsys.readouterr().err
     assert error.startswith("idp: cannot start:")
     assert error.count("\n") == 1
+
+
+def test_start_up_ends_by_collecting_then_freezing_what_it_built(settings, monkeypatch):
+    """gc.freeze() once the app exists, after a collection; not on a failed start."""
+    import gc
+    import types
+
+    calls: list[str] = []
+    built: list[object] = []
+    real_configure = idp_config.configure
+
+    def configure(values):
+        built.append("app")
+        return real_configure(values)
+
+    fake = types.SimpleNamespace(
+        collect=lambda: calls.append(f"collect after {built}"),
+        freeze=lambda: calls.append(f"freeze after {built}"),
+    )
+    monkeypatch.setattr(idp, "gc", fake)
+    monkeypatch.setattr(idp_config, "configure", configure)
+    assert idp.main({}, **settings) is not None
+    assert calls == ["collect after ['app']", "freeze after ['app']"]
+    calls.clear()
+    with pytest.raises(SystemExit):
+        idp.main({}, **{**settings, "idp.key_size": "nonsense"})
+    assert calls == []
+    # For real: the registry built at start-up is in the permanent generation.
+    monkeypatch.undo()
+    app = idp.main({}, **settings)
+    assert gc.get_freeze_count() > 0
+    assert not any(o is app.registry for o in gc.get_objects(generation=2))
 
 
 def test_missing_keys_stop_start_with_one_line(settings, tmp_path, capsys):
