@@ -92,13 +92,17 @@ IDP_SSO = f"https://{TEST_HOST}/saml/sso/redirect"
 PEER_PORT = 8081
 PEER_BASE = f"http://127.0.0.1:{PEER_PORT}/simplesaml"
 PEER_SSO = f"{PEER_BASE}/saml2/idp/SSOService.php"
-PEER_USER, PEER_PASSWORD = "bench", "bench-password"  # noqa: S105 (benchmark only)
+PEER_USER, PEER_PASSWORD = "bench", "bench-password"
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 DS = "http://www.w3.org/2000/09/xmldsig#"
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 RESPONSE_FIELD = re.compile(rb'name="SAMLResponse"\s+value="([^"]+)"')
 RELAY_STATE = "/kelas/5-bestari"
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 def loadavg() -> str:
@@ -285,7 +289,7 @@ def request_id(query: str) -> str:
 
 
 def verify(encoded: bytes, query: str, cert_file: Path) -> None:
-    """Both signatures against the IdP's certificate, Audience, InResponseTo, Destination."""
+    """Both signatures against the IdP's certificate, Audience, InResponseTo...."""
     import xmlsec
 
     xml = base64.b64decode(html.unescape(encoded.decode()))
@@ -349,7 +353,8 @@ class Cell:
             f"{self.label:<34} {self.connections} conn  "
             f"{statistics.median(self.rates):7.1f} SSO/s "
             f"(runs {' '.join(f'{r:.0f}' for r in self.rates)})  "
-            f"p50 {percentile(ordered, 0.5):6.2f}  p90 {percentile(ordered, 0.9):6.2f}  "
+            f"p50 {percentile(ordered, 0.5):6.2f}  "
+            f"p90 {percentile(ordered, 0.9):6.2f}  "
             f"p99 {percentile(ordered, 0.99):6.2f}  max {ordered[-1]:7.2f} ms  "
             f"errors {self.errors}  verified {self.verified}  "
             f"RSS {self.rss_before:.0f}->{self.rss_after:.0f} MB  "
@@ -459,7 +464,7 @@ def run_cell(target: Target, connections: int, args) -> Cell:
         for encoded, query in samples:
             try:
                 verify(encoded, query, target.cert)
-            except Exception as error:  # noqa: BLE001 (reported, counted)
+            except Exception as error:
                 cell.errors += 1
                 cell.first_error = cell.first_error or f"verification: {error!r}"
             else:
@@ -765,9 +770,7 @@ def main() -> None:
     databases = args.database or (["sqlite", "postgresql"] if pg_url else ["sqlite"])
     if "postgresql" in databases and not pg_url:
         parser.error("PostgreSQL needs --postgresql-url or IDP_TEST_POSTGRESQL_URL")
-    print(
-        f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}"
-    )
+    print(f"uptime: {uptime()}")
     print(
         f"{os.cpu_count()} cores; {args.runs} x {args.seconds:g} s per cell; "
         f"connections {args.connections}; every {args.sample}th response verified",
@@ -782,9 +785,7 @@ def main() -> None:
     speeds = {
         bits: openssl_speed(bits, 5) for bits in sorted(set(args.key_sizes) | {2048})
     }
-    print(
-        f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}"
-    )
+    print(f"uptime: {uptime()}")
     print()
     print(
         "| | SSO/s, "
@@ -802,7 +803,7 @@ def main() -> None:
         )
         first = row[min(row)]
         ordered = sorted(first.latencies) or [float("nan")]
-        worst = max((max(c.latencies, default=0.0) for c in row.values()))
+        worst = max(max(c.latencies, default=0.0) for c in row.values())
         errors = sum(c.errors for c in row.values())
         print(
             f"| {label} | {rates} | {percentile(ordered, 0.5):.1f} | "
