@@ -751,7 +751,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--key-sizes", type=int, nargs="+", default=[2048, 3072])
+    parser.add_argument("--key-sizes", type=int, nargs="*", default=[2048, 3072])
     parser.add_argument("--sessions", type=int, default=4)
     parser.add_argument("--sample", type=int, default=50, help="verify every Nth")
     parser.add_argument(
