@@ -646,40 +646,129 @@ def idme_cells(kind: str, url: str, key_size: int, args) -> list[Cell]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# What each sample was doing. Two special cases first: a COMMIT anywhere in
+# the stack, and the calls into libxmlsec (py-spy without --native shows C
+# time on the Python line that called it: a leaf frame in crypto.py's sign
+# methods). Otherwise the innermost frame whose file belongs to a known
+# owner decides (the standard library's frames are passed over upwards).
+SIGN_CALLS = (".sign_element (", ".sign_statement (")
+OWNERS = (
+    ("idp/saml/crypto.py", "XML-DSig templates and key context around the signs"),
+    ("xmlsec", "XML-DSig templates and key context around the signs"),
+    ("sqlalchemy/", "SQLAlchemy: statements, ORM, pool, driver"),
+    ("psycopg/", "SQLAlchemy: statements, ORM, pool, driver"),
+    ("saml2/", "pysaml2: parsing, objects, to_string"),
+    ("jinja2/", "the POST page (Jinja2 and its templates)"),
+    ("markupsafe/", "the POST page (Jinja2 and its templates)"),
+    ("templates/", "the POST page (Jinja2 and its templates)"),
+    ("idp/jinja2.py", "the POST page (Jinja2 and its templates)"),
+    ("idp/sessions.py", "sessions and security policy"),
+    ("idp/security.py", "sessions and security policy"),
+    ("idp/csrf.py", "sessions and security policy"),
+    ("idp/authz.py", "sessions and security policy"),
+    ("idp/csp.py", "sessions and security policy"),
+    ("idp/saml/", "idMe's SAML code: request checks, response building (lxml)"),
+    ("idp/", "idMe's views, tweens and the rest of idp/"),
+    ("waitress/", "waitress, WebOb, Pyramid, pyramid_tm"),
+    ("webob/", "waitress, WebOb, Pyramid, pyramid_tm"),
+    ("pyramid", "waitress, WebOb, Pyramid, pyramid_tm"),
+    ("transaction/", "waitress, WebOb, Pyramid, pyramid_tm"),
+    ("zope/", "waitress, WebOb, Pyramid, pyramid_tm"),
+)
+FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^():]+)(?::\d+)?\)$")
+
+
+def category(frames: list[str]) -> str:
+    if any(" (sqlalchemy/" in frame and "commit" in frame.lower() for frame in frames):
+        return "database COMMIT (SQLite: fdatasync)"
+    if (
+        any(call in frames[-1] for call in SIGN_CALLS)
+        and "idp/saml/crypto.py" in frames[-1]
+    ):
+        return "two signatures in libxmlsec (RSA, c14n, digests)"
+    for frame in reversed(frames):
+        match = FRAME.match(frame)
+        if match is None:
+            continue
+        path = match["file"]
+        for prefix, label in OWNERS:
+            if path.startswith(prefix) or f"/{prefix}" in path:
+                return label
+    return "the standard library and the rest"
+
+
+def rank(folded: Path, count: int) -> None:
+    """py-spy's folded stacks, per category and per leaf function, by share."""
+    shares: dict[str, int] = {}
+    leaves: dict[str, int] = {}
+    total = 0
+    for line in folded.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not stack or not samples.isdigit():
+            continue
+        number = int(samples)
+        frames = stack.split(";")
+        label = category(frames)
+        shares[label] = shares.get(label, 0) + number
+        leaves[frames[-1]] = leaves.get(frames[-1], 0) + number
+        total += number
+    if not total or not count:
+        print("py-spy recorded nothing", flush=True)
+        return
+    print(f"py-spy: {total} samples over {count} SSOs", flush=True)
+    print("| what | ms per SSO | share |")
+    print("|---|---:|---:|")
+    for label, number in sorted(shares.items(), key=lambda item: -item[1]):
+        ms = number / count / PROFILE_RATE * 1000
+        print(f"| {label} | {ms:.2f} | {number / total:.0%} |")
+    print(f"| all sampled | {total / count / PROFILE_RATE * 1000:.2f} | 100% |")
+    print("top leaf frames:")
+    for leaf, number in sorted(leaves.items(), key=lambda item: -item[1])[:15]:
+        print(f"  {number / total:6.1%}  {leaf}")
+
+
+PROFILE_RATE = 250
+
+
 def profile(target: Target, pid: int, args) -> None:
-    """py-spy on the server at one connection; its flat profile, ranked."""
+    """py-spy on the server at one connection; its profile, ranked by share."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
-        print("py-spy is not installed: no profile", flush=True)
+        print("py-spy is not installed (pip install py-spy): no profile", flush=True)
         return
-    out = Path(tempfile.mkdtemp(prefix="bench-http-spy-")) / "profile.txt"
-    spy_proc = subprocess.Popen(
-        [
-            spy,
-            "record",
-            "--pid",
-            str(pid),
-            "--duration",
-            str(args.profile_seconds),
-            "--rate",
-            "250",
-            "--format",
-            "raw",
-            "--nonblocking",
-            "--native",
-            "--output",
-            str(out),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(0.5)
-    errors: list[str] = []
-    latencies: list[float] = []
-    deadline = time.perf_counter() + args.profile_seconds
-    worker(target, 0, [], deadline, latencies, [], 10**9, errors)
-    spy_proc.wait(timeout=args.profile_seconds + 60)
-    print(f"py-spy: {len(latencies)} SSOs, folded stacks in {out}", flush=True)
+    folder = Path(tempfile.mkdtemp(prefix="bench-http-spy-"))
+    out = folder / "profile.txt"
+    with open(folder / "py-spy.log", "wb") as log:
+        spy_proc = subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(int(args.profile_seconds)),
+                "--rate",
+                str(PROFILE_RATE),
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--output",
+                str(out),
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        time.sleep(1.0)  # py-spy attaches
+        errors: list[str] = []
+        latencies: list[float] = []
+        deadline = time.perf_counter() + args.profile_seconds - 1.5
+        worker(target, 0, [], deadline, latencies, [], 10**9, errors)
+        spy_proc.wait(timeout=args.profile_seconds + 60)
+    if not out.exists():
+        print(f"py-spy failed: {(folder / 'py-spy.log').read_text()[-300:]}")
+        return
+    print(f"py-spy: folded stacks in {out}", flush=True)
+    rank(out, len(latencies))
 
 
 # --------------------------------------------------------------------------
