@@ -125,6 +125,18 @@ def rss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
+def processes(name: str) -> list[int]:
+    """The pids of the running processes called ``name``."""
+    pids = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == name:
+                pids.append(int(comm.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
 def cpu_seconds(pids: list[int]) -> float:
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
@@ -341,6 +353,7 @@ class Cell:
     errors: int = 0
     client_cores: list[float] = field(default_factory=list)
     server_cores: list[float] = field(default_factory=list)
+    database_cores: list[float] = field(default_factory=list)
     rss_before: float = 0.0
     rss_after: float = 0.0
     loads: list[str] = field(default_factory=list)
@@ -359,7 +372,13 @@ class Cell:
             f"errors {self.errors}  verified {self.verified}  "
             f"RSS {self.rss_before:.0f}->{self.rss_after:.0f} MB  "
             f"server {statistics.median(self.server_cores):.2f} / "
-            f"client {statistics.median(self.client_cores):.2f} cores  "
+            f"client {statistics.median(self.client_cores):.2f}"
+            + (
+                f" / postgres {statistics.median(self.database_cores):.2f}"
+                if self.database_cores
+                else ""
+            )
+            + " cores  "
             f"load {' | '.join(self.loads)}"
         )
 
@@ -378,6 +397,7 @@ class Target:
         self.make_query = make_query
         self.cert = cert
         self.pids = pids  # callable: the server's processes now
+        self.database_pids = lambda: []  # callable: PostgreSQL's, if it is used
 
 
 def worker(target, index, queries, deadline, latencies, samples, sample_every, errors):
@@ -431,6 +451,7 @@ def run_cell(target: Target, connections: int, args) -> Cell:
         errors: list[str] = []
         pids = target.pids()
         server0, client0 = cpu_seconds(pids), own_cpu()
+        database0 = cpu_seconds(target.database_pids())
         begun = time.perf_counter()
         deadline = begun + args.seconds
         threads = [
@@ -457,6 +478,9 @@ def run_cell(target: Target, connections: int, args) -> Cell:
         cell.rates.append(len(latencies) / elapsed)
         cell.server_cores.append((cpu_seconds(target.pids()) - server0) / elapsed)
         cell.client_cores.append((own_cpu() - client0) / elapsed)
+        if target.database_pids():
+            database = cpu_seconds(target.database_pids()) - database0
+            cell.database_cores.append(database / elapsed)
         cell.latencies.extend(latencies)
         cell.errors += len(errors)
         cell.first_error = cell.first_error or (errors[0] if errors else "")
@@ -631,6 +655,9 @@ def idme_cells(kind: str, url: str, key_size: int, args) -> list[Cell]:
             cert,
             servers.pids,
         )
+        if kind == "postgresql":
+            # Every backend of the cluster: other users' work counts too.
+            target.database_pids = lambda: processes("postgres")
         cells = []
         for connections in args.connections:
             cell = run_cell(target, connections, args)
@@ -782,14 +809,7 @@ def peer_cells(args) -> list[Cell]:
     cookies = [peer_sign_in() for _ in range(args.sessions)]
 
     def apache_pids() -> list[int]:
-        pids = []
-        for stat in Path("/proc").glob("[0-9]*/comm"):
-            try:
-                if stat.read_text().strip() == "apache2":
-                    pids.append(int(stat.parent.name))
-            except OSError:
-                continue
-        return pids
+        return processes("apache2")
 
     target = Target(
         "SimpleSAMLphp 1.19 on apache prefork",
