@@ -926,6 +926,19 @@ def main() -> None:
             f"| openssl's RSA-{bits} limit ({speed:,.0f} sign/s) / 2 signatures, "
             f"per core | {limit} | {2000 / speed:.1f} | | | |"
         )
+    print()
+    for cell in cells:
+        bits = re.search(r"RSA-(\d+)$", cell.label)
+        if bits is None or int(bits.group(1)) not in speeds:
+            continue
+        speed = speeds[int(bits.group(1))]
+        signs = 2 * statistics.median(cell.rates)
+        cores = min(cell.connections, os.cpu_count() or 1)
+        print(
+            f"{cell.label}, {cell.connections} conn.: {signs:,.0f} signatures/s ="
+            f" {signs / (speed * cores):.0%} of openssl's rsa{bits.group(1)}"
+            f" ({speed:,.0f} sign/s per core x {cores})"
+        )
 
 
 if __name__ == "__main__":
