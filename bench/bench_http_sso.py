@@ -632,7 +632,13 @@ def idme_cells(kind: str, url: str, key_size: int, args) -> list[Cell]:
     folder = Path(tempfile.mkdtemp(prefix=f"bench-http-{kind}-"))
     if kind == "sqlite":
         url = f"sqlite:///{folder / 'idp.sqlite'}"
-    cert = prepare_database(url, folder, key_size, args.sessions)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        cert = prepare_database(url, folder, key_size, args.sessions)
+    except SQLAlchemyError as error:
+        shutil.rmtree(folder, ignore_errors=True)
+        sys.exit(f"cannot prepare the {kind} database: {str(error).splitlines()[0]}")
     count = 1 if kind == "sqlite" else 2
     servers = Servers(url, folder, key_size, count)
     try:
