@@ -525,24 +525,14 @@ PASSWORD = "kopi o kosong tanpa gula"  # noqa: S105 (a benchmark user's password
 
 def prepare_database(url: str, folder: Path, key_size: int, sessions: int) -> Path:
     """Schema, IdP key, the SP, a module/role and the user; returns the cert file."""
-    from alembic import command
-    from sqlalchemy import text
     from sqlalchemy.orm import Session
 
-    from bench.bench_sso import RELEASED, bench_user
-    from idp.db import make_engine
-    from idp.migrations import alembic_config
+    from bench.bench_sso import RELEASED, bench_user, fresh_database
     from idp.models import Module, Role
     from idp.saml import keys as keystore
     from idp.saml.registry import import_sp
 
-    engine = make_engine({"sqlalchemy.url": url})
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-    with engine.begin() as conn:
-        command.upgrade(alembic_config(conn), "head")
+    engine = fresh_database(url)
     pair = keystore.generate(folder / "certs", TEST_HOST, key_size=key_size)
     with Session(engine) as session, session.begin():
         module = Module(code="emis", display_name_ms="EMIS", display_name_en="EMIS")

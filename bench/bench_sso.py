@@ -242,7 +242,8 @@ def loadavg() -> str:
 # The app, its SPs and a signed-in user
 
 
-def build_app(url: str, folder: Path):
+def fresh_database(url: str):
+    """An engine on ``url``, its schema at head: on PostgreSQL, emptied first."""
     from alembic import command
 
     engine = make_engine({"sqlalchemy.url": url})
@@ -252,6 +253,11 @@ def build_app(url: str, folder: Path):
             conn.execute(text("CREATE SCHEMA public"))
     with engine.begin() as conn:
         command.upgrade(alembic_config(conn), "head")
+    return engine
+
+
+def build_app(url: str, folder: Path):
+    engine = fresh_database(url)
     keypair = keystore.generate(folder / "certs", TEST_HOST, key_size=KEY_SIZE)
     # The test suite's settings (development.ini, scratch key folders), with
     # the production key size. Base URL https://idp.test, which is where
