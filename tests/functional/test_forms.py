@@ -251,6 +251,14 @@ def test_forgot_and_account_forms_link_their_errors(testapp, dbsession, lang):
     form["security_phrase"] = ""
     page = form.submit(status=400)
     assert_links_reach_their_fields(page, {"security_phrase", "current_password"})
+    form = testapp.get("/account/email").forms["account-email-form"]
+    form["email"], form["email_confirm"] = "new@example.com.my", "neu@example.com.my"
+    page = form.submit(status=400)
+    assert_links_reach_their_fields(page, {"email_confirm", "current_password"})
+    form = page.forms["account-email-form"]
+    form["email"] = "not an email"
+    page = form.submit(status=400)
+    assert_links_reach_their_fields(page, {"email", "current_password"})
 
 
 def test_forced_change_and_reset_link_their_errors(testapp, dbsession, mailbox):
