@@ -394,6 +394,23 @@ def test_crest_settings_are_validated(settings, crest_dir, overrides, complaint)
     assert parse_settings(good, environ={})["idp.crest"].data == PNG
 
 
+def test_a_crest_file_too_large_is_named_in_human_units(settings, tmp_path):
+    """Issue 12 item 16: sizes as people read them, not 614400 bytes."""
+    big = tmp_path / "crest.png"
+    big.write_bytes(PNG + bytes(600 * 1024))
+    raw = {
+        **settings,
+        "idp.crest.path": str(big),
+        "idp.crest.alt_ms": "Jata",
+        "idp.crest.alt_en": "Crest",
+    }
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(raw, environ={})
+    assert str(caught.value) == (
+        "idp.crest.path: the file is 600.1 KiB; the limit is 512 KiB"
+    )
+
+
 def test_privacy_contact_must_be_an_email_address(settings):
     with pytest.raises(SettingsError, match=r"^idp\.privacy\.email: not an email"):
         parse_settings({**settings, "idp.privacy.email": "privacy at moe"}, environ={})
