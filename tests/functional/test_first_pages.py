@@ -257,6 +257,21 @@ def test_developers_page_says_what_integrators_need(app, testapp, lang, keypair)
     assert page.html.find(id="register-service").find("a", href=f"mailto:{contact}")
 
 
+@pytest.mark.parametrize("path", NEW_PAGES)
+def test_wide_tables_scroll_by_keyboard_in_a_named_region(testapp, path):
+    """A table wider than a 360 px phone scrolls in a region Tab reaches.
+
+    WCAG 2.1.1: axe's scrollable-region-focusable failed on /developers at
+    360 px, whose two tables scrolled in a div the keyboard never reached.
+    """
+    page = testapp.get(f"{path}?lang=ms")
+    for region in page.html.select(".table-scroll"):
+        assert region.get("tabindex") == "0", path
+        assert region.get("role") == "region", path
+        label = page.html.find(id=region.get("aria-labelledby"))
+        assert label is not None and label.get_text(strip=True), path
+
+
 @pytest.mark.parametrize("lang", LOCALES)
 def test_privacy_notice_names_the_controller_and_pdpa(testapp_with, lang):
     app = testapp_with(
