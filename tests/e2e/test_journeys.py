@@ -94,7 +94,7 @@ SECOND_PASSWORD = "Wau bulan terbang tinggi"
 RESET_PASSWORD = "Rambutan manis di dusun"
 NEW_PHRASE = "Teh tarik kurang manis"
 # The page states each journey checks with axe.
-STATES = 30
+STATES = 31
 
 
 @pytest.fixture(scope="module")
@@ -316,8 +316,14 @@ def test_whole_journey_keyboard_only_and_accessible(world, browser, request):
     page.check("forgot: done")
 
     # The new password signs in; the new image and phrase are shown first.
+    # A mistyped password first: said at the top of the form, then retyped.
     page.get(f"{idp}/login")
-    sign_in(page, person, RESET_PASSWORD, phrase=NEW_PHRASE, watched=False)
+    sign_in(page, person, "not the password at all", phrase=NEW_PHRASE, watched=False)
+    assert page.has("#form-errors #login-message"), page.text()
+    page.check("sign-in: wrong password")
+    page.start_keyboard()
+    page.type_into("password-form", "password", RESET_PASSWORD)
+    page.submit("password-form")
     assert not page.has("#password-form"), page.text()
     assert page.has("a[href$='/logout']"), page.text()
     page.check("home: signed in")
