@@ -20,8 +20,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from webob.multidict import MultiDict
 
-from idp.cli.common import CommandError, app_request
-from idp.cli.modules import code_argument, find_role, label
+from idp.cli.common import CommandError, app_request, refusals
+from idp.cli.modules import code_argument
 from idp.contact import InvalidContact, normalise_email
 from idp.db import utcnow
 from idp.identifiers import Identifier, InvalidIdentifier, parse_identifier
@@ -71,6 +71,12 @@ def _find_user(request, args) -> User:
     if user is None:
         raise CommandError(f"no user with identity number {identifier.display}")
     return user
+
+
+def _registry(request):
+    from idp.services.interfaces import IModuleRegistry
+
+    return request.service(IModuleRegistry)
 
 
 def _masked(user: User) -> str:
@@ -259,7 +265,7 @@ def _registration(args):
 def add(args) -> int:
     registration = _registration(args)
     identifier = registration.identifier
-    with app_request(args.config_uri) as request:
+    with app_request(args.config_uri, {}) as request:
         dbsession = request.dbsession
         users = request.service(IUserService)
         if users.find_by_identifier(identifier.value) is not None:
@@ -268,7 +274,9 @@ def add(args) -> int:
             )
         if users.find_by_email(registration.email) is not None:
             raise CommandError(f"a user with email {registration.email} already exists")
-        roles = [find_role(dbsession, name) for name in dict.fromkeys(args.roles)]
+        roles = [
+            _registry(request).find_role(name) for name in dict.fromkeys(args.roles)
+        ]
         now = utcnow()
         user = users.build(registration, now)
         password = users.issue_temporary_password(user, now)
@@ -295,7 +303,7 @@ def add(args) -> int:
 
 
 def show(args) -> int:
-    with app_request(args.config_uri) as request:
+    with app_request(args.config_uri, {}) as request:
         user = _find_user(request, args)
         now = utcnow()
         last_sign_in = request.dbsession.scalar(
@@ -339,9 +347,9 @@ def show(args) -> int:
 
 
 def grant(args) -> int:
-    with app_request(args.config_uri) as request:
+    with app_request(args.config_uri, {}) as request:
         user = _find_user(request, args)
-        role = find_role(request.dbsession, args.role)
+        role = _registry(request).find_role(args.role)
         already = role in user.roles
         if not already:
             user.roles.append(role)
@@ -359,9 +367,9 @@ def grant(args) -> int:
 
 
 def revoke(args) -> int:
-    with app_request(args.config_uri) as request:
+    with app_request(args.config_uri, {}) as request:
         user = _find_user(request, args)
-        role = find_role(request.dbsession, args.role)
+        role = _registry(request).find_role(args.role)
         had = role in user.roles
         if had:
             user.roles.remove(role)
@@ -380,10 +388,13 @@ def revoke(args) -> int:
 
 def lock(args) -> int:
     """An administrator's lock: indefinite, until ``user unlock``."""
-    reason = label("--reason", args.reason, required=False)
+    from idp.services.modules import clean_label
+
+    with refusals({"reason": "--reason"}):
+        reason = clean_label("reason", args.reason, required=False)
     if reason is not None and len(reason) > REASON_MAX:
         raise CommandError(f"--reason: at most {REASON_MAX} characters")
-    with app_request(args.config_uri) as request:
+    with app_request(args.config_uri, {}) as request:
         user = _find_user(request, args)
         who = _masked(user)
         since = user.disabled_at
@@ -407,7 +418,7 @@ def lock(args) -> int:
 
 
 def unlock(args) -> int:
-    with app_request(args.config_uri) as request:
+    with app_request(args.config_uri, {}) as request:
         user = _find_user(request, args)
         who = _masked(user)
         was_locked = not user.usable(utcnow())
@@ -427,7 +438,7 @@ def unlock(args) -> int:
 
 
 def reset_password(args) -> int:
-    with app_request(args.config_uri) as request:
+    with app_request(args.config_uri, {}) as request:
         user = _find_user(request, args)
         now = utcnow()
         password = request.service(IUserService).issue_temporary_password(user, now)
@@ -462,7 +473,7 @@ def set_email(args) -> int:
             f"EMAIL: {args.email!r} is not an email address "
             f"({exc.message.interpolate()})"
         ) from None
-    with app_request(args.config_uri) as request:
+    with app_request(args.config_uri, {}) as request:
         user = _find_user(request, args)
         who = _masked(user)
         users = request.service(IUserService)

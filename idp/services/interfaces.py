@@ -323,3 +323,64 @@ class ISignInService(Interface):
         Always temporary (longer for each lock of the day); never
         ``disabled_at``, which only an operator sets.
         """
+
+
+class IModuleRegistry(Interface):
+    """Modules and roles, and which role grants which module.
+
+    Every change takes the acting party (an ``Actor``), is audited with it
+    in the caller's transaction, and is refused with a ``Refused`` from
+    ``idp.services.errors`` (``NotFound``, ``Conflict``, ``Invalid``) that
+    leaves nothing written. Codes and names are found whatever their case
+    and unique whatever their case.
+    """
+
+    # zope.interface declares methods without ``self``; mypy asks for one.
+    def modules():  # type: ignore[misc]
+        """Every module, by code."""
+
+    def roles():  # type: ignore[misc]
+        """Every role, by name."""
+
+    def find_module(code):
+        """The module with ``code`` in any case, or ``NotFound``."""
+
+    def find_role(name):
+        """The role named ``name`` in any case, or ``NotFound``."""
+
+    def create_module(code, *, name_ms, name_en, actor):
+        """Add a module (``module.created``); ``Conflict`` if the code is taken."""
+
+    def create_role(name, *, name_ms, name_en, description=None, actor):
+        """Add a role (``role.created``); ``Conflict`` if the name is taken."""
+
+    def rename_module(code, new, *, actor):
+        """Change a module's code (``module.renamed``); return the old code."""
+
+    def rename_role(name, new, *, actor):
+        """Change a role's name (``role.renamed``); return the old name."""
+
+    def delete_module(code, *, actor):
+        """Remove a module (``module.deleted``); return a ``Deleted``.
+
+        ``Conflict`` (``module.in_use``) while a role grants it or an SP
+        belongs to it; ``params["uses"]`` names them.
+        """
+
+    def delete_role(name, *, actor):
+        """Remove a role (``role.deleted``); return a ``Deleted``.
+
+        ``Conflict`` (``role.in_use``) while a user holds it.
+        """
+
+    def grant_module(role_name, code, *, actor):
+        """Let a role reach a module (``role.module_granted``).
+
+        False, with nothing audited, when it already does.
+        """
+
+    def revoke_module(role_name, code, *, actor):
+        """Stop a role reaching a module (``role.module_revoked``).
+
+        False, with nothing audited, when it did not.
+        """
