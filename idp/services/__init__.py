@@ -24,3 +24,4 @@ def includeme(config):
     config.include(".signin")
     config.include(".password_reset")
     config.include(".modules")
+    config.include(".accounts")

@@ -384,3 +384,55 @@ class IModuleRegistry(Interface):
 
         False, with nothing audited, when it did not.
         """
+
+
+class IAccountService(Interface):
+    """Accounts as administrators manage them (``idp-admin user``, the console).
+
+    Every change takes the acting party (an ``Actor``), is audited with it,
+    and is refused with a ``Refused`` from ``idp.services.errors`` that
+    leaves nothing written. Users are ``User`` rows the caller found with
+    :meth:`find` (or by id).
+    """
+
+    def find(identifier):
+        """The account of a parsed ``Identifier``, or ``NotFound``."""
+
+    def last_sign_in(user):
+        """When ``user`` last signed in (a UTC datetime), or None."""
+
+    def create(registration, *, roles=(), reveal_password=False, actor):
+        """Create an account holding the named ``roles`` (``account.created``).
+
+        It gets a temporary password, emailed unless ``reveal_password``;
+        returns a ``TemporaryPassword`` (with the password only if
+        revealed). ``Conflict`` when the identity number or email is
+        registered already; ``NotFound`` for an unknown role.
+        """
+
+    def grant_role(user, role_name, *, actor):
+        """Give ``user`` the role (``role.granted``); False if they hold it."""
+
+    def revoke_role(user, role_name, *, actor):
+        """Take the role (``role.revoked``); False if they did not hold it."""
+
+    def lock(user, *, reason, actor):
+        """Lock until :meth:`unlock` (``account.locked``), end every session,
+        tell the owner; the number of sessions ended, None if locked already."""
+
+    def unlock(user, *, actor):
+        """Lift any lock, forget the sign-in failures (``account.unlocked``);
+        True if it was locked."""
+
+    def reset_password(user, *, reveal_password=False, actor):
+        """A temporary password in place of the password
+        (``password.admin_reset``): sessions end, links die. Returns
+        ``(sessions ended, TemporaryPassword)``."""
+
+    def set_email(user, email, *, actor):
+        """Correct ``user``'s address (``email.changed``); both addresses told.
+
+        A pending temporary password is replaced and sent to the new
+        address. ``Invalid`` for a malformed or unchanged address,
+        ``Conflict`` when another account has it. Returns ``EmailCorrected``.
+        """
