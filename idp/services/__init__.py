@@ -25,3 +25,4 @@ def includeme(config):
     config.include(".password_reset")
     config.include(".modules")
     config.include(".accounts")
+    config.include(".service_providers")

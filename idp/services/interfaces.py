@@ -436,3 +436,49 @@ class IAccountService(Interface):
         address. ``Invalid`` for a malformed or unchanged address,
         ``Conflict`` when another account has it. Returns ``EmailCorrected``.
         """
+
+
+class IServiceProviders(Interface):
+    """The SP registry as administrators change it (``idp-admin sp``, the console).
+
+    Every change takes the acting party (an ``Actor``), is audited with it,
+    raises the registry generation (every node rebuilds its SAML server),
+    and is refused with a ``Refused`` from ``idp.services.errors`` that
+    leaves nothing written.
+    """
+
+    def find(entity_id):
+        """The SP registered with exactly ``entity_id``, or ``NotFound``."""
+
+    def import_metadata(
+        data,
+        *,
+        module_code=None,
+        disabled=False,
+        replace=False,
+        confirm_hosts=(),
+        actor,
+    ):
+        """Register an SP from its metadata bytes, or refresh it; an ``Imported``.
+
+        ``Conflict`` (``sp.trust_changed``) for new keys or endpoints without
+        ``replace`` (SAML-30), (``sp.host_claimed``) for an endpoint on a
+        host another SP uses and not in ``confirm_hosts`` (SAML-29);
+        ``Invalid`` (``sp.refused``) for metadata that fails the checks.
+        """
+
+    def set_policy(entity_id, changes, *, actor):
+        """Change the keys of ``changes`` in the SP's policy (``sp.policy``)."""
+
+    def set_enabled(entity_id, enabled, *, actor):
+        """Enable or disable the SP; False when it already was."""
+
+    def removal(entity_id):
+        """A ``Removal``: what removing the SP deletes with it, to confirm."""
+
+    def remove(entity_id, *, confirmed=None, actor):
+        """Unregister the SP (``sp.removed``); the lines of what went with it.
+
+        ``confirmed``: the ``Removal`` that was confirmed; ``Conflict`` if
+        the SP was registered again since.
+        """
