@@ -41,7 +41,7 @@ from idp.services.interfaces import (
     IRateLimiter,
     IUserService,
 )
-from idp.services.modules import clean_label
+from idp.services.modules import clean_label, set_membership
 from idp.services.users import EmailTaken, Registration
 
 #: The limiters an unlock clears: a third lock in a day needs an operator.
@@ -201,12 +201,8 @@ class AccountService:
     def _set_role(self, user: User, role_name: str, grant: bool, actor: Actor) -> bool:
         with atomic(self.dbsession):
             role = self.registry.find_role(role_name)
-            if (role in user.roles) == grant:
+            if not set_membership(user.roles, role, grant):
                 return False
-            if grant:
-                user.roles.append(role)
-            else:
-                user.roles.remove(role)
             actor.record(
                 self.audit,
                 "role.granted" if grant else "role.revoked",

@@ -158,18 +158,9 @@ class ModuleRegistry:
     ) -> Module:
         """Add a module; :class:`Conflict` if the code is taken in any case."""
         check_code("code", code)
-        labels = _labels(name_ms, name_en)
-        with atomic(self.dbsession):
-            module = Module(code=code, **labels)
-            self._insert(MODULE, module)
-            actor.record(
-                self.audit,
-                "module.created",
-                code=code,
-                name_ms=labels["display_name_ms"],
-                name_en=labels["display_name_en"],
-            )
-        return module
+        return self._create(
+            MODULE, Module(code=code, **_labels(name_ms, name_en)), actor
+        )
 
     def create_role(
         self,
@@ -183,18 +174,8 @@ class ModuleRegistry:
         """Add a role; :class:`Conflict` if the name is taken in any case."""
         check_code("name", name)
         labels = _labels(name_ms, name_en)
-        text = clean_description(description)
-        with atomic(self.dbsession):
-            role = Role(name=name, description=text, **labels)
-            self._insert(ROLE, role)
-            actor.record(
-                self.audit,
-                "role.created",
-                name=name,
-                name_ms=labels["display_name_ms"],
-                name_en=labels["display_name_en"],
-            )
-        return role
+        role = Role(name=name, description=clean_description(description), **labels)
+        return self._create(ROLE, role, actor)
 
     def rename_module(self, code: str, new: str, *, actor: Actor) -> str:
         """Change a module's code; return the old one."""
@@ -274,12 +255,8 @@ class ModuleRegistry:
         with atomic(self.dbsession):
             role = self.find_role(role_name)
             module = self.find_module(code)
-            if (module in role.modules) == grant:
+            if not set_membership(role.modules, module, grant):
                 return False
-            if grant:
-                role.modules.append(module)
-            else:
-                role.modules.remove(module)
             self.dbsession.flush()
             event = "role.module_granted" if grant else "role.module_revoked"
             actor.record(self.audit, event, role=role.name, module=module.code)
@@ -310,10 +287,20 @@ class ModuleRegistry:
         except IntegrityError:
             raise _taken(kind, key) from None
 
-    def _insert(self, kind: _Kind, row) -> None:
+    def _create(self, kind: _Kind, row, actor: Actor):
+        """Insert ``row`` unless its key is taken in any case; audit it."""
         key = getattr(row, kind.key)
-        self._taken(kind, key)
-        self._unique(kind, key, lambda: self.dbsession.add(row))
+        with atomic(self.dbsession):
+            self._taken(kind, key)
+            self._unique(kind, key, lambda: self.dbsession.add(row))
+            actor.record(
+                self.audit,
+                f"{kind.noun}.created",
+                **{kind.key: key},
+                name_ms=row.display_name_ms,
+                name_en=row.display_name_en,
+            )
+        return row
 
     def _rename(self, kind: _Kind, key: str, new: str, actor: Actor) -> str:
         check_code("new", new)
@@ -350,6 +337,17 @@ def locked(dbsession, row):
         .with_for_update()
         .execution_options(populate_existing=True)
     ).one()
+
+
+def set_membership(collection, item, present: bool) -> bool:
+    """Put ``item`` in ``collection`` or take it out; False if it already was so."""
+    if (item in collection) == present:
+        return False
+    if present:
+        collection.append(item)
+    else:
+        collection.remove(item)
+    return True
 
 
 def _labels(name_ms: str, name_en: str) -> dict[str, str | None]:
