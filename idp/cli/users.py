@@ -71,10 +71,9 @@ def _actor():
 @contextmanager
 def _account(args) -> Iterator:
     """The account service and the user IDENTIFIER names, in one transaction."""
-    identifier = _identifier(args)
     with app_request(args.config_uri, FIELDS) as request:
         accounts = _accounts(request)
-        yield accounts, accounts.find(identifier)
+        yield accounts, accounts.find(_identifier(args))
 
 
 def _masked(user) -> str:

@@ -56,7 +56,8 @@ def accounts(service):
 
 
 def snapshot(dbsession, user=None) -> tuple:
-    """What an account operation could write."""
+    """What an account operation could write, flushed first as a commit would."""
+    dbsession.flush()
     state = None
     if user is not None:
         dbsession.refresh(user)

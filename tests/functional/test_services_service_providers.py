@@ -33,7 +33,12 @@ def sps(service):
 
 
 def state(dbsession) -> tuple:
-    """Everything an SP operation could write, read back from the database."""
+    """Everything an SP operation could write, read back from the database.
+
+    Flushed first, as the caller's commit would: a change left on the
+    session counts.
+    """
+    dbsession.flush()
     dbsession.expire_all()
     rows = dbsession.scalars(select(ServiceProvider).order_by(ServiceProvider.id))
     return (
@@ -116,12 +121,13 @@ def test_saml_29_a_host_claim_refused_half_way_leaves_the_sp_as_it_was(sps, dbse
     sp = dbsession.scalar(
         select(ServiceProvider).where(ServiceProvider.entity_id == SP_ENTITY_ID)
     )
+    attack = dbsession.begin_nested()
     with pytest.raises(registry.HostClaimed):
         registry.import_sp(
             dbsession, squatting, enabled=False, replace=True, allow_http=True
         )
     assert sp.enabled is False
-    dbsession.expire_all()  # forget the half-write, as a rollback would
+    attack.rollback()  # forget the half-write
 
     before = state(dbsession)
     with pytest.raises(Conflict) as refused:
@@ -144,10 +150,11 @@ def test_a_policy_refused_half_way_changes_nothing(sps, dbsession):
     changes = {"attributes_released": ["uid", "mail"], "encrypt_assertion": True}
 
     sp = dbsession.scalar(select(ServiceProvider))
+    attack = dbsession.begin_nested()
     with pytest.raises(MetadataError):
         registry.set_policy(dbsession, SP_ENTITY_ID, **changes)
     assert sp.attributes_released == ["uid", "mail"]  # the attack: half-written
-    dbsession.expire_all()
+    attack.rollback()
 
     before = state(dbsession)
     with pytest.raises(Invalid) as refused:
@@ -244,3 +251,24 @@ def test_bad_metadata_and_an_unknown_module_are_refused(sps, dbsession):
             sps.import_metadata(data, module_code=module, actor=CONSOLE)
         assert refused.value.code == "sp.refused"
     assert state(dbsession)[0] == []
+
+
+def test_a_caller_that_commits_after_a_refusal_writes_nothing(database):
+    """The console's case end to end: the page catches the refusal, shows it,
+    and its request commits; a fresh session then reads the SP as it was."""
+    from sqlalchemy.orm import Session
+
+    from idp.services.audit import AuditLog
+    from idp.services.service_providers import ServiceProviders
+
+    def service(session):
+        return ServiceProviders(session, AuditLog(session), allow_http=True)
+
+    with Session(database) as session, session.begin():
+        service(session).import_metadata(make_sp_metadata(), actor=CONSOLE)
+    changes = {"attributes_released": ["uid", "mail"], "encrypt_assertion": True}
+    with Session(database) as session, session.begin(), pytest.raises(Invalid):
+        service(session).set_policy(SP_ENTITY_ID, changes, actor=CONSOLE)
+    with Session(database) as session:
+        assert state(session)[0][0][4] == ["uid", "isMemberOf"]
+        assert count(session, AuditEvent) == 1
