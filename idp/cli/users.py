@@ -274,26 +274,25 @@ def add(args) -> int:
 
 
 def show(args) -> int:
-    from idp.db import utcnow
-
     with _account(args) as (accounts, user):
-        now = utcnow()
-        last_sign_in = accounts.last_sign_in(user)
-        if user.disabled_at is not None:
-            state = f"locked since {_when(user.disabled_at)}, until 'user unlock'"
-        elif not user.usable(now):
-            state = f"locked until {_when(user.locked_until)} (wrong passwords)"
+        standing = accounts.standing(user)
+        if standing.disabled_since is not None:
+            state = (
+                f"locked since {_when(standing.disabled_since)}, until 'user unlock'"
+            )
+        elif standing.locked_until is not None:
+            state = f"locked until {_when(standing.locked_until)} (wrong passwords)"
         else:
             state = "active"
-        if user.must_change_password:
-            expires = user.temp_password_expires_at
+        if standing.must_change_password:
             change = "yes" + (
-                f" (temporary password valid until {_when(expires)})"
-                if expires is not None and expires > now
+                f" (temporary password valid until {_when(standing.temporary_until)})"
+                if standing.temporary_until is not None
                 else " (no usable temporary password: 'user reset-password')"
             )
         else:
             change = "no"
+        last_sign_in = standing.last_sign_in
         rows = [
             ("name", user.full_name),
             ("identifier", f"{_masked(user)} ({user.identifier_kind})"),

@@ -62,6 +62,20 @@ class TemporaryPassword:
 
 
 @dataclass(frozen=True)
+class Standing:
+    """Where an account stands, for the helpdesk to answer "I can't sign in"."""
+
+    # Locked by an administrator: until unlocked, never by itself.
+    disabled_since: dt.datetime | None
+    # Locked after wrong passwords (and not disabled): ends by itself then.
+    locked_until: dt.datetime | None
+    must_change_password: bool
+    # The pending temporary password's expiry, if one is still usable.
+    temporary_until: dt.datetime | None
+    last_sign_in: dt.datetime | None
+
+
+@dataclass(frozen=True)
 class EmailCorrected:
     previous: str
     email: str
@@ -131,12 +145,30 @@ class AccountService:
             )
         return user
 
-    def last_sign_in(self, user: User) -> dt.datetime | None:
-        return self.dbsession.scalar(
-            select(func.max(AuditEvent.occurred_at)).where(
-                AuditEvent.event == "login.success",
-                AuditEvent.subject_user_id == user.id,
-            )
+    def standing(self, user: User) -> Standing:
+        """Where the account stands now: locks, a pending temporary password,
+        the last sign-in."""
+        now = self.clock()
+        expires = user.temp_password_expires_at
+        return Standing(
+            disabled_since=user.disabled_at,
+            locked_until=(
+                user.locked_until
+                if user.disabled_at is None and not user.usable(now)
+                else None
+            ),
+            must_change_password=user.must_change_password,
+            temporary_until=(
+                expires
+                if user.must_change_password and expires is not None and expires > now
+                else None
+            ),
+            last_sign_in=self.dbsession.scalar(
+                select(func.max(AuditEvent.occurred_at)).where(
+                    AuditEvent.event == "login.success",
+                    AuditEvent.subject_user_id == user.id,
+                )
+            ),
         )
 
     def create(

@@ -398,8 +398,9 @@ class IAccountService(Interface):
     def find(identifier):
         """The account of a parsed ``Identifier``, or ``NotFound``."""
 
-    def last_sign_in(user):
-        """When ``user`` last signed in (a UTC datetime), or None."""
+    def standing(user):
+        """A ``Standing``: an administrator's lock, a lock from wrong
+        passwords, a pending temporary password, the last sign-in."""
 
     def create(registration, *, roles=(), reveal_password=False, actor):
         """Create an account holding the named ``roles`` (``account.created``).

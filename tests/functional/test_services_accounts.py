@@ -307,3 +307,39 @@ def test_find_names_the_number_it_did_not_find(accounts, dbsession):
     with pytest.raises(NotFound) as refused:
         accounts.find(parse_identifier(NUMBER))
     assert str(refused.value) == f"no user with identity number {NUMBER}"
+
+
+def test_standing_says_why_someone_cannot_sign_in(accounts, dbsession, service):
+    from idp.services.interfaces import IAuditLog
+
+    now = utcnow()
+    later = now + dt.timedelta(minutes=15)
+    free = accounts.standing(make_user(dbsession))
+    assert (free.disabled_since, free.locked_until, free.last_sign_in) == (
+        None,
+        None,
+        None,
+    )
+    locked = make_user(dbsession, locked_until=later)
+    assert accounts.standing(locked).locked_until == later
+    # An administrator's lock is what the helpdesk must lift; it is the one
+    # named even while a lock from wrong passwords runs too.
+    both = accounts.standing(make_user(dbsession, disabled_at=now, locked_until=later))
+    assert (both.disabled_since, both.locked_until) == (now, None)
+    # A lock that ran out is no lock.
+    over = make_user(dbsession, locked_until=now - dt.timedelta(seconds=1))
+    assert accounts.standing(over).locked_until is None
+
+    pending = make_user(
+        dbsession, must_change_password=True, temp_password_expires_at=later
+    )
+    expired = make_user(
+        dbsession, must_change_password=True, temp_password_expires_at=now
+    )
+    assert accounts.standing(pending).temporary_until == later
+    assert accounts.standing(expired).temporary_until is None
+    assert accounts.standing(expired).must_change_password is True
+
+    service(IAuditLog).record("login.success", subject_user_id=pending.id)
+    assert accounts.standing(pending).last_sign_in is not None
+    assert accounts.standing(expired).last_sign_in is None
