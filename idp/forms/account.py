@@ -10,14 +10,26 @@ from __future__ import annotations
 from wtforms import PasswordField, RadioField, StringField
 
 from idp.forms import REQUIRED, BaseForm, collapse_spaces, read_email
+from idp.forms.login import MESSAGES as LOGIN_MESSAGES
 from idp.forms.login import NewPasswordForm
 from idp.forms.register import MESSAGES as REGISTER_MESSAGES
 from idp.forms.register import RegisterForm
 from idp.i18n import _
+from idp.services.two_factor import read_code, read_recovery_code
 
 MESSAGES = {
     "current_password": _("Your current password is wrong."),
     "email.same": _("That is already your email address."),
+    "two_step.code": _(
+        "The code is wrong. Type the code your authenticator app shows now."
+    ),
+    "two_step.code_or_recovery": _(
+        "The code is wrong or has already been used. Type the code your "
+        "authenticator app shows now, or one of your recovery codes."
+    ),
+    "two_step.format": _(
+        "Type the 6 digits your authenticator app shows now, or a recovery code."
+    ),
 }
 
 
@@ -122,3 +134,56 @@ class FirstSignInForm(NewPasswordForm):
     def phrase(self) -> str:
         """The phrase as it is stored; call only after :meth:`validate`."""
         return collapse_spaces(self.security_phrase.data)
+
+
+class CurrentPasswordForm(_CurrentPassword, BaseForm):
+    """Only the current password: to start two-step setup, or to make new codes."""
+
+    def validate(self, extra_validators=None) -> bool:
+        super().validate(extra_validators)
+        self._check_current_password()
+        return not self.errors
+
+
+class TwoStepConfirmForm(BaseForm):
+    """The first code from the authenticator just set up."""
+
+    code = StringField()
+
+    value: str | None = None
+
+    def validate(self, extra_validators=None) -> bool:
+        super().validate(extra_validators)
+        if not (self.code.data or "").strip():
+            self.code.errors = [REQUIRED]
+            return False
+        self.value = read_code(self.code.data)
+        if self.value is None:
+            self.code.errors = [LOGIN_MESSAGES["code.format"]]
+        return not self.errors
+
+    def wrong(self) -> None:
+        self.code.errors = [MESSAGES["two_step.code"]]
+
+
+class TwoStepCheckForm(_CurrentPassword, BaseForm):
+    """The password and a code (or recovery code): to turn the second factor
+    off, or to replace the recovery codes."""
+
+    code = StringField()
+
+    value: str | None = None
+
+    def validate(self, extra_validators=None) -> bool:
+        super().validate(extra_validators)
+        if not (self.code.data or "").strip():
+            self.code.errors = [REQUIRED]
+        else:
+            self.value = read_code(self.code.data) or read_recovery_code(self.code.data)
+            if self.value is None:
+                self.code.errors = [MESSAGES["two_step.format"]]
+        self._check_current_password()
+        return not self.errors
+
+    def wrong(self) -> None:
+        self.code.errors = [MESSAGES["two_step.code_or_recovery"]]

@@ -23,3 +23,4 @@ def includeme(config):
     config.include(".audit")
     config.include(".signin")
     config.include(".password_reset")
+    config.include(".two_factor")

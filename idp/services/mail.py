@@ -416,6 +416,38 @@ def email_set_by_helpdesk(composer: Composer, user, *, changed_at):
     return {**_person(user), "changed_at": _moment(composer, changed_at)}
 
 
+@email("two-step-enabled")
+def two_step_enabled(composer: Composer, user, *, changed_at):
+    """Tells the owner two-step verification was turned on."""
+    return {**_person(user), "changed_at": _moment(composer, changed_at)}
+
+
+@email("two-step-disabled")
+def two_step_disabled(composer: Composer, user, *, changed_at, by_helpdesk=False):
+    """Tells the owner two-step verification was turned off, and by whom."""
+    return {
+        **_person(user),
+        "changed_at": _moment(composer, changed_at),
+        "by_helpdesk": by_helpdesk,
+    }
+
+
+@email("recovery-codes-replaced")
+def recovery_codes_replaced(composer: Composer, user, *, changed_at):
+    """Tells the owner new recovery codes replaced the old ones."""
+    return {**_person(user), "changed_at": _moment(composer, changed_at)}
+
+
+@email("recovery-code-used")
+def recovery_code_used(composer: Composer, user, *, used_at, remaining: int):
+    """Tells the owner a recovery code signed in, and how many are left."""
+    return {
+        **_person(user),
+        "used_at": _moment(composer, used_at),
+        "remaining": remaining,
+    }
+
+
 def includeme(config) -> None:
     settings = config.get_settings()
     config.registry["idp.mail.composer"] = Composer(settings)
