@@ -10,6 +10,7 @@ skip the code step, or plant a session cookie before it.
 from __future__ import annotations
 
 import datetime as dt
+import random
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,6 +23,7 @@ from idp.models import IdpSession, PendingSamlRequest
 from idp.services.signin import AUTHN_METHOD, AUTHN_METHOD_TWO_STEP
 from idp.views.login import CODE_STEP_LIFETIME, CODE_STEP_TRIES
 from tests.factories import NEW_PASSWORD, PASSWORD, count, events
+from tests.fuzzing import _mutate_text
 from tests.saml_pages import response_of, status_of
 from tests.saml_requests import SP_ACS, authn_request, redirect_query
 from tests.signin import message, sign_in, submit, to_password_page
@@ -356,3 +358,31 @@ def test_the_code_page_in_both_languages(client, two_step_user):
     assert english.html.html["lang"] == "en"
     assert "authenticator app" in english.text
     assert message(english) == ""
+
+
+FUZZ_ROUNDS = 40
+
+
+def test_ops_09_fuzzing_the_code_step(client, dbsession, two_step_user, clock):
+    """OPS-09, bounded: mutated codes give no 5xx and sign nobody in."""
+    rng = random.Random(6238)
+    page = to_code_page(client, two_step_user)
+    token = page.html.select_one("input[name=csrf_token]")["value"]
+    for n in range(FUZZ_ROUNDS):
+        field = rng.choice(["code", "recovery_code"])
+        value = _mutate_text(rng, b"123456" if field == "code" else b"7k3m-q9xd-2hfp")
+        body = {field: value.decode("utf-8", "replace"), "csrf_token": token}
+        if rng.random() < 0.2:
+            body["code" if field != "code" else "recovery_code"] = "654321"
+        answer = client.post("/login/code", body, expect_errors=True)
+        assert answer.status_int in (200, 303, 400, 429), (n, answer.status_int)
+        assert "Traceback" not in answer.text
+        if answer.status_int == 303:
+            # The code step gave up (its tries) or the account locked: again.
+            assert answer.location.endswith("/login"), answer.location
+            if two_step_user.locked_until is not None:
+                break
+            page = to_code_page(client, two_step_user)
+            token = page.html.select_one("input[name=csrf_token]")["value"]
+    assert not signed_in(client)
+    assert events(dbsession, "login.success") == []
