@@ -121,7 +121,7 @@ def test_turning_it_on_from_akaun_saya(client, dbsession, user, clock, mailbox):
     assert notice.get_body(("html",)) is not None
     status = client.get("/account/two-step?lang=en")
     assert "is on" in status.html.select_one("#two-step-status").get_text()
-    assert "10 unused" in status.html.select_one("#recovery-codes-left").get_text()
+    assert "Unused recovery codes: 10" in status.html.select_one("#recovery-codes-left").get_text()
     # Shown once: the setup page now leads to the status page.
     assert client.get("/account/two-step/setup").status_int == 303
 

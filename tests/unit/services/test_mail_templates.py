@@ -157,6 +157,34 @@ SAMPLES = {
         ("meja bantuan", "helpdesk"),
         (),
     ),
+    "two-step-enabled": (
+        lambda o, u: mail.two_step_enabled(o, u, changed_at=WHEN),
+        FORGOT,
+        FORGOT_BUTTON,
+        ("kod pemulihan", "recovery codes"),
+        (),
+    ),
+    "two-step-disabled": (
+        lambda o, u: mail.two_step_disabled(o, u, changed_at=WHEN),
+        FORGOT,
+        FORGOT_BUTTON,
+        ("dimatikan", "turned off"),
+        ("atas permintaan", "as the account's owner asked"),
+    ),
+    "recovery-codes-replaced": (
+        lambda o, u: mail.recovery_codes_replaced(o, u, changed_at=WHEN),
+        FORGOT,
+        FORGOT_BUTTON,
+        ("Kod lama", "old codes"),
+        (),
+    ),
+    "recovery-code-used": (
+        lambda o, u: mail.recovery_code_used(o, u, used_at=WHEN, remaining=7),
+        FORGOT,
+        FORGOT_BUTTON,
+        ("Baki kod pemulihan: 7", "Recovery codes left: 7"),
+        ("tiada lagi", "no recovery codes left"),
+    ),
 }
 
 
