@@ -16,8 +16,15 @@ import datetime as dt
 import webtest
 
 from idp.services.audit import AuditLog
-from idp.services.mail import Outbox
-from idp.services.two_factor import STEP_SECONDS, TwoFactorService, hotp, step_of
+from idp.services.mail import Composer, Outbox, OutboxCodec
+from idp.services.two_factor import (
+    STEP_SECONDS,
+    SecretBox,
+    TwoFactorService,
+    hotp,
+    recovery_code_key,
+    step_of,
+)
 from tests.app import environ
 from tests.factories import PASSWORD
 from tests.signin import sign_in, submit
@@ -61,16 +68,26 @@ def wrong_codes(secret: str, clock: Clock):
 
 
 def service(app, dbsession, clock: Clock) -> TwoFactorService:
-    """The two-factor service as a request builds it, on ``clock``."""
-    registry = app.registry
+    """The two-factor service as a request of ``app`` builds it, on ``clock``.
+
+    ``app`` may also be a settings dict (an ``idp-admin`` ini's): the service
+    is then built from its keys as the command's would be.
+    """
+    if isinstance(app, dict):
+        secret = app["idp.hmac_key"]
+        box, code_key = SecretBox(secret), recovery_code_key(secret)
+        composer, codec = Composer(app), OutboxCodec(secret)
+    else:
+        registry = app.registry
+        box = registry["idp.two_factor.box"]
+        code_key = registry["idp.two_factor.code_key"]
+        composer, codec = registry["idp.mail.composer"], registry["idp.mail.codec"]
     return TwoFactorService(
         dbsession,
-        box=registry["idp.two_factor.box"],
-        code_key=registry["idp.two_factor.code_key"],
+        box=box,
+        code_key=code_key,
         audit=AuditLog(dbsession),
-        outbox=Outbox(
-            dbsession, registry["idp.mail.composer"], registry["idp.mail.codec"]
-        ),
+        outbox=Outbox(dbsession, composer, codec),
         clock=clock,
     )
 

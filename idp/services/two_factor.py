@@ -69,6 +69,8 @@ _SEPARATORS = re.compile(r"[\s\-]+")
 # A secret shown for enrolment but never confirmed is replaced after this.
 PENDING_LIFETIME = dt.timedelta(hours=1)
 ISSUER = "idMe"
+# The default actor of an audited change: the user themself.
+_OWNER = object()
 
 
 class Verdict(enum.StrEnum):
@@ -449,7 +451,7 @@ class TwoFactorService:
             "two_step.disabled",
             user,
             client_address,
-            actor_user_id=actor_user_id,
+            actor_user_id=_OWNER if how == "account" else actor_user_id,
             detail={"how": how},
         )
         mail.two_step_disabled(
@@ -457,11 +459,13 @@ class TwoFactorService:
         )
         return True
 
-    def _audit(self, event, user, client_address, *, actor_user_id=None, detail=None):
+    def _audit(self, event, user, client_address, *, actor_user_id=_OWNER, detail=None):
+        """Record ``event`` about ``user``, by the user unless ``actor_user_id``
+        says who (None: an operator at ``idp-admin``)."""
         self.audit.record(
             event,
             subject_user_id=user.id,
-            actor_user_id=actor_user_id or user.id,
+            actor_user_id=user.id if actor_user_id is _OWNER else actor_user_id,
             client_address=client_address,
             detail=detail,
         )
