@@ -52,6 +52,7 @@ from idp.services.interfaces import (
     IUserService,
 )
 from idp.services.two_factor import has_second_factor
+from idp.services.users import use_up_temporary_password
 
 # The first lock of a day; each later one lasts LOCK_GROWTH times longer,
 # until the lock that reaches login.locks' count (4 hours by default).
@@ -224,20 +225,22 @@ class SignInService:
         ok = second_step = False
         now = self.clock()
         if user is not None and user.usable(now) and user.password_hash:
-            second_step = has_second_factor(self.dbsession, user.id)
             if user.must_change_password and user.temp_password_expires_at:
-                if second_step:
-                    # Used up only once the code is right too (second_step()):
-                    # a code step never finished must not strand the owner.
-                    ok = self.passwords.verify(password, user.password_hash) and (
-                        now < user.temp_password_expires_at
-                    )
-                else:
-                    ok = self.users.consume_temporary_password(user, password)
+                # With a second factor, used up only once the code is right
+                # too (second_step()): a code step never finished must not
+                # strand the owner. Asked only of a right password, so the
+                # query costs nothing a wrong guess could time (AUTH-06).
+                ok = self.passwords.verify(password, user.password_hash) and (
+                    now < user.temp_password_expires_at
+                )
+                second_step = ok and has_second_factor(self.dbsession, user.id)
+                if ok and not second_step:
+                    use_up_temporary_password(user)
             else:
                 ok = self.passwords.verify(password, user.password_hash)
                 if ok and self.passwords.needs_rehash(user.password_hash):
                     user.password_hash = self.passwords.hash(password)
+                second_step = ok and has_second_factor(self.dbsession, user.id)
         else:
             self.passwords.dummy_verify(password)
         if ok and second_step:
@@ -297,8 +300,7 @@ class SignInService:
         if verdict is not None and verdict.ok:
             if expires is not None:
                 # The temporary password, kept by attempt(), is used up now.
-                user.password_hash = None
-                user.temp_password_expires_at = None
+                use_up_temporary_password(user)
             self.limiter.reset("login.identifier", identifier)
             self.audit.record(
                 "login.success",

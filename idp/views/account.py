@@ -612,11 +612,11 @@ def two_step_setup(request):
     if two_factor.enabled(user):
         return HTTPSeeOther(request.route_path("account.two_step"))
     step = request.POST.get("step") if request.method == "POST" else None
+    if request.method == "POST" and step not in ("password", "confirm"):
+        raise HTTPBadRequest()
     enrolment = two_factor.pending(user) if _setup_fresh(request) else None
     if step == "password" or (step is None and enrolment is None):
         return _setup_password(request, user, two_factor, posted=step is not None)
-    if step not in (None, "confirm"):
-        raise HTTPBadRequest()
     if enrolment is None:
         # The password was typed too long ago (or in another session).
         return HTTPSeeOther(request.route_path("account.two_step_setup"))
