@@ -517,17 +517,21 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 def _qr_svg(request, uri: str) -> Markup:
     """The otpauth URI as an inline SVG QR code, drawn here (no image fetched)."""
     code = segno.make(uri, error="m")
+    options = {"scale": 5, "border": 4}
     svg = code.svg_inline(
-        scale=5,
-        border=4,
+        **options,
         dark="#000",
         light="#fff",
+        omitsize=True,
         svgclass="qr-code",
         title=request._(_("QR code for your authenticator app")),
     )
+    # A viewBox (so CSS can shrink it on a narrow phone) and its natural size.
+    width, height = code.symbol_size(**options)
+    sized = f'<svg role="img" width="{width}" height="{height}" '
     # segno writes only path data and the escaped title: nothing from the
     # user reaches the markup unescaped.
-    return Markup(svg.replace("<svg ", '<svg role="img" ', 1))  # noqa: S704
+    return Markup(svg.replace("<svg ", sized, 1))  # noqa: S704
 
 
 def _two_step_page(request, renderer: str, values: dict, *, status: int = 200):

@@ -14,10 +14,11 @@ import random
 import re
 
 import pytest
+import segno
 from sqlalchemy import select
 
 from idp.models import RecoveryCode, TotpCredential
-from idp.services.two_factor import RECOVERY_CODE_COUNT
+from idp.services.two_factor import RECOVERY_CODE_COUNT, provisioning_uri
 from idp.views.account import SETUP_LIFETIME
 from tests.factories import PASSWORD, count, events
 from tests.fuzzing import _mutate_text
@@ -92,6 +93,10 @@ def test_turning_it_on_from_akaun_saya(client, dbsession, user, clock, mailbox):
     assert qr_page.html.select_one("#qr-code img") is None
     secret = secret_on(qr_page)
     assert re.fullmatch(r"[A-Z2-7]{32}", secret)  # 160 bits
+    # The QR code holds the key shown beside it, in the otpauth URI apps read.
+    expected = segno.make(provisioning_uri(secret, user.email), error="m")
+    drawn = svg.select_one("path.qrline")["d"]
+    assert drawn == re.search(r' d="([^"]+)"', expected.svg_inline()).group(1)
     assert re.fullmatch(
         r"([A-Z2-7]{4} ){7}[A-Z2-7]{4}",
         qr_page.html.select_one("#totp-secret").get_text(),
