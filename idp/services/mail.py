@@ -359,6 +359,16 @@ def account_locked(composer: Composer, user, *, until):
     return {**_person(user), "until": _moment(composer, until)}
 
 
+@email("account-locked-codes")
+def account_locked_codes(composer: Composer, user, *, until):
+    """Tells the owner wrong codes, after their right password, locked the account.
+
+    Unlike :func:`account_locked`, it says the password is known to whoever
+    typed it, and to set a new one now.
+    """
+    return {**_person(user), "until": _moment(composer, until)}
+
+
 @email("account-locked-by-helpdesk")
 def account_locked_by_helpdesk(composer: Composer, user, *, locked_at):
     """Tells the owner an operator locked the account (``user lock``)."""

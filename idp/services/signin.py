@@ -71,6 +71,9 @@ LOCK_MEMORY = dt.timedelta(days=1)
 AUTHN_METHOD = "password+security-image"
 # The same, then a code from the user's authenticator or a recovery code.
 AUTHN_METHOD_TWO_STEP = "password+security-image+totp"
+# The lock reason of wrong codes after a right password: its email says the
+# password is known to someone, which a lock from wrong passwords must not.
+CODE_FAILURES = "code-failures"
 
 
 class Outcome(enum.StrEnum):
@@ -387,7 +390,8 @@ class SignInService:
         locks = self.limiter.hit("login.locks", identifier)
         mark.until = now + lock_period(locks)
         if user is not None and user.usable(now):
-            self.lock(user, reason="failures", address=address, locks=locks)
+            reason = CODE_FAILURES if event == "login.code_failure" else "failures"
+            self.lock(user, reason=reason, address=address, locks=locks)
 
     def _lock_mark(self, identifier: str, now: dt.datetime) -> NumberLock | None:
         """The number's lock mark, held for this request; None if a lock runs.
@@ -451,7 +455,11 @@ class SignInService:
                 "minutes": int(period.total_seconds() // 60),
             },
         )
-        mail.account_locked(self.outbox, user, until=user.locked_until)
+        if reason == CODE_FAILURES:
+            # The password was right: the owner must hear that it is known.
+            mail.account_locked_codes(self.outbox, user, until=user.locked_until)
+        else:
+            mail.account_locked(self.outbox, user, until=user.locked_until)
 
 
 def includeme(config) -> None:

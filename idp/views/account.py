@@ -54,7 +54,7 @@ from idp.services.interfaces import (
     ITwoFactorService,
     IUserService,
 )
-from idp.services.signin import Outcome
+from idp.services.signin import CODE_FAILURES, Outcome
 from idp.services.tokens import (
     EMAIL_CHANGE_LIFETIME,
     EmailChangeTokens,
@@ -564,7 +564,7 @@ def _check_two_step(request, form, user, reason: str):
         return False
     checked = signin.check_code(user, form.value, request.client_addr)
     if checked is Outcome.THROTTLED:
-        return _locked_out(request, user, reason)
+        return _locked_out(request, user, CODE_FAILURES)
     if checked is Outcome.FAILED:
         form.wrong()
         return False

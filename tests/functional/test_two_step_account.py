@@ -126,7 +126,10 @@ def test_turning_it_on_from_akaun_saya(client, dbsession, user, clock, mailbox):
     assert notice.get_body(("html",)) is not None
     status = client.get("/account/two-step?lang=en")
     assert "is on" in status.html.select_one("#two-step-status").get_text()
-    assert "Unused recovery codes: 10" in status.html.select_one("#recovery-codes-left").get_text()
+    assert (
+        "Unused recovery codes: 10"
+        in status.html.select_one("#recovery-codes-left").get_text()
+    )
     # Shown once: the setup page now leads to the status page.
     assert client.get("/account/two-step/setup").status_int == 303
 
@@ -258,6 +261,8 @@ def test_auth_07_a_session_and_the_password_cannot_walk_the_codes(
     assert page.location.endswith("/")
     assert len(events(dbsession, "account.code_failure")) == 10
     assert user.locked_until is not None
+    (locked,) = events(dbsession, "account.locked")
+    assert locked.detail["reason"] == "code-failures"
     assert count(dbsession, TotpCredential) == 1
     assert client.get("/account/two-step/off").status_int == 303
 

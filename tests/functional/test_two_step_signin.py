@@ -204,7 +204,7 @@ def test_malformed_codes_are_told_apart_from_wrong_ones(
 
 
 def test_auth_07_a_script_with_the_password_cannot_walk_the_codes(
-    app, tm, dbsession, two_step_user, clock
+    app, tm, dbsession, two_step_user, clock, mailbox
 ):
     """AUTH-07: 10^6 codes, the password known, typed again to start over.
 
@@ -232,9 +232,13 @@ def test_auth_07_a_script_with_the_password_cannot_walk_the_codes(
     assert failures == 10
     assert page.status_int == 429 or done.status_int == 429
     assert len(events(dbsession, "login.code_failure")) == 10
-    assert len(events(dbsession, "account.locked")) == 1
+    (locked,) = events(dbsession, "account.locked")
+    assert locked.detail["reason"] == "code-failures"
     assert two_step_user.locked_until is not None
     assert not signed_in(attacker)
+    # The owner is told that the password is known, not that it was safe.
+    (notice,) = [m for m in mailbox(two_step_user.email) if "locked" in m["Subject"]]
+    assert "knows your password" in notice["Subject"]
     refused = submit_code(
         owner_page, code_for(two_step_user.secret, clock()), expect_errors=True
     )

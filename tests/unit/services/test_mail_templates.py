@@ -107,6 +107,13 @@ SAMPLES = {
         ("terlalu banyak kali", "too many times"),
         ("helpdesk has locked",),
     ),
+    "account-locked-codes": (
+        lambda o, u: mail.account_locked_codes(o, u, until=WHEN),
+        FORGOT,
+        FORGOT_BUTTON,
+        ("mengetahui kata laluan anda", "knows your password"),
+        ("tidak terdedah", "was not revealed"),
+    ),
     "account-locked-by-helpdesk": (
         lambda o, u: mail.account_locked_by_helpdesk(o, u, locked_at=WHEN),
         None,
