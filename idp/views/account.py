@@ -60,7 +60,7 @@ from idp.services.tokens import (
     EmailChangeTokens,
     request_email_change,
 )
-from idp.services.two_factor import clock_of
+from idp.services.two_factor import AlreadyOn, clock_of
 from idp.services.users import EmailTaken, PasswordChange
 from idp.views.errors import render_error
 
@@ -662,7 +662,11 @@ def _setup_password(request, user, two_factor, *, posted: bool):
                 return _locked_out(request, user, "account-two-step")
             valid = valid and checked is Outcome.OK
         if valid:
-            two_factor.begin(user)
+            try:
+                two_factor.begin(user)
+            except AlreadyOn:
+                # Turned on meanwhile, in another tab.
+                return HTTPSeeOther(request.route_path("account.two_step"))
             request.session[SETUP_STATE] = {"since": clock_of(request)().isoformat()}
             return HTTPSeeOther(request.route_path("account.two_step_setup"))
         request.response.status_int = 400

@@ -332,3 +332,14 @@ def test_ops_09_fuzzing_the_two_step_forms(app, client, dbsession, user, clock):
     assert count(dbsession, TotpCredential) == 1
     assert events(dbsession, "two_step.disabled") == []
     assert code_for(secret, clock()) not in {"123456"}
+
+
+def test_two_tabs_turning_it_on_at_once(app, client, dbsession, user, clock):
+    """The password typed in a second tab after the first tab finished."""
+    start = client.get("/account/two-step/setup")
+    enable(app, dbsession, user, clock)
+    late = submit(
+        start, "two-step-password-form", {"current_password": PASSWORD}, status=303
+    )
+    assert late.location.endswith("/account/two-step")
+    assert count(dbsession, TotpCredential) == 1
