@@ -215,6 +215,10 @@ def password(request):
     needs_captcha = captcha.enabled and signin.captcha_required(request.client_addr)
     message = None
     if request.method == "POST":
+        if "second" in state:
+            # The password typed again: a code step it opened before closes.
+            state = {key: value for key, value in state.items() if key != "second"}
+            request.session[STATE] = state
         message = _check(request, form, state, signin, captcha, needs_captcha)
         if isinstance(message, HTTPSeeOther):
             return message

@@ -292,6 +292,14 @@ def test_auth_22_the_code_step_needs_the_password_step(client, two_step_user, cl
     assert urlsplit(client.get("/login/code", status=303).location).path == "/login"
 
 
+def test_a_wrong_password_typed_again_closes_the_code_step(client, two_step_user):
+    to_code_page(client, two_step_user)
+    client.get("/login/code", status=200)
+    page = client.get("/login/password")
+    submit(page, "password-form", {"password": "not the password"}, status=400)
+    assert urlsplit(client.get("/login/code", status=303).location).path == "/login"
+
+
 def test_a_password_changed_between_the_steps_restarts(
     client, dbsession, two_step_user, clock
 ):
