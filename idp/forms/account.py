@@ -145,6 +145,20 @@ class CurrentPasswordForm(_CurrentPassword, BaseForm):
         return not self.errors
 
 
+def _read_code(field, invalid, *, recovery: bool = False) -> str | None:
+    """The code in ``field`` (a recovery code too if ``recovery``), or None
+    with the error on the field: required, or ``invalid``."""
+    if not (field.data or "").strip():
+        field.errors = [REQUIRED]
+        return None
+    value = read_code(field.data)
+    if value is None and recovery:
+        value = read_recovery_code(field.data)
+    if value is None:
+        field.errors = [invalid]
+    return value
+
+
 class TwoStepConfirmForm(BaseForm):
     """The first code from the authenticator just set up."""
 
@@ -154,12 +168,7 @@ class TwoStepConfirmForm(BaseForm):
 
     def validate(self, extra_validators=None) -> bool:
         super().validate(extra_validators)
-        if not (self.code.data or "").strip():
-            self.code.errors = [REQUIRED]
-            return False
-        self.value = read_code(self.code.data)
-        if self.value is None:
-            self.code.errors = [LOGIN_MESSAGES["code.format"]]
+        self.value = _read_code(self.code, LOGIN_MESSAGES["code.format"])
         return not self.errors
 
     def wrong(self) -> None:
@@ -176,12 +185,7 @@ class TwoStepCheckForm(_CurrentPassword, BaseForm):
 
     def validate(self, extra_validators=None) -> bool:
         super().validate(extra_validators)
-        if not (self.code.data or "").strip():
-            self.code.errors = [REQUIRED]
-        else:
-            self.value = read_code(self.code.data) or read_recovery_code(self.code.data)
-            if self.value is None:
-                self.code.errors = [MESSAGES["two_step.format"]]
+        self.value = _read_code(self.code, MESSAGES["two_step.format"], recovery=True)
         self._check_current_password()
         return not self.errors
 

@@ -678,14 +678,12 @@ def _setup_password(request, user, two_factor, *, posted: bool):
     )
 
 
-@view_config(
-    route_name="account.two_step_codes",
-    renderer="account/two_step_codes.jinja2",
-    permission=Permission.ACCOUNT,
-    require_methods=["GET", "HEAD", "POST"],
-)
-def two_step_codes(request):
-    """New recovery codes, replacing the old: the password and a code first."""
+def _two_step_change(request, change):
+    """A page that asks for the password and a code, then makes ``change``.
+
+    ``change(user, two_factor)`` returns the response. Off for a user
+    without a second factor, the page leads to the status page.
+    """
     user = request.identity
     two_factor = request.service(ITwoFactorService)
     if not two_factor.enabled(user):
@@ -699,12 +697,27 @@ def two_step_codes(request):
     if not checked:
         request.response.status_int = 400
         return {"form": form}
-    codes = two_factor.regenerate(user, client_address=request.client_addr)
-    return _two_step_page(
-        request,
-        "account/two_step_codes_shown.jinja2",
-        {"codes": codes, "first": False},
-    )
+    return change(user, two_factor)
+
+
+@view_config(
+    route_name="account.two_step_codes",
+    renderer="account/two_step_codes.jinja2",
+    permission=Permission.ACCOUNT,
+    require_methods=["GET", "HEAD", "POST"],
+)
+def two_step_codes(request):
+    """New recovery codes, replacing the old: the password and a code first."""
+
+    def replace(user, two_factor):
+        codes = two_factor.regenerate(user, client_address=request.client_addr)
+        return _two_step_page(
+            request,
+            "account/two_step_codes_shown.jinja2",
+            {"codes": codes, "first": False},
+        )
+
+    return _two_step_change(request, replace)
 
 
 @view_config(
@@ -715,21 +728,15 @@ def two_step_codes(request):
 )
 def two_step_off(request):
     """Turn two-step verification off: the password and a code first."""
-    user = request.identity
-    two_factor = request.service(ITwoFactorService)
-    if not two_factor.enabled(user):
+
+    def turn_off(user, two_factor):
+        two_factor.disable(user, client_address=request.client_addr)
+        request.session.flash(
+            _(
+                "Two-step verification is off. Signing in now asks only for "
+                "your password."
+            )
+        )
         return HTTPSeeOther(request.route_path("account.two_step"))
-    form = TwoStepCheckForm(request.POST if request.method == "POST" else None)
-    if request.method != "POST":
-        return {"form": form}
-    checked = _check_two_step(request, form, user, "account-two-step")
-    if isinstance(checked, HTTPSeeOther):
-        return checked
-    if not checked:
-        request.response.status_int = 400
-        return {"form": form}
-    two_factor.disable(user, client_address=request.client_addr)
-    request.session.flash(
-        _("Two-step verification is off. Signing in now asks only for your password.")
-    )
-    return HTTPSeeOther(request.route_path("account.two_step"))
+
+    return _two_step_change(request, turn_off)
