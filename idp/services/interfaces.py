@@ -499,6 +499,9 @@ class IServiceProviders(Interface):
 
         ``confirmed``: the ``Removal`` that was confirmed; ``Conflict`` if
         the SP was registered again since.
+        """
+
+
 class ITwoFactorService(Interface):
     """Two-step verification: a TOTP authenticator and single-use recovery codes.
 
