@@ -67,7 +67,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def _configure_sqlite(engine: Engine) -> None:
-    """foreign_keys on, a busy timeout, WAL, and SAVEPOINTs that work.
+    """foreign_keys on, a busy timeout, WAL (synchronous NORMAL), and SAVEPOINTs that work.
 
     pysqlite begins transactions lazily and so breaks SAVEPOINT; take over
     BEGIN ourselves (SQLAlchemy's documented workaround). We begin with
@@ -97,6 +97,12 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         if engine.url.database not in (None, "", ":memory:"):
             cursor.execute("PRAGMA journal_mode=WAL")
+            # SQLite is the development database. Under WAL, NORMAL syncs at
+            # checkpoints, not at every COMMIT: a crash of the process loses
+            # nothing, a power cut may lose the last transactions but never
+            # corrupts the file. A commit costs about 0.05 ms instead of an
+            # fdatasync (0.4 ms here). Production runs on PostgreSQL.
+            cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
