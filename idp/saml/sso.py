@@ -69,6 +69,7 @@ from idp.saml.requests import (
     from_redirect,
     one_relay_state,
     receive_authn_request,
+    record,
     reparse_authn_request,
     resolve_acs,
     usable_sp,
@@ -402,6 +403,8 @@ def answer(
 ) -> Answer:
     """Decide (:func:`decide`) and do it: park, sign, record; one :class:`Answer`.
 
+    The request's replay record (SAML-17, :func:`record`) is written first
+    for every answer but an assertion, which writes it after signing.
     ``servers`` gives the pysaml2 ``Server`` (asked for only to sign),
     ``audit`` records a refusal by the role gate, from ``address``. A parked
     request is marked answered by its final answer; an assertion for one
@@ -418,6 +421,14 @@ def answer(
 
     access = functools.cache(access)
     outcome = decide(start, signed_in, access)
+    if outcome is Outcome.ASSERTION:
+        return _assertion(dbsession, start, signed_in(), access, servers, settings)
+    try:
+        # Answers without a signature record their request first.
+        if start.request is not None:
+            record(dbsession, start.request)
+    except SamlRefused as exc:
+        return Answer(Outcome.REFUSED, reply=exc.reply, refusal=exc)
     if outcome in (Outcome.CONTINUE, Outcome.SIGN_IN, Outcome.CHANGE_PASSWORD):
         pending = signed_in() if outcome is Outcome.CHANGE_PASSWORD else None
         return Answer(
@@ -433,18 +444,34 @@ def answer(
         return Answer(outcome, reply=start.reply, saml_response=saml_response)
     who = signed_in()
     assert who is not None, "decide() lets only a signed-in user reach the gate"
-    if outcome is Outcome.NO_ACCESS:
-        finish(dbsession, start.token)
-        audit.record(
-            "saml.sso.refused",
-            subject_user_id=who.user.id,
-            client_address=address,
-            detail={
-                "sp": start.sp.entity_id,
-                "reason": "no role grants the SP's module",
-            },
-        )
-        return Answer(outcome, reply=start.reply, sp=start.sp)
+    finish(dbsession, start.token)
+    audit.record(
+        "saml.sso.refused",
+        subject_user_id=who.user.id,
+        client_address=address,
+        detail={
+            "sp": start.sp.entity_id,
+            "reason": "no role grants the SP's module",
+        },
+    )
+    return Answer(outcome, reply=start.reply, sp=start.sp)
+
+
+def _assertion(
+    dbsession: Session,
+    start: Start,
+    who: SignedIn | None,
+    access: Callable[[User], Access],
+    servers: ServerCache,
+    settings,
+) -> Answer:
+    """The ASSERTION outcome: sign, then write (replay record, parked request).
+
+    The writes come after the signatures, so SQLite's writer's turn
+    (:mod:`idp.db`) is held only for them; a request seen before is
+    refused then, and its signed Response never leaves.
+    """
+    assert who is not None, "decide() lets only a signed-in user have an assertion"
     facts = access(who.user)
     try:
         saml_response = assertion_for(
@@ -608,49 +635,47 @@ def service_name(sp: ServiceProvider, locale: str) -> str:
 
 
 def _participant(
-    dbsession: Session,
-    session_row: IdpSession,
-    sp: ServiceProvider,
-    subject,
-    known: tuple[int, str, str, str] | None,
-) -> str:
-    """The SessionIndex of this session at ``sp``, recorded for single logout.
+    subject, known: tuple[int, str, str, str] | None
+) -> tuple[str, Callable[[Session, IdpSession, ServiceProvider], None] | None]:
+    """The SessionIndex of this session at an SP, and the write recording it.
 
     ``known`` is the session's record of the SP, read with the role gate
     (:func:`may_reach`). The SessionIndex is kept while the NameID stays
-    the same, so a second SSO to the same SP writes nothing and a
-    LogoutRequest naming the index of any assertion the SP holds from this
-    session still matches. A new NameID (another format asked for) starts a
-    new index; a first visit records one.
+    the same, so a second SSO to the same SP writes nothing (the write is
+    None) and a LogoutRequest naming the index of any assertion the SP
+    holds from this session still matches. A new NameID (another format
+    asked for) starts a new index; a first visit records one.
     """
     if known is not None:
-        row_id, value, name_format, index = known
+        _, value, name_format, index = known
         if value == subject.value and name_format == subject.format and index:
-            return index
-        index = responses.session_index()
-        dbsession.execute(
-            update(SessionParticipant)
-            .where(SessionParticipant.id == row_id)
-            .values(
-                name_id=subject.value,
-                name_id_format=subject.format,
-                session_index=index,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        return index
+            return index, None
     index = responses.session_index()
-    dbsession.execute(
-        insert(SessionParticipant).values(
-            session_id=session_row.id,
-            sp_id=sp.id,
-            name_id=subject.value,
-            name_id_format=subject.format,
-            session_index=index,
-            created_at=dt.datetime.now(dt.UTC),
+    values = {
+        "name_id": subject.value,
+        "name_id_format": subject.format,
+        "session_index": index,
+    }
+
+    def write(dbsession: Session, session_row: IdpSession, sp: ServiceProvider):
+        if known is not None:
+            dbsession.execute(
+                update(SessionParticipant)
+                .where(SessionParticipant.id == known[0])
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            return
+        dbsession.execute(
+            insert(SessionParticipant).values(
+                session_id=session_row.id,
+                sp_id=sp.id,
+                created_at=dt.datetime.now(dt.UTC),
+                **values,
+            )
         )
-    )
-    return index
+
+    return index, write
 
 
 def assertion_for(
@@ -667,8 +692,10 @@ def assertion_for(
 ) -> str:
     """The signed Response for ``user`` at ``sp``, recorded for logout.
 
-    ``access`` is what the role gate read (:func:`may_reach`): the roles
-    released, the persistent NameID and this session's record of the SP.
+    The request's replay record and the session's record of the SP are
+    written after signing (:func:`_assertion`). ``access`` is what the role
+    gate read (:func:`may_reach`): the roles released, the persistent
+    NameID and this session's record of the SP.
 
     Raises :class:`SamlRefused` (with ``reply`` set) for NoAuthnContext and
     InvalidNameIDPolicy.
@@ -683,7 +710,7 @@ def assertion_for(
         )
     except SamlRefused as exc:
         raise exc.with_reply(reply) from None
-    index = _participant(dbsession, session_row, sp, subject, access.participant)
+    index, write_participant = _participant(subject, access.participant)
     xml = responses.build(
         server,
         sp=sp,
@@ -697,6 +724,12 @@ def assertion_for(
         session_index=index,
         settings=settings,
     )
+    # Written after the signatures: the replay record (which may still
+    # refuse), then the session's record of the SP.
+    if request is not None:
+        record(dbsession, request)
+    if write_participant is not None:
+        write_participant(dbsession, session_row, sp)
     return responses.encode(xml)
 
 
