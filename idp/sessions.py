@@ -22,7 +22,7 @@ import secrets
 
 from pyramid.i18n import TranslationString
 from pyramid.interfaces import ISession
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from zope.interface import implementer
 
 from idp.db import utcnow
@@ -36,8 +36,10 @@ TOUCH_INTERVAL = dt.timedelta(seconds=60)
 MIN_TOKEN_LENGTH = 43
 MAX_TOKEN_LENGTH = 128
 ANONYMOUS_CSRF_CONTEXT = b"idp.sessions.anonymous-csrf\x00"
-_SESSION_WITH_USER = select(IdpSession, User).outerjoin(
-    User, User.id == IdpSession.user_id
+_SESSION_WITH_USER = (
+    select(IdpSession, User)
+    .outerjoin(User, User.id == IdpSession.user_id)
+    .where(IdpSession.token_hash == bindparam("token_hash"))
 )
 
 
@@ -115,7 +117,7 @@ class DatabaseSession(dict):
         # session's identity map, where the security policy finds it
         # (``Session.get``) without a query of its own.
         found = self.request.dbsession.execute(
-            _SESSION_WITH_USER.where(IdpSession.token_hash == hash_token(token))
+            _SESSION_WITH_USER, {"token_hash": hash_token(token)}
         ).one_or_none()
         row = found[0] if found is not None else None
         # Held here: the identity map keeps objects only while referenced.

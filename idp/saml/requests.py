@@ -36,7 +36,7 @@ from lxml import etree
 from saml2.sigver import SignatureError
 from saml2.xml.schema import XMLSchemaError
 from saml2.xml.schema import validate as schema_validate
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -238,14 +238,33 @@ def _issuer(root: etree._Element) -> str:
     return issuer.text or ""
 
 
+# Hot-path statements are built once, with bind parameters: building one
+# costs more than running it on SQLite.
+_SP_BY_ENTITY_ID = select(ServiceProvider).where(
+    ServiceProvider.entity_id == bindparam("entity_id")
+)
+_RECORD_SEEN = {
+    dialect: insert(SeenRequestId)
+    .values(
+        issuer=bindparam("issuer"),
+        request_id=bindparam("request_id"),
+        expires_at=bindparam("expires_at"),
+    )
+    .on_conflict_do_nothing()
+    .returning(SeenRequestId.request_id)
+    for dialect, insert in (
+        ("postgresql", postgresql_insert),
+        ("sqlite", sqlite_insert),
+    )
+}
+
+
 def _find_sp(
     dbsession: Session, entity_id: str, discover: Discover | None = None
 ) -> ServiceProvider:
     if not entity_id or len(entity_id) > 1024:
         raise SamlRefused("saml_unknown_sp", "no usable Issuer")
-    sp = dbsession.scalar(
-        select(ServiceProvider).where(ServiceProvider.entity_id == entity_id)
-    )
+    sp = dbsession.scalar(_SP_BY_ENTITY_ID, {"entity_id": entity_id})
     if sp is None and discover is not None:
         # First sight of this issuer: an MDQ source may know it (idp.saml.mdq).
         sp = discover(entity_id)
@@ -424,13 +443,10 @@ def record_seen(
     dbsession: Session, issuer: str, request_id: str, expires_at: dt.datetime
 ) -> None:
     """The statement of :func:`check_not_replayed`: SamlRefused if seen before."""
-    dialect = dbsession.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = _RECORD_SEEN[dbsession.get_bind().dialect.name]
     recorded = dbsession.execute(
-        insert(SeenRequestId)
-        .values(issuer=issuer, request_id=request_id, expires_at=expires_at)
-        .on_conflict_do_nothing()
-        .returning(SeenRequestId.request_id)
+        statement,
+        {"issuer": issuer, "request_id": request_id, "expires_at": expires_at},
     ).scalar_one_or_none()
     if recorded is None:
         raise SamlRefused("saml_replay", request_id)
