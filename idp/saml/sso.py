@@ -601,15 +601,20 @@ def may_reach(
     the registry's version. A user holding no role, or an SP in no module,
     is refused.
     """
-    row = dbsession.execute(
-        _FACTS,
-        {
-            "user_id": user.id,
-            "module_id": sp.module_id,
-            "sp_id": sp.id,
-            "session_id": session_row.id if session_row is not None else None,
-        },
-    ).one()
+    # Core on the session's connection, as rows: nothing here is an entity.
+    row = (
+        dbsession.connection()
+        .execute(
+            _FACTS,
+            {
+                "user_id": user.id,
+                "module_id": sp.module_id,
+                "sp_id": sp.id,
+                "session_id": session_row.id if session_row is not None else None,
+            },
+        )
+        .one()
+    )
     roles = tuple(sorted(set(row.roles.split(_ROLE_SEPARATOR)))) if row.roles else ()
     participant = None
     if row.id is not None:
@@ -659,14 +664,13 @@ def _participant(
 
     def write(dbsession: Session, session_row: IdpSession, sp: ServiceProvider):
         if known is not None:
-            dbsession.execute(
+            dbsession.connection().execute(
                 update(SessionParticipant)
                 .where(SessionParticipant.id == known[0])
                 .values(**values)
-                .execution_options(synchronize_session=False)
             )
             return
-        dbsession.execute(
+        dbsession.connection().execute(
             insert(SessionParticipant).values(
                 session_id=session_row.id,
                 sp_id=sp.id,
