@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from idp.units import format_over
+
 MAX_BYTES = 512 * 1024
 
 # Suffix -> (content type, a test the file's first bytes must pass).
@@ -87,8 +89,9 @@ def _from_file(value: str, here: str) -> tuple[bytes, str]:
         )
     if not path.is_file():
         raise CrestError(f"idp.crest.path: no such file {str(path)!r}")
-    if path.stat().st_size > MAX_BYTES:
-        raise CrestError(f"idp.crest.path: larger than {MAX_BYTES} bytes")
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise CrestError(f"idp.crest.path: the file is {format_over(size, MAX_BYTES)}")
     data = path.read_bytes()
     content_type, name, looks_right = kind
     if not looks_right(data):

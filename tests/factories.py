@@ -90,3 +90,23 @@ def events(db, name: str) -> list[AuditEvent]:
         return list(db.scalars(query))
     with Session(db) as session:
         return list(session.scalars(query))
+
+
+def make_session(dbsession, user):
+    """A live IdP session of ``user`` (a random token hash)."""
+    import datetime as dt
+    import os
+
+    from idp.db import utcnow
+    from idp.models import IdpSession
+
+    now = utcnow()
+    row = IdpSession(
+        token_hash=os.urandom(32).hex(),
+        user_id=user.id,
+        authn_at=now,
+        expires_at=now + dt.timedelta(hours=8),
+    )
+    dbsession.add(row)
+    dbsession.flush()
+    return row

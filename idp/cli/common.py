@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,6 +11,51 @@ from idp.settings import SettingsError, parse_settings
 
 class CommandError(Exception):
     """An expected failure: printed as one line, exit status 1."""
+
+
+#: What idp-admin adds to a service's refusal, by its code: where to look,
+#: what to do first, in terms of idp-admin's own commands.
+HINTS = {
+    "module.not_found": "see 'module list'",
+    "role.not_found": "see 'role list'",
+    "role.in_use": "'user revoke' first",
+}
+#: The same, for each use that keeps a module from being deleted.
+MODULE_USE_HINTS = {
+    "roles": "'role revoke-module' first",
+    "service_providers": "'sp remove' or re-import with another --module",
+}
+
+
+def refusal_line(exc, options: Mapping[str, str]) -> str:
+    """The one line idp-admin prints for a service's ``Refused`` ``exc``.
+
+    ``options`` maps the service's field names to the command's options
+    (``name_ms`` -> ``--name-ms``), which prefix the message.
+    """
+    if exc.code == "module.in_use":
+        uses = exc.params["uses"]
+        message = f"module {exc.params['module']} is in use: " + "; ".join(
+            f"{text} ({MODULE_USE_HINTS[use]})" for use, text in uses.items()
+        )
+    else:
+        message = exc.message
+        if exc.code in HINTS:
+            message = f"{message} ({HINTS[exc.code]})"
+    if exc.field is not None:
+        message = f"{options.get(exc.field, exc.field)}: {message}"
+    return message
+
+
+@contextmanager
+def refusals(options: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Turn a service's refusal in the block into idp-admin's one-line error."""
+    from idp.services.errors import Refused
+
+    try:
+        yield
+    except Refused as exc:
+        raise CommandError(refusal_line(exc, options or {})) from None
 
 
 # The database the last loaded ini names, so that an error raised anywhere
@@ -133,7 +178,7 @@ def database_error(exc: BaseException) -> str | None:
 
 
 @contextmanager
-def app_request(config_uri: str) -> Iterator:
+def app_request(config_uri: str, options: Mapping[str, str] | None = None) -> Iterator:
     """A request wired as the web app wires one, inside one transaction.
 
     Services come from ``request.service(IFoo)`` as in a
@@ -143,7 +188,9 @@ def app_request(config_uri: str) -> Iterator:
     tweens, the in-process mail thread). A command only queues mail; ``mail
     deliver`` sends it. The transaction commits when the block ends and
     aborts on any exception (a ``CommandError`` included), so a failed
-    command writes nothing. Database errors become one line in :func:`main`.
+    command writes nothing. A service's refusal becomes the command's
+    one-line error (:func:`refusals`, with ``options``); database errors
+    become one line in :func:`main`.
     """
     from pyramid.scripting import prepare
 
@@ -154,7 +201,7 @@ def app_request(config_uri: str) -> Iterator:
     env = prepare(registry=config.registry)
     try:
         request = env["request"]
-        with request.tm:
+        with refusals(options), request.tm:
             yield request
     finally:
         env["closer"]()

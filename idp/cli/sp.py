@@ -2,7 +2,11 @@
 
 Each command runs in one transaction and prints only after it committed;
 every change raises the registry generation, so each running node rebuilds
-its SAML server on its next request.
+its SAML server on its next request. The changes (import, policy, enable,
+disable, remove), their refusals and their audit events are
+:class:`idp.services.service_providers.ServiceProviders`'s, which the admin
+console calls too; these commands read files, parse options, confirm,
+call it with the operator as the actor and print.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from idp.cli.common import CommandError, confirmed, load_settings
+from idp.cli.common import CommandError, app_request, load_settings
+from idp.cli.common import confirmed as confirmed_answer
 from idp.db import make_engine
 from idp.models import ServiceProvider
 from idp.saml import registry
@@ -23,8 +28,8 @@ from idp.saml.sp_metadata import (
     MAX_METADATA_BYTES,
     MetadataError,
     SpMetadata,
-    parse_sp_metadata,
 )
+from idp.services.service_providers import describe_sp
 
 
 def register(groups) -> None:
@@ -196,21 +201,33 @@ def set_policy(args) -> int:
         )
     if not changes:
         raise CommandError("nothing to change; see 'sp policy --help'")
-    with _transaction(args.config_uri) as session:
-        sp = registry.set_policy(session, args.entity_id, **changes)
-        from idp.services.audit import AuditLog
-
-        AuditLog(session).record(
-            "sp.policy",
-            detail={
-                "by": "idp-admin",
-                "entity_id": sp.entity_id,
-                "changes": changes,
-            },
-        )
+    with _service(args.config_uri) as sps:
+        sp = sps.set_policy(args.entity_id, changes, actor=_actor())
         lines = _describe(sp, _parsed(sp))
     print("\n".join(lines))
     return 0
+
+
+@contextmanager
+def _service(config_uri: str) -> Iterator:
+    """The SP registry service, in one committed transaction (:func:`app_request`).
+
+    Its refusals become one line; so does stored metadata that no longer
+    parses when a command describes the SP.
+    """
+    from idp.services.interfaces import IServiceProviders
+
+    try:
+        with app_request(config_uri) as request:
+            yield request.service(IServiceProviders)
+    except MetadataError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _actor():
+    from idp.services.actor import Actor
+
+    return Actor.command_line()
 
 
 @contextmanager
@@ -248,82 +265,21 @@ def _read_metadata(path: str) -> bytes:
     return data
 
 
-def _audit(session: Session, event: str, **detail) -> None:
-    from idp.services.audit import AuditLog
-
-    AuditLog(session).record(event, detail={"by": "idp-admin", **detail})
-
-
-def _where(sp: ServiceProvider) -> str:
-    return (
-        f"module {sp.module.code if sp.module else '-'}, "
-        f"{'enabled' if sp.enabled else 'disabled'}"
-    )
-
-
-def _unchanged(sp: ServiceProvider | None, data: bytes, args) -> bool:
-    """Whether this import would leave the registered ``sp`` exactly as it is.
-
-    The same bytes, no other module and no other enabled state: nothing to
-    write, nothing to audit, no generation for every node to rebuild on.
-    """
-    import hashlib
-
-    if sp is None or sp.metadata_sha256 != hashlib.sha256(data).hexdigest():
-        return False
-    if args.module is not None and (
-        sp.module is None or sp.module.code.lower() != args.module.lower()
-    ):
-        return False
-    return not (args.disabled and sp.enabled)
-
-
 def import_(args) -> int:
     data = _read_metadata(args.file)
-    development = load_settings(args.config_uri)["idp.development"]
-    with _transaction(args.config_uri) as session:
-        # Checked in full (expiry, endpoints...) even when nothing changes.
-        entity_id = parse_sp_metadata(data, allow_http=development).entity_id
-        existing = session.scalar(
-            select(ServiceProvider).where(ServiceProvider.entity_id == entity_id)
+    with _service(args.config_uri) as sps:
+        imported = sps.import_metadata(
+            data,
+            module_code=args.module,
+            disabled=args.disabled,
+            replace=args.replace,
+            confirm_hosts=args.confirm_host,
+            actor=_actor(),
         )
-        replaced = []
-        if _unchanged(existing, data, args):
-            line = f"unchanged {entity_id} ({_where(existing)})"
-        else:
-            previous = existing.metadata_sha256 if existing is not None else None
-            sp = registry.import_sp(
-                session,
-                data,
-                module_code=args.module,
-                enabled=False if args.disabled else None,
-                replace=args.replace,
-                allow_http=development,
-                confirm_hosts=tuple(h.strip().lower() for h in args.confirm_host),
-            )
-            detail = {
-                "entity_id": sp.entity_id,
-                "module": sp.module.code if sp.module else None,
-                "enabled": sp.enabled,
-                "metadata_sha256": sp.metadata_sha256,
-            }
-            if args.confirm_host:
-                # SAML-29: the operator vouched for a host another SP uses.
-                detail["confirmed_hosts"] = sorted(
-                    {host.strip().lower() for host in args.confirm_host}
-                )
-            if sp.trust_changes:
-                _audit(session, "sp.replaced", changes=sp.trust_changes, **detail)
-            elif previous is None:
-                _audit(session, "sp.imported", **detail)
-            else:
-                _audit(session, "sp.updated", previous_sha256=previous, **detail)
-            replaced = list(sp.trust_changes)
-            line = (
-                f"{'registered' if previous is None else 'updated'} {sp.entity_id} "
-                f"({_where(sp)})"
-            )
-    for change in replaced:
+        line = (
+            f"{imported.outcome} {imported.sp.entity_id} ({describe_sp(imported.sp)})"
+        )
+    for change in imported.trust_changes:
         print(f"replaced: {change}")
     print(line)
     return 0
@@ -430,58 +386,20 @@ def _describe(sp: ServiceProvider, md: SpMetadata) -> list[str]:
     return lines
 
 
-def _removal(session: Session, sp: ServiceProvider) -> list[str]:
-    """What removing ``sp`` deletes with it, one line each, counted now."""
-    from idp.models import PendingSamlRequest, PersistentNameId
-    from idp.models.session import SessionParticipant
-
-    def count(model) -> int:
-        return session.scalar(
-            select(func.count()).select_from(model).where(model.sp_id == sp.id)
-        )
-
-    lines = [f"the registration of {sp.entity_id} ({_where(sp)}) and its policy"]
-    name_ids = count(PersistentNameId)
-    if name_ids:
-        lines.append(
-            f"{name_ids} persistent NameID{'s' if name_ids > 1 else ''}: registered "
-            "again, the service would get new ones and not recognise its users"
-        )
-    participants = count(SessionParticipant)
-    if participants:
-        lines.append(
-            f"{participants} sign-in{'s' if participants > 1 else ''} in live "
-            "sessions (single logout will no longer reach the service)"
-        )
-    pending = count(PendingSamlRequest)
-    if pending:
-        lines.append(
-            f"{pending} sign-in request{'s' if pending > 1 else ''} waiting "
-            "for the user"
-        )
-    return lines
-
-
 def remove(args) -> int:
+    confirmed = None
     if not args.yes:
         # Read-only first, and the question asked outside any transaction:
         # a SQLite writer lock held while a person thinks stops every node.
-        with _transaction(args.config_uri) as session:
-            sp = registry.find_sp(session, args.entity_id)
-            sp_id, lines = sp.id, _removal(session, sp)
+        with _service(args.config_uri) as sps:
+            removal = sps.removal(args.entity_id)
+        lines = removal.lines
         print(f"This deletes {lines[0]}", *lines[1:], sep="\n  ")
-        if not confirmed(f"Remove {args.entity_id}?"):
+        if not confirmed_answer(f"Remove {args.entity_id}?"):
             raise CommandError("not removed: not confirmed (answer yes, or pass --yes)")
-    with _transaction(args.config_uri) as session:
-        sp = registry.find_sp(session, args.entity_id)
-        if not args.yes and sp.id != sp_id:
-            raise CommandError(
-                f"not removed: {args.entity_id} was registered again meanwhile"
-            )
-        lines = _removal(session, sp)
-        detail = {"entity_id": sp.entity_id, "deleted": lines}
-        registry.remove_sp(session, args.entity_id)
-        _audit(session, "sp.removed", **detail)
+        confirmed = removal
+    with _service(args.config_uri) as sps:
+        lines = sps.remove(args.entity_id, confirmed=confirmed, actor=_actor())
     print(f"removed {lines[0]}", *lines[1:], sep="\n  ")
     return 0
 
@@ -496,12 +414,8 @@ def disable(args) -> int:
 
 def _set_enabled(args, enabled: bool) -> int:
     word = "enabled" if enabled else "disabled"
-    with _transaction(args.config_uri) as session:
-        sp = registry.find_sp(session, args.entity_id)
-        changed = sp.enabled != enabled
-        if changed:
-            registry.set_enabled(session, args.entity_id, enabled)
-            _audit(session, f"sp.{word}", entity_id=sp.entity_id)
+    with _service(args.config_uri) as sps:
+        changed = sps.set_enabled(args.entity_id, enabled, actor=_actor())
     print(f"{word} {args.entity_id}" if changed else f"unchanged: already {word}")
     return 0
 

@@ -8,37 +8,26 @@ It is emailed through the outbox (``mail deliver`` sends it) and never
 printed, unless ``--print-password`` asks for it to be printed once instead
 and not emailed: for the first administrator, before mail works.
 
-Audit events written here have no actor and ``"by": "idp-admin"`` in their
-detail; there is no client address.
+The rules, the audit events and the emails are
+:class:`idp.services.accounts.AccountService`'s, which the admin console
+calls too; these commands parse, call it with the operator as the actor
+(no actor user and no client address; ``"by": "idp-admin"`` in each
+event's detail) and print.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from webob.multidict import MultiDict
 
-from idp.cli.common import CommandError, app_request
-from idp.cli.modules import code_argument, find_role, label
-from idp.contact import InvalidContact, normalise_email
-from idp.db import utcnow
+from idp.cli.common import CommandError, app_request, refusals
+from idp.cli.modules import code_argument
 from idp.identifiers import Identifier, InvalidIdentifier, parse_identifier
-from idp.models import AuditEvent, OneTimeToken, User
-from idp.models.session import end_user_sessions
 from idp.models.user import UserCategory
-from idp.services import mail
-from idp.services.interfaces import (
-    IAuditLog,
-    IOutbox,
-    IRateLimiter,
-    IUserService,
-)
-from idp.services.users import EmailTaken
 
-BY = {"by": "idp-admin"}
-REASON_MAX = 200
 CATEGORY_NAMES = ", ".join(category.value for category in UserCategory)
 # RegisterForm fields, as the options of `user add` name them.
 OPTIONS = {
@@ -51,6 +40,8 @@ OPTIONS = {
     "phone": "--phone",
     "institution": "--institution",
 }
+# The account service's fields, as the other commands name them.
+FIELDS = {"reason": "--reason", "email": "EMAIL"}
 
 
 def _when(moment: dt.datetime | None) -> str:
@@ -65,16 +56,30 @@ def _identifier(args) -> Identifier:
         raise CommandError(f"{option}: {exc.message.interpolate()}") from None
 
 
-def _find_user(request, args) -> User:
-    identifier = _identifier(args)
-    user = request.service(IUserService).find_by_identifier(identifier.value)
-    if user is None:
-        raise CommandError(f"no user with identity number {identifier.display}")
-    return user
+def _accounts(request):
+    from idp.services.interfaces import IAccountService
+
+    return request.service(IAccountService)
 
 
-def _masked(user: User) -> str:
-    return Identifier(user.identifier_kind, user.identifier).masked
+def _actor():
+    from idp.services.actor import Actor
+
+    return Actor.command_line()
+
+
+@contextmanager
+def _account(args) -> Iterator:
+    """The account service and the user IDENTIFIER names, in one transaction."""
+    with app_request(args.config_uri, FIELDS) as request:
+        accounts = _accounts(request)
+        yield accounts, accounts.find(_identifier(args))
+
+
+def _masked(user) -> str:
+    from idp.services.accounts import masked
+
+    return masked(user)
 
 
 # Parsers
@@ -199,24 +204,17 @@ def _print_password_argument(parser) -> None:
 # Temporary passwords
 
 
-def _deliver(request, user: User, password: str, args, send) -> list[str]:
-    """Email ``password`` with ``send`` (a :mod:`idp.services.mail` function),
-    or return the lines that print it once."""
-    expires = _when(user.temp_password_expires_at)
-    if args.print_password:
+def _password_lines(issued) -> list[str]:
+    """What to print of a temporary password: itself once, or where it went."""
+    expires = _when(issued.expires_at)
+    if issued.password is not None:
         return [
-            f"temporary password: {password}",
+            f"temporary password: {issued.password}",
             f"it works once, until {expires}, and must be changed at the "
             "first sign-in; it was not emailed",
         ]
-    send(
-        request.service(IOutbox),
-        user,
-        password=password,
-        expires_at=user.temp_password_expires_at,
-    )
     return [
-        f"temporary password queued by email to {user.email} (valid until "
+        f"temporary password queued by email to {issued.user.email} (valid until "
         f"{expires}); 'idp-admin CONFIG mail deliver' sends it"
     ]
 
@@ -258,67 +256,43 @@ def _registration(args):
 
 def add(args) -> int:
     registration = _registration(args)
-    identifier = registration.identifier
-    with app_request(args.config_uri) as request:
-        dbsession = request.dbsession
-        users = request.service(IUserService)
-        if users.find_by_identifier(identifier.value) is not None:
-            raise CommandError(
-                f"a user with identity number {identifier.display} already exists"
-            )
-        if users.find_by_email(registration.email) is not None:
-            raise CommandError(f"a user with email {registration.email} already exists")
-        roles = [find_role(dbsession, name) for name in dict.fromkeys(args.roles)]
-        now = utcnow()
-        user = users.build(registration, now)
-        password = users.issue_temporary_password(user, now)
-        try:
-            with dbsession.begin_nested():
-                dbsession.add(user)
-        except IntegrityError:
-            raise CommandError(
-                "that identity number or email was registered just now"
-            ) from None
-        user.roles.extend(roles)
-        request.service(IAuditLog).record(
-            "account.created",
-            subject_user_id=user.id,
-            detail={**BY, "roles": [role.name for role in roles]},
+    with app_request(args.config_uri, FIELDS) as request:
+        issued = _accounts(request).create(
+            registration,
+            roles=args.roles,
+            reveal_password=args.print_password,
+            actor=_actor(),
         )
+        roles = ", ".join(role.name for role in issued.user.roles) or "-"
         lines = [
-            f"created user {identifier.masked} ({registration.full_name}); roles: "
-            + (", ".join(role.name for role in roles) or "-"),
-            *_deliver(request, user, password, args, mail.account_created),
+            f"created user {registration.identifier.masked} "
+            f"({registration.full_name}); roles: {roles}",
+            *_password_lines(issued),
         ]
     print("\n".join(lines))
     return 0
 
 
 def show(args) -> int:
-    with app_request(args.config_uri) as request:
-        user = _find_user(request, args)
-        now = utcnow()
-        last_sign_in = request.dbsession.scalar(
-            select(func.max(AuditEvent.occurred_at)).where(
-                AuditEvent.event == "login.success",
-                AuditEvent.subject_user_id == user.id,
+    with _account(args) as (accounts, user):
+        standing = accounts.standing(user)
+        if standing.disabled_since is not None:
+            state = (
+                f"locked since {_when(standing.disabled_since)}, until 'user unlock'"
             )
-        )
-        if user.disabled_at is not None:
-            state = f"locked since {_when(user.disabled_at)}, until 'user unlock'"
-        elif not user.usable(now):
-            state = f"locked until {_when(user.locked_until)} (wrong passwords)"
+        elif standing.locked_until is not None:
+            state = f"locked until {_when(standing.locked_until)} (wrong passwords)"
         else:
             state = "active"
-        if user.must_change_password:
-            expires = user.temp_password_expires_at
+        if standing.must_change_password:
             change = "yes" + (
-                f" (temporary password valid until {_when(expires)})"
-                if expires is not None and expires > now
+                f" (temporary password valid until {_when(standing.temporary_until)})"
+                if standing.temporary_until is not None
                 else " (no usable temporary password: 'user reset-password')"
             )
         else:
             change = "no"
+        last_sign_in = standing.last_sign_in
         rows = [
             ("name", user.full_name),
             ("identifier", f"{_masked(user)} ({user.identifier_kind})"),
@@ -339,39 +313,22 @@ def show(args) -> int:
 
 
 def grant(args) -> int:
-    with app_request(args.config_uri) as request:
-        user = _find_user(request, args)
-        role = find_role(request.dbsession, args.role)
-        already = role in user.roles
-        if not already:
-            user.roles.append(role)
-            request.service(IAuditLog).record(
-                "role.granted",
-                subject_user_id=user.id,
-                detail={**BY, "role": role.name},
-            )
-        who = _masked(user)
-    if already:
-        print(f"{who} already has role {args.role}")
-    else:
-        print(f"{who} now has role {args.role}")
-    return 0
+    return _role(args, grant=True)
 
 
 def revoke(args) -> int:
-    with app_request(args.config_uri) as request:
-        user = _find_user(request, args)
-        role = find_role(request.dbsession, args.role)
-        had = role in user.roles
-        if had:
-            user.roles.remove(role)
-            request.service(IAuditLog).record(
-                "role.revoked",
-                subject_user_id=user.id,
-                detail={**BY, "role": role.name},
-            )
+    return _role(args, grant=False)
+
+
+def _role(args, *, grant: bool) -> int:
+    with _account(args) as (accounts, user):
+        change = accounts.grant_role if grant else accounts.revoke_role
+        changed = change(user, args.role, actor=_actor())
         who = _masked(user)
-    if had:
+    if grant:
+        done = "now has" if changed else "already has"
+        print(f"{who} {done} role {args.role}")
+    elif changed:
         print(f"{who} no longer has role {args.role}")
     else:
         print(f"{who} did not have role {args.role}; nothing changed")
@@ -380,26 +337,15 @@ def revoke(args) -> int:
 
 def lock(args) -> int:
     """An administrator's lock: indefinite, until ``user unlock``."""
-    reason = label("--reason", args.reason, required=False)
-    if reason is not None and len(reason) > REASON_MAX:
-        raise CommandError(f"--reason: at most {REASON_MAX} characters")
-    with app_request(args.config_uri) as request:
-        user = _find_user(request, args)
-        who = _masked(user)
-        since = user.disabled_at
-        if since is None:
-            now = utcnow()
-            user.disabled_at = now
-            ended = end_user_sessions(request.dbsession, user.id)
-            request.service(IAuditLog).record(
-                "account.locked",
-                subject_user_id=user.id,
-                detail={**BY, "reason": reason, "until_unlocked": True},
-            )
-            mail.account_locked_by_helpdesk(
-                request.service(IOutbox), user, locked_at=now
-            )
-    if since is not None:
+    from idp.services.modules import clean_label
+
+    # Checked before the database is opened, as every argument is.
+    with refusals(FIELDS):
+        clean_label("reason", args.reason, required=False)
+    with _account(args) as (accounts, user):
+        who, since = _masked(user), user.disabled_at
+        ended = accounts.lock(user, reason=args.reason, actor=_actor())
+    if ended is None:
         print(f"{who} is already locked (since {_when(since)}); nothing changed")
     else:
         print(f"locked {who} until 'user unlock'; ended {ended} session(s)")
@@ -407,18 +353,9 @@ def lock(args) -> int:
 
 
 def unlock(args) -> int:
-    with app_request(args.config_uri) as request:
-        user = _find_user(request, args)
+    with _account(args) as (accounts, user):
         who = _masked(user)
-        was_locked = not user.usable(utcnow())
-        user.locked_until = None
-        user.disabled_at = None
-        limiter = request.service(IRateLimiter)
-        for name in ("login.identifier", "login.locks"):
-            limiter.reset(name, user.identifier)
-        request.service(IAuditLog).record(
-            "account.unlocked", subject_user_id=user.id, detail=BY
-        )
+        was_locked = accounts.unlock(user, actor=_actor())
     if was_locked:
         print(f"unlocked {who}; its sign-in limits were reset")
     else:
@@ -427,84 +364,37 @@ def unlock(args) -> int:
 
 
 def reset_password(args) -> int:
-    with app_request(args.config_uri) as request:
-        user = _find_user(request, args)
-        now = utcnow()
-        password = request.service(IUserService).issue_temporary_password(user, now)
-        request.dbsession.execute(
-            update(OneTimeToken)
-            .where(OneTimeToken.user_id == user.id, OneTimeToken.used_at.is_(None))
-            .values(used_at=now)
-        )
-        ended = end_user_sessions(request.dbsession, user.id)
-        request.service(IAuditLog).record(
-            "password.admin_reset", subject_user_id=user.id, detail=BY
+    with _account(args) as (accounts, user):
+        ended, issued = accounts.reset_password(
+            user, reveal_password=args.print_password, actor=_actor()
         )
         lines = [
             f"reset the password of {_masked(user)}; ended {ended} session(s)",
-            *_deliver(request, user, password, args, mail.temporary_password_reset),
+            *_password_lines(issued),
         ]
     print("\n".join(lines))
     return 0
 
 
 def set_email(args) -> int:
-    """The operator's fix for a mistyped or lost address.
+    """The operator's fix for a mistyped or lost address (see
+    :meth:`idp.services.accounts.AccountService.set_email`)."""
+    from idp.services.accounts import check_email
 
-    A temporary password still pending went to the old address (the typo
-    that brought the owner to the helpdesk): it is replaced, and the new one
-    mailed to the new address, so the copy in the wrong mailbox is useless.
-    """
-    try:
-        email = normalise_email(args.email)
-    except InvalidContact as exc:
-        raise CommandError(
-            f"EMAIL: {args.email!r} is not an email address "
-            f"({exc.message.interpolate()})"
-        ) from None
-    with app_request(args.config_uri) as request:
-        user = _find_user(request, args)
-        who = _masked(user)
-        users = request.service(IUserService)
-        if email == user.email:
-            raise CommandError(f"EMAIL: {email} is already the email of {who}")
-        if users.find_by_email(email) is not None:
-            raise CommandError(
-                f"EMAIL: {email} is already the email of another account"
-            )
-        try:
-            old = users.change_email(user, email, by_helpdesk=True)
-        except EmailTaken:
-            raise CommandError(
-                f"EMAIL: {email} was given to another account just now"
-            ) from None
-        audit = request.service(IAuditLog)
-        audit.record(
-            "email.changed", subject_user_id=user.id, detail={**BY, "previous": old}
-        )
+    # Checked before the database is opened, as every argument is.
+    with refusals(FIELDS):
+        check_email(args.email)
+    with _account(args) as (accounts, user):
+        corrected = accounts.set_email(user, args.email, actor=_actor())
         lines = [
-            f"changed the email of {who} to {email}; notices queued to {old} "
-            f"and {email}"
+            f"changed the email of {_masked(user)} to {corrected.email}; notices "
+            f"queued to {corrected.previous} and {corrected.email}"
         ]
-        now = utcnow()
-        expires = user.temp_password_expires_at
-        if user.must_change_password and expires is not None and expires > now:
-            password = users.issue_temporary_password(user, now)
-            mail.temporary_password_reset(
-                request.service(IOutbox),
-                user,
-                password=password,
-                expires_at=user.temp_password_expires_at,
-            )
-            audit.record(
-                "password.admin_reset",
-                subject_user_id=user.id,
-                detail={**BY, "reason": "email-changed"},
-            )
+        if corrected.reissued:
             lines.append(
                 "its temporary password had been sent to the old address: a new "
-                f"temporary password was queued by email to {email} and the old "
-                "one no longer works"
+                f"temporary password was queued by email to {corrected.email} and "
+                "the old one no longer works"
             )
     print("\n".join(lines))
     return 0

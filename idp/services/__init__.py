@@ -23,3 +23,6 @@ def includeme(config):
     config.include(".audit")
     config.include(".signin")
     config.include(".password_reset")
+    config.include(".modules")
+    config.include(".accounts")
+    config.include(".service_providers")

@@ -323,3 +323,163 @@ class ISignInService(Interface):
         Always temporary (longer for each lock of the day); never
         ``disabled_at``, which only an operator sets.
         """
+
+
+class IModuleRegistry(Interface):
+    """Modules and roles, and which role grants which module.
+
+    Every change takes the acting party (an ``Actor``), is audited with it
+    in the caller's transaction, and is refused with a ``Refused`` from
+    ``idp.services.errors`` (``NotFound``, ``Conflict``, ``Invalid``) that
+    leaves nothing written. Codes and names are found whatever their case
+    and unique whatever their case.
+    """
+
+    # zope.interface declares methods without ``self``; mypy asks for one.
+    def modules():  # type: ignore[misc]
+        """Every module, by code."""
+
+    def roles():  # type: ignore[misc]
+        """Every role, by name."""
+
+    def find_module(code):
+        """The module with ``code`` in any case, or ``NotFound``."""
+
+    def find_role(name):
+        """The role named ``name`` in any case, or ``NotFound``."""
+
+    def create_module(code, *, name_ms, name_en, actor):
+        """Add a module (``module.created``); ``Conflict`` if the code is taken."""
+
+    def create_role(name, *, name_ms, name_en, description=None, actor):
+        """Add a role (``role.created``); ``Conflict`` if the name is taken."""
+
+    def rename_module(code, new, *, actor):
+        """Change a module's code (``module.renamed``); return the old code."""
+
+    def rename_role(name, new, *, actor):
+        """Change a role's name (``role.renamed``); return the old name."""
+
+    def delete_module(code, *, actor):
+        """Remove a module (``module.deleted``); return a ``Deleted``.
+
+        ``Conflict`` (``module.in_use``) while a role grants it or an SP
+        belongs to it; ``params["uses"]`` names them.
+        """
+
+    def delete_role(name, *, actor):
+        """Remove a role (``role.deleted``); return a ``Deleted``.
+
+        ``Conflict`` (``role.in_use``) while a user holds it.
+        """
+
+    def grant_module(role_name, code, *, actor):
+        """Let a role reach a module (``role.module_granted``).
+
+        False, with nothing audited, when it already does.
+        """
+
+    def revoke_module(role_name, code, *, actor):
+        """Stop a role reaching a module (``role.module_revoked``).
+
+        False, with nothing audited, when it did not.
+        """
+
+
+class IAccountService(Interface):
+    """Accounts as administrators manage them (``idp-admin user``, the console).
+
+    Every change takes the acting party (an ``Actor``), is audited with it,
+    and is refused with a ``Refused`` from ``idp.services.errors`` that
+    leaves nothing written. Users are ``User`` rows the caller found with
+    :meth:`find` (or by id).
+    """
+
+    def find(identifier):
+        """The account of a parsed ``Identifier``, or ``NotFound``."""
+
+    def standing(user):
+        """A ``Standing``: an administrator's lock, a lock from wrong
+        passwords, a pending temporary password, the last sign-in."""
+
+    def create(registration, *, roles=(), reveal_password=False, actor):
+        """Create an account holding the named ``roles`` (``account.created``).
+
+        It gets a temporary password, emailed unless ``reveal_password``;
+        returns a ``TemporaryPassword`` (with the password only if
+        revealed). ``Conflict`` when the identity number or email is
+        registered already; ``NotFound`` for an unknown role.
+        """
+
+    def grant_role(user, role_name, *, actor):
+        """Give ``user`` the role (``role.granted``); False if they hold it."""
+
+    def revoke_role(user, role_name, *, actor):
+        """Take the role (``role.revoked``); False if they did not hold it."""
+
+    def lock(user, *, reason, actor):
+        """Lock until :meth:`unlock` (``account.locked``), end every session,
+        tell the owner; the number of sessions ended, None if locked already."""
+
+    def unlock(user, *, actor):
+        """Lift any lock, forget the sign-in failures (``account.unlocked``);
+        True if it was locked."""
+
+    def reset_password(user, *, reveal_password=False, actor):
+        """A temporary password in place of the password
+        (``password.admin_reset``): sessions end, links die. Returns
+        ``(sessions ended, TemporaryPassword)``."""
+
+    def set_email(user, email, *, actor):
+        """Correct ``user``'s address (``email.changed``); both addresses told.
+
+        A pending temporary password is replaced and sent to the new
+        address. ``Invalid`` for a malformed or unchanged address,
+        ``Conflict`` when another account has it. Returns ``EmailCorrected``.
+        """
+
+
+class IServiceProviders(Interface):
+    """The SP registry as administrators change it (``idp-admin sp``, the console).
+
+    Every change takes the acting party (an ``Actor``), is audited with it,
+    raises the registry generation (every node rebuilds its SAML server),
+    and is refused with a ``Refused`` from ``idp.services.errors`` that
+    leaves nothing written.
+    """
+
+    def find(entity_id):
+        """The SP registered with exactly ``entity_id``, or ``NotFound``."""
+
+    def import_metadata(
+        data,
+        *,
+        module_code=None,
+        disabled=False,
+        replace=False,
+        confirm_hosts=(),
+        actor,
+    ):
+        """Register an SP from its metadata bytes, or refresh it; an ``Imported``.
+
+        ``Conflict`` (``sp.trust_changed``) for new keys or endpoints without
+        ``replace`` (SAML-30), (``sp.host_claimed``) for an endpoint on a
+        host another SP uses and not in ``confirm_hosts`` (SAML-29);
+        ``Invalid`` (``sp.refused``) for metadata that fails the checks.
+        """
+
+    def set_policy(entity_id, changes, *, actor):
+        """Change the keys of ``changes`` in the SP's policy (``sp.policy``)."""
+
+    def set_enabled(entity_id, enabled, *, actor):
+        """Enable or disable the SP; False when it already was."""
+
+    def removal(entity_id):
+        """A ``Removal``: what removing the SP deletes with it, to confirm."""
+
+    def remove(entity_id, *, confirmed=None, actor):
+        """Unregister the SP (``sp.removed``); the lines of what went with it.
+
+        ``confirmed``: the ``Removal`` that was confirmed; ``Conflict`` if
+        the SP was registered again since.
+        """

@@ -99,13 +99,20 @@ def test_help_page_pictures_videos_and_printed_manual(world, page, lang):
 
 
 # Pages a person meets off the main paths: signed out home, a mistyped
-# address, a used or broken reset link, a service's malformed request.
+# address, a used or broken reset link, a service's malformed request, the
+# footer's pages.
 OTHER_PAGES = [
     ("/", 200),
     ("/no-such-page", 404),
     ("/password/reset/not-a-real-link", None),
     ("/saml/sso/redirect", 400),
     ("/login/not-my-image", None),
+    # The footer's pages (issue 12 item 12) and the developers page (item 11).
+    ("/privacy", 200),
+    ("/security", 200),
+    ("/accessibility", 200),
+    ("/helpdesk", 200),
+    ("/developers", 200),
 ]
 
 

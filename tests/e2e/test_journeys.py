@@ -6,7 +6,8 @@ for the first time (choosing their own password), land back at the service
 signed in, change their password and security image in "Akaun saya", look
 at their sessions, sign out (single logout reaches the service), forget
 their password and reset it from the emailed link, and sign in with the new
-one. Every form is worked with the keyboard alone (Tab, typing, arrow keys,
+one, and change their email address (confirmed from the link sent to the
+new one). Every form is worked with the keyboard alone (Tab, typing, arrow keys,
 Space, Enter) and every page state passes axe-core's WCAG 2.1 A/AA rules
 with no serious or critical violation.
 
@@ -93,7 +94,7 @@ SECOND_PASSWORD = "Wau bulan terbang tinggi"
 RESET_PASSWORD = "Rambutan manis di dusun"
 NEW_PHRASE = "Teh tarik kurang manis"
 # The page states each journey checks with axe.
-STATES = 25
+STATES = 31
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +128,12 @@ def temporary_password(message) -> str:
 def reset_link(message, origin: str) -> str:
     return re.search(
         re.escape(origin) + r"/password/reset/\S+", harness.text_of(message)
+    ).group(0)
+
+
+def email_link(message, origin: str) -> str:
+    return re.search(
+        re.escape(origin) + r"/account/email/confirm/\S+", harness.text_of(message)
     ).group(0)
 
 
@@ -309,11 +316,45 @@ def test_whole_journey_keyboard_only_and_accessible(world, browser, request):
     page.check("forgot: done")
 
     # The new password signs in; the new image and phrase are shown first.
+    # A mistyped password first: said at the top of the form, then retyped.
     page.get(f"{idp}/login")
-    sign_in(page, person, RESET_PASSWORD, phrase=NEW_PHRASE, watched=False)
+    sign_in(page, person, "not the password at all", phrase=NEW_PHRASE, watched=False)
+    assert page.has("#form-errors #login-message"), page.text()
+    page.check("sign-in: wrong password")
+    page.start_keyboard()
+    page.type_into("password-form", "password", RESET_PASSWORD)
+    page.submit("password-form")
     assert not page.has("#password-form"), page.text()
     assert page.has("a[href$='/logout']"), page.text()
     page.check("home: signed in")
+
+    # -- a new email address, confirmed from the link sent to it --------------------
+    new_email = person.email.replace("@", ".baharu@")
+    page.get(f"{idp}/account")
+    page.follow_link("/account/email")
+    page.check("account: email")
+    form = "account-email-form"
+    # Sent empty: the summary takes the focus and names each field.
+    page.start_keyboard()
+    page.submit(form)
+    assert page.has("#form-errors a[href='#email']"), page.text()
+    page.check("account: email errors")
+    page.start_keyboard()
+    page.type_into(form, "email", new_email)
+    page.type_into(form, "email_confirm", new_email)
+    page.type_into(form, "current_password", RESET_PASSWORD)
+    page.submit(form)
+    assert not page.has(".has-error"), page.text()
+    page.check("account: email link sent")
+    page.get(email_link(mailbox.wait_for(new_email, "/account/email/confirm/"), idp))
+    assert page.has("#email-confirm-form"), page.text()
+    assert new_email in page.text(), page.text()
+    page.check("account: confirm the new email")
+    page.start_keyboard()
+    page.submit("email-confirm-form")
+    assert page.url.startswith(f"{idp}/account"), page.url
+    assert new_email in page.text(), page.text()
+    page.check("account: email changed")
 
     # Sign out of every session, from "Akaun saya".
     page.get(f"{idp}/account/sessions")

@@ -89,6 +89,17 @@ def testapp_with(app_with, tm, dbsession):
 
 
 @pytest.fixture
+def service(app, tm, dbsession):
+    """``service(IFoo)``: the app's service on the test's transaction
+    (tests/services.py)."""
+    from tests.services import services
+
+    lookup = services(app, tm, dbsession)
+    yield lookup
+    lookup.close()
+
+
+@pytest.fixture
 def database(ini, tmp_path):
     """The scratch database at head, with one module, ``emis``."""
     ok(ini, "db", "upgrade")

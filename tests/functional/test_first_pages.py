@@ -257,6 +257,21 @@ def test_developers_page_says_what_integrators_need(app, testapp, lang, keypair)
     assert page.html.find(id="register-service").find("a", href=f"mailto:{contact}")
 
 
+@pytest.mark.parametrize("path", NEW_PAGES)
+def test_wide_tables_scroll_by_keyboard_in_a_named_region(testapp, path):
+    """A table wider than a 360 px phone scrolls in a region Tab reaches.
+
+    WCAG 2.1.1: axe's scrollable-region-focusable failed on /developers at
+    360 px, whose two tables scrolled in a div the keyboard never reached.
+    """
+    page = testapp.get(f"{path}?lang=ms")
+    for region in page.html.select(".table-scroll"):
+        assert region.get("tabindex") == "0", path
+        assert region.get("role") == "region", path
+        label = page.html.find(id=region.get("aria-labelledby"))
+        assert label is not None and label.get_text(strip=True), path
+
+
 @pytest.mark.parametrize("lang", LOCALES)
 def test_privacy_notice_names_the_controller_and_pdpa(testapp_with, lang):
     app = testapp_with(
@@ -392,6 +407,23 @@ def test_crest_settings_are_validated(settings, crest_dir, overrides, complaint)
     good = {**raw, "idp.crest.path": str(crest_dir / "crest.png")}
     good.update({"idp.crest.alt_ms": "Jata", "idp.crest.alt_en": "Crest"})
     assert parse_settings(good, environ={})["idp.crest"].data == PNG
+
+
+def test_a_crest_file_too_large_is_named_in_human_units(settings, tmp_path):
+    """Issue 12 item 16: sizes as people read them, not 614400 bytes."""
+    big = tmp_path / "crest.png"
+    big.write_bytes(PNG + bytes(600 * 1024))
+    raw = {
+        **settings,
+        "idp.crest.path": str(big),
+        "idp.crest.alt_ms": "Jata",
+        "idp.crest.alt_en": "Crest",
+    }
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(raw, environ={})
+    assert str(caught.value) == (
+        "idp.crest.path: the file is 600.1 KiB; the limit is 512 KiB"
+    )
 
 
 def test_privacy_contact_must_be_an_email_address(settings):

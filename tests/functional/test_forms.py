@@ -56,6 +56,12 @@ def assert_attributes_written_once(page, where: str):
 
 # Item 4: attributes as written
 
+ACCOUNT_FORMS = {
+    "/account/password": "account-password-form",
+    "/account/security": "account-security-form",
+    "/account/email": "account-email-form",
+}
+
 
 def test_phones_get_the_number_pad_for_mykad_and_captcha(captcha_testapp):
     """inputmode reaches the browser as inputmode="numeric", not escaped twice."""
@@ -87,6 +93,14 @@ def test_every_attribute_every_form_page_renders_is_written_once(
     form = fill(open_form(captcha_testapp, lang), mykad="", institution="")
     pages["register refused"] = form.submit(expect_errors=True)
     pages["password step"] = to_password_page(captcha_testapp, display(user), lang)
+    form = pages["password step"].forms["password-form"]
+    form["password"] = PASSWORD
+    form.submit(status=303)
+    # Signed in: Akaun saya's forms, and each of them refused.
+    for url, form_id in ACCOUNT_FORMS.items():
+        page = captcha_testapp.get(url)
+        pages[url] = page
+        pages[f"{url} refused"] = page.forms[form_id].submit(status=400)
     for where, page in pages.items():
         assert_attributes_written_once(page, where)
 
@@ -251,6 +265,14 @@ def test_forgot_and_account_forms_link_their_errors(testapp, dbsession, lang):
     form["security_phrase"] = ""
     page = form.submit(status=400)
     assert_links_reach_their_fields(page, {"security_phrase", "current_password"})
+    form = testapp.get("/account/email").forms["account-email-form"]
+    form["email"], form["email_confirm"] = "new@example.com.my", "neu@example.com.my"
+    page = form.submit(status=400)
+    assert_links_reach_their_fields(page, {"email_confirm", "current_password"})
+    form = page.forms["account-email-form"]
+    form["email"] = "not an email"
+    page = form.submit(status=400)
+    assert_links_reach_their_fields(page, {"email", "current_password"})
 
 
 def test_forced_change_and_reset_link_their_errors(testapp, dbsession, mailbox):

@@ -27,6 +27,8 @@ CHOSEN = "teh tarik kurang manis di kedai mamak"
 CHANGED = "roti canai telur bawang dua keping"
 RESET = "cendol pulut durian di tepi pantai"
 LINK = re.compile(r"https://\S+/password/reset/[A-Za-z0-9_-]+")
+NEW_EMAIL = "aisyah.baharu@example.com.my"
+EMAIL_LINK = re.compile(r"https://\S+/account/email/confirm/[A-Za-z0-9_-]+")
 
 
 def _english_only_messages() -> list[tuple[str, re.Pattern]]:
@@ -47,11 +49,19 @@ def _english_only_messages() -> list[tuple[str, re.Pattern]]:
 ENGLISH = _english_only_messages()
 
 
+def plain(message) -> str:
+    return message.get_body(("plain",)).get_content()
+
+
 def words(page) -> str:
     """What a person reads (or hears) on the page: text and accessible names."""
     soup = page.html
     for hidden in soup.select("script, style"):
         hidden.decompose()
+    # A part marked as English (the error page's second language, the
+    # language switch) is meant to be English (WCAG 3.1.2).
+    for part in soup.select("body [lang]:not([lang=ms])"):
+        part.decompose()
     texts = [soup.get_text(" ")]
     for tag in soup.find_all(True):
         for attribute in ("alt", "title", "aria-label", "placeholder"):
@@ -107,14 +117,22 @@ def fresh_each_request(app, dbsession):
 
 
 def test_every_page_of_every_flow_speaks_malay(app, tm, dbsession, mailbox):
-    """Register, sign in, forced change, account, sign-out, forgot password: in ms."""
+    """Register, sign in, forced change, account, email change, sign-out, forgot
+    password, and the footer's pages: in ms."""
     testapp = webtest.TestApp(
         fresh_each_request(app, dbsession),
         extra_environ=environ(tm, dbsession, **ENGLISH_BROWSER),
     )
     walk = Walk(testapp)
-    walk.get("/?lang=ms")
+    home = walk.get("/?lang=ms")
     walk.get("/help")
+    footer = [a["href"] for a in home.html.select("footer a[href^='/']")]
+    assert "/privacy" in footer and "/developers" in footer
+    for path in footer:
+        walk.get(path)
+    # The error pages: a mistyped address, a broken reset link.
+    walk.get("/no-such-page", status=404)
+    walk.get("/password/reset/not-a-real-link", status="*")
 
     # Registration: a refused form first, then the real one.
     form = fill(open_form(testapp), email_confirm="someone.else@example.com.my")
@@ -173,6 +191,19 @@ def test_every_page_of_every_flow_speaks_malay(app, tm, dbsession, mailbox):
     form["security_phrase"] = "Teh tarik kurang manis"
     form["current_password"] = CHANGED
     assert walk.submit(form, "account security").html.select_one(".flash")
+    # The email change: refused, asked for, confirmed from the mailed link.
+    form = walk.get("/account/email").forms["account-email-form"]
+    form["email"], form["email_confirm"] = NEW_EMAIL, EMAIL
+    form = walk.submit(form, "email change refused", expect_errors=True).forms[
+        "account-email-form"
+    ]
+    form["email"] = form["email_confirm"] = NEW_EMAIL
+    form["current_password"] = CHANGED
+    assert walk.submit(form, "email change").html.select_one(".flash")
+    link = urlsplit(EMAIL_LINK.search(plain(mailbox(NEW_EMAIL)[-1]))[0]).path
+    confirm = walk.read(testapp.get(link).follow(), "email link")
+    form = confirm.forms["email-confirm-form"]
+    assert walk.submit(form, "email confirmed").html.select_one(".flash")
     form = walk.get("/account/sessions").forms["signout-all-form"]
     assert walk.submit(form, "sign out everywhere", "action").html.select_one(".flash")
 
@@ -196,13 +227,12 @@ def test_every_page_of_every_flow_speaks_malay(app, tm, dbsession, mailbox):
     form = walk.submit(form, "forgot bad email", expect_errors=True).forms[
         "reset-request-form"
     ]
-    form["email"] = EMAIL
+    form["email"] = NEW_EMAIL
     walk.submit(form, "forgot")
-    body = mailbox(EMAIL)[-1].get_body(("plain",)).get_content()
-    link = urlsplit(LINK.search(body)[0]).path
+    link = urlsplit(LINK.search(plain(mailbox(NEW_EMAIL)[-1]))[0]).path
     verify = walk.read(testapp.get(link).follow(), "reset link")
     form = verify.forms["reset-verify-form"]
-    form["email"], form["identifier"] = EMAIL, NUMBER
+    form["email"], form["identifier"] = NEW_EMAIL, NUMBER
     new = walk.submit(form, "reset verify")
     form = new.forms["reset-new-form"]
     form["password"], form["password_confirm"] = RESET, RESET + " x"

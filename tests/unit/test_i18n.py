@@ -30,6 +30,24 @@ def test_every_message_has_a_malay_translation():
     assert not fuzzy, f"fuzzy Malay translations to review: {fuzzy}"
 
 
+def test_no_malay_translation_carries_another_messages_english():
+    """A merge that glues two entries leaves English inside a Malay msgstr.
+
+    It happened: the security policy's last sentence in Malay ran on into
+    the English of the email-change flash, so the Malay page showed it.
+    """
+    catalog = _po("ms")
+    english = [m.id for m in catalog if m.id and m.string != m.id and len(m.id) > 25]
+    glued = sorted(
+        (m.id, other)
+        for m in catalog
+        if m.id and m.string
+        for other in english
+        if other != m.id and other in m.string
+    )
+    assert not glued, f"Malay translations holding other messages' English: {glued}"
+
+
 def _extract() -> set[str]:
     """What ``pybabel extract -F babel.cfg`` finds in the code and templates now."""
     with open(ROOT / "babel.cfg") as handle:
