@@ -497,6 +497,44 @@ def run_cell(target: Target, connections: int, args) -> Cell:
     return cell
 
 
+def soak(target: Target, connections: int, seconds: float) -> None:
+    """A long run: RSS every 10 s, and every request over 100 ms, when it came."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = time.perf_counter() + seconds
+    threads = [
+        threading.Thread(
+            target=worker,
+            args=(target, i, [], deadline, latencies, [], 10**9, errors),
+        )
+        for i in range(connections)
+    ]
+    begun = time.perf_counter()
+    rss = [(0.0, rss_mb(target.pids()))]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        time.sleep(min(10.0, max(0.0, deadline - time.perf_counter()) + 0.1))
+        rss.append((time.perf_counter() - begun, rss_mb(target.pids())))
+    for thread in threads:
+        thread.join()
+    ordered = sorted(latencies)
+    slow = sum(1 for value in latencies if value > 100)
+    first, last = rss[1][1], rss[-1][1]
+    print(
+        f"soak {target.label}, {connections} conn., {seconds:g} s: "
+        f"{len(latencies)} SSOs ({len(latencies) / seconds:.0f}/s), "
+        f"p50 {percentile(ordered, 0.5):.2f} p99 {percentile(ordered, 0.99):.2f} "
+        f"max {ordered[-1]:.1f} ms, {slow} over 100 ms, {len(errors)} errors; "
+        f"RSS {rss[0][1]:.0f} MB before, {first:.0f} after 10 s, {last:.0f} at the "
+        f"end ({(last - first) / first * 100:+.1f} % after the first 10 s)",
+        flush=True,
+    )
+    print(
+        "    RSS MB every 10 s: " + " ".join(f"{mb:.0f}" for _, mb in rss), flush=True
+    )
+
+
 def warm_run(target: Target, connections: int, seconds: float) -> None:
     errors: list[str] = []
     deadline = time.perf_counter() + seconds
@@ -552,25 +590,32 @@ def serve_main(argv: list[str]) -> None:
     import waitress
 
     from bench.bench_server_scale import settings_for
+    from idp import freeze_start_up
     from idp.config import configure
     from tests.served import server_settings
 
     url, folder, port = argv[0], Path(argv[1]), int(argv[2])
-    key_size = argv[3]
+    key_size, threads = argv[3], argv[4]
     settings = settings_for(url, folder)
     settings["idp.key_size"] = key_size
     app = configure(settings).make_wsgi_app()
+    freeze_start_up()  # as idp.main does once the app is built
+    served = server_settings()
+    if threads != "-":
+        served["threads"] = threads
     waitress.serve(
         app,
         host="127.0.0.1",
         port=port,
         url_scheme="https",
-        **{**server_settings(), "_quiet": True},
+        **{**served, "_quiet": True},
     )
 
 
 class Servers:
-    def __init__(self, url: str, folder: Path, key_size: int, count: int) -> None:
+    def __init__(
+        self, url: str, folder: Path, key_size: int, count: int, threads: int | None
+    ) -> None:
         self.ports = [free_port() for _ in range(count)]
         self.procs = [
             subprocess.Popen(
@@ -582,6 +627,7 @@ class Servers:
                     str(folder),
                     str(port),
                     str(key_size),
+                    str(threads) if threads else "-",
                 ],
                 cwd=ROOT,
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -629,17 +675,18 @@ def idme_cells(kind: str, url: str, key_size: int, args) -> list[Cell]:
     except SQLAlchemyError as error:
         shutil.rmtree(folder, ignore_errors=True)
         sys.exit(f"cannot prepare the {kind} database: {str(error).splitlines()[0]}")
-    count = 1 if kind == "sqlite" else 2
-    servers = Servers(url, folder, key_size, count)
+    count = 1 if kind == "sqlite" else args.nodes
+    servers = Servers(url, folder, key_size, count, args.threads)
     try:
         cookies = [
             idme_sign_in(servers.ports[i % count], NUMBER, PASSWORD)
             for i in range(args.sessions)
         ]
+        shape = f"{args.threads} threads" if args.threads else "ini threads"
         label = (
-            f"idMe, SQLite, 1 waitress, RSA-{key_size}"
+            f"idMe, SQLite, 1 waitress ({shape}), RSA-{key_size}"
             if kind == "sqlite"
-            else f"idMe, PostgreSQL, 2 waitress, RSA-{key_size}"
+            else f"idMe, PostgreSQL, {count} waitress ({shape}), RSA-{key_size}"
         )
         target = Target(
             label,
@@ -661,6 +708,8 @@ def idme_cells(kind: str, url: str, key_size: int, args) -> list[Cell]:
             if cell.first_error:
                 print(f"    first error: {cell.first_error}", flush=True)
             cells.append(cell)
+        if args.soak_seconds and key_size == args.key_sizes[0]:
+            soak(target, max(args.connections), args.soak_seconds)
         if args.profile_seconds and kind == "sqlite" and key_size == 2048:
             profile(target, servers.pids()[0], args)
         return cells
@@ -866,11 +915,25 @@ def main() -> None:
         help="SSO/s to pre-generate requests for",
     )
     parser.add_argument("--profile-seconds", type=float, default=0.0)
+    parser.add_argument(
+        "--nodes", type=int, default=2, help="waitress processes on PostgreSQL"
+    )
+    parser.add_argument(
+        "--soak-seconds",
+        type=float,
+        default=0.0,
+        help="then a long run at the most connections: RSS every 10 s, slow requests",
+    )
+    parser.add_argument(
+        "--threads", type=int, help="waitress threads per process (default: the ini's)"
+    )
     args = parser.parse_args()
     if args.seconds <= 0 or args.runs < 1 or args.sessions < 1 or args.sample < 1:
         parser.error("--seconds, --runs, --sessions and --sample must be positive")
     if min(args.connections) < 1:
         parser.error("--connections must be positive")
+    if args.nodes < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--nodes and --threads must be positive")
     pg_url = args.postgresql_url or os.environ.get("IDP_TEST_POSTGRESQL_URL")
     databases = args.database or (["sqlite", "postgresql"] if pg_url else ["sqlite"])
     if "postgresql" in databases and not pg_url:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pyramid.authorization import ACLHelper, Authenticated, Everyone
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.security import Denied
-from sqlalchemy import select
 
 from idp.authz import PASSWORD_PENDING, READY
 from idp.models import User
@@ -44,9 +43,8 @@ class SessionSecurityPolicy:
         user_id = session.user_id
         if user_id is None:
             return None
-        user = request.dbsession.scalars(
-            select(User).where(User.id == user_id)
-        ).one_or_none()
+        # Loaded with the session row (idp/sessions.py): no query here.
+        user = request.dbsession.get(User, user_id)
         if user is None or not user.usable():
             return None
         authn_at = session.authn_at

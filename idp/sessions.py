@@ -22,11 +22,11 @@ import secrets
 
 from pyramid.i18n import TranslationString
 from pyramid.interfaces import ISession
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from zope.interface import implementer
 
 from idp.db import utcnow
-from idp.models import IdpSession
+from idp.models import IdpSession, User
 
 COOKIE_NAME = "idp_session"
 # How stale last_seen_at may get before a read-only request refreshes it.
@@ -36,6 +36,11 @@ TOUCH_INTERVAL = dt.timedelta(seconds=60)
 MIN_TOKEN_LENGTH = 43
 MAX_TOKEN_LENGTH = 128
 ANONYMOUS_CSRF_CONTEXT = b"idp.sessions.anonymous-csrf\x00"
+_SESSION_WITH_USER = (
+    select(IdpSession, User)
+    .outerjoin(User, User.id == IdpSession.user_id)
+    .where(IdpSession.token_hash == bindparam("token_hash"))
+)
 
 
 def hash_token(token: str) -> str:
@@ -96,6 +101,7 @@ class DatabaseSession(dict):
         self.lifetime = dt.timedelta(seconds=settings["idp.session_max_seconds"])
         self._token: str | None = None
         self._signed_in: tuple | None = None
+        self._user: User | None = None
         # The id of a cookie-only session: no row yet, only a CSRF token
         # derived from it. _pending_is_new: the cookie must be set.
         self._pending: str | None = None
@@ -107,9 +113,15 @@ class DatabaseSession(dict):
         token = self.request.cookies.get(COOKIE_NAME)
         if not token or not MIN_TOKEN_LENGTH <= len(token) <= MAX_TOKEN_LENGTH:
             return
-        row = self.request.dbsession.scalar(
-            select(IdpSession).where(IdpSession.token_hash == hash_token(token))
-        )
+        # The session's user comes in the same statement, into the ORM
+        # session's identity map, where the security policy finds it
+        # (``Session.get``) without a query of its own.
+        found = self.request.dbsession.execute(
+            _SESSION_WITH_USER, {"token_hash": hash_token(token)}
+        ).one_or_none()
+        row = found[0] if found is not None else None
+        # Held here: the identity map keeps objects only while referenced.
+        self._user = found[1] if found is not None else None
         now = utcnow()
         if row is None:
             self._pending = token

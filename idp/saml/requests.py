@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
 import zlib
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from lxml import etree
 from saml2.sigver import SignatureError
 from saml2.xml.schema import XMLSchemaError
 from saml2.xml.schema import validate as schema_validate
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -237,14 +238,33 @@ def _issuer(root: etree._Element) -> str:
     return issuer.text or ""
 
 
+# Hot-path statements are built once, with bind parameters: building one
+# costs more than running it on SQLite.
+_SP_BY_ENTITY_ID = select(ServiceProvider).where(
+    ServiceProvider.entity_id == bindparam("entity_id")
+)
+_RECORD_SEEN = {
+    dialect: insert(SeenRequestId)
+    .values(
+        issuer=bindparam("issuer"),
+        request_id=bindparam("request_id"),
+        expires_at=bindparam("expires_at"),
+    )
+    .on_conflict_do_nothing()
+    .returning(SeenRequestId.request_id)
+    for dialect, insert in (
+        ("postgresql", postgresql_insert),
+        ("sqlite", sqlite_insert),
+    )
+}
+
+
 def _find_sp(
     dbsession: Session, entity_id: str, discover: Discover | None = None
 ) -> ServiceProvider:
     if not entity_id or len(entity_id) > 1024:
         raise SamlRefused("saml_unknown_sp", "no usable Issuer")
-    sp = dbsession.scalar(
-        select(ServiceProvider).where(ServiceProvider.entity_id == entity_id)
-    )
+    sp = dbsession.scalar(_SP_BY_ENTITY_ID, {"entity_id": entity_id})
     if sp is None and discover is not None:
         # First sight of this issuer: an MDQ source may know it (idp.saml.mdq).
         sp = discover(entity_id)
@@ -416,16 +436,26 @@ def check_not_replayed(
     place refuses its (issuer, ID) a little longer, which is harmless: the
     request itself is already too old by then (:func:`check_fresh`).
     """
-    dialect = dbsession.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    recorded = dbsession.execute(
-        insert(SeenRequestId)
-        .values(issuer=verified.issuer, request_id=verified.id, expires_at=expires_at)
-        .on_conflict_do_nothing()
-        .returning(SeenRequestId.request_id)
-    ).scalar_one_or_none()
+    record_seen(dbsession, verified.issuer, verified.id, expires_at)
+
+
+def record_seen(
+    dbsession: Session, issuer: str, request_id: str, expires_at: dt.datetime
+) -> None:
+    """The statement of :func:`check_not_replayed`: SamlRefused if seen before."""
+    statement = _RECORD_SEEN[dbsession.get_bind().dialect.name]
+    # Core on the session's connection: the ORM's bulk-insert path around
+    # a plain INSERT cost more than the statement.
+    recorded = (
+        dbsession.connection()
+        .execute(
+            statement,
+            {"issuer": issuer, "request_id": request_id, "expires_at": expires_at},
+        )
+        .scalar_one_or_none()
+    )
     if recorded is None:
-        raise SamlRefused("saml_replay", verified.id)
+        raise SamlRefused("saml_replay", request_id)
 
 
 def check_relay_state(verified: Verified) -> None:
@@ -461,6 +491,9 @@ class AuthnRequest:
     signed: bool
     # The SP's row, as loaded for the checks (not compared or shown).
     sp: ServiceProvider | None = field(default=None, compare=False, repr=False)
+    # Until when its replay record must stand (SAML-17), for a request not
+    # recorded yet (:func:`record`); None once recorded, or read back.
+    unrecorded_until: dt.datetime | None = field(default=None, compare=False)
 
     def reply(self) -> Reply:
         return Reply(
@@ -574,7 +607,9 @@ def receive_authn_request(
 ) -> AuthnRequest:
     """Every check an AuthnRequest passes before the user is involved.
 
-    ``discover``: see :func:`verify`; only an AuthnRequest may bring a new SP.
+    All but the replay record, which the caller writes with :func:`record`
+    before answering. ``discover``: see :func:`verify`; only an
+    AuthnRequest may bring a new SP.
     """
     verified = verify(
         dbsession,
@@ -589,10 +624,26 @@ def receive_authn_request(
         check_destination(verified, destination)
         check_relay_state(verified)
         expires_at = check_fresh(verified, settings)
-        check_not_replayed(dbsession, verified, expires_at)
     except SamlRefused as exc:
         raise exc.with_reply(request.reply()) from None
-    return request
+    return dataclasses.replace(request, unrecorded_until=expires_at)
+
+
+def record(dbsession: Session, request: AuthnRequest) -> None:
+    """Record a checked request's (issuer, ID); refuse one seen before (SAML-17).
+
+    :func:`receive_authn_request` checks all but this, so that single
+    sign-on writes it last, after signing (:func:`idp.saml.sso.answer`):
+    on SQLite the writer's turn is then held only for the write. Whatever
+    the order, the Response leaves only once its request is recorded, and
+    the primary key lets one of two racing requests through.
+    """
+    if request.unrecorded_until is None:
+        return
+    try:
+        record_seen(dbsession, request.issuer, request.id, request.unrecorded_until)
+    except SamlRefused as exc:
+        raise exc.with_reply(request.reply()) from None
 
 
 def reparse_authn_request(

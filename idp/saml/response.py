@@ -160,11 +160,17 @@ def allowed_formats(sp: ServiceProvider) -> set[str]:
     return allowed
 
 
-def _persistent(dbsession: Session, user: User, sp: ServiceProvider, create: bool):
+# ``name_id(persistent=...)`` not given: look the persistent NameID up.
+UNKNOWN = object()
+
+
+def _persistent(
+    dbsession: Session, user: User, sp: ServiceProvider, create: bool, known=UNKNOWN
+):
     query = select(PersistentNameId.name_id).where(
         PersistentNameId.user_id == user.id, PersistentNameId.sp_id == sp.id
     )
-    value = dbsession.scalar(query)
+    value = dbsession.scalar(query) if known is UNKNOWN else known
     if value is not None or not create:
         return value
     # Random, so two SPs cannot correlate a person by comparing (SAML-34).
@@ -179,9 +185,18 @@ def _persistent(dbsession: Session, user: User, sp: ServiceProvider, create: boo
 
 
 def name_id(
-    dbsession: Session, user: User, sp: ServiceProvider, request: AuthnRequest | None
+    dbsession: Session,
+    user: User,
+    sp: ServiceProvider,
+    request: AuthnRequest | None,
+    *,
+    persistent=UNKNOWN,
 ) -> Subject:
-    """The NameID for ``user`` at ``sp`` (InvalidNameIDPolicy when refused)."""
+    """The NameID for ``user`` at ``sp`` (InvalidNameIDPolicy when refused).
+
+    ``persistent``: the user's persistent NameID at ``sp`` if already read
+    (None: there is none yet), to spare the lookup.
+    """
     requested = request.name_id_format if request else None
     qualifier = request.sp_name_qualifier if request else None
     allow_create = request.allow_create if request else True
@@ -195,7 +210,7 @@ def name_id(
         return Subject(requested, "_" + secrets.token_hex(20))
     if requested == NAMEID_FORMAT_EMAILADDRESS:
         return Subject(requested, user.email)
-    value = _persistent(dbsession, user, sp, create=allow_create)
+    value = _persistent(dbsession, user, sp, create=allow_create, known=persistent)
     if value is None:
         raise _invalid_policy("AllowCreate is false and no persistent NameID exists")
     return Subject(requested, value)

@@ -212,13 +212,16 @@ class ServerCache:
         self._server: Server | None = None
         self._version: tuple | None = None
 
-    def get(self, dbsession: Session) -> Server:
+    def get(self, dbsession: Session, version: tuple | None = None) -> Server:
         """The ``Server``, its store reading the database through ``dbsession``.
 
         Use it on this thread, for this request: the store resolves SPs
         through the session given to the latest ``get`` on the thread.
+        ``version`` is the registry's, if this request has just read it
+        (:func:`idp.saml.registry.current_version`'s shape): no query then.
         """
-        version = current_version(dbsession)
+        if version is None:
+            version = current_version(dbsession)
         server = self._server
         if server is None:
             with self._lock:

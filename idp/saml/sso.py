@@ -35,21 +35,32 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from lxml import etree
-from sqlalchemy import CursorResult, and_, select, update
+from sqlalchemy import (
+    CursorResult,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from idp.models import (
     IdpSession,
     PendingSamlRequest,
+    PersistentNameId,
     Role,
     ServiceProvider,
     SessionParticipant,
+    SpRegistryState,
     User,
 )
 from idp.models.role import role_modules, user_roles
 from idp.saml import response as responses
 from idp.saml.errors import STATUS_NO_PASSIVE, STATUS_RESPONDER, Reply, SamlRefused
-from idp.saml.registry import sp_metadata, usable_metadata
+from idp.saml.registry import REGISTRY_STATE_ID, sp_metadata, usable_metadata
 from idp.saml.requests import (
     AuthnRequest,
     Discover,
@@ -58,6 +69,7 @@ from idp.saml.requests import (
     from_redirect,
     one_relay_state,
     receive_authn_request,
+    record,
     reparse_authn_request,
     resolve_acs,
     usable_sp,
@@ -391,6 +403,8 @@ def answer(
 ) -> Answer:
     """Decide (:func:`decide`) and do it: park, sign, record; one :class:`Answer`.
 
+    The request's replay record (SAML-17, :func:`record`) is written first
+    for every answer but an assertion, which writes it after signing.
     ``servers`` gives the pysaml2 ``Server`` (asked for only to sign),
     ``audit`` records a refusal by the role gate, from ``address``. A parked
     request is marked answered by its final answer; an assertion for one
@@ -398,8 +412,23 @@ def answer(
     instead.
     """
     signed_in = functools.cache(signed_in)
-    access = functools.cache(lambda user: may_reach(dbsession, user, start.sp))
+
+    def access(user: User) -> Access:
+        who = signed_in()
+        return may_reach(
+            dbsession, user, start.sp, who.session if who is not None else None
+        )
+
+    access = functools.cache(access)
     outcome = decide(start, signed_in, access)
+    if outcome is Outcome.ASSERTION:
+        return _assertion(dbsession, start, signed_in(), access, servers, settings)
+    try:
+        # Answers without a signature record their request first.
+        if start.request is not None:
+            record(dbsession, start.request)
+    except SamlRefused as exc:
+        return Answer(Outcome.REFUSED, reply=exc.reply, refusal=exc)
     if outcome in (Outcome.CONTINUE, Outcome.SIGN_IN, Outcome.CHANGE_PASSWORD):
         pending = signed_in() if outcome is Outcome.CHANGE_PASSWORD else None
         return Answer(
@@ -415,28 +444,45 @@ def answer(
         return Answer(outcome, reply=start.reply, saml_response=saml_response)
     who = signed_in()
     assert who is not None, "decide() lets only a signed-in user reach the gate"
-    if outcome is Outcome.NO_ACCESS:
-        finish(dbsession, start.token)
-        audit.record(
-            "saml.sso.refused",
-            subject_user_id=who.user.id,
-            client_address=address,
-            detail={
-                "sp": start.sp.entity_id,
-                "reason": "no role grants the SP's module",
-            },
-        )
-        return Answer(outcome, reply=start.reply, sp=start.sp)
+    finish(dbsession, start.token)
+    audit.record(
+        "saml.sso.refused",
+        subject_user_id=who.user.id,
+        client_address=address,
+        detail={
+            "sp": start.sp.entity_id,
+            "reason": "no role grants the SP's module",
+        },
+    )
+    return Answer(outcome, reply=start.reply, sp=start.sp)
+
+
+def _assertion(
+    dbsession: Session,
+    start: Start,
+    who: SignedIn | None,
+    access: Callable[[User], Access],
+    servers: ServerCache,
+    settings,
+) -> Answer:
+    """The ASSERTION outcome: sign, then write (replay record, parked request).
+
+    The writes come after the signatures, so SQLite's writer's turn
+    (:mod:`idp.db`) is held only for them; a request seen before is
+    refused then, and its signed Response never leaves.
+    """
+    assert who is not None, "decide() lets only a signed-in user have an assertion"
+    facts = access(who.user)
     try:
         saml_response = assertion_for(
             dbsession,
-            servers.get(dbsession),
+            servers.get(dbsession, version=facts.registry),
             user=who.user,
             session_row=who.session,
             sp=start.sp,
             reply=start.reply,
             request=start.request,
-            roles=access(who.user).roles,
+            access=facts,
             settings=settings,
         )
     except SamlRefused as exc:
@@ -463,35 +509,123 @@ def _parked(dbsession: Session, start: Start, settings) -> str | None:
 
 @dataclass(frozen=True)
 class Access:
-    """Whether a user's roles reach an SP, and the roles' names (one query)."""
+    """Whether a user's roles reach an SP, and the facts its Response needs.
+
+    ``roles``: the role names released in ``isMemberOf``; ``persistent``:
+    the user's persistent NameID at the SP (None: none yet); ``participant``:
+    this session's record of the SP as (id, NameID, format, SessionIndex),
+    None if the session has not been to the SP; ``registry``: the
+    registry's version, for :class:`ServerCache`. All read in one statement
+    (:func:`may_reach`); ``participant`` and ``registry`` only when asked.
+    """
 
     allowed: bool
     roles: tuple[str, ...]
+    persistent: str | None = None
+    participant: tuple[int, str, str, str] | None = None
+    registry: tuple[int, dt.datetime | None] | None = None
 
     def __bool__(self) -> bool:
         return self.allowed
 
 
-def may_reach(dbsession: Session, user: User, sp: ServiceProvider) -> Access:
-    """Does one of the user's roles grant the SP's module? (SAML-32)
+# Role names are codes (letters, digits, ".", "_", "-"): this never occurs.
+_ROLE_SEPARATOR = "\x1f"
 
-    Checked at every SSO, in the same query that reads the role names the
-    assertion releases.
-    """
-    rows = dbsession.execute(
-        select(Role.name, role_modules.c.module_id)
+
+def _facts_statement():
+    """The one SELECT of :func:`may_reach`, built once (bind parameters)."""
+    user_id, module_id = bindparam("user_id"), bindparam("module_id")
+    sp_id, session_id = bindparam("sp_id"), bindparam("session_id")
+    roles = (
+        select(func.aggregate_strings(Role.name, _ROLE_SEPARATOR))
         .join(user_roles, user_roles.c.role_id == Role.id)
+        .where(user_roles.c.user_id == user_id)
+        .scalar_subquery()
+    )
+    allowed = (
+        select(literal(1))
+        .select_from(user_roles)
+        .join(role_modules, role_modules.c.role_id == user_roles.c.role_id)
+        .where(user_roles.c.user_id == user_id, role_modules.c.module_id == module_id)
+        .exists()
+    )
+    persistent = (
+        select(PersistentNameId.name_id)
+        .where(PersistentNameId.user_id == user_id, PersistentNameId.sp_id == sp_id)
+        .scalar_subquery()
+    )
+    state = SpRegistryState.id == REGISTRY_STATE_ID
+    generation = select(SpRegistryState.generation).where(state).scalar_subquery()
+    changed_at = select(SpRegistryState.changed_at).where(state).scalar_subquery()
+    anchor = select(literal(1).label("one")).subquery("anchor")
+    return (
+        select(
+            roles.label("roles"),
+            allowed.label("allowed"),
+            persistent.label("persistent"),
+            generation.label("generation"),
+            changed_at.label("changed_at"),
+            SessionParticipant.id,
+            SessionParticipant.name_id,
+            SessionParticipant.name_id_format,
+            SessionParticipant.session_index,
+        )
+        .select_from(anchor)
         .outerjoin(
-            role_modules,
+            SessionParticipant,
             and_(
-                role_modules.c.role_id == Role.id,
-                role_modules.c.module_id == sp.module_id,
+                SessionParticipant.session_id == session_id,
+                SessionParticipant.sp_id == sp_id,
             ),
         )
-        .where(user_roles.c.user_id == user.id)
-    ).all()
-    allowed = sp.module_id is not None and any(m is not None for _, m in rows)
-    return Access(allowed, tuple(sorted({name for name, _ in rows})))
+        .order_by(SessionParticipant.id.desc())
+        .limit(1)
+    )
+
+
+_FACTS = _facts_statement()
+
+
+def may_reach(
+    dbsession: Session,
+    user: User,
+    sp: ServiceProvider,
+    session_row: IdpSession | None = None,
+) -> Access:
+    """Does one of the user's roles grant the SP's module? (SAML-32)
+
+    Checked at every SSO, in the one statement that also reads what the
+    assertion needs (:class:`Access`): the role names, the persistent
+    NameID, this session's participant record (given ``session_row``) and
+    the registry's version. A user holding no role, or an SP in no module,
+    is refused.
+    """
+    # Core on the session's connection, as rows: nothing here is an entity.
+    row = (
+        dbsession.connection()
+        .execute(
+            _FACTS,
+            {
+                "user_id": user.id,
+                "module_id": sp.module_id,
+                "sp_id": sp.id,
+                "session_id": session_row.id if session_row is not None else None,
+            },
+        )
+        .one()
+    )
+    roles = tuple(sorted(set(row.roles.split(_ROLE_SEPARATOR)))) if row.roles else ()
+    participant = None
+    if row.id is not None:
+        participant = (row.id, row.name_id, row.name_id_format, row.session_index)
+    return Access(
+        allowed=sp.module_id is not None and bool(row.allowed),
+        roles=roles,
+        persistent=row.persistent,
+        participant=participant,
+        registry=(row.generation or 0, row.changed_at if row.generation else None),
+    )
 
 
 def service_name(sp: ServiceProvider, locale: str) -> str:
@@ -506,35 +640,46 @@ def service_name(sp: ServiceProvider, locale: str) -> str:
 
 
 def _participant(
-    dbsession: Session, session_row: IdpSession, sp: ServiceProvider, subject
-) -> SessionParticipant:
-    """This session's record of ``sp``: one per SP, written only on a change.
+    subject, known: tuple[int, str, str, str] | None
+) -> tuple[str, Callable[[Session, IdpSession, ServiceProvider], None] | None]:
+    """The SessionIndex of this session at an SP, and the write recording it.
 
-    The SessionIndex is the session's at this SP: kept while the NameID
-    stays the same, so a second SSO to the same SP writes nothing (no
-    UPDATE per sign-in) and a LogoutRequest naming the index of any
-    assertion the SP holds from this session still matches. A new NameID
-    (another format asked for) starts a new index.
+    ``known`` is the session's record of the SP, read with the role gate
+    (:func:`may_reach`). The SessionIndex is kept while the NameID stays
+    the same, so a second SSO to the same SP writes nothing (the write is
+    None) and a LogoutRequest naming the index of any assertion the SP
+    holds from this session still matches. A new NameID (another format
+    asked for) starts a new index; a first visit records one.
     """
-    participant = dbsession.scalar(
-        select(SessionParticipant).where(
-            SessionParticipant.session_id == session_row.id,
-            SessionParticipant.sp_id == sp.id,
+    if known is not None:
+        _, value, name_format, index = known
+        if value == subject.value and name_format == subject.format and index:
+            return index, None
+    index = responses.session_index()
+    values = {
+        "name_id": subject.value,
+        "name_id_format": subject.format,
+        "session_index": index,
+    }
+
+    def write(dbsession: Session, session_row: IdpSession, sp: ServiceProvider):
+        if known is not None:
+            dbsession.connection().execute(
+                update(SessionParticipant)
+                .where(SessionParticipant.id == known[0])
+                .values(**values)
+            )
+            return
+        dbsession.connection().execute(
+            insert(SessionParticipant).values(
+                session_id=session_row.id,
+                sp_id=sp.id,
+                created_at=dt.datetime.now(dt.UTC),
+                **values,
+            )
         )
-    )
-    if participant is None:
-        participant = SessionParticipant(session_id=session_row.id, sp_id=sp.id)
-        dbsession.add(participant)
-    elif (
-        participant.name_id == subject.value
-        and participant.name_id_format == subject.format
-        and participant.session_index
-    ):
-        return participant
-    participant.name_id = subject.value
-    participant.name_id_format = subject.format
-    participant.session_index = responses.session_index()
-    return participant
+
+    return index, write
 
 
 def assertion_for(
@@ -546,10 +691,15 @@ def assertion_for(
     sp: ServiceProvider,
     reply: Reply,
     request: AuthnRequest | None,
-    roles: tuple[str, ...],
+    access: Access,
     settings,
 ) -> str:
     """The signed Response for ``user`` at ``sp``, recorded for logout.
+
+    The request's replay record and the session's record of the SP are
+    written after signing (:func:`_assertion`). ``access`` is what the role
+    gate read (:func:`may_reach`): the roles released, the persistent
+    NameID and this session's record of the SP.
 
     Raises :class:`SamlRefused` (with ``reply`` set) for NoAuthnContext and
     InvalidNameIDPolicy.
@@ -559,10 +709,12 @@ def assertion_for(
         context = responses.authn_context(
             request.requested_context if request else None, sp, settings
         )
-        subject = responses.name_id(dbsession, user, sp, request)
+        subject = responses.name_id(
+            dbsession, user, sp, request, persistent=access.persistent
+        )
     except SamlRefused as exc:
         raise exc.with_reply(reply) from None
-    participant = _participant(dbsession, session_row, sp, subject)
+    index, write_participant = _participant(subject, access.participant)
     xml = responses.build(
         server,
         sp=sp,
@@ -570,13 +722,18 @@ def assertion_for(
         acs_url=reply.acs_url,
         in_response_to=reply.in_response_to or None,
         subject=subject,
-        attributes=responses.attributes(user, sp, list(roles), settings),
+        attributes=responses.attributes(user, sp, list(access.roles), settings),
         context_class=context,
         authn_instant=session_row.authn_at or dt.datetime.now(dt.UTC),
-        session_index=participant.session_index,
+        session_index=index,
         settings=settings,
     )
-    dbsession.flush()
+    # Written after the signatures: the replay record (which may still
+    # refuse), then the session's record of the SP.
+    if request is not None:
+        record(dbsession, request)
+    if write_participant is not None:
+        write_participant(dbsession, session_row, sp)
     return responses.encode(xml)
 
 

@@ -17,8 +17,9 @@ transaction takes a transaction-scoped advisory lock before it reads the last
 hash and holds it until it commits or aborts, so recording transactions
 commit one at a time: record late in a transaction. This relies on READ
 COMMITTED (the default), where the read after the lock sees the previous
-holder's commit. SQLite has one writer at a time already (``idp.db`` begins
-every transaction IMMEDIATE).
+holder's commit. On SQLite the recording transaction takes the writer's
+turn before that read (:func:`idp.db.take_write_turn`): one writer at a
+time, and its reads after the turn see every earlier commit.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from sqlalchemy import String, select, text
 from sqlalchemy.engine import Connection
 from zope.interface import implementer
 
-from idp.db import utcnow
+from idp.db import take_write_turn, utcnow
 from idp.models import AuditEvent
 from idp.services.interfaces import IAuditLog
 
@@ -205,6 +206,8 @@ class AuditLog:
             self.dbsession.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY}
             )
+        else:
+            take_write_turn(self.dbsession.connection())
 
 
 @dataclass(frozen=True)
