@@ -9,23 +9,35 @@ per-call values checked and replaced. No app and no database.
 from __future__ import annotations
 
 import functools
+import shutil
+import string
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import onelogin.saml2
 import pytest
 from lxml import etree
 
-from idp.saml.xml import SAML_NS
+from idp.saml import keys as keystore
+from idp.saml.crypto import KEY_RECHECK_SECONDS, SignatureError, XmlsecBackend
+from idp.saml.response import Shape, UnknownAttribute, new_id, success_template
+from idp.saml.xml import DS_NS, SAML_NS
 from idp.settings import parse_settings
+from tests.app import TEST_HOST
 from tests.response_golden import (
     CASES,
     ERROR_CASES,
+    ID_SHAPE,
+    TRANSIENT,
     TRICKY,
     Case,
     World,
     decrypted,
     golden_path,
     record,
+    verify_signatures,
 )
 
 SCHEMAS = Path(onelogin.saml2.__file__).parent / "schemas"
@@ -100,3 +112,160 @@ def test_name_id_value_is_text_never_markup(world):
     [name_id] = root.iter(f"{{{SAML_NS}}}NameID")
     assert name_id.text == value
     assert len(name_id) == 0
+
+
+# --------------------------------------------------------------------------
+# Templates: one per shape, shared by threads, never changed
+
+
+def test_one_template_per_shape(world):
+    success_template.cache_clear()
+    first = Case("a", attributes={"uid": ["1"], "mail": ["a@b.my"]})
+    world.build(first)
+    world.build(replace(first, name_id="another"))
+    assert success_template.cache_info().misses == 1
+    assert success_template.cache_info().hits == 1
+    # Each thing the policy decides is part of the shape.
+    for other in (
+        replace(first, attributes={"uid": ["1"]}),
+        replace(first, attributes={"mail": ["a@b.my"], "uid": ["1"]}),  # order
+        replace(first, name_id_format=TRANSIENT),
+        replace(first, sign_assertion=False),
+        replace(first, sign_response=False),
+    ):
+        misses = success_template.cache_info().misses
+        world.build(other)
+        assert success_template.cache_info().misses == misses + 1
+
+
+def test_a_new_signing_certificate_is_a_new_template(world, monkeypatch):
+    case = Case("a", attributes={"uid": ["1"]})
+    before = etree.fromstring(world.response(case))
+    monkeypatch.setattr(world.server.sec, "my_cert", "QUJD")
+    after = etree.fromstring(world.response(case))
+    certificates = [
+        [c.text for c in root.iter(f"{{{DS_NS}}}X509Certificate")]
+        for root in (before, after)
+    ]
+    assert certificates[0] and "QUJD" not in certificates[0]
+    assert certificates[1] == ["QUJD", "QUJD"]
+
+
+def test_concurrent_builds_from_one_template_share_no_state(world, keypair):
+    """Threads fill their own copies at once; none sees another's values."""
+    shape_case = Case("threads", attributes={"displayName": ["x"], "isMemberOf": []})
+    world.build(shape_case)
+    misses = success_template.cache_info().misses
+    start = threading.Barrier(6)
+
+    def build(worker: int) -> list[tuple[str, bytes]]:
+        start.wait()
+        made = []
+        for n in range(15):
+            mine = f"w{worker}-n{n}-\U0001f600"
+            roles = [f"r{worker}-{i}" for i in range(n % 4)]
+            case = replace(
+                shape_case,
+                name_id=mine,
+                attributes={"displayName": [mine], "isMemberOf": roles},
+            )
+            made.append((mine, roles, world.response(case)))
+        return made
+
+    with ThreadPoolExecutor(6) as pool:
+        results = [r for batch in pool.map(build, range(6)) for r in batch]
+    assert success_template.cache_info().misses == misses
+    ids = set()
+    for mine, roles, xml in results:
+        root = etree.fromstring(xml)
+        assert root.find(f".//{{{SAML_NS}}}NameID").text == mine
+        values = {
+            a.get("FriendlyName"): [v.text for v in a]
+            for a in root.iter(f"{{{SAML_NS}}}Attribute")
+        }
+        assert values == {"displayName": [mine], "isMemberOf": roles}
+        ids.update(e.get("ID") for e in root.iter() if e.get("ID"))
+    assert len(ids) == 2 * len(results)
+    for _, _, xml in results[::10]:
+        assert verify_signatures(xml, keypair) == 2
+
+
+def test_the_template_is_left_as_it_was(world):
+    case = Case("pristine", attributes={"mail": ["a@b.my"], "isMemberOf": ["a", "b"]})
+    world.build(case)
+    shape = shape_of(world, case)
+    before = etree.tostring(success_template(shape))
+    world.build(replace(case, attributes={"mail": ["c@d.my"], "isMemberOf": []}))
+    world.build(case)
+    assert etree.tostring(success_template(shape)) == before
+    assert b"a@b.my" not in before and b'ID=""' in before
+
+
+def shape_of(world, case: Case) -> Shape:
+    return Shape(
+        issuer=world.settings["idp.entity_id"],
+        certificate=world.server.sec.my_cert,
+        audience=case.sp().entity_id,
+        name_id_format=case.name_id_format,
+        attributes=tuple(case.attributes),
+        sign_response=case.sign_response,
+        sign_assertion=case.sign_assertion,
+    )
+
+
+def test_saml_33_an_attribute_outside_the_releasable_set_is_never_sent(world):
+    """SAML-33: the builder itself refuses a name no policy can release."""
+    with pytest.raises(UnknownAttribute, match="ic"):
+        world.build(Case("ic", attributes={"uid": ["1"], "ic": ["080512140001"]}))
+    # Control: the releasable ones alone are fine.
+    world.build(Case("ok", attributes={"uid": ["1"]}))
+
+
+def test_ids_have_pysaml2s_shape_and_do_not_repeat():
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(ID_SHAPE.match(i) for i in ids)
+    # Every letter and digit turns up: no alphabet bias towards a few.
+    assert set("".join(i[3:] for i in ids)) == set(string.ascii_letters + string.digits)
+
+
+# --------------------------------------------------------------------------
+# The signing key: loaded once, looked at again at most once a second
+
+
+def test_a_key_file_replaced_in_place_signs_within_a_second(tmp_path, monkeypatch):
+    """A key file rewritten at the same path (a re-made development key) is
+    used from the next look at the file on; until then the loaded key is.
+    (A rollover names another file and is used at once.)"""
+    from idp.saml import crypto
+
+    clock = [1000.0]
+    monkeypatch.setattr(crypto.time, "monotonic", lambda: clock[0])
+    first = keystore.generate(tmp_path / "one", TEST_HOST, key_size=2048)
+    second = keystore.generate(tmp_path / "two", TEST_HOST, key_size=2048)
+    live = tmp_path / "live.key"
+    shutil.copy(first.key_file, live)
+    backend = XmlsecBackend()
+
+    def signer() -> str:
+        root = etree.fromstring(b'<r xmlns="urn:x" ID="id-1"><Issuer/></r>')
+        backend.sign_element(root, str(live))
+        xml = etree.tostring(root)
+        for pair in (first, second):
+            try:
+                backend.validate_signature(
+                    xml, str(pair.cert_file), "pem", "urn:x:r", "id-1"
+                )
+            except SignatureError:
+                continue
+            return "first" if pair is first else "second"
+        raise AssertionError("signed by neither key")
+
+    assert signer() == "first"
+    shutil.copy(second.key_file, live)
+    clock[0] += KEY_RECHECK_SECONDS / 2
+    assert signer() == "first"
+    clock[0] += KEY_RECHECK_SECONDS
+    assert signer() == "second"
+    # Another path (a rollover's new kid file) is read at once.
+    assert backend.signing_key(first.key_file) is not backend.signing_key(live)
