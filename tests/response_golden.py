@@ -172,6 +172,8 @@ class World:
         self.keypair = keypair
         self.plain = make_sp_metadata()
         self.encrypting = make_sp_metadata(ENCRYPTING_SP, encryption=True)
+        self.plain_metadata = parse_sp_metadata(self.plain)
+        self.encrypting_metadata = parse_sp_metadata(self.encrypting)
         self.server = build_server(
             settings,
             keypair,
@@ -184,7 +186,7 @@ class World:
     def build(self, case: Case) -> str | bytes:
         from idp.saml import response as responses
 
-        metadata = parse_sp_metadata(self.encrypting if case.encrypt else self.plain)
+        metadata = self.encrypting_metadata if case.encrypt else self.plain_metadata
         return responses.build(
             self.server,
             sp=case.sp(),
