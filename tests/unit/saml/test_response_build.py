@@ -22,7 +22,7 @@ from lxml import etree
 
 from idp.saml import keys as keystore
 from idp.saml.crypto import KEY_RECHECK_SECONDS, SignatureError, XmlsecBackend
-from idp.saml.response import Shape, UnknownAttribute, new_id, success_template
+from idp.saml.response import UnknownAttribute, new_id, success_template
 from idp.saml.xml import DS_NS, SAML_NS
 from idp.settings import parse_settings
 from tests.app import TEST_HOST
@@ -188,29 +188,6 @@ def test_concurrent_builds_from_one_template_share_no_state(world, keypair):
     assert len(ids) == 2 * len(results)
     for _, _, xml in results[::10]:
         assert verify_signatures(xml, keypair) == 2
-
-
-def test_the_template_is_left_as_it_was(world):
-    case = Case("pristine", attributes={"mail": ["a@b.my"], "isMemberOf": ["a", "b"]})
-    world.build(case)
-    shape = shape_of(world, case)
-    before = etree.tostring(success_template(shape))
-    world.build(replace(case, attributes={"mail": ["c@d.my"], "isMemberOf": []}))
-    world.build(case)
-    assert etree.tostring(success_template(shape)) == before
-    assert b"a@b.my" not in before and b'ID=""' in before
-
-
-def shape_of(world, case: Case) -> Shape:
-    return Shape(
-        issuer=world.settings["idp.entity_id"],
-        certificate=world.server.sec.my_cert,
-        audience=case.sp().entity_id,
-        name_id_format=case.name_id_format,
-        attributes=tuple(case.attributes),
-        sign_response=case.sign_response,
-        sign_assertion=case.sign_assertion,
-    )
 
 
 def test_saml_33_an_attribute_outside_the_releasable_set_is_never_sent(world):
