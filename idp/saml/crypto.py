@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -175,6 +176,8 @@ _SYMMETRIC_KEY_KLASS = {
 }
 
 _CACHE_SIZE = 64
+# How long a signing key file goes unchecked (XmlsecBackend.signing_key).
+KEY_RECHECK_SECONDS = 1.0
 
 # Data encryption the IdP offers, strongest first: the response builder
 # picks the first an SP's metadata lists (idp.saml.response.encryption_for),
@@ -226,6 +229,39 @@ def _key_transport_method(
     method.set("Algorithm", key_transport)
     if digest is not None:
         etree.SubElement(method, _DS_DIGEST_METHOD, Algorithm=digest)
+
+
+def signature_template(cert_pem: str | None = None) -> etree._Element:
+    """A detached enveloped ds:Signature template, as idMe signs everything.
+
+    Exclusive c14n, RSA-SHA256, one Reference (its URI left empty for the
+    caller: ``#`` and the ID of the element the signature goes into) with
+    the enveloped-signature and exclusive c14n transforms and a SHA-256
+    digest; ``cert_pem`` (PEM, or its bare base64) in KeyInfo as a hint.
+    Deep copies of one template are signed in place by
+    :meth:`XmlsecBackend.sign_in_place`.
+    """
+    holder = etree.Element("holder")
+    signature = xmlsec.template.create(
+        holder, _C.TransformExclC14N, _C.TransformRsaSha256, ns="ds"
+    )
+    reference = xmlsec.template.add_reference(signature, _C.TransformSha256, uri="")
+    xmlsec.template.add_transform(reference, _C.TransformEnveloped)
+    xmlsec.template.add_transform(reference, _C.TransformExclC14N)
+    if cert_pem:
+        key_info = xmlsec.template.ensure_key_info(signature)
+        x509 = xmlsec.template.add_x509_data(key_info)
+        etree.SubElement(x509, _DS_X509_CERTIFICATE).text = "".join(
+            line
+            for line in cert_pem.strip().splitlines()
+            if not line.startswith("-----")
+        )
+    return signature
+
+
+def signature_reference(signature: etree._Element) -> etree._Element:
+    """The one ds:Reference of a signature made by :func:`signature_template`."""
+    return signature[0][2]
 
 
 class _Refused(XmlRefused):
@@ -406,6 +442,8 @@ class XmlsecBackend(CryptoBackend):
         self._private_keys: _LRU[xmlsec.Key] = _LRU(_CACHE_SIZE)
         self._certificates: _LRU[xmlsec.Key] = _LRU(_CACHE_SIZE)
         self._managers: _LRU[xmlsec.KeysManager] = _LRU(_CACHE_SIZE)
+        # path -> (key, when its file was last looked at; time.monotonic())
+        self._signing_keys: _LRU[tuple[xmlsec.Key, float]] = _LRU(_CACHE_SIZE)
 
     # -- CryptoBackend interface -------------------------------------------
 
@@ -748,32 +786,54 @@ class XmlsecBackend(CryptoBackend):
             node_id = element.get("ID")
             if not node_id:
                 raise _Refused("the element to sign has no ID")
-            signature = xmlsec.template.create(
-                element, _C.TransformExclC14N, _C.TransformRsaSha256, ns="ds"
-            )
+            signature = signature_template(cert_pem)
             issuer = next(
                 (i for i, child in enumerate(element) if _local(child.tag) == "Issuer"),
                 None,
             )
             element.insert(0 if issuer is None else issuer + 1, signature)
-            reference = xmlsec.template.add_reference(
-                signature, _C.TransformSha256, uri=f"#{node_id}"
-            )
-            xmlsec.template.add_transform(reference, _C.TransformEnveloped)
-            xmlsec.template.add_transform(reference, _C.TransformExclC14N)
-            if cert_pem:
-                key_info = xmlsec.template.ensure_key_info(signature)
-                x509 = xmlsec.template.add_x509_data(key_info)
-                etree.SubElement(x509, _DS_X509_CERTIFICATE).text = "".join(
-                    line
-                    for line in cert_pem.strip().splitlines()
-                    if not line.startswith("-----")
-                )
-            ctx = self._signature_context(self._private_key(key_file))
-            xmlsec.tree.add_ids(element, ["ID"])
+            signature_reference(signature).set("URI", f"#{node_id}")
+        except XmlRefused as exc:
+            raise SignatureError(f"cannot sign: {exc}") from exc
+        self.sign_in_place(signature, key_file)
+
+    def sign_in_place(self, signature: etree._Element, key_file: str) -> None:
+        """Fill in a ds:Signature template already in place in its document.
+
+        The template (:func:`signature_template`, its Reference URI set to
+        the ID of the element that holds it) is signed over the tree as it is
+        now, with the private key in ``key_file`` (:meth:`signing_key`).
+        """
+        try:
+            signed = signature.getparent()
+            node_id = None if signed is None else signed.get("ID")
+            if not node_id:
+                raise _Refused("the signature is not inside an element with an ID")
+            if signature_reference(signature).get("URI") != f"#{node_id}":
+                raise _Refused("the signature does not reference its parent's ID")
+            ctx = xmlsec.SignatureContext()
+            ctx.key = self.signing_key(key_file)
+            xmlsec.tree.add_ids(signed, ["ID"])
             ctx.sign(signature)
         except (XmlRefused, xmlsec.Error, OSError) as exc:
             raise SignatureError(f"cannot sign: {exc}") from exc
+
+    def signing_key(self, key_file: str | os.PathLike[str]) -> xmlsec.Key:
+        """The private key in ``key_file``, looked at again at most once a second.
+
+        Signing is on every SSO; opening the file each time cost more than
+        the check is worth. A key rollover names another file (the next
+        signature uses it at once); a file replaced in place is seen within
+        :data:`KEY_RECHECK_SECONDS`.
+        """
+        path = os.fspath(key_file)
+        now = time.monotonic()
+        held = self._signing_keys.get(path)
+        if held is not None and now - held[1] < KEY_RECHECK_SECONDS:
+            return held[0]
+        key = self._private_key(path)
+        self._signing_keys.put(path, (key, now))
+        return key
 
     def _keys_manager_pem(self, certificate_pem: str) -> xmlsec.KeysManager:
         data = certificate_pem.encode("ascii")

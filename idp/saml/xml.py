@@ -22,6 +22,8 @@ REMD_NS = "http://refeds.org/metadata"
 DS_NS = "http://www.w3.org/2000/09/xmldsig#"
 XENC_NS = "http://www.w3.org/2001/04/xmlenc#"
 XML_NS = "http://www.w3.org/XML/1998/namespace"
+XS_NS = "http://www.w3.org/2001/XMLSchema"
+XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 XINCLUDE_NS = "http://www.w3.org/2001/XInclude"
 
 
