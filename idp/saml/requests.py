@@ -41,6 +41,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from idp.db import execute_write
 from idp.models import SeenRequestId, ServiceProvider
 from idp.saml import xsdatetime
 from idp.saml.crypto import XmlsecBackend, verify_redirect_signature
@@ -446,14 +447,11 @@ def record_seen(
     statement = _RECORD_SEEN[dbsession.get_bind().dialect.name]
     # Core on the session's connection: the ORM's bulk-insert path around
     # a plain INSERT cost more than the statement.
-    recorded = (
-        dbsession.connection()
-        .execute(
-            statement,
-            {"issuer": issuer, "request_id": request_id, "expires_at": expires_at},
-        )
-        .scalar_one_or_none()
-    )
+    recorded = execute_write(
+        dbsession,
+        statement,
+        {"issuer": issuer, "request_id": request_id, "expires_at": expires_at},
+    ).scalar_one_or_none()
     if recorded is None:
         raise SamlRefused("saml_replay", request_id)
 

@@ -47,6 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from idp.db import execute_write
 from idp.models import (
     IdpSession,
     PendingSamlRequest,
@@ -664,19 +665,21 @@ def _participant(
 
     def write(dbsession: Session, session_row: IdpSession, sp: ServiceProvider):
         if known is not None:
-            dbsession.connection().execute(
+            execute_write(
+                dbsession,
                 update(SessionParticipant)
                 .where(SessionParticipant.id == known[0])
-                .values(**values)
+                .values(**values),
             )
             return
-        dbsession.connection().execute(
+        execute_write(
+            dbsession,
             insert(SessionParticipant).values(
                 session_id=session_row.id,
                 sp_id=sp.id,
                 created_at=dt.datetime.now(dt.UTC),
                 **values,
-            )
+            ),
         )
 
     return index, write

@@ -131,3 +131,38 @@ def test_saml_17_a_refused_request_still_counts_as_seen(committing_testapp, db_e
     assert again.html.select_one("[data-error-code]")["data-error-code"] == (
         "saml_replay"
     )
+
+
+@pytest.mark.postgresql
+def test_saml_17_a_repeat_sso_commits_its_replay_record(committing_testapp, db_engine):
+    """SAML-17 with real commits: a signed-in user's repeat SSO writes nothing
+    but its replay record, through Core on the session's connection, and that
+    record commits (the transaction manager sees no ORM write and would roll
+    the request back unless told): the same request again is refused.
+    """
+    from sqlalchemy.orm import Session
+
+    from idp.saml.registry import import_sp
+    from tests.factories import display, make_module, make_role, make_user
+    from tests.saml_metadata import make_sp_metadata
+
+    with Session(db_engine) as session, session.begin():
+        module = make_module(session, "emis")
+        import_sp(session, make_sp_metadata(), module_code="emis")
+        user = make_user(session)
+        user.roles.append(make_role(session, "guru", module))
+        number = display(user)
+    sign_in(committing_testapp, number)
+    for _ in range(2):  # the first SSO records the participant; the second not
+        page = committing_testapp.get(
+            "/saml/sso/redirect?" + redirect_query(authn_request())
+        )
+        assert status_of(response_of(page)) == [SUCCESS]
+    query = "/saml/sso/redirect?" + redirect_query(authn_request())
+    assert status_of(response_of(committing_testapp.get(query))) == [SUCCESS]
+    with db_engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(SeenRequestId)) == 3
+    again = committing_testapp.get(query, status=400)
+    assert again.html.select_one("[data-error-code]")["data-error-code"] == (
+        "saml_replay"
+    )
