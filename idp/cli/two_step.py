@@ -9,8 +9,14 @@ and the owner can turn it on again from Akaun saya with the new phone.
 
 from __future__ import annotations
 
-from idp.cli.common import CommandError, app_request, confirmed
-from idp.identifiers import Identifier, InvalidIdentifier, parse_identifier
+from idp.cli.common import (
+    CommandError,
+    app_request,
+    confirmed,
+    identifier_arguments,
+    identifier_of,
+)
+from idp.identifiers import Identifier
 from idp.services.interfaces import ITwoFactorService, IUserService
 
 
@@ -22,39 +28,22 @@ def register(groups) -> None:
     status_parser = commands.add_parser(
         "status", help="whether a user has two-step verification on"
     )
-    _identifier_arguments(status_parser)
+    identifier_arguments(status_parser)
     status_parser.set_defaults(handler=status)
     off_parser = commands.add_parser(
         "off",
         help="turn a user's two-step verification off (after checking who "
         "they are); they are emailed",
     )
-    _identifier_arguments(off_parser)
+    identifier_arguments(off_parser)
     off_parser.add_argument(
         "--yes", action="store_true", help="do not ask for confirmation"
     )
     off_parser.set_defaults(handler=off)
 
 
-def _identifier_arguments(parser) -> None:
-    parser.add_argument(
-        "identifier",
-        metavar="IDENTIFIER",
-        help="MyKad/MyKid number, or a passport number with --country",
-    )
-    parser.add_argument(
-        "--country",
-        metavar="CCC",
-        help="the passport's issuing country (ISO 3166 alpha-3, e.g. GBR)",
-    )
-
-
 def _find_user(request, args):
-    try:
-        identifier = parse_identifier(args.identifier, args.country)
-    except InvalidIdentifier as exc:
-        option = "--country" if exc.code == "passport.country" else "IDENTIFIER"
-        raise CommandError(f"{option}: {exc.message.interpolate()}") from None
+    identifier = identifier_of(args)
     user = request.service(IUserService).find_by_identifier(identifier.value)
     if user is None:
         raise CommandError(f"no user with identity number {identifier.display}")

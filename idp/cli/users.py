@@ -23,9 +23,14 @@ from contextlib import contextmanager
 
 from webob.multidict import MultiDict
 
-from idp.cli.common import CommandError, app_request, refusals
+from idp.cli.common import (
+    CommandError,
+    app_request,
+    identifier_arguments,
+    identifier_of,
+    refusals,
+)
 from idp.cli.modules import code_argument
-from idp.identifiers import Identifier, InvalidIdentifier, parse_identifier
 from idp.models.user import UserCategory
 
 CATEGORY_NAMES = ", ".join(category.value for category in UserCategory)
@@ -48,14 +53,6 @@ def _when(moment: dt.datetime | None) -> str:
     return "-" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S} UTC"
 
 
-def _identifier(args) -> Identifier:
-    try:
-        return parse_identifier(args.identifier, args.country)
-    except InvalidIdentifier as exc:
-        option = "--country" if exc.code == "passport.country" else "IDENTIFIER"
-        raise CommandError(f"{option}: {exc.message.interpolate()}") from None
-
-
 def _accounts(request):
     from idp.services.interfaces import IAccountService
 
@@ -73,7 +70,7 @@ def _account(args) -> Iterator:
     """The account service and the user IDENTIFIER names, in one transaction."""
     with app_request(args.config_uri, FIELDS) as request:
         accounts = _accounts(request)
-        yield accounts, accounts.find(_identifier(args))
+        yield accounts, accounts.find(identifier_of(args))
 
 
 def _masked(user) -> str:
@@ -94,7 +91,7 @@ def register(groups) -> None:
         help="create an account with a temporary password (emailed unless "
         "--print-password)",
     )
-    _identifier_arguments(add_parser)
+    identifier_arguments(add_parser)
     add_parser.add_argument("--name", required=True, metavar="TEXT", help="full name")
     add_parser.add_argument("--email", required=True, metavar="EMAIL")
     add_parser.add_argument(
@@ -128,7 +125,7 @@ def register(groups) -> None:
     add_parser.set_defaults(handler=add)
 
     show_parser = commands.add_parser("show", help="an account's details and state")
-    _identifier_arguments(show_parser)
+    identifier_arguments(show_parser)
     show_parser.set_defaults(handler=show)
 
     for action, handler, text in (
@@ -136,7 +133,7 @@ def register(groups) -> None:
         ("revoke", revoke, "take a role from a user"),
     ):
         role_parser = commands.add_parser(action, help=text)
-        _identifier_arguments(role_parser)
+        identifier_arguments(role_parser)
         role_parser.add_argument(
             "role", type=code_argument, metavar="ROLE", help="role name"
         )
@@ -146,7 +143,7 @@ def register(groups) -> None:
         "lock",
         help="lock an account until 'user unlock': ends its sessions, emails the owner",
     )
-    _identifier_arguments(lock_parser)
+    identifier_arguments(lock_parser)
     lock_parser.add_argument(
         "--reason", metavar="TEXT", help="recorded in the audit log"
     )
@@ -155,7 +152,7 @@ def register(groups) -> None:
     unlock_parser = commands.add_parser(
         "unlock", help="unlock an account and reset its sign-in limits"
     )
-    _identifier_arguments(unlock_parser)
+    identifier_arguments(unlock_parser)
     unlock_parser.set_defaults(handler=unlock)
 
     reset_parser = commands.add_parser(
@@ -163,7 +160,7 @@ def register(groups) -> None:
         help="replace the password with a temporary one; ends every session "
         "and voids reset links",
     )
-    _identifier_arguments(reset_parser)
+    identifier_arguments(reset_parser)
     _print_password_argument(reset_parser)
     reset_parser.set_defaults(handler=reset_password)
 
@@ -174,22 +171,9 @@ def register(groups) -> None:
     email_parser = commands.add_parser(
         "set-email", help=email_help, description=email_help
     )
-    _identifier_arguments(email_parser)
+    identifier_arguments(email_parser)
     email_parser.add_argument("email", metavar="EMAIL", help="the new address")
     email_parser.set_defaults(handler=set_email)
-
-
-def _identifier_arguments(parser) -> None:
-    parser.add_argument(
-        "identifier",
-        metavar="IDENTIFIER",
-        help="MyKad/MyKid number, or a passport number with --country",
-    )
-    parser.add_argument(
-        "--country",
-        metavar="CCC",
-        help="the passport's issuing country (ISO 3166 alpha-3, e.g. GBR)",
-    )
 
 
 def _print_password_argument(parser) -> None:

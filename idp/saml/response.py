@@ -562,13 +562,7 @@ def build(
     root = _parsed(success_template(shape))
     issued, until = _times(settings["idp.saml.assertion_lifetime"])
 
-    root.set("ID", new_id())
-    if in_response_to:
-        root.set("InResponseTo", in_response_to)
-    else:
-        del root.attrib["InResponseTo"]
-    root.set("IssueInstant", issued)
-    root.set("Destination", acs_url)
+    _fill_response(root, in_response_to, issued, acs_url)
 
     position = 2 + shape.sign_response  # Issuer, [Signature], Status
     assertion = root[position]
@@ -641,6 +635,20 @@ def error_template(issuer: str, certificate: str) -> bytes:
     return _document(response)
 
 
+def _fill_response(
+    root: etree._Element, in_response_to: str | None, issued: str, acs_url: str
+) -> None:
+    """The Response element's own ID, InResponseTo (None: unsolicited), time
+    and Destination, in a fresh copy of a template."""
+    root.set("ID", new_id())
+    if in_response_to:
+        root.set("InResponseTo", in_response_to)
+    else:
+        del root.attrib["InResponseTo"]
+    root.set("IssueInstant", issued)
+    root.set("Destination", acs_url)
+
+
 def build_error(
     server: Server,
     *,
@@ -656,13 +664,7 @@ def build_error(
     """
     root = _parsed(error_template(server.config.entityid, server.sec.my_cert))
     issued, _ = _times(0)
-    root.set("ID", new_id())
-    if in_response_to:
-        root.set("InResponseTo", in_response_to)
-    else:
-        del root.attrib["InResponseTo"]
-    root.set("IssueInstant", issued)
-    root.set("Destination", acs_url)
+    _fill_response(root, in_response_to, issued, acs_url)
     top, second = status
     code = etree.SubElement(root[2], f"{_P}StatusCode", Value=top or STATUS_REQUESTER)
     if second:
