@@ -83,23 +83,9 @@ def load_settings(config_uri: str) -> dict:
 
 def describe_database(url: str | None) -> str:
     """Where a database URL points, without its password."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from idp.dbfaults import describe_database as describe
 
-    if not url:
-        return "the database"
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return "the database (sqlalchemy.url is not a database URL)"
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return f"the SQLite database {parsed.database or '(in memory)'}"
-    host = parsed.host or "the local socket"
-    port = f":{parsed.port}" if parsed.port else ""
-    name = f", database {parsed.database}" if parsed.database else ""
-    user = f" as {parsed.username}" if parsed.username else ""
-    return f"the {backend} server at {host}{port}{name}{user}"
+    return describe(url)
 
 
 def database_error(exc: BaseException) -> str | None:
