@@ -23,27 +23,46 @@ from sqlalchemy.engine import Engine
 
 @contextlib.contextmanager
 def failing_statements(
-    engine: Engine, pattern: str, message: str = "disk I/O error"
+    engine: Engine,
+    pattern: str,
+    message: str = "disk I/O error",
+    *,
+    times: int | None = None,
 ) -> Iterator[list[str]]:
     """Statements matching ``pattern`` (a regex, case-insensitive) raise.
 
-    Yields the list of statements refused, so a test can show the fault
-    was reached.
+    With ``times``, only the first that many do: a database that comes
+    back. Yields the list of statements refused, so a test can show the
+    fault was reached.
     """
-    wanted = re.compile(pattern, re.IGNORECASE)
     refused: list[str] = []
-    error = engine.dialect.loaded_dbapi.OperationalError
-
-    def before(conn, cursor, statement, parameters, context, executemany):
-        if wanted.search(statement):
-            refused.append(statement)
-            raise error(message)
-
+    before = refusing(engine, pattern, message, times=times, refused=refused)
     event.listen(engine, "before_cursor_execute", before)
     try:
         yield refused
     finally:
         event.remove(engine, "before_cursor_execute", before)
+
+
+def refusing(
+    engine: Engine,
+    pattern: str,
+    message: str = "disk I/O error",
+    *,
+    times: int | None = None,
+    refused: list[str] | None = None,
+):
+    """The ``before_cursor_execute`` listener of ``failing_statements``."""
+    wanted = re.compile(pattern, re.IGNORECASE)
+    error = engine.dialect.loaded_dbapi.OperationalError
+    refused = [] if refused is None else refused
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        if wanted.search(statement) and (times is None or len(refused) < times):
+            refused.append(statement)
+            raise error(message)
+
+    return before
 
 
 @contextlib.contextmanager

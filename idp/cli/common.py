@@ -147,19 +147,27 @@ def app_request(config_uri: str) -> Iterator:
         config.registry["dbengine"].dispose()
 
 
-def stop_on_signals():
+@contextmanager
+def stop_on_signals() -> Iterator:
     """An event set by SIGTERM or SIGINT: a ``--loop`` command's clean exit.
 
     The loop finishes what it is doing (a message being sent, a source
-    being applied) and returns, rather than dying half-way.
+    being applied) and returns, rather than dying half-way. The handlers
+    that were there before come back when the block ends.
     """
     import signal
     import threading
 
     stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
-    return stopping
+    previous = {
+        signum: signal.signal(signum, lambda *_: stopping.set())
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield stopping
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def confirmed(question: str) -> bool:
