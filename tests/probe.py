@@ -2,7 +2,8 @@
 
 ``/_probe/form`` is a minimal state-changing form (CSRF, sessions, method
 checks); ``/_probe/boom`` fails the way an unexpected bug would; ``/_probe/write``
-writes a row and a session, for faults that strike at the session's save.
+writes a row and a session, for faults that strike at the session's save;
+``/_probe/hold`` keeps a server thread busy until the test lets it go.
 """
 
 from markupsafe import escape
@@ -54,7 +55,20 @@ def write(request):
     return Response("written")
 
 
+def hold(request):
+    """Keeps its thread until the test sets ``probe.release`` (queueing)."""
+    request.registry["probe.holding"].set()
+    request.registry["probe.release"].wait(timeout=30)
+    return Response("released")
+
+
 def includeme(config):
+    import threading
+
+    config.registry["probe.holding"] = threading.Event()
+    config.registry["probe.release"] = threading.Event()
+    config.add_route("probe.hold", "/_probe/hold")
+    config.add_view(hold, route_name="probe.hold", request_method="GET")
     config.add_route("probe.form", "/_probe/form")
     config.add_route("probe.boom", "/_probe/boom")
     config.add_view(form, route_name="probe.form", request_method="GET")

@@ -24,6 +24,7 @@ from idp.dbfaults import (
     is_database_fault,
 )
 from idp.i18n import _, other_locale, translate_in
+from idp.queuing import QueuedTooLong
 from idp.saml.keys import KeyPairError
 from idp.tweens import RAW_TARGET_KEY
 
@@ -91,6 +92,17 @@ DATABASE_PAGE = (
         "The service cannot reach its records right now and nothing you sent "
         "was saved. Please try again in a minute; if it keeps happening, "
         "contact the helpdesk and quote the reference below."
+    ),
+)
+# The request waited longer for a thread than idp.queue_timeout_seconds
+# (idp.queuing): nothing of it was done.
+BUSY_PAGE = (
+    "busy",
+    _("The service is busy"),
+    _(
+        "Too many people are using the service right now and your request "
+        "waited too long, so nothing you sent was saved. Please try again in "
+        "a minute."
     ),
 )
 CSRF_PAGE = (
@@ -191,6 +203,18 @@ def http_error(exc, request):
         # Redirects raised as exceptions pass through untouched.
         return exc
     return _http_error(exc, request)
+
+
+@exception_view_config(QueuedTooLong, renderer="errors/error.jinja2")
+def queued_too_long(exc, request):
+    reference, values = render_error(
+        request,
+        503,
+        BUSY_PAGE,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+    log.warning("busy: %s %s %s [%s]", request.method, _target(request), exc, reference)
+    return values
 
 
 def database_unavailable(exc, request):
