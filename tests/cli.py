@@ -180,3 +180,16 @@ def queue_one_message(ini: Path, recipient: str = "ali@example.com.my") -> None:
             context={"full_name": "Ali bin Abu", "identifier": "XXXXXX-XX-1234"},
         )
     engine.dispose()
+
+
+def set_settings(ini: Path, values: dict[str, str]) -> None:
+    """Set ``[app:main]`` settings in ``ini``: each line replaced, or added."""
+    text = ini.read_text()
+    for name, value in values.items():
+        line = f"{name} = {value}"
+        pattern = re.compile(rf"^{re.escape(name)} *=.*$", re.M)
+        if pattern.search(text):
+            text = pattern.sub(lambda _match, line=line: line, text, count=1)
+        else:
+            text = text.replace("[app:main]\n", f"[app:main]\n{line}\n", 1)
+    ini.write_text(text)
