@@ -8,9 +8,10 @@ fault to the user, the bilingual 503 page with ``Retry-After`` (see
 log line naming the database and the driver's cause, without a
 traceback: the fault is the network's or the server's, not the code's.
 
-:func:`fault_tween` sits just above pyramid_tm and turns what escapes it
-into that page; pyramid_tm has aborted the transaction by then, so nothing
-of the request is kept. Recovery needs nothing from here: SQLAlchemy
+:func:`fault_tween_factory` sits just above pyramid_tm and renders what
+escapes it through the exception views, so a fault there is that page
+too; pyramid_tm has aborted the transaction by then, so nothing of the
+request is kept. Recovery needs nothing from here: SQLAlchemy
 invalidates a pool whose connection dropped, ``sqlalchemy.pool_pre_ping``
 tests a pooled connection before use, and the next request connects anew.
 """
@@ -107,19 +108,20 @@ def describe_database(url) -> str:
 
 
 def fault_tween_factory(handler, registry):
-    """Database faults raised above the exception views become the 503 page.
+    """What escapes pyramid_tm is rendered by the exception views after all.
 
     The session's save and pyramid_tm's abort run outside Pyramid's
-    exception view tween; without this a fault there reached waitress,
-    which answered with its plain-text 500.
+    exception view tween; without this a failure there reached waitress,
+    which answered with its plain-text 500. A database fault becomes the
+    503 page, anything else the 500 page with its traceback logged. A
+    retryable error (a serialization failure) is still retried:
+    pyramid_retry finds it on ``request.exception``.
     """
 
     def fault_tween(request):
         try:
             return handler(request)
-        except Exception as exc:
-            if not is_database_fault(exc):
-                raise
+        except Exception:
             return request.invoke_exception_view(sys.exc_info())
 
     return fault_tween

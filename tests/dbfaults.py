@@ -28,15 +28,19 @@ def failing_statements(
     message: str = "disk I/O error",
     *,
     times: int | None = None,
+    error: str = "OperationalError",
 ) -> Iterator[list[str]]:
     """Statements matching ``pattern`` (a regex, case-insensitive) raise.
 
     With ``times``, only the first that many do: a database that comes
-    back. Yields the list of statements refused, so a test can show the
-    fault was reached.
+    back. ``error`` names another of the driver's exceptions (e.g.
+    ``IntegrityError``, a bug rather than a fault). Yields the list of
+    statements refused, so a test can show the fault was reached.
     """
     refused: list[str] = []
-    before = refusing(engine, pattern, message, times=times, refused=refused)
+    before = refusing(
+        engine, pattern, message, times=times, refused=refused, error=error
+    )
     event.listen(engine, "before_cursor_execute", before)
     try:
         yield refused
@@ -51,16 +55,17 @@ def refusing(
     *,
     times: int | None = None,
     refused: list[str] | None = None,
+    error: str = "OperationalError",
 ):
     """The ``before_cursor_execute`` listener of ``failing_statements``."""
     wanted = re.compile(pattern, re.IGNORECASE)
-    error = engine.dialect.loaded_dbapi.OperationalError
+    exception = getattr(engine.dialect.loaded_dbapi, error)
     refused = [] if refused is None else refused
 
     def before(conn, cursor, statement, parameters, context, executemany):
         if wanted.search(statement) and (times is None or len(refused) < times):
             refused.append(statement)
-            raise error(message)
+            raise exception(message)
 
     return before
 

@@ -112,6 +112,27 @@ def test_data_10_session_save_failing_gives_the_503_page_not_waitress_500(
     assert session_rows(fault_engine) == 1
 
 
+def test_data_10_a_bug_in_the_session_save_is_the_500_page_not_waitress(
+    fault_app, fault_engine
+):
+    """DATA-10: not only database faults: whatever fails there gets the page."""
+    raw = request_bytes("GET", b"/_probe/write")
+    with (
+        serve(fault_app) as port,
+        failing_statements(
+            fault_engine,
+            r"^\s*INSERT INTO idp_sessions",
+            "UNIQUE constraint failed: idp_sessions.token_hash",
+            error="IntegrityError",
+        ),
+    ):
+        answer = exchange(port, raw)
+    assert answer.status == 500
+    assert 'data-error-code="server_error"' in answer.text
+    assert "UNIQUE" not in answer.text and "Traceback" not in answer.text
+    assert probe_rows(fault_engine) == 0
+
+
 @pytest.mark.parametrize("locale", ["ms", "en"])
 def test_data_10_a_read_failing_before_the_view_gives_the_503_page(
     fault_app, fault_engine, caplog, locale
