@@ -258,6 +258,12 @@ def check_keys(settings: dict) -> Result:
         for path in sorted(folder.glob("*.key"))
         if (problem := _private_file_problem(path))
     ]
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        # Whoever may write the folder may swap a key file for their own.
+        problems.append(
+            f"{folder} is writable by others (mode {mode:04o}): chmod go-w it"
+        )
     if problems:
         return Result(FAIL, "keys", "; ".join(problems))
     now = dt.datetime.now(dt.UTC)

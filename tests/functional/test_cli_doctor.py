@@ -139,6 +139,11 @@ def test_a_key_readable_by_others_fails(install, tmp_path):
     assert "readable by other" in failing(install, "keys")
 
 
+def test_a_certs_folder_others_may_write_fails(install, tmp_path):
+    (tmp_path / "certs").chmod(0o777)
+    assert "certs is writable by others (mode 0777)" in failing(install, "keys")
+
+
 def test_a_key_owned_by_another_user_fails(install, tmp_path):
     key = tmp_path / "certs" / "signing.key"
     if os.geteuid() != 0:
