@@ -184,3 +184,31 @@ def test_keep_running_retries_a_failing_task_and_ends_when_told():
     assert calls["steady"] >= 2  # never held up by the other's failures
     assert lines[0].startswith("flaky failed: TimeoutError: no answer; trying again")
     assert lines[-1] == "flaky works again after 2 failed attempt(s)"
+
+
+def test_the_development_servers_delivery_thread_survives_too(caplog):
+    """The in-process thread (development.ini) runs the same tasks."""
+    from types import SimpleNamespace
+
+    from idp.services.delivery import DeliveryThread
+
+    rounds = threading.Event()
+    calls = []
+
+    def run():
+        calls.append(1)
+        if len(calls) <= 2:
+            raise TimeoutError("SQLite writer queue: no turn within 30 s")
+        rounds.set()
+
+    worker = SimpleNamespace(run=run, engine=SimpleNamespace(url=None))
+    thread = DeliveryThread(worker, interval=0.01)  # type: ignore[arg-type]
+    thread.start()
+    try:
+        assert rounds.wait(10)
+    finally:
+        thread.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    failures = [r for r in caplog.records if "mail delivery failed" in r.getMessage()]
+    assert len(failures) == 2
