@@ -280,3 +280,29 @@ def test_data_10_postgresql_restarting_gives_503_then_the_node_recovers(
         assert record.exc_info is None
         if real.password:
             assert real.password not in line
+
+
+def test_data_10_a_database_server_refusing_connections_gives_the_503_page(
+    settings, caplog
+):
+    """DATA-10: nothing listens at the database's address (connection refused)."""
+    from tests.smtp import free_port
+
+    port = free_port()
+    engine = make_engine(
+        {
+            "sqlalchemy.url": f"postgresql+psycopg://idp:n0t-shown-pw@127.0.0.1:{port}/idp"
+        }
+    )
+    try:
+        app = make_app(settings, engine)
+        caplog.set_level(logging.INFO)
+        page = client(app).get("/login", headers={"Cookie": SESSION_COOKIE}, status=503)
+    finally:
+        engine.dispose()
+    assert_unavailable_page(page.status_int, page.headers, page.text)
+    (record,) = db_fault_records(caplog)
+    line = record.getMessage()
+    assert f"the postgresql server at 127.0.0.1:{port}, database idp as idp" in line
+    assert "refused" in line.lower()
+    assert "n0t-shown-pw" not in line and "n0t-shown-pw" not in page.text
