@@ -230,7 +230,7 @@ def check_keys(settings: dict) -> Result:
     """The published keys' files: present, matching, readable by this user only."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from idp.cli.common import database_error
+    from idp.dbfaults import describe_database, fault_cause
     from idp.saml import certs_dir, load_keypair, load_keys
     from idp.saml.keyring import KeyRing, keyset_of
     from idp.saml.keys import KeyPairError
@@ -248,7 +248,10 @@ def check_keys(settings: dict) -> Result:
         return Result(FAIL, "keys", str(exc))
     except SQLAlchemyError as exc:
         return Result(
-            FAIL, "keys", f"cannot list the published keys: {database_error(exc)}"
+            FAIL,
+            "keys",
+            "cannot list the published keys: "
+            f"{describe_database(engine.url)}: {fault_cause(exc, engine.url)}",
         )
     finally:
         if engine is not None:
@@ -336,8 +339,7 @@ def check_database(engine) -> Result:
     from alembic.script import ScriptDirectory
     from sqlalchemy.exc import SQLAlchemyError
 
-    from idp.cli.common import database_error
-    from idp.dbfaults import describe_database
+    from idp.dbfaults import describe_database, fault_cause
     from idp.migrations import alembic_config
 
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -347,7 +349,9 @@ def check_database(engine) -> Result:
             current = MigrationContext.configure(connection).get_current_revision()
     except SQLAlchemyError as exc:
         return Result(
-            FAIL, "database", f"unreachable: {_one_line(database_error(exc))}"
+            FAIL,
+            "database",
+            f"{where} is unreachable: {fault_cause(exc, engine.url)}",
         )
     if current == head:
         return Result(OK, "database", f"{where}, at the newest migration {head}")
