@@ -37,6 +37,8 @@ def configure(settings=None) -> Configurator:
     config.include(".routes")
     config.scan("idp.views")
     config.include(".requestlog")
+    config.include(".dbfaults")
+    config.include(".queuing")
     config.include(".tweens")
     config.commit()
     # After pyramid_retry's own registration, so this one wraps it.

@@ -181,6 +181,10 @@ OPTIONS: dict[str, Option] = {
     # keys were withdrawn (idp.saml.sources).
     "idp.metadata_max_validity_days": Option(_int_between(1, 365), 28),
     "idp.max_request_body": Option(_bytes_between(1024, 64 * 1024 * 1024), 1048576),
+    # A request that waited longer than this (from the front proxy's
+    # X-Request-Start to a thread picking it up) gets the busy page at once
+    # instead of work its user gave up on (idp.queuing); 0: never.
+    "idp.queue_timeout_seconds": Option(_int_between(0, 600), 30),
     "idp.name.ms": Option(_text, "idMe"),
     "idp.name.en": Option(_text, "idMe"),
     "idp.description.ms": Option(_text, ""),

@@ -157,3 +157,39 @@ def rows(engine) -> dict[str, ServiceProvider]:
     with Session(engine, expire_on_commit=False) as session:
         sps = session.scalars(select(ServiceProvider)).all()
         return {sp.entity_id: sp for sp in sps}
+
+
+def queue_one_message(ini: Path, recipient: str = "ali@example.com.my") -> None:
+    """Queue a message exactly as the app does, through the outbox service."""
+    from pyramid.paster import get_appsettings
+
+    from idp.db import make_engine
+    from idp.services.mail import Composer, Outbox, OutboxCodec
+    from idp.settings import parse_settings
+
+    settings = parse_settings(get_appsettings(str(ini), name="main"))
+    engine = make_engine(settings)
+    with Session(engine) as session, session.begin():
+        outbox = Outbox(
+            session, Composer(settings), OutboxCodec(settings["idp.hmac_key"])
+        )
+        outbox.add(
+            "already-registered",
+            recipient=recipient,
+            locale="ms",
+            context={"full_name": "Ali bin Abu", "identifier": "XXXXXX-XX-1234"},
+        )
+    engine.dispose()
+
+
+def set_settings(ini: Path, values: dict[str, str]) -> None:
+    """Set ``[app:main]`` settings in ``ini``: each line replaced, or added."""
+    text = ini.read_text()
+    for name, value in values.items():
+        line = f"{name} = {value}"
+        pattern = re.compile(rf"^{re.escape(name)} *=.*$", re.M)
+        if pattern.search(text):
+            text = pattern.sub(lambda _match, line=line: line, text, count=1)
+        else:
+            text = text.replace("[app:main]\n", f"[app:main]\n{line}\n", 1)
+    ini.write_text(text)

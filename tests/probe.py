@@ -1,7 +1,9 @@
 """Views that exist only in the test app, to drive shared mechanisms.
 
 ``/_probe/form`` is a minimal state-changing form (CSRF, sessions, method
-checks); ``/_probe/boom`` fails the way an unexpected bug would.
+checks); ``/_probe/boom`` fails the way an unexpected bug would; ``/_probe/write``
+writes a row and a session, for faults that strike at the session's save;
+``/_probe/hold`` keeps a server thread busy until the test lets it go.
 """
 
 from markupsafe import escape
@@ -36,7 +38,37 @@ def boom(request):
     raise RuntimeError("database password is hunter2 at /srv/secret/path")
 
 
+PROBE_ROLE = "probe-write"
+
+
+def write(request):
+    """A write, then a session to save: both commit, or neither (DATA-03)."""
+    request.dbsession.execute(
+        text(
+            "INSERT INTO roles (name, display_name_ms, display_name_en, "
+            "description, created_at) VALUES (:name, 'p', 'p', '', "
+            "CURRENT_TIMESTAMP)"
+        ),
+        {"name": PROBE_ROLE},
+    )
+    request.session["note"] = "written"
+    return Response("written")
+
+
+def hold(request):
+    """Keeps its thread until the test sets ``probe.release`` (queueing)."""
+    request.registry["probe.holding"].set()
+    request.registry["probe.release"].wait(timeout=30)
+    return Response("released")
+
+
 def includeme(config):
+    import threading
+
+    config.registry["probe.holding"] = threading.Event()
+    config.registry["probe.release"] = threading.Event()
+    config.add_route("probe.hold", "/_probe/hold")
+    config.add_view(hold, route_name="probe.hold", request_method="GET")
     config.add_route("probe.form", "/_probe/form")
     config.add_route("probe.boom", "/_probe/boom")
     config.add_view(form, route_name="probe.form", request_method="GET")
@@ -47,3 +79,5 @@ def includeme(config):
         require_methods=["POST"],
     )
     config.add_view(boom, route_name="probe.boom")
+    config.add_route("probe.write", "/_probe/write")
+    config.add_view(write, route_name="probe.write", request_method="GET")

@@ -30,6 +30,10 @@ class Group(NamedTuple):
 COMMANDS: dict[str, Group] = {
     "audit": Group("idp.cli.audit", "the hash-chained audit log"),
     "db": Group("idp.cli.db", "database schema"),
+    "doctor": Group(
+        "idp.cli.doctor",
+        "check this node: libraries, keys, database, clock, settings, mail, sources",
+    ),
     "keys": Group("idp.cli.keys", "signing keys"),
     "mail": Group("idp.cli.mail", "outgoing email"),
     "metadata": Group("idp.cli.metadata", "the IdP's SAML metadata"),

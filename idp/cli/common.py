@@ -128,23 +128,9 @@ def load_settings(config_uri: str) -> dict:
 
 def describe_database(url: str | None) -> str:
     """Where a database URL points, without its password."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from idp.dbfaults import describe_database as describe
 
-    if not url:
-        return "the database"
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return "the database (sqlalchemy.url is not a database URL)"
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return f"the SQLite database {parsed.database or '(in memory)'}"
-    host = parsed.host or "the local socket"
-    port = f":{parsed.port}" if parsed.port else ""
-    name = f", database {parsed.database}" if parsed.database else ""
-    user = f" as {parsed.username}" if parsed.username else ""
-    return f"the {backend} server at {host}{port}{name}{user}"
+    return describe(url)
 
 
 def database_error(exc: BaseException) -> str | None:
@@ -208,19 +194,27 @@ def app_request(config_uri: str, options: Mapping[str, str] | None = None) -> It
         config.registry["dbengine"].dispose()
 
 
-def stop_on_signals():
+@contextmanager
+def stop_on_signals() -> Iterator:
     """An event set by SIGTERM or SIGINT: a ``--loop`` command's clean exit.
 
     The loop finishes what it is doing (a message being sent, a source
-    being applied) and returns, rather than dying half-way.
+    being applied) and returns, rather than dying half-way. The handlers
+    that were there before come back when the block ends.
     """
     import signal
     import threading
 
     stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
-    return stopping
+    previous = {
+        signum: signal.signal(signum, lambda *_: stopping.set())
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield stopping
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def confirmed(question: str) -> bool:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-import time
+import logging
 
 from sqlalchemy import case, func, select
 
@@ -47,7 +46,6 @@ def _engine(settings):
 
 def deliver(args) -> int:
     from idp.services.delivery import OutboxWorker
-    from idp.services.purge import Purger
 
     settings = load_settings(args.config_uri)
     engine = _engine(settings)
@@ -55,60 +53,70 @@ def deliver(args) -> int:
         worker = OutboxWorker.from_settings(settings, engine)
     except (ImportError, ValueError, OSError) as exc:
         raise CommandError(f"mail.backend: {exc}") from None
-    stopping = threading.Event()
-    # The long-running worker is the one scheduled process every deployment
-    # has, so it also keeps the tables bounded and partners' metadata fresh.
-    purger = Purger.from_settings(settings, engine) if args.loop else None
-    refresher = _refresher(settings, engine) if args.loop else None
-    next_purge = next_refresh = time.monotonic()
-    if args.loop:
-        stopping = stop_on_signals()
     try:
-        while True:
-            report = worker.run()
-            if report.sent or report.failed or not args.loop:
-                print(f"sent {report.sent}, failed {report.failed}", flush=True)
-            if purger is not None and time.monotonic() >= next_purge:
-                purged = {t: n for t, n in purger.run().items() if n}
-                if purged:
-                    print(
-                        "purged " + ", ".join(f"{t} {n}" for t, n in purged.items()),
-                        flush=True,
-                    )
-                next_purge = time.monotonic() + settings["idp.purge.interval_seconds"]
-            if refresher is not None and time.monotonic() >= next_refresh:
-                next_refresh = _refresh_sources(refresher, stopping)
-            if not args.loop or stopping.wait(settings["mail.poll_seconds"]):
-                break
+        if args.loop:
+            _deliver_loop(settings, engine, worker)
+            return 0
+        report = worker.run()
+        print(f"sent {report.sent}, failed {report.failed}", flush=True)
     finally:
         engine.dispose()
-    return 0 if not report.failed or args.loop else 1
+    return 1 if report.failed else 0
+
+
+def _deliver_loop(settings, engine, worker) -> None:
+    """Deliver, purge and refresh sources until SIGTERM or SIGINT.
+
+    The long-running worker is the one scheduled process every deployment
+    has, so it also keeps the tables bounded and partners' metadata fresh.
+    Each of the three backs off on its own when it fails (the database
+    restarting): one line each time, and it goes on (idp.services.worker).
+    """
+    from idp.services.purge import Purger
+    from idp.services.worker import Task, keep_running
+
+    purger = Purger.from_settings(settings, engine)
+    refresher = _refresher(settings, engine)
+
+    def deliver_round() -> float:
+        report = worker.run()
+        if report.sent or report.failed:
+            print(f"sent {report.sent}, failed {report.failed}", flush=True)
+        return settings["mail.poll_seconds"]
+
+    def purge_round() -> float:
+        purged = {table: rows for table, rows in purger.run().items() if rows}
+        if purged:
+            print(
+                "purged " + ", ".join(f"{t} {n}" for t, n in purged.items()),
+                flush=True,
+            )
+        return settings["idp.purge.interval_seconds"]
+
+    with stop_on_signals() as stopping:
+
+        def refresh_round() -> float:
+            for outcome in refresher.run(stop=stopping.is_set):
+                print(outcome.line, flush=True)
+            return refresher.seconds_until_due()
+
+        report = logging.getLogger(__name__).warning
+        keep_running(
+            [
+                Task("mail delivery", deliver_round, report, url=engine.url),
+                Task("purging", purge_round, report, url=engine.url),
+                Task(
+                    "refreshing metadata sources", refresh_round, report, url=engine.url
+                ),
+            ],
+            stopping,
+        )
 
 
 def _refresher(settings, engine):
     from idp.saml.refresh import Refresher
 
     return Refresher.from_settings(settings, engine)
-
-
-def _refresh_sources(refresher, stopping: threading.Event) -> float:
-    """Refresh the due metadata sources; when to look again (monotonic).
-
-    Mail must go on whatever happens to a partner's metadata: a failure here
-    (the database away for a moment) is logged and retried a minute later.
-    """
-    import logging
-
-    try:
-        for outcome in refresher.run(stop=stopping.is_set):
-            print(outcome.line, flush=True)
-        wait = refresher.seconds_until_due()
-    except Exception:
-        logging.getLogger(__name__).exception(
-            "refreshing metadata sources failed; mail delivery goes on"
-        )
-        wait = 60.0
-    return time.monotonic() + wait
 
 
 def status(args) -> int:

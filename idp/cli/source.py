@@ -569,18 +569,35 @@ def _refresh_fetched(refresher, name: str):
 
 
 def _refresh_loop(settings: dict) -> int:
-    """``source refresh --loop``: each URL and MDQ source when it is due."""
-    from idp.cli.common import stop_on_signals
+    """``source refresh --loop``: each URL and MDQ source when it is due.
 
-    stopping = stop_on_signals()
+    A round that fails (the database restarting) is one line on the log,
+    and the next waits a growing, bounded time (idp.services.worker); only
+    SIGTERM or SIGINT ends the loop.
+    """
+    import logging
+
+    from idp.cli.common import stop_on_signals
+    from idp.services.worker import Task, keep_running
+
     refresher = _refresher(settings)
     print(f"refreshing as {refresher.owner}; stop with SIGTERM or SIGINT", flush=True)
     try:
-        while not stopping.is_set():
-            for outcome in refresher.run(stop=stopping.is_set):
-                stream = sys.stderr if outcome.result == "failed" else sys.stdout
-                print(outcome.line, file=stream, flush=True)
-            stopping.wait(refresher.seconds_until_due())
+        with stop_on_signals() as stopping:
+
+            def refresh_round() -> float:
+                for outcome in refresher.run(stop=stopping.is_set):
+                    stream = sys.stderr if outcome.result == "failed" else sys.stdout
+                    print(outcome.line, file=stream, flush=True)
+                return refresher.seconds_until_due()
+
+            task = Task(
+                "refreshing metadata sources",
+                refresh_round,
+                logging.getLogger(__name__).warning,
+                url=refresher.engine.url,
+            )
+            keep_running([task], stopping)
     finally:
         refresher.engine.dispose()
     return 0

@@ -32,7 +32,6 @@ import secrets
 import smtplib
 import ssl
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -45,6 +44,7 @@ from sqlalchemy.orm import Session
 from idp.db import utcnow
 from idp.models import OutboxMessage
 from idp.services.mail import JOB_PREFIX, OutboxCodec, OutboxCodecError, parse_message
+from idp.services.worker import Task, keep_running
 
 log = logging.getLogger(__name__)
 
@@ -433,19 +433,24 @@ class DeliveryThread(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        next_purge = time.monotonic()
-        while not self.stopping.is_set():
-            try:
-                self.worker.run()
-            except Exception:
-                log.exception("mail delivery failed; trying again shortly")
-            if self.purger is not None and time.monotonic() >= next_purge:
-                next_purge = time.monotonic() + self.purge_interval
-                try:
-                    self.purger.run()
-                except Exception:
-                    log.exception("purging failed; trying again next interval")
-            self.stopping.wait(self.interval)
+        def deliver() -> float:
+            self.worker.run()
+            return self.interval
+
+        tasks = [
+            Task("mail delivery", deliver, log.warning, url=self.worker.engine.url)
+        ]
+        if self.purger is not None:
+            purger = self.purger
+
+            def purge() -> float:
+                purger.run()
+                return self.purge_interval
+
+            tasks.append(
+                Task("purging", purge, log.warning, url=self.worker.engine.url)
+            )
+        keep_running(tasks, self.stopping)
 
     def stop(self) -> None:
         self.stopping.set()

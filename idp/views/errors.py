@@ -17,7 +17,14 @@ from pyramid.view import (
     notfound_view_config,
 )
 
+from idp.dbfaults import (
+    RETRY_AFTER_SECONDS,
+    describe_database,
+    fault_cause,
+    is_database_fault,
+)
 from idp.i18n import _, other_locale, translate_in
+from idp.queuing import QueuedTooLong
 from idp.saml.keys import KeyPairError
 from idp.tweens import RAW_TARGET_KEY
 
@@ -74,6 +81,28 @@ KEYS_PAGE = (
         "This server cannot sign sign-in responses right now. Please try "
         "again in a few minutes; if it keeps happening, contact the helpdesk "
         "and quote the reference below."
+    ),
+)
+# The database is down, restarting or locked (idp.dbfaults): nothing of
+# the request was kept, and trying again shortly is the right advice.
+DATABASE_PAGE = (
+    "database_unavailable",
+    _("The service is temporarily unavailable"),
+    _(
+        "The service cannot reach its records right now and nothing you sent "
+        "was saved. Please try again in a minute; if it keeps happening, "
+        "contact the helpdesk and quote the reference below."
+    ),
+)
+# The request waited longer for a thread than idp.queue_timeout_seconds
+# (idp.queuing): nothing of it was done.
+BUSY_PAGE = (
+    "busy",
+    _("The service is busy"),
+    _(
+        "Too many people are using the service right now and your request "
+        "waited too long, so nothing you sent was saved. Please try again in "
+        "a minute."
     ),
 )
 CSRF_PAGE = (
@@ -176,8 +205,55 @@ def http_error(exc, request):
     return _http_error(exc, request)
 
 
+@exception_view_config(QueuedTooLong, renderer="errors/error.jinja2")
+def queued_too_long(exc, request):
+    reference, values = render_error(
+        request,
+        503,
+        BUSY_PAGE,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+    log.warning("busy: %s %s %s [%s]", request.method, _target(request), exc, reference)
+    return values
+
+
+def database_unavailable(exc, request):
+    """The 503 page, and one line naming the database and the cause.
+
+    No traceback: the fault is the database's, not the code's. A request
+    meeting it twice (its view, then its session's save) logs it once, and
+    an attempt pyramid_retry is about to replay only at INFO.
+    """
+    from pyramid_retry import is_error_retryable
+
+    reference, values = render_error(
+        request,
+        503,
+        DATABASE_PAGE,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+    if request.environ.get(_FAULT_LOGGED) != reference:
+        request.environ[_FAULT_LOGGED] = reference
+        url = request.registry["dbengine"].url
+        log.log(
+            logging.INFO if is_error_retryable(request, exc) else logging.ERROR,
+            "database unavailable at %s on %s %s [%s]: %s",
+            describe_database(url),
+            request.method,
+            _target(request),
+            reference,
+            fault_cause(exc, url),
+        )
+    return values
+
+
+_FAULT_LOGGED = "idp.database_fault_logged"
+
+
 @exception_view_config(Exception, renderer="errors/error.jinja2")
 def server_error(exc, request):
+    if is_database_fault(exc):
+        return database_unavailable(exc, request)
     reference, values = render_error(request, 500)
     log.error(
         "unhandled error on %s %s [%s]",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from tests.cli import IDP_ADMIN, admin, ok, run
+from tests.cli import IDP_ADMIN, admin, ok, queue_one_message, run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,30 +114,6 @@ def test_production_with_development_secrets_refuses(tmp_path, monkeypatch):
     assert result.returncode == 1
     assert "idp.session_secret: the development value" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def queue_one_message(ini: Path, recipient: str = "ali@example.com.my") -> None:
-    """Queue a message exactly as the app does, through the outbox service."""
-    from pyramid.paster import get_appsettings
-    from sqlalchemy.orm import Session
-
-    from idp.db import make_engine
-    from idp.services.mail import Composer, Outbox, OutboxCodec
-    from idp.settings import parse_settings
-
-    settings = parse_settings(get_appsettings(str(ini), name="main"))
-    engine = make_engine(settings)
-    with Session(engine) as session, session.begin():
-        outbox = Outbox(
-            session, Composer(settings), OutboxCodec(settings["idp.hmac_key"])
-        )
-        outbox.add(
-            "already-registered",
-            recipient=recipient,
-            locale="ms",
-            context={"full_name": "Ali bin Abu", "identifier": "XXXXXX-XX-1234"},
-        )
-    engine.dispose()
 
 
 def test_mail_deliver_writes_eml_files_in_development(ini, tmp_path):

@@ -1,0 +1,135 @@
+"""A database that is down, restarting or locked: told apart from a bug.
+
+A request can meet its database's absence anywhere: reading the session
+before the view, in the view, saving the session after it (a tween under
+pyramid_tm, outside the exception views), at COMMIT. Each is the same
+fault to the user, the bilingual 503 page with ``Retry-After`` (see
+:func:`idp.views.errors.database_unavailable`), and to the operator, one
+log line naming the database and the driver's cause, without a
+traceback: the fault is the network's or the server's, not the code's.
+
+:func:`fault_tween_factory` sits just above pyramid_tm and renders what
+escapes it through the exception views, so a fault there is that page
+too; pyramid_tm has aborted the transaction by then, so nothing of the
+request is kept. Recovery needs nothing from here: SQLAlchemy
+invalidates a pool whose connection dropped, ``sqlalchemy.pool_pre_ping``
+tests a pooled connection before use, and the next request connects anew.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import TracebackType
+
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+# What a client told to come back waits: a restart or a failover takes
+# seconds, and a node reconnects at its next request.
+RETRY_AFTER_SECONDS = 5
+CAUSE_MAX = 300
+# The SQLite writer queue (idp.db) raises the built-in TimeoutError; only
+# one raised there is the database's.
+_DB_MODULE = str(Path(__file__).with_name("db.py"))
+
+
+def is_database_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is unreachable, restarting or busy.
+
+    Connection refused or dropped, a server shutting down, an admin
+    terminating the connection, a lock or pool timeout, SQLite's "database
+    is locked" or "unable to open database file": ``OperationalError``,
+    ``InterfaceError`` (a connection already closed), a disconnect SQLAlchemy
+    noticed on any DBAPI error, the pool's timeout, and the SQLite writer
+    queue's ``TimeoutError``. A wrong statement (``ProgrammingError``,
+    ``IntegrityError``) is a bug and stays one.
+    """
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError):
+        return True
+    if isinstance(exc, PoolTimeout):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, TimeoutError) and _raised_in(exc.__traceback__, _DB_MODULE)
+
+
+def _raised_in(tb: TracebackType | None, filename: str) -> bool:
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    return last is not None and last.tb_frame.f_code.co_filename == filename
+
+
+def fault_cause(exc: BaseException, url=None) -> str:
+    """The driver's reason on one line, without SQL, parameters or password."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    # SQLAlchemy appends the statement and a documentation link: not causes.
+    lines = [
+        line
+        for line in lines
+        if not line.startswith(("[SQL:", "[parameters:", "(Background on"))
+    ]
+    text = " ".join(lines) or type(cause).__name__
+    password = getattr(url, "password", None)
+    if password:
+        text = text.replace(str(password), "***")
+    if len(text) > CAUSE_MAX:
+        text = text[: CAUSE_MAX - 3] + "..."
+    return text
+
+
+def describe_database(url) -> str:
+    """Where a database URL points, without its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not url:
+        return "the database"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "the database (sqlalchemy.url is not a database URL)"
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return f"the SQLite database {parsed.database or '(in memory)'}"
+    host = parsed.host or "the local socket"
+    port = f":{parsed.port}" if parsed.port else ""
+    name = f", database {parsed.database}" if parsed.database else ""
+    user = f" as {parsed.username}" if parsed.username else ""
+    return f"the {backend} server at {host}{port}{name}{user}"
+
+
+def fault_tween_factory(handler, registry):
+    """What escapes pyramid_tm is rendered by the exception views after all.
+
+    The session's save and pyramid_tm's abort run outside Pyramid's
+    exception view tween; without this a failure there reached waitress,
+    which answered with its plain-text 500. A database fault becomes the
+    503 page, anything else the 500 page with its traceback logged. A
+    retryable error (a serialization failure) is still retried:
+    pyramid_retry finds it on ``request.exception``.
+    """
+
+    def fault_tween(request):
+        try:
+            return handler(request)
+        except Exception:
+            return request.invoke_exception_view(sys.exc_info())
+
+    return fault_tween
+
+
+def includeme(config) -> None:
+    config.add_tween(
+        "idp.dbfaults.fault_tween_factory",
+        over="pyramid_tm.tm_tween_factory",
+        under="idp.tweens.security_headers_tween_factory",
+    )

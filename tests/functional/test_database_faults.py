@@ -1,0 +1,308 @@
+"""The database away, restarting or locked: the bilingual 503 page, then recovery.
+
+Whatever statement fails (the session read before the view, a write in
+it, the session's save after it, the commit), the browser gets the
+bilingual 503 page with ``Retry-After`` and a reference, the log one line
+naming the database and the cause, and the database nothing of the
+request. When the database answers again the node serves again by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+import pytest
+import webtest
+from sqlalchemy import text
+
+import idp.db
+from idp.db import make_engine
+from idp.requestlog import REFERENCE_PATTERN
+from tests.app import TEST_BASE_URL, TEST_HOST, make_app
+from tests.dbfaults import TcpProxy, failing_commits, failing_statements
+from tests.probe import PROBE_ROLE
+from tests.served import exchange, request_bytes, serve
+
+# A cookie of the session id's shape: the request reads the session table.
+SESSION_COOKIE = "idp_session=" + "A" * 43
+MS_TITLE = "Perkhidmatan tidak tersedia buat sementara waktu"
+EN_TITLE = "The service is temporarily unavailable"
+
+
+@pytest.fixture
+def fault_engine(db_url, db_engine):
+    """An engine of its own on the test database, so faults stay in this test."""
+    engine = make_engine({"sqlalchemy.url": db_url})
+    yield engine
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM roles WHERE name = :n"), {"n": PROBE_ROLE})
+        conn.execute(text("DELETE FROM idp_sessions"))
+    engine.dispose()
+
+
+@pytest.fixture
+def fault_app(settings, fault_engine):
+    return make_app(settings, fault_engine, "tests.probe")
+
+
+def client(app) -> webtest.TestApp:
+    return webtest.TestApp(
+        app,
+        extra_environ={
+            "HTTP_HOST": TEST_HOST,
+            "HTTP_ORIGIN": TEST_BASE_URL,
+            "wsgi.url_scheme": "https",
+            "REMOTE_ADDR": "192.0.2.10",
+        },
+    )
+
+
+def probe_rows(engine) -> int:
+    with engine.connect() as conn:
+        return conn.scalar(
+            text("SELECT count(*) FROM roles WHERE name = :n"), {"n": PROBE_ROLE}
+        )
+
+
+def session_rows(engine) -> int:
+    with engine.connect() as conn:
+        return conn.scalar(text("SELECT count(*) FROM idp_sessions"))
+
+
+def assert_unavailable_page(status: int, headers, body: str, locale: str = "ms"):
+    assert status == 503
+    assert int(headers["Retry-After"]) > 0
+    assert 'data-error-code="database_unavailable"' in body
+    assert MS_TITLE in body and EN_TITLE in body
+    assert f'<html lang="{locale}">' in body
+    assert re.search(f'class="reference">{REFERENCE_PATTERN}<', body)
+    for leak in ("Traceback", "OperationalError", "disk I/O", "INSERT", "sqlite"):
+        assert leak not in body
+
+
+def db_fault_records(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "database unavailable" in r.getMessage()]
+
+
+def test_data_10_session_save_failing_gives_the_503_page_not_waitress_500(
+    fault_app, fault_engine
+):
+    """DATA-10: the session's save runs after the view; its failure is still the page.
+
+    Through waitress, as a browser meets it: before, this was waitress's
+    plain-text 500. The view's own write is not kept (DATA-03).
+    """
+    raw = request_bytes("GET", b"/_probe/write")
+    with serve(fault_app) as port:
+        with failing_statements(fault_engine, r"^\s*INSERT INTO idp_sessions") as hit:
+            answer = exchange(port, raw)
+        assert hit, "the fault was never reached"
+        headers = dict(answer.headers)
+        assert_unavailable_page(answer.status, headers, answer.text)
+        assert headers["Content-Type"].startswith("text/html")
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        assert probe_rows(fault_engine) == 0
+        assert session_rows(fault_engine) == 0
+        # Control: the same request with the database answering commits both.
+        answer = exchange(port, raw)
+    assert answer.status == 200
+    assert probe_rows(fault_engine) == 1
+    assert session_rows(fault_engine) == 1
+
+
+def test_data_10_a_bug_in_the_session_save_is_the_500_page_not_waitress(
+    fault_app, fault_engine
+):
+    """DATA-10: not only database faults: whatever fails there gets the page."""
+    raw = request_bytes("GET", b"/_probe/write")
+    with (
+        serve(fault_app) as port,
+        failing_statements(
+            fault_engine,
+            r"^\s*INSERT INTO idp_sessions",
+            "UNIQUE constraint failed: idp_sessions.token_hash",
+            error="IntegrityError",
+        ),
+    ):
+        answer = exchange(port, raw)
+    assert answer.status == 500
+    assert 'data-error-code="server_error"' in answer.text
+    assert "UNIQUE" not in answer.text and "Traceback" not in answer.text
+    assert probe_rows(fault_engine) == 0
+
+
+@pytest.mark.parametrize("locale", ["ms", "en"])
+def test_data_10_a_read_failing_before_the_view_gives_the_503_page(
+    fault_app, fault_engine, caplog, locale
+):
+    """DATA-10: the session's read (before any view) fails: 503, one log line."""
+    browser = client(fault_app)
+    caplog.set_level(logging.INFO)
+    with failing_statements(fault_engine, r"FROM idp_sessions"):
+        page = browser.get(
+            f"/login?lang={locale}",
+            headers={"Cookie": SESSION_COOKIE},
+            status=503,
+            expect_errors=True,
+        )
+    assert_unavailable_page(page.status_int, page.headers, page.text, locale)
+    reference = re.search(f'class="reference">({REFERENCE_PATTERN})<', page.text)[1]
+    (record,) = db_fault_records(caplog)
+    line = record.getMessage()
+    assert reference in line
+    assert "disk I/O error" in line  # the cause
+    assert str(fault_engine.url.database) in line  # which database
+    assert record.exc_info is None and "\n" not in line
+    # Control: the database answering, the same page is the sign-in form.
+    browser.get(f"/login?lang={locale}", headers={"Cookie": SESSION_COOKIE})
+
+
+def test_data_10_the_commit_failing_gives_the_503_page(fault_app, fault_engine):
+    """DATA-10: a fault at COMMIT, after every statement went through."""
+    browser = client(fault_app)
+    with failing_commits(fault_engine) as hit:
+        page = browser.get("/_probe/write", status=503, expect_errors=True)
+    assert hit
+    assert_unavailable_page(page.status_int, page.headers, page.text)
+    assert probe_rows(fault_engine) == 0
+    browser.get("/_probe/write", status=200)
+    assert probe_rows(fault_engine) == 1
+
+
+def test_data_10_an_unexpected_error_stays_the_500_page(fault_app, caplog):
+    """DATA-10 control: only database faults are 503; a bug keeps its 500 and trace."""
+    caplog.set_level(logging.INFO)
+    page = client(fault_app).get("/_probe/boom", status=500)
+    assert 'data-error-code="server_error"' in page.text
+    assert "Retry-After" not in page.headers
+    assert not db_fault_records(caplog)
+
+
+def test_data_10_the_sqlite_writer_queue_timing_out_gives_the_503_page(
+    settings, db_url, db_engine, monkeypatch
+):
+    """DATA-10: another writer holds SQLite past the wait: 503, not a hang or 500."""
+    monkeypatch.setattr(idp.db, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    engine = make_engine({"sqlalchemy.url": db_url})
+    try:
+        app = make_app(settings, engine, "tests.probe")
+        browser = client(app)
+        with engine.connect() as holder:
+            holder.begin()
+            # A write takes the writer's turn and keeps it to the rollback.
+            holder.execute(text("DELETE FROM roles WHERE name = :n"), {"n": "none"})
+            started = time.monotonic()
+            page = browser.get("/_probe/write", status=503, expect_errors=True)
+            assert time.monotonic() - started < 5
+            holder.rollback()
+        assert_unavailable_page(page.status_int, page.headers, page.text)
+        assert probe_rows(engine) == 0
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM roles WHERE name = :n"), {"n": PROBE_ROLE})
+            conn.execute(text("DELETE FROM idp_sessions"))
+        engine.dispose()
+
+
+def test_data_10_sqlite_locked_by_another_process_gives_the_503_page(
+    settings, db_url, db_engine, monkeypatch, caplog
+):
+    """DATA-10: "database is locked" (another process writing) is the 503 page."""
+    import sqlite3
+
+    monkeypatch.setattr(idp.db, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    engine = make_engine({"sqlalchemy.url": db_url})
+    other = sqlite3.connect(engine.url.database, isolation_level=None)
+    try:
+        app = make_app(settings, engine, "tests.probe")
+        caplog.set_level(logging.INFO)
+        other.execute("BEGIN IMMEDIATE")
+        page = client(app).get("/_probe/write", status=503, expect_errors=True)
+        other.execute("ROLLBACK")
+        assert_unavailable_page(page.status_int, page.headers, page.text)
+        (record,) = db_fault_records(caplog)
+        assert "database is locked" in record.getMessage()
+        assert probe_rows(engine) == 0
+    finally:
+        other.close()
+        engine.dispose()
+
+
+@pytest.mark.postgresql
+def test_data_10_postgresql_restarting_gives_503_then_the_node_recovers(
+    settings, db_url, db_engine, caplog
+):
+    """DATA-10: PostgreSQL's connections cut and refused, then back: 503, then 200.
+
+    The engine reaches PostgreSQL through a proxy the test cuts, as a
+    server restart does to every node: pooled connections die, new ones
+    are refused. The log names the host, never the URL's password.
+    """
+    if not db_url.startswith("postgresql"):
+        pytest.skip("the wire to a database server is PostgreSQL's")
+    from sqlalchemy.engine import make_url
+
+    real = make_url(db_url)
+    with TcpProxy((real.host or "127.0.0.1", real.port or 5432)) as proxy:
+        url = real.set(host="127.0.0.1", port=proxy.port)
+        engine = make_engine(
+            {
+                "sqlalchemy.url": url.render_as_string(hide_password=False),
+                "sqlalchemy.pool_pre_ping": "true",
+            }
+        )
+        try:
+            app = make_app(settings, engine, "tests.probe")
+            caplog.set_level(logging.INFO)
+            raw = request_bytes(
+                "GET", b"/login", headers=((b"Cookie", SESSION_COOKIE.encode()),)
+            )
+            with serve(app) as port:
+                assert exchange(port, raw).status == 200
+                proxy.cut()
+                answer = exchange(port, raw)
+                headers = dict(answer.headers)
+                assert_unavailable_page(answer.status, headers, answer.text)
+                proxy.restore()
+                started = time.monotonic()
+                assert exchange(port, raw).status == 200
+                recovered = time.monotonic() - started
+        finally:
+            engine.dispose()
+    assert recovered < 2
+    records = db_fault_records(caplog)
+    assert records
+    for record in records:
+        line = record.getMessage()
+        assert f"127.0.0.1:{proxy.port}" in line
+        assert record.exc_info is None
+        if real.password:
+            assert real.password not in line
+
+
+def test_data_10_a_database_server_refusing_connections_gives_the_503_page(
+    settings, caplog
+):
+    """DATA-10: nothing listens at the database's address (connection refused)."""
+    from tests.smtp import free_port
+
+    port = free_port()
+    engine = make_engine(
+        {
+            "sqlalchemy.url": f"postgresql+psycopg://idp:n0t-shown-pw@127.0.0.1:{port}/idp"
+        }
+    )
+    try:
+        app = make_app(settings, engine)
+        caplog.set_level(logging.INFO)
+        page = client(app).get("/login", headers={"Cookie": SESSION_COOKIE}, status=503)
+    finally:
+        engine.dispose()
+    assert_unavailable_page(page.status_int, page.headers, page.text)
+    (record,) = db_fault_records(caplog)
+    line = record.getMessage()
+    assert f"the postgresql server at 127.0.0.1:{port}, database idp as idp" in line
+    assert "refused" in line.lower()
+    assert "n0t-shown-pw" not in line and "n0t-shown-pw" not in page.text

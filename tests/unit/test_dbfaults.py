@@ -1,0 +1,92 @@
+"""Which errors are the database's absence (the 503 page), and how they are told."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import (
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from idp import db
+from idp.dbfaults import describe_database, fault_cause, is_database_fault
+
+
+def wrapped(kind, message: str, *, invalidated: bool = False):
+    return kind(
+        "SELECT 1",
+        {},
+        sqlite3.OperationalError(message),
+        connection_invalidated=invalidated,
+    )
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        wrapped(OperationalError, "database is locked"),
+        wrapped(InterfaceError, "connection already closed"),
+        DisconnectionError("server closed the connection"),
+        PoolTimeout("QueuePool limit of size 10 overflow 10 reached"),
+        wrapped(ProgrammingError, "SSL SYSCALL error: EOF", invalidated=True),
+    ],
+    ids=["operational", "interface", "disconnect", "pool", "invalidated"],
+)
+def test_faults_of_the_database(exc):
+    assert is_database_fault(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        wrapped(IntegrityError, "UNIQUE constraint failed"),
+        wrapped(ProgrammingError, "syntax error"),
+        TimeoutError("the metadata fetch timed out"),
+        RuntimeError("a bug"),
+    ],
+    ids=["integrity", "programming", "other-timeout", "bug"],
+)
+def test_bugs_and_other_timeouts_are_not(exc):
+    assert not is_database_fault(exc)
+
+
+def test_the_sqlite_writer_queue_timeout_is_a_fault(tmp_path, monkeypatch):
+    """The built-in TimeoutError counts only when idp.db raised it."""
+    from sqlalchemy import text
+
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    engine = db.make_engine({"sqlalchemy.url": f"sqlite:///{tmp_path / 'q.sqlite'}"})
+    try:
+        with engine.connect() as holder, engine.connect() as waiter:
+            holder.begin()
+            holder.execute(text("CREATE TABLE t (x INTEGER)"))
+            with pytest.raises(TimeoutError) as caught:
+                waiter.begin()
+                waiter.execute(text("CREATE TABLE u (x INTEGER)"))
+            holder.rollback()
+    finally:
+        engine.dispose()
+    assert is_database_fault(caught.value)
+
+
+def test_the_cause_is_one_line_without_sql_or_password():
+    url = make_url("postgresql+psycopg://idp:hunter2-pw@db.internal:5432/idp")
+    exc = wrapped(
+        OperationalError,
+        'connection to server at "db.internal" failed\npassword hunter2-pw rejected\n',
+    )
+    cause = fault_cause(exc, url)
+    assert cause == (
+        'connection to server at "db.internal" failed password *** rejected'
+    )
+    assert "SELECT" not in cause
+    assert describe_database(url) == (
+        "the postgresql server at db.internal:5432, database idp as idp"
+    )
