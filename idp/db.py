@@ -118,26 +118,45 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         conn.exec_driver_sql("BEGIN")
-        conn.info[_READING] = writer
+        _turns(conn)[_READING] = writer
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before_execute(conn, cursor, statement, parameters, context, executemany):
-        if _READING in conn.info and _writes(statement, context):
-            _take_turn(conn.info, cursor, wait)
+        turns = _turns(conn)
+        if _READING in turns and _writes(statement, context):
+            _take_turn(turns, cursor, wait)
 
     @event.listens_for(engine, "commit")
     @event.listens_for(engine, "rollback")
     def _release(conn):
-        conn.info.pop(_READING, None)
-        turn = conn.info.pop(_WRITING, None)
+        turns = _turns(conn)
+        turns.pop(_READING, None)
+        turn = turns.pop(_WRITING, None)
         if turn is not None:
             turn.release()
 
 
-# Connection.info keys: the writer lock of a SQLite transaction that has
-# only read so far, or that holds the writer's turn.
-_READING = "idp.sqlite_reading"
-_WRITING = "idp.sqlite_writing"
+class WriterQueueTimeout(Exception):
+    """No writer's turn on SQLite within the busy timeout (a database fault).
+
+    Not the built-in ``TimeoutError``: SQLAlchemy takes that one, raised
+    inside a statement, for an exit and invalidates the connection.
+    """
+
+
+# A SQLite transaction's writer lock, under _READING while it has only read,
+# under _WRITING while it holds the turn. Kept on the Connection object, not
+# in Connection.info, which is out of reach once a connection is
+# invalidated, when the turn must still be given back.
+_READING = "reading"
+_WRITING = "writing"
+
+
+def _turns(conn) -> dict:
+    turns = conn.__dict__.get("_idp_sqlite_turns")
+    if turns is None:
+        turns = conn.__dict__["_idp_sqlite_turns"] = {}
+    return turns
 
 
 def _writes(statement: str, context) -> bool:
@@ -155,7 +174,7 @@ def _take_turn(info: dict, cursor, wait: float) -> None:
     writer = info.pop(_READING)
     if not writer.acquire(timeout=wait):
         info[_READING] = writer
-        raise TimeoutError(f"SQLite writer queue: no turn within {wait:.0f} s")
+        raise WriterQueueTimeout(f"SQLite writer queue: no turn within {wait:g} s")
     info[_WRITING] = writer
     try:
         cursor.execute("COMMIT")  # the read part: nothing to write
@@ -171,10 +190,11 @@ def take_write_turn(connection) -> None:
     change until this transaction's writes commit (PostgreSQL's
     ``pg_advisory_xact_lock`` does that job there); otherwise nothing.
     """
-    if _READING in connection.info:
+    turns = _turns(connection)
+    if _READING in turns:
         cursor = connection.connection.dbapi_connection.cursor()
         try:
-            _take_turn(connection.info, cursor, SQLITE_BUSY_TIMEOUT_MS / 1000)
+            _take_turn(turns, cursor, SQLITE_BUSY_TIMEOUT_MS / 1000)
         finally:
             cursor.close()
 

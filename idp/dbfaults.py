@@ -19,8 +19,6 @@ tests a pooled connection before use, and the next request connects anew.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from types import TracebackType
 
 from sqlalchemy.exc import (
     DBAPIError,
@@ -30,13 +28,12 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from idp.db import WriterQueueTimeout
+
 # What a client told to come back waits: a restart or a failover takes
 # seconds, and a node reconnects at its next request.
 RETRY_AFTER_SECONDS = 5
 CAUSE_MAX = 300
-# The SQLite writer queue (idp.db) raises the built-in TimeoutError; only
-# one raised there is the database's.
-_DB_MODULE = str(Path(__file__).with_name("db.py"))
 
 
 def is_database_fault(exc: BaseException) -> bool:
@@ -47,7 +44,7 @@ def is_database_fault(exc: BaseException) -> bool:
     is locked" or "unable to open database file": ``OperationalError``,
     ``InterfaceError`` (a connection already closed), a disconnect SQLAlchemy
     noticed on any DBAPI error, the pool's timeout, and the SQLite writer
-    queue's ``TimeoutError``. A wrong statement (``ProgrammingError``,
+    queue's ``WriterQueueTimeout``. A wrong statement (``ProgrammingError``,
     ``IntegrityError``) is a bug and stays one.
     """
     if isinstance(exc, OperationalError | InterfaceError | DisconnectionError):
@@ -56,15 +53,7 @@ def is_database_fault(exc: BaseException) -> bool:
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, TimeoutError) and _raised_in(exc.__traceback__, _DB_MODULE)
-
-
-def _raised_in(tb: TracebackType | None, filename: str) -> bool:
-    last = None
-    while tb is not None:
-        last = tb
-        tb = tb.tb_next
-    return last is not None and last.tb_frame.f_code.co_filename == filename
+    return isinstance(exc, WriterQueueTimeout)
 
 
 def fault_cause(exc: BaseException, url=None) -> str:

@@ -131,3 +131,39 @@ def test_read_modify_write_under_for_update_loses_no_update(engine):
     assert errors == []
     with engine.connect() as conn:
         assert conn.execute(select(_counter.c.n)).scalar() == 200
+
+
+def test_an_invalidated_connection_gives_the_turn_back(engine):
+    """A connection lost while it holds the turn (a driver error that
+    invalidates it) still gives the turn back at its rollback: the next
+    writer is not queued forever."""
+    with engine.connect() as lost:
+        lost.begin()
+        lost.execute(update(_counter).values(n=1))  # holds the turn
+        lost.invalidate()
+    with engine.begin() as conn:  # within the busy timeout, not forever
+        conn.execute(update(_counter).values(n=2))
+    with engine.connect() as conn:
+        assert conn.execute(select(_counter.c.n)).scalar() == 2
+
+
+def test_no_turn_in_time_is_a_fault_that_keeps_the_connection(engine, monkeypatch):
+    """Waiting too long for the turn raises WriterQueueTimeout (the 503 page,
+    idp.dbfaults), not the built-in TimeoutError, which SQLAlchemy takes for
+    an exit and answers by invalidating the connection."""
+    import idp.db
+
+    monkeypatch.setattr(idp.db, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    quick = make_engine({"sqlalchemy.url": engine.url.render_as_string(False)})
+    try:
+        with quick.connect() as holder, quick.connect() as waiter:
+            holder.begin()
+            holder.execute(update(_counter).values(n=1))
+            waiter.begin()
+            with pytest.raises(idp.db.WriterQueueTimeout):
+                waiter.execute(update(_counter).values(n=5))
+            assert not waiter.invalidated
+            waiter.rollback()
+            holder.commit()
+    finally:
+        quick.dispose()

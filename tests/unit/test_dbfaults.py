@@ -58,7 +58,7 @@ def test_bugs_and_other_timeouts_are_not(exc):
 
 
 def test_the_sqlite_writer_queue_timeout_is_a_fault(tmp_path, monkeypatch):
-    """The built-in TimeoutError counts only when idp.db raised it."""
+    """The SQLite writer queue's timeout (idp.db.WriterQueueTimeout) is a fault."""
     from sqlalchemy import text
 
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 50)
@@ -67,7 +67,7 @@ def test_the_sqlite_writer_queue_timeout_is_a_fault(tmp_path, monkeypatch):
         with engine.connect() as holder, engine.connect() as waiter:
             holder.begin()
             holder.execute(text("CREATE TABLE t (x INTEGER)"))
-            with pytest.raises(TimeoutError) as caught:
+            with pytest.raises(db.WriterQueueTimeout) as caught:
                 waiter.begin()
                 waiter.execute(text("CREATE TABLE u (x INTEGER)"))
             holder.rollback()
