@@ -46,6 +46,9 @@ COMMANDS: dict[str, Group] = {
         "partners' metadata sources (many SPs from one signed document)",
     ),
     "sp": Group("idp.cli.sp", "registered SAML service providers"),
+    "two-step": Group(
+        "idp.cli.two_step", "users' two-step verification (TOTP and recovery codes)"
+    ),
     "user": Group("idp.cli.users", "user accounts"),
 }
 

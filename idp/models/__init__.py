@@ -15,6 +15,7 @@ from idp.models.source import MetadataSource, PendingChange, QuarantinedEntity
 from idp.models.sp import PersistentNameId, ServiceProvider, SpRegistryState
 from idp.models.throttle import NumberLock, ThrottleCounter
 from idp.models.token import CaptchaChallenge, OneTimeToken
+from idp.models.two_factor import RecoveryCode, TotpCredential
 from idp.models.user import User
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "PendingSamlRequest",
     "PersistentNameId",
     "QuarantinedEntity",
+    "RecoveryCode",
     "Role",
     "SeenRequestId",
     "ServiceProvider",
@@ -40,6 +42,7 @@ __all__ = [
     "SigningKey",
     "SpRegistryState",
     "ThrottleCounter",
+    "TotpCredential",
     "User",
     "role_modules",
     "user_roles",

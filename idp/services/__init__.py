@@ -26,3 +26,4 @@ def includeme(config):
     config.include(".modules")
     config.include(".accounts")
     config.include(".service_providers")
+    config.include(".two_factor")
