@@ -551,3 +551,27 @@ class ITwoFactorService(Interface):
         ``how`` is ``account`` (the owner, having given password and code)
         or ``helpdesk`` (an operator, for an owner who lost both).
         """
+
+
+class IAdminRoles(Interface):
+    """Who holds the admin console's roles (``idp.services.admin``).
+
+    Changes take the acting party (an ``Actor``) and are audited with it;
+    refusals are ``Refused`` from ``idp.services.errors``.
+    """
+
+    def roles_of(user):
+        """The ``AdminRole`` values ``user`` holds, as a frozenset."""
+
+    def holders():  # type: ignore[misc]
+        """Every ``(user, [AdminRole, ...])`` holding one, by identity number."""
+
+    def grant(user, role, *, actor):
+        """Give ``user`` an admin role (``admin.granted``); False if held."""
+
+    def revoke(user, role, *, actor):
+        """Take an admin role (``admin.revoked``); False if not held.
+
+        ``Conflict`` (``admin.last_superadmin``) for the last superadmin,
+        unless from the command line.
+        """
