@@ -62,5 +62,8 @@ def includeme(config):
     config.add_route("admin.index", "/admin", **admin)
     config.add_route("admin.grants", "/admin/grants", **admin)
     config.add_route("admin.grants_revoke", "/admin/grants/revoke", **admin)
+    config.add_route("admin.users", "/admin/users", **admin)
+    config.add_route("admin.user", "/admin/users/{id}", **admin)
+    config.add_route("admin.user_act", "/admin/users/{id}/{act}", **admin)
     config.add_route("captcha.image", "/captcha/{token}.png")
     config.add_route("captcha.audio", "/captcha/{token}.{locale}.wav")

@@ -73,6 +73,21 @@ def mark_reauthenticated(session, user_id: uuid.UUID, now: dt.datetime) -> None:
     session[REAUTH_KEY] = {"user": str(user_id), "at": now.isoformat()}
 
 
+def check_target(dbsession, user: User) -> None:
+    """Refuse a console act on an account holding an admin role.
+
+    Correcting an admin's email and then sending a password reset would
+    hand that admin's password to whoever chose the address: the helpdesk
+    could climb to superadmin. Such accounts are changed with
+    ``idp-admin`` on the server. :class:`Conflict` ``admin.target_is_admin``.
+    """
+    if roles_of(dbsession, user.id):
+        raise Conflict(
+            "admin.target_is_admin",
+            "this account holds an admin role: change it with idp-admin",
+        )
+
+
 def parse_role(text: str) -> AdminRole:
     """``text`` as an admin role, whatever its case; :class:`Invalid` if none."""
     try:

@@ -455,6 +455,13 @@ class IAccountService(Interface):
         ``Conflict`` when another account has it. Returns ``EmailCorrected``.
         """
 
+    def update_profile(user, *, actor, **values):
+        """Correct name, phone, institution or category
+        (``account.profile_changed``); the names of the fields changed."""
+
+    def end_sessions(user, *, actor):
+        """End every session of ``user`` (``sessions.ended``); how many."""
+
 
 class IServiceProviders(Interface):
     """The SP registry as administrators change it (``idp-admin sp``, the console).

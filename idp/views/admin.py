@@ -21,6 +21,7 @@ import logging
 import uuid
 from urllib.parse import urlencode
 
+from pyramid.events import NewResponse, subscriber
 from pyramid.httpexceptions import HTTPBadRequest, HTTPSeeOther
 from pyramid.renderers import render_to_response
 from pyramid.view import view_config
@@ -54,6 +55,10 @@ REFUSALS = {
         "This is the last superadmin: the role can only be taken from them on "
         "the server, with idp-admin."
     ),
+    "admin.target_is_admin": _(
+        "This account holds an admin role: it can only be changed on the "
+        "server, with idp-admin."
+    ),
     "account.email_taken": _("Another account already has this email address."),
     "account.email_unchanged": _("This is already the account's email address."),
     "email.invalid": _("Enter an email address like name@example.com."),
@@ -71,6 +76,15 @@ ENROL_PAGE = (
         "console: it will ask for a code from your authenticator app."
     ),
 )
+
+
+@subscriber(NewResponse)
+def no_store(event) -> None:
+    """Nothing the console shows is kept by a browser or a proxy: HTML pages
+    already are not (idp.tweens), and neither is anything else it sends."""
+    route = event.request.matched_route
+    if route is not None and route.name.startswith("admin."):
+        event.response.headers["Cache-Control"] = "no-store"
 
 
 def actor(request) -> Actor:

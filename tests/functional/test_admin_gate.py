@@ -41,7 +41,7 @@ def test_admin_anonymous_is_sent_to_sign_in(app, tm, dbsession, clock):
     client.post("/admin/grants", {"identifier": "x", "role": "superadmin"}, status=403)
 
 
-def test_admin_plain_user_gets_403(app, tm, dbsession, clock):
+def test_web_11_admin_plain_user_gets_403(app, tm, dbsession, clock):
     """A signed-in user without an admin role: the bilingual 403 page, on
     every console page, whatever the method."""
     user = make_user(dbsession)
@@ -215,7 +215,7 @@ def test_admin_last_superadmin_cannot_be_revoked_from_the_console(
     assert count(dbsession, AdminGrant, AdminGrant.user_id == boss.id) == 1
 
 
-def test_admin_csrf_refused(app, tm, dbsession, clock):
+def test_web_01_admin_csrf_refused(app, tm, dbsession, clock):
     boss = make_admin(app, dbsession, clock, "superadmin")
     target = make_user(dbsession)
     client = admin_browser(app, tm, dbsession, clock, boss)
