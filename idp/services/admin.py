@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from zope.interface import implementer
 
 from idp.db import utcnow
@@ -144,15 +145,19 @@ class AdminRoles:
         with atomic(self.dbsession):
             if role in self.roles_of(user):
                 return False
-            self.dbsession.add(
-                AdminGrant(
-                    user_id=user.id,
-                    role=role.value,
-                    granted_at=self.clock(),
-                    granted_by=actor.user_id,
-                )
-            )
-            self.dbsession.flush()
+            try:
+                # Two grants racing: the primary key lets one through.
+                with self.dbsession.begin_nested():
+                    self.dbsession.add(
+                        AdminGrant(
+                            user_id=user.id,
+                            role=role.value,
+                            granted_at=self.clock(),
+                            granted_by=actor.user_id,
+                        )
+                    )
+            except IntegrityError:
+                return False
             actor.record(
                 self.audit, "admin.granted", subject_user_id=user.id, role=role.value
             )

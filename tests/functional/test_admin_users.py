@@ -94,6 +94,7 @@ def test_search_by_number_name_email_and_phone(client, dbsession):
     assert page.html.find(id="admin-users-found").find("tbody").find("a") is None
 
 
+@pytest.mark.postgresql
 def test_search_wildcards_are_plain_characters(client, dbsession):
     make_user(dbsession, full_name="Ahmad bin Ali")
     for query in ("%%", "__", "a%i", "%@"):

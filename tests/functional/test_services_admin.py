@@ -128,7 +128,9 @@ def test_end_sessions(accounts, dbsession):
     assert detail == {"by": "admin-console", "how": "helpdesk", "count": 1}
 
 
+@pytest.mark.postgresql
 def test_search(dbsession):
+    """Dialects differ in LIKE escapes and lower(): both must agree."""
     user = make_user(dbsession, full_name="Tan Mei Ling", phone="+60112223344")
     make_user(dbsession, full_name="Tan Sri Ahmad")
 
@@ -164,3 +166,21 @@ def test_fresh_is_bound_to_the_window(dbsession):
     assert fresh(user.id, now - dt.timedelta(minutes=14), {}, now)
     assert not fresh(user.id, now - dt.timedelta(minutes=15), {}, now)
     assert not fresh(user.id, None, {}, now)
+
+
+@pytest.mark.postgresql
+def test_a_grant_racing_another_is_refused_by_the_key(roles, dbsession, by):
+    """The check and the insert are apart: a grant made meanwhile (here, a row
+    inserted behind the service's back) must not become a 500."""
+    user = make_user(dbsession)
+    dbsession.add(AdminGrant(user_id=user.id, role="auditor"))
+    dbsession.flush()
+    dbsession.expire_all()
+    original = roles.roles_of
+    roles.roles_of = lambda target: frozenset()
+    try:
+        assert roles.grant(user, "auditor", actor=by) is False
+    finally:
+        roles.roles_of = original
+    assert count(dbsession, AdminGrant) == 1
+    assert audited(dbsession, "admin.granted") == []
