@@ -61,7 +61,6 @@ def includeme(config):
     admin = {"factory": "idp.authz.AdminRoot"}
     config.add_route("admin.index", "/admin", **admin)
     config.add_route("admin.grants", "/admin/grants", **admin)
-    config.add_route("admin.grants_revoke", "/admin/grants/revoke", **admin)
     config.add_route("admin.users", "/admin/users", **admin)
     config.add_route("admin.user", "/admin/users/{id}", **admin)
     config.add_route("admin.user_act", "/admin/users/{id}/{act}", **admin)

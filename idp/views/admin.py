@@ -291,7 +291,11 @@ def grants(request):
     request_method="POST",
     require_methods=["POST"],
 )
-def grant(request):
+def change_grants(request):
+    """Grant (the form) or revoke (a row's button); both post to the page
+    itself, so an admin sent to re-authenticate comes back to it."""
+    if request.POST.get("action") == "revoke":
+        return _revoke(request)
     form = GrantForm(request.POST)
     if form.validate():
         try:
@@ -312,14 +316,7 @@ def grant(request):
     return _grants_page(request, form)
 
 
-@view_config(
-    route_name="admin.grants_revoke",
-    renderer="admin/grants.jinja2",
-    permission=Permission.GRANTS_ACT,
-    request_method="POST",
-    require_methods=["POST"],
-)
-def revoke(request):
+def _revoke(request):
     user = _user_by_id(request, request.POST.get("user"))
     role = request.POST.get("role")
     if user is None or role not in ROLE_NAMES:
