@@ -139,6 +139,22 @@ class AdminRoles:
             held.setdefault(user.id, (user, []))[1].append(AdminRole(role))
         return list(held.values())
 
+    @staticmethod
+    def holders_query():
+        """Every user holding an admin role, as a ``SELECT`` to page and sort."""
+        return select(User).where(User.id.in_(select(AdminGrant.user_id)))
+
+    def roles_by_user(self, user_ids) -> dict[uuid.UUID, list[AdminRole]]:
+        """The admin roles of each of ``user_ids`` (one query, for a page)."""
+        held: dict[uuid.UUID, list[AdminRole]] = {}
+        for user_id, role in self.dbsession.execute(
+            select(AdminGrant.user_id, AdminGrant.role)
+            .where(AdminGrant.user_id.in_(list(user_ids)))
+            .order_by(AdminGrant.role)
+        ):
+            held.setdefault(user_id, []).append(AdminRole(role))
+        return held
+
     def grant(self, user: User, role: AdminRole | str, *, actor: Actor) -> bool:
         """Give ``user`` the admin role (``admin.granted``); False if they hold it."""
         role = role if isinstance(role, AdminRole) else parse_role(role)

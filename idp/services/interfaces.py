@@ -573,6 +573,12 @@ class IAdminRoles(Interface):
     def holders():  # type: ignore[misc]
         """Every ``(user, [AdminRole, ...])`` holding one, by identity number."""
 
+    def holders_query():  # type: ignore[misc]
+        """The users holding one, as a ``SELECT`` for a paginated list."""
+
+    def roles_by_user(user_ids):
+        """``{user id: [AdminRole, ...]}`` for the given users."""
+
     def grant(user, role, *, actor):
         """Give ``user`` an admin role (``admin.granted``); False if held."""
 

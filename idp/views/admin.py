@@ -46,6 +46,7 @@ from idp.services.interfaces import (
 )
 from idp.services.signin import AUTHN_METHOD_TWO_STEP, Outcome
 from idp.services.two_factor import clock_of
+from idp.views.listing import listing
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +260,22 @@ def refusal(exc: Refused):
     return message
 
 
+HOLDER_SORTS = {"name": User.full_name, "identifier": User.identifier}
+
+
 def _grants_page(request, form: GrantForm, message=None) -> dict:
+    roles = request.service(IAdminRoles)
+    holders = listing(
+        request,
+        roles.holders_query(),
+        HOLDER_SORTS,
+        default="name",
+        tiebreak=User.id,
+    )
+    held = roles.roles_by_user(user.id for user in holders.items)
     return {
-        "holders": request.service(IAdminRoles).holders(),
+        "holders": holders,
+        "held": held,
         "form": form,
         "role_names": ROLE_NAMES,
         "role_choices": [

@@ -337,3 +337,18 @@ def test_admin_verify_with_a_recovery_code(app, tm, dbsession, clock):
     done = post(page, "admin-recovery-form", {"recovery_code": codes[0]}, status=303)
     assert done.location.endswith("/admin/users")
     client.get("/admin/users", status=200)
+
+
+def test_admin_grants_list_pages_and_sorts(app, tm, dbsession, clock):
+    boss = make_admin(app, dbsession, clock, "superadmin", full_name="Zainab")
+    make_admin(app, dbsession, clock, "auditor", two_step=False, full_name="Aziz")
+    client = admin_browser(app, tm, dbsession, clock, boss)
+    page = client.get("/admin/grants?lang=en")
+    rows = page.html.find(id="admin-holders").find("tbody")("tr")
+    assert [row.find("td").text for row in rows] == ["Aziz", "Zainab"]
+    page = client.get(page.html.find("a", attrs={"data-sort": "name"})["href"])
+    rows = page.html.find(id="admin-holders").find("tbody")("tr")
+    assert [row.find("td").text for row in rows] == ["Zainab", "Aziz"]
+    assert "Page 1 of 1 (2 in all)" in page.text
+    client.get("/admin/grants?sort=role", status=400)
+    client.get("/admin/grants?page=x", status=400)
