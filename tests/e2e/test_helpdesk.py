@@ -5,11 +5,16 @@ console requires) signs in with the password and a code, opens the console,
 finds a locked user by name, unlocks them, sends a password reset and
 corrects their email, in Malay and in English, on a desktop and a phone's
 width. The mail the user gets is read from the IdP's mail folder.
+
+With ``IDP_E2E_CONSOLE_SHOTS`` set to a folder (``docs/helpdesk``), the
+desktop run saves the screenshots the README's "Running the helpdesk" shows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session
@@ -19,7 +24,7 @@ from idp.db import make_engine, utcnow
 from idp.services.actor import Actor
 from idp.services.admin import AdminRoles
 from idp.services.audit import AuditLog
-from tests.e2e import harness
+from tests.e2e import harness, media
 from tests.e2e.conftest import E2E
 from tests.factories import PASSWORD, display, make_user
 from tests.two_step import Clock, code_for, enable
@@ -27,6 +32,7 @@ from tests.two_step import Clock, code_for, enable
 pytestmark = E2E
 
 VIEWS = [("ms", 1280, 800), ("en", 360, 740)]
+SHOTS_ENV = "IDP_E2E_CONSOLE_SHOTS"
 
 
 def _now() -> dt.datetime:
@@ -39,7 +45,11 @@ def people(world, request):
     of their own for the search."""
     settings = load_settings(str(world["ini"]))
     engine = make_engine(settings)
-    suffix = request.node.callspec.id.replace("-", " ")
+    # A name of each run's own, so the search finds one account.
+    name = {
+        "ms-desktop": "Nurul Huda binti Ismail",
+        "en-phone": "Nurul Ain binti Ismail",
+    }
     try:
         with Session(engine, expire_on_commit=False) as session:
             officer = make_user(session, full_name="Pegawai Meja Bantuan")
@@ -49,7 +59,7 @@ def people(world, request):
             officer.secret, _codes = enable(settings, session, officer, Clock(_now()))
             user = make_user(
                 session,
-                full_name=f"Nurul Huda {suffix}",
+                full_name=name[request.node.callspec.id],
                 email=f"salah.{request.node.callspec.id}@example.com.my",
                 disabled_at=utcnow(),
             )
@@ -63,7 +73,9 @@ def people(world, request):
 def page(world, driver, request):
     lang, width, height = request.param
     driver.delete_all_cookies()
-    browser = harness.Browser(driver, world["captcha_dir"])
+    wanted = os.environ.get(SHOTS_ENV)
+    saver = media.Shots(Path(wanted), lang) if wanted and width > 1000 else None
+    browser = harness.Browser(driver, world["captcha_dir"], saver)
     browser.size(width, height)
     browser.lang = lang
     return browser
@@ -106,9 +118,11 @@ def test_find_unlock_reset_correct_email(world, page, people):
     page.submit("admin-search-form")
     assert page.has("#admin-users-found"), page.text()
     page.check("console: found")
+    page.shot("helpdesk-search")
     page.follow_link(f"/admin/users/{user.id}")
     assert page.has('[data-standing="disabled"]'), page.text()
     page.check("console: a locked user")
+    page.shot("helpdesk-user")
 
     page.follow_link(f"/admin/users/{user.id}/unlock")
     page.check("console: unlock")
@@ -126,6 +140,7 @@ def test_find_unlock_reset_correct_email(world, page, people):
 
     page.follow_link(f"/admin/users/{user.id}/email")
     page.check("console: correct the email")
+    page.shot("helpdesk-email")
     page.start_keyboard()
     page.type_into("admin-act-form", "email", "bukan emel")
     page.submit("admin-act-form")
