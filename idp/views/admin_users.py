@@ -222,8 +222,14 @@ def _act_page(request, target: User, act: str, form=None, message=None) -> dict:
     }
 
 
-def _done(request, target: User, act: str) -> HTTPSeeOther:
-    request.session.flash(ACTS[act][1])
+ALREADY_LOCKED = _("The account was already locked; nothing changed.")
+NOT_LOCKED = _(
+    "The account was not locked; its count of wrong passwords has been cleared."
+)
+
+
+def _done(request, target: User, act: str, message=None) -> HTTPSeeOther:
+    request.session.flash(message or ACTS[act][1])
     return HTTPSeeOther(request.route_path("admin.user", id=str(target.id)))
 
 
@@ -277,9 +283,11 @@ def user_act(request):
     by = actor(request)
     try:
         if act == "lock":
-            accounts.lock(target, reason=form.value, actor=by)
+            if accounts.lock(target, reason=form.value, actor=by) is None:
+                return _done(request, target, act, ALREADY_LOCKED)
         elif act == "unlock":
-            accounts.unlock(target, actor=by)
+            if not accounts.unlock(target, actor=by):
+                return _done(request, target, act, NOT_LOCKED)
         elif act == "reset":
             accounts.reset_password(target, actor=by)
         elif act == "sessions":

@@ -244,6 +244,8 @@ def test_unlock_with_audit(client, dbsession, helpdesk):
     dbsession.refresh(user)
     assert user.disabled_at is None
     _audited(dbsession, "account.unlocked", user, helpdesk)
+    again = _act(client, user, "unlock", status=303).follow()
+    assert "was not locked" in again.text
 
 
 def test_lock_with_a_reason_ends_sessions(client, dbsession, helpdesk, mailbox):
@@ -256,6 +258,9 @@ def test_lock_with_a_reason_ends_sessions(client, dbsession, helpdesk, mailbox):
     row = _audited(dbsession, "account.locked", user, helpdesk)
     assert row.detail["reason"] == "Tiket #1234"
     assert mailbox(user.email)
+    again = _act(client, user, "lock", status=303).follow()
+    assert "already locked" in again.text
+    assert len(events(dbsession, "account.locked")) == 1
     other = make_user(dbsession)
     page = client.get(f"/admin/users/{other.id}/lock?lang=en")
     token = page.html.find("input", attrs={"name": "csrf_token"})["value"]
