@@ -27,9 +27,10 @@ from zope.interface import implementer
 
 from idp.db import utcnow
 from idp.models import AdminGrant, AdminRole, User
+from idp.services import mail
 from idp.services.actor import COMMAND_LINE, Actor
 from idp.services.errors import Conflict, Invalid, atomic
-from idp.services.interfaces import IAdminRoles, IAuditLog
+from idp.services.interfaces import IAdminRoles, IAuditLog, IOutbox
 from idp.services.signin import AUTHN_METHOD_TWO_STEP
 
 #: How old a sign-in (or re-authentication) may be for an admin to change anything.
@@ -115,14 +116,19 @@ def roles_of(dbsession, user_id: uuid.UUID) -> frozenset[AdminRole]:
 
 @implementer(IAdminRoles)
 class AdminRoles:
-    def __init__(self, dbsession, *, audit, clock=utcnow) -> None:
+    def __init__(self, dbsession, *, audit, outbox, clock=utcnow) -> None:
         self.dbsession = dbsession
         self.audit = audit
+        self.outbox = outbox
         self.clock = clock
 
     @classmethod
     def create_service(cls, context, request) -> AdminRoles:
-        return cls(request.dbsession, audit=request.service(IAuditLog))
+        return cls(
+            request.dbsession,
+            audit=request.service(IAuditLog),
+            outbox=request.service(IOutbox),
+        )
 
     def roles_of(self, user: User) -> frozenset[AdminRole]:
         return roles_of(self.dbsession, user.id)
@@ -177,6 +183,11 @@ class AdminRoles:
             actor.record(
                 self.audit, "admin.granted", subject_user_id=user.id, role=role.value
             )
+            # The owner hears of it: a role granted to a hijacked account, or
+            # by a hijacked superadmin, does not go unnoticed.
+            mail.admin_role_changed(
+                self.outbox, user, role=role.value, granted=True, at=self.clock()
+            )
         return True
 
     def revoke(self, user: User, role: AdminRole | str, *, actor: Actor) -> bool:
@@ -212,6 +223,9 @@ class AdminRoles:
             )
             actor.record(
                 self.audit, "admin.revoked", subject_user_id=user.id, role=role.value
+            )
+            mail.admin_role_changed(
+                self.outbox, user, role=role.value, granted=False, at=self.clock()
             )
         return True
 

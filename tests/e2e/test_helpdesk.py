@@ -24,6 +24,7 @@ from idp.db import make_engine, utcnow
 from idp.services.actor import Actor
 from idp.services.admin import AdminRoles
 from idp.services.audit import AuditLog
+from idp.services.mail import Composer, Outbox, OutboxCodec
 from tests.e2e import harness, media
 from tests.e2e.conftest import E2E
 from tests.factories import PASSWORD, display, make_user
@@ -53,7 +54,10 @@ def people(world, request):
     try:
         with Session(engine, expire_on_commit=False) as session:
             officer = make_user(session, full_name="Pegawai Meja Bantuan")
-            AdminRoles(session, audit=AuditLog(session)).grant(
+            outbox = Outbox(
+                session, Composer(settings), OutboxCodec(settings["idp.hmac_key"])
+            )
+            AdminRoles(session, audit=AuditLog(session), outbox=outbox).grant(
                 officer, "helpdesk", actor=Actor.command_line()
             )
             officer.secret, _codes = enable(settings, session, officer, Clock(_now()))

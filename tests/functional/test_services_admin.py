@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from idp.contact import mask_email, mask_phone
-from idp.models import AdminGrant, IdpSession, User
+from idp.models import AdminGrant, IdpSession, OutboxMessage, User
 from idp.services.accounts import search
 from idp.services.actor import Actor
 from idp.services.admin import check_target, fresh, parse_role
@@ -45,6 +45,13 @@ def test_grant_and_revoke_are_audited_once(roles, dbsession, by):
     assert grant.granted_by == by.user_id
     assert roles.revoke(user, "auditor", actor=by)
     assert not roles.revoke(user, "auditor", actor=by)
+    # The owner is told of each change, once.
+    notices = dbsession.scalars(
+        select(OutboxMessage.recipient).where(
+            OutboxMessage.template == "admin-role-changed"
+        )
+    ).all()
+    assert notices == [user.email, user.email]
     assert audited(dbsession, "admin.granted") == [
         (
             {"by": "admin-console", "role": "auditor"},
