@@ -22,7 +22,7 @@ import uuid
 from urllib.parse import urlencode
 
 from pyramid.events import NewResponse, subscriber
-from pyramid.httpexceptions import HTTPBadRequest, HTTPSeeOther
+from pyramid.httpexceptions import HTTPBadRequest, HTTPForbidden, HTTPSeeOther
 from pyramid.renderers import render_to_response
 from pyramid.view import view_config
 
@@ -163,8 +163,6 @@ def verify(request):
     context = _admin_context(request)
     target = _next(request)
     if not context.roles:
-        from pyramid.httpexceptions import HTTPForbidden
-
         raise HTTPForbidden()
     if context.verified:
         return HTTPSeeOther(target)
@@ -203,8 +201,6 @@ def reauthenticate(request):
     context = _admin_context(request)
     target = _next(request)
     if not context.roles:
-        from pyramid.httpexceptions import HTTPForbidden
-
         raise HTTPForbidden()
     if not context.verified:
         query = urlencode({"next": target})
