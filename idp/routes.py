@@ -54,5 +54,15 @@ def includeme(config):
     config.add_route("account.email", "/account/email")
     config.add_route("account.email_confirm", "/account/email/confirm")
     config.add_route("account.email_link", "/account/email/confirm/{token}")
+    # The admin console: every page's context is AdminRoot (its ACL); the
+    # two steps an admin may owe first have the site's root.
+    config.add_route("admin.verify", "/admin/verify")
+    config.add_route("admin.reauthenticate", "/admin/reauthenticate")
+    admin = {"factory": "idp.authz.AdminRoot"}
+    config.add_route("admin.index", "/admin", **admin)
+    config.add_route("admin.grants", "/admin/grants", **admin)
+    config.add_route("admin.users", "/admin/users", **admin)
+    config.add_route("admin.user", "/admin/users/{id}", **admin)
+    config.add_route("admin.user_act", "/admin/users/{id}/{act}", **admin)
     config.add_route("captcha.image", "/captcha/{token}.png")
     config.add_route("captcha.audio", "/captcha/{token}.{locale}.wav")

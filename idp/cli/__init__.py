@@ -28,6 +28,7 @@ class Group(NamedTuple):
 #: module's ``register(groups)`` adds its groups with this same help text
 #: (``tests/unit/test_cli.py`` holds them equal).
 COMMANDS: dict[str, Group] = {
+    "admin": Group("idp.cli.admin", "admin console roles"),
     "audit": Group("idp.cli.audit", "the hash-chained audit log"),
     "db": Group("idp.cli.db", "database schema"),
     "doctor": Group(

@@ -1,5 +1,6 @@
 """The data model. Importing this package registers every table on Base."""
 
+from idp.models.admin import AdminGrant, AdminRole
 from idp.models.audit import AuditEvent
 from idp.models.keys import MetadataFetch, SigningKey
 from idp.models.outbox import OutboxMessage
@@ -19,6 +20,8 @@ from idp.models.two_factor import RecoveryCode, TotpCredential
 from idp.models.user import User
 
 __all__ = [
+    "AdminGrant",
+    "AdminRole",
     "AuditEvent",
     "CaptchaChallenge",
     "IdpSession",

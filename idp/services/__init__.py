@@ -27,3 +27,4 @@ def includeme(config):
     config.include(".accounts")
     config.include(".service_providers")
     config.include(".two_factor")
+    config.include(".admin")
