@@ -26,3 +26,5 @@ def includeme(config):
     config.include(".modules")
     config.include(".accounts")
     config.include(".service_providers")
+    config.include(".reports")
+    config.include(".mail_queue")

@@ -483,3 +483,57 @@ class IServiceProviders(Interface):
         ``confirmed``: the ``Removal`` that was confirmed; ``Conflict`` if
         the SP was registered again since.
         """
+
+
+class IReports(Interface):
+    """What the admin console reads: registry lists, the audit log, the dashboard.
+
+    Read-only; every list takes a ``Listing`` (``idp.services.listing``) and
+    returns a ``Page`` counted and cut in SQL.
+    """
+
+    def roles(listing):
+        """Roles with how many users hold each."""
+
+    def modules(listing):
+        """Modules with how many roles grant and SPs belong to each."""
+
+    def role_users(role, listing):
+        """``(user, granted_at)`` of each holder of ``role``."""
+
+    def role_reach(role):
+        """The SPs the holders of ``role`` reach (its modules' SPs)."""
+
+    def service_providers(listing, *, search=None):
+        """SPs with module, source, the source's last fetch, and last SSO."""
+
+    def sources():  # type: ignore[misc]
+        """Every metadata source with its SP, quarantine and pending counts."""
+
+    def quarantine(listing):
+        """``(QuarantinedEntity, source name)`` rows."""
+
+    def pending_changes(listing):
+        """``(PendingChange, source name)`` rows: trust changes held."""
+
+    def find_user(text):
+        """The user named by identity number, email or id; ``NotFound``."""
+
+    def audit_events(filters, listing):
+        """Audit events matching an ``AuditFilter``."""
+
+    def audit_export(filters):
+        """Every matching audit event, oldest first, streamed."""
+
+    def dashboard(window):
+        """A ``Dashboard`` for ``"24h"`` or ``"30d"``."""
+
+
+class IMailQueue(Interface):
+    """The outbox as administrators see it (never the sealed bodies)."""
+
+    def waiting(state, listing):
+        """Unsent messages: ``pending`` (all) or ``failed`` (with an error)."""
+
+    def retry(message_id, *, actor):
+        """Make an unsent message due now, audited (``mail.retry``)."""
