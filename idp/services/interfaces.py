@@ -468,6 +468,19 @@ class IServiceProviders(Interface):
         ``Invalid`` (``sp.refused``) for metadata that fails the checks.
         """
 
+    def preview_import(
+        data,
+        *,
+        module_code=None,
+        disabled=False,
+        replace=False,
+        confirm_hosts=(),
+        actor,
+    ):
+        """A ``Preview`` of :meth:`import_metadata`: outcome, trust changes and
+        the metadata's diff, worked out by the import itself and rolled back;
+        raises what the import would."""
+
     def set_policy(entity_id, changes, *, actor):
         """Change the keys of ``changes`` in the SP's policy (``sp.policy``)."""
 

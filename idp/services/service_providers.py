@@ -40,6 +40,26 @@ class Imported:
 
 
 @dataclass(frozen=True)
+class Preview:
+    """What importing metadata would do, worked out and rolled back.
+
+    ``outcome`` is registered, updated or unchanged; ``diff`` the unified
+    diff of the stored metadata against the new (every line added for a
+    new SP), cut at :data:`PREVIEW_DIFF_LINES`.
+    """
+
+    entity_id: str
+    outcome: str
+    trust_changes: list[str]
+    diff: list[str]
+    truncated: bool
+    sha256: str
+
+
+PREVIEW_DIFF_LINES = 400
+
+
+@dataclass(frozen=True)
 class Removal:
     """What removing an SP deletes with it, one line each, counted now.
 
@@ -160,6 +180,66 @@ class ServiceProviders:
                     self.audit, "sp.updated", previous_sha256=previous, **detail
                 )
         return Imported(sp, "registered" if previous is None else "updated", changes)
+
+    def preview_import(
+        self,
+        data: bytes,
+        *,
+        module_code: str | None = None,
+        disabled: bool = False,
+        replace: bool = False,
+        confirm_hosts: Collection[str] = (),
+        actor: Actor,
+    ) -> Preview:
+        """What :meth:`import_metadata` would do with the same arguments.
+
+        It runs the import itself, every rule and refusal included, in a
+        SAVEPOINT that is then rolled back: the preview can never disagree
+        with what applying does, and nothing of it is written or audited.
+        Raises what the import would raise.
+        """
+        import difflib
+
+        from idp.saml.sp_metadata import parse_sp_metadata
+
+        with _metadata_refusals():
+            entity_id = parse_sp_metadata(data, allow_http=self.allow_http).entity_id
+        existing = self.dbsession.scalar(
+            select(ServiceProvider).where(ServiceProvider.entity_id == entity_id)
+        )
+        old = existing.metadata_xml if existing is not None else ""
+        trial = self.dbsession.begin_nested()
+        try:
+            imported = self.import_metadata(
+                data,
+                module_code=module_code,
+                disabled=disabled,
+                replace=replace,
+                confirm_hosts=confirm_hosts,
+                actor=actor,
+            )
+            outcome, changes = imported.outcome, list(imported.trust_changes)
+        finally:
+            trial.rollback()
+        new = data.decode("utf-8", errors="replace")
+        lines = [
+            line.rstrip("\n")
+            for line in difflib.unified_diff(
+                old.splitlines(keepends=True),
+                new.splitlines(keepends=True),
+                "registered",
+                "uploaded",
+                n=2,
+            )
+        ]
+        return Preview(
+            entity_id=entity_id,
+            outcome=outcome,
+            trust_changes=changes,
+            diff=lines[:PREVIEW_DIFF_LINES],
+            truncated=len(lines) > PREVIEW_DIFF_LINES,
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
 
     def set_policy(
         self, entity_id: str, changes: dict[str, Any], *, actor: Actor

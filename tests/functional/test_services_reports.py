@@ -366,3 +366,41 @@ def test_dashboard_buckets_at_the_day_boundary(dbsession, now):
     assert month.sign_ins.lines["failed"][-1] == 1
     assert month.sign_ins.lines["failed"][0] == 1
     assert month.sign_ins.total("failed") == 2
+
+
+# Previewing an import: the import itself, rolled back
+
+
+@pytest.mark.postgresql
+def test_preview_shows_what_an_import_would_do_and_writes_nothing(dbsession, service):
+    from idp.saml.registry import current_version
+    from tests.saml_metadata import SP_ENTITY_ID
+
+    sps = service(IServiceProviders)
+    first = make_sp_metadata()
+    preview = sps.preview_import(first, actor=CONSOLE)
+    assert (preview.entity_id, preview.outcome) == (SP_ENTITY_ID, "registered")
+    assert preview.diff[0].startswith("---") and all(
+        line.startswith(("+", "-", "@", " ")) for line in preview.diff
+    )
+    assert count(dbsession, ServiceProvider) == 0
+    assert count(dbsession, AuditEvent) == 0
+    assert current_version(dbsession)[0] == 0
+
+    sps.import_metadata(first, actor=CONSOLE)
+    generation = current_version(dbsession)[0]
+    events = count(dbsession, AuditEvent)
+    assert sps.preview_import(first, actor=CONSOLE).outcome == "unchanged"
+    # New endpoints are a trust change (SAML-30): refused without replace,
+    # listed with it, and still nothing written.
+    moved = make_sp_metadata(acs="https://baru.example.org/acs")
+    with pytest.raises(Conflict) as refused:
+        sps.preview_import(moved, actor=CONSOLE)
+    assert refused.value.code == "sp.trust_changed"
+    replaced = sps.preview_import(moved, replace=True, actor=CONSOLE)
+    assert replaced.outcome == "updated" and replaced.trust_changes
+    assert any("baru.example.org" in line for line in replaced.diff)
+    dbsession.expire_all()
+    assert sps.find(SP_ENTITY_ID).metadata_sha256 != replaced.sha256
+    assert current_version(dbsession)[0] == generation
+    assert count(dbsession, AuditEvent) == events
