@@ -34,6 +34,7 @@ def includeme(config):
     config.add_route("login.identifier", "/login")
     config.add_route("login.image", "/login/image")
     config.add_route("login.password", "/login/password")
+    config.add_route("login.code", "/login/code")
     config.add_route("login.not_mine", "/login/not-my-image")
     config.add_route("login.logout", "/logout")
     config.add_route("password.new", "/password/new")
@@ -46,8 +47,20 @@ def includeme(config):
     config.add_route("account.password", "/account/password")
     config.add_route("account.security", "/account/security")
     config.add_route("account.sessions", "/account/sessions")
+    config.add_route("account.two_step", "/account/two-step")
+    config.add_route("account.two_step_setup", "/account/two-step/setup")
+    config.add_route("account.two_step_codes", "/account/two-step/recovery-codes")
+    config.add_route("account.two_step_off", "/account/two-step/off")
     config.add_route("account.email", "/account/email")
     config.add_route("account.email_confirm", "/account/email/confirm")
     config.add_route("account.email_link", "/account/email/confirm/{token}")
+    # The admin console: every page's context is AdminRoot (its ACL); the
+    # two steps an admin may owe first have the site's root.
+    config.add_route("admin.verify", "/admin/verify")
+    config.add_route("admin.reauthenticate", "/admin/reauthenticate")
+    admin = {"factory": "idp.authz.AdminRoot"}
+    config.add_route("admin.index", "/admin", **admin)
+    config.add_route("admin.grants", "/admin/grants", **admin)
+    config.add_route("admin.grants_revoke", "/admin/grants/revoke", **admin)
     config.add_route("captcha.image", "/captcha/{token}.png")
     config.add_route("captcha.audio", "/captcha/{token}.{locale}.wav")

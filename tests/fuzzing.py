@@ -677,6 +677,15 @@ def _forms(client: Client) -> dict[str, tuple[bytes, dict[bytes, bytes]]]:
             },
         ),
         "account-sessions": (b"/account/sessions", {b"session": b"x"}),
+        "login-code": (b"/login/code", {b"code": b"123456"}),
+        "account-two-step-setup": (
+            b"/account/two-step/setup",
+            {b"step": b"password", b"current_password": b"wrong " + PASSWORD_BYTES},
+        ),
+        "account-two-step-off": (
+            b"/account/two-step/off",
+            {b"current_password": b"wrong " + PASSWORD_BYTES, b"code": b"123456"},
+        ),
         "sso-continue": (b"/saml/sso/continue", {b"r": b"x"}),
     }
 

@@ -28,6 +28,7 @@ class Group(NamedTuple):
 #: module's ``register(groups)`` adds its groups with this same help text
 #: (``tests/unit/test_cli.py`` holds them equal).
 COMMANDS: dict[str, Group] = {
+    "admin": Group("idp.cli.admin", "admin console roles"),
     "audit": Group("idp.cli.audit", "the hash-chained audit log"),
     "db": Group("idp.cli.db", "database schema"),
     "keys": Group("idp.cli.keys", "signing keys"),
@@ -46,6 +47,9 @@ COMMANDS: dict[str, Group] = {
         "partners' metadata sources (many SPs from one signed document)",
     ),
     "sp": Group("idp.cli.sp", "registered SAML service providers"),
+    "two-step": Group(
+        "idp.cli.two_step", "users' two-step verification (TOTP and recovery codes)"
+    ),
     "user": Group("idp.cli.users", "user accounts"),
 }
 

@@ -10,14 +10,26 @@ from __future__ import annotations
 from wtforms import PasswordField, RadioField, StringField
 
 from idp.forms import REQUIRED, BaseForm, collapse_spaces, read_email
+from idp.forms.login import MESSAGES as LOGIN_MESSAGES
 from idp.forms.login import NewPasswordForm
 from idp.forms.register import MESSAGES as REGISTER_MESSAGES
 from idp.forms.register import RegisterForm
 from idp.i18n import _
+from idp.services.two_factor import read_code, read_recovery_code
 
 MESSAGES = {
     "current_password": _("Your current password is wrong."),
     "email.same": _("That is already your email address."),
+    "two_step.code": _(
+        "The code is wrong. Type the code your authenticator app shows now."
+    ),
+    "two_step.code_or_recovery": _(
+        "The code is wrong or has already been used. Type the code your "
+        "authenticator app shows now, or one of your recovery codes."
+    ),
+    "two_step.format": _(
+        "Type the 6 digits your authenticator app shows now, or a recovery code."
+    ),
 }
 
 
@@ -122,3 +134,60 @@ class FirstSignInForm(NewPasswordForm):
     def phrase(self) -> str:
         """The phrase as it is stored; call only after :meth:`validate`."""
         return collapse_spaces(self.security_phrase.data)
+
+
+class CurrentPasswordForm(_CurrentPassword, BaseForm):
+    """Only the current password: to start two-step setup, or to make new codes."""
+
+    def validate(self, extra_validators=None) -> bool:
+        super().validate(extra_validators)
+        self._check_current_password()
+        return not self.errors
+
+
+def _read_code(field, invalid, *, recovery: bool = False) -> str | None:
+    """The code in ``field`` (a recovery code too if ``recovery``), or None
+    with the error on the field: required, or ``invalid``."""
+    if not (field.data or "").strip():
+        field.errors = [REQUIRED]
+        return None
+    value = read_code(field.data)
+    if value is None and recovery:
+        value = read_recovery_code(field.data)
+    if value is None:
+        field.errors = [invalid]
+    return value
+
+
+class TwoStepConfirmForm(BaseForm):
+    """The first code from the authenticator just set up."""
+
+    code = StringField()
+
+    value: str | None = None
+
+    def validate(self, extra_validators=None) -> bool:
+        super().validate(extra_validators)
+        self.value = _read_code(self.code, LOGIN_MESSAGES["code.format"])
+        return not self.errors
+
+    def wrong(self) -> None:
+        self.code.errors = [MESSAGES["two_step.code"]]
+
+
+class TwoStepCheckForm(_CurrentPassword, BaseForm):
+    """The password and a code (or recovery code): to turn the second factor
+    off, or to replace the recovery codes."""
+
+    code = StringField()
+
+    value: str | None = None
+
+    def validate(self, extra_validators=None) -> bool:
+        super().validate(extra_validators)
+        self.value = _read_code(self.code, MESSAGES["two_step.format"], recovery=True)
+        self._check_current_password()
+        return not self.errors
+
+    def wrong(self) -> None:
+        self.code.errors = [MESSAGES["two_step.code_or_recovery"]]

@@ -7,6 +7,7 @@ from wtforms import BooleanField, HiddenField, PasswordField, SelectField, Strin
 from idp.forms import REQUIRED, BaseForm, read_identifier
 from idp.i18n import _
 from idp.identifiers import Identifier
+from idp.services.two_factor import read_code, read_recovery_code
 
 MESSAGES = {
     "confirm": _(
@@ -32,6 +33,15 @@ MESSAGES = {
         "Many sign-ins have come from your network in the last hour. To continue, "
         "prove you are not a robot below."
     ),
+    "code.format": _("Type the 6 digits your authenticator app shows now."),
+    "recovery.format": _(
+        "A recovery code has 12 letters and digits, such as 7k3m-q9xd-2hfp."
+    ),
+    "code.wrong": _(
+        "The code is wrong or has already been used. Type the code your "
+        "authenticator app shows now, or use a recovery code."
+    ),
+    "code.expired": _("The sign-in took too long. Type your identity number again."),
     "lookups.wait": _(
         "Too many sign-ins have come from your network in the last hour. "
         "Wait a while, then try again."
@@ -74,6 +84,37 @@ class PasswordForm(BaseForm):
         if not self.password.data:
             self.password.errors = [REQUIRED]
         return not self.errors
+
+
+class CodeForm(BaseForm):
+    """The second step: a code from the authenticator, or a recovery code.
+
+    The page has one form for each; whichever field was sent is read.
+    """
+
+    code = StringField()
+    recovery_code = StringField()
+
+    value: str | None = None
+
+    def validate(self, extra_validators=None) -> bool:
+        super().validate(extra_validators)
+        if (self.recovery_code.data or "").strip():
+            self.value = read_recovery_code(self.recovery_code.data)
+            if self.value is None:
+                self.recovery_code.errors = [MESSAGES["recovery.format"]]
+        elif not (self.code.data or "").strip():
+            self.code.errors = [REQUIRED]
+        else:
+            self.value = read_code(self.code.data)
+            if self.value is None:
+                self.code.errors = [MESSAGES["code.format"]]
+        return not self.errors
+
+    def wrong(self) -> None:
+        """Say beside the field that was used that its code was not accepted."""
+        field = self.recovery_code if self.recovery_code.data else self.code
+        field.errors = [MESSAGES["code.wrong"]]
 
 
 class NewPasswordForm(BaseForm):

@@ -1,5 +1,6 @@
 """The data model. Importing this package registers every table on Base."""
 
+from idp.models.admin import AdminGrant, AdminRole
 from idp.models.audit import AuditEvent
 from idp.models.keys import MetadataFetch, SigningKey
 from idp.models.outbox import OutboxMessage
@@ -15,9 +16,12 @@ from idp.models.source import MetadataSource, PendingChange, QuarantinedEntity
 from idp.models.sp import PersistentNameId, ServiceProvider, SpRegistryState
 from idp.models.throttle import NumberLock, ThrottleCounter
 from idp.models.token import CaptchaChallenge, OneTimeToken
+from idp.models.two_factor import RecoveryCode, TotpCredential
 from idp.models.user import User
 
 __all__ = [
+    "AdminGrant",
+    "AdminRole",
     "AuditEvent",
     "CaptchaChallenge",
     "IdpSession",
@@ -33,6 +37,7 @@ __all__ = [
     "PendingSamlRequest",
     "PersistentNameId",
     "QuarantinedEntity",
+    "RecoveryCode",
     "Role",
     "SeenRequestId",
     "ServiceProvider",
@@ -40,6 +45,7 @@ __all__ = [
     "SigningKey",
     "SpRegistryState",
     "ThrottleCounter",
+    "TotpCredential",
     "User",
     "role_modules",
     "user_roles",

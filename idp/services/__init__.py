@@ -26,5 +26,7 @@ def includeme(config):
     config.include(".modules")
     config.include(".accounts")
     config.include(".service_providers")
+    config.include(".two_factor")
+    config.include(".admin")
     config.include(".reports")
     config.include(".mail_queue")

@@ -299,7 +299,8 @@ class ISignInService(Interface):
     def attempt(
         identifier, kind, password, address, user_agent=None, *, captcha_solved=False
     ):
-        """Check a password; return an ``Attempt`` (``OK``, ``FAILED``, ``THROTTLED``).
+        """Check a password; return an ``Attempt`` (``OK``, ``FAILED``, ``THROTTLED``,
+        or ``SECOND_STEP`` when the password is right and a code must follow).
 
         ``FAILED`` covers every reason (wrong, unknown, locked, disabled,
         expired temporary password) so that callers show one message.
@@ -307,7 +308,23 @@ class ISignInService(Interface):
         its limits without ``captcha_solved``.
         """
 
-    def reauthenticate(user, password):
+    def second_step(user, kind, code, address, user_agent=None):
+        """Check the code asked for after a right password (``SECOND_STEP``).
+
+        ``OK`` finishes the sign-in; a wrong code is ``FAILED`` and counts as
+        a wrong password would (lock included); ``THROTTLED`` past the
+        identifier's limit, whatever the code.
+        """
+
+    def check_code(user, code, address=None):
+        """Check a code the signed-in ``user`` gives for a two-step change.
+
+        ``OK`` (used up, failures forgotten), ``FAILED`` (counted as a wrong
+        password) or ``THROTTLED`` (this failure reached ``login.identifier``:
+        end the browser's session, then :meth:`lock`).
+        """
+
+    def reauthenticate(user, password, *, forget_failures=True):
         """Check the signed-in ``user``'s current password before a change.
 
         ``OK`` when right (the identifier's failures are forgotten);
@@ -495,6 +512,81 @@ class IServiceProviders(Interface):
 
         ``confirmed``: the ``Removal`` that was confirmed; ``Conflict`` if
         the SP was registered again since.
+        """
+
+
+class ITwoFactorService(Interface):
+    """Two-step verification: a TOTP authenticator and single-use recovery codes.
+
+    Every change is audited and mailed to the owner. Codes are strings as
+    typed; nothing here throttles (the sign-in service counts wrong codes
+    as wrong passwords).
+    """
+
+    def enabled(user):
+        """True if ``user`` has a confirmed second factor (``has_second_factor``)."""
+
+    def recovery_codes_left(user):
+        """How many of ``user``'s recovery codes are still unused."""
+
+    def begin(user):
+        """Start enrolment: an ``Enrolment`` (secret, otpauth URI) to show.
+
+        A secret shown within the last hour and not yet confirmed is shown
+        again; otherwise a new one replaces it. Raises ``AlreadyOn`` when
+        the second factor is already on.
+        """
+
+    def pending(user):
+        """The ``Enrolment`` waiting for its first code, or None."""
+
+    def confirm(user, code, *, client_address=None):
+        """Turn the pending authenticator on if ``code`` is one of its codes.
+
+        Returns the ten new recovery codes, as they are to be shown (once),
+        or None when the code is wrong or nothing is pending.
+        """
+
+    def verify(user, code):
+        """Check an authenticator code or a recovery code typed at sign-in.
+
+        Returns a ``Verdict``: ``TOTP`` (the code's step is now used),
+        ``RECOVERY`` (that code is now used, and the owner told), ``WRONG``
+        (wrong, already used, or no second factor on).
+        """
+
+    def regenerate(user, *, client_address=None):
+        """Replace ``user``'s recovery codes with ten new ones; return them."""
+
+    def disable(user, *, how="account", client_address=None, actor_user_id=None):
+        """Turn the second factor off (authenticator and codes); True if it was on.
+
+        ``how`` is ``account`` (the owner, having given password and code)
+        or ``helpdesk`` (an operator, for an owner who lost both).
+        """
+
+
+class IAdminRoles(Interface):
+    """Who holds the admin console's roles (``idp.services.admin``).
+
+    Changes take the acting party (an ``Actor``) and are audited with it;
+    refusals are ``Refused`` from ``idp.services.errors``.
+    """
+
+    def roles_of(user):
+        """The ``AdminRole`` values ``user`` holds, as a frozenset."""
+
+    def holders():  # type: ignore[misc]
+        """Every ``(user, [AdminRole, ...])`` holding one, by identity number."""
+
+    def grant(user, role, *, actor):
+        """Give ``user`` an admin role (``admin.granted``); False if held."""
+
+    def revoke(user, role, *, actor):
+        """Take an admin role (``admin.revoked``); False if not held.
+
+        ``Conflict`` (``admin.last_superadmin``) for the last superadmin,
+        unless from the command line.
         """
 
 

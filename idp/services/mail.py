@@ -359,6 +359,16 @@ def account_locked(composer: Composer, user, *, until):
     return {**_person(user), "until": _moment(composer, until)}
 
 
+@email("account-locked-codes")
+def account_locked_codes(composer: Composer, user, *, until):
+    """Tells the owner wrong codes, after their right password, locked the account.
+
+    Unlike :func:`account_locked`, it says the password is known to whoever
+    typed it, and to set a new one now.
+    """
+    return {**_person(user), "until": _moment(composer, until)}
+
+
 @email("account-locked-by-helpdesk")
 def account_locked_by_helpdesk(composer: Composer, user, *, locked_at):
     """Tells the owner an operator locked the account (``user lock``)."""
@@ -414,6 +424,38 @@ def email_changed(
 def email_set_by_helpdesk(composer: Composer, user, *, changed_at):
     """Tells the new address the helpdesk made it the account's email."""
     return {**_person(user), "changed_at": _moment(composer, changed_at)}
+
+
+@email("two-step-enabled")
+def two_step_enabled(composer: Composer, user, *, changed_at):
+    """Tells the owner two-step verification was turned on."""
+    return {**_person(user), "changed_at": _moment(composer, changed_at)}
+
+
+@email("two-step-disabled")
+def two_step_disabled(composer: Composer, user, *, changed_at, by_helpdesk=False):
+    """Tells the owner two-step verification was turned off, and by whom."""
+    return {
+        **_person(user),
+        "changed_at": _moment(composer, changed_at),
+        "by_helpdesk": by_helpdesk,
+    }
+
+
+@email("recovery-codes-replaced")
+def recovery_codes_replaced(composer: Composer, user, *, changed_at):
+    """Tells the owner new recovery codes replaced the old ones."""
+    return {**_person(user), "changed_at": _moment(composer, changed_at)}
+
+
+@email("recovery-code-used")
+def recovery_code_used(composer: Composer, user, *, used_at, remaining: int):
+    """Tells the owner a recovery code signed in, and how many are left."""
+    return {
+        **_person(user),
+        "used_at": _moment(composer, used_at),
+        "remaining": remaining,
+    }
 
 
 def includeme(config) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import hashlib
 from dataclasses import dataclass
 from typing import cast
 
@@ -47,8 +48,11 @@ from idp.services.interfaces import (
     IPasswordService,
     IRateLimiter,
     ISignInService,
+    ITwoFactorService,
     IUserService,
 )
+from idp.services.two_factor import has_second_factor
+from idp.services.users import use_up_temporary_password
 
 # The first lock of a day; each later one lasts LOCK_GROWTH times longer,
 # until the lock that reaches login.locks' count (4 hours by default).
@@ -65,12 +69,20 @@ LOCK_MEMORY = dt.timedelta(days=1)
 # image, then gave the password. Sessions record it; SAML maps it to an
 # AuthnContextClassRef.
 AUTHN_METHOD = "password+security-image"
+# The same, then a code from the user's authenticator or a recovery code.
+AUTHN_METHOD_TWO_STEP = "password+security-image+totp"
+# The lock reason of wrong codes after a right password: its email says the
+# password is known to someone, which a lock from wrong passwords must not.
+CODE_FAILURES = "code-failures"
 
 
 class Outcome(enum.StrEnum):
     OK = "ok"
     FAILED = "failed"
     THROTTLED = "throttled"
+    # The password is right and the user has a second factor: no sign-in
+    # yet, and the identifier's failures stay counted until the code is right.
+    SECOND_STEP = "second-step"
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,15 @@ def lock_period(locks) -> dt.timedelta:
     return LOCK_PERIOD * LOCK_GROWTH ** (max(1, min(locks.count, locks.limit)) - 1)
 
 
+def password_mark(user: User) -> str:
+    """A fingerprint of the user's stored password, kept between the two steps.
+
+    If it changes before the code step is done (a reset, the temporary
+    password used up in another browser), the code step starts over.
+    """
+    return hashlib.sha256((user.password_hash or "").encode()).hexdigest()[:32]
+
+
 def masked(identifier_value: str, kind: str) -> str:
     return Identifier(cast(IdentifierKind, kind), identifier_value).masked
 
@@ -103,9 +124,19 @@ def masked(identifier_value: str, kind: str) -> str:
 @implementer(ISignInService)
 class SignInService:
     def __init__(
-        self, dbsession, *, users, passwords, limiter, audit, outbox, clock=utcnow
+        self,
+        dbsession,
+        *,
+        users,
+        passwords,
+        limiter,
+        audit,
+        outbox,
+        two_factor=None,
+        clock=utcnow,
     ) -> None:
         self.dbsession = dbsession
+        self.two_factor = two_factor
         self.users = users
         self.passwords = passwords
         self.limiter = limiter
@@ -122,6 +153,7 @@ class SignInService:
             limiter=request.service(IRateLimiter),
             audit=request.service(IAuditLog),
             outbox=request.service(IOutbox),
+            two_factor=request.service(ITwoFactorService),
         )
 
     @staticmethod
@@ -193,16 +225,37 @@ class SignInService:
             )
             return Attempt(Outcome.THROTTLED)
         user = self.users.find_by_identifier(identifier)
-        ok = False
-        if user is not None and user.usable(self.clock()) and user.password_hash:
+        ok = second_step = False
+        now = self.clock()
+        if user is not None and user.usable(now) and user.password_hash:
             if user.must_change_password and user.temp_password_expires_at:
-                ok = self.users.consume_temporary_password(user, password)
+                # With a second factor, used up only once the code is right
+                # too (second_step()): a code step never finished must not
+                # strand the owner. Asked only of a right password, so the
+                # query costs nothing a wrong guess could time (AUTH-06).
+                ok = self.passwords.verify(password, user.password_hash) and (
+                    now < user.temp_password_expires_at
+                )
+                second_step = ok and has_second_factor(self.dbsession, user.id)
+                if ok and not second_step:
+                    use_up_temporary_password(user)
             else:
                 ok = self.passwords.verify(password, user.password_hash)
                 if ok and self.passwords.needs_rehash(user.password_hash):
                     user.password_hash = self.passwords.hash(password)
+                second_step = ok and has_second_factor(self.dbsession, user.id)
         else:
             self.passwords.dummy_verify(password)
+        if ok and second_step:
+            # Not reset here: were a right password to forget the failures,
+            # whoever holds it could type it again every nine codes and walk
+            # all million of them (tests/functional/test_two_step_signin.py).
+            self.audit.record(
+                "login.second_step",
+                subject_user_id=user.id,
+                client_address=address,
+            )
+            return Attempt(Outcome.SECOND_STEP, user)
         if ok:
             self.limiter.reset("login.identifier", identifier)
             self.audit.record(
@@ -215,17 +268,74 @@ class SignInService:
         self._failed(identifier, kind, user, address)
         return Attempt(Outcome.FAILED)
 
-    def reauthenticate(self, user: User, password: str) -> Outcome:
+    def second_step(
+        self,
+        user: User,
+        kind: str,
+        code: str,
+        address: str,
+        user_agent: str | None = None,
+    ) -> Attempt:
+        """Check the code typed after a right password (:attr:`Outcome.SECOND_STEP`).
+
+        ``code`` is an authenticator code or a recovery code. A wrong one
+        counts exactly as a wrong password: against ``login.identifier`` (and
+        the address limits), audited as ``login.code_failure``, locking the
+        account at the limit; past the limit every code is refused, the right
+        one too. A right one finishes the sign-in: the failures are
+        forgotten, a pending temporary password is used up, and
+        ``login.success`` records which factor was used.
+        """
+        assert self.two_factor is not None, "built without the two-factor service"
+        identifier = user.identifier
+        if self.throttled(identifier, address):
+            self.audit.record(
+                "login.throttled",
+                client_address=address,
+                detail={"identifier": masked(identifier, kind), "step": "code"},
+            )
+            return Attempt(Outcome.THROTTLED)
+        now = self.clock()
+        expires = user.temp_password_expires_at if user.must_change_password else None
+        verdict = None
+        if user.usable(now) and (expires is None or now < expires):
+            verdict = self.two_factor.verify(user, code)
+        if verdict is not None and verdict.ok:
+            if expires is not None:
+                # The temporary password, kept by attempt(), is used up now.
+                use_up_temporary_password(user)
+            self.limiter.reset("login.identifier", identifier)
+            self.audit.record(
+                "login.success",
+                subject_user_id=user.id,
+                client_address=address,
+                detail={
+                    "user_agent": (user_agent or "")[:200],
+                    "second_factor": verdict.value,
+                },
+            )
+            return Attempt(Outcome.OK, user)
+        self._failed(identifier, kind, user, address, event="login.code_failure")
+        return Attempt(Outcome.FAILED)
+
+    def reauthenticate(
+        self, user: User, password: str, *, forget_failures: bool = True
+    ) -> Outcome:
         """Check the signed-in ``user``'s current password, as "Akaun saya" asks.
 
         The identifier's limit is sign-in's own: a wrong password counts as
         a failed sign-in, and the one that reaches ``login.identifier``
         returns ``THROTTLED``, for the caller to end the browser's session
         and then :meth:`lock` the account (the other order would delete that
-        session's row twice). A right one forgets the failures.
+        session's row twice). A right one forgets the failures, unless
+        ``forget_failures`` is False: a change that also asks for a code
+        (:meth:`check_code`) forgets them only once the code is right too, or
+        the password, typed again with each wrong code, would let the codes
+        be walked.
         """
         if user.password_hash and self.passwords.verify(password, user.password_hash):
-            self.limiter.reset("login.identifier", user.identifier)
+            if forget_failures:
+                self.limiter.reset("login.identifier", user.identifier)
             return Outcome.OK
         if not user.password_hash:
             self.passwords.dummy_verify(password)
@@ -234,12 +344,35 @@ class SignInService:
             return Outcome.THROTTLED
         return Outcome.FAILED
 
-    def _failed(self, identifier: str, kind: str, user, address: str) -> None:
+    def check_code(self, user: User, code: str, address: str | None = None) -> Outcome:
+        """Check a code the signed-in ``user`` gives for a two-step change.
+
+        ``code`` is an authenticator code or a recovery code, used up if
+        right. A wrong one counts as a wrong password (``login.identifier``),
+        and ``THROTTLED`` means this one reached the limit: as with
+        :meth:`reauthenticate`, the caller ends the browser's session, then
+        calls :meth:`lock`. A right one forgets the failures.
+        """
+        assert self.two_factor is not None, "built without the two-factor service"
+        if self.two_factor.verify(user, code).ok:
+            self.limiter.reset("login.identifier", user.identifier)
+            return Outcome.OK
+        decision = self.limiter.hit("login.identifier", user.identifier)
+        self.audit.record(
+            "account.code_failure", subject_user_id=user.id, client_address=address
+        )
+        if decision.count >= decision.limit:
+            return Outcome.THROTTLED
+        return Outcome.FAILED
+
+    def _failed(
+        self, identifier: str, kind: str, user, address: str, event="login.failure"
+    ) -> None:
         decision = self.limiter.hit("login.identifier", identifier)
         for name, key in [*self._address_keys(address), ("login.global", "site")]:
             self.limiter.hit(name, key)
         self.audit.record(
-            "login.failure",
+            event,
             subject_user_id=user.id if user is not None else None,
             client_address=address,
             detail={"identifier": masked(identifier, kind)},
@@ -257,7 +390,8 @@ class SignInService:
         locks = self.limiter.hit("login.locks", identifier)
         mark.until = now + lock_period(locks)
         if user is not None and user.usable(now):
-            self.lock(user, reason="failures", address=address, locks=locks)
+            reason = CODE_FAILURES if event == "login.code_failure" else "failures"
+            self.lock(user, reason=reason, address=address, locks=locks)
 
     def _lock_mark(self, identifier: str, now: dt.datetime) -> NumberLock | None:
         """The number's lock mark, held for this request; None if a lock runs.
@@ -321,7 +455,11 @@ class SignInService:
                 "minutes": int(period.total_seconds() // 60),
             },
         )
-        mail.account_locked(self.outbox, user, until=user.locked_until)
+        if reason == CODE_FAILURES:
+            # The password was right: the owner must hear that it is known.
+            mail.account_locked_codes(self.outbox, user, until=user.locked_until)
+        else:
+            mail.account_locked(self.outbox, user, until=user.locked_until)
 
 
 def includeme(config) -> None:

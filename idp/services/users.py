@@ -284,9 +284,14 @@ class UserService:
             return False
         if self.clock() >= expires_at:
             return False
-        user.password_hash = None
-        user.temp_password_expires_at = None
+        use_up_temporary_password(user)
         return True
+
+
+def use_up_temporary_password(user: User) -> None:
+    """A temporary password signs in once (AUTH-12): it is gone from now on."""
+    user.password_hash = None
+    user.temp_password_expires_at = None
 
 
 def includeme(config) -> None:

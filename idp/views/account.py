@@ -19,7 +19,9 @@ import logging
 import re
 from zoneinfo import ZoneInfo
 
+import segno
 from babel.dates import format_datetime
+from markupsafe import Markup
 from pyramid.httpexceptions import HTTPBadRequest, HTTPSeeOther
 from pyramid.renderers import render_to_response
 from pyramid.view import view_config
@@ -28,7 +30,14 @@ from sqlalchemy import select
 from idp import security_images
 from idp.authz import Permission
 from idp.db import utcnow
-from idp.forms.account import EmailForm, PasswordForm, SecurityForm
+from idp.forms.account import (
+    CurrentPasswordForm,
+    EmailForm,
+    PasswordForm,
+    SecurityForm,
+    TwoStepCheckForm,
+    TwoStepConfirmForm,
+)
 from idp.forms.register import CATEGORIES
 from idp.i18n import _
 from idp.identifiers import Identifier
@@ -42,14 +51,16 @@ from idp.services.interfaces import (
     IPasswordService,
     IRateLimiter,
     ISignInService,
+    ITwoFactorService,
     IUserService,
 )
-from idp.services.signin import Outcome
+from idp.services.signin import CODE_FAILURES, Outcome
 from idp.services.tokens import (
     EMAIL_CHANGE_LIFETIME,
     EmailChangeTokens,
     request_email_change,
 )
+from idp.services.two_factor import AlreadyOn, clock_of
 from idp.services.users import EmailTaken, PasswordChange
 from idp.views.errors import render_error
 
@@ -488,3 +499,244 @@ def email_confirm(request):
     if identity is not None and identity.id == user.id:
         return HTTPSeeOther(request.route_path("account.index"))
     return HTTPSeeOther(request.route_path("login.identifier"))
+
+
+# Two-step verification ("Pengesahan dua langkah"): an authenticator app's
+# codes after the password, with recovery codes for a lost phone
+# (idp.services.two_factor). Turning it on asks for the password, then a
+# first code; replacing the recovery codes and turning it off ask for the
+# password and a code, and a wrong code counts as a wrong password.
+
+SETUP_STATE = "two_step_setup"
+# How long the password typed to start the setup vouches for it.
+SETUP_LIFETIME = dt.timedelta(minutes=10)
+# Pages showing a secret or recovery codes are not kept by the browser.
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _qr_svg(request, uri: str) -> Markup:
+    """The otpauth URI as an inline SVG QR code, drawn here (no image fetched)."""
+    code = segno.make(uri, error="m")
+    options = {"scale": 5, "border": 4}
+    svg = code.svg_inline(
+        **options,
+        dark="#000",
+        light="#fff",
+        omitsize=True,
+        svgclass="qr-code",
+        title=request._(_("QR code for your authenticator app")),
+    )
+    # A viewBox (so CSS can shrink it on a narrow phone) and its natural size.
+    width, height = code.symbol_size(**options)
+    sized = f'<svg role="img" width="{width}" height="{height}" '
+    # segno writes only path data and the escaped title: nothing from the
+    # user reaches the markup unescaped.
+    return Markup(svg.replace("<svg ", sized, 1))  # noqa: S704
+
+
+def _two_step_page(request, renderer: str, values: dict, *, status: int = 200):
+    response = render_to_response(
+        renderer, values, request=request, response=request.response
+    )
+    response.status_int = status
+    response.headers.update(NO_STORE)
+    return response
+
+
+def _check_two_step(request, form, user, reason: str):
+    """Check ``form``'s password and code; True, False, or the lock-out redirect.
+
+    The password's rightness does not forget earlier failures: only a right
+    code does, so neither can be walked by typing the other again.
+    """
+    signin = request.service(ISignInService)
+    valid = form.validate()
+    if form.current_password.data:
+        checked = signin.reauthenticate(
+            user, form.current_password.data, forget_failures=False
+        )
+        if checked is Outcome.THROTTLED:
+            return _locked_out(request, user, reason)
+        if checked is Outcome.FAILED:
+            form.current_password_wrong()
+            return False
+    if not valid:
+        return False
+    checked = signin.check_code(user, form.value, request.client_addr)
+    if checked is Outcome.THROTTLED:
+        return _locked_out(request, user, CODE_FAILURES)
+    if checked is Outcome.FAILED:
+        form.wrong()
+        return False
+    return True
+
+
+@view_config(
+    route_name="account.two_step",
+    renderer="account/two_step.jinja2",
+    permission=Permission.ACCOUNT,
+)
+def two_step(request):
+    user = request.identity
+    two_factor = request.service(ITwoFactorService)
+    enabled = two_factor.enabled(user)
+    return {
+        "enabled": enabled,
+        "codes_left": two_factor.recovery_codes_left(user) if enabled else 0,
+    }
+
+
+def _setup_fresh(request) -> bool:
+    state = request.session.get(SETUP_STATE)
+    if not isinstance(state, dict):
+        return False
+    try:
+        since = dt.datetime.fromisoformat(state["since"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return clock_of(request)() - since <= SETUP_LIFETIME
+
+
+@view_config(
+    route_name="account.two_step_setup",
+    renderer="account/two_step_setup.jinja2",
+    permission=Permission.ACCOUNT,
+    require_methods=["GET", "HEAD", "POST"],
+)
+def two_step_setup(request):
+    """Turn two-step verification on: the password, the QR code, a first code.
+
+    The secret is shown only after the password, and on for good only once
+    a code from it proves the app holds it; the recovery codes are then
+    shown once, on the answer to that POST (never stored where a reload or
+    the browser's cache could show them again).
+    """
+    user = request.identity
+    two_factor = request.service(ITwoFactorService)
+    if two_factor.enabled(user):
+        return HTTPSeeOther(request.route_path("account.two_step"))
+    step = request.POST.get("step") if request.method == "POST" else None
+    if request.method == "POST" and step not in ("password", "confirm"):
+        raise HTTPBadRequest()
+    enrolment = two_factor.pending(user) if _setup_fresh(request) else None
+    if step == "password" or (step is None and enrolment is None):
+        return _setup_password(request, user, two_factor, posted=step is not None)
+    if enrolment is None:
+        # The password was typed too long ago (or in another session).
+        return HTTPSeeOther(request.route_path("account.two_step_setup"))
+    form = TwoStepConfirmForm(request.POST if step else None)
+    status = 200
+    if step:
+        codes = None
+        if form.validate():
+            codes = two_factor.confirm(
+                user, form.value, client_address=request.client_addr
+            )
+            if codes is None:
+                form.wrong()
+        if codes is not None:
+            request.session.pop(SETUP_STATE, None)
+            return _two_step_page(
+                request,
+                "account/two_step_codes_shown.jinja2",
+                {"codes": codes, "first": True},
+            )
+        status = 400
+    values = {
+        "form": form,
+        "enrolment": enrolment,
+        "qr": _qr_svg(request, enrolment.uri),
+    }
+    return _two_step_page(
+        request, "account/two_step_setup.jinja2", values, status=status
+    )
+
+
+def _setup_password(request, user, two_factor, *, posted: bool):
+    form = CurrentPasswordForm(request.POST if posted else None)
+    if posted:
+        valid = form.validate()
+        if form.current_password.data:
+            checked = _check_current_password(request, form, user)
+            if checked is Outcome.THROTTLED:
+                return _locked_out(request, user, "account-two-step")
+            valid = valid and checked is Outcome.OK
+        if valid:
+            try:
+                two_factor.begin(user)
+            except AlreadyOn:
+                # Turned on meanwhile, in another tab.
+                return HTTPSeeOther(request.route_path("account.two_step"))
+            request.session[SETUP_STATE] = {"since": clock_of(request)().isoformat()}
+            return HTTPSeeOther(request.route_path("account.two_step_setup"))
+        request.response.status_int = 400
+    return _two_step_page(
+        request,
+        "account/two_step_password.jinja2",
+        {"form": form},
+        status=request.response.status_int,
+    )
+
+
+def _two_step_change(request, change):
+    """A page that asks for the password and a code, then makes ``change``.
+
+    ``change(user, two_factor)`` returns the response. Off for a user
+    without a second factor, the page leads to the status page.
+    """
+    user = request.identity
+    two_factor = request.service(ITwoFactorService)
+    if not two_factor.enabled(user):
+        return HTTPSeeOther(request.route_path("account.two_step"))
+    form = TwoStepCheckForm(request.POST if request.method == "POST" else None)
+    if request.method != "POST":
+        return {"form": form}
+    checked = _check_two_step(request, form, user, "account-two-step")
+    if isinstance(checked, HTTPSeeOther):
+        return checked
+    if not checked:
+        request.response.status_int = 400
+        return {"form": form}
+    return change(user, two_factor)
+
+
+@view_config(
+    route_name="account.two_step_codes",
+    renderer="account/two_step_codes.jinja2",
+    permission=Permission.ACCOUNT,
+    require_methods=["GET", "HEAD", "POST"],
+)
+def two_step_codes(request):
+    """New recovery codes, replacing the old: the password and a code first."""
+
+    def replace(user, two_factor):
+        codes = two_factor.regenerate(user, client_address=request.client_addr)
+        return _two_step_page(
+            request,
+            "account/two_step_codes_shown.jinja2",
+            {"codes": codes, "first": False},
+        )
+
+    return _two_step_change(request, replace)
+
+
+@view_config(
+    route_name="account.two_step_off",
+    renderer="account/two_step_off.jinja2",
+    permission=Permission.ACCOUNT,
+    require_methods=["GET", "HEAD", "POST"],
+)
+def two_step_off(request):
+    """Turn two-step verification off: the password and a code first."""
+
+    def turn_off(user, two_factor):
+        two_factor.disable(user, client_address=request.client_addr)
+        request.session.flash(
+            _(
+                "Two-step verification is off. Signing in now asks only for "
+                "your password."
+            )
+        )
+        return HTTPSeeOther(request.route_path("account.two_step"))
+
+    return _two_step_change(request, turn_off)

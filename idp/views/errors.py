@@ -138,10 +138,18 @@ def not_found(exc, request):
 
 @forbidden_view_config(renderer="errors/error.jinja2")
 def forbidden(exc, request):
-    """Someone not signed in is sent to sign in, and brought back afterwards."""
+    """Someone not signed in is sent to sign in, and brought back afterwards.
+
+    An admin denied a console page may owe a step first (idp.views.admin).
+    """
     if request.identity is None and request.method in ("GET", "HEAD"):
         query = urlencode({"next": request.path_qs})
         return HTTPSeeOther(f"{request.route_path('login.identifier')}?{query}")
+    from idp.views.admin import gate_response
+
+    step = gate_response(exc, request)
+    if step is not None:
+        return step
     return _http_error(exc, request)
 
 

@@ -5,6 +5,9 @@
    nobody registered, a decoy derived from it), and a box to tick if they are
    the user's own.
 3. ``/login/password``: the password, only once the box was ticked.
+4. ``/login/code``: for a user who turned two-step verification on, a code
+   from their authenticator app or a recovery code, only once the password
+   was right. The session is made only after it.
 
 Where the user is in the flow lives in the server-side session, so a step
 cannot be skipped or posted out of order. Steps 2 and 3 do the same work and
@@ -14,6 +17,9 @@ image and phrase differ.
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+
 from babel.dates import format_timedelta
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.i18n import TranslationString
@@ -22,12 +28,14 @@ from pyramid.view import view_config
 from idp.forms import mark_captcha_wrong
 from idp.forms.login import (
     MESSAGES,
+    CodeForm,
     IdentifierForm,
     ImageForm,
     PasswordForm,
 )
 from idp.forms.register import country_choices
 from idp.identifiers import Identifier
+from idp.models import User
 from idp.redirects import safe_next
 from idp.saml import slo
 from idp.security import forget_identity, keep_continuation
@@ -44,10 +52,22 @@ from idp.services.security_image import (
     lookups_exhausted,
     shown_for,
 )
-from idp.services.signin import AUTHN_METHOD, Outcome
+from idp.services.signin import (
+    AUTHN_METHOD,
+    AUTHN_METHOD_TWO_STEP,
+    Outcome,
+    password_mark,
+)
+from idp.services.two_factor import clock_of
 from idp.views.captcha import show_challenge
 
 STATE = "login"
+# The code step waits this long after the password, and takes this many
+# codes, before the password must be typed again. The real limit on guessing
+# is the identifier's (login.identifier), which a right password does not
+# reset for a user with a second factor.
+CODE_STEP_LIFETIME = dt.timedelta(minutes=5)
+CODE_STEP_TRIES = 5
 
 
 def _state(request) -> dict | None:
@@ -195,6 +215,10 @@ def password(request):
     needs_captcha = captcha.enabled and signin.captcha_required(request.client_addr)
     message = None
     if request.method == "POST":
+        if "second" in state:
+            # The password typed again: a code step it opened before closes.
+            state = {key: value for key, value in state.items() if key != "second"}
+            request.session[STATE] = state
         message = _check(request, form, state, signin, captcha, needs_captcha)
         if isinstance(message, HTTPSeeOther):
             return message
@@ -241,12 +265,93 @@ def _check(request, form, state, signin, captcha, needs_captcha):
     )
     if attempt.outcome is Outcome.THROTTLED:
         return "throttled"
+    if attempt.outcome is Outcome.SECOND_STEP:
+        second = {
+            "user": str(attempt.user.id),
+            "mark": password_mark(attempt.user),
+            "since": clock_of(request)().isoformat(),
+            "tries": 0,
+        }
+        request.session[STATE] = {**state, "second": second}
+        # A new id already: a cookie planted before this step cannot be the
+        # one that carries the code step (session fixation).
+        request.session.rotate()
+        return HTTPSeeOther(request.route_path("login.code"))
     if not attempt.ok:
         return "failed"
     del request.session[STATE]
     request.session.sign_in(attempt.user.id, AUTHN_METHOD)
     forget_identity(request)
     return after_sign_in(request, attempt.user, state.get("next"))
+
+
+def _code_step(request, state: dict):
+    """The user whose code is awaited, or None if the code step must start over.
+
+    It starts over when it is older than :data:`CODE_STEP_LIFETIME`, has
+    taken :data:`CODE_STEP_TRIES` codes, or the user's password changed
+    since it was typed.
+    """
+    second = state.get("second")
+    if not isinstance(second, dict):
+        return None
+    try:
+        since = dt.datetime.fromisoformat(second["since"])
+        user_id = uuid.UUID(second["user"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if clock_of(request)() - since > CODE_STEP_LIFETIME:
+        return None
+    if second.get("tries", 0) >= CODE_STEP_TRIES:
+        return None
+    user = request.dbsession.get(User, user_id)
+    if user is None or password_mark(user) != second.get("mark"):
+        return None
+    return user
+
+
+@view_config(
+    route_name="login.code",
+    renderer="login/code.jinja2",
+    require_methods=["GET", "HEAD", "POST"],
+)
+def code(request):
+    state = _state(request)
+    if state is None or "second" not in state:
+        return _restart(request)
+    user = _code_step(request, state)
+    if user is None:
+        del request.session[STATE]
+        request.session.flash(MESSAGES["code.expired"])
+        return _restart(request)
+    form = CodeForm(request.POST if request.method == "POST" else None)
+    message = None
+    if request.method == "POST":
+        if form.validate():
+            signin = request.service(ISignInService)
+            attempt = signin.second_step(
+                user, state["kind"], form.value, request.client_addr, request.user_agent
+            )
+            if attempt.ok:
+                del request.session[STATE]
+                request.session.sign_in(user.id, AUTHN_METHOD_TWO_STEP)
+                forget_identity(request)
+                return after_sign_in(request, user, state.get("next"))
+            if attempt.outcome is Outcome.THROTTLED:
+                message = "throttled"
+            else:
+                form.wrong()
+                second = {**state["second"], "tries": state["second"]["tries"] + 1}
+                request.session[STATE] = {**state, "second": second}
+        request.response.status_int = 429 if message == "throttled" else 400
+    return {
+        "form": form,
+        "message": MESSAGES.get(message) if message else None,
+        "warning": _lock_warning(
+            request, request.service(ISignInService), state["identifier"]
+        ),
+        "identifier": Identifier(state["kind"], state["identifier"]).display,
+    }
 
 
 @view_config(route_name="login.not_mine", renderer="login/not_mine.jinja2")

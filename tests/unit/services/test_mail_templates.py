@@ -107,6 +107,13 @@ SAMPLES = {
         ("terlalu banyak kali", "too many times"),
         ("helpdesk has locked",),
     ),
+    "account-locked-codes": (
+        lambda o, u: mail.account_locked_codes(o, u, until=WHEN),
+        FORGOT,
+        FORGOT_BUTTON,
+        ("mengetahui kata laluan anda", "knows your password"),
+        ("tidak terdedah", "was not revealed"),
+    ),
     "account-locked-by-helpdesk": (
         lambda o, u: mail.account_locked_by_helpdesk(o, u, locked_at=WHEN),
         None,
@@ -156,6 +163,34 @@ SAMPLES = {
         SIGN_IN,
         ("meja bantuan", "helpdesk"),
         (),
+    ),
+    "two-step-enabled": (
+        lambda o, u: mail.two_step_enabled(o, u, changed_at=WHEN),
+        FORGOT,
+        FORGOT_BUTTON,
+        ("kod pemulihan", "recovery codes"),
+        (),
+    ),
+    "two-step-disabled": (
+        lambda o, u: mail.two_step_disabled(o, u, changed_at=WHEN),
+        FORGOT,
+        FORGOT_BUTTON,
+        ("dimatikan", "turned off"),
+        ("atas permintaan", "as the account's owner asked"),
+    ),
+    "recovery-codes-replaced": (
+        lambda o, u: mail.recovery_codes_replaced(o, u, changed_at=WHEN),
+        FORGOT,
+        FORGOT_BUTTON,
+        ("Kod lama", "old codes"),
+        (),
+    ),
+    "recovery-code-used": (
+        lambda o, u: mail.recovery_code_used(o, u, used_at=WHEN, remaining=7),
+        FORGOT,
+        FORGOT_BUTTON,
+        ("Baki kod pemulihan: 7", "Recovery codes left: 7"),
+        ("tiada lagi", "no recovery codes left"),
     ),
 }
 
