@@ -42,9 +42,13 @@ class Listing:
     def offset(self) -> int:
         return (self.page - 1) * self.per
 
-    def query(self, **changes: Any) -> dict[str, str]:
-        """The query string of this listing with ``changes`` (for links)."""
-        values: dict[str, Any] = {
+    def query(
+        self, extra: Mapping[str, Any] | None = None, **changes: Any
+    ) -> dict[str, str]:
+        """The query of this listing with ``changes``, after the list's
+        filters ``extra`` (for links that keep them)."""
+        values: dict[str, Any] = dict(extra or {})
+        values |= {
             "page": self.page,
             "per": self.per,
             "sort": self.sort,
