@@ -151,15 +151,12 @@ def audit_export(request):
                 return
             after = batch[-1].id
 
-    return Response(
-        content_type="text/csv",
-        charset="utf-8",
-        app_iter=body(),
-        headers={
-            "Content-Disposition": f'attachment; filename="idme-audit-{stamp}.csv"',
-            "Cache-Control": "no-store",
-        },
+    response = Response(app_iter=body(), content_type="text/csv", charset="utf-8")
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="idme-audit-{stamp}.csv"'
     )
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @view_config(
