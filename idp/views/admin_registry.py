@@ -181,9 +181,15 @@ def role_create(request):
 
 
 def _field_error(form, exc: Refused):
-    """Put the refusal beside the field it is about; the message otherwise."""
+    """Put the refusal beside the field it is about; the message otherwise.
+
+    A code or name taken (``module.taken``, ``role.taken``) names no field:
+    it is about the one the admin typed the code or new name in.
+    """
     fields = {"name": "code", "code": "code", "new": "new"}
     name = fields.get(exc.field or "", exc.field)
+    if name is None and exc.code.endswith(".taken"):
+        name = "new" if hasattr(form, "new") else "code"
     field = getattr(form, name, None) if name else None
     if field is not None:
         field.errors = [refusal(exc)]
