@@ -168,6 +168,7 @@ def test_audit_export_is_csv_injection_safe_streamed_and_audited(
     assert event.detail["filters"] == {"event": "sp.imported"}
 
 
+@pytest.mark.postgresql
 def test_audit_export_reads_past_one_batch(app, tm, dbsession, clock, monkeypatch):
     import idp.services.reports as reports
 
@@ -181,16 +182,19 @@ def test_audit_export_reads_past_one_batch(app, tm, dbsession, clock, monkeypatc
     assert [row[6] for row in rows] == [f'{{"n":{i}}}' for i in range(20)]
 
 
+@pytest.mark.postgresql
 def test_data_07_verify_shows_an_intact_and_a_broken_chain(app, tm, dbsession, clock):
     """DATA-07: the console shows where the chain breaks."""
     client, _user = console(app, tm, dbsession, clock, "auditor")
     page = client.get("/admin/audit/verify?lang=en")
     assert page.html.find(id="audit-verify-result")["data-ok"] == "true"
     last = dbsession.query(AuditEvent).order_by(AuditEvent.id.desc()).first()
-    # Tampering as someone who can drop the trigger would (SQLite's trigger
-    # refuses UPDATE: go round it as an attacker with the file would).
-    if dbsession.get_bind().dialect.name == "sqlite":
-        dbsession.execute(text("DROP TRIGGER IF EXISTS audit_events_no_update"))
+    # Tampering as someone allowed to change the schema would: the guard
+    # trigger dropped inside the test's transaction (rolled back after).
+    if dbsession.get_bind().dialect.name == "postgresql":
+        dbsession.execute(text("DROP TRIGGER audit_events_append_only ON audit_events"))
+    else:
+        dbsession.execute(text("DROP TRIGGER audit_events_no_update"))
     dbsession.execute(
         text("UPDATE audit_events SET event = 'forged' WHERE id = :id"), {"id": last.id}
     )
@@ -239,6 +243,7 @@ def test_auditor_sees_the_outbox_without_a_retry_button(app, tm, dbsession, cloc
     assert page.html.find("form", id=lambda v: v and v.startswith("retry-")) is None
 
 
+@pytest.mark.postgresql
 def test_dashboard_draws_accessible_svg_with_nothing_from_elsewhere(
     app, tm, dbsession, clock
 ):

@@ -457,6 +457,7 @@ def test_every_list_answers_bad_query_values_with_400(
         assert 'data-error-code="bad_request"' in res.text
 
 
+@pytest.mark.postgresql
 def test_lists_sort_both_ways(app, tm, dbsession, clock, registered, service):
     service(IServiceProviders).import_metadata(
         make_sp_metadata("https://a.example.org/sp"), actor=CONSOLE
