@@ -501,6 +501,10 @@ class IServiceProviders(Interface):
     def set_policy(entity_id, changes, *, actor):
         """Change the keys of ``changes`` in the SP's policy (``sp.policy``)."""
 
+    def approve_change(source_name, entity_id, *, actor):
+        """Apply the trust change a source holds for ``entity_id`` (SAML-30),
+        audited with the actor; the entity IDs applied."""
+
     def set_enabled(entity_id, enabled, *, actor):
         """Enable or disable the SP; False when it already was."""
 

@@ -98,19 +98,71 @@ def _metadata_refusals() -> Iterator[None]:
 
 @implementer(IServiceProviders)
 class ServiceProviders:
-    def __init__(self, dbsession, audit, *, allow_http: bool) -> None:
+    def __init__(
+        self,
+        dbsession,
+        audit,
+        *,
+        allow_http: bool,
+        max_valid_until: dt.timedelta = dt.timedelta(days=28),
+    ) -> None:
         self.dbsession = dbsession
         self.audit = audit
         # Development only: plain http endpoints on this machine.
         self.allow_http = allow_http
+        # How far out a source document's validUntil may be (settings).
+        self.max_valid_until = max_valid_until
 
     @classmethod
     def create_service(cls, context, request) -> ServiceProviders:
+        settings = request.registry.settings
         return cls(
             request.dbsession,
             request.service(IAuditLog),
-            allow_http=request.registry.settings["idp.development"],
+            allow_http=settings["idp.development"],
+            max_valid_until=dt.timedelta(
+                days=settings["idp.metadata_max_validity_days"]
+            ),
         )
+
+    def approve_change(
+        self, source_name: str, entity_id: str, *, actor: Actor
+    ) -> list[str]:
+        """Apply the trust change a source holds for ``entity_id``, as
+        ``idp-admin source approve`` does (SAML-30): checked again now, each
+        applied change audited (``sp.metadata_changed``, ``approved``), and
+        the approval itself with the actor (``source.change_approved``).
+
+        :class:`NotFound` for an unknown source; :class:`Conflict`
+        (``source.approve_refused``) naming what stands in the way.
+        """
+        from idp.models import MetadataSource
+        from idp.saml import sources
+
+        with atomic(self.dbsession):
+            source = self.dbsession.scalar(
+                select(MetadataSource).where(MetadataSource.name == source_name)
+            )
+            if source is None:
+                raise NotFound("source.not_found", f"no source named {source_name!r}")
+            try:
+                approved = sources.approve(
+                    self.dbsession,
+                    source,
+                    entity_id,
+                    now=dt.datetime.now(dt.UTC),
+                    max_valid_until=self.max_valid_until,
+                    by=actor.by,
+                )
+            except sources.SourceError as exc:
+                raise Conflict("source.approve_refused", str(exc)) from None
+            actor.record(
+                self.audit,
+                "source.change_approved",
+                source=source.name,
+                entity_ids=approved,
+            )
+        return approved
 
     def find(self, entity_id: str) -> ServiceProvider:
         """The SP registered with exactly ``entity_id``, or :class:`NotFound`."""

@@ -83,6 +83,7 @@ REFUSALS = {
         "Check it and try again."
     ),
     "sp.policy_empty": _("Nothing to change."),
+    "source.approve_refused": _("The change cannot be applied:"),
     "list.bad_query": _("This list cannot be shown that way."),
 }
 UNTRANSLATED = _("This change was refused; nothing was changed.")
@@ -675,9 +676,42 @@ def _confirm_upload(request, form):
     route_name="admin.sources",
     renderer="admin/sources.jinja2",
     permission=Permission.REGISTRY_READ,
-    require_methods=["GET", "HEAD"],
+    request_method=("GET", "HEAD"),
 )
 def sources(request):
+    return _sources_page(request)
+
+
+@view_config(
+    route_name="admin.sources",
+    renderer="admin/sources.jinja2",
+    permission=Permission.REGISTRY_ACT,
+    request_method="POST",
+    require_methods=["GET", "HEAD", "POST"],
+)
+def source_approve(request):
+    """Apply a trust change a source holds (SAML-30), as ``source approve``."""
+    source = request.POST.get("source", "")
+    entity_id = request.POST.get("entity_id", "")
+    if not source or not entity_id:
+        raise HTTPBadRequest()
+    try:
+        request.service(IServiceProviders).approve_change(
+            source, entity_id, actor=actor(request)
+        )
+    except NotFound:
+        raise HTTPNotFound() from None
+    except Refused as exc:
+        request.response.status_int = 409
+        return _sources_page(request, refusal(exc), exc.message)
+    return _flash_back(
+        request,
+        _("The change to ${entity} is applied.", mapping={"entity": entity_id}),
+        "admin.sources",
+    )
+
+
+def _sources_page(request, message=None, technical=None) -> dict:
     reports = request.service(IReports)
     # Two lists on one page: each its own page and sort parameters would
     # double the query string's grammar; the quarantine is the long one.
@@ -691,4 +725,7 @@ def sources(request):
         "sources": reports.sources(),
         "quarantine": quarantine,
         "pending": pending,
+        "message": message,
+        "technical": technical,
+        "can_act": _can_act(request),
     }

@@ -490,3 +490,62 @@ def test_registry_act_after_15_minutes_asks_the_password_again(
     assert "/admin/reauthenticate?next=" in res.location
     dbsession.expire_all()
     assert registered.enabled is True
+
+
+def test_saml_30_a_held_trust_change_is_approved_from_the_console(
+    app, tm, dbsession, clock
+):
+    """SAML-30: a source's new endpoints wait for approval; the registry
+    admin approves them here, audited with who; the auditor cannot."""
+    from idp.models import PendingChange
+    from tests.metadata_sources import (
+        aggregate,
+        apply,
+        entity,
+        make_source,
+        with_endpoint,
+    )
+    from tests.metadata_sources import entity_id as partner
+
+    source = make_source(dbsession)
+    apply(dbsession, source, aggregate(entity("a")))
+    moved = with_endpoint(
+        entity("a"), "AssertionConsumerService", "https://a.example.org/acs2"
+    )
+    apply(dbsession, source, aggregate(moved))
+    assert count(dbsession, PendingChange) == 1
+
+    auditor, _user = console(app, tm, dbsession, clock, "auditor")
+    page = auditor.get("/admin/sources?lang=en")
+    assert "acs2" in page.html.find(id="pending").text
+    assert page.html.find("form", id="approve-1") is None
+    token = token_of(auditor)
+    auditor.post(
+        "/admin/sources",
+        {"csrf_token": token, "source": "partner", "entity_id": partner("a")},
+        status=403,
+    )
+    assert count(dbsession, PendingChange) == 1
+
+    client, admin = console(app, tm, dbsession, clock, "registry")
+    page = client.get("/admin/sources?lang=en")
+    done = post(page, "approve-1", status=303).follow()
+    assert "is applied" in done.text
+    assert count(dbsession, PendingChange) == 0
+    [event] = events(dbsession, "source.change_approved")
+    assert event.actor_user_id == admin.id and event.detail["entity_ids"] == [
+        partner("a")
+    ]
+    # Nothing held any more: a second approval says why, 409.
+    token = token_of(client)
+    res = client.post(
+        "/admin/sources?lang=en",
+        {"csrf_token": token, "source": "partner", "entity_id": partner("a")},
+        status=409,
+    )
+    assert "cannot be applied" in res.text
+    client.post(
+        "/admin/sources",
+        {"csrf_token": token, "source": "nope", "entity_id": "x"},
+        status=404,
+    )
