@@ -119,7 +119,7 @@ class ConfirmImportForm(BaseForm):
     """The previewed metadata sent back, with what the admin agreed to."""
 
     metadata_b64 = HiddenField()
-    sha256 = HiddenField()
+    seal = HiddenField()  # the preview's HMAC (views.admin_registry._previewed)
     module = HiddenField()
     replace = BooleanField()
     confirm_hosts = HiddenField()

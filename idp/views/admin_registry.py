@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import logging
 
 from pyramid.httpexceptions import HTTPBadRequest, HTTPNotFound, HTTPSeeOther
@@ -585,11 +586,27 @@ def sp_upload(request):
     return _preview(request, form, form.data, module=form.module.data or None)
 
 
+def _previewed(request, data: bytes) -> str:
+    """The seal of a preview: these bytes, shown to this admin by this server.
+
+    The confirm step carries the metadata back; it applies only with the
+    seal the preview gave, so nothing the server did not show this admin as
+    a diff (another file, bytes edited in the page) can be applied.
+    """
+    key = hmac.new(
+        request.registry.settings["idp.hmac_key"].encode(),
+        b"idp admin sp preview v1",
+        "sha256",
+    ).digest()
+    message = f"{request.identity.id}:{hashlib.sha256(data).hexdigest()}"
+    return hmac.new(key, message.encode(), "sha256").hexdigest()
+
+
 def _preview(request, form, data: bytes, *, module, replace=False, hosts=()):
     service = request.service(IServiceProviders)
     confirm = ConfirmImportForm()
     confirm.metadata_b64.data = base64.b64encode(data).decode("ascii")
-    confirm.sha256.data = hashlib.sha256(data).hexdigest()
+    confirm.seal.data = _previewed(request, data)
     confirm.module.data = module or ""
     confirm.replace.data = replace
     refused = None
@@ -638,7 +655,9 @@ def _confirm_upload(request, form):
         data = base64.b64decode(confirm.metadata_b64.data or "", validate=True)
     except (binascii.Error, ValueError):
         raise HTTPBadRequest() from None
-    if not data or hashlib.sha256(data).hexdigest() != confirm.sha256.data:
+    if not data or not hmac.compare_digest(
+        _previewed(request, data), confirm.seal.data or ""
+    ):
         raise HTTPBadRequest()
     module = confirm.module.data or None
     replace = bool(confirm.replace.data)

@@ -394,6 +394,20 @@ def test_upload_confirm_applies_only_the_bytes_previewed(app, tm, dbsession, clo
     form = preview.html.find(id="sp-confirm-form")
     values = {i["name"]: i.get("value", "") for i in form.find_all("input")}
     client.post("/admin/sps/upload", {**values, "metadata_b64": other}, status=400)
+    # Other bytes with their own SHA-256: still not what was previewed.
+    import hashlib
+
+    raw = base64.b64decode(other)
+    forged = {
+        **values,
+        "metadata_b64": other,
+        "seal": hashlib.sha256(raw).hexdigest(),
+    }
+    client.post("/admin/sps/upload", forged, status=400)
+    # Another admin's seal does not carry over either.
+    second, _user = console(app, tm, dbsession, clock, "registry")
+    second_token = token_of(second)
+    second.post("/admin/sps/upload", {**values, "csrf_token": second_token}, status=400)
     client.post(
         "/admin/sps/upload", {**values, "metadata_b64": "!!notbase64"}, status=400
     )
