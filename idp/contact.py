@@ -81,3 +81,20 @@ def normalise_phone(text: str) -> str:
     elif not _E164.fullmatch(value):
         raise InvalidContact("phone.format", _PHONE_MESSAGE)
     return value
+
+
+def mask_email(address: str) -> str:
+    """An address as a list shows it: its first character and its domain
+    (``a***@example.com``), enough to tell two accounts apart, not to write."""
+    local, at, domain = address.partition("@")
+    if not at:
+        return "***"
+    return f"{local[:1]}***@{domain}"
+
+
+def mask_phone(number: str) -> str:
+    """A number as a list shows it: its first three and last three
+    characters (``+60*****789``)."""
+    if len(number) <= 6:
+        return "*" * len(number)
+    return number[:3] + "*" * (len(number) - 6) + number[-3:]

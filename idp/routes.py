@@ -61,7 +61,9 @@ def includeme(config):
     admin = {"factory": "idp.authz.AdminRoot"}
     config.add_route("admin.index", "/admin", **admin)
     config.add_route("admin.grants", "/admin/grants", **admin)
-    config.add_route("admin.grants_revoke", "/admin/grants/revoke", **admin)
+    config.add_route("admin.users", "/admin/users", **admin)
+    config.add_route("admin.user", "/admin/users/{id}", **admin)
+    config.add_route("admin.user_act", "/admin/users/{id}/{act}", **admin)
     # The registry, audit, outbox and dashboard pages (idp/views/admin_*.py).
     # An SP's entityID is a URI: it travels in the query (?e=), not the path.
     config.add_route("admin.dashboard", "/admin/dashboard", **admin)

@@ -16,6 +16,7 @@ from idp.db import utcnow
 from idp.services.actor import Actor
 from idp.services.admin import AdminRoles
 from idp.services.audit import AuditLog
+from idp.services.mail import Outbox
 from tests.factories import PASSWORD, make_user
 from tests.signin import sign_in, submit
 from tests.two_step import Clock, browser, code_for, enable, submit_code
@@ -28,7 +29,11 @@ def now_clock() -> Clock:
 def make_admin(app, dbsession, clock, *roles: str, two_step: bool = True, **values):
     """A user holding ``roles``; ``user.secret`` is their authenticator's."""
     user = make_user(dbsession, **values)
-    grants = AdminRoles(dbsession, audit=AuditLog(dbsession))
+    registry = app.registry
+    outbox = Outbox(
+        dbsession, registry["idp.mail.composer"], registry["idp.mail.codec"]
+    )
+    grants = AdminRoles(dbsession, audit=AuditLog(dbsession), outbox=outbox)
     for role in roles:
         grants.grant(user, role, actor=Actor.command_line())
     user.secret = None

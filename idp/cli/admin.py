@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from idp.cli.common import app_request
-from idp.cli.users import _identifier, _identifier_arguments
+from idp.cli.common import app_request, identifier_arguments, identifier_of
 
 ROLE_NAMES = ("helpdesk", "registry", "auditor", "superadmin")
 ROLE_HELP = (
@@ -39,7 +38,7 @@ def register(groups) -> None:
         ("revoke", revoke, "take an admin role from a user"),
     ):
         sub = commands.add_parser(name, help=text)
-        _identifier_arguments(sub)
+        identifier_arguments(sub)
         sub.add_argument("role", metavar="ROLE", type=_role, help=ROLE_HELP)
         sub.set_defaults(handler=handler)
     list_parser = commands.add_parser("list", help="every user holding an admin role")
@@ -52,7 +51,7 @@ def _change(args, *, give: bool) -> int:
     from idp.services.interfaces import IAccountService, IAdminRoles
 
     with app_request(args.config_uri, {"role": "ROLE"}) as request:
-        user = request.service(IAccountService).find(_identifier(args))
+        user = request.service(IAccountService).find(identifier_of(args))
         roles = request.service(IAdminRoles)
         change = roles.grant if give else roles.revoke
         changed = change(user, args.role, actor=Actor.command_line())

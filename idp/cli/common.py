@@ -232,3 +232,28 @@ def confirmed(question: str) -> bool:
         print()
         return False
     return answer.strip().lower() in ("y", "yes")
+
+
+def identifier_arguments(parser) -> None:
+    """IDENTIFIER and --country: how every account command names the account."""
+    parser.add_argument(
+        "identifier",
+        metavar="IDENTIFIER",
+        help="MyKad/MyKid number, or a passport number with --country",
+    )
+    parser.add_argument(
+        "--country",
+        metavar="CCC",
+        help="the passport's issuing country (ISO 3166 alpha-3, e.g. GBR)",
+    )
+
+
+def identifier_of(args):
+    """The checked ``Identifier`` of :func:`identifier_arguments`; else CommandError."""
+    from idp.identifiers import InvalidIdentifier, parse_identifier
+
+    try:
+        return parse_identifier(args.identifier, args.country)
+    except InvalidIdentifier as exc:
+        option = "--country" if exc.code == "passport.country" else "IDENTIFIER"
+        raise CommandError(f"{option}: {exc.message.interpolate()}") from None

@@ -73,6 +73,13 @@ class Standing:
     # The pending temporary password's expiry, if one is still usable.
     temporary_until: dt.datetime | None
     last_sign_in: dt.datetime | None
+    # Past the wrong-password limit (login.identifier): even the right
+    # password is refused until then. None when not throttled.
+    throttled_until: dt.datetime | None = None
+
+
+#: The profile fields the helpdesk may correct (update_profile).
+PROFILE_FIELDS = ("full_name", "phone", "institution", "category")
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,50 @@ def check_email(text: str) -> str:
             f"{text!r} is not an email address ({exc.message.interpolate()})",
             field="email",
         ) from None
+
+
+#: The shortest name fragment a search looks for (one letter finds everyone).
+SEARCH_MIN = 2
+SEARCH_MAX = 200
+
+
+def search(text: str, country: str | None = None):
+    """The users ``text`` finds, as a ``SELECT`` for the caller to page and sort.
+
+    An identity number (with ``country``, a passport number) finds exactly
+    its account; an email address its account (or, unfinished, those it
+    begins); a phone number the accounts with it; anything else is a part of
+    a name, matched whatever its case. :class:`Invalid` (``search.short``,
+    ``search.long``) for a text too short or too long to be a search.
+    """
+    from idp.contact import normalise_phone
+    from idp.identifiers import InvalidIdentifier, parse_identifier
+
+    text = " ".join(text.split())
+    if len(text) > SEARCH_MAX:
+        raise Invalid("search.long", "the search is too long", field="q")
+    if len(text) < SEARCH_MIN:
+        raise Invalid("search.short", "the search is too short", field="q")
+    statement = select(User)
+    try:
+        identifier = parse_identifier(text, country)
+    except InvalidIdentifier:
+        identifier = None
+    if identifier is not None:
+        return statement.where(User.identifier == identifier.value)
+    if "@" in text:
+        try:
+            return statement.where(User.email == normalise_email(text))
+        except InvalidContact:
+            return statement.where(User.email.startswith(text.lower(), autoescape=True))
+    if sum(ch.isdigit() for ch in text) >= 7 and not any(ch.isalpha() for ch in text):
+        try:
+            return statement.where(User.phone == normalise_phone(text))
+        except InvalidContact:
+            pass
+    return statement.where(
+        func.lower(User.full_name).contains(text.lower(), autoescape=True)
+    )
 
 
 def masked(user: User) -> str:
@@ -150,6 +201,7 @@ class AccountService:
         the last sign-in."""
         now = self.clock()
         expires = user.temp_password_expires_at
+        limit = self.limiter.check("login.identifier", user.identifier)
         return Standing(
             disabled_since=user.disabled_at,
             locked_until=(
@@ -168,6 +220,11 @@ class AccountService:
                     AuditEvent.event == "login.success",
                     AuditEvent.subject_user_id == user.id,
                 )
+            ),
+            throttled_until=(
+                None
+                if limit.allowed
+                else now + dt.timedelta(seconds=max(limit.retry_after, 1))
             ),
         )
 
@@ -351,6 +408,52 @@ class AccountService:
                     reason="email-changed",
                 )
         return EmailCorrected(previous, email, reissued)
+
+    def update_profile(
+        self, user: User, *, actor: Actor, **values: str | None
+    ) -> list[str]:
+        """Correct profile fields (:data:`PROFILE_FIELDS`), already checked
+        and normalised by the caller's form; the names of those that changed.
+
+        Audited as ``account.profile_changed`` with the fields' names (not
+        their values: the audit log outlives the account's data). Nothing
+        changed, nothing audited. :class:`Invalid` for another field.
+        """
+        unknown = set(values) - set(PROFILE_FIELDS)
+        if unknown:
+            raise Invalid(
+                "account.field_unknown",
+                f"not a profile field: {', '.join(sorted(unknown))}",
+            )
+        with atomic(self.dbsession):
+            changed = [
+                name for name, value in values.items() if getattr(user, name) != value
+            ]
+            if not changed:
+                return []
+            for name in changed:
+                setattr(user, name, values[name])
+            self.dbsession.flush()
+            actor.record(
+                self.audit,
+                "account.profile_changed",
+                subject_user_id=user.id,
+                fields=sorted(changed),
+            )
+        return sorted(changed)
+
+    def end_sessions(self, user: User, *, actor: Actor) -> int:
+        """Sign ``user`` out everywhere (``sessions.ended``); how many ended."""
+        with atomic(self.dbsession):
+            ended = end_user_sessions(self.dbsession, user.id)
+            actor.record(
+                self.audit,
+                "sessions.ended",
+                subject_user_id=user.id,
+                how="helpdesk",
+                count=ended,
+            )
+        return ended
 
     def _void_links(self, user: User, now: dt.datetime) -> None:
         self.dbsession.execute(

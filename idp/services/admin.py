@@ -22,13 +22,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from zope.interface import implementer
 
 from idp.db import utcnow
 from idp.models import AdminGrant, AdminRole, User
+from idp.services import mail
 from idp.services.actor import COMMAND_LINE, Actor
 from idp.services.errors import Conflict, Invalid, atomic
-from idp.services.interfaces import IAdminRoles, IAuditLog
+from idp.services.interfaces import IAdminRoles, IAuditLog, IOutbox
 from idp.services.signin import AUTHN_METHOD_TWO_STEP
 
 #: How old a sign-in (or re-authentication) may be for an admin to change anything.
@@ -73,6 +75,21 @@ def mark_reauthenticated(session, user_id: uuid.UUID, now: dt.datetime) -> None:
     session[REAUTH_KEY] = {"user": str(user_id), "at": now.isoformat()}
 
 
+def check_target(dbsession, user: User) -> None:
+    """Refuse a console act on an account holding an admin role.
+
+    Correcting an admin's email and then sending a password reset would
+    hand that admin's password to whoever chose the address: the helpdesk
+    could climb to superadmin. Such accounts are changed with
+    ``idp-admin`` on the server. :class:`Conflict` ``admin.target_is_admin``.
+    """
+    if roles_of(dbsession, user.id):
+        raise Conflict(
+            "admin.target_is_admin",
+            "this account holds an admin role: change it with idp-admin",
+        )
+
+
 def parse_role(text: str) -> AdminRole:
     """``text`` as an admin role, whatever its case; :class:`Invalid` if none."""
     try:
@@ -99,14 +116,19 @@ def roles_of(dbsession, user_id: uuid.UUID) -> frozenset[AdminRole]:
 
 @implementer(IAdminRoles)
 class AdminRoles:
-    def __init__(self, dbsession, *, audit, clock=utcnow) -> None:
+    def __init__(self, dbsession, *, audit, outbox, clock=utcnow) -> None:
         self.dbsession = dbsession
         self.audit = audit
+        self.outbox = outbox
         self.clock = clock
 
     @classmethod
     def create_service(cls, context, request) -> AdminRoles:
-        return cls(request.dbsession, audit=request.service(IAuditLog))
+        return cls(
+            request.dbsession,
+            audit=request.service(IAuditLog),
+            outbox=request.service(IOutbox),
+        )
 
     def roles_of(self, user: User) -> frozenset[AdminRole]:
         return roles_of(self.dbsession, user.id)
@@ -123,23 +145,48 @@ class AdminRoles:
             held.setdefault(user.id, (user, []))[1].append(AdminRole(role))
         return list(held.values())
 
+    @staticmethod
+    def holders_query():
+        """Every user holding an admin role, as a ``SELECT`` to page and sort."""
+        return select(User).where(User.id.in_(select(AdminGrant.user_id)))
+
+    def roles_by_user(self, user_ids) -> dict[uuid.UUID, list[AdminRole]]:
+        """The admin roles of each of ``user_ids`` (one query, for a page)."""
+        held: dict[uuid.UUID, list[AdminRole]] = {}
+        for user_id, role in self.dbsession.execute(
+            select(AdminGrant.user_id, AdminGrant.role)
+            .where(AdminGrant.user_id.in_(list(user_ids)))
+            .order_by(AdminGrant.role)
+        ):
+            held.setdefault(user_id, []).append(AdminRole(role))
+        return held
+
     def grant(self, user: User, role: AdminRole | str, *, actor: Actor) -> bool:
         """Give ``user`` the admin role (``admin.granted``); False if they hold it."""
         role = role if isinstance(role, AdminRole) else parse_role(role)
         with atomic(self.dbsession):
             if role in self.roles_of(user):
                 return False
-            self.dbsession.add(
-                AdminGrant(
-                    user_id=user.id,
-                    role=role.value,
-                    granted_at=self.clock(),
-                    granted_by=actor.user_id,
-                )
-            )
-            self.dbsession.flush()
+            try:
+                # Two grants racing: the primary key lets one through.
+                with self.dbsession.begin_nested():
+                    self.dbsession.add(
+                        AdminGrant(
+                            user_id=user.id,
+                            role=role.value,
+                            granted_at=self.clock(),
+                            granted_by=actor.user_id,
+                        )
+                    )
+            except IntegrityError:
+                return False
             actor.record(
                 self.audit, "admin.granted", subject_user_id=user.id, role=role.value
+            )
+            # The owner hears of it: a role granted to a hijacked account, or
+            # by a hijacked superadmin, does not go unnoticed.
+            mail.admin_role_changed(
+                self.outbox, user, role=role.value, granted=True, at=self.clock()
             )
         return True
 
@@ -176,6 +223,9 @@ class AdminRoles:
             )
             actor.record(
                 self.audit, "admin.revoked", subject_user_id=user.id, role=role.value
+            )
+            mail.admin_role_changed(
+                self.outbox, user, role=role.value, granted=False, at=self.clock()
             )
         return True
 

@@ -455,6 +455,13 @@ class IAccountService(Interface):
         ``Conflict`` when another account has it. Returns ``EmailCorrected``.
         """
 
+    def update_profile(user, *, actor, **values):
+        """Correct name, phone, institution or category
+        (``account.profile_changed``); the names of the fields changed."""
+
+    def end_sessions(user, *, actor):
+        """End every session of ``user`` (``sessions.ended``); how many."""
+
 
 class IServiceProviders(Interface):
     """The SP registry as administrators change it (``idp-admin sp``, the console).
@@ -582,6 +589,12 @@ class IAdminRoles(Interface):
 
     def holders():  # type: ignore[misc]
         """Every ``(user, [AdminRole, ...])`` holding one, by identity number."""
+
+    def holders_query():  # type: ignore[misc]
+        """The users holding one, as a ``SELECT`` for a paginated list."""
+
+    def roles_by_user(user_ids):
+        """``{user id: [AdminRole, ...]}`` for the given users."""
 
     def grant(user, role, *, actor):
         """Give ``user`` an admin role (``admin.granted``); False if held."""

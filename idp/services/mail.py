@@ -375,6 +375,17 @@ def account_locked_by_helpdesk(composer: Composer, user, *, locked_at):
     return {**_person(user), "locked_at": _moment(composer, locked_at)}
 
 
+@email("admin-role-changed")
+def admin_role_changed(composer: Composer, user, *, role: str, granted: bool, at):
+    """Tells the owner an admin role was given to or taken from the account."""
+    return {
+        **_person(user),
+        "role": role,
+        "granted": granted,
+        "changed_at": _moment(composer, at),
+    }
+
+
 @email("security-image-changed")
 def security_image_changed(composer: Composer, user, *, changed_at):
     """Tells the owner their security image or phrase was changed."""

@@ -21,7 +21,8 @@ import logging
 import uuid
 from urllib.parse import urlencode
 
-from pyramid.httpexceptions import HTTPBadRequest, HTTPSeeOther
+from pyramid.events import NewResponse, subscriber
+from pyramid.httpexceptions import HTTPBadRequest, HTTPForbidden, HTTPSeeOther
 from pyramid.renderers import render_to_response
 from pyramid.view import view_config
 
@@ -45,6 +46,7 @@ from idp.services.interfaces import (
 )
 from idp.services.signin import AUTHN_METHOD_TWO_STEP, Outcome
 from idp.services.two_factor import clock_of
+from idp.views.listing import listing
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,10 @@ REFUSALS = {
     "admin.last_superadmin": _(
         "This is the last superadmin: the role can only be taken from them on "
         "the server, with idp-admin."
+    ),
+    "admin.target_is_admin": _(
+        "This account holds an admin role: it can only be changed on the "
+        "server, with idp-admin."
     ),
     "account.email_taken": _("Another account already has this email address."),
     "account.email_unchanged": _("This is already the account's email address."),
@@ -71,6 +77,15 @@ ENROL_PAGE = (
         "console: it will ask for a code from your authenticator app."
     ),
 )
+
+
+@subscriber(NewResponse)
+def no_store(event) -> None:
+    """Nothing the console shows is kept by a browser or a proxy: HTML pages
+    already are not (idp.tweens), and neither is anything else it sends."""
+    route = event.request.matched_route
+    if route is not None and route.name.startswith("admin."):
+        event.response.headers["Cache-Control"] = "no-store"
 
 
 def actor(request) -> Actor:
@@ -148,8 +163,6 @@ def verify(request):
     context = _admin_context(request)
     target = _next(request)
     if not context.roles:
-        from pyramid.httpexceptions import HTTPForbidden
-
         raise HTTPForbidden()
     if context.verified:
         return HTTPSeeOther(target)
@@ -188,8 +201,6 @@ def reauthenticate(request):
     context = _admin_context(request)
     target = _next(request)
     if not context.roles:
-        from pyramid.httpexceptions import HTTPForbidden
-
         raise HTTPForbidden()
     if not context.verified:
         query = urlencode({"next": target})
@@ -245,9 +256,22 @@ def refusal(exc: Refused):
     return message
 
 
+HOLDER_SORTS = {"name": User.full_name, "identifier": User.identifier}
+
+
 def _grants_page(request, form: GrantForm, message=None) -> dict:
+    roles = request.service(IAdminRoles)
+    holders = listing(
+        request,
+        roles.holders_query(),
+        HOLDER_SORTS,
+        default="name",
+        tiebreak=User.id,
+    )
+    held = roles.roles_by_user(user.id for user in holders.items)
     return {
-        "holders": request.service(IAdminRoles).holders(),
+        "holders": holders,
+        "held": held,
         "form": form,
         "role_names": ROLE_NAMES,
         "role_choices": [
@@ -277,7 +301,11 @@ def grants(request):
     request_method="POST",
     require_methods=["POST"],
 )
-def grant(request):
+def change_grants(request):
+    """Grant (the form) or revoke (a row's button); both post to the page
+    itself, so an admin sent to re-authenticate comes back to it."""
+    if request.POST.get("action") == "revoke":
+        return _revoke(request)
     form = GrantForm(request.POST)
     if form.validate():
         try:
@@ -298,14 +326,7 @@ def grant(request):
     return _grants_page(request, form)
 
 
-@view_config(
-    route_name="admin.grants_revoke",
-    renderer="admin/grants.jinja2",
-    permission=Permission.GRANTS_ACT,
-    request_method="POST",
-    require_methods=["POST"],
-)
-def revoke(request):
+def _revoke(request):
     user = _user_by_id(request, request.POST.get("user"))
     role = request.POST.get("role")
     if user is None or role not in ROLE_NAMES:

@@ -41,7 +41,7 @@ def test_admin_anonymous_is_sent_to_sign_in(app, tm, dbsession, clock):
     client.post("/admin/grants", {"identifier": "x", "role": "superadmin"}, status=403)
 
 
-def test_admin_plain_user_gets_403(app, tm, dbsession, clock):
+def test_web_11_admin_plain_user_gets_403(app, tm, dbsession, clock):
     """A signed-in user without an admin role: the bilingual 403 page, on
     every console page, whatever the method."""
     user = make_user(dbsession)
@@ -153,8 +153,13 @@ def test_admin_auditor_reads_but_every_post_is_403(app, tm, dbsession, clock):
         status=403,
     )
     client.post(
-        "/admin/grants/revoke",
-        {"csrf_token": token, "user": str(auditor.id), "role": "auditor"},
+        "/admin/grants",
+        {
+            "csrf_token": token,
+            "action": "revoke",
+            "user": str(auditor.id),
+            "role": "auditor",
+        },
         status=403,
     )
     assert count(dbsession, AdminGrant, AdminGrant.user_id == target.id) == 0
@@ -215,7 +220,7 @@ def test_admin_last_superadmin_cannot_be_revoked_from_the_console(
     assert count(dbsession, AdminGrant, AdminGrant.user_id == boss.id) == 1
 
 
-def test_admin_csrf_refused(app, tm, dbsession, clock):
+def test_web_01_admin_csrf_refused(app, tm, dbsession, clock):
     boss = make_admin(app, dbsession, clock, "superadmin")
     target = make_user(dbsession)
     client = admin_browser(app, tm, dbsession, clock, boss)
@@ -283,3 +288,67 @@ def test_admin_reauthentication_of_another_user_does_not_count(
     assert fresh(first.id, old, data, clock())
     assert not fresh(second.id, old, data, clock())
     assert not fresh(second.id, None, {"_admin_reauth": "garbage"}, clock())
+
+
+def test_admin_revoke_after_15_minutes_comes_back_to_the_grants(
+    app, tm, dbsession, clock
+):
+    boss = make_admin(app, dbsession, clock, "superadmin")
+    other = make_admin(app, dbsession, clock, "auditor")
+    client = admin_browser(app, tm, dbsession, clock, boss)
+    page = client.get("/admin/grants")
+    clock.advance(dt.timedelta(minutes=20))
+    form_id = f"revoke-1-{other.id}"
+    res = post(page, form_id, status=303)
+    assert res.location.endswith("/admin/reauthenticate?next=%2Fadmin%2Fgrants")
+    back = post(
+        res.follow(), "admin-reauthenticate-form", {"current_password": PASSWORD}
+    )
+    page = back.follow()
+    post(page, form_id, status=303)
+    assert count(dbsession, AdminGrant, AdminGrant.user_id == other.id) == 0
+    event = events(dbsession, "admin.revoked")[-1]
+    assert (event.actor_user_id, event.subject_user_id) == (boss.id, other.id)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"action": "revoke", "user": "not-a-uuid", "role": "auditor"},
+        {"action": "revoke", "user": "00000000-0000-0000-0000-000000000000"},
+        {"action": "revoke", "role": "root"},
+    ],
+)
+def test_admin_bad_revoke_is_400(app, tm, dbsession, clock, values):
+    boss = make_admin(app, dbsession, clock, "superadmin")
+    client = admin_browser(app, tm, dbsession, clock, boss)
+    token = client.get("/admin/grants").html.find("input", attrs={"name": "csrf_token"})
+    res = client.post(
+        "/admin/grants", {"csrf_token": token["value"], **values}, status=400
+    )
+    assert 'data-error-code="bad_request"' in res.text
+
+
+def test_admin_verify_with_a_recovery_code(app, tm, dbsession, clock):
+    user = make_admin(app, dbsession, clock, "helpdesk", two_step=False)
+    client = admin_browser(app, tm, dbsession, clock, user)
+    _secret, codes = enable(app, dbsession, user, clock)
+    page = client.get("/admin/users").follow()
+    done = post(page, "admin-recovery-form", {"recovery_code": codes[0]}, status=303)
+    assert done.location.endswith("/admin/users")
+    client.get("/admin/users", status=200)
+
+
+def test_admin_grants_list_pages_and_sorts(app, tm, dbsession, clock):
+    boss = make_admin(app, dbsession, clock, "superadmin", full_name="Zainab")
+    make_admin(app, dbsession, clock, "auditor", two_step=False, full_name="Aziz")
+    client = admin_browser(app, tm, dbsession, clock, boss)
+    page = client.get("/admin/grants?lang=en")
+    rows = page.html.find(id="admin-holders").find("tbody")("tr")
+    assert [row.find("td").text for row in rows] == ["Aziz", "Zainab"]
+    page = client.get(page.html.find("a", attrs={"data-sort": "name"})["href"])
+    rows = page.html.find(id="admin-holders").find("tbody")("tr")
+    assert [row.find("td").text for row in rows] == ["Zainab", "Aziz"]
+    assert "Page 1 of 1 (2 in all)" in page.text
+    client.get("/admin/grants?sort=role", status=400)
+    client.get("/admin/grants?page=x", status=400)

@@ -13,7 +13,15 @@ from idp.requestlog import REFERENCE_PATTERN
 from idp.sessions import hash_token
 from tests.factories import count
 
-ROUTES = ["/", "/healthz", "/saml/metadata", "/static/css/idp.css", "/no-such-page"]
+ROUTES = [
+    "/",
+    "/healthz",
+    "/saml/metadata",
+    "/static/css/idp.css",
+    "/no-such-page",
+    "/admin",
+    "/admin/users",
+]
 
 
 def test_home_in_malay_by_default(testapp):

@@ -114,6 +114,15 @@ SAMPLES = {
         ("mengetahui kata laluan anda", "knows your password"),
         ("tidak terdedah", "was not revealed"),
     ),
+    "admin-role-changed": (
+        lambda o, u: mail.admin_role_changed(
+            o, u, role="helpdesk", granted=True, at=WHEN
+        ),
+        None,
+        None,
+        ("Meja bantuan", "Helpdesk"),
+        (),
+    ),
     "account-locked-by-helpdesk": (
         lambda o, u: mail.account_locked_by_helpdesk(o, u, locked_at=WHEN),
         None,
