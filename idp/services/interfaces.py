@@ -650,6 +650,9 @@ class IReports(Interface):
     def dashboard(window):
         """A ``Dashboard`` for ``"24h"`` or ``"30d"``."""
 
+    def outbox_status():  # type: ignore[misc]
+        """``(unsent, failing, oldest unsent's time or None)``."""
+
 
 class IMailQueue(Interface):
     """The outbox as administrators see it (never the sealed bodies)."""

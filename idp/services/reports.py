@@ -99,6 +99,17 @@ class AuditFilter:
     since: dt.datetime | None = None
     until: dt.datetime | None = None
 
+    def described(self) -> dict:
+        """The filters as JSON for an audit event: ids and times, no more."""
+        values = {
+            "event": self.event,
+            "subject": str(self.subject) if self.subject else None,
+            "actor": str(self.actor) if self.actor else None,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
+        return {key: value for key, value in values.items() if value}
+
     def clauses(self) -> list:
         where = []
         if self.event:
@@ -517,16 +528,7 @@ class Reports:
             list(SIGN_IN_EVENTS), start, buckets, step, names=SIGN_IN_EVENTS
         )
         locks = self._event_series([LOCK_EVENT], start, buckets, step)
-        pending = OutboxMessage.sent_at.is_(None)
-        depth, failing, oldest = self.dbsession.execute(
-            select(
-                func.count().filter(pending),
-                func.count().filter(pending, OutboxMessage.last_error.is_not(None)),
-                func.min(OutboxMessage.created_at).filter(pending),
-            )
-        ).one()
-        if oldest is not None and oldest.tzinfo is None:
-            oldest = oldest.replace(tzinfo=dt.UTC)
+        depth, failing, oldest = self.outbox_status()
         locked_now = self.dbsession.scalar(
             select(func.count()).select_from(User).where(User.locked_until > now)
         )
@@ -559,6 +561,18 @@ class Reports:
             outbox_failing=failing,
             outbox_oldest=oldest,
         )
+
+    def outbox_status(self) -> tuple[int, int, dt.datetime | None]:
+        """Unsent messages, how many of them failed, and the oldest's time."""
+        pending = OutboxMessage.sent_at.is_(None)
+        depth, failing, oldest = self.dbsession.execute(
+            select(
+                func.count().filter(pending),
+                func.count().filter(pending, OutboxMessage.last_error.is_not(None)),
+                func.min(OutboxMessage.created_at).filter(pending),
+            )
+        ).one()
+        return depth, failing, oldest
 
     def _event_series(
         self,

@@ -166,6 +166,12 @@ def test_audit_export_is_csv_injection_safe_streamed_and_audited(
     [event] = events(dbsession, "audit.exported")
     assert event.actor_user_id == auditor.id
     assert event.detail["filters"] == {"event": "sp.imported"}
+    # Filtered by a person: their id is recorded, never the number typed.
+    subject = make_user(dbsession)
+    client.get(f"/admin/audit.csv?user={subject.identifier}", status=200)
+    event = events(dbsession, "audit.exported")[-1]
+    assert event.detail["filters"] == {"subject": str(subject.id)}
+    assert subject.identifier not in str(event.detail)
 
 
 @pytest.mark.postgresql

@@ -404,3 +404,20 @@ def test_preview_shows_what_an_import_would_do_and_writes_nothing(dbsession, ser
     assert sps.find(SP_ENTITY_ID).metadata_sha256 != replaced.sha256
     assert current_version(dbsession)[0] == generation
     assert count(dbsession, AuditEvent) == events
+
+
+@pytest.mark.postgresql
+def test_outbox_status_counts_unsent_and_failing_with_the_oldest(dbsession):
+    old = utcnow() - dt.timedelta(hours=3)
+    dbsession.add_all(
+        [
+            OutboxMessage(template="t", recipient="a@b.c", message="m", created_at=old),
+            OutboxMessage(template="t", recipient="a@b.c", message="m", last_error="e"),
+            OutboxMessage(
+                template="t", recipient="a@b.c", message="", sent_at=utcnow()
+            ),
+        ]
+    )
+    dbsession.flush()
+    depth, failing, oldest = Reports(dbsession).outbox_status()
+    assert (depth, failing, oldest) == (2, 1, old)
