@@ -624,10 +624,11 @@ class IReports(Interface):
         """``(user, granted_at)`` of each holder of ``role``."""
 
     def role_reach(role):
-        """The SPs the holders of ``role`` reach (its modules' SPs)."""
+        """``(module, SP count)`` of each module ``role`` grants."""
 
-    def service_providers(listing, *, search=None):
-        """SPs with module, source, the source's last fetch, and last SSO."""
+    def service_providers(listing, *, search=None, module=None):
+        """SPs with module, source, the source's last fetch, and last SSO;
+        ``search`` in the entity ID, ``module`` its code."""
 
     def sources():  # type: ignore[misc]
         """Every metadata source with its SP, quarantine and pending counts."""

@@ -279,30 +279,29 @@ class Reports:
         )
         return Page([tuple(row) for row in page.items], page.total, listing)
 
-    def role_reach(self, role: Role) -> list[ServiceProvider]:
-        """The SPs ``role``'s holders reach: those of the modules it grants."""
-        modules = select(role_modules.c.module_id).where(
-            role_modules.c.role_id == role.id
+    def role_reach(self, role: Role) -> list[tuple[Module, int]]:
+        """What ``role``'s holders reach: each module it grants, with how
+        many SPs belong to it (the SPs themselves are the SP list's,
+        filtered by module: a federation's module holds thousands)."""
+        sps = (
+            select(func.count(ServiceProvider.id))
+            .where(ServiceProvider.module_id == Module.id)
+            .correlate(Module)
+            .scalar_subquery()
         )
-        return list(
-            self.dbsession.scalars(
-                select(ServiceProvider)
-                .where(ServiceProvider.module_id.in_(modules))
-                .options(
-                    load_only(
-                        ServiceProvider.id,
-                        ServiceProvider.entity_id,
-                        ServiceProvider.enabled,
-                        ServiceProvider.module_id,
-                    )
-                )
-                .order_by(ServiceProvider.entity_id)
-            )
+        rows = self.dbsession.execute(
+            select(Module, sps)
+            .join(role_modules, role_modules.c.module_id == Module.id)
+            .where(role_modules.c.role_id == role.id)
+            .order_by(func.lower(Module.code))
         )
+        return [(module, count) for module, count in rows]
 
     # Service providers and sources
 
-    def service_providers(self, listing: Listing, *, search: str | None = None) -> Page:
+    def service_providers(
+        self, listing: Listing, *, search: str | None = None, module: str | None = None
+    ) -> Page:
         last_sso = (
             select(func.max(SessionParticipant.created_at))
             .where(SessionParticipant.sp_id == ServiceProvider.id)
@@ -325,6 +324,8 @@ class Reports:
             query = query.where(
                 ServiceProvider.entity_id.contains(search, autoescape=True)
             )
+        if module:
+            query = query.where(func.lower(Module.code) == module.lower())
         order = {
             "entity_id": ServiceProvider.entity_id,
             "module": Module.code,

@@ -360,7 +360,10 @@ def _module_page(request, module, *, message=None, rename=None) -> dict:
     return {
         "module": module,
         "roles": sorted(module.roles, key=lambda role: role.name.lower()),
-        "sps": sorted(module.service_providers, key=lambda sp: sp.entity_id),
+        "sps": request.service(IReports).service_providers(
+            parse_listing({}, sorts=SP_SORTS, default_sort="entity_id"),
+            module=module.code,
+        ),
         "rename": rename or RenameForm(),
         "message": message,
         "can_act": _can_act(request),
@@ -430,10 +433,20 @@ def module_act(request):
 )
 def sps(request):
     search = request.GET.get("q", "").strip()[:200] or None
+    module = request.GET.get("module", "").strip()[:64] or None
     page = request.service(IReports).service_providers(
-        listing(request, SP_SORTS, "entity_id", filters=("q",)), search=search
+        listing(request, SP_SORTS, "entity_id", filters=("q", "module")),
+        search=search,
+        module=module,
     )
-    return {"page": page, "q": search or "", "can_act": _can_act(request)}
+    extra = {key: value for key, value in (("q", search), ("module", module)) if value}
+    return {
+        "page": page,
+        "q": search or "",
+        "module": module,
+        "extra": extra,
+        "can_act": _can_act(request),
+    }
 
 
 def _sp_or_404(request):

@@ -342,6 +342,7 @@ def test_console_lists_fuzzed_query_strings_never_fail(app, tm, dbsession, clock
         "state",
         "window",
         "x",
+        "module",
     ]
     values = [
         "",

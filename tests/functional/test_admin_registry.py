@@ -256,7 +256,13 @@ def test_role_page_lists_holders_paginated_and_the_sps_it_reaches(
     page = client.get("/admin/roles/guru?lang=en")
     assert "(27)" in page.html.find("h2", string=lambda s: s and "27" in s).text
     assert len(page.html.find(id="role-holders").tbody.find_all("tr")) == 25
-    assert page.html.find(id="role-reach").a.text == SP_ENTITY_ID
+    reach = page.html.find(id="role-reach").a
+    assert reach.text.strip() == "1 in module emis"
+    listed = client.get(reach["href"])
+    assert [
+        r.td.code.text for r in listed.html.find(id="sps").tbody.find_all("tr")
+    ] == [SP_ENTITY_ID]
+    assert "module=emis" in listed.html.find(id="sort-module")["href"]
     page = page.click(linkid="pager-next")
     assert len(page.html.find(id="role-holders").tbody.find_all("tr")) == 2
     # Identity numbers are masked in the list.

@@ -123,13 +123,11 @@ def test_roles_count_their_users_and_reach_their_modules_sps(
         "Guru 1",
         "Guru 2",
     ]
-    assert [sp.entity_id for sp in reports.role_reach(guru)] == [
-        dbsession.scalar(
-            ServiceProvider.__table__.select().with_only_columns(
-                ServiceProvider.entity_id
-            )
-        )
-    ]
+    assert [(m.code, n) for m, n in reports.role_reach(guru)] == [("emis", 1)]
+    by_module = reports.service_providers(listing(SP_SORTS, "entity_id"), module="EMIS")
+    assert by_module.total == 1
+    none = reports.service_providers(listing(SP_SORTS, "entity_id"), module="hrmis")
+    assert none.total == 0
     modules = reports.modules(listing(("code", "roles", "sps"), "code"))
     assert [(m.module.code, m.roles, m.sps) for m in modules.items] == [
         ("emis", 1, 1),
