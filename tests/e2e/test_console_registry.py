@@ -5,11 +5,16 @@ walks every page of this part of the console, in Malay on a desktop and in
 English at a phone's width, reaching the menu by keyboard; axe-core checks
 each page, the dashboard's SVG charts and data tables included, for any
 serious or critical WCAG 2.1 A/AA violation.
+
+With ``IDP_E2E_CONSOLE_SHOTS`` set to a folder (``docs/helpdesk``), the
+desktop run saves the screenshots of the README's "Running the helpdesk".
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -21,9 +26,9 @@ from idp.services.actor import Actor
 from idp.services.admin import AdminRoles
 from idp.services.audit import AuditLog
 from idp.services.mail import Composer, Outbox, OutboxCodec
-from tests.e2e import harness
+from tests.e2e import harness, media
 from tests.e2e.conftest import E2E, MODULE, ROLE
-from tests.e2e.test_helpdesk import sign_in_with_code
+from tests.e2e.test_helpdesk import SHOTS_ENV, sign_in_with_code
 from tests.factories import make_user
 from tests.two_step import Clock, enable
 
@@ -58,7 +63,9 @@ def officer(world):
 def page(world, driver, request):
     lang, width, height = request.param
     driver.delete_all_cookies()
-    browser = harness.Browser(driver, world["captcha_dir"])
+    wanted = os.environ.get(SHOTS_ENV)
+    saver = media.Shots(Path(wanted), lang) if wanted and width > 1000 else None
+    browser = harness.Browser(driver, world["captcha_dir"], saver)
     browser.size(width, height)
     browser.lang = lang
     return browser
@@ -72,6 +79,7 @@ def test_registry_audit_outbox_and_dashboard_pages_pass_axe(world, page, officer
     page.follow_link("/admin/dashboard")
     assert page.has("svg#sign-in-chart title"), page.text()
     page.check("console: dashboard, 24 hours")
+    page.shot("registry-dashboard")
     entity = quote(world["service"].sp.entity_id, safe="")
     for path, state in (
         ("/admin/dashboard?window=30d", "dashboard, 30 days"),
@@ -92,3 +100,5 @@ def test_registry_audit_outbox_and_dashboard_pages_pass_axe(world, page, officer
         sep = "&" if "?" in path else "?"
         page.get(f"{idp}{path}{sep}lang={page.lang}")
         page.check(f"console: {state}")
+        if path.startswith("/admin/sp?"):
+            page.shot("registry-sp")
