@@ -6,6 +6,12 @@ bring a failing one forward. A retry only makes the message due now: the
 worker still claims it (``SKIP LOCKED``), so a retry never sends anything
 itself, never twice at once from two clicks, and is audited
 (``mail.retry``) with who asked.
+
+A worker claims a message by moving its due time :data:`~idp.services.
+delivery.LEASE` ahead, then sends it with no transaction open; a retry
+then would let a second worker claim and send it again meanwhile. So a
+message due within the lease is refused (``outbox.due_soon``): it is being
+sent, or will be tried within minutes anyway.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from zope.interface import implementer
 from idp.db import utcnow
 from idp.models import OutboxMessage
 from idp.services.actor import Actor
+from idp.services.delivery import LEASE
 from idp.services.errors import Conflict, NotFound, atomic
 from idp.services.interfaces import IAuditLog, IMailQueue
 from idp.services.listing import Listing, Page, paginate
@@ -81,8 +88,9 @@ class MailQueue:
         """Make an unsent message due now (``mail.retry``); the previous due time.
 
         :class:`NotFound` for a message that is gone or already sent;
-        :class:`Conflict` (``outbox.already_due``) for one already due, so
-        a double click audits one retry, not two.
+        :class:`Conflict` (``outbox.due_soon``) for one due within the
+        lease: a worker may be sending it now (and a double click audits
+        one retry, not two).
         """
         now = self.clock()
         with atomic(self.dbsession):
@@ -95,10 +103,11 @@ class MailQueue:
             if row is None or row.sent_at is not None:
                 raise NotFound("outbox.not_found", f"no unsent message {message_id}")
             previous = row.next_attempt_at
-            if previous <= now:
+            if previous <= now + LEASE:
                 raise Conflict(
-                    "outbox.already_due",
-                    f"message {message_id} is already due",
+                    "outbox.due_soon",
+                    f"message {message_id} is being sent or due within "
+                    f"{LEASE.seconds // 60} minutes",
                     id=message_id,
                 )
             # Conditional, so a worker's claim or outcome that landed since

@@ -224,7 +224,11 @@ def outbox_retry(request):
     except NotFound:
         message = _("This message was sent or no longer exists.")
     except Conflict:
-        message = _("This message is already due: the worker sends it shortly.")
+        message = _(
+            "This message is being sent, or will be tried again within "
+            "${minutes} minutes: there is nothing to bring forward.",
+            mapping={"minutes": 10},
+        )
     else:
         request.session.flash(
             _(

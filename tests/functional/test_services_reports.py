@@ -321,6 +321,31 @@ def test_retry_makes_a_failed_message_due_once_and_audits_it(dbsession, service)
     assert count(dbsession, AuditEvent, AuditEvent.event == "mail.retry") == 1
 
 
+def test_a_message_a_worker_has_claimed_cannot_be_retried(dbsession, service):
+    """A worker's claim pushes the due time one lease ahead and sends with no
+    transaction open: a retry then would let a second worker send it again."""
+    from idp.services.delivery import LEASE
+
+    row = OutboxMessage(
+        template="t",
+        recipient="a@b.c",
+        message="sealed",
+        last_error="e",
+        next_attempt_at=utcnow() + dt.timedelta(hours=1),
+    )
+    dbsession.add(row)
+    dbsession.flush()
+    # As OutboxWorker._claim leaves it while it sends.
+    row.next_attempt_at = utcnow() + LEASE
+    dbsession.flush()
+    with pytest.raises(Conflict) as refused:
+        service(IMailQueue).retry(row.id, actor=CONSOLE)
+    assert refused.value.code == "outbox.due_soon"
+    dbsession.expire_all()
+    assert dbsession.get(OutboxMessage, row.id).next_attempt_at > utcnow()
+    assert count(dbsession, AuditEvent, AuditEvent.event == "mail.retry") == 0
+
+
 def test_a_sent_message_cannot_be_retried(dbsession, service):
     row = OutboxMessage(
         template="t",
