@@ -131,7 +131,7 @@ def _can_act(request) -> bool:
 # Roles
 
 
-def _roles_page(request, form: RoleForm, message=None, technical=None) -> dict:
+def _roles_page(request, form: RoleForm, message=None) -> dict:
     return {
         "page": request.service(IReports).roles(listing(request, ROLE_SORTS, "name")),
         "form": form,
@@ -599,8 +599,8 @@ def sp_upload(request):
     return _preview(request, form, form.data, module=form.module.data or None)
 
 
-def _previewed(request, data: bytes) -> str:
-    """The seal of a preview: these bytes, shown to this admin by this server.
+def _previewed(request, data: bytes, module: str | None) -> str:
+    """The seal of a preview: these bytes and module, shown to this admin.
 
     The confirm step carries the metadata back; it applies only with the
     seal the preview gave, so nothing the server did not show this admin as
@@ -611,7 +611,8 @@ def _previewed(request, data: bytes) -> str:
         b"idp admin sp preview v1",
         "sha256",
     ).digest()
-    message = f"{request.identity.id}:{hashlib.sha256(data).hexdigest()}"
+    digest = hashlib.sha256(data).hexdigest()
+    message = f"{request.identity.id}:{module or ''}:{digest}"
     return hmac.new(key, message.encode(), "sha256").hexdigest()
 
 
@@ -619,7 +620,7 @@ def _preview(request, form, data: bytes, *, module, replace=False, hosts=()):
     service = request.service(IServiceProviders)
     confirm = ConfirmImportForm()
     confirm.metadata_b64.data = base64.b64encode(data).decode("ascii")
-    confirm.seal.data = _previewed(request, data)
+    confirm.seal.data = _previewed(request, data, module)
     confirm.module.data = module or ""
     confirm.replace.data = replace
     refused = None
@@ -668,11 +669,11 @@ def _confirm_upload(request, form):
         data = base64.b64decode(confirm.metadata_b64.data or "", validate=True)
     except (binascii.Error, ValueError):
         raise HTTPBadRequest() from None
+    module = confirm.module.data or None
     if not data or not hmac.compare_digest(
-        _previewed(request, data), confirm.seal.data or ""
+        _previewed(request, data, module), confirm.seal.data or ""
     ):
         raise HTTPBadRequest()
-    module = confirm.module.data or None
     replace = bool(confirm.replace.data)
     hosts = [h for h in request.POST.getall("host") if h.strip()][:20]
     try:

@@ -410,6 +410,9 @@ def test_upload_confirm_applies_only_the_bytes_previewed(app, tm, dbsession, clo
         "seal": hashlib.sha256(raw).hexdigest(),
     }
     client.post("/admin/sps/upload", forged, status=400)
+    # Nor the previewed bytes put in another module than the one previewed.
+    make_module(dbsession, "lain")
+    client.post("/admin/sps/upload", {**values, "module": "lain"}, status=400)
     # Another admin's seal does not carry over either.
     second, _user = console(app, tm, dbsession, clock, "registry")
     second_token = token_of(second)
