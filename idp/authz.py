@@ -25,13 +25,21 @@ class Permission(enum.StrEnum):
     REGISTRY_READ = "admin.registry.read"
     REGISTRY_ACT = "admin.registry.act"
     AUDIT_READ = "admin.audit.read"
+    AUDIT_EXPORT = "admin.audit.export"  # the CSV of the whole filtered log
+    OUTBOX_READ = "admin.outbox.read"
+    OUTBOX_ACT = "admin.outbox.act"  # bring a failing message forward
     GRANTS_READ = "admin.grants.read"
     GRANTS_ACT = "admin.grants.act"
 
 
 #: Acts that change something: they also need a fresh sign-in (REAUTH_WINDOW).
 ADMIN_ACTS = frozenset(
-    {Permission.USERS_ACT, Permission.REGISTRY_ACT, Permission.GRANTS_ACT}
+    {
+        Permission.USERS_ACT,
+        Permission.REGISTRY_ACT,
+        Permission.GRANTS_ACT,
+        Permission.OUTBOX_ACT,
+    }
 )
 #: What each admin role may do. The auditor reads everything and changes
 #: nothing; the superadmin only grants and revokes admin roles (to do
@@ -41,7 +49,13 @@ ADMIN_PERMISSIONS: dict[AdminRole, frozenset[Permission]] = {
         {Permission.ADMIN, Permission.USERS_READ, Permission.USERS_ACT}
     ),
     AdminRole.REGISTRY: frozenset(
-        {Permission.ADMIN, Permission.REGISTRY_READ, Permission.REGISTRY_ACT}
+        {
+            Permission.ADMIN,
+            Permission.REGISTRY_READ,
+            Permission.REGISTRY_ACT,
+            Permission.OUTBOX_READ,
+            Permission.OUTBOX_ACT,
+        }
     ),
     AdminRole.AUDITOR: frozenset(
         {
@@ -49,11 +63,23 @@ ADMIN_PERMISSIONS: dict[AdminRole, frozenset[Permission]] = {
             Permission.USERS_READ,
             Permission.REGISTRY_READ,
             Permission.AUDIT_READ,
+            Permission.AUDIT_EXPORT,
+            Permission.OUTBOX_READ,
             Permission.GRANTS_READ,
         }
     ),
+    # The superadmin also reads and exports the audit log (who granted
+    # what is there) and may retry the outbox (its grant notices go there).
     AdminRole.SUPERADMIN: frozenset(
-        {Permission.ADMIN, Permission.GRANTS_READ, Permission.GRANTS_ACT}
+        {
+            Permission.ADMIN,
+            Permission.GRANTS_READ,
+            Permission.GRANTS_ACT,
+            Permission.AUDIT_READ,
+            Permission.AUDIT_EXPORT,
+            Permission.OUTBOX_READ,
+            Permission.OUTBOX_ACT,
+        }
     ),
 }
 

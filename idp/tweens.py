@@ -91,6 +91,9 @@ def _decodes_as_query(data: bytes) -> bool:
 
 
 FORM_TYPES = ("", "application/x-www-form-urlencoded", "multipart/form-data")
+# path -> the fields of its form that take a file: the console's SP
+# metadata upload (idp/views/admin_registry.py), and nothing else.
+FILE_FIELDS = {"/admin/sps/upload": frozenset({"metadata"})}
 # What WebOb raises parsing a form body it cannot read: DeprecationWarning
 # for a charset other than UTF-8, ValueError for a bad multipart boundary,
 # TypeError for a multipart body cgi cannot index, LookupError for an
@@ -123,9 +126,13 @@ def unreadable_form(request) -> bool:
         fields = request.POST
     except _FORM_ERRORS:
         return True
-    # No form of the IdP takes a file; an upload arrives as a cgi
-    # FieldStorage, on which the form library raises TypeError.
-    return not all(isinstance(value, str) for value in fields.values())
+    # Only the forms in FILE_FIELDS take a file, in the field named there;
+    # anywhere else an upload (a cgi FieldStorage, on which the form
+    # library raises TypeError) is refused here.
+    allowed = FILE_FIELDS.get(request.path_info, frozenset())
+    return not all(
+        isinstance(value, str) or name in allowed for name, value in fields.items()
+    )
 
 
 def printable_path(environ) -> str:

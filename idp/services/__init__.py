@@ -28,3 +28,5 @@ def includeme(config):
     config.include(".service_providers")
     config.include(".two_factor")
     config.include(".admin")
+    config.include(".reports")
+    config.include(".mail_queue")

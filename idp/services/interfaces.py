@@ -492,8 +492,25 @@ class IServiceProviders(Interface):
         ``Invalid`` (``sp.refused``) for metadata that fails the checks.
         """
 
+    def preview_import(
+        data,
+        *,
+        module_code=None,
+        disabled=False,
+        replace=False,
+        confirm_hosts=(),
+        actor,
+    ):
+        """A ``Preview`` of :meth:`import_metadata`: outcome, trust changes and
+        the metadata's diff, worked out by the import itself and rolled back;
+        raises what the import would."""
+
     def set_policy(entity_id, changes, *, actor):
         """Change the keys of ``changes`` in the SP's policy (``sp.policy``)."""
+
+    def approve_change(source_name, entity_id, *, actor):
+        """Apply the trust change a source holds for ``entity_id`` (SAML-30),
+        audited with the actor; the entity IDs applied."""
 
     def set_enabled(entity_id, enabled, *, actor):
         """Enable or disable the SP; False when it already was."""
@@ -588,3 +605,61 @@ class IAdminRoles(Interface):
         ``Conflict`` (``admin.last_superadmin``) for the last superadmin,
         unless from the command line.
         """
+
+
+class IReports(Interface):
+    """What the admin console reads: registry lists, the audit log, the dashboard.
+
+    Read-only; every list takes a ``Listing`` (``idp.services.listing``) and
+    returns a ``Page`` counted and cut in SQL.
+    """
+
+    def roles(listing):
+        """Roles with how many users hold each."""
+
+    def modules(listing):
+        """Modules with how many roles grant and SPs belong to each."""
+
+    def role_users(role, listing):
+        """``(user, granted_at)`` of each holder of ``role``."""
+
+    def role_reach(role):
+        """``(module, SP count)`` of each module ``role`` grants."""
+
+    def service_providers(listing, *, search=None, module=None):
+        """SPs with module, source, the source's last fetch, and last SSO;
+        ``search`` in the entity ID, ``module`` its code."""
+
+    def sources():  # type: ignore[misc]
+        """Every metadata source with its SP, quarantine and pending counts."""
+
+    def quarantine(listing):
+        """``(QuarantinedEntity, source name)`` rows."""
+
+    def pending_changes(listing):
+        """``(PendingChange, source name)`` rows: trust changes held."""
+
+    def find_user(text):
+        """The user named by identity number, email or id; ``NotFound``."""
+
+    def audit_events(filters, listing):
+        """Audit events matching an ``AuditFilter``."""
+
+    def audit_export(filters):
+        """Every matching audit event, oldest first, streamed."""
+
+    def dashboard(window):
+        """A ``Dashboard`` for ``"24h"`` or ``"30d"``."""
+
+    def outbox_status():  # type: ignore[misc]
+        """``(unsent, failing, oldest unsent's time or None)``."""
+
+
+class IMailQueue(Interface):
+    """The outbox as administrators see it (never the sealed bodies)."""
+
+    def waiting(state, listing):
+        """Unsent messages: ``pending`` (all) or ``failed`` (with an error)."""
+
+    def retry(message_id, *, actor):
+        """Make an unsent message due now, audited (``mail.retry``)."""

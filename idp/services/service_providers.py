@@ -40,6 +40,26 @@ class Imported:
 
 
 @dataclass(frozen=True)
+class Preview:
+    """What importing metadata would do, worked out and rolled back.
+
+    ``outcome`` is registered, updated or unchanged; ``diff`` the unified
+    diff of the stored metadata against the new (every line added for a
+    new SP), cut at :data:`PREVIEW_DIFF_LINES`.
+    """
+
+    entity_id: str
+    outcome: str
+    trust_changes: list[str]
+    diff: list[str]
+    truncated: bool
+    sha256: str
+
+
+PREVIEW_DIFF_LINES = 400
+
+
+@dataclass(frozen=True)
 class Removal:
     """What removing an SP deletes with it, one line each, counted now.
 
@@ -78,19 +98,71 @@ def _metadata_refusals() -> Iterator[None]:
 
 @implementer(IServiceProviders)
 class ServiceProviders:
-    def __init__(self, dbsession, audit, *, allow_http: bool) -> None:
+    def __init__(
+        self,
+        dbsession,
+        audit,
+        *,
+        allow_http: bool,
+        max_valid_until: dt.timedelta = dt.timedelta(days=28),
+    ) -> None:
         self.dbsession = dbsession
         self.audit = audit
         # Development only: plain http endpoints on this machine.
         self.allow_http = allow_http
+        # How far out a source document's validUntil may be (settings).
+        self.max_valid_until = max_valid_until
 
     @classmethod
     def create_service(cls, context, request) -> ServiceProviders:
+        settings = request.registry.settings
         return cls(
             request.dbsession,
             request.service(IAuditLog),
-            allow_http=request.registry.settings["idp.development"],
+            allow_http=settings["idp.development"],
+            max_valid_until=dt.timedelta(
+                days=settings["idp.metadata_max_validity_days"]
+            ),
         )
+
+    def approve_change(
+        self, source_name: str, entity_id: str, *, actor: Actor
+    ) -> list[str]:
+        """Apply the trust change a source holds for ``entity_id``, as
+        ``idp-admin source approve`` does (SAML-30): checked again now, each
+        applied change audited (``sp.metadata_changed``, ``approved``), and
+        the approval itself with the actor (``source.change_approved``).
+
+        :class:`NotFound` for an unknown source; :class:`Conflict`
+        (``source.approve_refused``) naming what stands in the way.
+        """
+        from idp.models import MetadataSource
+        from idp.saml import sources
+
+        with atomic(self.dbsession):
+            source = self.dbsession.scalar(
+                select(MetadataSource).where(MetadataSource.name == source_name)
+            )
+            if source is None:
+                raise NotFound("source.not_found", f"no source named {source_name!r}")
+            try:
+                approved = sources.approve(
+                    self.dbsession,
+                    source,
+                    entity_id,
+                    now=dt.datetime.now(dt.UTC),
+                    max_valid_until=self.max_valid_until,
+                    by=actor.by,
+                )
+            except sources.SourceError as exc:
+                raise Conflict("source.approve_refused", str(exc)) from None
+            actor.record(
+                self.audit,
+                "source.change_approved",
+                source=source.name,
+                entity_ids=approved,
+            )
+        return approved
 
     def find(self, entity_id: str) -> ServiceProvider:
         """The SP registered with exactly ``entity_id``, or :class:`NotFound`."""
@@ -160,6 +232,66 @@ class ServiceProviders:
                     self.audit, "sp.updated", previous_sha256=previous, **detail
                 )
         return Imported(sp, "registered" if previous is None else "updated", changes)
+
+    def preview_import(
+        self,
+        data: bytes,
+        *,
+        module_code: str | None = None,
+        disabled: bool = False,
+        replace: bool = False,
+        confirm_hosts: Collection[str] = (),
+        actor: Actor,
+    ) -> Preview:
+        """What :meth:`import_metadata` would do with the same arguments.
+
+        It runs the import itself, every rule and refusal included, in a
+        SAVEPOINT that is then rolled back: the preview can never disagree
+        with what applying does, and nothing of it is written or audited.
+        Raises what the import would raise.
+        """
+        import difflib
+
+        from idp.saml.sp_metadata import parse_sp_metadata
+
+        with _metadata_refusals():
+            entity_id = parse_sp_metadata(data, allow_http=self.allow_http).entity_id
+        existing = self.dbsession.scalar(
+            select(ServiceProvider).where(ServiceProvider.entity_id == entity_id)
+        )
+        old = existing.metadata_xml if existing is not None else ""
+        trial = self.dbsession.begin_nested()
+        try:
+            imported = self.import_metadata(
+                data,
+                module_code=module_code,
+                disabled=disabled,
+                replace=replace,
+                confirm_hosts=confirm_hosts,
+                actor=actor,
+            )
+            outcome, changes = imported.outcome, list(imported.trust_changes)
+        finally:
+            trial.rollback()
+        new = data.decode("utf-8", errors="replace")
+        lines = [
+            line.rstrip("\n")
+            for line in difflib.unified_diff(
+                old.splitlines(keepends=True),
+                new.splitlines(keepends=True),
+                "registered",
+                "uploaded",
+                n=2,
+            )
+        ]
+        return Preview(
+            entity_id=entity_id,
+            outcome=outcome,
+            trust_changes=changes,
+            diff=lines[:PREVIEW_DIFF_LINES],
+            truncated=len(lines) > PREVIEW_DIFF_LINES,
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
 
     def set_policy(
         self, entity_id: str, changes: dict[str, Any], *, actor: Actor
