@@ -723,7 +723,7 @@ def idme_cells(kind: str, url: str, key_size: int, args) -> list[Cell]:
 # time on the Python line that called it: a leaf frame in crypto.py's sign
 # methods). Otherwise the innermost frame whose file belongs to a known
 # owner decides (the standard library's frames are passed over upwards).
-SIGN_CALLS = (".sign_element (", ".sign_statement (")
+SIGN_CALLS = (".sign_element (", ".sign_statement (", ".sign_in_place (")
 OWNERS = (
     ("idp/saml/crypto.py", "XML-DSig templates and key context around the signs"),
     ("xmlsec", "XML-DSig templates and key context around the signs"),
