@@ -13,7 +13,12 @@ from idp.models.saml_state import (
 )
 from idp.models.session import IdpSession, SessionParticipant
 from idp.models.source import MetadataSource, PendingChange, QuarantinedEntity
-from idp.models.sp import PersistentNameId, ServiceProvider, SpRegistryState
+from idp.models.sp import (
+    PersistentNameId,
+    ServiceProvider,
+    SpRegistryState,
+    SsoHourlyCount,
+)
 from idp.models.throttle import NumberLock, ThrottleCounter
 from idp.models.token import CaptchaChallenge, OneTimeToken
 from idp.models.two_factor import RecoveryCode, TotpCredential
@@ -44,6 +49,7 @@ __all__ = [
     "SessionParticipant",
     "SigningKey",
     "SpRegistryState",
+    "SsoHourlyCount",
     "ThrottleCounter",
     "TotpCredential",
     "User",

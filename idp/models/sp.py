@@ -2,7 +2,15 @@ import datetime as dt
 import uuid
 from typing import TYPE_CHECKING
 
-from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint, false
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.db import Base, utcnow
@@ -85,3 +93,21 @@ class PersistentNameId(Base):
     )
     name_id: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SsoHourlyCount(Base):
+    """How many assertions an SP received in one UTC hour (the console's charts).
+
+    Kept because nothing else about a successful SSO lasts: session rows and
+    replay records are purged within hours. Each node counts in memory and
+    adds its counts here about once a minute (``idp.saml.tally``); a node
+    that dies loses at most that minute. Rows go with their SP.
+    """
+
+    __tablename__ = "sso_hourly_counts"
+
+    sp_id: Mapped[int] = mapped_column(
+        ForeignKey("service_providers.id", ondelete="CASCADE"), primary_key=True
+    )
+    hour: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)

@@ -98,6 +98,7 @@ def includeme(config):
     from idp.saml.metadata import MetadataCache
     from idp.saml.selftest import self_test
     from idp.saml.server import ServerCache
+    from idp.saml.tally import SsoTally
 
     settings = config.get_settings()
     self_test()
@@ -106,3 +107,4 @@ def includeme(config):
     config.registry["idp.keys"] = keyring
     config.registry["idp.metadata"] = MetadataCache(settings, keyring)
     config.registry["idp.saml.servers"] = ServerCache(settings, keyring)
+    config.registry["idp.saml.tally"] = SsoTally()

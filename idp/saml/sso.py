@@ -76,6 +76,7 @@ from idp.saml.requests import (
     usable_sp,
 )
 from idp.saml.server import ServerCache
+from idp.saml.tally import SsoTally
 from idp.saml.xml import parse_xml
 
 # --------------------------------------------------------------------------
@@ -401,16 +402,18 @@ def answer(
     audit,
     address: str | None,
     settings,
+    tally: SsoTally | None = None,
 ) -> Answer:
     """Decide (:func:`decide`) and do it: park, sign, record; one :class:`Answer`.
 
     The request's replay record (SAML-17, :func:`record`) is written first
     for every answer but an assertion, which writes it after signing.
-    ``servers`` gives the pysaml2 ``Server`` (asked for only to sign),
-    ``audit`` records a refusal by the role gate, from ``address``. A parked
-    request is marked answered by its final answer; an assertion for one
-    answered meanwhile (another tab, a replayed continuation) is ``REFUSED``
-    instead.
+    ``tally`` counts each assertion for the console's charts
+    (:mod:`idp.saml.tally`). ``servers`` gives the pysaml2 ``Server``
+    (asked for only to sign), ``audit`` records a refusal by the role gate,
+    from ``address``. A parked request is marked answered by its final
+    answer; an assertion for one answered meanwhile (another tab, a
+    replayed continuation) is ``REFUSED`` instead.
     """
     signed_in = functools.cache(signed_in)
 
@@ -423,7 +426,12 @@ def answer(
     access = functools.cache(access)
     outcome = decide(start, signed_in, access)
     if outcome is Outcome.ASSERTION:
-        return _assertion(dbsession, start, signed_in(), access, servers, settings)
+        answer = _assertion(dbsession, start, signed_in(), access, servers, settings)
+        if tally is not None and answer.outcome is Outcome.ASSERTION:
+            tally.count(start.sp.id)
+            if tally.due():
+                tally.flush(dbsession)
+        return answer
     try:
         # Answers without a signature record their request first.
         if start.request is not None:

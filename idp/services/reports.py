@@ -29,6 +29,7 @@ from idp.models import (
     QuarantinedEntity,
     Role,
     ServiceProvider,
+    SsoHourlyCount,
     User,
 )
 from idp.models.role import role_modules, user_roles
@@ -302,11 +303,15 @@ class Reports:
     def service_providers(
         self, listing: Listing, *, search: str | None = None, module: str | None = None
     ) -> Page:
-        last_sso = (
+        last_sso = func.coalesce(
             select(func.max(SessionParticipant.created_at))
             .where(SessionParticipant.sp_id == ServiceProvider.id)
             .correlate(ServiceProvider)
-            .scalar_subquery()
+            .scalar_subquery(),
+            select(func.max(SsoHourlyCount.hour))
+            .where(SsoHourlyCount.sp_id == ServiceProvider.id)
+            .correlate(ServiceProvider)
+            .scalar_subquery(),
         )
         query = (
             select(
@@ -349,9 +354,18 @@ class Reports:
         )
 
     def last_sso(self, sp: ServiceProvider) -> dt.datetime | None:
+        """The newest sign-in to ``sp`` a live session holds, else the start
+        of the last hour with an assertion for it (``sso_hourly_counts``)."""
         return self.dbsession.scalar(
-            select(func.max(SessionParticipant.created_at)).where(
-                SessionParticipant.sp_id == sp.id
+            select(
+                func.coalesce(
+                    select(func.max(SessionParticipant.created_at))
+                    .where(SessionParticipant.sp_id == sp.id)
+                    .scalar_subquery(),
+                    select(func.max(SsoHourlyCount.hour))
+                    .where(SsoHourlyCount.sp_id == sp.id)
+                    .scalar_subquery(),
+                )
             )
         )
 
@@ -533,14 +547,16 @@ class Reports:
         locked_now = self.dbsession.scalar(
             select(func.count()).select_from(User).where(User.locked_until > now)
         )
+        # Assertions per SP and hour, kept by every node (idp.saml.tally).
+        total = func.sum(SsoHourlyCount.count)
         sso = self.dbsession.execute(
-            select(func.coalesce(Module.code, literal_column("''")), func.count())
-            .select_from(SessionParticipant)
-            .join(ServiceProvider, ServiceProvider.id == SessionParticipant.sp_id)
+            select(func.coalesce(Module.code, literal_column("''")), total)
+            .select_from(SsoHourlyCount)
+            .join(ServiceProvider, ServiceProvider.id == SsoHourlyCount.sp_id)
             .outerjoin(Module, Module.id == ServiceProvider.module_id)
-            .where(SessionParticipant.created_at >= start)
+            .where(SsoHourlyCount.hour >= start)
             .group_by(Module.code)
-            .order_by(func.count().desc(), Module.code)
+            .order_by(total.desc(), Module.code)
         ).all()
         slo = dict(
             self.dbsession.execute(

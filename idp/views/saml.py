@@ -282,6 +282,7 @@ def _answer(request, start: sso.Start):
         audit=request.service(IAuditLog),
         address=request.client_addr,
         settings=request.registry.settings,
+        tally=request.registry["idp.saml.tally"],
     )
     return render_answer(request, answer)
 

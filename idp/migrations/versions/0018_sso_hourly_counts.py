@@ -1,0 +1,39 @@
+"""Assertions per SP and hour, for the admin console's dashboard.
+
+Revision ID: 0018_sso_hourly_counts
+Revises: 0017_admin_roles
+
+Issue 15: the dashboard's "SSO per module" over 30 days needs a count that
+outlives the session rows it was read from (purged within hours). Each node
+adds its in-memory counts about once a minute (``idp.saml.tally``).
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+import idp.db
+
+revision = "0018_sso_hourly_counts"
+down_revision = "0017_admin_roles"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "sso_hourly_counts",
+        sa.Column("sp_id", sa.Integer(), nullable=False),
+        sa.Column("hour", idp.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["sp_id"],
+            ["service_providers.id"],
+            name=op.f("fk_sso_hourly_counts_sp_id_service_providers"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("sp_id", "hour", name=op.f("pk_sso_hourly_counts")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("sso_hourly_counts")
