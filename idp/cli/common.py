@@ -147,20 +147,26 @@ def database_error(exc: BaseException) -> str | None:
         return f"sqlalchemy.url: {exc}"
     if not isinstance(exc, SQLAlchemyError):
         return None
-    cause = getattr(exc, "orig", None) or exc
-    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    # SQLAlchemy appends the statement and a documentation link: not causes.
-    lines = [
-        line
-        for line in lines
-        if not line.startswith(("[SQL:", "[parameters:", "(Background on"))
-    ]
-    detail = " ".join(lines) or cause.__class__.__name__
+    from idp.dbfaults import fault_cause
+
+    url = _loaded.get("sqlalchemy.url")
+    detail = fault_cause(exc, _parsed_url(url))
     hint = ""
     if "no such table" in detail or "does not exist" in detail:
         hint = "; run 'idp-admin CONFIG db upgrade' first"
-    where = describe_database(_loaded.get("sqlalchemy.url"))
+    where = describe_database(url)
     return f"database error at {where}: {detail}{hint}"
+
+
+def _parsed_url(url: str | None):
+    """``url`` parsed (for its password), or None when it does not parse."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url) if url else None
+    except ArgumentError:
+        return None
 
 
 @contextmanager
