@@ -184,6 +184,8 @@ def test_data_10_the_sqlite_writer_queue_timing_out_gives_the_503_page(
     settings, db_url, db_engine, monkeypatch
 ):
     """DATA-10: another writer holds SQLite past the wait: 503, not a hang or 500."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the writer queue is SQLite's")
     monkeypatch.setattr(idp.db, "SQLITE_BUSY_TIMEOUT_MS", 200)
     engine = make_engine({"sqlalchemy.url": db_url})
     try:
@@ -212,6 +214,8 @@ def test_data_10_sqlite_locked_by_another_process_gives_the_503_page(
     """DATA-10: "database is locked" (another process writing) is the 503 page."""
     import sqlite3
 
+    if not db_url.startswith("sqlite"):
+        pytest.skip("another process's lock on the file is SQLite's")
     monkeypatch.setattr(idp.db, "SQLITE_BUSY_TIMEOUT_MS", 200)
     engine = make_engine({"sqlalchemy.url": db_url})
     other = sqlite3.connect(engine.url.database, isolation_level=None)
