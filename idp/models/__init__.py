@@ -10,6 +10,7 @@ from idp.models.saml_state import (
     LogoutLeg,
     PendingSamlRequest,
     SeenRequestId,
+    SloHourlyCount,
 )
 from idp.models.session import IdpSession, SessionParticipant
 from idp.models.source import MetadataSource, PendingChange, QuarantinedEntity
@@ -48,6 +49,7 @@ __all__ = [
     "ServiceProvider",
     "SessionParticipant",
     "SigningKey",
+    "SloHourlyCount",
     "SpRegistryState",
     "SsoHourlyCount",
     "ThrottleCounter",

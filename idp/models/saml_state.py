@@ -1,7 +1,7 @@
 import datetime as dt
 import uuid
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import BigInteger, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.db import Base, utcnow
@@ -97,3 +97,19 @@ class LogoutLeg(Base):
 
     flow = relationship("LogoutFlow", back_populates="legs")
     sp = relationship("ServiceProvider")
+
+
+class SloHourlyCount(Base):
+    """Single-logout legs of purged flows, per outcome and UTC hour.
+
+    A logout flow goes within minutes of its end (``idp.services.purge``);
+    the purge adds its legs' outcomes here first, so the console's charts
+    cover 30 days. A leg still pending or sent at the purge never had an
+    answer: it counts as ``timeout``.
+    """
+
+    __tablename__ = "slo_hourly_counts"
+
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    hour: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)

@@ -8,7 +8,9 @@ What goes, and when:
 - ``one_time_tokens`` (reset links, temporary passwords): used or expired
   more than ``idp.purge.token_days`` ago (kept that long so a support call
   about a link can still be answered);
-- ``captcha_challenges``, ``pending_saml_requests``, ``logout_flows``,
+- ``logout_flows``: expired, their legs' outcomes added to
+  ``slo_hourly_counts`` first (the console's 30-day charts);
+- ``captcha_challenges``, ``pending_saml_requests``,
   ``seen_request_ids``, ``throttle_counters``: expired (the replay window of
   a request id is its ``expires_at``, so nothing replayable is dropped);
 - ``mail_outbox``: rows sent more than ``idp.purge.outbox_days`` ago (their
@@ -35,17 +37,39 @@ from idp.models import (
     CaptchaChallenge,
     IdpSession,
     LogoutFlow,
+    LogoutLeg,
     MetadataFetch,
     OneTimeToken,
     OutboxMessage,
     PendingSamlRequest,
     SeenRequestId,
+    SloHourlyCount,
     ThrottleCounter,
 )
 
 # A partner that has not fetched idMe's metadata for this long has not seen
 # any key published since: "keys rollover status" says "unknown" either way.
 METADATA_FETCH_DAYS = 90
+
+# A logout leg's outcomes once it is over (idp.saml.slo); any other state at
+# the purge means the SP never answered.
+FINAL_OUTCOMES = ("done", "failed", "timeout")
+
+
+def _slo_upsert(dialect: str):
+    from sqlalchemy import bindparam
+    from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(SloHourlyCount).values(
+        status=bindparam("status"), hour=bindparam("hour"), count=bindparam("n")
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[SloHourlyCount.status, SloHourlyCount.hour],
+        set_={"count": SloHourlyCount.count + statement.excluded.count},
+    )
+
 
 # A run stops after this many batches per table and leaves the rest to the
 # next one: a backlog never turns one run into an hours-long job.
@@ -162,9 +186,63 @@ class Purger:
                     counts[name] = conn.scalar(
                         select(func.count()).select_from(model).where(condition)
                     )
+            elif model is LogoutFlow:
+                counts[name] = self._purge_logout_flows(condition)
             else:
                 counts[name] = self._purge(model, keys, condition)
         return counts
+
+    def _purge_logout_flows(self, condition) -> int:
+        """Delete logout flows in batches, their legs' outcomes counted first.
+
+        The console charts single logout over 30 days, and a flow goes
+        within minutes of its end: each batch adds its legs to
+        ``slo_hourly_counts`` (per outcome and hour of the leg's last
+        change; a leg still pending or sent never had an answer, so it
+        counts as ``timeout``) in the transaction that deletes them. Picked
+        ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, as the other tables.
+        """
+        # FOR UPDATE on SQLite too, where it takes the writer's turn (idp.db)
+        # before the read: two purges never count one flow twice.
+        batch = (
+            select(LogoutFlow.id)
+            .where(condition)
+            .limit(self.batch_size)
+            .with_for_update(skip_locked=self.engine.dialect.name == "postgresql")
+        )
+        upsert = _slo_upsert(self.engine.dialect.name)
+        total = 0
+        for _ in range(MAX_BATCHES):
+            with self.engine.begin() as conn:
+                ids = list(conn.scalars(batch))
+                if not ids:
+                    break
+                outcomes: dict[tuple[str, dt.datetime], int] = {}
+                for status, updated_at in conn.execute(
+                    select(LogoutLeg.status, LogoutLeg.updated_at).where(
+                        LogoutLeg.flow_id.in_(ids)
+                    )
+                ):
+                    status = status if status in FINAL_OUTCOMES else "timeout"
+                    hour = updated_at.replace(minute=0, second=0, microsecond=0)
+                    outcomes[(status, hour)] = outcomes.get((status, hour), 0) + 1
+                if outcomes:
+                    conn.execute(
+                        upsert,
+                        [
+                            {"status": status, "hour": hour, "n": n}
+                            for (status, hour), n in outcomes.items()
+                        ],
+                    )
+                deleted = conn.execute(
+                    delete(LogoutFlow)
+                    .where(LogoutFlow.id.in_(ids), condition)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+            total += deleted
+            if len(ids) < self.batch_size:
+                break
+        return total
 
     def _purge(self, model, keys, condition) -> int:
         """Delete in batches, one statement each, until a batch comes up short.

@@ -29,6 +29,7 @@ from idp.models import (
     QuarantinedEntity,
     Role,
     ServiceProvider,
+    SloHourlyCount,
     SsoHourlyCount,
     User,
 )
@@ -558,13 +559,20 @@ class Reports:
             .group_by(Module.code)
             .order_by(total.desc(), Module.code)
         ).all()
-        slo = dict(
+        # Legs of flows not purged yet, and those the purge counted.
+        slo: dict[str, int] = dict(
             self.dbsession.execute(
                 select(LogoutLeg.status, func.count())
                 .where(LogoutLeg.updated_at >= start)
                 .group_by(LogoutLeg.status)
             ).all()
         )
+        for status, number in self.dbsession.execute(
+            select(SloHourlyCount.status, func.sum(SloHourlyCount.count))
+            .where(SloHourlyCount.hour >= start)
+            .group_by(SloHourlyCount.status)
+        ):
+            slo[status] = slo.get(status, 0) + int(number)
         return Dashboard(
             window=window,
             start=start,
@@ -618,7 +626,7 @@ class Reports:
 
 
 # What a logout leg ends as (idp.models.saml_state.LogoutLeg.status).
-SLO_STATUSES = ("done", "failed", "sent", "pending")
+SLO_STATUSES = ("done", "failed", "timeout", "sent", "pending")
 
 _SP_LIST_COLUMNS = (
     ServiceProvider.id,

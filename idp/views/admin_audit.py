@@ -251,6 +251,7 @@ SIGN_IN_LINES = (
 SLO_LABELS = {
     "done": _("Confirmed by the service"),
     "failed": _("Failed"),
+    "timeout": _("No answer in time"),
     "sent": _("No answer yet"),
     "pending": _("Not sent yet"),
 }

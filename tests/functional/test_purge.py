@@ -379,3 +379,63 @@ def test_idp_admin_purge_prints_counts_per_table(tmp_path):
     assert failed.returncode == 1
     assert failed.stderr.startswith("idp-admin: ")
     assert "Traceback" not in failed.stderr
+
+
+@pytest.mark.postgresql
+def test_purged_logout_flows_leave_their_outcomes_for_the_charts(
+    app, db_engine, committed
+):
+    """The console charts single logout over 30 days; flows go within
+    minutes. The purge counts each leg per outcome and hour first (a leg
+    still pending or sent never had an answer: ``timeout``), adding to what
+    an earlier run counted; the dashboard adds live legs to them."""
+    from idp.models import LogoutFlow, LogoutLeg, SloHourlyCount
+    from idp.saml.registry import import_sp
+    from idp.services.reports import Reports
+    from tests.saml_metadata import make_sp_metadata
+
+    sp = import_sp(committed, make_sp_metadata())
+    committed.flush()
+    hour = (NOW - 2 * MINUTE).replace(minute=0, second=0)
+    changed = hour + dt.timedelta(minutes=1)
+
+    def flow(label: str, expires, *statuses: str) -> LogoutFlow:
+        return LogoutFlow(
+            token_hash=label.ljust(64, "0"),
+            deadline_at=expires,
+            expires_at=expires,
+            legs=[
+                LogoutLeg(
+                    sp_id=sp.id,
+                    token_hash=f"leg{label}{n}".ljust(64, "0"),
+                    name_id="n",
+                    name_id_format="f",
+                    session_index="s",
+                    status=status,
+                    updated_at=changed,
+                )
+                for n, status in enumerate(statuses)
+            ],
+        )
+
+    committed.add_all(
+        [
+            flow("a", NOW - MINUTE, "done", "failed", "timeout", "sent", "pending"),
+            flow("live", NOW + MINUTE, "done"),
+        ]
+    )
+    committed.commit()
+    assert purger(app, db_engine).run(now=NOW)["logout_flows"] == 1
+    committed.add(flow("b", NOW - MINUTE, "done"))
+    committed.commit()
+    assert purger(app, db_engine).run(now=NOW)["logout_flows"] == 1
+    counted = committed.execute(
+        select(SloHourlyCount.status, SloHourlyCount.hour, SloHourlyCount.count)
+    ).all()
+    assert sorted(counted) == [
+        ("done", hour, 2),
+        ("failed", hour, 1),
+        ("timeout", hour, 3),
+    ]
+    board = Reports(committed, clock=lambda: NOW).dashboard("30d")
+    assert board.slo == {"done": 3, "failed": 1, "timeout": 3, "sent": 0, "pending": 0}
