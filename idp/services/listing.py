@@ -11,6 +11,7 @@ SQL other than as a bound integer or one of the listed expressions.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -88,7 +89,7 @@ def _bad(param: str, value: str) -> Invalid:
     )
 
 
-def _one(params: Mapping[str, Any], name: str) -> str | None:
+def one_value(params: Mapping[str, Any], name: str) -> str | None:
     """The single value of ``name``; a repeated parameter is refused."""
     getall = getattr(params, "getall", None)
     found = getall(name) if getall is not None else [params.get(name)]
@@ -116,22 +117,26 @@ def parse_listing(
     for name in params:
         if name not in allowed:
             raise _bad(name, str(params[name]))
-    page = _number(_one(params, "page"), "page", 1, MAX_PAGE, default=1)
-    per_text = _one(params, "per")
-    per = _number(per_text, "per", 1, max(PER_PAGE_CHOICES), default=DEFAULT_PER_PAGE)
+    page = number_value(one_value(params, "page"), "page", 1, MAX_PAGE, default=1)
+    per_text = one_value(params, "per")
+    per = number_value(
+        per_text, "per", 1, max(PER_PAGE_CHOICES), default=DEFAULT_PER_PAGE
+    )
     if per not in PER_PAGE_CHOICES:
         raise _bad("per", str(per_text))
-    sort = _one(params, "sort") or default_sort
+    sort = one_value(params, "sort") or default_sort
     if sort not in sorts:
         raise _bad("sort", sort)
-    direction = _one(params, "dir")
+    direction = one_value(params, "dir")
     if direction not in (None, "asc", "desc"):
         raise _bad("dir", direction)
     descending = default_descending if direction is None else direction == "desc"
     return Listing(page=page, per=per, sort=sort, descending=descending)
 
 
-def _number(text: str | None, name: str, low: int, high: int, *, default: int) -> int:
+def number_value(
+    text: str | None, name: str, low: int, high: int, *, default: int
+) -> int:
     if text is None or text == "":
         return default
     # Plain ASCII digits only: int() would take "١٢", "+3", " 3" and "3_0".
@@ -151,12 +156,15 @@ def paginate(
     *,
     tiebreak: Any,
     scalars: bool = True,
+    last_page_past_the_end: bool = False,
 ) -> Page:
     """Run ``query`` for ``listing``'s page, ordered by ``order[listing.sort]``.
 
     ``tiebreak`` (a unique column) makes the order total, so a row never
     appears on two pages nor on none. A page past the end is empty, with
-    the true total, so the page can say so and link back.
+    the true total, so the page can say so and link back; with
+    ``last_page_past_the_end`` it is the last page instead (the returned
+    ``Page.listing`` says which).
     """
     column = order[listing.sort]
     direction = (column.desc() if listing.descending else column.asc()).nulls_last()
@@ -164,6 +172,9 @@ def paginate(
     total = dbsession.scalar(
         select(func.count()).select_from(query.order_by(None).subquery())
     )
+    last = max(1, -(-(total or 0) // listing.per))
+    if last_page_past_the_end and listing.page > last:
+        listing = dataclasses.replace(listing, page=last)
     paged = query.order_by(direction, tie).limit(listing.per).offset(listing.offset)
     rows = dbsession.scalars(paged) if scalars else dbsession.execute(paged)
     return Page(items=list(rows), total=total or 0, listing=listing)

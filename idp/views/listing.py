@@ -4,8 +4,9 @@ A list page declares the columns it may be sorted by (each a name and an
 SQL expression) and its default; :func:`listing` reads ``page``, ``sort``
 and ``dir`` from the request, refuses anything else with a 400 (the
 bilingual page: a bad value is the link's fault, never a 500), counts the
-rows, and fetches one page. The template draws the sortable headers and the
-pager from the :class:`Listing` (``templates/admin/_listing.jinja2``).
+rows, and fetches one page, through :mod:`idp.services.listing`. The
+template draws the sortable headers and the pager from the
+:class:`Listing` (``templates/admin/_listing.jinja2``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from pyramid.httpexceptions import HTTPBadRequest
-from sqlalchemy import func, select
+
+from idp.services.errors import Invalid
+from idp.services.listing import MAX_PAGE, number_value, one_value, paginate
+from idp.services.listing import Listing as Asked
 
 PER_PAGE = 25
-# Far beyond any real list; a bigger number is a mistake, not a page.
-MAX_PAGE = 100_000
 DIRECTIONS = ("asc", "desc")
 
 
@@ -57,13 +59,6 @@ class Listing:
         return "ascending" if self.direction == "asc" else "descending"
 
 
-def _one(request, name: str) -> str | None:
-    values = request.GET.getall(name)
-    if len(values) > 1:
-        raise HTTPBadRequest()
-    return values[0] if values else None
-
-
 def listing(
     request,
     statement,
@@ -71,7 +66,7 @@ def listing(
     *,
     default: str,
     direction: str = "asc",
-    tiebreak: Any = None,
+    tiebreak: Any,
     keep: Mapping[str, str] | None = None,
     per_page: int = PER_PAGE,
 ) -> Listing:
@@ -79,35 +74,34 @@ def listing(
 
     ``columns`` maps each sortable name to its SQL expression;
     ``tiebreak`` (a unique column) makes the order total, so a row never
-    shows on two pages. A page past the end shows the last one.
+    shows on two pages. A page past the end shows the last one. The query
+    values are read and the page fetched by :mod:`idp.services.listing`,
+    the console's one pager; other parameters (the list's filters) pass.
     """
-    sort = _one(request, "sort") or default
-    chosen = _one(request, "dir") or direction
-    page_text = _one(request, "page") or "1"
+    try:
+        sort = one_value(request.GET, "sort") or default
+        chosen = one_value(request.GET, "dir") or direction
+        page = number_value(
+            one_value(request.GET, "page"), "page", 1, MAX_PAGE, default=1
+        )
+    except Invalid:
+        raise HTTPBadRequest() from None
     if sort not in columns or chosen not in DIRECTIONS:
         raise HTTPBadRequest()
-    if not (page_text.isascii() and page_text.isdigit() and len(page_text) <= 6):
-        raise HTTPBadRequest()
-    page = int(page_text)
-    if not 1 <= page <= MAX_PAGE:
-        raise HTTPBadRequest()
-    total = request.dbsession.scalar(
-        select(func.count()).select_from(statement.order_by(None).subquery())
+    asked = Asked(page=page, per=per_page, sort=sort, descending=chosen == "desc")
+    found = paginate(
+        request.dbsession,
+        statement,
+        asked,
+        columns,
+        tiebreak=tiebreak,
+        last_page_past_the_end=True,
     )
-    pages = max(1, -(-total // per_page))
-    page = min(page, pages)
-    column = columns[sort]
-    order = [column.asc() if chosen == "asc" else column.desc()]
-    if tiebreak is not None:
-        order.append(tiebreak)
-    rows = request.dbsession.scalars(
-        statement.order_by(*order).limit(per_page).offset((page - 1) * per_page)
-    ).all()
     return Listing(
-        items=rows,
-        total=total,
-        page=page,
-        pages=pages,
+        items=found.items,
+        total=found.total,
+        page=found.listing.page,
+        pages=found.pages,
         sort=sort,
         direction=chosen,
         path=request.path,
