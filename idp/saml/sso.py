@@ -32,7 +32,7 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from lxml import etree
 from sqlalchemy import (
@@ -399,7 +399,7 @@ def answer(
     signed_in: Callable[[], SignedIn | None],
     *,
     servers: ServerCache,
-    audit,
+    audit: Callable[[], Any],
     address: str | None,
     settings,
     tally: SsoTally | None = None,
@@ -410,10 +410,10 @@ def answer(
     for every answer but an assertion, which writes it after signing.
     ``tally`` counts each assertion for the console's charts
     (:mod:`idp.saml.tally`). ``servers`` gives the pysaml2 ``Server``
-    (asked for only to sign), ``audit`` records a refusal by the role gate,
-    from ``address``. A parked request is marked answered by its final
-    answer; an assertion for one answered meanwhile (another tab, a
-    replayed continuation) is ``REFUSED`` instead.
+    (asked for only to sign), ``audit()`` the audit log that records a
+    refusal by the role gate, from ``address``. A parked request is marked
+    answered by its final answer; an assertion for one answered meanwhile
+    (another tab, a replayed continuation) is ``REFUSED`` instead.
     """
     signed_in = functools.cache(signed_in)
 
@@ -454,7 +454,7 @@ def answer(
     who = signed_in()
     assert who is not None, "decide() lets only a signed-in user reach the gate"
     finish(dbsession, start.token)
-    audit.record(
+    audit().record(
         "saml.sso.refused",
         subject_user_id=who.user.id,
         client_address=address,

@@ -279,7 +279,7 @@ def _answer(request, start: sso.Start):
         start,
         lambda: _signed_in(request),
         servers=request.registry["idp.saml.servers"],
-        audit=request.service(IAuditLog),
+        audit=lambda: request.service(IAuditLog),
         address=request.client_addr,
         settings=request.registry.settings,
         tally=request.registry["idp.saml.tally"],
@@ -287,14 +287,22 @@ def _answer(request, start: sso.Start):
     return render_answer(request, answer)
 
 
-def _discovery(request) -> Discovery:
-    """Looks up an unknown issuer at the MDQ sources, within their limits."""
-    return Discovery(
-        request.dbsession,
-        request.registry.settings,
-        request.service(IRateLimiter),
-        request.client_addr,
-    )
+def _discovery(request):
+    """Looks up an unknown issuer at the MDQ sources, within their limits.
+
+    Built at the first unknown issuer only: an SSO from a registered SP
+    (nearly every one) asks for no rate limiter.
+    """
+
+    def discover(entity_id: str):
+        return Discovery(
+            request.dbsession,
+            request.registry.settings,
+            request.service(IRateLimiter),
+            request.client_addr,
+        )(entity_id)
+
+    return discover
 
 
 @view_config(route_name="saml.sso.redirect", require_methods=["GET", "HEAD"])
