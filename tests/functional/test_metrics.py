@@ -212,3 +212,51 @@ def test_metrics_gauges_read_the_outbox_sources_and_pool(committing_testapp, db_
 def test_metrics_slo_outcome_is_an_allow_list():
     with pytest.raises(ValueError):
         metrics.slo_outcome("user 900101145678")
+
+
+def test_metrics_processes_sharing_a_multiproc_dir_are_summed(
+    monkeypatch, tmp_path, db_engine
+):
+    """Two nodes on one host with one PROMETHEUS_MULTIPROC_DIR: either
+    node's scrape gives both processes' counts, not only its own."""
+    import os
+    import subprocess
+    import sys
+
+    count = (
+        "from idp import metrics; metrics.audited('login.failure');"
+        " metrics.request_done('login.identifier', 200, 0.01)"
+    )
+    root = os.path.dirname(os.path.dirname(metrics.__file__))
+    env = {**os.environ, metrics.MULTIPROC_ENV: str(tmp_path), "PYTHONPATH": root}
+    for _ in range(2):
+        subprocess.run(
+            [sys.executable, "-c", count],
+            env=env,
+            check=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
+    text = metrics.exposition(db_engine).decode()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert value(samples, "idme_sign_ins_total", outcome="failed") == 2
+    assert value(samples, "idme_request_seconds_count", route="login.identifier") == 2
+    assert value(samples, "idme_scrape_error") == 0
+
+
+def test_metrics_scraper_may_name_the_node_by_address(testapp):
+    """Like /healthz, each node is scraped by its own address, whatever
+    idp.allowed_hosts says; every other page still checks the host."""
+    page = testapp.get(
+        "/metrics", extra_environ={**SCRAPER, "HTTP_HOST": "10.0.0.5:6543"}
+    )
+    assert page.status_int == 200
+    testapp.get("/login", extra_environ={"HTTP_HOST": "10.0.0.5:6543"}, status=400)
+    post = testapp.post("/metrics", extra_environ=SCRAPER, expect_errors=True)
+    assert post.status_int in (400, 403, 405)
+    assert "idme_" not in post.text
