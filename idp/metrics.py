@@ -92,10 +92,14 @@ SLO_OUTCOMES = frozenset(
 )
 
 
-def audited(event: str) -> None:
-    """Counts ``event`` if it is a sign-in outcome; ignores every other."""
+def audited(event: str, *, by_operator: bool = False) -> None:
+    """Counts ``event`` if it is a sign-in outcome; ignores every other.
+
+    An operator's lock (an actor recorded) is no sign-in's outcome. Counted
+    when audited: a request whose transaction then fails was still tried.
+    """
     outcome = SIGN_IN_EVENTS.get(event)
-    if outcome is not None:
+    if outcome is not None and not by_operator:
         SIGN_INS.labels(outcome).inc()
 
 

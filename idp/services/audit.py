@@ -143,7 +143,8 @@ class AuditLog:
             detail=detail,
         )
         row = self._append([fields])[0]
-        metrics.audited(event)  # sign-in outcomes only: an allow-list
+        # Sign-in outcomes only (an allow-list of event names).
+        metrics.audited(event, by_operator=actor_user_id is not None)
         return row
 
     def record_many(self, events: list[tuple[str, dict]]) -> list[AuditEvent]:

@@ -131,6 +131,24 @@ def test_metrics_sso_and_failed_sign_in_are_counted(testapp, sp, user):
     assert grew("idme_sso_total", sp=SP_ENTITY, outcome="assertion") == 1
 
 
+def test_metrics_lock_and_throttle_are_counted(testapp, user):
+    """Ten wrong passwords lock the account (AUTH limits); the next try is
+    throttled."""
+    before = scrape(testapp)
+    for _ in range(10):
+        sign_in(testapp, user, password="not the password", status=None)
+    sign_in(testapp, user, status=None)
+    after = scrape(testapp)
+
+    def grew(outcome):
+        return value(after, "idme_sign_ins_total", outcome=outcome) - value(
+            before, "idme_sign_ins_total", outcome=outcome
+        )
+
+    assert (grew("failed"), grew("locked"), grew("throttled")) == (10, 1, 1)
+    assert grew("success") == 0
+
+
 def test_metrics_sso_by_sp_off_folds_every_sp_into_all(testapp_with, sp, user):
     client = testapp_with({"idp.metrics_sso_by_sp": "false"})
     before = scrape(client)
@@ -182,7 +200,10 @@ def test_metrics_scrape_survives_a_database_error(testapp, app, monkeypatch, tmp
     assert any(name == "idme_requests_total" for name, _ in samples)
 
 
+@pytest.mark.postgresql
 def test_metrics_gauges_read_the_outbox_sources_and_pool(committing_testapp, db_engine):
+    """The scrape's own connection and statement timeout (SET LOCAL on
+    PostgreSQL), and timestamps as each driver returns them."""
     now = dt.datetime.now(dt.UTC)
     with Session(db_engine) as session, session.begin():
         session.add(
@@ -207,6 +228,7 @@ def test_metrics_gauges_read_the_outbox_sources_and_pool(committing_testapp, db_
     expiry = value(samples, "idme_metadata_source_expiry_seconds", source="federation")
     assert 2 * 86400 - 300 < expiry <= 2 * 86400
     assert value(samples, "idme_scrape_error") == 0
+    assert value(samples, "idme_db_pool_size") >= 1
 
 
 def test_metrics_slo_outcome_is_an_allow_list():
