@@ -77,6 +77,11 @@ SSO = Counter(
     ["sp", "outcome"],
 )
 SLO = Counter("idme_slo", "Single logout messages by outcome.", ["outcome"])
+RATE_LIMITED = Counter(
+    "idme_rate_limit_exceeded",
+    "Hits counted past a rate limit, by the limit's name.",
+    ["limit"],
+)
 
 #: Audit events that are sign-in outcomes (idp.services.audit counts them).
 SIGN_IN_EVENTS = {
@@ -113,6 +118,11 @@ def sso_answered(entity_id: str | None, outcome: str, *, by_sp: bool) -> None:
     """``entity_id`` must come from the registry (a known SP), never a request."""
     sp = (entity_id or UNKNOWN_SP) if by_sp else ALL_SPS
     SSO.labels(sp, outcome).inc()
+
+
+def rate_limit_exceeded(name: str) -> None:
+    """``name`` is a limit's name (idp.services.ratelimit.LIMITS), never a key."""
+    RATE_LIMITED.labels(name).inc()
 
 
 def slo_outcome(outcome: str) -> None:

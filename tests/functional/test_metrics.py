@@ -149,6 +149,23 @@ def test_metrics_lock_and_throttle_are_counted(testapp, user):
     assert grew("success") == 0
 
 
+def test_metrics_rate_limit_hits_past_the_limit_by_name_not_key(testapp, service):
+    """reset.email allows 3 an hour: the 4th and 5th hits are counted under
+    the limit's name; the key (an email) is in no label."""
+    from idp.services.interfaces import IRateLimiter
+
+    limiter = service(IRateLimiter)
+    before = scrape(testapp)
+    for _ in range(5):
+        limiter.hit("reset.email", f"{CRAFTED}@example.com.my")
+    after = scrape(testapp)
+    assert value(after, "idme_rate_limit_exceeded_total", limit="reset.email") == (
+        value(before, "idme_rate_limit_exceeded_total", limit="reset.email") + 2
+    )
+    text = testapp.get("/metrics", extra_environ=SCRAPER).text
+    assert CRAFTED not in text
+
+
 def test_metrics_sso_by_sp_off_folds_every_sp_into_all(testapp_with, sp, user):
     client = testapp_with({"idp.metrics_sso_by_sp": "false"})
     before = scrape(client)
