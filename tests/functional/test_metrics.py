@@ -18,7 +18,14 @@ from idp import metrics
 from idp.models import OutboxMessage
 from idp.settings import SettingsError, parse_settings
 from tests.metadata_sources import make_source
-from tests.saml_requests import SP_ENTITY_ID, authn_request, redirect_query
+from tests.saml_pages import response_of
+from tests.saml_requests import (
+    SP_ENTITY_ID,
+    authn_request,
+    logout_request,
+    logout_response,
+    redirect_query,
+)
 from tests.signin import sign_in
 from tests.unit.test_settings import raw
 
@@ -246,6 +253,36 @@ def test_metrics_gauges_read_the_outbox_sources_and_pool(committing_testapp, db_
     assert 2 * 86400 - 300 < expiry <= 2 * 86400
     assert value(samples, "idme_scrape_error") == 0
     assert value(samples, "idme_db_pool_size") >= 1
+
+
+def test_metrics_slo_outcomes_are_counted(testapp, sp, user):
+    """One SLO started by the SP, one naming a session nobody has, one
+    answer for no pending leg (refused)."""
+    saml = "urn:oasis:names:tc:SAML:2.0:assertion"
+    before = scrape(testapp)
+    sign_in(testapp, user)
+    root = response_of(
+        testapp.get("/saml/sso/redirect?" + redirect_query(authn_request()))
+    )
+    name_id = next(root.iter(f"{{{saml}}}NameID"))
+    index = next(root.iter(f"{{{saml}}}AuthnStatement")).get("SessionIndex")
+    for session_index in ("_no_such_session", index):
+        xml = logout_request(
+            name_id=name_id.text,
+            name_id_format=name_id.get("Format"),
+            session_index=session_index,
+        )
+        testapp.get("/saml/slo/redirect?" + redirect_query(xml, sign=True))
+    stray = logout_response(in_response_to="_nothing")
+    testapp.get(
+        "/saml/slo/redirect?" + redirect_query(stray, sign=True, field="SAMLResponse"),
+        status=400,
+    )
+    after = scrape(testapp)
+    for outcome in ("unknown_principal", "started", "refused"):
+        assert value(after, "idme_slo_total", outcome=outcome) == (
+            value(before, "idme_slo_total", outcome=outcome) + 1
+        ), outcome
 
 
 def test_metrics_slo_outcome_is_an_allow_list():
