@@ -10,9 +10,10 @@ Two kinds, kept apart on purpose:
   ever becomes a label value, so a client cannot mint series.
 * **Gauges computed at scrape time** by :class:`DatabaseCollector`: the
   outbox, the metadata sources, the signing keys and the engine's pool,
-  read once per scrape on a connection of their own with a short statement
-  timeout. A failure there makes ``idme_scrape_error 1`` and leaves those
-  gauges out; the scrape itself still answers 200.
+  read once per scrape on a connection of their own (not from the
+  requests' pool) with short connect and statement timeouts. A failure
+  there makes ``idme_scrape_error 1`` and leaves those gauges out; the
+  scrape itself still answers 200.
 
 Several processes on one host (two waitress nodes, the workers) each count
 in their own memory unless ``PROMETHEUS_MULTIPROC_DIR`` names a directory
@@ -26,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import weakref
 from collections.abc import Iterator
 
 from prometheus_client import (
@@ -39,8 +41,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +144,31 @@ def _seconds_since(moment: dt.datetime, now: dt.datetime) -> float:
     return (now - moment).total_seconds()
 
 
+_SCRAPE_ENGINES: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def scrape_engine(engine: Engine) -> Engine:
+    """The scrape's own engine for ``engine``'s database: no pool (one
+    connection per scrape, every 15 s or so), a connect timeout, and never a
+    wait for the requests' pool, which is when the gauges matter most."""
+    own = _SCRAPE_ENGINES.get(engine)
+    if own is None:
+        timeout = (
+            {"connect_timeout": SCRAPE_TIMEOUT}
+            if engine.dialect.name == "postgresql"
+            else {"timeout": SCRAPE_TIMEOUT}
+        )
+        own = create_engine(engine.url, poolclass=NullPool, connect_args=timeout)
+        _SCRAPE_ENGINES[engine] = own
+    return own
+
+
 class DatabaseCollector(Collector):
-    """Gauges read from the database once per scrape, never per request."""
+    """Gauges read from the database once per scrape, never per request.
+
+    ``engine`` is the requests' engine: its pool is reported, and its
+    database read through :func:`scrape_engine`.
+    """
 
     def __init__(self, engine: Engine, clock=None) -> None:
         self.engine = engine
@@ -178,7 +204,7 @@ class DatabaseCollector(Collector):
 
     def _read(self) -> list[GaugeMetricFamily]:
         now = self.clock()
-        with self.engine.connect() as connection:
+        with scrape_engine(self.engine).connect() as connection:
             if connection.dialect.name == "postgresql":
                 connection.execute(
                     text(f"SET LOCAL statement_timeout = {SCRAPE_TIMEOUT * 1000}")

@@ -336,3 +336,28 @@ def test_metrics_scraper_may_name_the_node_by_address(testapp):
     post = testapp.post("/metrics", extra_environ=SCRAPER, expect_errors=True)
     assert post.status_int in (400, 403, 405)
     assert "idme_" not in post.text
+
+
+@pytest.mark.postgresql
+def test_metrics_gauges_do_not_wait_for_an_exhausted_pool(db_url, db_engine):
+    """Every pooled connection is taken (a stuck node): the scrape reads the
+    gauges on its own connection at once, and reports the pool as full."""
+    import time
+
+    engine = create_engine(db_url, pool_size=1, max_overflow=0, pool_timeout=30)
+    try:
+        with engine.connect():
+            start = time.perf_counter()
+            text = metrics.exposition(engine).decode()
+            elapsed = time.perf_counter() - start
+    finally:
+        engine.dispose()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert elapsed < 5
+    assert value(samples, "idme_scrape_error") == 0
+    assert value(samples, "idme_db_pool_checked_out") == 1
+    assert value(samples, "idme_db_pool_size") == 1
