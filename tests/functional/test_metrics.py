@@ -15,7 +15,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from idp import metrics
-from idp.models import OutboxMessage
+from idp.models import OutboxMessage, SigningKey
 from idp.settings import SettingsError, parse_settings
 from tests.metadata_sources import make_source
 from tests.saml_pages import response_of
@@ -238,6 +238,15 @@ def test_metrics_gauges_read_the_outbox_sources_and_pool(committing_testapp, db_
                 created_at=now - dt.timedelta(seconds=600),
             )
         )
+        session.add(
+            SigningKey(
+                kid="feedfacecafebeef",
+                fingerprint="ab" * 32,
+                certificate_pem="-----BEGIN CERTIFICATE-----",
+                state="previous",
+                not_after=now + dt.timedelta(days=30),
+            )
+        )
         make_source(
             session,
             "federation",
@@ -251,6 +260,13 @@ def test_metrics_gauges_read_the_outbox_sources_and_pool(committing_testapp, db_
     assert 290 < age < 600
     expiry = value(samples, "idme_metadata_source_expiry_seconds", source="federation")
     assert 2 * 86400 - 300 < expiry <= 2 * 86400
+    days = value(
+        samples,
+        "idme_signing_key_expiry_days",
+        kid="feedfacecafebeef",
+        state="previous",
+    )
+    assert 29.9 < days <= 30
     assert value(samples, "idme_scrape_error") == 0
     assert value(samples, "idme_db_pool_size") >= 1
 
