@@ -23,6 +23,8 @@ import logging
 import secrets
 import time
 
+from idp import metrics
+
 log = logging.getLogger("idp.requests")
 
 # Paths nothing routed (404s, probes) are printed as sent, only shorter and
@@ -73,13 +75,17 @@ def request_log_tween_factory(handler, registry):
             status = response.status_int
             return response
         finally:
+            seconds = time.perf_counter() - start
+            route = getattr(request, "matched_route", None)
+            # The route's name, never the path: a bounded label set.
+            metrics.request_done(route.name if route else None, status, seconds)
             if log.isEnabledFor(logging.INFO):
                 log.info(
                     "%s %s %d %.1fms ref=%s",
                     request.method,
                     logged_path(request),
                     status,
-                    (time.perf_counter() - start) * 1000,
+                    seconds * 1000,
                     request.reference,
                 )
 

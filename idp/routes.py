@@ -3,12 +3,15 @@
 # Load balancers probe this path by the node's address; idp/tweens.py lets
 # it through whatever the Host header says.
 HEALTH_PATH = "/healthz"
+# Scrapers too (idp.views.metrics, guarded by idp.metrics_allow).
+METRICS_PATH = "/metrics"
 
 
 def includeme(config):
     config.add_static_view("static", "idp:static/", cache_max_age=3600)
     config.add_route("home", "/")
     config.add_route("healthz", HEALTH_PATH)
+    config.add_route("metrics", METRICS_PATH)
     config.add_route("saml.metadata", "/saml/metadata")
     # Metadata Query (draft-young-md-query-saml) for idMe's own entity; the
     # path arrives URL-decoded, so an entity ID's slashes are in {id}.

@@ -238,6 +238,12 @@ OPTIONS: dict[str, Option] = {
     # An MDQ lookup made while a user waits (idp/saml/mdq.py): the whole
     # fetch's limit in seconds.
     "idp.mdq_timeout": Option(_int_between(1, 30), 3),
+    # /metrics (idp/metrics.py): the networks (CIDRs) a scraper may ask from,
+    # as request.client_addr sees them; empty: 404 to everyone. SSO counts
+    # carry each SP's entity ID as a label (a series per SP and outcome);
+    # false folds them into sp="all" for a federation of thousands of SPs.
+    "idp.metrics_allow": Option(_networks, ()),
+    "idp.metrics_sso_by_sp": Option(_bool, True),
     "mail.sender": Option(_text, ""),
     "mail.backend": Option(_text, "idp.services.delivery.SMTPSender"),
     "mail.host": Option(_text, "localhost"),

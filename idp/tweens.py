@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from pyramid.httpexceptions import HTTPBadRequest, HTTPRequestEntityTooLarge
 
 from idp import csp
-from idp.routes import HEALTH_PATH
+from idp.routes import HEALTH_PATH, METRICS_PATH
 
 # What a page with no additions sends (see idp/csp.py).
 CONTENT_SECURITY_POLICY = csp.BASE_HEADER
@@ -195,13 +195,17 @@ def sanity_tween_factory(handler, registry):
 
 
 def _health_probe(request) -> bool:
-    """A load balancer's probe, which names the node by address, not by host.
+    """A load balancer's probe or a metrics scraper, which name the node by
+    address, not by host (each node is scraped on its own).
 
-    Only the exact path, read-only: the health view builds no URL from the
-    Host header and sets no cookie, so skipping the check there lets no
+    Only the exact paths, read-only: the health and metrics views build no URL from
+    the Host header and sets no cookie, so skipping the check there lets no
     forged host into a link or a session.
     """
-    return request.path_info == HEALTH_PATH and request.method in ("GET", "HEAD")
+    return request.path_info in (HEALTH_PATH, METRICS_PATH) and request.method in (
+        "GET",
+        "HEAD",
+    )
 
 
 def _refuse(request, exc):

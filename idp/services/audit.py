@@ -38,6 +38,7 @@ from sqlalchemy import String, select, text
 from sqlalchemy.engine import Connection
 from zope.interface import implementer
 
+from idp import metrics
 from idp.db import take_write_turn, utcnow
 from idp.models import AuditEvent
 from idp.services.interfaces import IAuditLog
@@ -141,7 +142,10 @@ class AuditLog:
             client_address=client_address,
             detail=detail,
         )
-        return self._append([fields])[0]
+        row = self._append([fields])[0]
+        # Sign-in outcomes only (an allow-list of event names).
+        metrics.audited(event, by_operator=actor_user_id is not None)
+        return row
 
     def record_many(self, events: list[tuple[str, dict]]) -> list[AuditEvent]:
         """Append ``(event, detail)`` pairs in order, as :meth:`record` would

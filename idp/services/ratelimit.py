@@ -46,6 +46,7 @@ from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from zope.interface import implementer
 
+from idp import metrics
 from idp.db import utcnow
 from idp.models import ThrottleCounter
 from idp.services.interfaces import IRateLimiter
@@ -336,6 +337,14 @@ class _Limiter:
         """What storage holds for ``key`` under ``name``: an HMAC, never the key."""
         return storage_key(self._hmac_key, name, key)
 
+    @staticmethod
+    def _counted_hit(name: str, decision: Decision) -> Decision:
+        """``/metrics``: a hit past its limit, by the limit's name (a
+        bounded set), never its key."""
+        if not decision.allowed:
+            metrics.rate_limit_exceeded(name)
+        return decision
+
     def _lookup(self, name: str, key: str) -> tuple[Limit, str]:
         try:
             limit = self.limits[name]
@@ -442,7 +451,9 @@ class DatabaseRateLimiter(_Limiter):
         self._purge(now)
         current = self._increment(skey, index, limit.seconds)
         _, previous = self._counts(skey, index, limit.seconds)
-        return decide(current, previous, elapsed, limit, counted=True)
+        return self._counted_hit(
+            name, decide(current, previous, elapsed, limit, counted=True)
+        )
 
     def check(self, name: str, key: str) -> Decision:
         limit, skey = self._lookup(name, key)
@@ -514,8 +525,9 @@ class RedisRateLimiter(_Limiter):
                 pipe.get(previous_key)
                 current, _, previous = pipe.execute()
             self._counted[skey] = self._tally[skey]
-        return decide(
-            int(current or 0), int(previous or 0), elapsed, limit, counted=True
+        return self._counted_hit(
+            name,
+            decide(int(current or 0), int(previous or 0), elapsed, limit, counted=True),
         )
 
     def check(self, name: str, key: str) -> Decision:

@@ -25,6 +25,7 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.i18n import TranslationString
 from pyramid.view import view_config
 
+from idp import metrics
 from idp.forms import mark_captcha_wrong
 from idp.forms.login import (
     MESSAGES,
@@ -390,6 +391,7 @@ def logout(request):
         token = slo.start(
             request.dbsession, [row], settings=request.registry.settings, keep=row
         )
+        metrics.slo_outcome("started")
         target = request.route_path("saml.slo.done", _query={"f": token})
     request.session.invalidate()
     forget_identity(request)

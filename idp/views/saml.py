@@ -34,6 +34,7 @@ from pyramid.renderers import render_to_response as render
 from pyramid.response import Response
 from pyramid.view import view_config
 
+from idp import metrics
 from idp.i18n import _, translate_in
 from idp.models import ServiceProvider
 from idp.redirects import origin
@@ -284,7 +285,25 @@ def _answer(request, start: sso.Start):
         settings=request.registry.settings,
         tally=request.registry["idp.saml.tally"],
     )
+    # The SP comes from the registry (start.sp), never from the message.
+    sp = answer.sp or start.sp
+    metrics.sso_answered(
+        sp.entity_id if sp is not None else None,
+        answer.outcome.value,
+        by_sp=request.registry.settings["idp.metrics_sso_by_sp"],
+    )
     return render_answer(request, answer)
+
+
+def _start_refused(request, exc: SamlRefused):
+    """A message refused before any SP was trusted: counted as sp="unknown",
+    since its issuer may be anything a client made up."""
+    metrics.sso_answered(
+        None,
+        sso.Outcome.REFUSED.value,
+        by_sp=request.registry.settings["idp.metrics_sso_by_sp"],
+    )
+    return refused(request, exc)
 
 
 def _discovery(request):
@@ -316,7 +335,7 @@ def sso_redirect(request):
             discover=_discovery(request),
         )
     except SamlRefused as exc:
-        return refused(request, exc)
+        return _start_refused(request, exc)
     return _answer(request, start)
 
 
@@ -332,7 +351,7 @@ def sso_post(request):
             discover=_discovery(request),
         )
     except SamlRefused as exc:
-        return refused(request, exc)
+        return _start_refused(request, exc)
     return _answer(request, start)
 
 
@@ -343,7 +362,7 @@ def sso_continue(request):
             request.dbsession, request.GET.get("r", ""), request.registry.settings
         )
     except SamlRefused as exc:
-        return refused(request, exc)
+        return _start_refused(request, exc)
     request.response.headers["Referrer-Policy"] = "no-referrer"
     return _answer(request, start)
 
@@ -356,7 +375,7 @@ def init(request):
             request.dbsession, request.matchdict["sp"], request.GET.getall("RelayState")
         )
     except SamlRefused as exc:
-        return refused(request, exc)
+        return _start_refused(request, exc)
     if start is None:
         raise HTTPNotFound()
     return _answer(request, start)

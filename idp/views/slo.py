@@ -17,6 +17,7 @@ import secrets
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.view import view_config
 
+from idp import metrics
 from idp.i18n import _
 from idp.redirects import origin
 from idp.saml import requests as saml_requests
@@ -81,6 +82,7 @@ def single_logout(request):
             return _logout_response(request, route)
         return _logout_request(request, route)
     except SamlRefused as exc:
+        metrics.slo_outcome("refused")
         return refused(request, exc)
 
 
@@ -106,6 +108,7 @@ def _logout_request(request, route: str):
         )
         if outgoing is None:
             raise SamlRefused("saml_logout_expired", "SP has no SLO endpoint")
+        metrics.slo_outcome("unknown_principal")
         return _carry(request, outgoing)
     own = request.session.row
     keep = own if own is not None and own in sessions else None
@@ -113,6 +116,7 @@ def _logout_request(request, route: str):
     token = slo.start(
         dbsession, sessions, settings=settings, initiator=incoming, keep=keep
     )
+    metrics.slo_outcome("started")
     request.service(IAuditLog).record(
         "logout",
         subject_user_id=user_id,
@@ -132,6 +136,7 @@ def _logout_response(request, route: str):
         destination=endpoint_url(request, route),
         settings=request.registry.settings,
     )
+    metrics.slo_outcome("leg_done" if leg.status == slo.DONE else "leg_failed")
     return _leg_page(request, leg)
 
 
