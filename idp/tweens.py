@@ -234,8 +234,24 @@ def security_headers_tween_factory(handler, registry):
     return security_headers_tween
 
 
+def client_addr(request) -> str | None:
+    """The client's address: ``REMOTE_ADDR``, as waitress gives it.
+
+    That is the connection's peer, or, when the peer is a trusted proxy
+    (``trusted_proxy`` in ``[server:main]``), the address the proxy
+    reported. WebOb's own ``client_addr`` reads the first entry of
+    ``X-Forwarded-For`` whoever sent it, leaving every rate limit, lock and
+    audit line keyed by address to the server's clearing an untrusted header
+    (waitress does by default; another WSGI server may not), else a script
+    names a new address on every request (AUTH-27).
+    """
+    return request.environ.get("REMOTE_ADDR")
+
+
 def includeme(config):
     from pyramid.tweens import EXCVIEW, INGRESS
+
+    config.add_request_method(client_addr, "client_addr", property=True, reify=True)
 
     config.add_tween("idp.tweens.security_headers_tween_factory", under=INGRESS)
     config.add_tween(

@@ -62,8 +62,16 @@ def hold(request):
     return Response("released")
 
 
+def client(request):
+    """The address the app takes for the client (rate limits, audit)."""
+    return Response(request.client_addr or "")
+
+
 def includeme(config):
     import threading
+
+    config.add_route("probe.client", "/_probe/client")
+    config.add_view(client, route_name="probe.client", request_method="GET")
 
     config.registry["probe.holding"] = threading.Event()
     config.registry["probe.release"] = threading.Event()

@@ -308,3 +308,74 @@ def test_auth_27_refused_lookups_commit_their_count_and_challenge(
     form["captcha_answer"] = captcha_answer(limited_app, form["captcha_token"].value)
     assert harvested(committing_limited, form.submit()) is not None
     assert lookup(committing_limited, "900101-14-5679").status_int == 429
+
+
+def test_auth_27_a_forged_x_forwarded_for_does_not_reset_the_address_limit(
+    settings, db_engine, tm, dbsession
+):
+    """AUTH-27: a script names a new "client" in X-Forwarded-For on every post.
+
+    The address a limit counts is the one the server gives the app
+    (REMOTE_ADDR): the peer, or what a trusted proxy said. WebOb's
+    ``client_addr`` reads the header's first entry whoever sent it, so the
+    app relied on waitress clearing an untrusted header (its default); under
+    any server that passes the header on (here WebTest, as a WSGI server
+    would) every forged value was a fresh address with its own count.
+    """
+    app = make_app(
+        {
+            **settings,
+            "ratelimit.login.lookup.address": "3/3600",
+            "ratelimit.login.lookup.prefix": "1000/3600",
+            "ratelimit.login.lookup.global": "1000/900",
+            "captcha.enabled": "false",
+        },
+        db_engine,
+    )
+    attacker = browser(app, tm, dbsession, "198.51.100.77")
+    form = attacker.get("/login?lang=en").forms["login-form"]
+    answered = 0
+    for n, number in enumerate(random_numbers(8, seed=77)):
+        form["identifier"] = number
+        page = form.submit(
+            headers={"X-Forwarded-For": f"10.{n}.{n}.{n}"}, expect_errors=True
+        )
+        answered += page.status_int == 303
+    assert answered == 3
+
+
+@pytest.mark.parametrize(
+    ("proxy", "seen"),
+    [
+        # production.ini's shape: the peer is the trusted proxy; the client
+        # is the last address it reports (nginx appends it to any forged one).
+        (
+            {
+                "trusted_proxy": "127.0.0.1",
+                "trusted_proxy_count": "1",
+                "trusted_proxy_headers": "x-forwarded-for x-forwarded-proto",
+                "clear_untrusted_proxy_headers": "yes",
+            },
+            "203.0.113.5",
+        ),
+        # No proxy trusted: the peer itself, whatever the header says.
+        ({}, "127.0.0.1"),
+    ],
+    ids=["behind-a-trusted-proxy", "reached-directly"],
+)
+def test_the_client_address_is_what_waitress_trusts(app, proxy, seen):
+    """AUTH-27's counts key on ``request.client_addr``: through real waitress
+    it is the trusted proxy's report, or the peer, never a forged header."""
+    from tests.served import exchange, request_bytes, serve
+
+    with serve(app, **proxy) as port:
+        answer = exchange(
+            port,
+            request_bytes(
+                "GET",
+                b"/_probe/client",
+                headers=((b"X-Forwarded-For", b"6.6.6.6, 203.0.113.5"),),
+            ),
+        )
+    assert answer.status == 200
+    assert answer.body.decode() == seen
