@@ -76,14 +76,27 @@ def test_the_error_page_and_the_log_line_share_the_reference(testapp, lines, lan
     assert line["path"] == "/no/such\\x0apage"
 
 
-@pytest.mark.parametrize("name", ["development.ini", "production.ini"])
-def test_log_level_names_are_printed_whole(name):
+def shipped_formatter(name: str) -> logging.Formatter:
+    """The formatter an ini's console handler uses, built as fileConfig would."""
+    import importlib
+
     ini = configparser.ConfigParser(interpolation=None)
     ini.read(ROOT / name)
-    formatter = logging.Formatter(ini["formatter_generic"]["format"])
+    section = ini["formatter_" + ini["handler_console"]["formatter"]]
+    if "class" in section:
+        module, _, cls = section["class"].rpartition(".")
+        return getattr(importlib.import_module(module), cls)()
+    return logging.Formatter(section["format"])
+
+
+@pytest.mark.parametrize("name", ["development.ini", "production.ini"])
+def test_log_level_names_are_printed_whole(name):
+    formatter = shipped_formatter(name)
     for level in (logging.WARNING, logging.CRITICAL, logging.INFO):
         record = logging.LogRecord("idp", level, __file__, 1, "message", None, None)
-        assert f" {logging.getLevelName(level)} " in formatter.format(record)
+        line = formatter.format(record)
+        level_name = logging.getLevelName(level)
+        assert f" {level_name} " in line or f'"level":"{level_name}"' in line
 
 
 def test_development_shows_request_lines_at_info():
