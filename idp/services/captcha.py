@@ -40,7 +40,7 @@ from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import urlencode, urlsplit
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from zope.interface import implementer
 
 from idp.db import utcnow
@@ -50,9 +50,6 @@ from idp.services.interfaces import ICaptchaService, IRateLimiter
 
 log = logging.getLogger(__name__)
 
-# Expired challenges removed by each new one: enough to keep the table near
-# (issue rate x lifetime) without ever making one request slow.
-PURGE_BATCH = 20
 TOKEN_BYTES = 32
 # "lookup" is the identifier step past its limits (AUTH-27); "login" the
 # password step.
@@ -193,18 +190,8 @@ class ImageCaptcha:
         if token is not None:
             return token
         now = self.clock()
-        # Read, then delete by id: a subquery of the DELETE may be rescanned
-        # per row and take more than one batch (see ratelimit._purge).
-        stale = self.dbsession.scalars(
-            select(CaptchaChallenge.id)
-            .where(CaptchaChallenge.expires_at < now)
-            .limit(PURGE_BATCH)
-            .with_for_update(skip_locked=True)
-        ).all()
-        if stale:
-            self.dbsession.execute(
-                delete(CaptchaChallenge).where(CaptchaChallenge.id.in_(stale))
-            )
+        # Expired challenges go in the background (idp.services.purge), not
+        # in the request of whoever asks for a new one.
         token = secrets.token_urlsafe(TOKEN_BYTES)
         self.dbsession.add(
             CaptchaChallenge(

@@ -39,7 +39,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import Insert as PostgresqlInsert
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -60,9 +60,6 @@ REGISTRY_REDIS = "idp.ratelimit.redis"
 # pyramid_retry hands to every attempt of the request.
 ENVIRON_COUNTED = "idp.ratelimit.counted"
 
-# Expired counters removed by each hit: enough to keep the table near
-# (hit rate x two windows) without ever making one request slow.
-PURGE_BATCH = 20
 # Limits from settings must stay within these; a window over 30 days or a
 # count over a million is a typo, not a policy.
 MAX_COUNT = 1_000_000
@@ -392,29 +389,6 @@ class DatabaseRateLimiter(_Limiter):
         counts = dict(rows.all())
         return counts.get(current_start, 0), counts.get(previous_start, 0)
 
-    def _purge(self, now: dt.datetime) -> None:
-        # SKIP LOCKED: rows another transaction is purging are left to it,
-        # so two purges never wait for each other. The batch is read first and
-        # deleted by key: as a subquery of the DELETE, a nested-loop plan
-        # rescans it for every row and each rescan, skipping what the DELETE
-        # already took, finds the next batch, emptying the table in one hit.
-        stale = self.dbsession.execute(
-            select(ThrottleCounter.key, ThrottleCounter.window_start)
-            .where(ThrottleCounter.expires_at < now)
-            .limit(PURGE_BATCH)
-            .with_for_update(skip_locked=True)
-        ).all()
-        if stale:
-            self.dbsession.execute(
-                delete(ThrottleCounter)
-                .where(
-                    tuple_(ThrottleCounter.key, ThrottleCounter.window_start).in_(
-                        [tuple(row) for row in stale]
-                    )
-                )
-                .execution_options(synchronize_session=False)
-            )
-
     def _increment(self, key: str, index: int, seconds: int) -> int:
         dialect = self.dbsession.get_bind().dialect.name
         insert: Callable[..., PostgresqlInsert | SqliteInsert]
@@ -448,7 +422,6 @@ class DatabaseRateLimiter(_Limiter):
         limit, skey = self._lookup(name, key)
         now = self.clock()
         index, elapsed = window_position(now, limit.seconds)
-        self._purge(now)
         current = self._increment(skey, index, limit.seconds)
         _, previous = self._counts(skey, index, limit.seconds)
         return self._counted_hit(

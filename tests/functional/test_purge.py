@@ -16,6 +16,7 @@ from idp.models import (
     OneTimeToken,
     OutboxMessage,
     SeenRequestId,
+    ThrottleCounter,
 )
 from idp.services.audit import AuditLog
 from idp.services.purge import Purger
@@ -116,6 +117,19 @@ def test_purge_removes_rows_past_retention_and_keeps_the_rest(
             _token(user, "live", expires=NOW + DAY),
             _challenge("expired", expires=NOW - MINUTE),
             _challenge("live", expires=NOW + MINUTE),
+            # Rate-limit windows go here too (no sign-in deletes them).
+            ThrottleCounter(
+                key="expired".ljust(64, "0"),
+                window_start=NOW - 3 * MINUTE,
+                count=1,
+                expires_at=NOW - MINUTE,
+            ),
+            ThrottleCounter(
+                key="live".ljust(64, "0"),
+                window_start=NOW - MINUTE,
+                count=1,
+                expires_at=NOW + MINUTE,
+            ),
         ]
     )
     committed.add_all(
@@ -133,6 +147,7 @@ def test_purge_removes_rows_past_retention_and_keeps_the_rest(
     assert counts["idp_sessions"] == 2
     assert counts["one_time_tokens"] == 2
     assert counts["captcha_challenges"] == 1
+    assert counts["throttle_counters"] == 1
     assert counts["mail_outbox"] == 1
     assert labels(committed, IdpSession, IdpSession.token_hash) == {"live"}
     assert labels(committed, OneTimeToken, OneTimeToken.token_hash) == {

@@ -16,14 +16,12 @@ import pytest
 import transaction
 from pyramid.config import Configurator
 from pyramid.scripting import prepare
-from sqlalchemy import delete, func, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, func, select
 
 from idp.db import get_tm_session, make_engine
 from idp.models import ThrottleCounter
 from idp.services.interfaces import IRateLimiter
 from idp.services.ratelimit import (
-    PURGE_BATCH,
     REGISTRY_REDIS,
     DatabaseRateLimiter,
     Limit,
@@ -153,39 +151,31 @@ class TestDatabaseLimiter(LimiterBehaviour):
     def rows(dbsession):
         return dbsession.execute(select(ThrottleCounter.__table__)).all()
 
-    def test_expired_rows_are_purged(self, make, clock, dbsession):
-        limiter = make(clock)
-        limiter.hit("test.a", "old")
-        clock.advance(61)
-        limiter.hit("test.a", "recent")
-        assert len(self.rows(dbsession)) == 2
-        # The first window is neither current nor previous any more; the
-        # second still is the previous one.
-        clock.advance(60)
-        limiter.hit("test.a", "new")
-        left = self.rows(dbsession)
-        assert len(left) == 2
-        assert {row.window_start for row in left} == {
-            BASE + dt.timedelta(seconds=60),
-            BASE + dt.timedelta(seconds=120),
-        }
+    def test_a_hit_deletes_nothing_however_many_windows_expired(
+        self, make, clock, dbsession
+    ):
+        """Expired windows go in the background (``idp.services.purge``,
+        ``throttle_counters``), not in the sign-in that hits a limit: the
+        hit used to delete up to 20 rows itself."""
+        from sqlalchemy import event
 
-    def test_a_hit_purges_a_bounded_batch(self, make, clock, dbsession):
         limiter = make(clock)
-        for number in range(PURGE_BATCH + 5):
+        for number in range(25):
             limiter.hit("test.a", f"k{number}")
         clock.advance(121)
+        statements: list[str] = []
 
-        def expired():
-            return dbsession.scalar(
-                select(func.count()).where(ThrottleCounter.expires_at < clock())
-            )
+        def record(conn, cursor, statement, parameters, context, executemany):
+            statements.append(statement)
 
-        assert expired() == PURGE_BATCH + 5
-        limiter.hit("test.a", "new")
-        assert expired() == 5
-        limiter.hit("test.a", "new")
-        assert expired() == 0
+        connection = dbsession.connection()
+        event.listen(connection, "before_cursor_execute", record)
+        try:
+            assert limiter.hit("test.a", "new").count == 1
+        finally:
+            event.remove(connection, "before_cursor_execute", record)
+        assert statements and not [s for s in statements if "DELETE" in s.upper()]
+        assert len(self.rows(dbsession)) == 26
 
     def test_an_aborted_attempt_counts_nothing(self, make, clock, dbsession):
         """A request pyramid_retry replays counts once: its hits roll back."""
@@ -429,29 +419,3 @@ def test_ops_01_concurrent_hits_count_exactly(nodes, clock, db_url):
     assert pair[0].run(lambda limiter: limiter.check("test.race", "k")).count == (
         THREADS * HITS_PER_THREAD
     )
-
-
-def test_purging_never_waits_for_another_transaction(nodes, clock, db_url):
-    """A hit skips expired rows another transaction is purging, not waits."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SQLite has no row locks; its writers queue as a whole")
-    first, second = nodes(clock), nodes(clock)
-    for number in range(PURGE_BATCH + 5):
-        first.hit("test.a", f"k{number}")
-    clock.advance(121)
-    with Session(first.engine) as holding, holding.begin():
-        limiter = DatabaseRateLimiter(holding, SECRET, LIMITS, clock=clock)
-        limiter.hit("test.a", "new")  # purges, and keeps, PURGE_BATCH row locks
-
-        def hit_without_waiting(limiter):
-            limiter.dbsession.execute(text("SET LOCAL lock_timeout = '2s'"))
-            return limiter.hit("test.a", "other")
-
-        assert second.run(hit_without_waiting).count == 1
-        holding.rollback()
-    expired = first.run(
-        lambda limiter: limiter.dbsession.scalar(
-            select(func.count()).where(ThrottleCounter.expires_at < clock())
-        )
-    )
-    assert expired == PURGE_BATCH
