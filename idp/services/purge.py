@@ -256,10 +256,10 @@ class Purger:
         UPDATE SKIP LOCKED``: run once, so at most ``batch_size`` rows go
         per statement (a ``LIMIT ... SKIP LOCKED`` subquery under ``IN``
         can be rescanned by a nested-loop plan and, skipping what the
-        DELETE already took, find batch after batch; see
-        ``ratelimit._purge``), and a row another purge or a request holds
-        is left for the next run. SQLite runs a plain ``IN (SELECT ...
-        LIMIT n)`` once, and has one writer at a time anyway.
+        DELETE already took, find batch after batch), and a row another
+        purge or a request holds is left for the next run. SQLite runs a
+        plain ``IN (SELECT ... LIMIT n)`` once, and has one writer at a time
+        anyway.
         """
         batch = select(*keys).where(condition).limit(self.batch_size)
         if self.engine.dialect.name == "postgresql":
