@@ -87,8 +87,11 @@ def test_auth_06_wrong_and_unknown_cost_the_same(dbsession):
         )
         gap = median_gap(known_times, unknown_times)
         unknown_ms, one_check = map(statistics.median, (unknown_times, check_times))
-        # What makes them equal: the unknown number pays for a full check too.
-        assert unknown_ms > one_check
+        # What makes them equal: the unknown number pays for a full check
+        # too. Without it, it would cost about a hundredth of one; with it,
+        # the rest of its work is now a millisecond or so (no purge in the
+        # request any more), inside the noise of one check's median.
+        assert unknown_ms > 0.9 * one_check
         return (
             gap,
             0.10 * one_check,
