@@ -163,9 +163,18 @@ class Nginx:
                 time.sleep(0.02)
         raise RuntimeError("nginx did not start listening within 10 s")
 
-    def access_log(self) -> str:
+    def access_log(self, lines: int = 1) -> str:
+        """The site's access log once it holds ``lines`` lines (nginx writes a
+        request's line after its answer has gone)."""
         path = self.conf.parent / "log" / "idme-access.log"
-        return path.read_text() if path.exists() else ""
+        deadline = time.monotonic() + 5
+        text = ""
+        while time.monotonic() < deadline:
+            text = path.read_text() if path.exists() else ""
+            if text.count("\n") >= lines:
+                break
+            time.sleep(0.01)
+        return text
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -184,3 +193,91 @@ class Nginx:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A request as a node received it."""
+
+    node: int
+    method: str
+    path: str
+    headers: dict[str, str]
+    body_length: int
+
+
+# The headers a node of the app sets itself (idp/tweens.py), each with a
+# value nginx's defaults do not have, so a doubled or replaced one shows.
+OWN_HEADERS = {
+    "X-Frame-Options": "SAMEORIGIN",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=()",
+    "Content-Security-Policy": "default-src 'self'; form-action https://sp.example",
+    "Strict-Transport-Security": "max-age=60",
+}
+
+
+class StubNode:
+    """A web node that answers as told by the path, recording what it got.
+
+    ``/drop...``: reads the whole request, then closes the connection
+    without answering (a node killed mid-request). ``/own-headers``: answers
+    with the app's own security headers. Anything else: 200 with no
+    security header at all (as waitress's own answers have none).
+    """
+
+    def __init__(self, number: int, seen: list[Seen]) -> None:
+        import http.server
+        import threading
+
+        node = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with node.lock:
+                    seen.append(
+                        Seen(
+                            number,
+                            self.command,
+                            self.path,
+                            dict(self.headers),
+                            len(body),
+                        )
+                    )
+                if self.path.startswith("/drop"):
+                    self.close_connection = True
+                    return
+                payload = f"node {number}".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(payload)))
+                if self.path == "/own-headers":
+                    for name, value in OWN_HEADERS.items():
+                        self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_HEAD = _any
+
+        self.lock = threading.Lock()
+        self.server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, args=(0.02,), daemon=True
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
