@@ -82,6 +82,9 @@ def _session(ca: Path):
     import requests
 
     session = requests.Session()
+    # Not the environment's CA bundle or proxies (REQUESTS_CA_BUNDLE would
+    # override verify): only the site's certificate is trusted.
+    session.trust_env = False
     session.verify = str(ca)
     return session
 
@@ -125,7 +128,9 @@ def _form(page, form_id: str):
     document = lxml.html.fromstring(page.content, base_url=page.url)
     found = document.get_element_by_id(form_id, None)
     if found is None:
-        raise RehearsalError(f"{page.url}: no form {form_id} (status {page.status_code})")
+        raise RehearsalError(
+            f"{page.url}: no form {form_id} (status {page.status_code})"
+        )
     return found
 
 
@@ -201,7 +206,9 @@ def sso(idp: str, ca: Path, mail_dir: Path, number: str) -> str:
         )
     login = sp.consume(dict(posts[0].form_values()), request_id)
     if login.status != SUCCESS or not login.name_id:
-        raise RehearsalError(f"the SP got status {login.status}, NameID {login.name_id}")
+        raise RehearsalError(
+            f"the SP got status {login.status}, NameID {login.name_id}"
+        )
     return (
         f"sso ok: {PARTNER} accepted a signed Response for request {request_id} "
         f"(NameID {login.name_id[:8]}..., {len(login.attributes)} attributes)"
