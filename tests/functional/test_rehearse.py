@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import uuid
@@ -120,7 +121,9 @@ def test_the_rehearsal_installs_two_nodes_and_signs_on_through_https(
     empty_database, tmp_path
 ):
     prefix = tmp_path / "root"
-    result = subprocess.run(
+    # Its own process group: if it overran, every process it started (the
+    # units, nginx, the SMTP sink) goes with it.
+    process = subprocess.Popen(
         [
             "bash",
             str(SCRIPT),
@@ -131,9 +134,19 @@ def test_the_rehearsal_installs_two_nodes_and_signs_on_through_https(
             "--venv",
             sys.prefix,
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=240,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"the rehearsal took over 240 s:\n{stdout[-4000:]}{stderr[-4000:]}")
+    result = subprocess.CompletedProcess(
+        process.args, process.returncode, stdout, stderr
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     out = result.stdout
