@@ -153,11 +153,15 @@ def test_web_05_a_nodes_own_headers_are_neither_doubled_nor_replaced(tmp_path):
     """WEB-05/OPS-09: an app page keeps its own CSP and framing policy."""
     with stack(tmp_path) as s:
         answer = s.ask("GET", "/own-headers")
+        # A path beside nginx's own pages is the app's too.
+        beside = s.ask("GET", "/_idme/unavailable.html.x")
     assert answer.status == 200
     for name, value in OWN_HEADERS.items():
         assert answer.all(name) == [value], name
     # nginx adds no caching or retry advice to the app's answers.
-    assert answer.all("Cache-Control") == [] and answer.all("Retry-After") == []
+    for page in (answer, beside):
+        assert page.status == 200
+        assert page.all("Cache-Control") == [] and page.all("Retry-After") == []
 
 
 @pytest.mark.parametrize(
@@ -272,3 +276,11 @@ def test_tls_1_2_and_1_3_are_served(tmp_path):
         for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
             s.tls.minimum_version = s.tls.maximum_version = version
             assert s.ask("GET", "/login").status == 200
+
+
+def test_ops_09_a_request_nginx_cannot_take_gets_the_bilingual_400_page(tmp_path):
+    """OPS-09: headers past nginx's buffers end at nginx, with the app's headers."""
+    with stack(tmp_path) as s:
+        answer = s.ask("GET", "/login", headers={"X-Big": "a" * 20000})
+        assert s.seen == []
+    assert_nginx_page(answer, 400, "bad_request")
