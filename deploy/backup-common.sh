@@ -1,0 +1,67 @@
+# What deploy/backup and deploy/restore share (sourced, not run).
+#
+# idMe's code is reached through the installed idp-admin (PATH, or IDP_ADMIN):
+# the ini is read by the Python that runs it (IDME_PYTHON overrides), with
+# backup_helper.py beside this file.
+
+die() {
+    echo "${0##*/}: $*" >&2
+    exit 1
+}
+
+need() {
+    command -v "$1" >/dev/null 2>&1 || die "$1 not found (apt-get install postgresql-client-15 tar coreutils)"
+}
+
+first_line() {
+    local line
+    line=$(grep -m1 -v '^\s*$' "$1" || true)
+    echo "${line:-no message}"
+}
+
+idp_admin=${IDP_ADMIN:-$(command -v idp-admin || true)}
+[ -n "$idp_admin" ] && [ -x "$idp_admin" ] || die "idp-admin not found: put idMe's bin/ on PATH or set IDP_ADMIN"
+if [ -z "${IDME_PYTHON:-}" ]; then
+    # pip writes the interpreter's absolute path on the console script's first line.
+    IDME_PYTHON=$(head -n1 "$idp_admin" | sed -n 's/^#!\s*//p' | cut -d' ' -f1)
+fi
+[ -n "$IDME_PYTHON" ] && [ -x "$IDME_PYTHON" ] || die "cannot tell which Python runs $idp_admin: set IDME_PYTHON"
+
+helper() {
+    "$IDME_PYTHON" "$here/backup_helper.py" "$@"
+}
+
+# Sets PG* (exported, for pg_dump, pg_restore and psql only: a password on
+# a command line is visible to every user in ps), CERTS_DIR and HMAC_DIGEST.
+load_settings() {
+    local assignments
+    assignments=$(helper settings "$1" "$2") || exit 1
+    eval "$assignments"
+    export PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE
+    export PGCONNECT_TIMEOUT=${PGCONNECT_TIMEOUT:-10}
+    # An empty PG* variable means libpq's default, as in the URL.
+    local name
+    for name in PGHOST PGPORT PGUSER PGPASSWORD; do
+        [ -n "${!name}" ] || unset "$name"
+    done
+}
+
+# One value from the database; a connection failure ends the script.
+sql() {
+    local out status=0
+    out=$(psql --no-psqlrc --no-password --quiet --tuples-only --no-align \
+        --set ON_ERROR_STOP=1 --command "$1" 2>&1) || status=$?
+    if [ $status -ne 0 ]; then
+        die "database $PGDATABASE: $(head -n1 <<<"$out" | sed 's/^psql: //')"
+    fi
+    echo "$out"
+}
+
+# The database's migration revision; empty when it has no idMe schema.
+revision() {
+    local exists
+    exists=$(sql "SELECT to_regclass('public.alembic_version') IS NOT NULL")
+    if [ "$exists" = "t" ]; then
+        sql "SELECT version_num FROM alembic_version"
+    fi
+}
