@@ -77,6 +77,11 @@ def breaking_steps(source: str) -> list[tuple[int, str]]:
                 steps.append(
                     (node.lineno, "alter_column to NOT NULL without a default")
                 )
+            default = _keyword(node, "server_default")
+            if isinstance(default, ast.Constant) and default.value is None:
+                # Added NOT NULL with a default, then the default taken away:
+                # the previous release's INSERTs, which do not name it, fail.
+                steps.append((node.lineno, "alter_column dropping a server default"))
         elif name == "add_column":
             if any(_not_null_without_default(arg) for arg in node.args):
                 steps.append((node.lineno, "add_column NOT NULL without a default"))
@@ -134,6 +139,8 @@ def upgrade():
         batch_op.alter_column("phone", nullable=False)
     op.add_column("users", sa.Column("tier", sa.Integer(), nullable=False))
     op.execute("ALTER TABLE users DROP COLUMN locale")
+    op.add_column("users", sa.Column("node", sa.String(8), nullable=False, server_default="a"))
+    op.alter_column("users", "node", server_default=None)
     op.drop_table("captcha_challenges")
 
 
@@ -165,6 +172,7 @@ def test_the_check_finds_each_breaking_step():
         "alter_column to NOT NULL without a default",
         "add_column NOT NULL without a default",
         "SQL with DROP COLUMN",
+        "alter_column dropping a server default",
         "drop_table",
     ]
 
