@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from idp.db import make_engine
 
@@ -51,7 +53,18 @@ def scratch_databases(*names: str) -> Iterator[list[str]]:
 
     def drop_all(conn) -> None:
         for url in urls:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+            drop = text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+            # FORCE ends our own leftover connections, but not an autovacuum
+            # worker (a superuser's) that a restore's fresh tables start: it
+            # is done within moments.
+            for attempt in range(100):
+                try:
+                    conn.execute(drop)
+                    break
+                except DBAPIError as exc:
+                    if attempt == 99 or "terminated" not in str(exc.orig):
+                        raise
+                    time.sleep(0.1)
 
     try:
         with admin.connect() as conn:

@@ -482,3 +482,37 @@ def test_backup_refuses_sqlite_and_a_missing_config_in_one_line(site, tmp_path):
         "no such configuration file",
     )
     assert not list(tmp_path.glob("idme-backup-*"))
+
+
+def test_restore_with_force_replaces_a_used_database_and_keeps_the_old_keys(site):
+    target = site.spare_urls[0]
+    ini, env, certs = new_machine(site, "forced", target)
+    # What the first restore test may have left, or a database of its own.
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("IDP_DATABASE_URL", target)
+        monkeypatch.setenv("IDP_HMAC_KEY", site.hmac_key)
+        if not tables(target):
+            ok(ini, "db", "upgrade")
+        ok(
+            ini,
+            "role",
+            "create",
+            "extra",
+            "--name-ms",
+            "Tambahan",
+            "--name-en",
+            "Extra",
+        )
+    certs.mkdir()
+    (certs / "old.key").write_text("the key this machine had")
+
+    result = run(RESTORE, "--force", "--env-file", env, site.archive, ini)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    [aside] = certs.parent.glob("certs.before-restore-*")
+    assert (aside / "old.key").read_text() == "the key this machine had"
+    assert sorted(path.name for path in certs.glob("*.crt")) == site.published
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("IDP_DATABASE_URL", target)
+        monkeypatch.setenv("IDP_HMAC_KEY", site.hmac_key)
+        assert ok(ini, "audit", "verify") == site.audit  # the dump's chain, whole
+        assert "extra" not in ok(ini, "role", "list")
