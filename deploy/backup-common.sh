@@ -1,8 +1,9 @@
 # What deploy/backup and deploy/restore share (sourced, not run).
 #
-# idMe's code is reached through the installed idp-admin (PATH, or IDP_ADMIN):
-# the ini is read by the Python that runs it (IDME_PYTHON overrides), with
-# backup_helper.py beside this file.
+# idMe's code is reached through the installed idp-admin: IDP_ADMIN, else the
+# one on PATH, else the virtualenv beside this directory (/opt/idme/.venv for
+# /opt/idme/deploy). The ini is read by the Python that runs it (IDME_PYTHON
+# overrides), with backup_helper.py beside this file.
 
 die() {
     echo "${0##*/}: $*" >&2
@@ -20,6 +21,9 @@ first_line() {
 }
 
 idp_admin=${IDP_ADMIN:-$(command -v idp-admin || true)}
+if [ -z "$idp_admin" ] && [ -x "$here/../.venv/bin/idp-admin" ]; then
+    idp_admin=$(cd "$here/.." && pwd)/.venv/bin/idp-admin
+fi
 [ -n "$idp_admin" ] && [ -x "$idp_admin" ] || die "idp-admin not found: put idMe's bin/ on PATH or set IDP_ADMIN"
 if [ -z "${IDME_PYTHON:-}" ]; then
     # pip writes the interpreter's absolute path on the console script's first line.
