@@ -40,8 +40,12 @@ helper() {
 load_settings() {
     local assignments
     assignments=$(helper settings "$1" "$2") || exit 1
-    eval "$assignments"
-    export PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE
+    local line
+    while IFS= read -r line; do
+        # NAME='value' lines, quoted by Python's shlex.quote.
+        [[ $line =~ ^[A-Z_]+= ]] || die "unexpected output from backup_helper.py"
+        eval "export $line"
+    done <<<"$assignments"
     export PGCONNECT_TIMEOUT=${PGCONNECT_TIMEOUT:-10}
     # An empty PG* variable means libpq's default, as in the URL.
     local name

@@ -70,6 +70,27 @@ def load(config: str, env_file: str) -> dict:
         raise Refused(str(exc)) from None
 
 
+#: libpq's environment variable for each connection parameter a database URL
+#: may carry in its query (``?sslmode=verify-full``). Dropping one would
+#: connect differently from the nodes, e.g. without the TLS they require.
+LIBPQ_ENV = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslcrl": "PGSSLCRL",
+    "sslpassword": "PGSSLPASSWORD",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "options": "PGOPTIONS",
+    "application_name": "PGAPPNAME",
+    "gssencmode": "PGGSSENCMODE",
+    "channel_binding": "PGCHANNELBINDING",
+    "passfile": "PGPASSFILE",
+    "service": "PGSERVICE",
+}
+
+
 def secret_digest(key: str) -> str:
     """A digest of the HMAC key that says whether two keys are one, nothing more."""
     return hashlib.sha256(b"idme-backup hmac key\0" + key.encode()).hexdigest()
@@ -85,6 +106,12 @@ def settings(config: str, env_file: str = "") -> None:
             f"{config}: the database is {url.get_backend_name()}, not PostgreSQL; "
             "deploy/backup and deploy/restore handle PostgreSQL only"
         )
+    unknown = sorted(set(url.query) - set(LIBPQ_ENV))
+    if unknown:
+        raise Refused(
+            f"{config}: the database URL's {', '.join(unknown)} cannot be given to "
+            "pg_dump/pg_restore; use libpq parameters (sslmode, sslrootcert, ...)"
+        )
     certs = Path(values["idp.certs_dir"])
     if not certs.is_absolute():
         certs = Path(config).resolve().parent / certs
@@ -97,6 +124,10 @@ def settings(config: str, env_file: str = "") -> None:
         "CERTS_DIR": str(certs),
         "HMAC_DIGEST": secret_digest(values["idp.hmac_key"]),
     }
+    for parameter, variable in LIBPQ_ENV.items():
+        if parameter in url.query:
+            value = url.query[parameter]
+            assignments[variable] = value if isinstance(value, str) else value[-1]
     for name, value in assignments.items():
         print(f"{name}={shlex.quote(value)}")
 

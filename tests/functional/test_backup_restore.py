@@ -473,6 +473,21 @@ def test_a_crafted_keys_tar_with_a_link_is_refused(site):
     assert tables(site.spare_urls[1]) == []
     assert not certs.exists()
 
+    # An owner that chown would read as an option.
+    def owner(members):
+        member, manifest = members["MANIFEST"]
+        text = re.sub(
+            r"(?m)^keys-owner: .*$",
+            "keys-owner: --reference=/etc/shadow:root",
+            manifest.decode(),
+        )
+        members["MANIFEST"] = (member, text.encode())
+
+    crafted = rewritten(site, "owner.tar", owner)
+    refused(run(RESTORE, "--env-file", env, crafted, ini), "is not a USER:GROUP name")
+    assert tables(site.spare_urls[1]) == []
+    assert not certs.exists()
+
 
 def test_backup_refuses_sqlite_and_a_missing_config_in_one_line(site, tmp_path):
     sqlite_ini = scratch_ini(tmp_path)
@@ -481,6 +496,19 @@ def test_backup_refuses_sqlite_and_a_missing_config_in_one_line(site, tmp_path):
         run(BACKUP, "--output", tmp_path, tmp_path / "nothing.ini"),
         "no such configuration file",
     )
+    # A URL parameter libpq would not get is refused, not dropped: without
+    # it pg_dump could connect without the TLS the nodes require.
+    url_ini = scratch_ini(tmp_path)
+    set_settings(
+        url_ini,
+        {"sqlalchemy.url": site.source_url + "?sslmode=require&prepare_threshold=5"},
+    )
+    refused(run(BACKUP, "--output", tmp_path, url_ini), "prepare_threshold cannot be")
+    set_settings(url_ini, {"sqlalchemy.url": site.source_url + "?sslmode=verify-full"})
+    helper = ROOT / "deploy" / "backup_helper.py"
+    shell = run(sys.executable, helper, "settings", url_ini)
+    assert shell.returncode == 0, shell.stderr
+    assert "PGSSLMODE=verify-full" in shell.stdout.splitlines()
     assert not list(tmp_path.glob("idme-backup-*"))
 
 
