@@ -37,6 +37,7 @@ from lxml import etree
 from tests.cli import NUMBER, ok, printed_password, set_settings
 from tests.factories import NEW_PASSWORD
 from tests.keys import signed_by
+from tests.nodes import NodeProcess, free_port
 from tests.postgresql import scratch_databases
 from tests.saml_metadata import make_sp_metadata
 from tests.saml_requests import authn_request, redirect_query
@@ -153,13 +154,8 @@ def cli(tree: Path, ini: Path, *args: str) -> str:
     return result.stdout
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def browser_on(port: int) -> webtest.TestApp:
+    """A browser on the node at ``port``, every byte through its waitress."""
     return webtest.TestApp(
         WireProxy(port),
         extra_environ={"HTTP_HOST": HOST, "HTTP_ORIGIN": f"https://{HOST}"},
@@ -168,7 +164,10 @@ def browser_on(port: int) -> webtest.TestApp:
 
 @contextlib.contextmanager
 def node(tree: Path, ini: Path, log: Path) -> Iterator[int]:
-    """The release in ``tree`` served by waitress in its own process; its port."""
+    """The release in ``tree`` served by waitress in its own process; its port.
+
+    For the previous release, which may predate ``idp-admin serve``.
+    """
     port = free_port()
     with log.open("w") as output:
         process = subprocess.Popen(
@@ -340,12 +339,18 @@ def test_the_previous_release_serves_sso_throughout_db_upgrade(tmp_path):
             assert traffic.done >= 8
             cookies = {cookie.name: cookie.value for cookie in old_node.cookiejar}
 
-        # The current code's node serves the same session: no new sign-in.
-        with node(ROOT, new_ini, state / "new-node.log") as new_port:
-            new_node = browser_on(new_port)
+        # The current code's node (idp-admin serve, as systemd runs it)
+        # serves the same session: no new sign-in.
+        new = NodeProcess(
+            new_ini, free_port(), log=state / "new-node.log", env=environment(ROOT)
+        ).start()
+        try:
+            new_node = browser_on(new.port)
             for name, value in cookies.items():
                 new_node.set_cookie(name, value)
             xml = sso(new_node)
             assert signed_by(xml, certificate)
             assert name_id(xml) == before
-            ok(new_ini, "db", "check")
+        finally:
+            new.stop()
+        ok(new_ini, "db", "check")
