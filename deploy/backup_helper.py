@@ -15,6 +15,10 @@ environment's secrets overriding the file, the same validation):
     systemd's ``EnvironmentFile=`` gives them to the nodes.
 ``fingerprints DIR``
     ``NAME SHA256`` for each certificate (``*.crt``) in ``DIR``.
+``published DUMP``
+    The SHA-256 fingerprint of each key the ``pg_dump -Fc`` file ``DUMP``
+    records as published (current, next, previous): the files a restore
+    of that dump needs.
 
 Errors are one line on stderr and exit status 1.
 """
@@ -151,6 +155,40 @@ def fingerprints(folder: str) -> None:
         print(path.name, cert.fingerprint(hashes.SHA256()).hex())
 
 
+PUBLISHED_STATES = ("current", "next", "previous")
+
+
+def published(dump: str) -> None:
+    import subprocess
+
+    # pg_restore from PATH, as deploy/backup runs it; the dump is our own file.
+    command = ["pg_restore", "--data-only", "--table=signing_keys", "--file=-", dump]
+    result = subprocess.run(  # noqa: S603
+        command,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        first = (result.stderr.strip().splitlines() or ["no message"])[0]
+        raise Refused(f"cannot read the dump's signing keys: {first}")
+    columns: list[str] = []
+    for line in result.stdout.splitlines():
+        if line.startswith("COPY public.signing_keys ("):
+            columns = [
+                name.strip().strip('"')
+                for name in line.split("(", 1)[1].split(")", 1)[0].split(",")
+            ]
+            continue
+        if not columns:
+            continue
+        if line == "\\.":
+            break
+        row = dict(zip(columns, line.split("\t"), strict=True))
+        if row["state"] in PUBLISHED_STATES:
+            print(row["fingerprint"])
+
+
 def main(argv: list[str]) -> int:
     try:
         if len(argv) in (2, 3) and argv[0] == "settings":
@@ -159,8 +197,12 @@ def main(argv: list[str]) -> int:
             run(argv[1], argv[2], argv[4:])
         elif len(argv) == 2 and argv[0] == "fingerprints":
             fingerprints(argv[1])
+        elif len(argv) == 2 and argv[0] == "published":
+            published(argv[1])
         else:
-            raise Refused("usage: backup_helper.py settings|exec|fingerprints ...")
+            raise Refused(
+                "usage: backup_helper.py settings|exec|fingerprints|published ..."
+            )
     except Refused as exc:
         print(f"{exc}", file=sys.stderr)
         return 1

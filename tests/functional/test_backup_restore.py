@@ -544,3 +544,25 @@ def test_restore_with_force_replaces_a_used_database_and_keeps_the_old_keys(site
         monkeypatch.setenv("IDP_HMAC_KEY", site.hmac_key)
         assert ok(ini, "audit", "verify") == site.audit  # the dump's chain, whole
         assert "extra" not in ok(ini, "role", "list")
+
+
+def test_backup_refuses_when_a_published_key_is_missing_from_the_keys(site, tmp_path):
+    """A backup whose restore could not sign (a key the database publishes has no file) is no backup."""
+    certs = tmp_path / "certs"
+    shutil.copytree(site.source_ini.parent / "certs", certs)
+    # The previous key (published until retired): not the one signing.
+    previous = next(
+        path
+        for path in certs.glob("*.crt")
+        if path.read_bytes() != site.current_cert.read_bytes()
+    )
+    previous.unlink()
+    previous.with_suffix(".key").unlink()
+    ini = tmp_path / "test.ini"
+    shutil.copy(site.source_ini, ini)
+    set_settings(ini, {"idp.certs_dir": str(certs)})
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run(BACKUP, "--env-file", site.source_env, "--output", out, ini)
+    refused(result, "has no certificate in")
+    assert list(out.iterdir()) == []
