@@ -20,16 +20,25 @@ first_line() {
     echo "${line:-no message}"
 }
 
-idp_admin=${IDP_ADMIN:-$(command -v idp-admin || true)}
-if [ -z "$idp_admin" ] && [ -x "$here/../.venv/bin/idp-admin" ]; then
-    idp_admin=$(cd "$here/.." && pwd)/.venv/bin/idp-admin
-fi
-[ -n "$idp_admin" ] && [ -x "$idp_admin" ] || die "idp-admin not found: put idMe's bin/ on PATH or set IDP_ADMIN"
-if [ -z "${IDME_PYTHON:-}" ]; then
-    # pip writes the interpreter's absolute path on the console script's first line.
-    IDME_PYTHON=$(head -n1 "$idp_admin" | sed -n 's/^#!\s*//p' | cut -d' ' -f1)
-fi
-[ -n "$IDME_PYTHON" ] && [ -x "$IDME_PYTHON" ] || die "cannot tell which Python runs $idp_admin: set IDME_PYTHON"
+# Finds idp-admin and the Python that runs it (after the options are read,
+# so --help works anywhere).
+find_idme() {
+    idp_admin=${IDP_ADMIN:-$(command -v idp-admin || true)}
+    if [ -z "$idp_admin" ] && [ -x "$here/../.venv/bin/idp-admin" ]; then
+        idp_admin=$(cd "$here/.." && pwd)/.venv/bin/idp-admin
+    fi
+    [ -n "$idp_admin" ] && [ -x "$idp_admin" ] || die "idp-admin not found: put idMe's bin/ on PATH or set IDP_ADMIN"
+    if [ -z "${IDME_PYTHON:-}" ]; then
+        # pip writes the interpreter's absolute path on the console script's first line.
+        IDME_PYTHON=$(head -n1 "$idp_admin" | sed -n 's/^#!\s*//p' | cut -d' ' -f1)
+    fi
+    [ -n "$IDME_PYTHON" ] && [ -x "$IDME_PYTHON" ] || die "cannot tell which Python runs $idp_admin: set IDME_PYTHON"
+}
+
+usage_text() {
+    # The script's header comment, without its first line.
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+}
 
 helper() {
     "$IDME_PYTHON" "$here/backup_helper.py" "$@"
