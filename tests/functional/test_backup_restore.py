@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tarfile
 from dataclasses import dataclass
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,7 @@ from tests.factories import NEW_PASSWORD
 from tests.interop.sps import SUCCESS, Pysaml2SP
 from tests.keys import signed_by
 from tests.postgresql import scratch_databases
+from tests.registration import temporary_password_from
 from tests.signin import sign_in, submit
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
@@ -58,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BACKUP = ROOT / "deploy" / "backup"
 RESTORE = ROOT / "deploy" / "restore"
 SP_ID = "https://sp1.test/sp"
+SECOND = "850615-10-5432"
 
 
 @dataclass
@@ -228,6 +231,12 @@ def site(tmp_path_factory):
         result = add_user(ini, "--role", "guru", "--print-password", "--locale", "en")
         assert result.returncode == 0, result.stderr
         temporary = printed_password(result.stdout)
+        # A second user whose temporary password waits in the outbox, sealed
+        # under the HMAC key: it must still open after the restore.
+        result = add_user(
+            ini, "--role", "guru", number=SECOND, email="siti@example.com.my"
+        )
+        assert result.returncode == 0, result.stderr
         # A rollover half-way: the second key signing, the first still
         # published as previous (not retired yet).
         ok(ini, "keys", "rollover", "prepare")
@@ -361,6 +370,14 @@ def test_restore_into_a_fresh_database_gives_back_the_same_idp(site):
         # The same chain, event for event, and it still verifies.
         assert ok(ini, "audit", "verify") == site.audit
         assert SP_ID in ok(ini, "sp", "list")
+        # The mail queued before the backup is delivered, and opens.
+        ok(ini, "mail", "deliver")
+    [message] = [
+        message_from_bytes(path.read_bytes(), policy=policy.SMTP)
+        for path in (site.tmp / "source" / "mail").glob("*.eml")
+        if b"siti@example.com.my" in path.read_bytes()
+    ]
+    second_password = temporary_password_from(message)
 
     # The same IdP: the user's password, the SP's pseudonym, the signing key
     # the SP holds in its stored metadata (it was never given the new files).
@@ -369,6 +386,10 @@ def test_restore_into_a_fresh_database_gives_back_the_same_idp(site):
         signed_in = sign_in(client, NUMBER, NEW_PASSWORD)
         assert not signed_in.location.endswith("/password/new")
         xml, login = sso(client, site.sp)
+        # The second user's mailed temporary password works, and asks for
+        # their own password.
+        first = sign_in(browser(app), SECOND, second_password)
+        assert first.location.endswith("/password/new")
     assert login.status == SUCCESS
     assert login.name_id == site.name_id
     assert signed_by(xml, site.current_cert)
