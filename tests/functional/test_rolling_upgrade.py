@@ -54,7 +54,9 @@ SAML = "{urn:oasis:names:tc:SAML:2.0:assertion}"
 CLI = "import sys; from idp.cli import main; sys.exit(main(sys.argv[1:]))"
 NODE = """
 import sys, waitress
+import idp
 from pyramid.paster import get_app
+print("idp from", idp.__file__, flush=True)
 app = get_app(sys.argv[1], "main")
 waitress.serve(app, host="127.0.0.1", port=int(sys.argv[2]), threads=4,
                url_scheme="https", ident="idme")
@@ -310,6 +312,8 @@ def test_the_previous_release_serves_sso_throughout_db_upgrade(tmp_path):
         certificate = state / "certs" / "signing.crt"
 
         with node(old_tree, old_ini, state / "old-node.log") as old_port:
+            # The previous release's code, not the virtualenv's idMe.
+            assert f"idp from {old_tree}/idp/" in (state / "old-node.log").read_text()
             old_node = browser_on(old_port)
             page = sign_in(old_node, NUMBER, temporary).follow()
             submit(
