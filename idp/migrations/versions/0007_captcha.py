@@ -19,7 +19,11 @@ depends_on = None
 def upgrade():
     op.execute(sa.text("DELETE FROM captcha_challenges"))
     with op.batch_alter_table("captcha_challenges") as batch:
+        # previous release: breaks it (its nodes cannot store a challenge);
+        # made before rolling upgrades (issue 17): from before 0007, upgrade
+        # with every node stopped (docs/deploy.md).
         batch.add_column(sa.Column("purpose", sa.String(length=16), nullable=False))
+        # previous release: as above
         batch.add_column(sa.Column("binding", sa.String(length=64), nullable=False))
         batch.add_column(sa.Column("audio", sa.LargeBinary(), nullable=True))
         batch.add_column(sa.Column("audio_locale", sa.String(length=8), nullable=True))

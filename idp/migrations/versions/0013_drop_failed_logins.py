@@ -29,9 +29,12 @@ depends_on = None
 
 
 def upgrade():
+    # previous release: breaks it (its models still map these columns);
+    # made before rolling upgrades (issue 17): from before 0013, upgrade
+    # with every node stopped (docs/deploy.md).
     op.drop_column("users", "failed_logins")
-    op.drop_column("logout_flows", "initiator_status")
-    op.drop_table("key_records")
+    op.drop_column("logout_flows", "initiator_status")  # previous release: as above
+    op.drop_table("key_records")  # previous release: as above
 
 
 def downgrade():
