@@ -33,6 +33,7 @@ from pyramid.httpexceptions import HTTPNotFound, HTTPSeeOther
 from pyramid.renderers import render_to_response as render
 from pyramid.response import Response
 from pyramid.view import view_config
+from pyramid_jinja2 import IJinja2Environment
 
 from idp import metrics
 from idp.i18n import _, translate_in
@@ -153,16 +154,31 @@ def post_form(request, reply, saml_response: str, *, status: int = 200):
     nonce = secrets.token_urlsafe(16)
     no_store(request)
     _post_policy(request, reply.acs_url, nonce)
-    request.response.status_int = status
-    return render_to_response(
-        "saml/post.jinja2",
-        {
-            "acs_url": reply.acs_url,
-            "saml_response": saml_response,
-            "relay_state": reply.relay_state,
-            "nonce": nonce,
-        },
-        request,
+    response = request.response
+    response.status_int = status
+    response.text = _post_page(request).render(
+        request=request,
+        acs_url=reply.acs_url,
+        saml_response=saml_response,
+        relay_state=reply.relay_state,
+        nonce=nonce,
+    )
+    return response
+
+
+def _post_page(request):
+    """The POST page's template, straight from the Jinja2 environment.
+
+    Rendered on every SSO: Pyramid's renderer would first look for it
+    relative to this package (a miss, a file check and an exception each
+    time, since the templates live outside the package), find the caller's
+    package on the stack and run the ``BeforeRender`` subscribers for
+    globals this page does not use. The page needs only ``request``
+    (language, static URL) and the translations, which the environment
+    installs.
+    """
+    return request.registry.getUtility(IJinja2Environment, name=".jinja2").get_template(
+        "saml/post.jinja2"
     )
 
 
