@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from idp.db import make_engine
 from idp.models import ServiceProvider
 from idp.saml import entity_store
+from idp.saml import registry as saml_registry
 from idp.saml.crypto import XmlsecBackend
 from idp.saml.registry import import_sp, remove_sp, set_enabled
 from idp.saml.server import (
@@ -394,13 +395,15 @@ def _sso(client, entity: str):
 
 @pytest.mark.postgresql
 def test_an_sp_new_to_the_process_costs_no_more_sql_per_sso(
-    testapp, dbsession, module, user, app
+    testapp, dbsession, module, user, app, monkeypatch
 ):
     """Signed in, the first SSO to an SP this process has not loaded yet costs
     the statements of one it has, no more than before the store loaded
     lazily.
     """
     new, loaded = entity_id(70_001), entity_id(70_002)  # no other test loads them
+    # Documents this process has not parsed (the other database's run has).
+    monkeypatch.setattr(saml_registry, "_BY_SHA256", {})
     register_many(dbsession, 2, start=70_001, module_id=module.id)
     sign_in(testapp, user)
     store = app.registry["idp.saml.servers"].get(dbsession).metadata
