@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import xmlsec
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -921,7 +922,7 @@ class XmlsecBackend(CryptoBackend):
             ctx.key = self.signing_key(key_file)
             xmlsec.tree.add_ids(signed, ["ID"])
             ctx.sign(signature)
-        except (XmlRefused, xmlsec.Error, OSError, ValueError) as exc:
+        except (XmlRefused, xmlsec.Error, OSError, etree.LxmlError) as exc:
             raise SignatureError(f"cannot sign: {exc}") from exc
 
     def signing_rsa_key(self, key_file: str | os.PathLike[str]) -> RSAPrivateKey | None:
@@ -939,7 +940,12 @@ class XmlsecBackend(CryptoBackend):
             cache_key = (path, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
             loaded = self._rsa_keys.get(cache_key)
             if loaded is None:
-                key = load_pem_private_key(handle.read(), password=None)
+                try:
+                    key = load_pem_private_key(handle.read(), password=None)
+                except (ValueError, TypeError, UnsupportedAlgorithm):
+                    # Not a key cryptography reads without a password:
+                    # libxmlsec signs, or says why it cannot, as before.
+                    key = None
                 loaded = (key if isinstance(key, RSAPrivateKey) else None,)
                 self._rsa_keys.put(cache_key, loaded)
         self._rsa_signing_keys.put(path, (loaded[0], now))

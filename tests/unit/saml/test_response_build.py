@@ -339,3 +339,14 @@ def test_a_template_of_another_shape_is_signed_by_libxmlsec(tmp_path, keypair):
         backend.validate_signature(
             etree.tostring(root), str(keypair.cert_file), "pem", "urn:x:r", "id-1"
         )
+
+
+@pytest.mark.parametrize("content", [b"not a key\n", b""], ids=["garbage", "empty"])
+def test_a_key_file_nothing_can_read_is_a_signature_error(tmp_path, content):
+    """No traceback and no unsigned document: the signing path that cannot
+    read the key leaves it to libxmlsec, which refuses as it always did."""
+    key_file = tmp_path / "broken.key"
+    key_file.write_bytes(content)
+    root = etree.fromstring(b'<r xmlns="urn:x" ID="id-1"><Issuer/></r>')
+    with pytest.raises(SignatureError, match="cannot sign"):
+        XmlsecBackend().sign_element(root, str(key_file))
