@@ -41,6 +41,7 @@ the top-level keys); this backend refuses SHA-1 unless it was built with
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import threading
@@ -52,6 +53,11 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import xmlsec
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from lxml import etree
 from saml2 import SamlBase
 from saml2.sigver import (
@@ -259,6 +265,100 @@ def signature_template(cert_pem: str | None = None) -> etree._Element:
     return signature
 
 
+# What signature_template() makes, checked before _sign_enveloped signs it.
+_TEMPLATE_ALGORITHMS = (
+    _C.TransformExclC14N.href,
+    _C.TransformRsaSha256.href,
+    _C.TransformEnveloped.href,
+    _C.TransformExclC14N.href,
+    _C.TransformSha256.href,
+)
+_DS = "{http://www.w3.org/2000/09/xmldsig#}"
+_BASE64_LINE = 64
+
+
+def _template_algorithms(signature: etree._Element) -> tuple[str | None, ...] | None:
+    """The algorithms of a signature template shaped as
+    :func:`signature_template` makes it; None for any other shape."""
+    try:
+        signed_info, value = signature[0], signature[1]
+        c14n, method, reference = signed_info
+        transforms, digest_method, digest_value = reference
+        enveloped, exclusive = transforms
+    except ValueError:
+        return None
+    tags = (signed_info.tag, value.tag, c14n.tag, method.tag, reference.tag)
+    if tags != (
+        f"{_DS}SignedInfo",
+        f"{_DS}SignatureValue",
+        f"{_DS}CanonicalizationMethod",
+        f"{_DS}SignatureMethod",
+        f"{_DS}Reference",
+    ):
+        return None
+    if (transforms.tag, digest_value.tag) != (f"{_DS}Transforms", f"{_DS}DigestValue"):
+        return None
+    if (
+        len(enveloped)
+        or len(exclusive)
+        or len(c14n)
+        or len(method)
+        or len(digest_method)
+    ):
+        return None  # an InclusiveNamespaces, an HMACOutputLength...
+    return tuple(
+        element.get("Algorithm")
+        for element in (c14n, method, enveloped, exclusive, digest_method)
+    )
+
+
+def _canonical(element: etree._Element) -> bytes:
+    """Exclusive XML c14n 1.0 of ``element``'s subtree, without comments
+    (libxml2's, as libxmlsec runs it for a same-document Reference)."""
+    return etree.tostring(element, method="c14n", exclusive=True, with_comments=False)
+
+
+def _base64_lines(data: bytes) -> str:
+    """Base64 in lines of 64 characters, as libxmlsec writes a SignatureValue."""
+    text = base64.b64encode(data).decode("ascii")
+    return "\n".join(
+        text[i : i + _BASE64_LINE] for i in range(0, len(text), _BASE64_LINE)
+    )
+
+
+def _sign_enveloped(
+    signed: etree._Element, signature: etree._Element, key: RSAPrivateKey
+) -> bool:
+    """Sign a :func:`signature_template` in place as libxmlsec would, without it.
+
+    Byte for byte what ``xmlsec.SignatureContext.sign`` writes (RSA PKCS#1
+    v1.5 is deterministic; ``tests/unit/saml/test_crypto.py`` compares
+    both): the digest of the element's exclusive c14n without the
+    signature (the enveloped-signature transform), then the RSA-SHA256
+    signature of the SignedInfo's exclusive c14n. Cheaper on every SSO:
+    no transform chain over a node set, and the RSA of the ``cryptography``
+    wheel. False, having changed nothing, for a template of another shape
+    or a signature followed by text (which the transform would keep and
+    removing the element would not): the caller signs with libxmlsec.
+    """
+    if _template_algorithms(signature) != _TEMPLATE_ALGORITHMS:
+        return False
+    if signature.tail is not None:
+        return False
+    signed_info = signature[0]
+    position = signed.index(signature)
+    signed.remove(signature)
+    try:
+        canonical = _canonical(signed)
+    finally:
+        signed.insert(position, signature)
+    digest = hashlib.sha256(canonical).digest()
+    signed_info[2][2].text = base64.b64encode(digest).decode("ascii")
+    value = key.sign(_canonical(signed_info), padding.PKCS1v15(), hashes.SHA256())
+    signature[1].text = _base64_lines(value)
+    return True
+
+
 def signature_reference(signature: etree._Element) -> etree._Element:
     """The one ds:Reference of a signature made by :func:`signature_template`."""
     return signature[0][2]
@@ -444,6 +544,10 @@ class XmlsecBackend(CryptoBackend):
         self._managers: _LRU[xmlsec.KeysManager] = _LRU(_CACHE_SIZE)
         # path -> (key, when its file was last looked at; time.monotonic())
         self._signing_keys: _LRU[tuple[xmlsec.Key, float]] = _LRU(_CACHE_SIZE)
+        self._rsa_keys: _LRU[tuple[RSAPrivateKey | None]] = _LRU(_CACHE_SIZE)
+        self._rsa_signing_keys: _LRU[tuple[RSAPrivateKey | None, float]] = _LRU(
+            _CACHE_SIZE
+        )
 
     # -- CryptoBackend interface -------------------------------------------
 
@@ -811,12 +915,41 @@ class XmlsecBackend(CryptoBackend):
                 raise _Refused("the signature is not inside an element with an ID")
             if signature_reference(signature).get("URI") != f"#{node_id}":
                 raise _Refused("the signature does not reference its parent's ID")
+            rsa_key = self.signing_rsa_key(key_file)
+            if rsa_key is not None and _sign_enveloped(signed, signature, rsa_key):
+                return
             ctx = xmlsec.SignatureContext()
             ctx.key = self.signing_key(key_file)
             xmlsec.tree.add_ids(signed, ["ID"])
             ctx.sign(signature)
-        except (XmlRefused, xmlsec.Error, OSError) as exc:
+        except (XmlRefused, xmlsec.Error, OSError, etree.LxmlError) as exc:
             raise SignatureError(f"cannot sign: {exc}") from exc
+
+    def signing_rsa_key(self, key_file: str | os.PathLike[str]) -> RSAPrivateKey | None:
+        """The RSA private key in ``key_file`` for :func:`_sign_enveloped`
+        (None for another kind of key), looked at again at most once a
+        second, as :meth:`signing_key`.
+        """
+        path = os.fspath(key_file)
+        now = time.monotonic()
+        held = self._rsa_signing_keys.get(path)
+        if held is not None and now - held[1] < KEY_RECHECK_SECONDS:
+            return held[0]
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            cache_key = (path, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            loaded = self._rsa_keys.get(cache_key)
+            if loaded is None:
+                try:
+                    key = load_pem_private_key(handle.read(), password=None)
+                except (ValueError, TypeError, UnsupportedAlgorithm):
+                    # Not a key cryptography reads without a password:
+                    # libxmlsec signs, or says why it cannot, as before.
+                    key = None
+                loaded = (key if isinstance(key, RSAPrivateKey) else None,)
+                self._rsa_keys.put(cache_key, loaded)
+        self._rsa_signing_keys.put(path, (loaded[0], now))
+        return loaded[0]
 
     def signing_key(self, key_file: str | os.PathLike[str]) -> xmlsec.Key:
         """The private key in ``key_file``, looked at again at most once a second.

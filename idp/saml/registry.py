@@ -449,14 +449,46 @@ def _parsed(metadata_sha256: str, metadata_xml: str) -> SpMetadata:
     )
 
 
+# metadata_sha256 -> the document it is the hash of, parsed: what an SP's
+# row needs to be known without its document, which an SSO does not read
+# (idp.saml.requests). Only entries whose hash was checked against the
+# document go in (:func:`_remember`); a new hash means a new document.
+_BY_SHA256: dict[str, SpMetadata] = {}
+_BY_SHA256_SIZE = 4096
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _remember(sha256: str | None, text: str, parsed: SpMetadata) -> None:
+    """Keep ``parsed`` under ``sha256`` if that is the hash of ``text``, as
+    stored (the bytes imported, which may have begun with a BOM)."""
+    if sha256 is None:
+        return
+    data = text.encode("utf-8")
+    hashes = (hashlib.sha256(data), hashlib.sha256(_UTF8_BOM + data))
+    if sha256 not in {digest.hexdigest() for digest in hashes}:
+        return
+    if len(_BY_SHA256) >= _BY_SHA256_SIZE:
+        _BY_SHA256.clear()
+    _BY_SHA256[sha256] = parsed
+
+
 def sp_metadata(sp: ServiceProvider) -> SpMetadata:
     """The parsed metadata of a registered SP, cached by its SHA-256.
 
     Registered metadata was checked at import; parsing it again on every
     request would cost a millisecond per SSO. Expiry is the caller's check
     (``valid_until``), since the cache outlives the moment of parsing.
+    A document this process has parsed before is known by the row's hash,
+    without reading the document (which an SSO's row leaves out, loading
+    it here only the first time).
     """
-    return _parsed(sp.metadata_sha256, sp.metadata_xml)
+    parsed = _BY_SHA256.get(sp.metadata_sha256)
+    if parsed is not None:
+        return parsed
+    text = sp.metadata_xml
+    parsed = _parsed(sp.metadata_sha256, text)
+    _remember(sp.metadata_sha256, text, parsed)
+    return parsed
 
 
 def usable_metadata(sp: ServiceProvider) -> SpMetadata | None:

@@ -39,7 +39,7 @@ from saml2.xml.schema import validate as schema_validate
 from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from idp.db import execute_write
 from idp.models import SeenRequestId, ServiceProvider
@@ -241,8 +241,13 @@ def _issuer(root: etree._Element) -> str:
 
 # Hot-path statements are built once, with bind parameters: building one
 # costs more than running it on SQLite.
-_SP_BY_ENTITY_ID = select(ServiceProvider).where(
-    ServiceProvider.entity_id == bindparam("entity_id")
+# The SP's document (metadata_xml, kilobytes) is left out: the parsed copy
+# is known by the row's metadata_sha256 (idp.saml.registry.sp_metadata),
+# which loads the document only when this process has not parsed it yet.
+_SP_BY_ENTITY_ID = (
+    select(ServiceProvider)
+    .options(defer(ServiceProvider.metadata_xml))
+    .where(ServiceProvider.entity_id == bindparam("entity_id"))
 )
 _RECORD_SEEN = {
     dialect: insert(SeenRequestId)

@@ -38,7 +38,7 @@ from saml2.saml import (
     NAMEID_FORMAT_UNSPECIFIED,
 )
 from saml2.server import Server
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -160,13 +160,19 @@ def allowed_formats(sp: ServiceProvider) -> set[str]:
 UNKNOWN = object()
 
 
+# Built once, with bind parameters: building it per call cost about as much
+# as running it, on every SSO, even when the value was already known.
+_PERSISTENT = select(PersistentNameId.name_id).where(
+    PersistentNameId.user_id == bindparam("user_id"),
+    PersistentNameId.sp_id == bindparam("sp_id"),
+)
+
+
 def _persistent(
     dbsession: Session, user: User, sp: ServiceProvider, create: bool, known=UNKNOWN
 ):
-    query = select(PersistentNameId.name_id).where(
-        PersistentNameId.user_id == user.id, PersistentNameId.sp_id == sp.id
-    )
-    value = dbsession.scalar(query) if known is UNKNOWN else known
+    keys = {"user_id": user.id, "sp_id": sp.id}
+    value = dbsession.scalar(_PERSISTENT, keys) if known is UNKNOWN else known
     if value is not None or not create:
         return value
     # Random, so two SPs cannot correlate a person by comparing (SAML-34).
@@ -176,7 +182,7 @@ def _persistent(
             dbsession.add(PersistentNameId(user_id=user.id, sp_id=sp.id, name_id=value))
     except IntegrityError:
         # Another request made it first; (user, SP) is unique.
-        return dbsession.scalar(query)
+        return dbsession.scalar(_PERSISTENT, keys)
     return value
 
 

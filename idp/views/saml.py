@@ -25,14 +25,17 @@ Response back to the service. IsPassive never shows a page.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from typing import assert_never
 from urllib.parse import parse_qs
 
+from markupsafe import escape
 from pyramid.httpexceptions import HTTPNotFound, HTTPSeeOther
 from pyramid.renderers import render_to_response as render
 from pyramid.response import Response
 from pyramid.view import view_config
+from pyramid_jinja2 import IJinja2Environment
 
 from idp import metrics
 from idp.i18n import _, translate_in
@@ -153,17 +156,68 @@ def post_form(request, reply, saml_response: str, *, status: int = 200):
     nonce = secrets.token_urlsafe(16)
     no_store(request)
     _post_policy(request, reply.acs_url, nonce)
-    request.response.status_int = status
-    return render_to_response(
-        "saml/post.jinja2",
-        {
-            "acs_url": reply.acs_url,
-            "saml_response": saml_response,
-            "relay_state": reply.relay_state,
-            "nonce": nonce,
-        },
-        request,
+    response = request.response
+    response.status_int = status
+    response.text = _post_page(request, reply.relay_state is not None).fill(
+        acs_url=reply.acs_url,
+        saml_response=saml_response,
+        relay_state=reply.relay_state,
+        nonce=nonce,
     )
+    return response
+
+
+# Stand-ins for the page's values while it is rendered once: NUL is in no
+# template or translation, and Jinja2's escaping leaves it as it is.
+_SLOT = re.compile("\x00(acs_url|saml_response|relay_state|nonce)\x00")
+_POST_PAGES = "idp.saml.post_pages"
+
+
+class _PostPage:
+    """The POST page of one language, rendered once with stand-ins.
+
+    Rendered on every SSO, and the same but for four values: the template
+    runs once per language (and script name, and with or without a
+    RelayState) and :meth:`fill` puts the values in, escaped as Jinja2's
+    autoescape would (``markupsafe.escape``). Straight from the Jinja2
+    environment: Pyramid's renderer would first look for the template
+    relative to this package (a miss and an exception each time) and run
+    ``BeforeRender`` subscribers for globals the page does not use.
+    """
+
+    def __init__(self, request, with_relay_state: bool) -> None:
+        environment = request.registry.getUtility(IJinja2Environment, name=".jinja2")
+        page = environment.get_template("saml/post.jinja2").render(
+            request=request,
+            **{
+                name: f"\x00{name}\x00"
+                for name in ("acs_url", "saml_response", "nonce")
+            },
+            relay_state="\x00relay_state\x00" if with_relay_state else None,
+        )
+        self._parts = _SLOT.split(page)
+
+    def fill(self, **values: str | None) -> str:
+        parts = self._parts
+        return "".join(
+            [
+                part if i % 2 == 0 else str(escape(values[part]))
+                for i, part in enumerate(parts)
+            ]
+        )
+
+
+def _post_page(request, with_relay_state: bool) -> _PostPage:
+    pages = request.registry.get(_POST_PAGES)
+    if pages is None:
+        pages = request.registry[_POST_PAGES] = {}
+    key = (request.locale_name, request.script_name, with_relay_state)
+    page = pages.get(key)
+    if page is None:
+        page = _PostPage(request, with_relay_state)
+        if not request.registry.settings.get("pyramid.reload_templates"):
+            pages[key] = page  # developing templates: each page rendered anew
+    return page
 
 
 def render_to_response(renderer: str, values: dict, request):

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from idp.db import make_engine
 from idp.models import ServiceProvider
 from idp.saml import entity_store
+from idp.saml import registry as saml_registry
 from idp.saml.crypto import XmlsecBackend
 from idp.saml.registry import import_sp, remove_sp, set_enabled
 from idp.saml.server import (
@@ -394,13 +395,15 @@ def _sso(client, entity: str):
 
 @pytest.mark.postgresql
 def test_an_sp_new_to_the_process_costs_no_more_sql_per_sso(
-    testapp, dbsession, module, user, app
+    testapp, dbsession, module, user, app, monkeypatch
 ):
     """Signed in, the first SSO to an SP this process has not loaded yet costs
     the statements of one it has, no more than before the store loaded
     lazily.
     """
     new, loaded = entity_id(70_001), entity_id(70_002)  # no other test loads them
+    # Documents this process has not parsed (the other database's run has).
+    monkeypatch.setattr(saml_registry, "_BY_SHA256", {})
     register_many(dbsession, 2, start=70_001, module_id=module.id)
     sign_in(testapp, user)
     store = app.registry["idp.saml.servers"].get(dbsession).metadata
@@ -436,9 +439,16 @@ def test_an_sp_new_to_the_process_costs_no_more_sql_per_sso(
     first_loaded, loads = sso(loaded)
     assert loads == 0
     assert len(first_new) == len(first_loaded)
-    assert sum("service_providers" in s for s in first_new) == 1  # the request's
+    # The request's SP row, without its document; the document once, the
+    # first time this process parses it (known by its hash afterwards).
+    reads = [s for s in first_new if "service_providers" in s]
+    assert len(reads) == 2
+    assert "metadata_xml" not in reads[0]
+    assert reads[1].split()[:2] == ["SELECT", "service_providers.metadata_xml"]
     steady, loads = sso(new)
     assert loads == 0
+    # Every later SSO: the SP's row without its document (kilobytes).
+    assert not [s for s in steady if "metadata_xml" in s]
     # A repeat SSO is 4 statements (5 on SQLite, whose driver also sends
     # BEGIN, which this test's open transaction does not; COMMIT is no
     # cursor statement): the session with its user, the request's SP, one

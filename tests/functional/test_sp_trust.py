@@ -207,6 +207,9 @@ def test_saml_36_metadata_stored_under_the_old_rule_makes_the_sp_unavailable(
     legacy.metadata_xml = metadata_with(
         None, "https://sp.example.org/slo\r\nX-Injected: 1"
     ).decode()
+    # With its hash, as that release stored it (the parsed copy is known by
+    # the hash: idp.saml.registry.sp_metadata).
+    legacy.metadata_sha256 = hashlib.sha256(legacy.metadata_xml.encode()).hexdigest()
     dbsession.flush()
     with caplog.at_level(logging.ERROR, logger="idp.saml.registry"):
         home = testapp.get("/?lang=en", status=200)

@@ -167,3 +167,90 @@ def test_no_turn_in_time_is_a_fault_that_keeps_the_connection(engine, monkeypatc
             holder.commit()
     finally:
         quick.dispose()
+
+
+# -- The request's session commits and aborts with its transaction manager ----
+
+import transaction  # noqa: E402
+from sqlalchemy.orm import DeclarativeBase  # noqa: E402
+
+from idp.db import execute_write, get_tm_session  # noqa: E402
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Counter(_Base):
+    __table__ = _counter
+
+
+def _n(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(_counter.c.n)).scalar_one()
+
+
+def _manager():
+    manager = transaction.TransactionManager(explicit=True)
+    manager.begin()
+    return manager
+
+
+@pytest.mark.parametrize("how", ["orm", "core", "bulk"])
+def test_a_request_session_write_commits_with_its_manager(engine, how):
+    """The listeners added once to the request sessions' class (not per
+    session, as zope.sqlalchemy's ``register`` did) still join each session
+    to its own manager: every kind of write commits with it, and nothing
+    before.
+    """
+    manager = _manager()
+    session = get_tm_session(engine, manager)
+    if how == "orm":
+        session.get(_Counter, 1).n = 5
+        session.flush()
+    elif how == "core":
+        execute_write(session, update(_counter).values(n=5))
+    else:
+        session.execute(update(_Counter).values(n=5))
+    assert _n(engine) == 0
+    manager.commit()
+    session.close()
+    assert _n(engine) == 5
+
+
+def test_a_request_session_write_is_undone_by_an_abort(engine):
+    manager = _manager()
+    session = get_tm_session(engine, manager)
+    execute_write(session, update(_counter).values(n=7))
+    manager.abort()
+    session.close()
+    assert _n(engine) == 0
+
+
+def test_two_request_sessions_follow_their_own_managers(engine):
+    """Each session finds its manager in its own ``info``: one request's
+    abort does not undo another's commit, nor the other way round.
+    """
+    first, second = _manager(), _manager()
+    one, two = get_tm_session(engine, first), get_tm_session(engine, second)
+    one.get(_Counter, 1).n = 3
+    one.flush()
+    first.commit()
+    one.close()
+    two.get(_Counter, 1).n = 9
+    two.flush()
+    second.abort()
+    two.close()
+    assert _n(engine) == 3
+
+
+def test_a_request_session_refuses_a_commit_of_its_own(engine):
+    """Only the manager commits a request's work (pyramid_tm decides)."""
+    manager = _manager()
+    session = get_tm_session(engine, manager)
+    session.get(_Counter, 1).n = 4
+    with pytest.raises(AssertionError, match="transaction manager"):
+        session.commit()
+    manager.abort()
+    session.close()
+    assert _n(engine) == 0

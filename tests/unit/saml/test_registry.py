@@ -304,3 +304,82 @@ def test_expired_metadata_is_refused_current_accepted():
     with pytest.raises(MetadataError, match="expired at 2030-01-01 00:00:00 UTC"):
         parse_sp_metadata(expired, now=now)
     assert parse_sp_metadata(expired, now=now, allow_expired=True).valid_until == now
+
+
+# --------------------------------------------------------------------------
+# The parsed metadata known by its hash: an SSO's row leaves the document out
+
+
+def _row(text: str, sha256: str):
+    from idp.models import ServiceProvider
+
+    return ServiceProvider(metadata_xml=text, metadata_sha256=sha256)
+
+
+class _RowWithoutDocument:
+    """A row as an SSO's SELECT leaves it: reading the document is counted
+    (on a real row it is a statement)."""
+
+    def __init__(self, sha256: str, text: str) -> None:
+        self.metadata_sha256 = sha256
+        self._text = text
+        self.reads = 0
+
+    @property
+    def metadata_xml(self) -> str:
+        self.reads += 1
+        return self._text
+
+
+def test_a_document_parsed_once_is_known_by_its_hash(monkeypatch):
+    """The second row with the same hash is answered without its document."""
+    import hashlib
+
+    from idp.saml import registry
+
+    monkeypatch.setattr(registry, "_BY_SHA256", {})
+    data = make_sp_metadata("https://hash.example.org/sp")
+    sha256 = hashlib.sha256(data).hexdigest()
+    first_row = _RowWithoutDocument(sha256, data.decode())
+    first = registry.sp_metadata(first_row)
+    assert first.entity_id == "https://hash.example.org/sp"
+    assert first_row.reads == 1
+    row = _RowWithoutDocument(sha256, data.decode())
+    assert registry.sp_metadata(row) is first
+    assert row.reads == 0
+
+
+def test_a_row_whose_hash_is_not_its_documents_is_never_remembered(monkeypatch):
+    """SAML-30: only a hash checked against the document names a parsed copy,
+    so a row claiming another document's hash does not make later rows with
+    that hash get this document's keys and endpoints."""
+    import hashlib
+
+    from idp.saml import registry
+
+    monkeypatch.setattr(registry, "_BY_SHA256", {})
+    honest = make_sp_metadata("https://honest.example.org/sp")
+    other = make_sp_metadata("https://other.example.org/sp")
+    claimed = hashlib.sha256(honest).hexdigest()
+    parsed = registry.sp_metadata(_row(other.decode(), claimed))
+    assert parsed.entity_id == "https://other.example.org/sp"  # its own document
+    assert claimed not in registry._BY_SHA256
+    assert (
+        registry.sp_metadata(_row(honest.decode(), claimed)).entity_id
+        == "https://honest.example.org/sp"
+    )
+    assert registry._BY_SHA256[claimed].entity_id == "https://honest.example.org/sp"
+
+
+def test_a_document_imported_with_a_bom_is_remembered(monkeypatch):
+    """``import_sp`` hashes the bytes as sent, BOM included, and stores the
+    text without it."""
+    import hashlib
+
+    from idp.saml import registry
+
+    monkeypatch.setattr(registry, "_BY_SHA256", {})
+    data = b"\xef\xbb\xbf" + make_sp_metadata("https://bom.example.org/sp")
+    sha256 = hashlib.sha256(data).hexdigest()
+    registry.sp_metadata(_row(data.decode("utf-8-sig"), sha256))
+    assert sha256 in registry._BY_SHA256

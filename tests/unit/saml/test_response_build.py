@@ -246,3 +246,107 @@ def test_a_key_file_replaced_in_place_signs_within_a_second(tmp_path, monkeypatc
     assert signer() == "second"
     # Another path (a rollover's new kid file) is read at once.
     assert backend.signing_key(first.key_file) is not backend.signing_key(live)
+
+
+# --------------------------------------------------------------------------
+# Signed without libxmlsec's signing path, byte for byte as it would
+
+
+def _resigned_by_libxmlsec(xml: bytes, key_file: str) -> bytes:
+    """``xml`` with every visible signature's values emptied and made again
+    by libxmlsec's own ``SignatureContext.sign``, innermost first."""
+    import xmlsec
+
+    root = etree.fromstring(xml)
+    signatures = list(root.iter(f"{{{DS_NS}}}Signature"))
+    for signature in signatures:
+        signature[0][2][2].text = None  # DigestValue
+        signature[1].text = None  # SignatureValue
+    key = XmlsecBackend().signing_key(key_file)
+    for signature in reversed(signatures):
+        ctx = xmlsec.SignatureContext()
+        ctx.key = key
+        xmlsec.tree.add_ids(signature.getparent(), ["ID"])
+        ctx.sign(signature)
+    return etree.tostring(root, encoding="UTF-8")
+
+
+SIGNED_CASES = [
+    case
+    for case in CASES + ERROR_CASES
+    if not isinstance(case, Case) or case.sign_response or case.sign_assertion
+]
+
+
+@pytest.mark.parametrize("case", SIGNED_CASES, ids=lambda c: c.name)
+def test_each_signature_is_the_one_libxmlsec_makes(world, case):
+    """SAML-35: the Response and Assertion signatures, made in Python (exclusive
+    c14n by libxml2, RSA by ``cryptography``), are byte for byte those
+    libxmlsec makes over the same document: same digests, same
+    SignatureValue (PKCS#1 v1.5 is deterministic), same line breaks. An
+    encrypted Assertion's signature is inside the ciphertext; the Response's
+    over it is compared.
+    """
+    xml = world.response(case)
+    assert xml.count(b"<ds:SignatureValue>") >= 1
+    assert _resigned_by_libxmlsec(xml, world.keypair.key_file) == xml
+
+
+def test_a_3072_bit_signature_is_the_one_libxmlsec_makes(tmp_path):
+    """The production key size: 512 base64 characters, eight full lines."""
+    from idp.saml.crypto import signature_reference, signature_template
+
+    pair = keystore.generate(tmp_path, TEST_HOST, key_size=3072)
+    root = etree.fromstring(
+        b'<r xmlns="urn:x" xmlns:a="urn:a" ID="id-r"><a:Issuer>i</a:Issuer>'
+        b'<a:A ID="id-a"><a:Issuer>j</a:Issuer><a:S>\xc3\xa9 &amp; &lt;</a:S></a:A></r>'
+    )
+    for element in (root[1], root):
+        element.insert(1, signature_template(pair.cert_file.read_text()))
+        signature_reference(element[1]).set("URI", "#" + element.get("ID"))
+        XmlsecBackend().sign_in_place(element[1], str(pair.key_file))
+    xml = etree.tostring(root, encoding="UTF-8")
+    assert len(root[1].findtext(f"{{{DS_NS}}}SignatureValue")) == 512 + 7
+    assert _resigned_by_libxmlsec(xml, str(pair.key_file)) == xml
+
+
+def test_a_template_of_another_shape_is_signed_by_libxmlsec(tmp_path, keypair):
+    """A signature followed by text (which the enveloped transform keeps
+    and removing the element would lose) or with an algorithm other than
+    the template's is left to libxmlsec, whose signature verifies."""
+    from idp.saml import crypto
+
+    backend = XmlsecBackend()
+    for change in ("tail", "algorithm"):
+        root = etree.fromstring(b'<r xmlns="urn:x" ID="id-1"><Issuer/></r>')
+        signature = crypto.signature_template()
+        root.insert(1, signature)
+        crypto.signature_reference(signature).set("URI", "#id-1")
+        if change == "tail":
+            signature.tail = "\n"
+        else:
+            signature[0][0].set(
+                "Algorithm", "http://www.w3.org/2001/10/xml-exc-c14n#WithComments"
+            )
+        assert (
+            crypto._sign_enveloped(
+                root, signature, backend.signing_rsa_key(keypair.key_file)
+            )
+            is False
+        )
+        assert signature[1].text is None  # nothing changed
+        backend.sign_in_place(signature, str(keypair.key_file))
+        backend.validate_signature(
+            etree.tostring(root), str(keypair.cert_file), "pem", "urn:x:r", "id-1"
+        )
+
+
+@pytest.mark.parametrize("content", [b"not a key\n", b""], ids=["garbage", "empty"])
+def test_a_key_file_nothing_can_read_is_a_signature_error(tmp_path, content):
+    """No traceback and no unsigned document: the signing path that cannot
+    read the key leaves it to libxmlsec, which refuses as it always did."""
+    key_file = tmp_path / "broken.key"
+    key_file.write_bytes(content)
+    root = etree.fromstring(b'<r xmlns="urn:x" ID="id-1"><Issuer/></r>')
+    with pytest.raises(SignatureError, match="cannot sign"):
+        XmlsecBackend().sign_element(root, str(key_file))
