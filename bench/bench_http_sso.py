@@ -212,9 +212,15 @@ def csrf_token(page: str) -> str:
     return match.group(1)
 
 
-def idme_sign_in(port: int, number: str, password: str) -> str:
-    """Walk idMe's three sign-in pages over HTTP; return the session cookie."""
-    browser = Browser(port, TEST_HOST, "https")
+def idme_sign_in(
+    port: int, number: str, password: str, browser: Browser | None = None
+) -> str:
+    """Walk idMe's three sign-in pages over HTTP; return the session cookie.
+
+    ``browser``: one whose connection is already chosen (e.g. TLS through a
+    proxy, from a given source address); by default plain HTTP to ``port``.
+    """
+    browser = browser or Browser(port, TEST_HOST, "https")
     status, _, page = browser.request("GET", "/login")
     if status != 200:
         sys.exit(f"GET /login answered {status}")

@@ -1,0 +1,1320 @@
+"""One idMe node against two behind nginx; a soak; PostgreSQL restarted mid-soak.
+
+Issue 17's proof that idMe scales out as stateless nodes. Everything runs
+on this machine, on 127.0.0.1, and is started here and stopped at the end:
+
+* **PostgreSQL**: a private cluster (``initdb`` in a temporary folder, run
+  as the ``postgres`` user when this runs as root, ``pg_ctl`` on a free
+  port, SCRAM passwords on 127.0.0.1 only), so restarting it disturbs no
+  one else's database;
+* **two idMe nodes**: waitress processes with ``production.ini``'s
+  ``[server:main]`` (threads, connection limit, trusted proxy headers) and
+  the test suite's app settings with bcrypt at the production cost 12, on
+  one database;
+* **nginx** (the Debian package): TLS on two ports with a throwaway
+  certificate; the first balances over node 1 only, the second over both
+  (``least_conn``, upstream keepalive). One- and two-node figures come from
+  the same run, the same processes and the same database.
+
+**Throughput** (``--seconds`` x ``--runs`` per cell, after a warm-up):
+
+* *SSO*: signed-in users (sessions made by walking the real sign-in pages
+  through nginx) replaying fresh Redirect AuthnRequests (new ID, current
+  IssueInstant), one keep-alive TLS connection per client thread, as
+  ``bench/bench_http_sso.py`` does over plain HTTP; every ``--sample``-th
+  Response is verified afterwards (both signatures against the IdP's
+  certificate, Audience, InResponseTo, Recipient, Destination);
+* *sign-in*: the three real sign-in pages (identifier, security image,
+  password) with a new TLS connection per sign-in, as a new visitor's
+  browser would, each from its own loopback address (127.a.b.1, so each
+  comes from its own /24 and the per-address lookup limit of AUTH-27 is
+  what it is in production: per person). Every ``--sample``-th new session
+  is verified afterwards by an SSO that must return a verified Response.
+
+SSO/s (or sign-ins/s) is the median run; p50/p90/p99/max over all runs;
+errors are anything but the expected answer (a status, a missing field, a
+timeout, a failed verification). The CPU of the idMe nodes, nginx,
+PostgreSQL and this client is measured per run (in cores; the machine has
+``os.cpu_count()``), which says what the ceiling is. The ratio two nodes /
+one node is printed per connection count and for the best cells.
+
+**Soak** (``--soak-seconds``): SSO through the two-node port at
+``--soak-load`` (80 %) of the best two-node SSO rate measured above, paced
+(each connection sends on a schedule; a late request is sent at once and
+the lag reported). Each node's RSS every 10 s, growth from the first
+sample after 10 s to the last; p50/p99/max; errors. With
+``--restart-database-at S``, PostgreSQL is stopped (``pg_ctl stop -m
+fast``) S seconds in, kept down ``--outage-seconds``, and started again:
+answers from the stop until each node's first SSO after PostgreSQL is back
+must be the bilingual 503 page (Malay and English titles, a reference, a
+``Retry-After``), counted apart; a 500, a 502, a timeout or a 503 without
+that page is an error, and so is a node that does not recover by itself
+(the nodes' processes are checked to be the same at the end). The time
+from PostgreSQL accepting connections to each node's first 200 is printed.
+
+The exit status is 1 if any error occurred (or a node did not recover),
+0 otherwise; a bad option or an environment that cannot be set up is one
+line on stderr and exit status 2.
+
+Usage (root, or a user who may run initdb; nginx and PostgreSQL 15
+installed)::
+
+    .venv/bin/python bench/bench_nodes.py [--seconds 15] [--runs 3]
+        [--connections 1 4] [--two-node-connections 1 4 8]
+        [--signin-connections 1 4] [--soak-seconds 600]
+        [--restart-database-at 300] [--outage-seconds 5]
+
+Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import http.client
+import itertools
+import os
+import re
+import secrets
+import shutil
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_http_sso import (  # noqa: E402
+    NUMBER,
+    PASSWORD,
+    RESPONSE_FIELD,
+    TEST_HOST,
+    Browser,
+    cpu_seconds,
+    free_port,
+    idme_query,
+    idme_sign_in,
+    loadavg,
+    own_cpu,
+    percentile,
+    prepare_database,
+    uptime,
+    verify,
+    wait_for_port,
+)
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_USER = "idp_bench"
+PG_DATABASE = "idp"
+TIMEOUT = 30.0  # a request not answered in this long is a hang: an error
+SIGNIN_USERS = 64
+SIGNIN_ROUNDS = 12  # the production bcrypt cost
+RSS_EVERY = 10.0
+# The bilingual database page (idp.views.errors.DATABASE_PAGE), both languages.
+OUTAGE_TITLES = (
+    b"Perkhidmatan tidak tersedia buat sementara waktu",
+    b"The service is temporarily unavailable",
+)
+REFERENCE = re.compile(rb'<code class="reference">([^<\s]+)</code>')
+
+
+class SetupError(Exception):
+    """The benchmark's environment cannot be set up: one line, exit status 2."""
+
+
+# --------------------------------------------------------------------------
+# Processes
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process descending from it, now."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(") ")[2].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return sorted(pid for pid in tree if pid == root or pid in parents)
+
+
+def rss_of(pid: int) -> float:
+    """One process's resident memory in MB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run(command: list[str], what: str, **options) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, **options)
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        raise SetupError(f"{what} failed: {detail[-1] if detail else done.returncode}")
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of this benchmark's own, which it may restart."""
+
+    def __init__(self, folder: Path, bin_dir: Path) -> None:
+        if not (bin_dir / "initdb").exists():
+            raise SetupError(f"no initdb in {bin_dir} (see --postgresql-bin)")
+        self.bin = bin_dir
+        self.folder = folder
+        self.data = folder / "data"
+        self.port = free_port()
+        self.password = secrets.token_urlsafe(24)
+        self.as_owner: list[str] = []
+        if os.geteuid() == 0:
+            # initdb refuses root: the cluster belongs to the postgres user.
+            self.as_owner = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(folder, "postgres")
+        folder.chmod(0o700)
+        pwfile = folder / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        if self.as_owner:
+            shutil.chown(pwfile, "postgres")
+        pwfile.chmod(0o600)
+        run(
+            [
+                *self.as_owner,
+                str(bin_dir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                PG_USER,
+                f"--pwfile={pwfile}",
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
+            "initdb",
+        )
+        pwfile.unlink()
+        self.start()
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user=PG_USER,
+            password=self.password,
+            dbname="postgres",
+            autocommit=True,
+        ) as conn:
+            conn.execute(f"CREATE DATABASE {PG_DATABASE}")
+
+    @property
+    def url(self) -> str:
+        return (
+            f"postgresql+psycopg://{PG_USER}:{self.password}@127.0.0.1:"
+            f"{self.port}/{PG_DATABASE}"
+        )
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
+            "-c max_connections=100"
+        )
+        run(
+            [
+                *self.as_owner,
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.folder / "postgresql.log"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                options,
+                "start",
+            ],
+            "pg_ctl start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        run(
+            [
+                *self.as_owner,
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                mode,
+                "-w",
+                "-t",
+                "60",
+                "stop",
+            ],
+            "pg_ctl stop",
+        )
+
+    def pids(self) -> list[int]:
+        try:
+            postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        return process_tree(postmaster)
+
+
+def serve_node(argv: list[str]) -> None:
+    """Child: one idMe node, ``production.ini``'s server settings, behind nginx."""
+    import waitress
+
+    from bench.bench_server_scale import settings_for
+    from idp import freeze_start_up
+    from idp.config import configure
+
+    url, folder, port, threads, key_size = argv
+    settings = settings_for(url, Path(folder))
+    settings.update(
+        {
+            "idp.key_size": key_size,
+            "idp.bcrypt_rounds": str(SIGNIN_ROUNDS),
+            "sqlalchemy.pool_size": "10",
+            "sqlalchemy.pool_pre_ping": "true",
+        }
+    )
+    app = configure(settings).make_wsgi_app()
+    freeze_start_up()
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(ROOT / "production.ini")
+    served = {
+        key: value
+        for key, value in parser["server:main"].items()
+        if key not in ("use", "listen")
+    }
+    if threads != "-":
+        served["threads"] = threads
+    waitress.serve(app, host="127.0.0.1", port=int(port), _quiet=True, **served)
+
+
+class Nodes:
+    """``count`` idMe nodes (waitress processes) on one database."""
+
+    def __init__(
+        self, url: str, folder: Path, count: int, threads: int | None, key_size: int
+    ) -> None:
+        self.ports = [free_port() for _ in range(count)]
+        self.procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--serve",
+                    url,
+                    str(folder),
+                    str(port),
+                    str(threads) if threads else "-",
+                    str(key_size),
+                ],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdout=subprocess.DEVNULL,
+                stderr=open(folder / f"node-{port}.log", "wb"),  # noqa: SIM115
+            )
+            for port in self.ports
+        ]
+        for port, proc in zip(self.ports, self.procs, strict=True):
+            wait_for_port(port, proc)
+
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self.procs]
+
+    def alive(self) -> bool:
+        return all(proc.poll() is None for proc in self.procs)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes {workers};
+pid {folder}/nginx.pid;
+error_log {folder}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {folder}/client_body;
+    proxy_temp_path {folder}/proxy;
+    fastcgi_temp_path {folder}/fastcgi;
+    uwsgi_temp_path {folder}/uwsgi;
+    scgi_temp_path {folder}/scgi;
+    server_tokens off;
+    client_max_body_size 1m;
+    ssl_certificate {folder}/tls.crt;
+    ssl_certificate_key {folder}/tls.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:TLS:10m;
+    upstream one {{
+        server 127.0.0.1:{node1};
+        keepalive 32;
+    }}
+    upstream two {{
+        least_conn;
+        {servers}
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{one_port} ssl;
+        location / {{ proxy_pass http://one; include {folder}/proxy.conf; }}
+    }}
+    server {{
+        listen 127.0.0.1:{two_port} ssl;
+        location / {{ proxy_pass http://two; include {folder}/proxy.conf; }}
+    }}
+}}
+"""
+PROXY_CONF = """\
+proxy_http_version 1.1;
+proxy_set_header Connection "";
+proxy_set_header Host $host;
+proxy_set_header X-Forwarded-For $remote_addr;
+proxy_set_header X-Forwarded-Proto $scheme;
+proxy_set_header X-Forwarded-Host $host;
+proxy_read_timeout 60s;
+proxy_next_upstream off;
+add_header X-Bench-Node $upstream_addr always;
+"""
+
+
+class Nginx:
+    """nginx with TLS: ``one_port`` to the first node, ``two_port`` to all."""
+
+    def __init__(self, folder: Path, node_ports: list[int]) -> None:
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(nginx).exists():
+            raise SetupError("nginx is not installed (apt-get install nginx)")
+        self.folder = folder
+        folder.chmod(0o755)  # the workers (nobody when run as root) enter it
+        run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                f"/CN={TEST_HOST}",
+                "-addext",
+                f"subjectAltName=DNS:{TEST_HOST},IP:127.0.0.1",
+                "-keyout",
+                str(folder / "tls.key"),
+                "-out",
+                str(folder / "tls.crt"),
+            ],
+            "openssl req (the TLS certificate)",
+        )
+        self.one_port, self.two_port = free_port(), free_port()
+        (folder / "proxy.conf").write_text(PROXY_CONF)
+        (folder / "nginx.conf").write_text(
+            NGINX_CONF.format(
+                workers=os.cpu_count() or 1,
+                folder=folder,
+                node1=node_ports[0],
+                servers="\n        ".join(
+                    f"server 127.0.0.1:{port};" for port in node_ports
+                ),
+                one_port=self.one_port,
+                two_port=self.two_port,
+            )
+        )
+        self.proc = subprocess.Popen(
+            [
+                nginx,
+                "-e",
+                str(folder / "error.log"),
+                "-p",
+                str(folder),
+                "-c",
+                str(folder / "nginx.conf"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(folder / "nginx.stderr", "wb"),  # noqa: SIM115
+        )
+        for port in (self.one_port, self.two_port):
+            wait_for_port(port, self.proc)
+        self.context = ssl.create_default_context(cafile=str(folder / "tls.crt"))
+
+    def connection(self, port: int, source: str | None = None):
+        return http.client.HTTPSConnection(
+            "127.0.0.1",
+            port,
+            timeout=TIMEOUT,
+            context=self.context,
+            source_address=(source, 0) if source else None,
+        )
+
+    def pids(self) -> list[int]:
+        return process_tree(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)  # graceful: finish, then exit
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# --------------------------------------------------------------------------
+# The users
+
+
+def source_address(n: int) -> str:
+    """The ``n``-th visitor's loopback address, each in a /24 of its own."""
+    return f"127.{1 + (n // 250) % 250}.{1 + n % 250}.1"
+
+
+def signin_number(n: int) -> str:
+    return f"0906011400{n:02d}"
+
+
+def add_signin_users(url: str) -> None:
+    """``SIGNIN_USERS`` users with bcrypt at cost 12 and the SSO user's role."""
+    from sqlalchemy.orm import Session
+
+    from idp.db import make_engine
+    from idp.models import Role, User
+    from idp.services.passwords import BcryptPasswordService
+
+    hashed = BcryptPasswordService(rounds=SIGNIN_ROUNDS).hash(PASSWORD)
+    engine = make_engine({"sqlalchemy.url": url})
+    with Session(engine) as session, session.begin():
+        role = session.query(Role).filter_by(name="guru").one()
+        for n in range(SIGNIN_USERS):
+            user = User(
+                identifier_kind="mykad",
+                identifier=signin_number(n),
+                email=f"guru{n}@example.com.my",
+                full_name=f"Cikgu Ujian {n}",
+                phone="+60123456789",
+                category="educator",
+                institution="SK Taman Melati",
+                locale="ms",
+                security_image="cat",
+                security_phrase="Nasi lemak kegemaran saya",
+                password_hash=hashed,
+            )
+            user.roles.append(role)
+            session.add(user)
+    engine.dispose()
+
+
+class Visitors:
+    """A new address for every sign-in, shared by all threads."""
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            return next(self._count)
+
+
+def sign_in(nginx: Nginx, port: int, number: str, visitor: int) -> str:
+    """The three sign-in pages through nginx, on a new TLS connection."""
+    browser = Browser(port, TEST_HOST, "https")
+    browser.conn = nginx.connection(port, source_address(visitor))
+    try:
+        return idme_sign_in(port, number, PASSWORD, browser)
+    finally:
+        browser.conn.close()
+
+
+# --------------------------------------------------------------------------
+# The load
+
+
+@dataclass
+class Tally:
+    """What the clients saw in one run (lists: appends are atomic)."""
+
+    ok: list[tuple[float, float]] = field(default_factory=list)  # (end, ms)
+    samples: list[tuple[bytes, str]] = field(default_factory=list)
+    errors: list[tuple[float, str]] = field(default_factory=list)
+    # The bilingual 503 page: (end, ms, node)
+    unavailable: list[tuple[float, float, str]] = field(default_factory=list)
+    # (end, node) of every 200, kept only when asked (the soak's recovery)
+    answered_by: list[tuple[float, str]] | None = None
+    lag: list[float] = field(default_factory=list)  # pacing: how late, ms
+
+
+def classify(tally: Tally, status: int, headers, body: bytes, begun: float) -> bytes:
+    """Record one answer; return the SAMLResponse field if it is a success."""
+    end = time.perf_counter()
+    elapsed = (end - begun) * 1000
+    node = headers.get("X-Bench-Node") or "?"
+    if status == 200:
+        match = RESPONSE_FIELD.search(body)
+        if match is not None:
+            tally.ok.append((end, elapsed))
+            if tally.answered_by is not None:
+                tally.answered_by.append((end, node))
+            return match.group(1)
+        tally.errors.append((end, f"200 without a SAMLResponse: {body[:200]!r}"))
+        return b""
+    if status == 503:
+        problem = outage_page_problem(headers, body)
+        if problem is None:
+            tally.unavailable.append((end, elapsed, node))
+        else:
+            tally.errors.append((end, f"503 {problem}: {body[:200]!r}"))
+        return b""
+    tally.errors.append((end, f"{status} from {node}: {body[:200]!r}"))
+    return b""
+
+
+def outage_page_problem(headers, body: bytes) -> str | None:
+    """What is wrong with a 503 that should be the bilingual database page."""
+    retry = headers.get("Retry-After") or ""
+    if not retry.isdigit():
+        return f"without a Retry-After in seconds ({retry!r})"
+    for title in OUTAGE_TITLES:
+        if title not in body:
+            return f"without {title.decode()!r}"
+    if REFERENCE.search(body) is None:
+        return "without a reference"
+    return None
+
+
+def sso_worker(
+    nginx: Nginx,
+    port: int,
+    cookie: str,
+    queries: list[str],
+    deadline: float,
+    tally: Tally,
+    sample_every: int,
+    interval: float = 0.0,
+    start: float = 0.0,
+) -> None:
+    """Replay fresh AuthnRequests until ``deadline``; paced if ``interval``."""
+    conn = nginx.connection(port)
+    headers = {
+        "Host": TEST_HOST,
+        "Cookie": cookie,
+        "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) bench_nodes",
+        "Accept-Language": "ms",
+    }
+    count = 0
+    due = start
+    while True:
+        if interval:
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(due - now)
+            else:
+                tally.lag.append((now - due) * 1000)
+            due += interval
+        if time.perf_counter() >= deadline:
+            break
+        try:
+            query = queries.pop()
+        except IndexError:
+            query = idme_query()
+        begun = time.perf_counter()
+        try:
+            conn.request("GET", f"/saml/sso/redirect?{query}", headers=headers)
+            answer = conn.getresponse()
+            body = answer.read()
+        except (OSError, http.client.HTTPException) as error:
+            tally.errors.append(
+                (time.perf_counter(), f"{type(error).__name__}: {error}")
+            )
+            conn.close()
+            conn = nginx.connection(port)
+            continue
+        encoded = classify(tally, answer.status, answer, body, begun)
+        if encoded:
+            count += 1
+            if count % sample_every == 0:
+                tally.samples.append((encoded, query))
+    conn.close()
+
+
+def signin_worker(
+    nginx: Nginx,
+    port: int,
+    visitors: Visitors,
+    deadline: float,
+    tally: Tally,
+    sample_every: int,
+    cookies: list[str],
+) -> None:
+    """Whole sign-ins, one new visitor (address, TLS connection) each."""
+    while time.perf_counter() < deadline:
+        visitor = visitors.next()
+        begun = time.perf_counter()
+        try:
+            cookie = sign_in(
+                nginx, port, signin_number(visitor % SIGNIN_USERS), visitor
+            )
+        except SystemExit as error:  # idme_sign_in's one-line complaint
+            tally.errors.append((time.perf_counter(), str(error.code)))
+            continue
+        except (OSError, http.client.HTTPException) as error:
+            tally.errors.append(
+                (time.perf_counter(), f"{type(error).__name__}: {error}")
+            )
+            continue
+        end = time.perf_counter()
+        tally.ok.append((end, (end - begun) * 1000))
+        if len(tally.ok) % sample_every == 0:
+            cookies.append(cookie)
+
+
+@dataclass
+class Cell:
+    kind: str  # "SSO" or "sign-in"
+    nodes: int
+    connections: int
+    rates: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str = ""
+    verified: int = 0
+    cores: dict[str, list[float]] = field(default_factory=dict)
+    loads: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates)
+
+    def cpu(self, what: str) -> float:
+        return statistics.median(self.cores.get(what) or [0.0])
+
+    def line(self) -> str:
+        ordered = sorted(self.latencies) or [float("nan")]
+        unit = "SSO/s" if self.kind == "SSO" else "sign-ins/s"
+        return (
+            f"{self.kind:<7} {self.nodes} node{'s' if self.nodes > 1 else ' '} "
+            f"{self.connections:>2} conn  {self.rate:7.1f} {unit} "
+            f"(runs {' '.join(f'{r:.0f}' for r in self.rates)})  "
+            f"p50 {percentile(ordered, 0.5):6.1f}  p90 {percentile(ordered, 0.9):6.1f}"
+            f"  p99 {percentile(ordered, 0.99):6.1f}  max {ordered[-1]:7.1f} ms  "
+            f"errors {self.errors}  verified {self.verified}  cores: "
+            + " ".join(f"{what} {self.cpu(what):.2f}" for what in self.cores)
+            + f"  load {' | '.join(self.loads)}"
+        )
+
+
+class Bench:
+    """The running cluster and what the cells share."""
+
+    def __init__(self, args, folder: Path) -> None:
+        self.args = args
+        self.folder = folder
+        self.postgres: PrivatePostgres | None = None
+        self.nodes: Nodes | None = None
+        self.nginx: Nginx | None = None
+        self.cert = Path()
+        self.cookies: list[str] = []
+
+    def start(self) -> None:
+        args = self.args
+        self.postgres = PrivatePostgres(self.folder / "postgresql", args.postgresql_bin)
+        app_folder = self.folder / "idp"
+        app_folder.mkdir()
+        self.cert = prepare_database(
+            self.postgres.url, app_folder, args.key_size, sessions=1
+        )
+        add_signin_users(self.postgres.url)
+        self.nodes = Nodes(
+            self.postgres.url, app_folder, 2, args.threads, args.key_size
+        )
+        nginx_folder = self.folder / "nginx"
+        nginx_folder.mkdir()
+        self.nginx = Nginx(nginx_folder, self.nodes.ports)
+        sessions = max(
+            [*args.connections, *args.two_node_connections, args.soak_connections]
+        )
+        visitors = Visitors()
+        # Through the two-node port: sessions made on either node, used on both.
+        self.cookies = [
+            sign_in(self.nginx, self.nginx.two_port, NUMBER, visitors.next() + 60000)
+            for _ in range(sessions)
+        ]
+
+    def stop(self) -> None:
+        for part in (self.nginx, self.nodes):
+            if part is not None:
+                part.stop()
+        if self.postgres is not None and self.postgres.pids():
+            try:
+                self.postgres.stop("fast")
+            except SetupError as error:
+                print(f"stopping PostgreSQL: {error}", file=sys.stderr)
+
+    def port(self, nodes: int) -> int:
+        assert self.nginx is not None
+        return self.nginx.one_port if nodes == 1 else self.nginx.two_port
+
+    def meters(self) -> dict[str, Callable[[], list[int]]]:
+        assert self.nodes and self.nginx and self.postgres
+        return {
+            "idMe": self.nodes.pids,
+            "nginx": self.nginx.pids,
+            "postgres": self.postgres.pids,
+        }
+
+    def run_cell(self, kind: str, nodes: int, connections: int) -> Cell:
+        args = self.args
+        cell = Cell(kind, nodes, connections)
+        self.load(kind, nodes, connections, min(2.0, args.seconds), Tally(), None)
+        for _ in range(args.runs):
+            tally = Tally()
+            meters = self.meters()
+            before = {what: cpu_seconds(pids()) for what, pids in meters.items()}
+            client0 = own_cpu()
+            new_cookies: list[str] = []
+            elapsed = self.load(
+                kind, nodes, connections, args.seconds, tally, new_cookies
+            )
+            for what, pids in meters.items():
+                used = cpu_seconds(pids()) - before[what]
+                cell.cores.setdefault(what, []).append(used / elapsed)
+            cell.cores.setdefault("client", []).append((own_cpu() - client0) / elapsed)
+            cell.rates.append(len(tally.ok) / elapsed)
+            cell.latencies.extend(ms for _, ms in tally.ok)
+            cell.loads.append(loadavg())
+            problems = [text for _, text in tally.errors]
+            problems += [
+                f"503 (database page) with PostgreSQL up, from {node}"
+                for _, _, node in tally.unavailable
+            ]
+            failed = self.check_samples(tally.samples, new_cookies)
+            problems += failed
+            cell.errors += len(problems)
+            cell.first_error = cell.first_error or (problems[0] if problems else "")
+            cell.verified += len(tally.samples) + len(new_cookies) - len(failed)
+        return cell
+
+    def load(
+        self,
+        kind: str,
+        nodes: int,
+        connections: int,
+        seconds: float,
+        tally: Tally,
+        new_cookies: list[str] | None,
+    ) -> float:
+        args = self.args
+        assert self.nginx is not None
+        port = self.port(nodes)
+        sample = args.sample if new_cookies is not None else 10**9
+        if kind == "SSO":
+            pool = [idme_query() for _ in range(int(seconds * args.expected))]
+            begun = time.perf_counter()
+            threads = [
+                threading.Thread(
+                    target=sso_worker,
+                    args=(
+                        self.nginx,
+                        port,
+                        self.cookies[i % len(self.cookies)],
+                        pool[i::connections],
+                        begun + seconds,
+                        tally,
+                        sample,
+                    ),
+                )
+                for i in range(connections)
+            ]
+        else:
+            visitors = Visitors()
+            begun = time.perf_counter()
+            threads = [
+                threading.Thread(
+                    target=signin_worker,
+                    args=(
+                        self.nginx,
+                        port,
+                        visitors,
+                        begun + seconds,
+                        tally,
+                        sample,
+                        new_cookies if new_cookies is not None else [],
+                    ),
+                )
+                for _ in range(connections)
+            ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return time.perf_counter() - begun
+
+    def check_samples(
+        self, samples: list[tuple[bytes, str]], new_cookies: list[str]
+    ) -> list[str]:
+        """Verify sampled Responses; a new session must carry a verified SSO."""
+        problems = []
+        for encoded, query in samples:
+            try:
+                verify(encoded, query, self.cert)
+            except Exception as error:  # any failure is the sample's error
+                problems.append(f"verification: {error!r}")
+        assert self.nginx is not None
+        for cookie in new_cookies:
+            tally = Tally()
+            query = idme_query()
+            sso_worker(
+                self.nginx,
+                self.nginx.two_port,
+                cookie,
+                [query],
+                time.perf_counter() + TIMEOUT,
+                tally,
+                1,
+                interval=TIMEOUT * 2,
+                start=time.perf_counter(),
+            )
+            if not tally.samples:
+                problems.append(
+                    "a new session gave no SSO: "
+                    + (tally.errors[0][1] if tally.errors else "no answer")
+                )
+                continue
+            try:
+                verify(tally.samples[0][0], query, self.cert)
+            except Exception as error:  # any failure is the sample's error
+                problems.append(f"verification after sign-in: {error!r}")
+        return problems
+
+    # ----------------------------------------------------------------------
+
+    def soak(self, rate: float) -> bool:
+        """Paced SSO on two nodes; RSS, tail; PostgreSQL restarted. True if clean."""
+        args = self.args
+        assert self.nodes and self.nginx and self.postgres
+        connections = args.soak_connections
+        seconds = args.soak_seconds
+        interval = connections / rate
+        tally = Tally(answered_by=[])
+        pids_before = self.nodes.pids()
+        begun = time.perf_counter()
+        deadline = begun + seconds
+        threads = [
+            threading.Thread(
+                target=sso_worker,
+                args=(
+                    self.nginx,
+                    self.nginx.two_port,
+                    self.cookies[i % len(self.cookies)],
+                    [],
+                    deadline,
+                    tally,
+                    args.sample,
+                    interval,
+                    begun + i * interval / connections,
+                ),
+            )
+            for i in range(connections)
+        ]
+        restart: dict[str, float] = {"begun": begun}
+        restart_error: list[str] = []
+
+        def restart_database() -> None:
+            time.sleep(max(0.0, begun + args.restart_database_at - time.perf_counter()))
+            restart["stop"] = time.perf_counter()
+            try:
+                self.postgres.stop("fast")
+                restart["stopped"] = time.perf_counter()
+                time.sleep(args.outage_seconds)
+                restart["start"] = time.perf_counter()
+                self.postgres.start()
+                restart["up"] = time.perf_counter()
+            except SetupError as error:
+                restart_error.append(str(error))
+
+        restarter = None
+        if args.restart_database_at is not None:
+            restarter = threading.Thread(target=restart_database)
+        rss: list[tuple[float, list[float]]] = [
+            (0.0, [rss_of(pid) for pid in pids_before])
+        ]
+        cpu0 = {what: cpu_seconds(pids()) for what, pids in self.meters().items()}
+        client0 = own_cpu()
+        for thread in threads:
+            thread.start()
+        if restarter is not None:
+            restarter.start()
+        next_sample = begun + RSS_EVERY
+        while any(thread.is_alive() for thread in threads):
+            time.sleep(max(0.0, min(next_sample, deadline) - time.perf_counter()))
+            if time.perf_counter() >= next_sample:
+                rss.append(
+                    (
+                        time.perf_counter() - begun,
+                        [rss_of(pid) for pid in pids_before],
+                    )
+                )
+                next_sample += RSS_EVERY
+            if time.perf_counter() >= deadline:
+                break
+        for thread in threads:
+            thread.join()
+        if restarter is not None:
+            restarter.join()
+        elapsed = time.perf_counter() - begun
+        cores = {
+            what: (cpu_seconds(pids()) - cpu0[what]) / elapsed
+            for what, pids in self.meters().items()
+        }
+        cores["client"] = (own_cpu() - client0) / elapsed
+        return self.soak_report(
+            tally, rss, restart, restart_error, elapsed, rate, cores, pids_before
+        )
+
+    def soak_report(
+        self, tally, rss, restart, restart_error, elapsed, rate, cores, pids_before
+    ) -> bool:
+        args = self.args
+        assert self.nodes is not None
+        clean = True
+        ordered = sorted(ms for _, ms in tally.ok) or [float("nan")]
+        errors = [text for _, text in tally.errors] + restart_error
+        print(
+            f"soak: two nodes, {args.soak_connections} connections paced at "
+            f"{rate:.0f} SSO/s for {elapsed:.0f} s: {len(tally.ok)} SSOs "
+            f"({len(tally.ok) / elapsed:.0f}/s), p50 {percentile(ordered, 0.5):.1f} "
+            f"p99 {percentile(ordered, 0.99):.1f} max {ordered[-1]:.1f} ms; "
+            f"requests sent late: {len(tally.lag)} (max "
+            f"{max(tally.lag, default=0.0):.0f} ms); cores: "
+            + " ".join(f"{what} {value:.2f}" for what, value in cores.items()),
+            flush=True,
+        )
+        # Outage: from the stop to each node's first 200 after PostgreSQL is up.
+        recovered: dict[str, float] = {}
+        if "up" in restart:
+            for end, node in tally.answered_by:
+                if end >= restart["up"] and node not in recovered:
+                    recovered[node] = end
+        window_end = max(recovered.values(), default=float("inf"))
+        outage = []
+        for end, ms, node in tally.unavailable:
+            if "stop" in restart and restart["stop"] <= end <= window_end:
+                outage.append((end, ms, node))
+            else:
+                errors.append(f"503 (database page) with PostgreSQL up, from {node}")
+        if args.restart_database_at is not None:
+            if "up" not in restart:
+                errors.append("PostgreSQL was not restarted")
+            else:
+                stop = restart["stop"] - restart.get("stopped", restart["stop"])
+                print(
+                    f"PostgreSQL stopped at {restart['stop'] - restart['begun']:.1f} s "
+                    f"(pg_ctl stop -m fast took {-stop:.2f} s), down "
+                    f"{restart['up'] - restart['stopped']:.1f} s, accepting again "
+                    f"{restart['up'] - restart['start']:.2f} s after pg_ctl start",
+                    flush=True,
+                )
+                slowest = max((ms for _, ms, _ in outage), default=0.0)
+                print(
+                    f"    during the outage: {len(outage)} answers were the "
+                    f"bilingual 503 page with Retry-After and a reference "
+                    f"(slowest {slowest:.0f} ms); "
+                    + (
+                        f"{len(tally.errors)} other answers (errors)"
+                        if tally.errors
+                        else "no 500, no other status, no hang"
+                    ),
+                    flush=True,
+                )
+                nodes_seen = {node for _, node in tally.answered_by}
+                for node in sorted(nodes_seen):
+                    if node in recovered:
+                        print(
+                            f"    node {node}: first 200 "
+                            f"{(recovered[node] - restart['up']) * 1000:.0f} ms after "
+                            "PostgreSQL accepted connections again",
+                            flush=True,
+                        )
+                    else:
+                        errors.append(f"node {node} never answered 200 again")
+        if not self.nodes.alive() or self.nodes.pids() != pids_before:
+            errors.append("a node exited during the soak")
+        for index in range(len(pids_before)):
+            series = [sample[index] for _, sample in rss]
+            first = next((s[index] for t, s in rss if t >= RSS_EVERY - 0.5), series[0])
+            growth = (series[-1] - first) / first * 100 if first else float("nan")
+            print(
+                f"    node {index + 1} RSS MB every {RSS_EVERY:.0f} s: "
+                + " ".join(f"{mb:.0f}" for mb in series)
+                + f"  ({growth:+.1f} % from 10 s to the end; target <= 5 %)",
+                flush=True,
+            )
+        print(f"    errors: {len(errors)}", flush=True)
+        for text in errors[:5]:
+            print(f"      {text}", flush=True)
+        if errors:
+            clean = False
+        problems = self.check_samples(tally.samples, [])
+        print(f"    verified {len(tally.samples) - len(problems)} sampled Responses")
+        if problems:
+            print(f"      {problems[0]}")
+            clean = False
+        return clean
+
+
+# --------------------------------------------------------------------------
+
+
+def ratio_lines(cells: list[Cell]) -> list[str]:
+    lines = []
+    for kind in ("SSO", "sign-in"):
+        one = {c.connections: c for c in cells if c.kind == kind and c.nodes == 1}
+        two = {c.connections: c for c in cells if c.kind == kind and c.nodes == 2}
+        if not one or not two:
+            continue
+        for connections in sorted(set(one) & set(two)):
+            lines.append(
+                f"{kind}, {connections} conn.: two nodes / one node = "
+                f"{two[connections].rate / one[connections].rate:.2f}x"
+            )
+        best_one = max(one.values(), key=lambda c: c.rate)
+        best_two = max(two.values(), key=lambda c: c.rate)
+        target = " (target >= 1.8x)" if kind == "SSO" else ""
+        lines.append(
+            f"{kind}, best cells: two nodes {best_two.rate:.0f}/s "
+            f"({best_two.connections} conn.) / one node {best_one.rate:.0f}/s "
+            f"({best_one.connections} conn.) = "
+            f"{best_two.rate / best_one.rate:.2f}x{target}"
+        )
+    return lines
+
+
+def ceiling_lines(cells: list[Cell]) -> list[str]:
+    """Where the CPU went in the busiest cells: what limits the machine."""
+    cores = os.cpu_count() or 1
+    lines = []
+    for cell in cells:
+        if cell.kind != "SSO":
+            continue
+        used = sum(cell.cpu(what) for what in cell.cores)
+        lines.append(
+            f"SSO, {cell.nodes} node(s), {cell.connections} conn.: "
+            + ", ".join(f"{what} {cell.cpu(what):.2f}" for what in cell.cores)
+            + f" = {used:.2f} of {cores} cores; "
+            f"{cell.cpu('idMe') / cell.rate * 1000:.2f} ms of idMe CPU per SSO, "
+            f"{(used - cell.cpu('idMe')) / cell.rate * 1000:.2f} ms of everything else"
+        )
+    return lines
+
+
+def parse_args(argv: list[str]):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog="Everything runs on 127.0.0.1 and is removed at the end.",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=15.0, help="length of one timed run (15)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=3, help="timed runs per cell; the median counts (3)"
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        nargs="+",
+        default=[1, 4],
+        help="SSO client connections for one node (1 4)",
+    )
+    parser.add_argument(
+        "--two-node-connections",
+        type=int,
+        nargs="+",
+        default=[1, 4, 8],
+        help="SSO client connections for two nodes (1 4 8: more, to fill both)",
+    )
+    parser.add_argument(
+        "--signin-connections",
+        type=int,
+        nargs="*",
+        default=[1, 4],
+        help="concurrent sign-ins, for one and for two nodes (1 4; none: skip)",
+    )
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=50,
+        help="verify every Nth SSO Response and every Nth new session (50)",
+    )
+    parser.add_argument(
+        "--expected",
+        type=float,
+        default=400.0,
+        help="SSO/s to pre-generate AuthnRequests for, per run (400)",
+    )
+    parser.add_argument(
+        "--key-size",
+        type=int,
+        choices=[2048, 3072, 4096],
+        default=3072,
+        help="the IdP's RSA signing key (3072, the production default)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="waitress threads per node (default: production.ini's)",
+    )
+    parser.add_argument(
+        "--soak-seconds",
+        type=float,
+        default=600.0,
+        help="the soak's length on two nodes (600; 0: no soak)",
+    )
+    parser.add_argument(
+        "--soak-load",
+        type=float,
+        default=0.8,
+        help="the soak's rate as a share of the best two-node SSO rate (0.8)",
+    )
+    parser.add_argument(
+        "--soak-rate",
+        type=float,
+        help="the soak's rate in SSO/s, instead of --soak-load of the peak",
+    )
+    parser.add_argument(
+        "--soak-connections",
+        type=int,
+        default=4,
+        help="the soak's client connections (4)",
+    )
+    parser.add_argument(
+        "--restart-database-at",
+        type=float,
+        metavar="SECONDS",
+        help="stop PostgreSQL this long into the soak, then start it again",
+    )
+    parser.add_argument(
+        "--outage-seconds",
+        type=float,
+        default=5.0,
+        help="how long PostgreSQL stays down in that restart (5)",
+    )
+    parser.add_argument(
+        "--postgresql-bin",
+        type=Path,
+        default=PG_BIN,
+        help=f"where initdb and pg_ctl are ({PG_BIN})",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder (logs)"
+    )
+    args = parser.parse_args(argv)
+    counts = [*args.connections, *args.two_node_connections, *args.signin_connections]
+    if min(counts, default=1) < 1 or args.soak_connections < 1:
+        parser.error("connection counts must be positive")
+    if args.seconds <= 0 or args.runs < 1 or args.sample < 1 or args.expected <= 0:
+        parser.error("--seconds, --runs, --sample and --expected must be positive")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be positive")
+    if args.soak_seconds < 0 or not 0 < args.soak_load <= 1:
+        parser.error("--soak-seconds must be >= 0 and --soak-load in (0, 1]")
+    if args.soak_rate is not None and args.soak_rate <= 0:
+        parser.error("--soak-rate must be positive")
+    if args.outage_seconds < 0:
+        parser.error("--outage-seconds must be >= 0")
+    if args.restart_database_at is not None and not (
+        0 <= args.restart_database_at < args.soak_seconds
+    ):
+        parser.error("--restart-database-at must fall inside the soak")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--serve"]:
+        serve_node(argv[1:])
+        return 0
+    args = parse_args(argv)
+    folder = Path(tempfile.mkdtemp(prefix="bench-nodes-"))
+    # PostgreSQL's owner and nginx's workers enter their own subfolders.
+    folder.chmod(0o711)
+    bench = Bench(args, folder)
+    clean = True
+    try:
+        print(f"uptime: {uptime()}", flush=True)
+        bench.start()
+        print(
+            f"{os.cpu_count()} cores; PostgreSQL 15 (private cluster), 2 idMe "
+            f"nodes ({args.threads or 'production.ini'} threads), nginx over TLS; "
+            f"RSA-{args.key_size}; {args.runs} x {args.seconds:g} s per cell; "
+            f"every {args.sample}th verified",
+            flush=True,
+        )
+        cells: list[Cell] = []
+        plan = [("SSO", 1, c) for c in args.connections]
+        plan += [("SSO", 2, c) for c in args.two_node_connections]
+        plan += [("sign-in", n, c) for n in (1, 2) for c in args.signin_connections]
+        for kind, nodes, connections in plan:
+            cell = bench.run_cell(kind, nodes, connections)
+            print(cell.line(), flush=True)
+            if cell.first_error:
+                print(f"    first error: {cell.first_error}", flush=True)
+                clean = False
+            cells.append(cell)
+        print()
+        for line in ratio_lines(cells) + ceiling_lines(cells):
+            print(line)
+        if args.soak_seconds:
+            peak = max(c.rate for c in cells if c.kind == "SSO" and c.nodes == 2)
+            rate = args.soak_rate or args.soak_load * peak
+            print(flush=True)
+            clean = bench.soak(rate) and clean
+        print(f"uptime: {uptime()}")
+    except SetupError as error:
+        print(f"bench_nodes: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench_nodes: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        bench.stop()
+        if args.keep:
+            print(f"kept {folder}", file=sys.stderr)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    print("result: " + ("no errors" if clean else "ERRORS (see above)"))
+    return 0 if clean else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
