@@ -110,6 +110,7 @@ from bench.bench_http_sso import (  # noqa: E402
     verify,
     wait_for_port,
 )
+from idp.requestlog import REFERENCE_PATTERN  # noqa: E402
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER = "idp_bench"
@@ -123,7 +124,8 @@ OUTAGE_TITLES = (
     b"Perkhidmatan tidak tersedia buat sementara waktu",
     b"The service is temporarily unavailable",
 )
-REFERENCE = re.compile(rb'<code class="reference">([^<\s]+)</code>')
+REFERENCE = re.compile(f'class="reference">{REFERENCE_PATTERN}</code>'.encode())
+LEAKS = (b"Traceback", b"OperationalError", b"psycopg", b"SELECT ", b"INSERT ")
 
 
 class SetupError(Exception):
@@ -183,6 +185,7 @@ class PrivatePostgres:
         self.port = free_port()
         self.password = secrets.token_urlsafe(24)
         self.as_owner: list[str] = []
+        folder.mkdir()
         if os.geteuid() == 0:
             # initdb refuses root: the cluster belongs to the postgres user.
             self.as_owner = ["runuser", "-u", "postgres", "--"]
@@ -602,16 +605,36 @@ def classify(tally: Tally, status: int, headers, body: bytes, begun: float) -> b
 
 
 def outage_page_problem(headers, body: bytes) -> str | None:
-    """What is wrong with a 503 that should be the bilingual database page."""
+    """What is wrong with a 503 that should be the bilingual database page.
+
+    None when it is that page: ``Retry-After`` in seconds, HTML, the page's
+    error code, its title in Malay and in English, a reference of the
+    request log's shape, and nothing of the fault's insides.
+    """
     retry = headers.get("Retry-After") or ""
-    if not retry.isdigit():
+    if not retry.isdigit() or int(retry) <= 0:
         return f"without a Retry-After in seconds ({retry!r})"
+    if not (headers.get("Content-Type") or "").startswith("text/html"):
+        return f"not HTML ({headers.get('Content-Type')!r})"
+    if b'data-error-code="database_unavailable"' not in body:
+        return "without the database page's error code"
     for title in OUTAGE_TITLES:
         if title not in body:
             return f"without {title.decode()!r}"
     if REFERENCE.search(body) is None:
         return "without a reference"
+    for leak in LEAKS:
+        if leak in body:
+            return f"showing {leak.decode()!r}"
     return None
+
+
+def guarded(work: Callable, tally: Tally, *args) -> None:
+    """Run a client; if it breaks, that is an error of the run, not a crash."""
+    try:
+        work(*args)
+    except Exception as error:  # any client failure is counted, never hidden
+        tally.errors.append((time.perf_counter(), f"the client failed: {error!r}"))
 
 
 def sso_worker(
@@ -640,8 +663,7 @@ def sso_worker(
             now = time.perf_counter()
             if due > now:
                 time.sleep(due - now)
-            else:
-                tally.lag.append((now - due) * 1000)
+            tally.lag.append(max(0.0, now - due) * 1000)
             due += interval
         if time.perf_counter() >= deadline:
             break
@@ -661,7 +683,7 @@ def sso_worker(
             conn.close()
             conn = nginx.connection(port)
             continue
-        encoded = classify(tally, answer.status, answer, body, begun)
+        encoded = classify(tally, answer.status, answer.headers, body, begun)
         if encoded:
             count += 1
             if count % sample_every == 0:
@@ -838,14 +860,18 @@ class Bench:
         args = self.args
         assert self.nginx is not None
         port = self.port(nodes)
-        sample = args.sample if new_cookies is not None else 10**9
+        sample = 10**9
+        if new_cookies is not None:
+            sample = args.sample if kind == "SSO" else args.signin_sample
         if kind == "SSO":
             pool = [idme_query() for _ in range(int(seconds * args.expected))]
             begun = time.perf_counter()
             threads = [
                 threading.Thread(
-                    target=sso_worker,
+                    target=guarded,
                     args=(
+                        sso_worker,
+                        tally,
                         self.nginx,
                         port,
                         self.cookies[i % len(self.cookies)],
@@ -862,8 +888,10 @@ class Bench:
             begun = time.perf_counter()
             threads = [
                 threading.Thread(
-                    target=signin_worker,
+                    target=guarded,
                     args=(
+                        signin_worker,
+                        tally,
                         self.nginx,
                         port,
                         visitors,
@@ -933,8 +961,10 @@ class Bench:
         deadline = begun + seconds
         threads = [
             threading.Thread(
-                target=sso_worker,
+                target=guarded,
                 args=(
+                    sso_worker,
+                    tally,
                     self.nginx,
                     self.nginx.two_port,
                     self.cookies[i % len(self.cookies)],
@@ -1010,14 +1040,16 @@ class Bench:
         assert self.nodes is not None
         clean = True
         ordered = sorted(ms for _, ms in tally.ok) or [float("nan")]
+        lags = sorted(tally.lag) or [float("nan")]
         errors = [text for _, text in tally.errors] + restart_error
         print(
             f"soak: two nodes, {args.soak_connections} connections paced at "
             f"{rate:.0f} SSO/s for {elapsed:.0f} s: {len(tally.ok)} SSOs "
             f"({len(tally.ok) / elapsed:.0f}/s), p50 {percentile(ordered, 0.5):.1f} "
             f"p99 {percentile(ordered, 0.99):.1f} max {ordered[-1]:.1f} ms; "
-            f"requests sent late: {len(tally.lag)} (max "
-            f"{max(tally.lag, default=0.0):.0f} ms); cores: "
+            f"{len(tally.ok) + len(tally.unavailable) + len(tally.errors)} "
+            f"requests sent, behind schedule p50 {percentile(lags, 0.5):.1f} "
+            f"p99 {percentile(lags, 0.99):.1f} max {lags[-1]:.0f} ms; cores: "
             + " ".join(f"{what} {value:.2f}" for what, value in cores.items()),
             flush=True,
         )
@@ -1076,7 +1108,8 @@ class Bench:
             first = next((s[index] for t, s in rss if t >= RSS_EVERY - 0.5), series[0])
             growth = (series[-1] - first) / first * 100 if first else float("nan")
             print(
-                f"    node {index + 1} RSS MB every {RSS_EVERY:.0f} s: "
+                f"    node {index + 1} (127.0.0.1:{self.nodes.ports[index]}) RSS MB "
+                f"every {RSS_EVERY:.0f} s: "
                 + " ".join(f"{mb:.0f}" for mb in series)
                 + f"  ({growth:+.1f} % from 10 s to the end; target <= 5 %)",
                 flush=True,
@@ -1105,6 +1138,8 @@ def ratio_lines(cells: list[Cell]) -> list[str]:
         if not one or not two:
             continue
         for connections in sorted(set(one) & set(two)):
+            if not one[connections].rate:
+                continue
             lines.append(
                 f"{kind}, {connections} conn.: two nodes / one node = "
                 f"{two[connections].rate / one[connections].rate:.2f}x"
@@ -1112,6 +1147,9 @@ def ratio_lines(cells: list[Cell]) -> list[str]:
         best_one = max(one.values(), key=lambda c: c.rate)
         best_two = max(two.values(), key=lambda c: c.rate)
         target = " (target >= 1.8x)" if kind == "SSO" else ""
+        if not best_one.rate:
+            lines.append(f"{kind}: one node answered nothing; no ratio")
+            continue
         lines.append(
             f"{kind}, best cells: two nodes {best_two.rate:.0f}/s "
             f"({best_two.connections} conn.) / one node {best_one.rate:.0f}/s "
@@ -1126,7 +1164,7 @@ def ceiling_lines(cells: list[Cell]) -> list[str]:
     cores = os.cpu_count() or 1
     lines = []
     for cell in cells:
-        if cell.kind != "SSO":
+        if cell.kind != "SSO" or not cell.rate:
             continue
         used = sum(cell.cpu(what) for what in cell.cores)
         lines.append(
@@ -1175,7 +1213,13 @@ def parse_args(argv: list[str]):
         "--sample",
         type=int,
         default=50,
-        help="verify every Nth SSO Response and every Nth new session (50)",
+        help="verify every Nth SSO Response (50)",
+    )
+    parser.add_argument(
+        "--signin-sample",
+        type=int,
+        default=5,
+        help="verify every Nth new session by an SSO through it (5)",
     )
     parser.add_argument(
         "--expected",
@@ -1245,6 +1289,8 @@ def parse_args(argv: list[str]):
         parser.error("connection counts must be positive")
     if args.seconds <= 0 or args.runs < 1 or args.sample < 1 or args.expected <= 0:
         parser.error("--seconds, --runs, --sample and --expected must be positive")
+    if args.signin_sample < 1:
+        parser.error("--signin-sample must be positive")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be positive")
     if args.soak_seconds < 0 or not 0 < args.soak_load <= 1:
@@ -1272,7 +1318,10 @@ def main(argv: list[str]) -> int:
     clean = True
     try:
         print(f"uptime: {uptime()}", flush=True)
-        bench.start()
+        try:
+            bench.start()
+        except OSError as error:
+            raise SetupError(f"cannot start the cluster: {error}") from error
         print(
             f"{os.cpu_count()} cores; PostgreSQL 15 (private cluster), 2 idMe "
             f"nodes ({args.threads or 'production.ini'} threads), nginx over TLS; "
