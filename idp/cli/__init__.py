@@ -50,6 +50,9 @@ COMMANDS: dict[str, Group] = {
         "idp.cli.source",
         "partners' metadata sources (many SPs from one signed document)",
     ),
+    "serve": Group(
+        "idp.cli.serve", "run a web node (waitress), stopped gracefully by SIGTERM"
+    ),
     "sp": Group("idp.cli.sp", "registered SAML service providers"),
     "two-step": Group(
         "idp.cli.two_step", "users' two-step verification (TOTP and recovery codes)"
