@@ -7,14 +7,16 @@ on this machine, on 127.0.0.1, and is started here and stopped at the end:
   as the ``postgres`` user when this runs as root, ``pg_ctl`` on a free
   port, SCRAM passwords on 127.0.0.1 only), so restarting it disturbs no
   one else's database;
-* **two idMe nodes**: waitress processes with ``production.ini``'s
-  ``[server:main]`` (threads, connection limit, trusted proxy headers) and
-  the test suite's app settings with bcrypt at the production cost 12, on
-  one database;
-* **nginx** (the Debian package): TLS on two ports with a throwaway
-  certificate; the first balances over node 1 only, the second over both
-  (``least_conn``, upstream keepalive). One- and two-node figures come from
-  the same run, the same processes and the same database.
+* **the production shape**, built by the test suite's harness
+  (``tests/cluster.py``) on that server: ``production.ini`` in production
+  mode (secrets from the environment), two nodes each ``idp-admin INI
+  serve`` with ``[server:main]``'s threads and limits, nginx (the Debian
+  binary) on the shipped site ``deploy/nginx/idme.conf`` over TLS, round
+  robin with upstream keepalive. Here bcrypt runs at the production cost
+  12 and the key is ``--key-size`` (RSA-3072, the production default);
+* **one node or two**: for the one-node cells node 2 is marked ``down`` in
+  the upstream and nginx reloaded, as an operator takes a node out; it is
+  put back for the two-node cells. Same run, processes and database.
 
 **Throughput** (``--seconds`` x ``--runs`` per cell, after a warm-up):
 
@@ -38,7 +40,7 @@ PostgreSQL and this client is measured per run (in cores; the machine has
 ``os.cpu_count()``), which says what the ceiling is. The ratio two nodes /
 one node is printed per connection count and for the best cells.
 
-**Soak** (``--soak-seconds``): SSO through the two-node port at
+**Soak** (``--soak-seconds``): SSO through nginx, both nodes in, at
 ``--soak-load`` (80 %) of the best two-node SSO rate measured above, paced
 (each connection sends on a schedule; a late request is sent at once and
 the lag reported). Each node's RSS every 10 s, growth from the first
@@ -49,8 +51,10 @@ answers from the stop until each node's first SSO after PostgreSQL is back
 must be the bilingual 503 page (Malay and English titles, a reference, a
 ``Retry-After``), counted apart; a 500, a 502, a timeout or a 503 without
 that page is an error, and so is a node that does not recover by itself
-(the nodes' processes are checked to be the same at the end). The time
-from PostgreSQL accepting connections to each node's first 200 is printed.
+(the nodes' processes are checked to be the same at the end). From the
+moment PostgreSQL accepts connections, each node is asked directly (as
+nginx would) for an SSO every 10 ms: the time to its first 200 is printed,
+with the first 200 through nginx.
 
 The exit status is 1 if any error occurred (or a node did not recover),
 0 otherwise; a bad option or an environment that cannot be set up is one
@@ -70,7 +74,7 @@ Not a test.
 from __future__ import annotations
 
 import argparse
-import configparser
+import contextlib
 import http.client
 import itertools
 import os
@@ -78,7 +82,6 @@ import re
 import secrets
 import shutil
 import signal
-import ssl
 import statistics
 import subprocess
 import sys
@@ -92,34 +95,40 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sqlalchemy import create_engine  # noqa: E402
+
 from bench.bench_http_sso import (  # noqa: E402
     NUMBER,
     PASSWORD,
+    RELAY_STATE,
     RESPONSE_FIELD,
-    TEST_HOST,
+    SP_ACS,
+    SP_ENTITY_ID,
     Browser,
     cpu_seconds,
     free_port,
-    idme_query,
     idme_sign_in,
     loadavg,
     own_cpu,
     percentile,
-    prepare_database,
+    seed,
     uptime,
     verify,
-    wait_for_port,
 )
 from idp.requestlog import REFERENCE_PATTERN  # noqa: E402
+from idp.saml import keys as keystore  # noqa: E402
+from tests.cluster import POSTGRESQL_ENV, Cluster, _replace  # noqa: E402
+from tests.nodes import HOST  # noqa: E402
+from tests.saml_requests import authn_request, redirect_query  # noqa: E402
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER = "idp_bench"
-PG_DATABASE = "idp"
 TIMEOUT = 30.0  # a request not answered in this long is a hang: an error
 SIGNIN_USERS = 64
 SIGNIN_ROUNDS = 12  # the production bcrypt cost
 RSS_EVERY = 10.0
-NODE_DATABASE = "IDP_BENCH_NODE_DATABASE_URL"
+RECOVERY_LIMIT = 60.0  # a node not serving this long after PostgreSQL: an error
+SESSION_VISITORS = 60_000  # the SSO sessions' sign-ins come from their own /24s
 # The bilingual database page (idp.views.errors.DATABASE_PAGE), both languages.
 OUTAGE_TITLES = (
     b"Perkhidmatan tidak tersedia buat sementara waktu",
@@ -215,23 +224,11 @@ class PrivatePostgres:
         )
         pwfile.unlink()
         self.start()
-        import psycopg
 
-        with psycopg.connect(
-            host="127.0.0.1",
-            port=self.port,
-            user=PG_USER,
-            password=self.password,
-            dbname="postgres",
-            autocommit=True,
-        ) as conn:
-            conn.execute(f"CREATE DATABASE {PG_DATABASE}")
-
-    @property
-    def url(self) -> str:
+    def url(self, database: str) -> str:
         return (
             f"postgresql+psycopg://{PG_USER}:{self.password}@127.0.0.1:"
-            f"{self.port}/{PG_DATABASE}"
+            f"{self.port}/{database}"
         )
 
     def start(self) -> None:
@@ -282,219 +279,47 @@ class PrivatePostgres:
         return process_tree(postmaster)
 
 
-def serve_node(argv: list[str]) -> None:
-    """Child: one idMe node, ``production.ini``'s server settings, behind nginx."""
-    import waitress
+class BenchCluster(Cluster):
+    """The test suite's cluster (``tests/cluster.py``), with production's costs.
 
-    from bench.bench_server_scale import settings_for
-    from idp import freeze_start_up
-    from idp.config import configure
+    Its ini is ``production.ini`` as the harness writes it, then the
+    settings in ``overrides`` (bcrypt at cost 12, the key size, threads).
+    """
 
-    folder, port, threads, key_size = argv
-    url = os.environ.pop(NODE_DATABASE)
-    settings = settings_for(url, Path(folder))
-    settings.update(
-        {
-            "idp.key_size": key_size,
-            "idp.bcrypt_rounds": str(SIGNIN_ROUNDS),
-            "sqlalchemy.pool_size": "10",
-            "sqlalchemy.pool_pre_ping": "true",
-        }
-    )
-    app = configure(settings).make_wsgi_app()
-    freeze_start_up()
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read(ROOT / "production.ini")
-    served = {
-        key: value
-        for key, value in parser["server:main"].items()
-        if key not in ("use", "listen")
-    }
-    if threads != "-":
-        served["threads"] = threads
-    waitress.serve(app, host="127.0.0.1", port=int(port), _quiet=True, **served)
+    overrides: dict[str, str] = {}
+
+    def _write_ini(self) -> None:
+        super()._write_ini()
+        text = self.ini.read_text()
+        for name, value in self.overrides.items():
+            text = _replace(text, name, value)
+        self.ini.write_text(text)
 
 
-class Nodes:
-    """``count`` idMe nodes (waitress processes) on one database."""
+class Front:
+    """Clients of the cluster: through nginx over HTTPS, or straight to a node."""
 
-    def __init__(
-        self, url: str, folder: Path, count: int, threads: int | None, key_size: int
-    ) -> None:
-        self.ports = [free_port() for _ in range(count)]
-        self.procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(Path(__file__).resolve()),
-                    "--serve",
-                    str(folder),
-                    str(port),
-                    str(threads) if threads else "-",
-                    str(key_size),
-                ],
-                cwd=ROOT,
-                # The URL holds the password: not on a command line ps shows.
-                env={**os.environ, "PYTHONPATH": str(ROOT), NODE_DATABASE: url},
-                stdout=subprocess.DEVNULL,
-                stderr=open(folder / f"node-{port}.log", "wb"),  # noqa: SIM115
-            )
-            for port in self.ports
-        ]
-        for port, proc in zip(self.ports, self.procs, strict=True):
-            wait_for_port(port, proc)
+    def __init__(self, cluster: Cluster) -> None:
+        self.port = cluster.ports.https
+        self.host = f"{HOST}:{self.port}"  # what the browser sends
+        self.context = cluster.tls()
+        self.sso_url = f"{cluster.url}/saml/sso/redirect"
 
-    def pids(self) -> list[int]:
-        return [proc.pid for proc in self.procs]
-
-    def alive(self) -> bool:
-        return all(proc.poll() is None for proc in self.procs)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-NGINX_CONF = """\
-daemon off;
-master_process on;
-worker_processes {workers};
-pid {folder}/nginx.pid;
-error_log {folder}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {folder}/client_body;
-    proxy_temp_path {folder}/proxy;
-    fastcgi_temp_path {folder}/fastcgi;
-    uwsgi_temp_path {folder}/uwsgi;
-    scgi_temp_path {folder}/scgi;
-    server_tokens off;
-    client_max_body_size 1m;
-    ssl_certificate {folder}/tls.crt;
-    ssl_certificate_key {folder}/tls.key;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:TLS:10m;
-    upstream one {{
-        server 127.0.0.1:{node1};
-        keepalive 32;
-    }}
-    upstream two {{
-        least_conn;
-        {servers}
-        keepalive 32;
-    }}
-    server {{
-        listen 127.0.0.1:{one_port} ssl;
-        location / {{ proxy_pass http://one; include {folder}/proxy.conf; }}
-    }}
-    server {{
-        listen 127.0.0.1:{two_port} ssl;
-        location / {{ proxy_pass http://two; include {folder}/proxy.conf; }}
-    }}
-}}
-"""
-PROXY_CONF = """\
-proxy_http_version 1.1;
-proxy_set_header Connection "";
-proxy_set_header Host $host;
-proxy_set_header X-Forwarded-For $remote_addr;
-proxy_set_header X-Forwarded-Proto $scheme;
-proxy_set_header X-Forwarded-Host $host;
-proxy_read_timeout 60s;
-proxy_next_upstream off;
-add_header X-Bench-Node $upstream_addr always;
-"""
-
-
-class Nginx:
-    """nginx with TLS: ``one_port`` to the first node, ``two_port`` to all."""
-
-    def __init__(self, folder: Path, node_ports: list[int]) -> None:
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        if not Path(nginx).exists():
-            raise SetupError("nginx is not installed (apt-get install nginx)")
-        self.folder = folder
-        folder.chmod(0o755)  # the workers (nobody when run as root) enter it
-        run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                f"/CN={TEST_HOST}",
-                "-addext",
-                f"subjectAltName=DNS:{TEST_HOST},IP:127.0.0.1",
-                "-keyout",
-                str(folder / "tls.key"),
-                "-out",
-                str(folder / "tls.crt"),
-            ],
-            "openssl req (the TLS certificate)",
-        )
-        self.one_port, self.two_port = free_port(), free_port()
-        (folder / "proxy.conf").write_text(PROXY_CONF)
-        (folder / "nginx.conf").write_text(
-            NGINX_CONF.format(
-                workers=os.cpu_count() or 1,
-                folder=folder,
-                node1=node_ports[0],
-                servers="\n        ".join(
-                    f"server 127.0.0.1:{port};" for port in node_ports
-                ),
-                one_port=self.one_port,
-                two_port=self.two_port,
-            )
-        )
-        self.proc = subprocess.Popen(
-            [
-                nginx,
-                "-e",
-                str(folder / "error.log"),
-                "-p",
-                str(folder),
-                "-c",
-                str(folder / "nginx.conf"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(folder / "nginx.stderr", "wb"),  # noqa: SIM115
-        )
-        for port in (self.one_port, self.two_port):
-            wait_for_port(port, self.proc)
-        self.context = ssl.create_default_context(cafile=str(folder / "tls.crt"))
-
-    def connection(self, port: int, source: str | None = None):
+    def connection(self, source: str | None = None) -> http.client.HTTPConnection:
         return http.client.HTTPSConnection(
-            "127.0.0.1",
-            port,
+            HOST,
+            self.port,
             timeout=TIMEOUT,
             context=self.context,
             source_address=(source, 0) if source else None,
         )
 
-    def pids(self) -> list[int]:
-        return process_tree(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)  # graceful: finish, then exit
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    def query(self) -> str:
+        """A fresh Redirect AuthnRequest (new ID, now) for the benchmark's SP."""
+        xml = authn_request(
+            issuer=SP_ENTITY_ID, acs_url=SP_ACS, destination=self.sso_url
+        )
+        return redirect_query(xml, relay_state=RELAY_STATE)
 
 
 # --------------------------------------------------------------------------
@@ -553,12 +378,12 @@ class Visitors:
             return next(self._count)
 
 
-def sign_in(nginx: Nginx, port: int, number: str, visitor: int) -> str:
+def sign_in(front: Front, number: str, visitor: int) -> str:
     """The three sign-in pages through nginx, on a new TLS connection."""
-    browser = Browser(port, TEST_HOST, "https")
-    browser.conn = nginx.connection(port, source_address(visitor))
+    browser = Browser(front.port, front.host, "https")
+    browser.conn = front.connection(source_address(visitor))
     try:
-        return idme_sign_in(port, number, PASSWORD, browser)
+        return idme_sign_in(front.port, number, PASSWORD, browser)
     finally:
         browser.conn.close()
 
@@ -574,10 +399,8 @@ class Tally:
     ok: list[tuple[float, float]] = field(default_factory=list)  # (end, ms)
     samples: list[tuple[bytes, str]] = field(default_factory=list)
     errors: list[tuple[float, str]] = field(default_factory=list)
-    # The bilingual 503 page: (end, ms, node)
-    unavailable: list[tuple[float, float, str]] = field(default_factory=list)
-    # (end, node) of every 200, kept only when asked (the soak's recovery)
-    answered_by: list[tuple[float, str]] | None = None
+    # The bilingual database page: (begun, end, ms)
+    unavailable: list[tuple[float, float, float]] = field(default_factory=list)
     lag: list[float] = field(default_factory=list)  # pacing: how late, ms
 
 
@@ -585,24 +408,21 @@ def classify(tally: Tally, status: int, headers, body: bytes, begun: float) -> b
     """Record one answer; return the SAMLResponse field if it is a success."""
     end = time.perf_counter()
     elapsed = (end - begun) * 1000
-    node = headers.get("X-Bench-Node") or "?"
     if status == 200:
         match = RESPONSE_FIELD.search(body)
         if match is not None:
             tally.ok.append((end, elapsed))
-            if tally.answered_by is not None:
-                tally.answered_by.append((end, node))
             return match.group(1)
         tally.errors.append((end, f"200 without a SAMLResponse: {body[:200]!r}"))
         return b""
     if status == 503:
         problem = outage_page_problem(headers, body)
         if problem is None:
-            tally.unavailable.append((end, elapsed, node))
+            tally.unavailable.append((begun, end, elapsed))
         else:
             tally.errors.append((end, f"503 {problem}: {body[:200]!r}"))
         return b""
-    tally.errors.append((end, f"{status} from {node}: {body[:200]!r}"))
+    tally.errors.append((end, f"{status}: {body[:200]!r}"))
     return b""
 
 
@@ -640,15 +460,16 @@ def guarded(work: Callable, tally: Tally, *args) -> None:
 
 
 def sso_once(
-    nginx: Nginx, port: int, conn, cookie: str, query: str, tally: Tally
+    conn, host: str, cookie: str, query: str, tally: Tally, extra=None
 ) -> bytes | None:
     """One SSO on ``conn``, recorded in ``tally``; its SAMLResponse if it
     succeeded, b"" for another answer, None if the connection failed."""
     headers = {
-        "Host": TEST_HOST,
+        "Host": host,
         "Cookie": cookie,
         "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) bench_nodes",
         "Accept-Language": "ms",
+        **(extra or {}),
     }
     begun = time.perf_counter()
     try:
@@ -662,8 +483,7 @@ def sso_once(
 
 
 def sso_worker(
-    nginx: Nginx,
-    port: int,
+    front: Front,
     cookie: str,
     queries: list[str],
     deadline: float,
@@ -673,7 +493,7 @@ def sso_worker(
     start: float = 0.0,
 ) -> None:
     """Replay fresh AuthnRequests until ``deadline``; paced if ``interval``."""
-    conn = nginx.connection(port)
+    conn = front.connection()
     count = 0
     due = start
     while True:
@@ -690,11 +510,11 @@ def sso_worker(
         try:
             query = queries.pop()
         except IndexError:
-            query = idme_query()
-        encoded = sso_once(nginx, port, conn, cookie, query, tally)
+            query = front.query()
+        encoded = sso_once(conn, front.host, cookie, query, tally)
         if encoded is None:  # the connection broke: a new one
             conn.close()
-            conn = nginx.connection(port)
+            conn = front.connection()
         elif encoded:
             count += 1
             if count % sample_every == 0:
@@ -702,9 +522,24 @@ def sso_worker(
     conn.close()
 
 
+def first_sso(front: Front, port: int, cookie: str, limit: float) -> float | None:
+    """Straight to the node on ``port`` (as nginx would ask it), an SSO every
+    10 ms until one succeeds: when it did, or None after ``limit`` seconds."""
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": HOST}
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline:
+        conn = http.client.HTTPConnection(HOST, port, timeout=TIMEOUT)
+        try:
+            if sso_once(conn, front.host, cookie, front.query(), Tally(), forwarded):
+                return time.perf_counter()
+        finally:
+            conn.close()
+        time.sleep(0.01)
+    return None
+
+
 def signin_worker(
-    nginx: Nginx,
-    port: int,
+    front: Front,
     visitors: Visitors,
     deadline: float,
     tally: Tally,
@@ -716,9 +551,7 @@ def signin_worker(
         visitor = visitors.next()
         begun = time.perf_counter()
         try:
-            cookie = sign_in(
-                nginx, port, signin_number(visitor % SIGNIN_USERS), visitor
-            )
+            cookie = sign_in(front, signin_number(visitor % SIGNIN_USERS), visitor)
         except SystemExit as error:  # idme_sign_in's one-line complaint
             tally.errors.append((time.perf_counter(), str(error.code)))
             continue
@@ -774,72 +607,95 @@ class Bench:
     def __init__(self, args, folder: Path) -> None:
         self.args = args
         self.folder = folder
+        self.stack = contextlib.ExitStack()
         self.postgres: PrivatePostgres | None = None
-        self.nodes: Nodes | None = None
-        self.nginx: Nginx | None = None
+        self.cluster: Cluster | None = None
+        self.front: Front | None = None
         self.cert = Path()
         self.cookies: list[str] = []
+        self.in_service = 2
 
     def start(self) -> None:
         args = self.args
         self.postgres = PrivatePostgres(self.folder / "postgresql", args.postgresql_bin)
-        app_folder = self.folder / "idp"
-        app_folder.mkdir()
-        self.cert = prepare_database(
-            self.postgres.url, app_folder, args.key_size, sessions=1
-        )
-        add_signin_users(self.postgres.url)
-        self.nodes = Nodes(
-            self.postgres.url, app_folder, 2, args.threads, args.key_size
-        )
-        nginx_folder = self.folder / "nginx"
-        nginx_folder.mkdir()
-        self.nginx = Nginx(nginx_folder, self.nodes.ports)
+        # The harness makes its database on whichever server this names.
+        os.environ[POSTGRESQL_ENV] = self.postgres.url("postgres")
+        overrides = {
+            "idp.bcrypt_rounds": str(SIGNIN_ROUNDS),
+            "idp.key_size": str(args.key_size),
+        }
+        if args.threads:
+            overrides["threads"] = str(args.threads)
+        BenchCluster.overrides = overrides
+        cluster_folder = self.folder / "cluster"
+        cluster_folder.mkdir()
+        try:
+            self.cluster = self.stack.enter_context(
+                BenchCluster.build(cluster_folder, nodes=2)
+            )
+        except (RuntimeError, AssertionError) as error:
+            detail = str(error).strip().splitlines() or [type(error).__name__]
+            raise SetupError(f"the cluster did not start: {detail[0]}") from error
+        self.front = Front(self.cluster)
+        engine = create_engine(self.cluster.database_url)
+        try:
+            seed(engine)
+        finally:
+            engine.dispose()
+        add_signin_users(self.cluster.database_url)
+        self.cert = Path(keystore.load(cluster_folder / "certs").cert_file)
         sessions = max(
             [*args.connections, *args.two_node_connections, args.soak_connections]
         )
-        visitors = Visitors()
-        # Through the two-node port: sessions made on either node, used on both.
+        # Through nginx, both nodes in service: sessions made on either node,
+        # used on both.
         self.cookies = [
-            sign_in(self.nginx, self.nginx.two_port, NUMBER, visitors.next() + 60000)
-            for _ in range(sessions)
+            sign_in(self.front, NUMBER, SESSION_VISITORS + n) for n in range(sessions)
         ]
 
     def stop(self) -> None:
-        for part in (self.nginx, self.nodes):
-            if part is not None:
-                part.stop()
-        if self.postgres is not None and self.postgres.pids():
-            try:
-                self.postgres.stop("fast")
-            except SetupError as error:
-                print(f"stopping PostgreSQL: {error}", file=sys.stderr)
+        try:
+            self.stack.close()  # nginx, the nodes, the harness's database
+        finally:
+            if self.postgres is not None and self.postgres.pids():
+                try:
+                    self.postgres.stop("fast")
+                except SetupError as error:
+                    print(f"stopping PostgreSQL: {error}", file=sys.stderr)
 
-    def port(self, nodes: int) -> int:
-        assert self.nginx is not None
-        return self.nginx.one_port if nodes == 1 else self.nginx.two_port
+    def use_nodes(self, count: int) -> None:
+        """Node 2 out of nginx's upstream (``down``) or back in, then reload."""
+        assert self.cluster is not None
+        if count != self.in_service:
+            self.cluster.set_down(1, down=count == 1)
+            self.in_service = count
+
+    def node_pids(self) -> list[int]:
+        assert self.cluster is not None
+        return [node.process.pid for node in self.cluster.nodes if node.process]
 
     def meters(self) -> dict[str, Callable[[], list[int]]]:
-        assert self.nodes and self.nginx and self.postgres
+        assert self.cluster and self.cluster.nginx and self.postgres
+        nginx = self.cluster.nginx.process
+        assert nginx is not None
         return {
-            "idMe": self.nodes.pids,
-            "nginx": self.nginx.pids,
+            "idMe": self.node_pids,
+            "nginx": lambda: process_tree(nginx.pid),
             "postgres": self.postgres.pids,
         }
 
     def run_cell(self, kind: str, nodes: int, connections: int) -> Cell:
         args = self.args
         cell = Cell(kind, nodes, connections)
-        self.load(kind, nodes, connections, min(2.0, args.seconds), Tally(), None)
+        self.use_nodes(nodes)
+        self.load(kind, connections, min(2.0, args.seconds), Tally(), None)
         for _ in range(args.runs):
             tally = Tally()
             meters = self.meters()
             before = {what: cpu_seconds(pids()) for what, pids in meters.items()}
             client0 = own_cpu()
             new_cookies: list[str] = []
-            elapsed = self.load(
-                kind, nodes, connections, args.seconds, tally, new_cookies
-            )
+            elapsed = self.load(kind, connections, args.seconds, tally, new_cookies)
             for what, pids in meters.items():
                 used = cpu_seconds(pids()) - before[what]
                 cell.cores.setdefault(what, []).append(used / elapsed)
@@ -848,10 +704,9 @@ class Bench:
             cell.latencies.extend(ms for _, ms in tally.ok)
             cell.loads.append(loadavg())
             problems = [text for _, text in tally.errors]
-            problems += [
-                f"503 (database page) with PostgreSQL up, from {node}"
-                for _, _, node in tally.unavailable
-            ]
+            problems += ["503 (database page) with PostgreSQL up"] * len(
+                tally.unavailable
+            )
             failed = self.check_samples(tally.samples, new_cookies)
             problems += failed
             cell.errors += len(problems)
@@ -862,20 +717,19 @@ class Bench:
     def load(
         self,
         kind: str,
-        nodes: int,
         connections: int,
         seconds: float,
         tally: Tally,
         new_cookies: list[str] | None,
     ) -> float:
         args = self.args
-        assert self.nginx is not None
-        port = self.port(nodes)
+        front = self.front
+        assert front is not None
         sample = 10**9
         if new_cookies is not None:
             sample = args.sample if kind == "SSO" else args.signin_sample
         if kind == "SSO":
-            pool = [idme_query() for _ in range(int(seconds * args.expected))]
+            pool = [front.query() for _ in range(int(seconds * args.expected))]
             begun = time.perf_counter()
             threads = [
                 threading.Thread(
@@ -883,8 +737,7 @@ class Bench:
                     args=(
                         sso_worker,
                         tally,
-                        self.nginx,
-                        port,
+                        front,
                         self.cookies[i % len(self.cookies)],
                         pool[i::connections],
                         begun + seconds,
@@ -903,8 +756,7 @@ class Bench:
                     args=(
                         signin_worker,
                         tally,
-                        self.nginx,
-                        port,
+                        front,
                         visitors,
                         begun + seconds,
                         tally,
@@ -930,15 +782,14 @@ class Bench:
                 verify(encoded, query, self.cert)
             except Exception as error:  # any failure is the sample's error
                 problems.append(f"verification: {error!r}")
-        assert self.nginx is not None
+        front = self.front
+        assert front is not None
         for cookie in new_cookies:
             tally = Tally()
-            query = idme_query()
-            conn = self.nginx.connection(self.nginx.two_port)
+            query = front.query()
+            conn = front.connection()
             try:
-                encoded = sso_once(
-                    self.nginx, self.nginx.two_port, conn, cookie, query, tally
-                )
+                encoded = sso_once(conn, front.host, cookie, query, tally)
             finally:
                 conn.close()
             if not encoded:
@@ -958,22 +809,22 @@ class Bench:
     def soak(self, rate: float) -> bool:
         """Paced SSO on two nodes; RSS, tail; PostgreSQL restarted. True if clean."""
         args = self.args
-        assert self.nodes and self.nginx and self.postgres
+        front, cluster, postgres = self.front, self.cluster, self.postgres
+        assert front and cluster and postgres
+        self.use_nodes(2)
         connections = args.soak_connections
-        seconds = args.soak_seconds
         interval = connections / rate
-        tally = Tally(answered_by=[])
-        pids_before = self.nodes.pids()
+        tally = Tally()
+        pids_before = self.node_pids()
         begun = time.perf_counter()
-        deadline = begun + seconds
+        deadline = begun + args.soak_seconds
         threads = [
             threading.Thread(
                 target=guarded,
                 args=(
                     sso_worker,
                     tally,
-                    self.nginx,
-                    self.nginx.two_port,
+                    front,
                     self.cookies[i % len(self.cookies)],
                     [],
                     deadline,
@@ -986,20 +837,34 @@ class Bench:
             for i in range(connections)
         ]
         restart: dict[str, float] = {"begun": begun}
+        recovered: dict[int, float | None] = {}
         restart_error: list[str] = []
 
         def restart_database() -> None:
             time.sleep(max(0.0, begun + args.restart_database_at - time.perf_counter()))
             restart["stop"] = time.perf_counter()
             try:
-                self.postgres.stop("fast")
+                postgres.stop("fast")
                 restart["stopped"] = time.perf_counter()
                 time.sleep(args.outage_seconds)
                 restart["start"] = time.perf_counter()
-                self.postgres.start()
+                postgres.start()
                 restart["up"] = time.perf_counter()
             except SetupError as error:
                 restart_error.append(str(error))
+                return
+            probes = [
+                threading.Thread(
+                    target=lambda n=n, port=port: recovered.__setitem__(
+                        n, first_sso(front, port, self.cookies[0], RECOVERY_LIMIT)
+                    )
+                )
+                for n, port in enumerate(cluster.ports.nodes)
+            ]
+            for probe in probes:
+                probe.start()
+            for probe in probes:
+                probe.join()
 
         restarter = None
         if args.restart_database_at is not None:
@@ -1014,18 +879,12 @@ class Bench:
         if restarter is not None:
             restarter.start()
         next_sample = begun + RSS_EVERY
-        while any(thread.is_alive() for thread in threads):
+        while time.perf_counter() < deadline:
             time.sleep(max(0.0, min(next_sample, deadline) - time.perf_counter()))
             if time.perf_counter() >= next_sample:
-                rss.append(
-                    (
-                        time.perf_counter() - begun,
-                        [rss_of(pid) for pid in pids_before],
-                    )
-                )
+                sample = [rss_of(pid) for pid in pids_before]
+                rss.append((time.perf_counter() - begun, sample))
                 next_sample += RSS_EVERY
-            if time.perf_counter() >= deadline:
-                break
         for thread in threads:
             thread.join()
         if restarter is not None:
@@ -1035,103 +894,114 @@ class Bench:
             what: (cpu_seconds(pids()) - cpu0[what]) / elapsed
             for what, pids in self.meters().items()
         }
+        if restarter is not None:
+            # Its backends were replaced: their CPU before the stop is gone.
+            cores.pop("postgres")
         cores["client"] = (own_cpu() - client0) / elapsed
-        return self.soak_report(
-            tally, rss, restart, restart_error, elapsed, rate, cores, pids_before
-        )
-
-    def soak_report(
-        self, tally, rss, restart, restart_error, elapsed, rate, cores, pids_before
-    ) -> bool:
-        args = self.args
-        assert self.nodes is not None
-        clean = True
-        ordered = sorted(ms for _, ms in tally.ok) or [float("nan")]
-        lags = sorted(tally.lag) or [float("nan")]
         errors = [text for _, text in tally.errors] + restart_error
-        print(
-            f"soak: two nodes, {args.soak_connections} connections paced at "
-            f"{rate:.0f} SSO/s for {elapsed:.0f} s: {len(tally.ok)} SSOs "
-            f"({len(tally.ok) / elapsed:.0f}/s), p50 {percentile(ordered, 0.5):.1f} "
-            f"p99 {percentile(ordered, 0.99):.1f} max {ordered[-1]:.1f} ms; "
-            f"{len(tally.ok) + len(tally.unavailable) + len(tally.errors)} "
-            f"requests sent, behind schedule p50 {percentile(lags, 0.5):.1f} "
-            f"p99 {percentile(lags, 0.99):.1f} max {lags[-1]:.0f} ms; cores: "
-            + " ".join(f"{what} {value:.2f}" for what, value in cores.items()),
-            flush=True,
-        )
-        # Outage: from the stop to each node's first 200 after PostgreSQL is up.
-        recovered: dict[str, float] = {}
-        if "up" in restart:
-            for end, node in tally.answered_by:
-                if end >= restart["up"] and node not in recovered:
-                    recovered[node] = end
-        window_end = max(recovered.values(), default=float("inf"))
-        outage = []
-        for end, ms, node in tally.unavailable:
-            if "stop" in restart and restart["stop"] <= end <= window_end:
-                outage.append((end, ms, node))
-            else:
-                errors.append(f"503 (database page) with PostgreSQL up, from {node}")
-        if args.restart_database_at is not None:
-            if "up" not in restart:
-                errors.append("PostgreSQL was not restarted")
-            else:
-                stop = restart["stop"] - restart.get("stopped", restart["stop"])
-                print(
-                    f"PostgreSQL stopped at {restart['stop'] - restart['begun']:.1f} s "
-                    f"(pg_ctl stop -m fast took {-stop:.2f} s), down "
-                    f"{restart['up'] - restart['stopped']:.1f} s, accepting again "
-                    f"{restart['up'] - restart['start']:.2f} s after pg_ctl start",
-                    flush=True,
-                )
-                slowest = max((ms for _, ms, _ in outage), default=0.0)
-                print(
-                    f"    during the outage: {len(outage)} answers were the "
-                    f"bilingual 503 page with Retry-After and a reference "
-                    f"(slowest {slowest:.0f} ms); "
-                    + (
-                        f"{len(tally.errors)} other answers (errors)"
-                        if tally.errors
-                        else "no 500, no other status, no hang"
-                    ),
-                    flush=True,
-                )
-                nodes_seen = {node for _, node in tally.answered_by}
-                for node in sorted(nodes_seen):
-                    if node in recovered:
-                        print(
-                            f"    node {node}: first 200 "
-                            f"{(recovered[node] - restart['up']) * 1000:.0f} ms after "
-                            "PostgreSQL accepted connections again",
-                            flush=True,
-                        )
-                    else:
-                        errors.append(f"node {node} never answered 200 again")
-        if not self.nodes.alive() or self.nodes.pids() != pids_before:
+        self.soak_summary(tally, elapsed, rate, cores)
+        if restarter is not None:
+            errors += self.outage_report(tally, restart, recovered)
+        if not all(node.running() for node in cluster.nodes):
             errors.append("a node exited during the soak")
-        for index in range(len(pids_before)):
+        if self.node_pids() != pids_before:
+            errors.append("a node was restarted during the soak")
+        for index, port in enumerate(cluster.ports.nodes):
             series = [sample[index] for _, sample in rss]
             first = next((s[index] for t, s in rss if t >= RSS_EVERY - 0.5), series[0])
             growth = (series[-1] - first) / first * 100 if first else float("nan")
             print(
-                f"    node {index + 1} (127.0.0.1:{self.nodes.ports[index]}) RSS MB "
-                f"every {RSS_EVERY:.0f} s: "
+                f"    node {index + 1} ({HOST}:{port}) RSS MB every "
+                f"{RSS_EVERY:.0f} s: "
                 + " ".join(f"{mb:.0f}" for mb in series)
                 + f"  ({growth:+.1f} % from 10 s to the end; target <= 5 %)",
                 flush=True,
             )
+        problems = self.check_samples(tally.samples, [])
+        print(f"    verified {len(tally.samples) - len(problems)} sampled Responses")
+        errors += problems
         print(f"    errors: {len(errors)}", flush=True)
         for text in errors[:5]:
             print(f"      {text}", flush=True)
-        if errors:
-            clean = False
-        problems = self.check_samples(tally.samples, [])
-        print(f"    verified {len(tally.samples) - len(problems)} sampled Responses")
-        if problems:
-            print(f"      {problems[0]}")
-            clean = False
-        return clean
+        return not errors
+
+    def soak_summary(self, tally: Tally, elapsed: float, rate: float, cores) -> None:
+        ordered = sorted(ms for _, ms in tally.ok) or [float("nan")]
+        lags = sorted(tally.lag) or [float("nan")]
+        sent = len(tally.ok) + len(tally.unavailable) + len(tally.errors)
+        print(
+            f"soak: two nodes, {self.args.soak_connections} connections paced at "
+            f"{rate:.0f} SSO/s for {elapsed:.0f} s: {sent} requests "
+            f"({sent / elapsed:.0f}/s), "
+            f"{len(tally.ok)} SSOs ({len(tally.ok) / elapsed:.0f}/s), "
+            f"p50 {percentile(ordered, 0.5):.1f} p99 {percentile(ordered, 0.99):.1f} "
+            f"max {ordered[-1]:.1f} ms; sent behind schedule by p50 "
+            f"{percentile(lags, 0.5):.1f} p99 {percentile(lags, 0.99):.1f} max "
+            f"{lags[-1]:.0f} ms; cores: "
+            + " ".join(f"{what} {value:.2f}" for what, value in cores.items()),
+            flush=True,
+        )
+
+    def outage_report(
+        self, tally: Tally, restart: dict[str, float], recovered: dict
+    ) -> list[str]:
+        """The restart's figures; what went wrong in it, as error lines."""
+        errors: list[str] = []
+        if "up" not in restart:
+            return ["PostgreSQL was not restarted"]
+        print(
+            f"PostgreSQL stopped {restart['stop'] - restart['begun']:.1f} s in "
+            f"(pg_ctl stop -m fast took {restart['stopped'] - restart['stop']:.2f} "
+            f"s), down {restart['up'] - restart['stopped']:.1f} s, accepting "
+            f"connections {restart['up'] - restart['start']:.2f} s after pg_ctl "
+            "start",
+            flush=True,
+        )
+        back = [t for t in recovered.values() if t is not None]
+        for n, when in sorted(recovered.items()):
+            if when is None:
+                errors.append(
+                    f"node {n + 1} gave no 200 within {RECOVERY_LIMIT:.0f} s of "
+                    "PostgreSQL's return"
+                )
+            else:
+                ms = (when - restart["up"]) * 1000
+                print(
+                    f"    node {n + 1}: its first SSO {ms:.0f} ms after PostgreSQL "
+                    "accepted connections again (the node was not restarted)",
+                    flush=True,
+                )
+        through = [end for end, _ in tally.ok if end >= restart["up"]]
+        if through:
+            print(
+                f"    through nginx: the first 200 "
+                f"{(min(through) - restart['up']) * 1000:.0f} ms after",
+                flush=True,
+            )
+        # The outage: answers that ended after the stop and began before the
+        # last node was serving again. A 503 outside it is an error.
+        until = max(back, default=float("inf"))
+        during = [
+            (begun, end, ms)
+            for begun, end, ms in tally.unavailable
+            if end >= restart["stop"] and begun <= until
+        ]
+        outside = len(tally.unavailable) - len(during)
+        if outside:
+            errors.append(f"{outside} database pages with PostgreSQL serving")
+        others = [t for t, _ in tally.errors if restart["stop"] <= t <= until]
+        slowest = max((ms for _, _, ms in during), default=0.0)
+        print(
+            f"    during the outage: {len(during)} answers were the bilingual 503 "
+            f"page with Retry-After and a reference (slowest {slowest:.0f} ms); "
+            + (
+                f"{len(others)} were something else (errors)"
+                if others
+                else "none was a 500, another status or a hang"
+            ),
+            flush=True,
+        )
+        return errors
 
 
 # --------------------------------------------------------------------------
@@ -1187,7 +1057,15 @@ def ceiling_lines(cells: list[Cell]) -> list[str]:
 def parse_args(argv: list[str]):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
-        epilog="Everything runs on 127.0.0.1 and is removed at the end.",
+        epilog=(
+            "Everything runs on 127.0.0.1 and is removed at the end. Exit "
+            "status: 0 when every answer was the one expected; 1 when any was "
+            "not (an error status, a timeout, a failed verification, a 503 "
+            "outside the database's outage, a node that did not recover by "
+            "itself); 2 when an option is wrong or the cluster cannot be set "
+            "up. docs/performance.md, 'Two nodes behind nginx', has the "
+            "figures and how to read them."
+        ),
     )
     parser.add_argument(
         "--seconds", type=float, default=15.0, help="length of one timed run (15)"
@@ -1314,9 +1192,6 @@ def parse_args(argv: list[str]):
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["--serve"]:
-        serve_node(argv[1:])
-        return 0
     args = parse_args(argv)
 
     def terminated(signum, frame):
@@ -1335,8 +1210,9 @@ def main(argv: list[str]) -> int:
         except OSError as error:
             raise SetupError(f"cannot start the cluster: {error}") from error
         print(
-            f"{os.cpu_count()} cores; PostgreSQL 15 (private cluster), 2 idMe "
-            f"nodes ({args.threads or 'production.ini'} threads), nginx over TLS; "
+            f"{os.cpu_count()} cores; PostgreSQL 15 (private cluster), 2 nodes "
+            f"'idp-admin serve' ({args.threads or 'production.ini'} threads), "
+            "nginx on deploy/nginx/idme.conf over TLS, bcrypt cost 12; "
             f"RSA-{args.key_size}; {args.runs} x {args.seconds:g} s per cell; "
             f"every {args.sample}th verified",
             flush=True,
