@@ -13,7 +13,13 @@ import pytest
 import webtest
 from sqlalchemy import text
 
-from bench.bench_nodes import outage_page_problem, source_address
+from bench.bench_nodes import (
+    Bench,
+    Tally,
+    outage_page_problem,
+    parse_args,
+    source_address,
+)
 from idp.db import make_engine
 from tests.app import TEST_BASE_URL, TEST_HOST, make_app
 from tests.dbfaults import failing_statements
@@ -81,3 +87,37 @@ def test_auth_27_each_bench_visitor_has_a_24_of_its_own():
     prefixes = {source_address(n).rsplit(".", 1)[0] for n in range(62_500)}
     assert len(prefixes) == 62_500
     assert all(p.startswith("127.") and p != "127.0.0" for p in prefixes)
+
+
+def test_data_10_the_bench_counts_a_database_page_outside_the_outage_as_an_error(
+    tmp_path, capsys
+):
+    """DATA-10: the 503 page is clean only while PostgreSQL is away.
+
+    On the soak's clock: stopped at 20 s, accepting again at 25 s, node 1
+    serving at 25.1 s and node 2 at 25.2 s. A page that began before both
+    served is the outage's; one that began after is a node still failing
+    with the database back, and a node that never served again is one that
+    did not recover by itself.
+    """
+    bench = Bench(parse_args(["--soak-seconds", "60"]), tmp_path)
+    restart = {"begun": 0.0, "stop": 20.0, "stopped": 20.3, "start": 24.9, "up": 25.0}
+    tally = Tally()
+    tally.unavailable += [
+        (19.9, 20.1, 200.0),
+        (22.0, 22.01, 10.0),
+        (25.15, 25.16, 10.0),
+    ]
+    tally.ok += [(19.0, 5.0), (25.12, 5.0)]
+    assert bench.outage_report(tally, restart, {0: 25.1, 1: 25.2}) == []
+    assert "3 answers were the bilingual 503 page" in capsys.readouterr().out
+
+    tally.unavailable.append((25.3, 25.31, 10.0))
+    assert bench.outage_report(tally, restart, {0: 25.1, 1: 25.2}) == [
+        "1 database pages with PostgreSQL serving"
+    ]
+    errors = bench.outage_report(tally, restart, {0: 25.1, 1: None})
+    assert any("node 2 gave no 200" in error for error in errors)
+    assert bench.outage_report(Tally(), {"begun": 0.0}, {}) == [
+        "PostgreSQL was not restarted"
+    ]
