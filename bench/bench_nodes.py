@@ -614,6 +614,7 @@ class Bench:
         self.cert = Path()
         self.cookies: list[str] = []
         self.in_service = 2
+        self.stopping = threading.Event()  # set: no restart starts PostgreSQL
 
     def start(self) -> None:
         args = self.args
@@ -654,8 +655,15 @@ class Bench:
         ]
 
     def stop(self) -> None:
+        self.stopping.set()
         try:
+            if self.postgres is not None and not self.postgres.pids():
+                # Interrupted in the outage: the harness drops its database.
+                self.postgres.start()
             self.stack.close()  # nginx, the nodes, the harness's database
+        except Exception as error:  # clean-up goes on; one line says what failed
+            detail = str(error).strip().splitlines() or [type(error).__name__]
+            print(f"bench_nodes: clean-up: {detail[0]}", file=sys.stderr)
         finally:
             if self.postgres is not None and self.postgres.pids():
                 try:
@@ -767,6 +775,8 @@ class Bench:
                 for _ in range(connections)
             ]
         for thread in threads:
+            # Daemons: interrupted, the run ends without them.
+            thread.daemon = True
             thread.start()
         for thread in threads:
             thread.join()
@@ -848,6 +858,8 @@ class Bench:
                 restart["stopped"] = time.perf_counter()
                 time.sleep(args.outage_seconds)
                 restart["start"] = time.perf_counter()
+                if self.stopping.is_set():
+                    return
                 postgres.start()
                 restart["up"] = time.perf_counter()
             except SetupError as error:
@@ -868,13 +880,15 @@ class Bench:
 
         restarter = None
         if args.restart_database_at is not None:
-            restarter = threading.Thread(target=restart_database)
+            restarter = threading.Thread(target=restart_database, daemon=True)
         rss: list[tuple[float, list[float]]] = [
             (0.0, [rss_of(pid) for pid in pids_before])
         ]
         cpu0 = {what: cpu_seconds(pids()) for what, pids in self.meters().items()}
         client0 = own_cpu()
         for thread in threads:
+            # Daemons: interrupted, the run ends without them.
+            thread.daemon = True
             thread.start()
         if restarter is not None:
             restarter.start()
