@@ -928,7 +928,9 @@ class Bench:
                 f"    node {index + 1} ({HOST}:{port}) RSS MB every "
                 f"{RSS_EVERY:.0f} s: "
                 + " ".join(f"{mb:.0f}" for mb in series)
-                + f"  ({growth:+.1f} % from 10 s to the end; target <= 5 %)",
+                + f"  ({growth:+.1f} % from 10 s to the end; target <= 5 %"
+                + ("" if growth <= 5 else ": ABOVE THE TARGET")
+                + ")",
                 flush=True,
             )
         problems = self.check_samples(tally.samples, [])
@@ -955,6 +957,13 @@ class Bench:
             + " ".join(f"{what} {value:.2f}" for what, value in cores.items()),
             flush=True,
         )
+        if sent / elapsed < 0.95 * rate:
+            print(
+                f"    the soak fell short of its rate ({sent / elapsed:.0f} of "
+                f"{rate:.0f}/s): the machine did not keep up; its latencies "
+                "are those of a saturated machine, not of 80 % load",
+                flush=True,
+            )
 
     def outage_report(
         self, tally: Tally, restart: dict[str, float], recovered: dict
