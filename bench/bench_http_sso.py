@@ -212,9 +212,15 @@ def csrf_token(page: str) -> str:
     return match.group(1)
 
 
-def idme_sign_in(port: int, number: str, password: str) -> str:
-    """Walk idMe's three sign-in pages over HTTP; return the session cookie."""
-    browser = Browser(port, TEST_HOST, "https")
+def idme_sign_in(
+    port: int, number: str, password: str, browser: Browser | None = None
+) -> str:
+    """Walk idMe's three sign-in pages over HTTP; return the session cookie.
+
+    ``browser``: one whose connection is already chosen (e.g. TLS through a
+    proxy, from a given source address); by default plain HTTP to ``port``.
+    """
+    browser = browser or Browser(port, TEST_HOST, "https")
     status, _, page = browser.request("GET", "/login")
     if status != 200:
         sys.exit(f"GET /login answered {status}")
@@ -563,15 +569,24 @@ PASSWORD = "kopi o kosong tanpa gula"  # noqa: S105 (a benchmark user's password
 
 def prepare_database(url: str, folder: Path, key_size: int, sessions: int) -> Path:
     """Schema, IdP key, the SP, a module/role and the user; returns the cert file."""
-    from sqlalchemy.orm import Session
-
-    from bench.bench_sso import RELEASED, bench_user, fresh_database
-    from idp.models import Module, Role
+    from bench.bench_sso import fresh_database
     from idp.saml import keys as keystore
-    from idp.saml.registry import import_sp
 
     engine = fresh_database(url)
     pair = keystore.generate(folder / "certs", TEST_HOST, key_size=key_size)
+    seed(engine)
+    engine.dispose()
+    return Path(pair.cert_file)
+
+
+def seed(engine) -> None:
+    """The SP, a module and a role granting it, and the benchmark's user."""
+    from sqlalchemy.orm import Session
+
+    from bench.bench_sso import RELEASED, bench_user
+    from idp.models import Module, Role
+    from idp.saml.registry import import_sp
+
     with Session(engine) as session, session.begin():
         module = Module(code="emis", display_name_ms="EMIS", display_name_en="EMIS")
         role = Role(name="guru", display_name_ms="Guru", display_name_en="Teacher")
@@ -581,8 +596,6 @@ def prepare_database(url: str, folder: Path, key_size: int, sessions: int) -> Pa
         sp = import_sp(session, make_sp_metadata(SP_ENTITY_ID), module_code="emis")
         sp.attributes_released = list(RELEASED)
         session.add(bench_user(role))
-    engine.dispose()
-    return Path(pair.cert_file)
 
 
 def serve_main(argv: list[str]) -> None:
