@@ -608,3 +608,27 @@ def metadata_certificates(page) -> set[str]:
         },
     )
     return {"".join(text.split()) for text in found}
+
+
+def queued_addresses(cluster: Cluster) -> set[str]:
+    """Every address the outbox holds mail or a mail job for, sent or not.
+
+    A job (``Outbox.defer``: a reset request, whose recipient is found
+    outside the request) names no recipient; its sealed data is opened with
+    the cluster's key and every string in it counts.
+    """
+    from email.utils import parseaddr
+
+    from idp.models import OutboxMessage
+    from idp.services.mail import OutboxCodec, open_job
+
+    codec = OutboxCodec(cluster.env["IDP_HMAC_KEY"])
+    found: set[str] = set()
+    with cluster.engine.connect() as conn:
+        for row in conn.execute(select(OutboxMessage.recipient, OutboxMessage.message)):
+            if row.recipient:
+                found.add(parseaddr(row.recipient)[1])
+            else:
+                data = open_job(codec, row)
+                found |= {value for value in data.values() if isinstance(value, str)}
+    return found

@@ -27,6 +27,7 @@ from tests.cluster import (
     add_users,
     metadata_certificates,
     missing_reason,
+    queued_addresses,
     register_sp,
     saml_response,
     signing_certificate,
@@ -48,6 +49,10 @@ SETTINGS = {
     # Every request through nginx comes from 127.0.0.1: the reset limit per
     # address would stop the 50 resets of (e) and the load of (f) at 10.
     "ratelimit.reset.address": "1000/3600",
+    # The "forgot password" form always asks for the captcha, which these
+    # tests, a script, cannot read (the captcha has tests of its own; the
+    # per-identifier lock of (c) does not depend on it).
+    "captcha.enabled": "false",
 }
 
 
@@ -221,24 +226,34 @@ def test_the_outbox_is_delivered_once_with_a_deliverer_per_node(cluster):
     browser = cluster.browser()
     for user in users:
         assert ask(browser, user["email"]).status_int == 303
-    before = len(cluster.smtp.messages)
+    before = len(cluster.smtp.envelopes)
     cluster.start_deliverer()
     cluster.start_deliverer()
+
+    def unsent() -> int:
+        with cluster.engine.connect() as conn:
+            return conn.scalar(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.sent_at.is_(None))
+            )
+
     deadline = time.monotonic() + 60
-    while len(cluster.smtp.messages) - before < 50 and time.monotonic() < deadline:
+    while unsent() and time.monotonic() < deadline:
         time.sleep(0.1)
-    # A second round of polling by both, after which a duplicate would show.
-    time.sleep(2.5)
+    assert unsent() == 0
+    # Stopped, each finishes the message it is sending: every send that
+    # could be a duplicate has happened by the time both have exited.
     assert cluster.stop_deliverers() == [0, 0]
-    recipients = [envelope[1][0] for envelope in cluster.smtp.envelopes[before:]]
-    assert sorted(recipients) == sorted(user["email"] for user in users)
-    with cluster.engine.connect() as conn:
-        unsent = conn.scalar(
-            select(func.count())
-            .select_from(OutboxMessage)
-            .where(OutboxMessage.sent_at.is_(None))
-        )
-    assert unsent == 0
+    # Others may have had mail meanwhile (a lock's notice): these 50 had
+    # one message each.
+    emails = {user["email"] for user in users}
+    recipients = [
+        envelope[1][0]
+        for envelope in cluster.smtp.envelopes[before:]
+        if envelope[1][0] in emails
+    ]
+    assert sorted(recipients) == sorted(emails)
 
 
 class Load:
@@ -322,14 +337,7 @@ def test_a_node_killed_mid_load_loses_nothing_committed(cluster, sp):
     accepted = {
         email for kind, status, email in answers if kind == "reset" and status == 303
     }
-    with cluster.engine.connect() as conn:
-        queued = set(
-            conn.scalars(
-                select(OutboxMessage.recipient).where(
-                    OutboxMessage.recipient.in_([u["email"] for u in users])
-                )
-            )
-        )
+    queued = queued_addresses(cluster) & {user["email"] for user in users}
     assert accepted <= queued
     # Nothing half-written: a reset nobody was told about has no mail either
     # way is fine, but no mail exists for an address nobody asked for.
