@@ -141,6 +141,21 @@ def test_an_sp_registered_meanwhile_is_served_by_the_other_node_at_once(cluster,
     assert f'Destination="{acs}"'.encode() in saml_response(answer)
 
 
+def test_saml_17_a_request_answered_by_one_node_is_refused_by_the_other(cluster, sp):
+    """SAML-17: an AuthnRequest replayed on the other node is refused there."""
+    (user,) = add_users(cluster, 1)
+    browser = signed_in(cluster, user)
+    path = sso_path(cluster, *sp)
+    assert pinned(cluster, browser, 0).get(path).status_int == 200
+    replayed = pinned(cluster, browser, 1).get(path, expect_errors=True)
+    assert replayed.status_int == 400
+    # At most an error Response for the SP, never an assertion.
+    if b'name="SAMLResponse"' in replayed.body:
+        assert b"status:Success" not in saml_response(replayed)
+    # Control: a fresh request from the same SP on that node is answered.
+    assert pinned(cluster, browser, 1).get(sso_path(cluster, *sp)).status_int == 200
+
+
 def wrong_password(client, number: str) -> int:
     page = to_password_page(client, number)
     fields = {"password": "not the password at all"}
@@ -170,13 +185,13 @@ def failures_add_up_across_nodes(cluster_) -> None:
     assert sign_in(clients[1], control["number"]).status_int == 303
 
 
-def test_auth_07_failed_passwords_count_across_nodes_in_the_database(cluster):
-    """(c) AUTH-07: throttle counters in PostgreSQL are the cluster's, not a node's."""
+def test_ops_01_failed_passwords_count_across_nodes_in_the_database(cluster):
+    """OPS-01 (c): throttle counters in PostgreSQL are the cluster's, not a node's."""
     failures_add_up_across_nodes(cluster)
 
 
-def test_auth_07_failed_passwords_count_across_nodes_in_redis(tmp_path):
-    """(c) AUTH-07: the same with the counters in Redis (ratelimit.storage)."""
+def test_ops_01_failed_passwords_count_across_nodes_in_redis(tmp_path):
+    """OPS-01 (c): the same with the counters in Redis (ratelimit.storage)."""
     require_cluster()
     reason = redis_server.missing_reason()
     if reason is not None:
