@@ -111,19 +111,39 @@ def serve(args) -> int:
     except (ValueError, TypeError) as exc:
         raise CommandError(f"{where}: {' '.join(str(exc).split())}") from None
 
-    import idp
+    # A signal while the app is being built (a few seconds) is kept for
+    # the loop, which then stops at once; a second one exits now. Without
+    # this, Ctrl-C here would print a traceback.
+    early: list[int] = []
 
-    app = idp.main(
-        {"__file__": str(path.resolve()), "here": str(path.parent.resolve())},
-        **read_ini(path),
-    )
+    def starting(signum, _frame) -> None:
+        early.append(signum)
+        if len(early) > 1:
+            os._exit(FORCED_EXIT_BASE + signum)
+
+    previous = {
+        signum: signal.signal(signum, starting)
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
-        server = waitress.create_server(app, **options)
-    except OSError as exc:
-        where = options.get("listen") or "[server:main]'s address"
-        reason = exc.strerror or str(exc)
-        raise CommandError(f"cannot listen on {where}: {reason}") from None
+        import idp
+
+        app = idp.main(
+            {"__file__": str(path.resolve()), "here": str(path.parent.resolve())},
+            **read_ini(path),
+        )
+        try:
+            server = waitress.create_server(app, **options)
+        except OSError as exc:
+            where = options.get("listen") or "[server:main]'s address"
+            reason = exc.strerror or str(exc)
+            raise CommandError(f"cannot listen on {where}: {reason}") from None
+    except BaseException:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        raise
     node = Node(server, grace=args.grace)
+    node.signals = len(early)
     return node.run()
 
 
