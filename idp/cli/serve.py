@@ -254,22 +254,24 @@ class Node:
         from waitress import wasyncore
 
         self.deadline = time.monotonic() + self.grace
-        print(
-            f"stopping: no new connections; up to {self.grace:g} s for "
-            "requests in flight",
-            flush=True,
-        )
         for listener in self.listeners:
             # Connections whose handshake the kernel completed are the
             # clients' already: serve them rather than reset them.
+            waiting = select.poll()
+            waiting.register(listener.socket, select.POLLIN)
             for _ in range(self.adj.backlog):
-                ready, _w, _x = select.select([listener.socket], [], [], 0)
-                if not ready:
+                if not waiting.poll(0):
                     break
                 listener.handle_accept()
             # Not listener.close(), which closes the trigger too: the
             # worker threads still wake the loop with it.
             wasyncore.dispatcher.close(listener)
+        # Said once it is true: a connection from now on is refused.
+        print(
+            f"stopping: no new connections; up to {self.grace:g} s for "
+            "requests in flight",
+            flush=True,
+        )
 
     def _close_idle(self) -> int:
         """Close the connections between requests; how many are still open.
