@@ -190,7 +190,9 @@ class Node:
         ]
 
     def channels(self) -> list:
-        return [d for d in self.map.values() if isinstance(d, self._channel_class)]
+        # A copy in one step: the map is not to be walked while it changes.
+        present = list(self.map.values())
+        return [d for d in present if isinstance(d, self._channel_class)]
 
     def _on_signal(self, signum, _frame) -> None:
         # Runs in the main thread, which is the loop's: it only notes the
