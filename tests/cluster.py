@@ -67,7 +67,7 @@ def missing_reason() -> str | None:
 
 
 def _replace(text: str, name: str, value: str) -> str:
-    """Set ``name = value`` in ``[app:main]``, whether the line is there or not."""
+    """Set the line ``name = value`` (commented out or not), else add it to ``[app:main]``."""
     line = re.compile(rf"^#? ?{re.escape(name)} =.*$", re.MULTILINE)
     if line.search(text):
         return line.sub(lambda _m: f"{name} = {value}", text, count=1)
@@ -147,7 +147,9 @@ class Cluster:
     ) -> Iterator[Cluster]:
         """Build and start a cluster in ``folder``; tear it all down after.
 
-        ``settings`` override ``[app:main]`` lines (e.g. smaller limits).
+        ``settings`` override lines of the ini by name (smaller limits;
+        ``threads`` of ``[server:main]`` too); a name not in the ini is added
+        to ``[app:main]``.
         """
         reason = missing_reason()
         if reason is not None:
