@@ -41,7 +41,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import webtest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import Engine, make_url
 
 from tests.app import ROOT
@@ -67,7 +67,7 @@ def missing_reason() -> str | None:
 
 
 def _replace(text: str, name: str, value: str) -> str:
-    """Set ``name = value`` in ``[app:main]``, whether the line is there or not."""
+    """Set the line ``name = value`` (commented out or not), else add it to ``[app:main]``."""
     line = re.compile(rf"^#? ?{re.escape(name)} =.*$", re.MULTILINE)
     if line.search(text):
         return line.sub(lambda _m: f"{name} = {value}", text, count=1)
@@ -75,7 +75,11 @@ def _replace(text: str, name: str, value: str) -> str:
 
 
 def cluster_ini(
-    folder: Path, https_port: int, smtp: SMTPServer, redis_url: str | None
+    folder: Path,
+    https_port: int,
+    smtp: SMTPServer,
+    redis_url: str | None,
+    overrides: dict[str, str],
 ) -> str:
     """production.ini for a cluster on 127.0.0.1 (see the module's docstring)."""
     text = PRODUCTION_INI.read_text()
@@ -101,6 +105,7 @@ def cluster_ini(
     }
     if redis_url is not None:
         settings["ratelimit.storage"] = redis_url
+    settings.update(overrides)
     for name, value in settings.items():
         text = _replace(text, name, value)
     return text
@@ -109,9 +114,12 @@ def cluster_ini(
 class Cluster:
     """A running cluster; use ``build`` (a context manager)."""
 
-    def __init__(self, folder: Path, nodes: int, redis_url: str | None) -> None:
+    def __init__(
+        self, folder: Path, nodes: int, redis_url: str | None, settings: dict[str, str]
+    ) -> None:
         self.folder = folder
         self.redis_url = redis_url
+        self.settings = settings
         self.ports = Ports(
             https=free_port(),
             http=free_port(),
@@ -130,12 +138,24 @@ class Cluster:
     @classmethod
     @contextlib.contextmanager
     def build(
-        cls, folder: Path, *, nodes: int = 2, redis_url: str | None = None
+        cls,
+        folder: Path,
+        *,
+        nodes: int = 2,
+        redis_url: str | None = None,
+        settings: dict[str, str] | None = None,
     ) -> Iterator[Cluster]:
+        """Build and start a cluster in ``folder``; tear it all down after.
+
+        ``settings`` override lines of the ini by name (smaller limits;
+        ``threads`` of ``[server:main]`` too); a name not in the ini is added
+        to ``[app:main]``.
+        """
         reason = missing_reason()
         if reason is not None:
             raise RuntimeError(reason)
-        cluster = cls(folder, nodes, redis_url)
+        folder.mkdir(parents=True, exist_ok=True)
+        cluster = cls(folder, nodes, redis_url, settings or {})
         with contextlib.ExitStack() as stack:
             stack.callback(cluster._drop_database)
             cluster._create_database()
@@ -191,7 +211,9 @@ class Cluster:
         assert self.smtp is not None
         self.ini = self.folder / "idme.ini"
         self.ini.write_text(
-            cluster_ini(self.folder, self.ports.https, self.smtp, self.redis_url)
+            cluster_ini(
+                self.folder, self.ports.https, self.smtp, self.redis_url, self.settings
+            )
         )
         self.env = {
             "IDP_SESSION_SECRET": secrets.token_urlsafe(48),
@@ -377,6 +399,8 @@ class Cluster:
             proxy,
             extra_environ={
                 "HTTP_HOST": f"{HOST}:{self.ports.https}",
+                # A browser's form posts say where they come from.
+                "HTTP_ORIGIN": self.url,
                 "wsgi.url_scheme": "https",
             },
         )
@@ -491,3 +515,122 @@ class NodeProxy(HttpsProxy):
 
     def connection(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(HOST, self.port, timeout=60)
+
+
+# --- what the scale-out tests and the benchmark do through a cluster ------------
+
+
+#: The module every SP registered by :func:`register_sp` belongs to, and the
+#: role granting it that every user of :func:`add_users` holds (SAML-32: an
+#: SSO needs both).
+MODULE, ROLE = "SCALE", "scale-tester"
+
+
+def add_users(cluster: Cluster, count: int, **values) -> list[dict]:
+    """``count`` usable users (tests/factories.py), committed; their fields.
+
+    Each holds :data:`ROLE`, which grants :data:`MODULE`.
+    """
+    from sqlalchemy.orm import Session
+
+    from idp.models import Role
+    from tests.factories import display, make_module, make_role, make_user
+
+    made = []
+    with Session(cluster.engine) as dbsession:
+        role = dbsession.scalar(select(Role).where(Role.name == ROLE))
+        if role is None:
+            role = make_role(dbsession, ROLE, make_module(dbsession, MODULE))
+        for _ in range(count):
+            user = make_user(dbsession, **values)
+            user.roles.append(role)
+            made.append({"id": user.id, "number": display(user), "email": user.email})
+        dbsession.commit()
+    return made
+
+
+def register_sp(cluster: Cluster, host: str) -> tuple[str, str]:
+    """Register the SP ``https://HOST/sp`` with ``idp-admin sp import``.
+
+    Returns its entity ID and ACS URL.
+    """
+    from tests.saml_metadata import make_sp_metadata
+
+    entity_id, acs = f"https://{host}/sp", f"https://{host}/acs"
+    metadata = cluster.folder / f"{host}.xml"
+    metadata.write_bytes(make_sp_metadata(entity_id))
+    add_users(cluster, 0)  # the module exists
+    cluster.ok("sp", "import", metadata, "--module", MODULE)
+    return entity_id, acs
+
+
+def sso_path(cluster: Cluster, entity_id: str, acs: str) -> str:
+    """``/saml/sso/redirect?...``: a fresh AuthnRequest from the SP."""
+    from tests.saml_requests import authn_request, redirect_query
+
+    xml = authn_request(
+        issuer=entity_id, acs_url=acs, destination=f"{cluster.url}/saml/sso/redirect"
+    )
+    return f"/saml/sso/redirect?{redirect_query(xml, relay_state='scale')}"
+
+
+def saml_response(page) -> bytes:
+    """The SAMLResponse an auto-posting answer page carries, decoded."""
+    import base64
+
+    import lxml.html
+
+    field = lxml.html.fromstring(page.body).xpath("//input[@name='SAMLResponse']")
+    assert field, f"no SAMLResponse in the answer ({page.status}): {page.text[:300]}"
+    return base64.b64decode(field[0].get("value"))
+
+
+def signing_certificate(response_xml: bytes) -> str:
+    """The certificate in the signature of a SAML response (or its assertion)."""
+    from lxml import etree
+
+    found = etree.fromstring(response_xml).xpath(
+        "//ds:Signature/ds:KeyInfo/ds:X509Data/ds:X509Certificate/text()",
+        namespaces={"ds": "http://www.w3.org/2000/09/xmldsig#"},
+    )
+    assert found, "the response carries no signing certificate"
+    return "".join(found[0].split())
+
+
+def metadata_certificates(page) -> set[str]:
+    """The signing certificates idMe's metadata publishes."""
+    from lxml import etree
+
+    found = etree.fromstring(page.body).xpath(
+        "//md:IDPSSODescriptor/md:KeyDescriptor[not(@use) or @use='signing']"
+        "//ds:X509Certificate/text()",
+        namespaces={
+            "md": "urn:oasis:names:tc:SAML:2.0:metadata",
+            "ds": "http://www.w3.org/2000/09/xmldsig#",
+        },
+    )
+    return {"".join(text.split()) for text in found}
+
+
+def queued_addresses(cluster: Cluster) -> set[str]:
+    """Every address the outbox holds mail or a mail job for, sent or not.
+
+    A job (``Outbox.defer``: a reset request, whose recipient is found
+    outside the request) names no recipient; its sealed data is opened with
+    the cluster's key and every string in it counts.
+    """
+    from email.utils import parseaddr
+
+    from idp.models import OutboxMessage
+    from idp.services.mail import OutboxCodec, open_job
+
+    codec = OutboxCodec(cluster.env["IDP_HMAC_KEY"])
+    found: set[str] = set()
+    with cluster.engine.connect() as conn:
+        for row in conn.execute(select(OutboxMessage.recipient, OutboxMessage.message)):
+            if row.recipient:
+                found.add(parseaddr(row.recipient)[1])
+            else:
+                data = open_job(codec, row)
+                found |= {value for value in data.values() if isinstance(value, str)}
+    return found

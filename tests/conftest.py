@@ -98,7 +98,8 @@ def pytest_collection_modifyitems(items):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """``--dist loadgroup``, plus: each browser module's tests on one worker.
+    """``--dist loadgroup``, plus: each browser module's tests on one worker,
+    and the scale-out module's (one cluster of nginx and nodes per module).
 
     A browser module's IdP, service and Chromium are module fixtures; split
     over workers, each would start them again. (The ``xdist_group`` mark
@@ -111,7 +112,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class BrowserModulesTogether(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            if nodeid.startswith("tests/e2e/"):
+            if nodeid.startswith(("tests/e2e/", "tests/functional/test_scaleout.py")):
                 return nodeid.split("::", 1)[0]
             return super()._split_scope(nodeid)
 

@@ -111,19 +111,39 @@ def serve(args) -> int:
     except (ValueError, TypeError) as exc:
         raise CommandError(f"{where}: {' '.join(str(exc).split())}") from None
 
-    import idp
+    # A signal while the app is being built (a few seconds) is kept for
+    # the loop, which then stops at once; a second one exits now. Without
+    # this, Ctrl-C here would print a traceback.
+    early: list[int] = []
 
-    app = idp.main(
-        {"__file__": str(path.resolve()), "here": str(path.parent.resolve())},
-        **read_ini(path),
-    )
+    def starting(signum, _frame) -> None:
+        early.append(signum)
+        if len(early) > 1:
+            os._exit(FORCED_EXIT_BASE + signum)
+
+    previous = {
+        signum: signal.signal(signum, starting)
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
-        server = waitress.create_server(app, **options)
-    except OSError as exc:
-        where = options.get("listen") or "[server:main]'s address"
-        reason = exc.strerror or str(exc)
-        raise CommandError(f"cannot listen on {where}: {reason}") from None
+        import idp
+
+        app = idp.main(
+            {"__file__": str(path.resolve()), "here": str(path.parent.resolve())},
+            **read_ini(path),
+        )
+        try:
+            server = waitress.create_server(app, **options)
+        except OSError as exc:
+            where = options.get("listen") or "[server:main]'s address"
+            reason = exc.strerror or str(exc)
+            raise CommandError(f"cannot listen on {where}: {reason}") from None
+    except BaseException:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        raise
     node = Node(server, grace=args.grace)
+    node.signals = len(early)
     return node.run()
 
 
@@ -170,7 +190,9 @@ class Node:
         ]
 
     def channels(self) -> list:
-        return [d for d in self.map.values() if isinstance(d, self._channel_class)]
+        # A copy in one step: the map is not to be walked while it changes.
+        present = list(self.map.values())
+        return [d for d in present if isinstance(d, self._channel_class)]
 
     def _on_signal(self, signum, _frame) -> None:
         # Runs in the main thread, which is the loop's: it only notes the
@@ -234,22 +256,24 @@ class Node:
         from waitress import wasyncore
 
         self.deadline = time.monotonic() + self.grace
-        print(
-            f"stopping: no new connections; up to {self.grace:g} s for "
-            "requests in flight",
-            flush=True,
-        )
         for listener in self.listeners:
             # Connections whose handshake the kernel completed are the
             # clients' already: serve them rather than reset them.
+            waiting = select.poll()
+            waiting.register(listener.socket, select.POLLIN)
             for _ in range(self.adj.backlog):
-                ready, _w, _x = select.select([listener.socket], [], [], 0)
-                if not ready:
+                if not waiting.poll(0):
                     break
                 listener.handle_accept()
             # Not listener.close(), which closes the trigger too: the
             # worker threads still wake the loop with it.
             wasyncore.dispatcher.close(listener)
+        # Said once it is true: a connection from now on is refused.
+        print(
+            f"stopping: no new connections; up to {self.grace:g} s for "
+            "requests in flight",
+            flush=True,
+        )
 
     def _close_idle(self) -> int:
         """Close the connections between requests; how many are still open.
