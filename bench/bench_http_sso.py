@@ -732,11 +732,18 @@ def idme_cells(kind: str, url: str, key_size: int, args) -> list[Cell]:
 
 
 # What each sample was doing. Two special cases first: a COMMIT anywhere in
-# the stack, and the calls into libxmlsec (py-spy without --native shows C
-# time on the Python line that called it: a leaf frame in crypto.py's sign
-# methods). Otherwise the innermost frame whose file belongs to a known
-# owner decides (the standard library's frames are passed over upwards).
-SIGN_CALLS = (".sign_element (", ".sign_statement (", ".sign_in_place (")
+# the stack, and the signatures (py-spy without --native shows C time on the
+# Python line that called it: a leaf frame in crypto.py's sign methods, which
+# call libxmlsec, or in the in-process signer's c14n and RSA calls).
+# Otherwise the innermost frame whose file belongs to a known owner decides
+# (the standard library's frames are passed over upwards).
+SIGN_CALLS = (
+    ".sign_element (",
+    ".sign_statement (",
+    ".sign_in_place (",
+    "_sign_enveloped (",
+    "_canonical (",
+)
 OWNERS = (
     ("idp/saml/crypto.py", "XML-DSig templates and key context around the signs"),
     ("xmlsec", "XML-DSig templates and key context around the signs"),
@@ -770,7 +777,7 @@ def category(frames: list[str]) -> str:
         any(call in frames[-1] for call in SIGN_CALLS)
         and "idp/saml/crypto.py" in frames[-1]
     ):
-        return "two signatures in libxmlsec (RSA, c14n, digests)"
+        return "the two signatures (RSA, c14n, digests)"
     for frame in reversed(frames):
         match = FRAME.match(frame)
         if match is None:
