@@ -1189,7 +1189,9 @@ def parse_args(argv: list[str]):
         help=f"where initdb and pg_ctl are ({PG_BIN})",
     )
     parser.add_argument(
-        "--keep", action="store_true", help="keep the temporary folder (logs)"
+        "--keep",
+        action="store_true",
+        help="keep the temporary folder (logs); kept anyway after an error",
     )
     args = parser.parse_args(argv)
     counts = [*args.connections, *args.two_node_connections, *args.signin_connections]
@@ -1268,8 +1270,9 @@ def main(argv: list[str]) -> int:
         return 130
     finally:
         bench.stop()
-        if args.keep:
-            print(f"kept {folder}", file=sys.stderr)
+        # An error's cause is in the nodes' and nginx's logs: keep them.
+        if args.keep or not clean:
+            print(f"kept {folder} (the nodes' logs are in cluster/)", file=sys.stderr)
         else:
             shutil.rmtree(folder, ignore_errors=True)
     print("result: " + ("no errors" if clean else "ERRORS (see above)"))
