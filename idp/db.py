@@ -6,6 +6,7 @@ transaction manager (pyramid_tm commits or aborts it); nothing here commits.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import threading
@@ -373,7 +374,10 @@ class PlainSql:
                 dialect=dialect,
             ) from error
         finally:
-            cursor.close()
+            # As SQLAlchemy's own: a cursor of an invalidated connection
+            # cannot close, and that is no error of the statement's.
+            with contextlib.suppress(dialect.loaded_dbapi.Error):
+                cursor.close()
         if self.writes:
             manager = session.info.get(_TRANSACTION_MANAGER)
             if manager is not None:
