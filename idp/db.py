@@ -343,6 +343,9 @@ class PlainSql:
     """
 
     def __init__(self, text: str, *, writes: bool = False) -> None:
+        # Stripped: statements start with their keyword, as SQLAlchemy's do
+        # (listeners and tests look at the first word).
+        text = text.strip()
         self.text = {"sqlite": text, "postgresql": _pyformat(text)}
         self.writes = writes
 
