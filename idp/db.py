@@ -330,8 +330,9 @@ class PlainSql:
 
     * the connection's ``before_cursor_execute`` listeners run first, so on
       SQLite a write takes the writer's turn (:func:`_configure_sqlite`)
-      and anything watching statements (fault injection, statement counts)
-      sees these too (``context`` is None: there is none);
+      and anything watching statements (fault injection, statement counts,
+      ``after_cursor_execute`` timers) sees these too (``context`` is
+      None: there is none);
     * a driver error is raised as SQLAlchemy's own ``DBAPIError`` (an
       outage is still told apart from a bug, :mod:`idp.dbfaults`), and a
       disconnect invalidates the connection;
@@ -363,6 +364,8 @@ class PlainSql:
                     connection, cursor, statement, parameters, None, False
                 )
             cursor.execute(statement, parameters)
+            for listener in connection.dispatch.after_cursor_execute:
+                listener(connection, cursor, statement, parameters, None, False)
             rows = cursor.fetchall()
         except dialect.loaded_dbapi.Error as error:
             gone = dialect.is_disconnect(error, dbapi_connection, cursor)

@@ -219,3 +219,36 @@ def test_values_cross_as_sqlalchemy_stores_them():
     assert utc_from_row("2031-01-02 03:04:05") == WHOLE_SECOND
     assert utc_from_row(eastern) == LATER and utc_from_row(eastern).tzinfo is dt.UTC
     assert utc_from_row(None) is None
+
+
+@pytest.mark.postgresql
+def test_statement_listeners_see_a_plain_statement_before_and_after(
+    dbsession, user, sp
+):
+    """Timers and counters (bench_sso's breakdown, the statement-count
+    tests) see a plain statement start and end, as they see SQLAlchemy's."""
+    from sqlalchemy import event
+
+    connection = dbsession.connection()
+    seen: list[tuple[str, str]] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        seen.append(("before", statement.split()[0]))
+
+    def after(conn, cursor, statement, parameters, context, executemany):
+        seen.append(("after", statement.split()[0]))
+
+    event.listen(connection, "before_cursor_execute", before)
+    event.listen(connection, "after_cursor_execute", after)
+    try:
+        may_reach(dbsession, user, sp)
+        record_seen(dbsession, ISSUER, "_seen", LATER)
+    finally:
+        event.remove(connection, "before_cursor_execute", before)
+        event.remove(connection, "after_cursor_execute", after)
+    assert seen == [
+        ("before", "SELECT"),
+        ("after", "SELECT"),
+        ("before", "INSERT"),
+        ("after", "INSERT"),
+    ]
