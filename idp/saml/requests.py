@@ -37,12 +37,10 @@ from saml2.sigver import SignatureError
 from saml2.xml.schema import XMLSchemaError
 from saml2.xml.schema import validate as schema_validate
 from sqlalchemy import bindparam, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, defer
 
-from idp.db import execute_write
-from idp.models import SeenRequestId, ServiceProvider
+from idp.db import PlainSql, plain_value
+from idp.models import ServiceProvider
 from idp.saml import xsdatetime
 from idp.saml.crypto import XmlsecBackend, verify_redirect_signature
 from idp.saml.errors import Reply, SamlRefused
@@ -249,20 +247,15 @@ _SP_BY_ENTITY_ID = (
     .options(defer(ServiceProvider.metadata_xml))
     .where(ServiceProvider.entity_id == bindparam("entity_id"))
 )
-_RECORD_SEEN = {
-    dialect: insert(SeenRequestId)
-    .values(
-        issuer=bindparam("issuer"),
-        request_id=bindparam("request_id"),
-        expires_at=bindparam("expires_at"),
-    )
-    .on_conflict_do_nothing()
-    .returning(SeenRequestId.request_id)
-    for dialect, insert in (
-        ("postgresql", postgresql_insert),
-        ("sqlite", sqlite_insert),
-    )
-}
+# The replay record, as DB-API text (``idp.db.PlainSql``; the same on both
+# dialects): the primary key decides, and a row comes back only if this
+# request inserted it. ``writes``: on SQLite it takes the writer's turn.
+_RECORD_SEEN = PlainSql(
+    "INSERT INTO seen_request_ids (issuer, request_id, expires_at)"
+    " VALUES (:issuer, :request_id, :expires_at)"
+    " ON CONFLICT DO NOTHING RETURNING request_id",
+    writes=True,
+)
 
 
 def _find_sp(
@@ -449,15 +442,16 @@ def record_seen(
     dbsession: Session, issuer: str, request_id: str, expires_at: dt.datetime
 ) -> None:
     """The statement of :func:`check_not_replayed`: SamlRefused if seen before."""
-    statement = _RECORD_SEEN[dbsession.get_bind().dialect.name]
-    # Core on the session's connection: the ORM's bulk-insert path around
-    # a plain INSERT cost more than the statement.
-    recorded = execute_write(
+    dialect = dbsession.get_bind().dialect.name
+    recorded = _RECORD_SEEN.execute(
         dbsession,
-        statement,
-        {"issuer": issuer, "request_id": request_id, "expires_at": expires_at},
-    ).scalar_one_or_none()
-    if recorded is None:
+        {
+            "issuer": issuer,
+            "request_id": request_id,
+            "expires_at": plain_value(expires_at, dialect),
+        },
+    )
+    if not recorded:
         raise SamlRefused("saml_replay", request_id)
 
 
