@@ -38,7 +38,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import webtest
 from sqlalchemy import create_engine, select, text
@@ -48,6 +47,7 @@ from tests.app import ROOT
 from tests.cli import IDP_ADMIN, admin
 from tests.nginx_site import NGINX, Nginx, Ports, main_conf, render_site
 from tests.nodes import HOST, NodeProcess, free_port
+from tests.served import WireProxy
 from tests.smtp import SMTPServer, make_certificate
 
 POSTGRESQL_ENV = "IDP_TEST_POSTGRESQL_URL"
@@ -442,10 +442,7 @@ def _stop(process: subprocess.Popen) -> int:
         return process.wait(timeout=10)
 
 
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding"})
-
-
-class HttpsProxy:
+class HttpsProxy(WireProxy):
     """A WSGI app forwarding each request over HTTPS to ``port`` (nginx).
 
     ``webtest.TestApp(HttpsProxy(...))`` fills forms and keeps cookies as
@@ -453,57 +450,14 @@ class HttpsProxy:
     its own connection, so nginx balances them as it would browsers'.
     """
 
-    extra_headers: dict[str, str] = {}
-
     def __init__(self, port: int, context: ssl.SSLContext | None) -> None:
-        self.port = port
+        super().__init__(port)
         self.context = context
 
     def connection(self) -> http.client.HTTPConnection:
         return http.client.HTTPSConnection(
             HOST, self.port, timeout=60, context=self.context
         )
-
-    def __call__(self, environ, start_response):
-        path = quote(environ.get("PATH_INFO", "").encode("latin-1"), safe="/;=,@:")
-        if environ.get("QUERY_STRING"):
-            path += "?" + environ["QUERY_STRING"]
-        headers = {
-            key[5:].replace("_", "-").title(): value
-            for key, value in environ.items()
-            if key.startswith("HTTP_")
-        }
-        headers.update(self.extra_headers)
-        if environ.get("CONTENT_TYPE"):
-            headers["Content-Type"] = environ["CONTENT_TYPE"]
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else None
-        conn = self.connection()
-        try:
-            conn.putrequest(
-                environ["REQUEST_METHOD"],
-                path,
-                skip_host=True,
-                skip_accept_encoding=True,
-            )
-            for name, value in headers.items():
-                conn.putheader(name, value.encode("latin-1"))
-            if body is not None:
-                conn.putheader("Content-Length", str(len(body)))
-            conn.endheaders(body)
-            response = conn.getresponse()
-            data = response.read()
-            start_response(
-                f"{response.status} {response.reason}",
-                [
-                    (name, value)
-                    for name, value in response.getheaders()
-                    if name.lower() not in _HOP_BY_HOP
-                ],
-            )
-            return [data]
-        finally:
-            conn.close()
 
 
 class NodeProxy(HttpsProxy):

@@ -138,8 +138,15 @@ class WireProxy:
     error answers and all.
     """
 
+    #: Headers added to every request (what a proxy in front would set).
+    extra_headers: dict[str, str] = {}
+
     def __init__(self, port: int) -> None:
         self.port = port
+
+    def connection(self) -> http.client.HTTPConnection:
+        """A new connection for one request (a subclass may speak TLS)."""
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
 
     def __call__(self, environ, start_response):
         path = quote(environ.get("PATH_INFO", "").encode("latin-1"), safe="/;=,@:")
@@ -150,11 +157,12 @@ class WireProxy:
             for key, value in environ.items()
             if key.startswith("HTTP_")
         }
+        headers.update(self.extra_headers)
         if environ.get("CONTENT_TYPE"):
             headers["Content-Type"] = environ["CONTENT_TYPE"]
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else None
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn = self.connection()
         try:
             conn.putrequest(
                 environ["REQUEST_METHOD"],
