@@ -36,6 +36,7 @@ from idp.saml import keys as keystore
 from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, environ, make_app
 from tests.cli import ok, scratch_ini
 from tests.partner_server import PartnerServer, ThrowawayCA
+from tests.postgresql import drop_database
 
 POSTGRESQL_ENV = "IDP_TEST_POSTGRESQL_URL"
 REQUIRE_POSTGRESQL_ENV = "IDP_TEST_REQUIRE_POSTGRESQL"
@@ -213,11 +214,7 @@ class WorkerDatabases:
         try:
             with engine.connect() as conn:
                 for url in self.created:
-                    # FORCE: a connection a failed test leaked must not keep
-                    # the database (and its name) for the next run.
-                    conn.execute(
-                        text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-                    )
+                    drop_database(conn, url.database)
         finally:
             engine.dispose()
 

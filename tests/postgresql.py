@@ -37,6 +37,26 @@ def configured_url() -> str:
     return url
 
 
+def drop_database(conn, name: str) -> None:
+    """``DROP DATABASE IF EXISTS name WITH (FORCE)`` on an AUTOCOMMIT ``conn``.
+
+    FORCE ends our own leftover connections (a test that leaked one must
+    not keep the database, and its name, for the next run), but a role
+    that is not a superuser cannot end an autovacuum worker (a
+    superuser's) that fresh tables start: it is done within moments, so
+    the drop is tried again for up to 10 s.
+    """
+    drop = text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for attempt in range(100):
+        try:
+            conn.execute(drop)
+            return
+        except DBAPIError as exc:
+            if attempt == 99 or "terminated" not in str(exc.orig):
+                raise
+            time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def scratch_databases(*names: str) -> Iterator[list[str]]:
     """Empty databases ``<configured>_<name>[_<worker>]``; their URLs, in order."""
@@ -53,18 +73,7 @@ def scratch_databases(*names: str) -> Iterator[list[str]]:
 
     def drop_all(conn) -> None:
         for url in urls:
-            drop = text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-            # FORCE ends our own leftover connections, but not an autovacuum
-            # worker (a superuser's) that a restore's fresh tables start: it
-            # is done within moments.
-            for attempt in range(100):
-                try:
-                    conn.execute(drop)
-                    break
-                except DBAPIError as exc:
-                    if attempt == 99 or "terminated" not in str(exc.orig):
-                        raise
-                    time.sleep(0.1)
+            drop_database(conn, url.database)
 
     try:
         with admin.connect() as conn:
