@@ -103,10 +103,9 @@ def test_data_07_update_and_delete_refused_insert_accepted(audit, dbsession):
     # The control: appending still works, and nothing was changed.
     second = audit.record("account.unlocked", actor_user_id=None)
     dbsession.expire_all()
-    assert [row.event for row in dbsession.scalars(select(AuditEvent))] == [
-        "account.locked",
-        "account.unlocked",
-    ]
+    # In id order: without ORDER BY, PostgreSQL may return rows in any order.
+    rows = dbsession.scalars(select(AuditEvent).order_by(AuditEvent.id))
+    assert [row.event for row in rows] == ["account.locked", "account.unlocked"]
     assert second.prev_hash == first.hash
     assert verify(dbsession) == VerifyResult(ok=True, checked=2, first_bad_id=None)
 
