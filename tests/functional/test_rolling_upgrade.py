@@ -22,7 +22,6 @@ import base64
 import contextlib
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -58,9 +57,14 @@ import idp
 from pyramid.paster import get_app
 print("idp from", idp.__file__, flush=True)
 app = get_app(sys.argv[1], "main")
-waitress.serve(app, host="127.0.0.1", port=int(sys.argv[2]), threads=4,
-               url_scheme="https", ident="idme")
+# Port 0: the kernel's free port, bound here and printed, so no other
+# process can take it between choosing and listening.
+server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4,
+                                url_scheme="https", ident="idme")
+print("listening on port", server.effective_port, flush=True)
+server.run()
 """
+LISTENING = re.compile(r"^listening on port (\d+)$", re.MULTILINE)
 
 
 def git(*args: str) -> str:
@@ -170,10 +174,9 @@ def node(tree: Path, ini: Path, log: Path) -> Iterator[int]:
 
     For the previous release, which may predate ``idp-admin serve``.
     """
-    port = free_port()
     with log.open("w") as output:
         process = subprocess.Popen(
-            [sys.executable, "-c", NODE, str(ini), str(port)],
+            [sys.executable, "-c", NODE, str(ini)],
             cwd=tree,
             env=environment(tree),
             stdin=subprocess.DEVNULL,
@@ -182,14 +185,13 @@ def node(tree: Path, ini: Path, log: Path) -> Iterator[int]:
         )
     try:
         deadline = time.monotonic() + 60
-        while True:
+        # The port the node printed once it was bound: a port chosen here
+        # and checked by connecting could be another test's server's.
+        while (listening := LISTENING.search(log.read_text())) is None:
             assert process.poll() is None, log.read_text()[-3000:]
-            with contextlib.suppress(OSError):
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.05)
-        yield port
+        yield int(listening.group(1))
     finally:
         process.terminate()
         try:
