@@ -25,6 +25,7 @@ ones that talk to pysaml2 for SSO.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import functools
@@ -408,12 +409,19 @@ def answer(
     (another tab, a replayed continuation) is ``REFUSED`` instead.
     """
     signed_in = functools.cache(signed_in)
+    read: list[Access] = []
 
     def access(user: User) -> Access:
         who = signed_in()
-        return may_reach(
-            dbsession, user, start.sp, who.session if who is not None else None
+        facts = may_reach(
+            dbsession,
+            user,
+            start.sp,
+            who.session if who is not None else None,
+            start.request,
         )
+        read.append(facts)
+        return facts
 
     access = functools.cache(access)
     outcome = decide(start, signed_in, access)
@@ -425,9 +433,9 @@ def answer(
                 tally.flush(dbsession)
         return answer
     try:
-        # Answers without a signature record their request first.
-        if start.request is not None:
-            record(dbsession, start.request)
+        # Answers without a signature record their request first (the role
+        # gate's statement may have, on PostgreSQL).
+        recorded_request(dbsession, start.request, read[0] if read else None)
     except SamlRefused as exc:
         return Answer(Outcome.REFUSED, reply=exc.reply, refusal=exc)
     if outcome in (Outcome.CONTINUE, Outcome.SIGN_IN, Outcome.CHANGE_PASSWORD):
@@ -470,11 +478,19 @@ def _assertion(
 
     The writes come after the signatures, so SQLite's writer's turn
     (:mod:`idp.db`) is held only for them; a request seen before is
-    refused then, and its signed Response never leaves.
+    refused then, and its signed Response never leaves. On PostgreSQL the
+    replay record was written by the role gate's statement
+    (:func:`may_reach`), and a request seen before is refused before
+    anything is signed.
     """
     assert who is not None, "decide() lets only a signed-in user have an assertion"
     facts = access(who.user)
     try:
+        request = start.request
+        if facts.recorded is not None:
+            # Recorded by the role gate's statement: a replay is refused
+            # before anything is signed.
+            request = recorded_request(dbsession, request, facts)
         saml_response = assertion_for(
             dbsession,
             servers.get(dbsession, version=facts.registry),
@@ -482,7 +498,7 @@ def _assertion(
             session_row=who.session,
             sp=start.sp,
             reply=start.reply,
-            request=start.request,
+            request=request,
             access=facts,
             settings=settings,
         )
@@ -518,6 +534,8 @@ class Access:
     None if the session has not been to the SP; ``registry``: the
     registry's version, for :class:`ServerCache`. All read in one statement
     (:func:`may_reach`); ``participant`` and ``registry`` only when asked.
+    ``recorded``: whether that statement wrote the request's replay record
+    (True) or found it written before (False); None if it did not try.
     """
 
     allowed: bool
@@ -525,6 +543,7 @@ class Access:
     persistent: str | None = None
     participant: tuple[int, str, str, str] | None = None
     registry: tuple[int, dt.datetime | None] | None = None
+    recorded: bool | None = None
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -537,9 +556,10 @@ _ROLE_SEPARATOR = "\x1f"
 # The one SELECT of :func:`may_reach`, as DB-API text (``idp.db.PlainSql``:
 # a third of the Core statement's cost; nothing in it is an entity). The
 # role names are aggregated with the dialect's function; every other part
-# is the same text on both.
+# is the same text on both. ``{seen}`` and ``{recorded}`` are empty, except
+# in :data:`_FACTS_RECORDING`.
 _FACTS_TEXT = """
-SELECT
+{seen}SELECT
   (SELECT {aggregate}(roles.name, :separator)
      FROM roles JOIN user_roles ON user_roles.role_id = roles.id
     WHERE user_roles.user_id = :user_id) AS roles,
@@ -558,7 +578,7 @@ SELECT
   session_participants.id,
   session_participants.name_id,
   session_participants.name_id_format,
-  session_participants.session_index
+  session_participants.session_index{recorded}
 FROM (SELECT 1 AS one) AS anchor
 LEFT OUTER JOIN session_participants
   ON session_participants.session_id = :session_id
@@ -567,9 +587,31 @@ ORDER BY session_participants.id DESC
 LIMIT 1
 """
 _FACTS = {
-    "sqlite": PlainSql(_FACTS_TEXT.format(aggregate="group_concat")),
-    "postgresql": PlainSql(_FACTS_TEXT.format(aggregate="string_agg")),
+    "sqlite": PlainSql(
+        _FACTS_TEXT.format(aggregate="group_concat", seen="", recorded="")
+    ),
+    "postgresql": PlainSql(
+        _FACTS_TEXT.format(aggregate="string_agg", seen="", recorded="")
+    ),
 }
+# On PostgreSQL, where every statement is a round trip, the request's replay
+# record (SAML-17; the INSERT of :func:`idp.saml.requests.record_seen`) rides
+# in the same statement: a data-modifying WITH runs once, whatever the
+# SELECT reads, and ``recorded`` says whether this request inserted the row.
+# On SQLite (no INSERT in a WITH) the record stays a statement of its own,
+# written after signing so the writer's turn is held only for the writes.
+_FACTS_RECORDING = PlainSql(
+    _FACTS_TEXT.format(
+        aggregate="string_agg",
+        seen="""WITH seen AS (
+  INSERT INTO seen_request_ids (issuer, request_id, expires_at)
+  VALUES (:issuer, :request_id, :expires_at)
+  ON CONFLICT DO NOTHING RETURNING request_id)
+""",
+        recorded=",\n  (SELECT count(*) FROM seen) AS recorded",
+    ),
+    writes=True,
+)
 
 
 def may_reach(
@@ -577,6 +619,7 @@ def may_reach(
     user: User,
     sp: ServiceProvider,
     session_row: IdpSession | None = None,
+    request: AuthnRequest | None = None,
 ) -> Access:
     """Does one of the user's roles grant the SP's module? (SAML-32)
 
@@ -585,20 +628,34 @@ def may_reach(
     NameID, this session's participant record (given ``session_row``) and
     the registry's version. A user holding no role, or an SP in no module,
     is refused.
+
+    Given a ``request`` not recorded yet, PostgreSQL writes its replay
+    record in the same statement (:data:`_FACTS_RECORDING`), and
+    ``recorded`` says whether it was new; see :func:`recorded_request`.
     """
     dialect = dbsession.get_bind().dialect.name
     session_id = session_row.id if session_row is not None else None
-    (row,) = _FACTS[dialect].execute(
-        dbsession,
-        {
-            "separator": _ROLE_SEPARATOR,
-            "user_id": plain_value(user.id, dialect),
-            "module_id": sp.module_id,
-            "sp_id": sp.id,
-            "session_id": plain_value(session_id, dialect),
-            "state_id": REGISTRY_STATE_ID,
-        },
+    parameters = {
+        "separator": _ROLE_SEPARATOR,
+        "user_id": plain_value(user.id, dialect),
+        "module_id": sp.module_id,
+        "sp_id": sp.id,
+        "session_id": plain_value(session_id, dialect),
+        "state_id": REGISTRY_STATE_ID,
+    }
+    statement = _FACTS[dialect]
+    recording = (
+        dialect == "postgresql"
+        and request is not None
+        and request.unrecorded_until is not None
     )
+    if recording:
+        assert request is not None and request.unrecorded_until is not None
+        statement = _FACTS_RECORDING
+        parameters["issuer"] = request.issuer
+        parameters["request_id"] = request.id
+        parameters["expires_at"] = request.unrecorded_until
+    (row,) = statement.execute(dbsession, parameters)
     names, allowed, persistent, generation, changed_at = row[:5]
     roles = tuple(sorted(set(names.split(_ROLE_SEPARATOR)))) if names else ()
     participant = None
@@ -610,7 +667,28 @@ def may_reach(
         persistent=persistent,
         participant=participant,
         registry=(generation or 0, utc_from_row(changed_at) if generation else None),
+        recorded=bool(row[9]) if recording else None,
     )
+
+
+def recorded_request(
+    dbsession: Session, request: AuthnRequest | None, facts: Access | None
+) -> AuthnRequest | None:
+    """``request`` once its replay record is written; SamlRefused if seen before.
+
+    Where the role gate's statement wrote it (``facts.recorded`` is not
+    None), its answer decides; otherwise :func:`idp.saml.requests.record`
+    writes it now. Either way the request comes back marked as recorded, so
+    nothing writes it a second time.
+    """
+    if request is None or request.unrecorded_until is None:
+        return request
+    if facts is not None and facts.recorded is not None:
+        if not facts.recorded:
+            raise SamlRefused("saml_replay", request.id).with_reply(request.reply())
+    else:
+        record(dbsession, request)
+    return dataclasses.replace(request, unrecorded_until=None)
 
 
 def service_name(sp: ServiceProvider, locale: str) -> str:

@@ -31,14 +31,16 @@ from idp.models import (
 )
 from idp.saml.errors import SamlRefused
 from idp.saml.registry import REGISTRY_STATE_ID
-from idp.saml.requests import record_seen
-from idp.saml.sso import may_reach
+from idp.saml.requests import AuthnRequest, record_seen
+from idp.saml.sp_metadata import Endpoint
+from idp.saml.sso import may_reach, recorded_request
 from tests.dbfaults import failing_statements
 
 ISSUER = "https://sp.example.edu.my/plain-sql"
 # Microseconds, and a value with none: SQLite's text must still compare.
 LATER = dt.datetime(2031, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
 WHOLE_SECOND = dt.datetime(2031, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+BINDING_HTTP_POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
 
 
 @pytest.fixture
@@ -252,3 +254,57 @@ def test_statement_listeners_see_a_plain_statement_before_and_after(
         ("before", "INSERT"),
         ("after", "INSERT"),
     ]
+
+
+def _unrecorded(sp, request_id: str) -> AuthnRequest:
+    """A checked AuthnRequest whose replay record is still to be written."""
+    return AuthnRequest(
+        id=request_id,
+        sp_id=sp.id,
+        issuer=sp.entity_id,
+        acs=Endpoint(BINDING_HTTP_POST, "https://sp.example.edu.my/acs"),
+        force_authn=False,
+        is_passive=False,
+        name_id_format=None,
+        sp_name_qualifier=None,
+        allow_create=True,
+        requested_context=None,
+        relay_state=None,
+        signed=False,
+        unrecorded_until=LATER,
+    )
+
+
+@pytest.mark.postgresql
+def test_saml_17_the_role_gate_records_a_request_once_on_postgresql(
+    db_engine, dbsession, user, sp, sso_session
+):
+    """SAML-17: on PostgreSQL the role gate's statement writes the replay
+    record (one round trip fewer per SSO); a second request with the same ID
+    is refused, whether the gate let the first through or not, and nothing
+    writes the record twice. SQLite keeps its own INSERT (after signing)."""
+    request = _unrecorded(sp, "_gated")
+    facts = may_reach(dbsession, user, sp, sso_session, request)
+    postgresql = db_engine.dialect.name == "postgresql"
+    assert facts.allowed and facts.roles == ("guru",)
+    assert facts.recorded is (True if postgresql else None)
+    marked = recorded_request(dbsession, request, facts)
+    assert marked is not None and marked.unrecorded_until is None
+    assert recorded_request(dbsession, marked, facts) is marked  # nothing again
+    rows = dbsession.scalars(
+        select(SeenRequestId.request_id).where(SeenRequestId.issuer == sp.entity_id)
+    ).all()
+    assert rows == ["_gated"]
+
+    # The same ID again, for a user the gate now refuses: still a replay.
+    user.roles.clear()
+    dbsession.flush()
+    again = may_reach(dbsession, user, sp, sso_session, request)
+    assert not again.allowed
+    assert again.recorded is (False if postgresql else None)
+    with pytest.raises(SamlRefused) as refused:
+        recorded_request(dbsession, request, again)
+    assert refused.value.code == "saml_replay"
+    assert refused.value.reply == request.reply()
+    # A request recorded before (a parked one read back) is not written again.
+    assert may_reach(dbsession, user, sp, sso_session, marked).recorded is None

@@ -166,3 +166,73 @@ def test_saml_17_a_repeat_sso_commits_its_replay_record(committing_testapp, db_e
     assert again.html.select_one("[data-error-code]")["data-error-code"] == (
         "saml_replay"
     )
+
+
+@pytest.mark.postgresql
+def test_saml_17_postgresql_records_the_request_in_the_role_gates_statement(
+    committing_testapp, db_engine, monkeypatch
+):
+    """SAML-17 on PostgreSQL: a signed-in user's repeat SSO is three
+    statements (the session, the SP, the role gate writing the replay record
+    in the same round trip), and a replayed request is refused before
+    anything is signed. On SQLite the record stays a statement of its own,
+    after the signatures (the writer's turn is held only for it)."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    import idp.saml.crypto
+    from idp.saml.registry import import_sp
+    from tests.factories import display, make_module, make_role, make_user
+    from tests.saml_metadata import make_sp_metadata
+
+    with Session(db_engine) as session, session.begin():
+        module = make_module(session, "emis")
+        import_sp(session, make_sp_metadata(), module_code="emis")
+        user = make_user(session)
+        user.roles.append(make_role(session, "guru", module))
+        number = display(user)
+    sign_in(committing_testapp, number)
+    first = committing_testapp.get(
+        "/saml/sso/redirect?" + redirect_query(authn_request())
+    )
+    assert status_of(response_of(first)) == [SUCCESS]
+
+    statements: list[str] = []
+    signatures: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(" ".join(statement.split()))
+
+    signer = idp.saml.crypto._sign_enveloped
+
+    def counting(*args, **kwargs):
+        signatures.append("signed")
+        return signer(*args, **kwargs)
+
+    monkeypatch.setattr(idp.saml.crypto, "_sign_enveloped", counting)
+    event.listen(db_engine, "before_cursor_execute", seen)
+    try:
+        query = "/saml/sso/redirect?" + redirect_query(authn_request())
+        assert status_of(response_of(committing_testapp.get(query))) == [SUCCESS]
+        inserts = [s for s in statements if "INSERT INTO seen_request_ids" in s]
+        assert len(inserts) == 1
+        if db_engine.dialect.name == "postgresql":
+            assert len(statements) == 3, statements
+            assert inserts[0].startswith("WITH seen AS")
+            assert "role_modules" in inserts[0]  # the gate's own statement
+        else:
+            assert inserts[0].startswith("INSERT")
+        assert len(signatures) == 2
+        signatures.clear()
+        again = committing_testapp.get(query, status=400)
+    finally:
+        event.remove(db_engine, "before_cursor_execute", seen)
+    assert again.html.select_one("[data-error-code]")["data-error-code"] == (
+        "saml_replay"
+    )
+    # The refusal's error Response is signed (one signature) for the SP; on
+    # SQLite the replayed Response's two were made before the record refused it.
+    postgresql = db_engine.dialect.name == "postgresql"
+    assert len(signatures) == (1 if postgresql else 3)
+    with db_engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(SeenRequestId)) == 2
