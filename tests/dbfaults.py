@@ -197,6 +197,7 @@ def dropped_connections(
     pattern: str,
     *,
     after: bool = False,
+    skip: int = 0,
     times: int = 1,
 ) -> Iterator[list[str]]:
     """The connection running a statement matching ``pattern`` is cut for real.
@@ -208,13 +209,18 @@ def dropped_connections(
     dead connection; with ``after``, once it has run, so the next use does
     (a later statement, the ROLLBACK). SQLAlchemy then sees the driver's
     own error, as in an outage: no exception is made up here. The first
-    ``times`` matching statements are cut; yields the list of them.
+    ``skip`` matching statements pass, the next ``times`` are cut; yields
+    the list of those cut.
     """
     wanted = re.compile(pattern, re.IGNORECASE)
     cut: list[str] = []
+    seen = [0]
 
     def drop(conn, cursor, statement, parameters, context, executemany):
-        if len(cut) < times and wanted.search(statement):
+        if len(cut) >= times or not wanted.search(statement):
+            return
+        seen[0] += 1
+        if seen[0] > skip:
             cut.append(statement)
             drop_connection(engine, conn.connection.driver_connection)
 
@@ -227,12 +233,14 @@ def dropped_connections(
 
 
 @contextlib.contextmanager
-def dropped_before_rollback(engine: Engine) -> Iterator[list]:
-    """The first connection of ``engine`` to roll back is cut just before.
+def dropped_before_end(engine: Engine, end: str = "rollback") -> Iterator[list]:
+    """The first connection of ``engine`` to roll back (or, with ``end``
+    "commit", to commit) is cut just before.
 
     What a request meets when PostgreSQL stops after its last statement
-    but before its transaction ends: the abort's ROLLBACK finds the
-    connection dead. Yields the list of connections cut (one at most).
+    but before its transaction ends: the ROLLBACK (an abort's) or the
+    COMMIT finds the connection dead. Yields the list of connections cut
+    (one at most).
     """
     cut: list = []
 
@@ -241,11 +249,11 @@ def dropped_before_rollback(engine: Engine) -> Iterator[list]:
             cut.append(conn)
             drop_connection(engine, conn.connection.driver_connection)
 
-    event.listen(engine, "rollback", drop)
+    event.listen(engine, end, drop)
     try:
         yield cut
     finally:
-        event.remove(engine, "rollback", drop)
+        event.remove(engine, end, drop)
 
 
 def drop_connection(engine: Engine, driver) -> None:

@@ -18,7 +18,7 @@ import time
 
 import pytest
 import webtest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 import idp
@@ -31,7 +31,7 @@ from idp.sessions import COOKIE_NAME, hash_token
 from tests.app import TEST_BASE_URL, TEST_HOST, make_app
 from tests.dbfaults import (
     TcpProxy,
-    dropped_before_rollback,
+    dropped_before_end,
     dropped_connections,
     failing_commits,
     failing_statements,
@@ -43,6 +43,7 @@ from tests.served import exchange, request_bytes, serve
 SESSION_COOKIE = "idp_session=" + "A" * 43
 MS_TITLE = "Perkhidmatan tidak tersedia buat sementara waktu"
 EN_TITLE = "The service is temporarily unavailable"
+SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 
 
 @pytest.fixture
@@ -429,7 +430,7 @@ def test_data_10_a_rollback_on_a_closed_connection_logs_one_line(
     handler = caplog.handler
     handler.addFilter(AbortFaultFilter())
     try:
-        with dropped_before_rollback(fault_engine) as cut:
+        with dropped_before_end(fault_engine) as cut:
             page = client(fault_app).get("/healthz", expect_errors=True)
     finally:
         handler.removeFilter(handler.filters[-1])
@@ -496,3 +497,107 @@ def test_data_10_healthz_logs_an_outage_in_one_line(
         assert str(fault_engine.url.database) in line
     else:
         assert record.exc_info is not None and record.exc_info[0].__name__ == error
+
+
+@pytest.fixture
+def abort_filter(caplog):
+    """caplog's handler with the filter ``idp:main`` installs in production."""
+    installed = AbortFaultFilter()
+    caplog.handler.addFilter(installed)
+    yield
+    caplog.handler.removeFilter(installed)
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("due", ["nothing", "the touch", "the touch and the tally"])
+def test_data_10_an_sso_cut_off_at_any_statement_is_the_503_page(
+    committing_testapp, db_engine, caplog, abort_filter, monkeypatch, due
+):
+    """DATA-10: PostgreSQL gone before or after any statement of a signed-in
+    user's SSO, or at its COMMIT: the 503 page and one log line, never the
+    500 page or a traceback; the next SSO is served.
+
+    The sweep that found the restart's 500 (with the session due its 60 s
+    touch). The touch and the tally's flush (once a minute per node, a
+    SAVEPOINT, an upsert and a RELEASE) add statements, so each is swept
+    too. Each cut ends the request's server process for real.
+    """
+    if db_engine.dialect.name != "postgresql":
+        pytest.skip("a server's restart is PostgreSQL's (SQLite's faults: above)")
+    from idp.saml.registry import import_sp
+    from tests.factories import display, make_module, make_role, make_user
+    from tests.saml_metadata import make_sp_metadata
+    from tests.saml_pages import response_of, status_of
+    from tests.saml_requests import authn_request, redirect_query
+    from tests.signin import sign_in
+
+    with Session(db_engine) as session, session.begin():
+        module = make_module(session, "emis")
+        import_sp(session, make_sp_metadata(), module_code="emis")
+        user = make_user(session)
+        user.roles.append(make_role(session, "guru", module))
+        number = display(user)
+    browser = committing_testapp
+    sign_in(browser, number)
+    if "tally" in due:
+        tally = browser.app.registry["idp.saml.tally"]
+        monkeypatch.setattr(tally, "due", lambda: True)
+
+    def make_due() -> None:
+        if "touch" in due:
+            with db_engine.begin() as conn:
+                conn.execute(
+                    IdpSession.__table__.update().values(
+                        last_seen_at=utcnow() - dt.timedelta(minutes=2)
+                    )
+                )
+
+    def sso():
+        query = redirect_query(authn_request())
+        return browser.get(f"/saml/sso/redirect?{query}", expect_errors=True)
+
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    # The first SSO to the SP also records its NameID and participant.
+    assert status_of(response_of(sso())) == [SUCCESS]
+    make_due()
+    event.listen(db_engine, "before_cursor_execute", seen)
+    try:
+        assert status_of(response_of(sso())) == [SUCCESS]
+    finally:
+        event.remove(db_engine, "before_cursor_execute", seen)
+    if "touch" in due:
+        assert any(s.startswith("UPDATE idp_sessions") for s in statements)
+    if "tally" in due:
+        assert any(s.startswith("SAVEPOINT") for s in statements)
+    cuts = [
+        ("statement", index, after)
+        for index in range(len(statements))
+        for after in (False, True)
+    ]
+    cuts.append(("commit", 0, False))
+    for kind, index, after in cuts:
+        make_due()
+        caplog.clear()
+        if kind == "statement":
+            cutting = dropped_connections(db_engine, ".", skip=index, after=after)
+        else:
+            cutting = dropped_before_end(db_engine, "commit")
+        with cutting as cut:
+            page = sso()
+        where = f"{kind} {index} ({statements[index][:60]!r}, after={after})"
+        assert cut, f"never cut: {where}"
+        assert page.status_int == 503, where
+        # sign_in chose English.
+        assert_unavailable_page(page.status_int, page.headers, page.text, "en")
+        noisy = [
+            r
+            for r in caplog.records
+            if r.levelno >= logging.WARNING and r.exc_info is not None
+        ]
+        assert not noisy, where
+        assert len(db_fault_records(caplog)) == 1, where
+        assert status_of(response_of(sso())) == [SUCCESS], f"no recovery: {where}"
