@@ -416,7 +416,7 @@ def test_data_10_a_bug_with_a_session_to_save_stays_the_500_page(
 
 @pytest.mark.postgresql
 def test_data_10_a_rollback_on_a_closed_connection_logs_one_line(
-    fault_app, fault_engine, caplog
+    fault_app, fault_engine, caplog, abort_filter
 ):
     """DATA-10: PostgreSQL gone after the request's last statement: the abort's
     ROLLBACK fails, and the log has one line for it, without a traceback.
@@ -427,13 +427,8 @@ def test_data_10_a_rollback_on_a_closed_connection_logs_one_line(
     with a full traceback (:class:`idp.dbfaults.AbortFaultFilter`).
     """
     caplog.set_level(logging.INFO)
-    handler = caplog.handler
-    handler.addFilter(AbortFaultFilter())
-    try:
-        with dropped_before_end(fault_engine) as cut:
-            page = client(fault_app).get("/healthz", expect_errors=True)
-    finally:
-        handler.removeFilter(handler.filters[-1])
+    with dropped_before_end(fault_engine) as cut:
+        page = client(fault_app).get("/healthz", expect_errors=True)
     assert cut, "the connection was never closed"
     assert page.status_int == 503 and int(page.headers["Retry-After"]) > 0
     records = [r for r in caplog.records if r.levelno >= logging.WARNING]
