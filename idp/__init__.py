@@ -7,12 +7,15 @@ import sys
 def main(global_config, **settings):
     """The Paste app factory named ``idp:main`` in the ini files."""
     from idp.config import configure
+    from idp.dbfaults import install_log_filter
     from idp.logmask import install
     from idp.saml.keys import KeyPairError
     from idp.saml.selftest import VerifierSelfTestError
     from idp.settings import SettingsError
 
     install()  # pserve has configured logging by now: mask what it writes
+    # An outage's failed ROLLBACK: one line (the 503's), not a traceback.
+    install_log_filter()
 
     try:
         app = configure(settings).make_wsgi_app()

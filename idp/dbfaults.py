@@ -18,6 +18,7 @@ tests a pooled connection before use, and the next request connects anew.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from sqlalchemy.exc import (
@@ -36,7 +37,7 @@ RETRY_AFTER_SECONDS = 5
 CAUSE_MAX = 300
 
 
-def is_database_fault(exc: BaseException) -> bool:
+def is_database_fault(exc: BaseException | None) -> bool:
     """Whether ``exc`` says the database is unreachable, restarting or busy.
 
     Connection refused or dropped, a server shutting down, an admin
@@ -54,6 +55,49 @@ def is_database_fault(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, WriterQueueTimeout)
+
+
+# What the ``transaction`` package logs, with a traceback, when a resource
+# manager fails to abort: a ROLLBACK on a connection the outage closed.
+_ABORT_FAILURES = (
+    "Failed to abort resource manager",
+    "Error in abort() on manager",
+    "Error in tpc_abort() on manager",
+)
+
+
+class AbortFaultFilter(logging.Filter):
+    """Drops ``transaction``'s traceback for an abort that an outage failed.
+
+    A request whose connection PostgreSQL closed after its last statement
+    (a fast or immediate stop, an admin's ``pg_terminate_backend``) ends
+    in an abort whose ROLLBACK meets the dead connection. ``transaction``
+    logs that at ERROR with a full traceback on its ``txn.<thread>``
+    logger, then raises the error to pyramid_tm, whose exception view
+    gives the 503 page and logs the one line this module promises
+    (:func:`idp.views.errors.database_unavailable`). So the record is
+    dropped when its exception is a database fault; any other failure to
+    abort (a bug) keeps its traceback. It sits on the handlers, not on a
+    logger: ``txn`` makes a logger per thread, and a logger's filters do
+    not see its children's records.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "txn" and not record.name.startswith("txn."):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not is_database_fault(exc):
+            return True
+        return not str(record.msg).startswith(_ABORT_FAILURES)
+
+
+def install_log_filter(logger: logging.Logger | None = None) -> None:
+    """Add an :class:`AbortFaultFilter` to every handler of ``logger`` (the
+    root logger by default), once; call it after logging is configured."""
+    logger = logging.getLogger() if logger is None else logger
+    for handler in logger.handlers:
+        if not any(isinstance(f, AbortFaultFilter) for f in handler.filters):
+            handler.addFilter(AbortFaultFilter())
 
 
 def fault_cause(exc: BaseException, url=None) -> str:

@@ -26,6 +26,7 @@ from sqlalchemy import bindparam, select
 from zope.interface import implementer
 
 from idp.db import utcnow
+from idp.dbfaults import is_database_fault
 from idp.models import IdpSession, User
 
 COOKIE_NAME = "idp_session"
@@ -324,12 +325,23 @@ def session_tween_factory(handler, registry):
     This tween sits under pyramid_tm, so the session row is written in the
     request's own transaction, before the commit: a ``NewResponse``
     subscriber would run after pyramid_tm has already committed.
+
+    Not after a database fault (the 503 page, :mod:`idp.dbfaults`): the
+    transaction is lost, pyramid_tm aborts it, and its connection may be
+    gone. Saving then meant a statement on a connection SQLAlchemy had
+    invalidated (``PendingRollbackError``) or in a failed transaction
+    (``InFailedSqlTransaction``): a bug's 500 instead of the 503 page,
+    whenever the session had something to save (a flow's state, a 60 s
+    touch) and PostgreSQL went away between its read and the view's next
+    statement.
     """
 
     def session_tween(request):
         response = handler(request)
         session = request.__dict__.get("session")
-        if isinstance(session, DatabaseSession):
+        if isinstance(session, DatabaseSession) and not is_database_fault(
+            request.exception
+        ):
             session.save(response)
         return response
 

@@ -15,9 +15,10 @@ import contextlib
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
 
@@ -188,3 +189,90 @@ def _close(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
+
+
+@contextlib.contextmanager
+def dropped_connections(
+    engine: Engine,
+    pattern: str,
+    *,
+    after: bool = False,
+    skip: int = 0,
+    times: int = 1,
+) -> Iterator[list[str]]:
+    """The connection running a statement matching ``pattern`` is cut for real.
+
+    On PostgreSQL its server process is ended (``pg_terminate_backend``,
+    what ``pg_ctl stop -m fast`` does to every connection), and the test
+    waits until it is gone; on SQLite the driver's connection is closed.
+    Before the statement by default, so the statement itself meets the
+    dead connection; with ``after``, once it has run, so the next use does
+    (a later statement, the ROLLBACK). SQLAlchemy then sees the driver's
+    own error, as in an outage: no exception is made up here. The first
+    ``skip`` matching statements pass, the next ``times`` are cut; yields
+    the list of those cut.
+    """
+    wanted = re.compile(pattern, re.IGNORECASE)
+    cut: list[str] = []
+    seen = [0]
+
+    def drop(conn, cursor, statement, parameters, context, executemany):
+        if len(cut) >= times or not wanted.search(statement):
+            return
+        seen[0] += 1
+        if seen[0] > skip:
+            cut.append(statement)
+            drop_connection(engine, conn.connection.driver_connection)
+
+    name = "after_cursor_execute" if after else "before_cursor_execute"
+    event.listen(engine, name, drop)
+    try:
+        yield cut
+    finally:
+        event.remove(engine, name, drop)
+
+
+@contextlib.contextmanager
+def dropped_before_end(engine: Engine, end: str = "rollback") -> Iterator[list]:
+    """The first connection of ``engine`` to roll back (or, with ``end``
+    "commit", to commit) is cut just before.
+
+    What a request meets when PostgreSQL stops after its last statement
+    but before its transaction ends: the ROLLBACK (an abort's) or the
+    COMMIT finds the connection dead. Yields the list of connections cut
+    (one at most).
+    """
+    cut: list = []
+
+    def drop(conn):
+        if not cut and not conn.invalidated:
+            cut.append(conn)
+            drop_connection(engine, conn.connection.driver_connection)
+
+    event.listen(engine, end, drop)
+    try:
+        yield cut
+    finally:
+        event.remove(engine, end, drop)
+
+
+def drop_connection(engine: Engine, driver) -> None:
+    """End ``driver``'s connection as a stopping server does, and wait for it.
+
+    PostgreSQL: ``pg_terminate_backend`` from another connection, then
+    until its process is gone. SQLite: the driver's connection closed.
+    """
+    if engine.dialect.name != "postgresql":
+        driver.close()
+        return
+    pid = driver.info.backend_pid
+    alive = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+    with engine.connect() as killer:
+        killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        killer.commit()
+        deadline = time.monotonic() + 10
+        # One transaction per look: pg_stat_activity is a snapshot per
+        # transaction.
+        while killer.scalar(alive, {"pid": pid}) and time.monotonic() < deadline:
+            killer.commit()
+            time.sleep(0.01)

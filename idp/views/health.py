@@ -12,11 +12,28 @@ from pyramid.view import view_config
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from idp.dbfaults import describe_database, fault_cause, is_database_fault
 from idp.saml import keys
 
 log = logging.getLogger(__name__)
 
 DATABASE_UNREACHABLE = "the database did not answer"
+
+
+def _log_database_error(request, what: str, exc: SQLAlchemyError) -> None:
+    """An outage in one line with its cause (a probe meets it every few
+    seconds, and it is the database's fault, not the code's); anything else
+    (a bug) with its traceback."""
+    if is_database_fault(exc):
+        url = request.registry["dbengine"].url
+        log.error(
+            "health check: %s at %s: %s",
+            what,
+            describe_database(url),
+            fault_cause(exc, url),
+        )
+    else:
+        log.error("health check: %s", what, exc_info=exc)
 
 
 @view_config(route_name="healthz", renderer="json", http_cache=0)
@@ -26,8 +43,8 @@ def healthz(request):
     reasons = {}
     try:
         request.dbsession.execute(text("SELECT 1"))
-    except SQLAlchemyError:
-        log.exception("health check: database unreachable")
+    except SQLAlchemyError as exc:
+        _log_database_error(request, "database unreachable", exc)
         checks["database"] = "unavailable"
         reasons["database"] = DATABASE_UNREACHABLE
     if not reasons:
@@ -39,8 +56,8 @@ def healthz(request):
             log.error("health check: signing keys unusable: %s", exc)
             checks["keys"] = "unavailable"
             reasons["keys"] = exc.reason
-        except SQLAlchemyError:
-            log.exception("health check: cannot read the key set")
+        except SQLAlchemyError as exc:
+            _log_database_error(request, "cannot read the key set", exc)
             checks["database"] = "unavailable"
             reasons["database"] = DATABASE_UNREACHABLE
     else:
