@@ -5,7 +5,8 @@ second app (the captcha on, a rate limit low, another mail backend) calls
 ``make_app`` with its own settings, and ``environ`` gives its ``TestApp``
 the test's transaction and database session, as the ``testapp`` fixture has
 (``browser`` opens one).
-``captcha_answer`` reads an app's image captcha as a person would.
+``captcha_answer`` reads an app's image captcha as a person would;
+``app_request`` makes a request outside WSGI as the app would.
 """
 
 from __future__ import annotations
@@ -51,6 +52,21 @@ def make_app(settings: dict, engine, *includes: str):
         config.include(include)
     config.commit()
     return config.make_wsgi_app()
+
+
+def app_request(registry, path: str = "/", **environ):
+    """A request made as the app makes its own: of the registry's request
+    class (``idp.config.bake_request_properties``, which carries every
+    ``add_request_method`` property), with the app's request methods.
+    A bare ``pyramid.request.Request`` would lack the properties."""
+    from pyramid.interfaces import IRequestFactory
+    from pyramid.request import Request, apply_request_extensions
+
+    factory = registry.queryUtility(IRequestFactory, default=Request)
+    request = factory.blank(path, environ=environ or None)
+    request.registry = registry
+    apply_request_extensions(request)
+    return request
 
 
 def environ(tm, dbsession, **extra) -> dict:

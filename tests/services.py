@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import uuid
 
-from pyramid.request import Request
 from pyramid.scripting import prepare
 
 from idp.services.actor import Actor
-from tests.app import environ
+from tests.app import app_request, environ
 
 CONSOLE = Actor(
     "admin-console",
@@ -27,7 +26,7 @@ CONSOLE = Actor(
 def services(app, tm, dbsession):
     """``lookup(IFoo)``: the service for ``IFoo`` on a request in the test's
     transaction; ``lookup.close()`` ends the request."""
-    request = Request.blank("/", environ=environ(tm, dbsession))
+    request = app_request(app.registry, "/", **environ(tm, dbsession))
     env = prepare(request=request, registry=app.registry)
 
     def lookup(iface):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from pyramid.request import Request, apply_request_extensions
+from pyramid.request import Request
 from pyramid.threadlocal import manager
 from pyramid_jinja2 import IJinja2Environment
 
 from idp.views import saml as views
+from tests.app import app_request
 
 HOSTILE = {
     "acs_url": 'https://sp.example.org/acs?a=1&b="><script>alert(1)</script>',
@@ -18,9 +19,7 @@ HOSTILE = {
 
 
 def _request(app, locale: str) -> Request:
-    request = Request.blank("/saml/sso/redirect")
-    request.registry = app.registry
-    apply_request_extensions(request)
+    request = app_request(app.registry, "/saml/sso/redirect")
     request.__dict__["locale_name"] = locale
     return request
 
