@@ -24,11 +24,13 @@ values in files there and :func:`exposition` sums them with its
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
+import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import (
     REGISTRY,
@@ -100,15 +102,56 @@ SLO_OUTCOMES = frozenset(
 )
 
 
+# --------------------------------------------------------------------------
+# One attempt of a request, counted once
+#
+# pyramid_retry runs a request again from the start when its transaction
+# meets a serialization failure or a deadlock (``retry.attempts``). What
+# the thrown-away attempt counted (a sign-in's outcome, an SSO answer, a
+# rate limit's hit, the request itself) would then count twice. So during
+# a request's attempt (``idp.requestlog``'s tween, around each one) the
+# increments are held, and made only if that attempt is the one that
+# answers. Outside a request (workers, commands) they are made at once.
+
+_attempt = threading.local()
+
+
+def _count(increment: Callable[[], None]) -> None:
+    held = getattr(_attempt, "held", None)
+    if held is None:
+        increment()
+    else:
+        held.append(increment)
+
+
+@contextlib.contextmanager
+def attempt() -> Iterator[list[Callable[[], None]]]:
+    """Hold this thread's increments until :func:`count_held` (or drop them)."""
+    previous = getattr(_attempt, "held", None)
+    held: list[Callable[[], None]] = []
+    _attempt.held = held
+    try:
+        yield held
+    finally:
+        _attempt.held = previous
+
+
+def count_held(held: list[Callable[[], None]]) -> None:
+    """Make the increments an attempt held: it is the one that answered."""
+    for increment in held:
+        increment()
+
+
 def audited(event: str, *, by_operator: bool = False) -> None:
     """Counts ``event`` if it is a sign-in outcome; ignores every other.
 
     An operator's lock (an actor recorded) is no sign-in's outcome. Counted
-    when audited: a request whose transaction then fails was still tried.
+    when audited: a request whose transaction then fails was still tried
+    (unless pyramid_retry tries it again, see above).
     """
     outcome = SIGN_IN_EVENTS.get(event)
     if outcome is not None and not by_operator:
-        SIGN_INS.labels(outcome).inc()
+        _count(SIGN_INS.labels(outcome).inc)
 
 
 def request_done(route: str | None, status: int, seconds: float) -> None:
@@ -120,18 +163,18 @@ def request_done(route: str | None, status: int, seconds: float) -> None:
 def sso_answered(entity_id: str | None, outcome: str, *, by_sp: bool) -> None:
     """``entity_id`` must come from the registry (a known SP), never a request."""
     sp = (entity_id or UNKNOWN_SP) if by_sp else ALL_SPS
-    SSO.labels(sp, outcome).inc()
+    _count(SSO.labels(sp, outcome).inc)
 
 
 def rate_limit_exceeded(name: str) -> None:
     """``name`` is a limit's name (idp.services.ratelimit.LIMITS), never a key."""
-    RATE_LIMITED.labels(name).inc()
+    _count(RATE_LIMITED.labels(name).inc)
 
 
 def slo_outcome(outcome: str) -> None:
     if outcome not in SLO_OUTCOMES:
         raise ValueError(f"unknown SLO outcome {outcome!r}")
-    SLO.labels(outcome).inc()
+    _count(SLO.labels(outcome).inc)
 
 
 # --------------------------------------------------------------------------

@@ -23,6 +23,8 @@ import logging
 import secrets
 import time
 
+from pyramid_retry import is_error_retryable
+
 from idp import metrics
 
 log = logging.getLogger("idp.requests")
@@ -70,33 +72,49 @@ def request_log_tween_factory(handler, registry):
     def request_log_tween(request):
         start = time.perf_counter()
         status = 500
-        try:
-            response = handler(request)
-            status = response.status_int
-            return response
-        finally:
-            seconds = time.perf_counter() - start
-            route = getattr(request, "matched_route", None)
-            # The route's name, never the path: a bounded label set.
-            metrics.request_done(route.name if route else None, status, seconds)
-            if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "%s %s %d %.1fms ref=%s",
-                    request.method,
-                    logged_path(request),
-                    status,
-                    seconds * 1000,
-                    request.reference,
-                )
+        raised: BaseException | None = None
+        with metrics.attempt() as held:
+            try:
+                response = handler(request)
+                status = response.status_int
+                return response
+            except BaseException as exc:
+                raised = exc
+                raise
+            finally:
+                error = raised or getattr(request, "exception", None)
+                if error is None or not is_error_retryable(request, error):
+                    _answered(request, status, time.perf_counter() - start, held)
+                # Else pyramid_retry runs the request again (a serialization
+                # failure or deadlock): this attempt answered nobody, and its
+                # counts and line would be the request's twice.
 
     return request_log_tween
+
+
+def _answered(request, status: int, seconds: float, held) -> None:
+    """The request's counts (those its views held, and its own) and line."""
+    metrics.count_held(held)
+    route = getattr(request, "matched_route", None)
+    # The route's name, never the path: a bounded label set.
+    metrics.request_done(route.name if route else None, status, seconds)
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "%s %s %d %.1fms ref=%s",
+            request.method,
+            logged_path(request),
+            status,
+            seconds * 1000,
+            request.reference,
+        )
 
 
 def includeme(config) -> None:
     from pyramid.tweens import INGRESS
 
     config.add_request_method(_reference, "reference", reify=True)
-    # Outermost: the time includes every other tween and any retry.
+    # Outermost: the time includes every other tween. pyramid_retry runs
+    # outside the tweens, so each attempt passes here (see above).
     config.add_tween(
         "idp.requestlog.request_log_tween_factory",
         under=INGRESS,

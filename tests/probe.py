@@ -3,7 +3,9 @@
 ``/_probe/form`` is a minimal state-changing form (CSRF, sessions, method
 checks); ``/_probe/boom`` fails the way an unexpected bug would; ``/_probe/write``
 writes a row and a session, for faults that strike at the session's save;
-``/_probe/hold`` keeps a server thread busy until the test lets it go.
+``/_probe/hold`` keeps a server thread busy until the test lets it go;
+``/_probe/retry`` counts an SSO answer and fails retryably on its first
+attempt, as a serialization failure would.
 """
 
 from markupsafe import escape
@@ -62,6 +64,18 @@ def hold(request):
     return Response("released")
 
 
+def retry_once(request):
+    """Counts an SSO answer, then meets a retryable error on the first attempt."""
+    from pyramid_retry import RetryableException
+
+    from idp import metrics
+
+    metrics.sso_answered(None, "probe", by_sp=False)
+    if request.environ.get("retry.attempt", 0) == 0:
+        raise RetryableException("could not serialize access (probe)")
+    return Response(f"attempt {request.environ['retry.attempt']}")
+
+
 def client(request):
     """The address the app takes for the client (rate limits, audit)."""
     return Response(request.client_addr or "")
@@ -87,5 +101,7 @@ def includeme(config):
         require_methods=["POST"],
     )
     config.add_view(boom, route_name="probe.boom")
+    config.add_route("probe.retry", "/_probe/retry")
+    config.add_view(retry_once, route_name="probe.retry", request_method="GET")
     config.add_route("probe.write", "/_probe/write")
     config.add_view(write, route_name="probe.write", request_method="GET")

@@ -377,3 +377,35 @@ def test_metrics_gauges_do_not_wait_for_an_exhausted_pool(db_url, db_engine):
     assert value(samples, "idme_scrape_error") == 0
     assert value(samples, "idme_db_pool_checked_out") == 1
     assert value(samples, "idme_db_pool_size") == 1
+
+
+def test_a_retried_attempt_counts_nothing_and_logs_no_line(testapp, caplog):
+    """pyramid_retry runs a request again after a serialization failure: the
+    thrown-away attempt's SSO answer, request count and log line must not
+    make the request count twice (one request, one answer, one line)."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="idp.requests")
+    before = scrape(testapp)
+    page = testapp.get("/_probe/retry")
+    assert page.text == "attempt 1"  # the second attempt answered
+    after = scrape(testapp)
+    sso = ("idme_sso_total", {"sp": "all", "outcome": "probe"})
+    assert value(after, sso[0], **sso[1]) - value(before, sso[0], **sso[1]) == 1
+    requests = {"route": "probe.retry", "status_class": "2xx"}
+    assert (
+        value(after, "idme_requests_total", **requests)
+        - value(before, "idme_requests_total", **requests)
+        == 1
+    )
+    assert (
+        value(after, "idme_request_seconds_count", route="probe.retry")
+        - value(before, "idme_request_seconds_count", route="probe.retry")
+        == 1
+    )
+    lines = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "idp.requests" and "/_probe/retry" in record.getMessage()
+    ]
+    assert len(lines) == 1 and " 200 " in lines[0], lines
