@@ -4,7 +4,7 @@
 second app (the captcha on, a rate limit low, another mail backend) calls
 ``make_app`` with its own settings, and ``environ`` gives its ``TestApp``
 the test's transaction and database session, as the ``testapp`` fixture has
-(``browser`` opens one).
+(``browser`` opens one; ``committing_browser`` one whose requests commit).
 ``captcha_answer`` reads an app's image captcha as a person would;
 ``app_request`` makes a request outside WSGI as the app would.
 """
@@ -69,21 +69,37 @@ def app_request(registry, path: str = "/", **environ):
     return request
 
 
-def environ(tm, dbsession, **extra) -> dict:
-    """A browser on the test host whose requests join the test's transaction."""
+CLIENT_ADDRESS = "192.0.2.10"
+
+
+def site_environ(address: str = CLIENT_ADDRESS) -> dict:
+    """A browser on the test host over https, from ``address``."""
     return {
         "HTTP_HOST": TEST_HOST,
         "HTTP_ORIGIN": TEST_BASE_URL,
         "wsgi.url_scheme": "https",
+        "REMOTE_ADDR": address,
+    }
+
+
+def environ(tm, dbsession, **extra) -> dict:
+    """A browser on the test host whose requests join the test's transaction."""
+    return {
+        **site_environ(),
         "tm.active": True,
         "tm.manager": tm,
         "idp.dbsession": dbsession,
-        "REMOTE_ADDR": "192.0.2.10",
         **extra,
     }
 
 
-def browser(app, tm, dbsession, address: str = "192.0.2.10") -> webtest.TestApp:
+def committing_browser(app, address: str = CLIENT_ADDRESS) -> webtest.TestApp:
+    """A browser whose requests run the app's own transactions: each commits
+    or aborts for real, as in production (no test transaction to join)."""
+    return webtest.TestApp(app, extra_environ=site_environ(address))
+
+
+def browser(app, tm, dbsession, address: str = CLIENT_ADDRESS) -> webtest.TestApp:
     """Another browser (its own cookies) at ``address``, in the test's transaction."""
     return webtest.TestApp(
         app, extra_environ=environ(tm, dbsession, REMOTE_ADDR=address)

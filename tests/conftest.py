@@ -33,7 +33,13 @@ from sqlalchemy.orm import Session
 
 from idp.db import make_engine
 from idp.saml import keys as keystore
-from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, environ, make_app
+from tests.app import (
+    TEST_HOST,
+    base_settings,
+    committing_browser,
+    environ,
+    make_app,
+)
 from tests.cli import ok, scratch_ini
 from tests.partner_server import PartnerServer, ThrowawayCA
 from tests.postgresql import drop_database
@@ -312,15 +318,7 @@ def committing_testapp(app, db_engine):
     """
     from idp.db import Base
 
-    yield webtest.TestApp(
-        app,
-        extra_environ={
-            "HTTP_HOST": TEST_HOST,
-            "HTTP_ORIGIN": TEST_BASE_URL,
-            "wsgi.url_scheme": "https",
-            "REMOTE_ADDR": "192.0.2.10",
-        },
-    )
+    yield committing_browser(app)
     from idp.services.audit import audit_maintenance
 
     # audit_events refuses DELETE unless the transaction turns on the

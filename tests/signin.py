@@ -105,6 +105,23 @@ def sign_in(
     return submit(page, "password-form", fields, status=status)
 
 
+def first_sign_in(client, who, temporary: str, new_password: str, image="umbrella"):
+    """A new user's first sign-in: the emailed temporary password, then
+    their own password and security image chosen on the page it leads to.
+    Returns the answer to that choice (a 303 onwards)."""
+    page = sign_in(client, who, temporary).follow()
+    return submit(
+        page,
+        "new-password-form",
+        {
+            "password": new_password,
+            "password_confirm": new_password,
+            "security_image": image,
+        },
+        status=303,
+    )
+
+
 def shown(page) -> tuple[str, str]:
     """The security image (its name) and phrase the image page shows."""
     image = page.html.select_one("#security-image img")["src"]

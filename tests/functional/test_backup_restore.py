@@ -33,11 +33,14 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-import webtest
 from sqlalchemy import inspect
 
 from idp.db import make_engine
-from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, make_app
+from tests.app import (
+    base_settings,
+    committing_browser,
+    make_app,
+)
 from tests.cli import (
     IDP_ADMIN,
     NUMBER,
@@ -52,7 +55,7 @@ from tests.interop.sps import SUCCESS, Pysaml2SP
 from tests.keys import signed_by
 from tests.postgresql import scratch_databases
 from tests.registration import temporary_password_from
-from tests.signin import sign_in, submit
+from tests.signin import first_sign_in, sign_in
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 
@@ -80,18 +83,6 @@ class Site:
     published: list[str]  # the certificates' file names, as backed up
     tool_log: Path  # the command lines pg_dump and psql were given
     audit: str  # what audit verify said of the source
-
-
-def browser(app) -> webtest.TestApp:
-    return webtest.TestApp(
-        app,
-        extra_environ={
-            "HTTP_HOST": TEST_HOST,
-            "HTTP_ORIGIN": TEST_BASE_URL,
-            "wsgi.url_scheme": "https",
-            "REMOTE_ADDR": "192.0.2.10",
-        },
-    )
 
 
 @contextlib.contextmanager
@@ -244,19 +235,9 @@ def site(tmp_path_factory):
         certs = source / "certs"
 
         with app_on(source_url, certs, hmac_key, source) as app:
-            client = browser(app)
+            client = committing_browser(app)
             # The first sign-in: the user chooses a password and an image.
-            page = sign_in(client, NUMBER, temporary).follow()
-            page = submit(
-                page,
-                "new-password-form",
-                {
-                    "password": NEW_PASSWORD,
-                    "password_confirm": NEW_PASSWORD,
-                    "security_image": "umbrella",
-                },
-                status=303,
-            )
+            first_sign_in(client, NUMBER, temporary, NEW_PASSWORD)
             sp = Pysaml2SP(SP_ID, client.get("/saml/metadata").body, encryption=False)
             (source / "sp.xml").write_bytes(sp.metadata())
             ok(ini, "sp", "import", source / "sp.xml", "--module", "m1")
@@ -382,13 +363,13 @@ def test_restore_into_a_fresh_database_gives_back_the_same_idp(site):
     # The same IdP: the user's password, the SP's pseudonym, the signing key
     # the SP holds in its stored metadata (it was never given the new files).
     with app_on(target, certs, site.hmac_key, site.tmp / "restored") as app:
-        client = browser(app)
+        client = committing_browser(app)
         signed_in = sign_in(client, NUMBER, NEW_PASSWORD)
         assert not signed_in.location.endswith("/password/new")
         xml, login = sso(client, site.sp)
         # The second user's mailed temporary password works, and asks for
         # their own password.
-        first = sign_in(browser(app), SECOND, second_password)
+        first = sign_in(committing_browser(app), SECOND, second_password)
         assert first.location.endswith("/password/new")
     assert login.status == SUCCESS
     assert login.name_id == site.name_id

@@ -21,7 +21,7 @@ from bench.bench_nodes import (
     source_address,
 )
 from idp.db import make_engine
-from tests.app import TEST_BASE_URL, TEST_HOST, make_app
+from tests.app import committing_browser, make_app
 from tests.dbfaults import failing_statements
 
 SESSION_COOKIE = "idp_session=" + "A" * 43
@@ -37,15 +37,7 @@ def fault_engine(db_url, db_engine):
 
 
 def page(app, engine, error: str = "OperationalError") -> webtest.TestResponse:
-    browser = webtest.TestApp(
-        app,
-        extra_environ={
-            "HTTP_HOST": TEST_HOST,
-            "HTTP_ORIGIN": TEST_BASE_URL,
-            "wsgi.url_scheme": "https",
-            "REMOTE_ADDR": "192.0.2.10",
-        },
-    )
+    browser = committing_browser(app)
     with failing_statements(engine, r"FROM idp_sessions", error=error):
         return browser.get(
             "/login", headers={"Cookie": SESSION_COOKIE}, expect_errors=True

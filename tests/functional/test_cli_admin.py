@@ -15,13 +15,16 @@ import os
 import re
 
 import pytest
-import webtest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp.db import utcnow
 from idp.models import IdpSession, OneTimeToken, User
-from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, make_app
+from tests.app import (
+    base_settings,
+    committing_browser,
+    make_app,
+)
 from tests.cli import (
     NUMBER,
     add_user,
@@ -139,15 +142,7 @@ def test_add_with_print_password_signs_in_on_the_web_and_must_change(
         "sqlalchemy.url": str(engine.url),
         "idp.auto_create_keys": "true",
     }
-    browser = webtest.TestApp(
-        make_app(settings, engine),
-        extra_environ={
-            "HTTP_HOST": TEST_HOST,
-            "HTTP_ORIGIN": TEST_BASE_URL,
-            "wsgi.url_scheme": "https",
-            "REMOTE_ADDR": "192.0.2.10",
-        },
-    )
+    browser = committing_browser(make_app(settings, engine))
     form = browser.get("/login?lang=en").forms["login-form"]
     form["identifier"] = NUMBER
     form = form.submit(status=303).follow().forms["image-form"]

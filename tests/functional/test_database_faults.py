@@ -17,7 +17,6 @@ import secrets
 import time
 
 import pytest
-import webtest
 from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
@@ -28,7 +27,7 @@ from idp.dbfaults import AbortFaultFilter
 from idp.models import IdpSession
 from idp.requestlog import REFERENCE_PATTERN
 from idp.sessions import COOKIE_NAME, hash_token
-from tests.app import TEST_BASE_URL, TEST_HOST, make_app
+from tests.app import committing_browser, make_app
 from tests.dbfaults import (
     TcpProxy,
     dropped_before_end,
@@ -60,18 +59,6 @@ def fault_engine(db_url, db_engine):
 @pytest.fixture
 def fault_app(settings, fault_engine):
     return make_app(settings, fault_engine, "tests.probe")
-
-
-def client(app) -> webtest.TestApp:
-    return webtest.TestApp(
-        app,
-        extra_environ={
-            "HTTP_HOST": TEST_HOST,
-            "HTTP_ORIGIN": TEST_BASE_URL,
-            "wsgi.url_scheme": "https",
-            "REMOTE_ADDR": "192.0.2.10",
-        },
-    )
 
 
 def probe_rows(engine) -> int:
@@ -153,7 +140,7 @@ def test_data_10_a_read_failing_before_the_view_gives_the_503_page(
     fault_app, fault_engine, caplog, locale
 ):
     """DATA-10: the session's read (before any view) fails: 503, one log line."""
-    browser = client(fault_app)
+    browser = committing_browser(fault_app)
     caplog.set_level(logging.INFO)
     with failing_statements(fault_engine, r"FROM idp_sessions"):
         page = browser.get(
@@ -176,7 +163,7 @@ def test_data_10_a_read_failing_before_the_view_gives_the_503_page(
 
 def test_data_10_the_commit_failing_gives_the_503_page(fault_app, fault_engine):
     """DATA-10: a fault at COMMIT, after every statement went through."""
-    browser = client(fault_app)
+    browser = committing_browser(fault_app)
     with failing_commits(fault_engine) as hit:
         page = browser.get("/_probe/write", status=503, expect_errors=True)
     assert hit
@@ -189,7 +176,7 @@ def test_data_10_the_commit_failing_gives_the_503_page(fault_app, fault_engine):
 def test_data_10_an_unexpected_error_stays_the_500_page(fault_app, caplog):
     """DATA-10 control: only database faults are 503; a bug keeps its 500 and trace."""
     caplog.set_level(logging.INFO)
-    page = client(fault_app).get("/_probe/boom", status=500)
+    page = committing_browser(fault_app).get("/_probe/boom", status=500)
     assert 'data-error-code="server_error"' in page.text
     assert "Retry-After" not in page.headers
     assert not db_fault_records(caplog)
@@ -205,7 +192,7 @@ def test_data_10_the_sqlite_writer_queue_timing_out_gives_the_503_page(
     engine = make_engine({"sqlalchemy.url": db_url})
     try:
         app = make_app(settings, engine, "tests.probe")
-        browser = client(app)
+        browser = committing_browser(app)
         with engine.connect() as holder:
             holder.begin()
             # A write takes the writer's turn and keeps it to the rollback.
@@ -238,7 +225,9 @@ def test_data_10_sqlite_locked_by_another_process_gives_the_503_page(
         app = make_app(settings, engine, "tests.probe")
         caplog.set_level(logging.INFO)
         other.execute("BEGIN IMMEDIATE")
-        page = client(app).get("/_probe/write", status=503, expect_errors=True)
+        page = committing_browser(app).get(
+            "/_probe/write", status=503, expect_errors=True
+        )
         other.execute("ROLLBACK")
         assert_unavailable_page(page.status_int, page.headers, page.text)
         (record,) = db_fault_records(caplog)
@@ -316,7 +305,9 @@ def test_data_10_a_database_server_refusing_connections_gives_the_503_page(
     try:
         app = make_app(settings, engine)
         caplog.set_level(logging.INFO)
-        page = client(app).get("/login", headers={"Cookie": SESSION_COOKIE}, status=503)
+        page = committing_browser(app).get(
+            "/login", headers={"Cookie": SESSION_COOKIE}, status=503
+        )
     finally:
         engine.dispose()
     assert_unavailable_page(page.status_int, page.headers, page.text)
@@ -385,7 +376,7 @@ def test_data_10_connection_closed_mid_request_with_a_session_to_save_is_503(
     cookie = session_due_a_touch(fault_engine)
     seen = last_seen(fault_engine, cookie)
     caplog.set_level(logging.INFO)
-    browser = client(fault_app)
+    browser = committing_browser(fault_app)
     with dropped_connections(fault_engine, pattern, after=after) as cut:
         page = browser.get(path, headers={"Cookie": cookie}, expect_errors=True)
     assert cut, "the connection was never closed"
@@ -407,7 +398,9 @@ def test_data_10_a_bug_with_a_session_to_save_stays_the_500_page(
     only; a bug in the view is still the 500 page with its traceback."""
     cookie = session_due_a_touch(fault_engine)
     caplog.set_level(logging.INFO)
-    page = client(fault_app).get("/_probe/boom", headers={"Cookie": cookie}, status=500)
+    page = committing_browser(fault_app).get(
+        "/_probe/boom", headers={"Cookie": cookie}, status=500
+    )
     assert 'data-error-code="server_error"' in page.text
     (record,) = unhandled_records(caplog)
     assert record.exc_info is not None and record.exc_info[0] is RuntimeError
@@ -428,7 +421,7 @@ def test_data_10_a_rollback_on_a_closed_connection_logs_one_line(
     """
     caplog.set_level(logging.INFO)
     with dropped_before_end(fault_engine) as cut:
-        page = client(fault_app).get("/healthz", expect_errors=True)
+        page = committing_browser(fault_app).get("/healthz", expect_errors=True)
     assert cut, "the connection was never closed"
     assert page.status_int == 503 and int(page.headers["Retry-After"]) > 0
     records = [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -481,7 +474,7 @@ def test_data_10_healthz_logs_an_outage_in_one_line(
     load balancer probes every few seconds); a bug keeps its traceback."""
     caplog.set_level(logging.INFO)
     with failing_statements(fault_engine, r"^SELECT 1", "gone away", error=error):
-        page = client(fault_app).get("/healthz", status=503)
+        page = committing_browser(fault_app).get("/healthz", status=503)
     assert page.json["database"] == "unavailable"
     (record,) = [r for r in caplog.records if "health check" in r.getMessage()]
     line = record.getMessage()

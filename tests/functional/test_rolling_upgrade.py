@@ -41,7 +41,7 @@ from tests.postgresql import scratch_databases
 from tests.saml_metadata import make_sp_metadata
 from tests.saml_requests import authn_request, redirect_query
 from tests.served import WireProxy
-from tests.signin import sign_in, submit
+from tests.signin import first_sign_in, sign_in
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 
@@ -317,17 +317,7 @@ def test_the_previous_release_serves_sso_throughout_db_upgrade(tmp_path):
             # The previous release's code, not the virtualenv's idMe.
             assert f"idp from {old_tree}/idp/" in (state / "old-node.log").read_text()
             old_node = browser_on(old_port)
-            page = sign_in(old_node, NUMBER, temporary).follow()
-            submit(
-                page,
-                "new-password-form",
-                {
-                    "password": NEW_PASSWORD,
-                    "password_confirm": NEW_PASSWORD,
-                    "security_image": "umbrella",
-                },
-                status=303,
-            )
+            first_sign_in(old_node, NUMBER, temporary, NEW_PASSWORD)
             before = name_id(sso(old_node))
 
             traffic = Traffic(old_node, certificate, lambda: browser_on(old_port))

@@ -26,14 +26,17 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import webtest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from idp.i18n import COOKIE_NAME
 from idp.models import AuditEvent, PendingSamlRequest, ServiceProvider, User
 from tests import registration
-from tests.app import TEST_BASE_URL, TEST_HOST, base_settings, make_app
+from tests.app import (
+    base_settings,
+    committing_browser,
+    make_app,
+)
 from tests.cli import NUMBER, add_user, delivered, ok
 from tests.factories import NEW_PASSWORD
 from tests.interop.browser import Browser, query_of
@@ -81,15 +84,7 @@ class World:
 
     def browser(self, lang: str) -> Browser:
         """A person who chose ``lang`` on an earlier visit (its cookie kept)."""
-        testapp = webtest.TestApp(
-            self.app,
-            extra_environ={
-                "HTTP_HOST": TEST_HOST,
-                "HTTP_ORIGIN": TEST_BASE_URL,
-                "wsgi.url_scheme": "https",
-                "REMOTE_ADDR": "192.0.2.10",
-            },
-        )
+        testapp = committing_browser(self.app)
         testapp.set_cookie(COOKIE_NAME, lang)
         return Browser(testapp)
 
