@@ -133,11 +133,24 @@ def describe_database(url) -> str:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return f"the SQLite database {parsed.database or '(in memory)'}"
-    host = parsed.host or "the local socket"
-    port = f":{parsed.port}" if parsed.port else ""
+    host, port = parsed.host, f":{parsed.port}" if parsed.port else ""
+    if host is None and parsed.query.get("host"):
+        # libpq's own spelling: ?host=a,b&port=1,2 (several hosts, tried in
+        # turn), or a directory holding the server's socket.
+        host = _listed(parsed.query["host"])
+        ports = _listed(parsed.query.get("port") or "")
+        port = f" (port {ports})" if ports else ""
+        if host.startswith("/"):
+            host = f"the socket in {host}"
+    host = host or "the local socket"
     name = f", database {parsed.database}" if parsed.database else ""
     user = f" as {parsed.username}" if parsed.username else ""
     return f"the {backend} server at {host}{port}{name}{user}"
+
+
+def _listed(value: str | tuple[str, ...]) -> str:
+    """A URL query value given once or several times, as one text."""
+    return ",".join(value) if isinstance(value, tuple) else value
 
 
 def fault_tween_factory(handler, registry):

@@ -90,3 +90,36 @@ def test_the_cause_is_one_line_without_sql_or_password():
     assert describe_database(url) == (
         "the postgresql server at db.internal:5432, database idp as idp"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        (
+            "postgresql+psycopg://idp:pw@/idme?host=db1.example.my,db2.example.my"
+            "&port=5432,5433",
+            "the postgresql server at db1.example.my,db2.example.my"
+            " (port 5432,5433), database idme as idp",
+        ),
+        (
+            "postgresql+psycopg://idp:pw@/idme?host=db1.example.my&host=db2.example.my",
+            "the postgresql server at db1.example.my,db2.example.my,"
+            " database idme as idp",
+        ),
+        (
+            "postgresql+psycopg://idp@/idme?host=/var/run/postgresql",
+            "the postgresql server at the socket in /var/run/postgresql,"
+            " database idme as idp",
+        ),
+        (
+            "postgresql+psycopg://idp@/idme",
+            "the postgresql server at the local socket, database idme as idp",
+        ),
+    ],
+)
+def test_the_database_is_named_where_libpq_will_look(url, where):
+    """A multi-host URL (libpq tries each in turn, as a failover pair is
+    written) and a socket directory are named as such in the outage's log
+    line, not as "the local socket"; never the password."""
+    assert describe_database(url) == where
+    assert "pw" not in describe_database(url)
