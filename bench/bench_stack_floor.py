@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
@@ -218,7 +217,9 @@ def drop_tables(url: str) -> None:
     engine.dispose()
 
 
-class Nodes:
+class Nodes(http_bench.Servers):
+    """The layer's waitress processes; stopped as bench_http_sso's servers are."""
+
     def __init__(self, layer: int, url: str, count: int, threads: int, folder: Path):
         self.ports = [http_bench.free_port() for _ in range(count)]
         self.procs = [
@@ -241,18 +242,6 @@ class Nodes:
         ]
         for port, proc in zip(self.ports, self.procs, strict=True):
             http_bench.wait_for_port(port, proc)
-
-    def pids(self) -> list[int]:
-        return [proc.pid for proc in self.procs]
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def layer_cells(layer: int, args, folder: Path) -> list:

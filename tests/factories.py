@@ -110,3 +110,18 @@ def make_session(dbsession, user):
     dbsession.add(row)
     dbsession.flush()
     return row
+
+
+def commit_sp_and_user(engine) -> str:
+    """Commit a module ``emis``, the test SP (``make_sp_metadata()``) in it,
+    and a user whose role ``guru`` grants it; the user's number as typed.
+    For tests whose requests commit (``committing_testapp``)."""
+    from idp.saml.registry import import_sp
+    from tests.saml_metadata import make_sp_metadata
+
+    with Session(engine) as session, session.begin():
+        module = make_module(session, "emis")
+        import_sp(session, make_sp_metadata(), module_code="emis")
+        user = make_user(session)
+        user.roles.append(make_role(session, "guru", module))
+        return display(user)

@@ -512,19 +512,12 @@ def test_data_10_an_sso_cut_off_at_any_statement_is_the_503_page(
     """
     if db_engine.dialect.name != "postgresql":
         pytest.skip("a server's restart is PostgreSQL's (SQLite's faults: above)")
-    from idp.saml.registry import import_sp
-    from tests.factories import display, make_module, make_role, make_user
-    from tests.saml_metadata import make_sp_metadata
+    from tests.factories import commit_sp_and_user
     from tests.saml_pages import response_of, status_of
     from tests.saml_requests import authn_request, redirect_query
     from tests.signin import sign_in
 
-    with Session(db_engine) as session, session.begin():
-        module = make_module(session, "emis")
-        import_sp(session, make_sp_metadata(), module_code="emis")
-        user = make_user(session)
-        user.roles.append(make_role(session, "guru", module))
-        number = display(user)
+    number = commit_sp_and_user(db_engine)
     browser = committing_testapp
     sign_in(browser, number)
     if "tally" in due:

@@ -140,18 +140,9 @@ def test_saml_17_a_repeat_sso_commits_its_replay_record(committing_testapp, db_e
     record commits (the transaction manager sees no ORM write and would roll
     the request back unless told): the same request again is refused.
     """
-    from sqlalchemy.orm import Session
+    from tests.factories import commit_sp_and_user
 
-    from idp.saml.registry import import_sp
-    from tests.factories import display, make_module, make_role, make_user
-    from tests.saml_metadata import make_sp_metadata
-
-    with Session(db_engine) as session, session.begin():
-        module = make_module(session, "emis")
-        import_sp(session, make_sp_metadata(), module_code="emis")
-        user = make_user(session)
-        user.roles.append(make_role(session, "guru", module))
-        number = display(user)
+    number = commit_sp_and_user(db_engine)
     sign_in(committing_testapp, number)
     for _ in range(2):  # the first SSO records the participant; the second not
         page = committing_testapp.get(
@@ -178,19 +169,11 @@ def test_saml_17_postgresql_records_the_request_in_the_role_gates_statement(
     anything is signed. On SQLite the record stays a statement of its own,
     after the signatures (the writer's turn is held only for it)."""
     from sqlalchemy import event
-    from sqlalchemy.orm import Session
 
     import idp.saml.crypto
-    from idp.saml.registry import import_sp
-    from tests.factories import display, make_module, make_role, make_user
-    from tests.saml_metadata import make_sp_metadata
+    from tests.factories import commit_sp_and_user
 
-    with Session(db_engine) as session, session.begin():
-        module = make_module(session, "emis")
-        import_sp(session, make_sp_metadata(), module_code="emis")
-        user = make_user(session)
-        user.roles.append(make_role(session, "guru", module))
-        number = display(user)
+    number = commit_sp_and_user(db_engine)
     sign_in(committing_testapp, number)
     first = committing_testapp.get(
         "/saml/sso/redirect?" + redirect_query(authn_request())
