@@ -654,7 +654,7 @@ def may_reach(
         statement = _FACTS_RECORDING
         parameters["issuer"] = request.issuer
         parameters["request_id"] = request.id
-        parameters["expires_at"] = request.unrecorded_until
+        parameters["expires_at"] = plain_value(request.unrecorded_until, dialect)
     (row,) = statement.execute(dbsession, parameters)
     names, allowed, persistent, generation, changed_at = row[:5]
     roles = tuple(sorted(set(names.split(_ROLE_SEPARATOR)))) if names else ()
