@@ -50,6 +50,8 @@ AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 FAILING_IMPACTS = ("serious", "critical")
 # Bounds for every wait and key loop: a broken page fails, it never hangs.
 PAGE_SECONDS = 15
+# How long a keyboard scroll (animated by Chromium) may take to move a region.
+SCROLL_SECONDS = 3
 MAIL_SECONDS = 20
 MAX_TABS = 250
 MAX_ARROWS = 80
@@ -469,7 +471,14 @@ class Browser:
         )
         for _ in range(10):
             self._keys(Keys.ARROW_RIGHT)
-        return self.driver.execute_script("return document.activeElement.scrollLeft")
+        # Chromium animates a keyboard scroll: read at once, under load, the
+        # region may not have moved yet (0), so wait for it to move.
+        try:
+            return WebDriverWait(self.driver, SCROLL_SECONDS).until(
+                lambda d: d.execute_script("return document.activeElement.scrollLeft")
+            )
+        except TimeoutException:
+            return 0
 
     def tick(self, form: str, name: str) -> None:
         self.tab_to_field(form, name)
