@@ -600,21 +600,29 @@ def seed(engine) -> None:
 
 def serve_main(argv: list[str]) -> None:
     """Child: idMe behind waitress on one port (the shipped server settings)."""
-    import waitress
-
     from bench.bench_server_scale import settings_for
-    from idp import freeze_start_up
     from idp.config import configure
-    from tests.served import server_settings
 
     url, folder, port = argv[0], Path(argv[1]), int(argv[2])
     key_size, threads = argv[3], argv[4]
     settings = settings_for(url, folder)
     settings["idp.key_size"] = key_size
     app = configure(settings).make_wsgi_app()
+    serve_app(app, port, None if threads == "-" else threads)
+
+
+def serve_app(app, port: int, threads: str | None) -> None:
+    """Serve ``app`` on 127.0.0.1:``port`` as a node does: start-up frozen out
+    of the collector's sight, ``development.ini``'s ``[server:main]``
+    (``threads`` instead of its own, if given), https behind a proxy."""
+    import waitress
+
+    from idp import freeze_start_up
+    from tests.served import server_settings
+
     freeze_start_up()  # as idp.main does once the app is built
     served = server_settings()
-    if threads != "-":
+    if threads is not None:
         served["threads"] = threads
     waitress.serve(
         app,

@@ -156,25 +156,9 @@ def pyramid_app(layer: int, url: str):
 
 
 def serve_main(argv: list[str]) -> None:
-    import gc
-
-    import waitress
-
-    from tests.served import server_settings
-
     layer, url, port, threads = int(argv[0]), argv[1], int(argv[2]), argv[3]
     app = bare_app if layer == 1 else pyramid_app(layer, url)
-    gc.collect()
-    gc.freeze()  # as idMe's app factory does
-    served = server_settings()
-    served["threads"] = threads
-    waitress.serve(
-        app,
-        host="127.0.0.1",
-        port=port,
-        url_scheme="https",
-        **{**served, "_quiet": True},
-    )
+    http_bench.serve_app(app, port, threads)
 
 
 # --------------------------------------------------------------------------
