@@ -22,20 +22,37 @@ at a time:
    CONFLICT DO NOTHING RETURNING``, as idMe's role gate writes the replay
    record), then COMMIT (psycopg sends BEGIN first, as for idMe);
 4. ``+ RSA``: two RSA-2048 PKCS#1 v1.5 SHA-256 signatures over the page's
-   bytes (what the two XML signatures cost in RSA alone, no c14n).
+   bytes (what the two XML signatures cost in RSA alone, no c14n);
+5. ``+ SAML XML`` (in place of layer 4's RSA over the page): the SAML work
+   no IdP can skip, done with nothing but lxml, zlib and ``cryptography``
+   calls: the AuthnRequest base64-decoded, inflated and parsed (its ID and
+   ACS read); a success Response parsed from idMe's own template for the
+   benchmark's SP (``idp.saml.response.success_template``, built once at
+   start: four attributes, both signatures) and filled (IDs, times,
+   addresses, the NameID, the values); both enveloped signatures (exclusive
+   c14n, SHA-256 digest, RSA-2048 over the SignedInfo's c14n); one
+   serialisation, base64 into the page.
 
 Layer 4 is everything an SSO must do at the least with this stack, and
 none of what idMe does for it (sessions, the AuthnRequest's checks, the
 role gate's logic, the Response's XML): its rate is a ceiling for idMe on
-this machine. With ``--peer simplesamlphp`` the same run measures
-SimpleSAMLphp first (``bench/peers/simplesamlphp/setup.sh``) and prints
-each layer as a ratio to it.
+this machine. Layer 5 adds the XML an SSO cannot go without, still with
+none of idMe's checks or logic. With ``--peer simplesamlphp`` the same run
+measures SimpleSAMLphp first (``bench/peers/simplesamlphp/setup.sh``) and
+prints each layer as a ratio to it.
+
+``--one-statement`` gives layers 3-5 the database at its least: the three
+statements joined into one (the same tables and the same write), on a
+connection in autocommit, so a request is one round trip with no BEGIN and
+no COMMIT. (idMe needs a transaction for its writes; this is the bound
+below any shape of its statements.)
 
 Usage::
 
     .venv/bin/python bench/bench_stack_floor.py --postgresql-url URL \\
         [--peer simplesamlphp] [--seconds 15] [--runs 3] \\
-        [--connections 1 4] [--threads 2] [--nodes 2]
+        [--connections 1 4] [--threads 2] [--nodes 2] \\
+        [--layers 1 2 3 4 5] [--one-statement]
 
 The database given gets one table of its own (``stack_floor_*``), dropped
 at the end. Not a test; results go in docs/performance.md.
@@ -44,6 +61,8 @@ at the end. Not a test; results go in docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import base64
+import html
 import os
 import secrets
 import statistics
@@ -51,6 +70,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +78,7 @@ sys.path.insert(0, str(ROOT))
 
 import bench_http_sso as http_bench  # noqa: E402
 
-LAYERS = ("waitress", "+ Pyramid", "+ PostgreSQL", "+ RSA")
+LAYERS = ("waitress", "+ Pyramid", "+ PostgreSQL", "+ RSA", "+ SAML XML")
 TABLES = ("stack_floor_a", "stack_floor_b", "stack_floor_c", "stack_floor_seen")
 # The page: idMe's POST page is about 10 KB, most of it the SAMLResponse.
 PAGE = (
@@ -89,8 +109,8 @@ def bare_app(environ, start_response):
     return [PAGE]
 
 
-def pyramid_app(layer: int, url: str):
-    """Layers 2-4: Pyramid, pyramid_retry, pyramid_tm; then the SQL; then RSA."""
+def pyramid_app(layer: int, url: str, one_statement: bool = False):
+    """Layers 2-5: Pyramid, pyramid_retry, pyramid_tm; the SQL; RSA; the XML."""
     import zope.sqlalchemy
     from pyramid.config import Configurator
     from pyramid.response import Response
@@ -118,8 +138,21 @@ def pyramid_app(layer: int, url: str):
             " WHERE id = :id"
         )
     )
+    if one_statement:
+        reads = [
+            text(
+                f"WITH seen AS (INSERT INTO {TABLES[3]} (id, expires_at)"  # noqa: S608
+                " VALUES (:seen, now()) ON CONFLICT DO NOTHING RETURNING id)"
+                f" SELECT a.id, a.value, b.value, c.value,"
+                f" (SELECT count(*) FROM seen) FROM {TABLES[0]} a"
+                f" JOIN {TABLES[1]} b ON b.id = a.id"
+                f" JOIN {TABLES[2]} c ON c.id = a.id WHERE a.id = :id"
+            )
+        ]
     if layer >= 3:
-        engine = create_engine(url, pool_size=10)
+        engine = create_engine(
+            url, pool_size=10, isolation_level="AUTOCOMMIT" if one_statement else None
+        )
         factory = sessionmaker(bind=engine)
 
         def dbsession(request):
@@ -134,6 +167,8 @@ def pyramid_app(layer: int, url: str):
 
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         signed = PAGE[:4096]
+    if layer >= 5:
+        saml = SamlXml(key)
 
     def view(request):
         request.GET.get("SAMLRequest")
@@ -145,6 +180,10 @@ def pyramid_app(layer: int, url: str):
             # A write the ORM did not see: committed, not rolled back (as
             # idMe's plain statements mark theirs, idp.db.PlainSql).
             zope.sqlalchemy.mark_changed(session, request.tm)
+        if layer >= 5:
+            return Response(
+                saml.page(request.GET["SAMLRequest"]), content_type="text/html"
+            )
         if layer >= 4:
             for _ in range(2):
                 key.sign(signed, padding.PKCS1v15(), hashes.SHA256())
@@ -155,9 +194,128 @@ def pyramid_app(layer: int, url: str):
     return config.make_wsgi_app()
 
 
+class SamlXml:
+    """Layer 5: an SSO's SAML XML with lxml, zlib and RSA calls, nothing else."""
+
+    SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
+
+    def __init__(self, key) -> None:
+        import datetime as dt
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.x509.oid import NameOID
+        from lxml import etree
+
+        from bench.bench_sso import RELEASED
+        from idp.saml.response import Shape, success_template
+
+        name = x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, http_bench.TEST_HOST)]
+        )
+        now = dt.datetime.now(dt.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(1)
+            .not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.PEM)
+            .decode()
+        )
+        self.certificate = certificate
+        self.template = success_template(
+            Shape(
+                issuer=f"https://{http_bench.TEST_HOST}/saml/metadata",
+                certificate=certificate,
+                audience=http_bench.SP_ENTITY_ID,
+                name_id_format="urn:oasis:names:tc:SAML:2.0:nameid-format:persistent",
+                attributes=tuple(RELEASED),
+                sign_response=True,
+                sign_assertion=True,
+            )
+        )
+        self.key = key
+        self.etree = etree
+        self.parser = etree.XMLParser(resolve_entities=False, no_network=True)
+
+    def _sign(self, element) -> None:
+        import hashlib
+
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        signature = element[1]
+        signed_info = signature[0]
+        signed_info[2].set("URI", "#" + element.get("ID"))
+        element.remove(signature)
+        canonical = self.etree.tostring(element, method="c14n", exclusive=True)
+        element.insert(1, signature)
+        digest = hashlib.sha256(canonical).digest()
+        signed_info[2][2].text = base64.b64encode(digest).decode()
+        value = self.key.sign(
+            self.etree.tostring(signed_info, method="c14n", exclusive=True),
+            padding.PKCS1v15(),
+            hashes.SHA256(),
+        )
+        signature[1].text = base64.b64encode(value).decode()
+
+    def page(self, saml_request: str) -> bytes:
+        authn = self.etree.fromstring(
+            zlib.decompress(base64.b64decode(saml_request), -15), self.parser
+        )
+        request_id = authn.get("ID")
+        acs = authn.get("AssertionConsumerServiceURL")
+        issued = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 300))
+        root = self.etree.fromstring(self.template, self.parser)
+        root.set("ID", "_" + secrets.token_hex(16))
+        root.set("InResponseTo", request_id)
+        root.set("IssueInstant", issued)
+        root.set("Destination", acs)
+        assertion = root[3]
+        assertion.set("ID", "_" + secrets.token_hex(16))
+        assertion.set("IssueInstant", issued)
+        subject, conditions, statement, attributes = assertion[2:6]
+        subject[0].text = "3b1c6f0e9d2a4c57a8e1f04b6d9c2e71"
+        data = subject[1][0]
+        data.set("NotOnOrAfter", until)
+        data.set("Recipient", acs)
+        data.set("InResponseTo", request_id)
+        conditions.set("NotBefore", issued)
+        conditions.set("NotOnOrAfter", until)
+        statement.set("AuthnInstant", issued)
+        statement.set("SessionIndex", "_" + secrets.token_hex(16))
+        statement[0][0].text = "urn:oasis:names:tc:SAML:2.0:ac:classes:Password"
+        for attribute, value in zip(
+            attributes,
+            ("900101145678", "Siti Aminah", "siti@example.my", "guru"),
+            strict=True,
+        ):
+            attribute[0].text = value
+        self._sign(assertion)
+        self._sign(root)
+        encoded = base64.b64encode(self.etree.tostring(root, encoding="UTF-8"))
+        return b"".join(
+            (
+                b'<!DOCTYPE html><html lang="ms"><head><meta charset="utf-8">'
+                b"<title>Meneruskan</title></head><body>"
+                b'<form method="post" action="',
+                html.escape(acs).encode(),
+                b'"><input type="hidden" name="SAMLResponse" value="',
+                encoded,
+                b'"><button type="submit">Teruskan</button></form></body></html>',
+            )
+        )
+
+
 def serve_main(argv: list[str]) -> None:
     layer, url, port, threads = int(argv[0]), argv[1], int(argv[2]), argv[3]
-    app = bare_app if layer == 1 else pyramid_app(layer, url)
+    one_statement = argv[4:] == ["one"]
+    app = bare_app if layer == 1 else pyramid_app(layer, url, one_statement)
     http_bench.serve_app(app, port, threads)
 
 
@@ -204,7 +362,8 @@ def drop_tables(url: str) -> None:
 class Nodes(http_bench.Servers):
     """The layer's waitress processes; stopped as bench_http_sso's servers are."""
 
-    def __init__(self, layer: int, url: str, count: int, threads: int, folder: Path):
+    def __init__(self, layer: int, args, folder: Path):
+        url, count, threads = args.postgresql_url, args.nodes, args.threads
         self.ports = [http_bench.free_port() for _ in range(count)]
         self.procs = [
             subprocess.Popen(
@@ -216,6 +375,7 @@ class Nodes(http_bench.Servers):
                     url,
                     str(port),
                     str(threads),
+                    *(["one"] if args.one_statement else []),
                 ],
                 cwd=ROOT,
                 env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}"},
@@ -229,9 +389,13 @@ class Nodes(http_bench.Servers):
 
 
 def layer_cells(layer: int, args, folder: Path) -> list:
-    nodes = Nodes(layer, args.postgresql_url, args.nodes, args.threads, folder)
+    nodes = Nodes(layer, args, folder)
     try:
         label = f"{layer}. {' '.join(LAYERS[:layer])}"
+        if layer == 5:
+            label = f"5. {' '.join(LAYERS[:3])} {LAYERS[4]}"
+        if layer >= 3 and args.one_statement:
+            label += " (one statement, autocommit)"
         target = http_bench.Target(
             label,
             nodes.ports,
@@ -270,6 +434,18 @@ def main() -> None:
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument(
+        "--layers",
+        type=int,
+        nargs="+",
+        default=list(range(1, len(LAYERS) + 1)),
+        choices=range(1, len(LAYERS) + 1),
+    )
+    parser.add_argument(
+        "--one-statement",
+        action="store_true",
+        help="layers 3-5: one statement in autocommit (no BEGIN, no COMMIT)",
+    )
     args = parser.parse_args()
     if not args.postgresql_url:
         parser.error("give --postgresql-url or set IDP_TEST_POSTGRESQL_URL")
@@ -296,7 +472,7 @@ def main() -> None:
         cells += http_bench.peer_cells(args)
     prepare_tables(args.postgresql_url)
     try:
-        for layer in range(1, len(LAYERS) + 1):
+        for layer in args.layers:
             cells += layer_cells(layer, args, folder)
             time.sleep(1)
     finally:
