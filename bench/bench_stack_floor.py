@@ -163,12 +163,16 @@ def pyramid_app(layer: int, url: str, one_statement: bool = False):
         config.add_request_method(dbsession, reify=True)
     if layer >= 4:
         from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import padding, rsa
+        from cryptography.hazmat.primitives.asymmetric import padding
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        from idp.saml.keys import make_pem_pair
+
+        key_pem, cert_pem = make_pem_pair(http_bench.TEST_HOST, key_size=2048)
+        key = load_pem_private_key(key_pem, None)
         signed = PAGE[:4096]
     if layer >= 5:
-        saml = SamlXml(key)
+        saml = SamlXml(key, cert_pem.decode())
 
     def view(request):
         request.GET.get("SAMLRequest")
@@ -197,35 +201,12 @@ def pyramid_app(layer: int, url: str, one_statement: bool = False):
 class SamlXml:
     """Layer 5: an SSO's SAML XML with lxml, zlib and RSA calls, nothing else."""
 
-    SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
-
-    def __init__(self, key) -> None:
-        import datetime as dt
-
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.x509.oid import NameOID
+    def __init__(self, key, certificate: str) -> None:
         from lxml import etree
 
         from bench.bench_sso import RELEASED
         from idp.saml.response import Shape, success_template
 
-        name = x509.Name(
-            [x509.NameAttribute(NameOID.COMMON_NAME, http_bench.TEST_HOST)]
-        )
-        now = dt.datetime.now(dt.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(1)
-            .not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=1))
-            .sign(key, hashes.SHA256())
-            .public_bytes(serialization.Encoding.PEM)
-            .decode()
-        )
         self.certificate = certificate
         self.template = success_template(
             Shape(
