@@ -93,10 +93,9 @@ def fails(*args) -> str:
     return lines[-1]
 
 
-def add_user(ini, *extra, number=NUMBER, email="ali@example.com.my"):
-    """``user add`` for Ali bin Abu, an educator; ``extra`` options appended."""
-    return admin(
-        ini,
+def add_user_arguments(number=NUMBER, email="ali@example.com.my") -> list[str]:
+    """``user add``'s arguments for Ali bin Abu, an educator (any release's CLI)."""
+    return [
         "user",
         "add",
         number,
@@ -110,8 +109,12 @@ def add_user(ini, *extra, number=NUMBER, email="ali@example.com.my"):
         "educator",
         "--institution",
         "SK Putrajaya",
-        *extra,
-    )
+    ]
+
+
+def add_user(ini, *extra, number=NUMBER, email="ali@example.com.my"):
+    """``user add`` for Ali bin Abu, an educator; ``extra`` options appended."""
+    return admin(ini, *add_user_arguments(number, email), *extra)
 
 
 def printed_password(stdout: str) -> str:

@@ -136,13 +136,9 @@ def _form(page, form_id: str):
 
 def _submit(session, page, form_id: str, values: dict, origin: str):
     """Send ``form_id`` of ``page`` as a browser does; follow same-site 303s."""
-    form = _form(page, form_id)
-    for name, value in values.items():
-        field = form.inputs[name]
-        if isinstance(value, bool):
-            field.checked = value
-        else:
-            field.value = value
+    from tests.signin import fill
+
+    form = fill(_form(page, form_id), values)
     action = urljoin(page.url, form.get("action") or page.url)
     answer = session.post(
         action,

@@ -21,6 +21,18 @@ import lxml.html
 from tests.factories import PASSWORD, display
 
 
+def fill(form, values: dict):
+    """``form`` (an lxml form) with ``values`` set by field name, as a person
+    fills it: True/False ticks a checkbox; a name the form lacks is an error."""
+    for name, value in values.items():
+        field = form.inputs[name]
+        if isinstance(value, bool):
+            field.checked = value
+        else:
+            field.value = value
+    return form
+
+
 def submit(page, form_id: str, values: dict, **kwargs):
     """Fill the form ``form_id`` of ``page`` and send it as a browser does.
 
@@ -30,13 +42,7 @@ def submit(page, form_id: str, values: dict, **kwargs):
     boxes; no buttons), to its action resolved against the page's URL, by
     its method. ``kwargs`` go to WebTest (``status``, ``expect_errors``).
     """
-    form = lxml.html.fromstring(page.body).get_element_by_id(form_id)
-    for name, value in values.items():
-        field = form.inputs[name]
-        if isinstance(value, bool):
-            field.checked = value
-        else:
-            field.value = value
+    form = fill(lxml.html.fromstring(page.body).get_element_by_id(form_id), values)
     return page.goto(
         form.get("action") or page.request.url,
         method=form.get("method", "get"),

@@ -33,7 +33,7 @@ import pytest
 import webtest
 from lxml import etree
 
-from tests.cli import NUMBER, ok, printed_password, set_settings
+from tests.cli import NUMBER, add_user_arguments, ok, printed_password, set_settings
 from tests.factories import NEW_PASSWORD
 from tests.keys import signed_by
 from tests.nodes import NodeProcess, free_port
@@ -288,19 +288,7 @@ def test_the_previous_release_serves_sso_throughout_db_upgrade(tmp_path):
             cli(
                 old_tree,
                 old_ini,
-                "user",
-                "add",
-                NUMBER,
-                "--name",
-                "Ali bin Abu",
-                "--email",
-                "ali@example.com.my",
-                "--phone",
-                "012-345 6789",
-                "--category",
-                "educator",
-                "--institution",
-                "SK Putrajaya",
+                *add_user_arguments(),
                 "--role",
                 "guru",
                 "--locale",
