@@ -112,6 +112,19 @@ def make_session(dbsession, user):
     return row
 
 
+def register_sp(dbsession, **metadata):
+    """The SP of ``make_sp_metadata(**metadata)`` in module emis (which must
+    exist: the functional tests' ``module`` fixture), releasing four
+    attributes (``RELEASED``)."""
+    from idp.saml.registry import import_sp
+    from tests.saml_metadata import RELEASED, make_sp_metadata
+
+    sp = import_sp(dbsession, make_sp_metadata(**metadata), module_code="emis")
+    sp.attributes_released = list(RELEASED)
+    dbsession.flush()
+    return sp
+
+
 def commit_sp_and_user(engine) -> str:
     """Commit a module ``emis``, the test SP (``make_sp_metadata()``) in it,
     and a user whose role ``guru`` grants it; the user's number as typed.

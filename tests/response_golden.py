@@ -130,7 +130,6 @@ CASES = (
     Case("idp-initiated", in_response_to=None, attributes={"mail": ["a@b.my"]}),
     Case("assertion-signed-only", sign_response=False),
     Case("response-signed-only", sign_assertion=False),
-    Case("unsigned", sign_response=False, sign_assertion=False),
     Case("encrypted", encrypt=True, attributes={"displayName": [TRICKY]}),
     Case("encrypted-response-signed-only", encrypt=True, sign_assertion=False),
     Case("encrypted-idp-initiated", encrypt=True, in_response_to=None),
@@ -170,8 +169,12 @@ class World:
 
         self.settings = settings
         self.keypair = keypair
-        self.plain = make_sp_metadata()
-        self.encrypting = make_sp_metadata(ENCRYPTING_SP, encryption=True)
+        # Neither asks for signed assertions: each case's policy decides
+        # (idp.saml.registry.signing).
+        self.plain = make_sp_metadata(want_assertions_signed=False)
+        self.encrypting = make_sp_metadata(
+            ENCRYPTING_SP, encryption=True, want_assertions_signed=False
+        )
         self.plain_metadata = parse_sp_metadata(self.plain)
         self.encrypting_metadata = parse_sp_metadata(self.encrypting)
         self.server = build_server(

@@ -107,11 +107,13 @@ def make_sp_metadata(
     encryption_methods: tuple[str, ...] = (),
     name_id_formats: tuple[str, ...] = (NAMEID_FORMAT_PERSISTENT,),
     valid_until: dt.datetime | None = None,
+    want_assertions_signed: bool = True,
 ) -> bytes:
     """An SP's EntityDescriptor as pysaml2 publishes it.
 
     ``encryption`` adds an encryption key (and ``encryption_methods`` lists
-    its algorithms); ``signed_requests`` sets ``AuthnRequestsSigned``.
+    its algorithms); ``signed_requests`` sets ``AuthnRequestsSigned``,
+    ``want_assertions_signed`` ``WantAssertionsSigned``.
     """
     base = entity_id.rsplit("/", 1)[0]
     conf = sp_conf(
@@ -120,7 +122,7 @@ def make_sp_metadata(
         acs=acs,
         slo=slo,
         authn_requests_signed=signed_requests,
-        want_assertions_signed=True,
+        want_assertions_signed=want_assertions_signed,
         name_id_format=list(name_id_formats),
         ui_info={
             "display_name": [

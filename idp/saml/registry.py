@@ -308,6 +308,42 @@ class HostClaimed(MetadataError):
         )
 
 
+class UnsignedPolicy(MetadataError):
+    """A policy that would send a Response with no signature in it at all."""
+
+    def __init__(self, entity_id: str) -> None:
+        super().__init__(
+            f"{entity_id}: sign the Response, the assertion or both; an "
+            "HTTP-POST Response carries no unsigned assertion"
+        )
+
+
+class SignedAssertionsWanted(MetadataError):
+    """A policy leaving unsigned the assertions the SP's metadata asks signed."""
+
+    def __init__(self, entity_id: str) -> None:
+        super().__init__(
+            f"{entity_id}'s metadata asks for signed assertions "
+            "(WantAssertionsSigned): its assertions stay signed"
+        )
+
+
+def signing(sp: ServiceProvider, metadata: SpMetadata) -> tuple[bool, bool]:
+    """(sign the Response, sign the assertion) for ``sp``: what is sent.
+
+    The SP's policy, with two rules over it. An assertion is signed when
+    the SP's metadata asks for it (``WantAssertionsSigned``), as its SAML
+    software then refuses one unsigned. And a Response is never sent with
+    no signature at all: in SAML's Web Browser SSO profile every assertion
+    sent by HTTP-POST is signed, itself or by the Response around it
+    (profiles §4.1.3.5). :func:`set_policy` refuses a policy against
+    either rule; a row stored before the rules, or metadata that asks for
+    signed assertions only after a refresh, still gets them here.
+    """
+    assertion = bool(sp.sign_assertion) or metadata.want_assertions_signed
+    return bool(sp.sign_response) or not assertion, assertion
+
+
 def new_sp(parsed: SpMetadata, *, enabled: bool = True) -> ServiceProvider:
     """A ServiceProvider with the default policy, not yet added or filled in."""
     return ServiceProvider(
@@ -541,13 +577,15 @@ def set_policy(dbsession: Session, entity_id: str, **changes) -> ServiceProvider
 
     Keys: ``attributes_released`` (FriendlyNames from :data:`RELEASABLE`),
     ``name_id_format`` (a key of :data:`NAME_ID_FORMATS`), ``sign_response``,
-    ``sign_assertion``, ``encrypt_assertion`` (needs an encryption key in the
-    metadata), ``allow_sha1``, ``global_uid`` (release the account's global
-    ``uid`` instead of the per-SP one, SAML-38), ``required_authn_context``
-    (a URI or None), ``clock_skew`` (0-600 s or None for the IdP's), ``relay_state_max``
-    (80-1024 bytes or None), ``encryption_method`` (a key of
-    :data:`ENCRYPTION_METHODS`, or None to follow the
-    metadata). Raises :class:`MetadataError`, nothing written.
+    ``sign_assertion`` (one of the two at least, and the assertion when the
+    metadata asks: :func:`signing`), ``encrypt_assertion`` (needs an
+    encryption key in the metadata), ``allow_sha1``, ``global_uid``
+    (release the account's global ``uid`` instead of the per-SP one,
+    SAML-38), ``required_authn_context`` (a URI or None), ``clock_skew``
+    (0-600 s or None for the IdP's), ``relay_state_max`` (80-1024 bytes or
+    None), ``encryption_method`` (a key of :data:`ENCRYPTION_METHODS`, or
+    None to follow the metadata). Raises :class:`MetadataError`, nothing
+    written.
     """
     sp = find_sp(dbsession, entity_id)
     # What was typed is checked first; then how the pieces fit together.
@@ -571,6 +609,10 @@ def set_policy(dbsession: Session, entity_id: str, **changes) -> ServiceProvider
     for flag in ("sign_response", "sign_assertion", "allow_sha1", "global_uid"):
         if flag in changes:
             setattr(sp, flag, bool(changes[flag]))
+    if not sp.sign_response and not sp.sign_assertion:
+        raise UnsignedPolicy(entity_id)
+    if not sp.sign_assertion and sp_metadata(sp).want_assertions_signed:
+        raise SignedAssertionsWanted(entity_id)
     if "encrypt_assertion" in changes:
         if changes["encrypt_assertion"] and not sp_metadata(sp).encryption_certificates:
             raise MetadataError(

@@ -63,7 +63,7 @@ from idp.saml.errors import (
     STATUS_SUCCESS,
     SamlRefused,
 )
-from idp.saml.registry import RELEASABLE
+from idp.saml.registry import RELEASABLE, signing
 from idp.saml.requests import AuthnRequest, RequestedContext
 from idp.saml.server import attribute_uri_names
 from idp.saml.sp_metadata import SpMetadata
@@ -556,14 +556,15 @@ def build(
     ``SignatureError`` or ``EncryptError`` (never a plain assertion instead).
     """
     issuer = settings["idp.entity_id"]
+    sign_response, sign_assertion = signing(sp, metadata)
     shape = Shape(
         issuer=issuer,
         certificate=server.sec.my_cert,
         audience=sp.entity_id,
         name_id_format=subject.format,
         attributes=tuple(attributes),
-        sign_response=bool(sp.sign_response),
-        sign_assertion=bool(sp.sign_assertion),
+        sign_response=sign_response,
+        sign_assertion=sign_assertion,
     )
     root = _parsed(success_template(shape))
     issued, until = _times(settings["idp.saml.assertion_lifetime"])

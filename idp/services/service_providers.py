@@ -83,11 +83,20 @@ def describe_sp(sp: ServiceProvider) -> str:
 @contextmanager
 def _metadata_refusals() -> Iterator[None]:
     """The SAML registry's ``MetadataError`` as a service refusal."""
-    from idp.saml.registry import HostClaimed, ReplaceRefused
+    from idp.saml.registry import (
+        HostClaimed,
+        ReplaceRefused,
+        SignedAssertionsWanted,
+        UnsignedPolicy,
+    )
     from idp.saml.sp_metadata import MetadataError
 
     try:
         yield
+    except UnsignedPolicy as exc:
+        raise Invalid("sp.policy_unsigned", str(exc)) from None
+    except SignedAssertionsWanted as exc:
+        raise Invalid("sp.policy_assertions_wanted", str(exc)) from None
     except ReplaceRefused as exc:
         raise Conflict("sp.trust_changed", str(exc), changes=exc.changes) from None
     except HostClaimed as exc:

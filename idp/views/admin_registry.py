@@ -84,6 +84,14 @@ REFUSALS = {
         "Check it and try again."
     ),
     "sp.policy_empty": _("Nothing to change."),
+    "sp.policy_unsigned": _(
+        "Sign the response, the assertion or both: a service provider never "
+        "receives an assertion with no signature. Nothing was changed."
+    ),
+    "sp.policy_assertions_wanted": _(
+        "This service provider's metadata asks for signed assertions, so its "
+        "assertions stay signed. Nothing was changed."
+    ),
     "source.approve_refused": _("The change cannot be applied:"),
     "list.bad_query": _("This list cannot be shown that way."),
 }

@@ -15,11 +15,9 @@ from sqlalchemy.orm import Session
 
 from idp.db import make_engine
 from idp.models import Module, Role
-from idp.saml.registry import import_sp
 from tests.app import environ, make_app
 from tests.cli import ok
-from tests.factories import make_user
-from tests.saml_metadata import RELEASED, make_sp_metadata
+from tests.factories import make_user, register_sp
 
 
 @pytest.fixture
@@ -36,21 +34,13 @@ def module(dbsession):
 @pytest.fixture
 def sp(dbsession, module):
     """The SP of make_sp_metadata(), in module emis, releasing four attributes."""
-    sp = import_sp(dbsession, make_sp_metadata(), module_code="emis")
-    sp.attributes_released = list(RELEASED)
-    dbsession.flush()
-    return sp
+    return register_sp(dbsession)
 
 
 @pytest.fixture
 def signed_sp(dbsession, module):
     """The same SP, but its metadata sets AuthnRequestsSigned."""
-    sp = import_sp(
-        dbsession, make_sp_metadata(signed_requests=True), module_code="emis"
-    )
-    sp.attributes_released = list(RELEASED)
-    dbsession.flush()
-    return sp
+    return register_sp(dbsession, signed_requests=True)
 
 
 @pytest.fixture

@@ -321,6 +321,31 @@ def test_sp_enable_disable_and_policy(app, tm, dbsession, clock, registered):
     assert registered.name_id_format.endswith(":transient")
 
 
+@pytest.mark.parametrize(
+    ("lang", "unsigned", "wanted"),
+    [
+        ("en", "no signature", "asks for signed assertions"),
+        ("ms", "tanpa tandatangan", "meminta penegasan yang ditandatangani"),
+    ],
+)
+def test_sp_policy_never_sends_an_assertion_unsigned(
+    app, tm, dbsession, clock, registered, lang, unsigned, wanted
+):
+    """Both signatures off, or the assertion's off for an SP whose metadata
+    asks for signed assertions: refused in the admin's language, nothing
+    changed or audited."""
+    client, _admin = console(app, tm, dbsession, clock, "registry")
+    page = client.get(f"/admin/sp?e={SP_ENTITY_ID}&lang={lang}")
+    both_off = {"sign_response": False, "sign_assertion": False}
+    res = post(page, "sp-policy-form", both_off, status=400)
+    assert unsigned in res.html.find(id="form-errors").text
+    res = post(page, "sp-policy-form", {"sign_assertion": False}, status=400)
+    assert wanted in res.html.find(id="form-errors").text
+    dbsession.expire_all()
+    assert (registered.sign_response, registered.sign_assertion) == (True, True)
+    assert events(dbsession, "sp.policy") == []
+
+
 def test_sp_removal_shows_what_goes_and_needs_the_registration_seen(
     app, tm, dbsession, clock, registered
 ):

@@ -469,6 +469,10 @@ def test_sp_policy_changes_only_what_is_given_and_is_audited(db, engine, tmp_pat
     assert "80 to 1024" in fails(db, "sp", "policy", entity, "--relay-state-max", "79")
     assert "nothing to change" in fails(db, "sp", "policy", entity)
     assert fails(db, "sp", "policy", entity, "--sign-assertion", "maybe")
+    # The Response is unsigned now: the assertion is its one signature.
+    assert "no unsigned assertion" in fails(
+        db, "sp", "policy", entity, "--sign-assertion", "no"
+    )
     assert "no SP is registered" in fails(
         db, "sp", "policy", "https://nobody.example/sp", "--release", "uid"
     )

@@ -9,9 +9,11 @@ the test's transaction) must carry the new policy, never a cached one.
 
 from __future__ import annotations
 
+import pytest
 from lxml import etree
 
-from idp.saml.registry import set_policy
+from idp.saml.registry import SignedAssertionsWanted, UnsignedPolicy, set_policy
+from tests.factories import register_sp
 from tests.saml_metadata import SP_ENTITY_ID
 from tests.saml_pages import response_of, status_of
 from tests.saml_requests import authn_request, new_id, redirect_query
@@ -62,8 +64,14 @@ def test_saml_33_a_policy_change_shows_in_the_next_response(
     assert root.find(f".//{{{SAML}}}AttributeStatement") is None
 
 
+@pytest.fixture
+def any_signing_sp(dbsession, module):
+    """The test SP, its metadata not asking for signed assertions."""
+    return register_sp(dbsession, want_assertions_signed=False)
+
+
 def test_signing_and_name_id_policy_changes_show_in_the_next_response(
-    testapp, dbsession, sp, user
+    testapp, dbsession, any_signing_sp, user
 ):
     sign_in(testapp, user)
     root = sso(testapp)
@@ -88,3 +96,44 @@ def test_signing_and_name_id_policy_changes_show_in_the_next_response(
     name_id = assertion.find(f".//{{{SAML}}}NameID")
     assert name_id.get("Format") == TRANSIENT
     assert name_id.get("SPNameQualifier") == SP_ENTITY_ID
+
+
+@pytest.mark.parametrize("wants_signed_assertions", [True, False])
+def test_no_policy_sends_an_assertion_with_no_signature(
+    testapp, dbsession, module, user, wants_signed_assertions
+):
+    """SAML's HTTP-POST profile signs every assertion, itself or by its
+    Response. An admin who turns both signatures off is refused, nothing
+    changed; an SP row stored with both off before that rule (or written
+    around it) still gets one: the assertion where the metadata asks for
+    signed assertions, the Response otherwise."""
+    sp = register_sp(dbsession, want_assertions_signed=wants_signed_assertions)
+    with pytest.raises(UnsignedPolicy):
+        set_policy(dbsession, SP_ENTITY_ID, sign_response=False, sign_assertion=False)
+    dbsession.refresh(sp)
+    assert (sp.sign_response, sp.sign_assertion) == (True, True)
+
+    sp.sign_response = sp.sign_assertion = False
+    dbsession.flush()
+    sign_in(testapp, user)
+    root = sso(testapp)
+    assertion = root.find(f"{{{SAML}}}Assertion")
+    assert signed(assertion) is wants_signed_assertions
+    assert signed(root) is not wants_signed_assertions
+
+
+def test_assertions_the_metadata_asks_signed_stay_signed(testapp, dbsession, sp, user):
+    """The SP's metadata says WantAssertionsSigned: its SAML software refuses
+    an unsigned assertion. A policy that would send one is refused; a row
+    holding it (stored before the rule, or metadata that started asking at
+    a refresh) still gets its assertions signed."""
+    with pytest.raises(SignedAssertionsWanted):
+        set_policy(dbsession, SP_ENTITY_ID, sign_assertion=False)
+    dbsession.refresh(sp)
+    assert sp.sign_assertion is True
+
+    sp.sign_assertion = False
+    dbsession.flush()
+    sign_in(testapp, user)
+    root = sso(testapp)
+    assert signed(root.find(f"{{{SAML}}}Assertion")) and signed(root)
