@@ -317,6 +317,32 @@ def execute_write(session: Session, statement, parameters=None):
     return result
 
 
+class PlainContext:
+    """The execution context a :class:`PlainSql` statement's listeners get.
+
+    SQLAlchemy's own (``DefaultExecutionContext``) is what it saves; this
+    stands in for it with what statement watchers read: the connection, its
+    dialect, engine and execution options, the cursor, the statement and
+    its parameters, ``compiled`` None (the text was never compiled). Any
+    attribute can be set on it, as tracing instrumentations keep their
+    span on the context between ``before_cursor_execute`` and ``after``.
+    """
+
+    compiled = None
+    isddl = False
+    isinsert = isupdate = isdelete = False
+    executemany = False
+
+    def __init__(self, connection, cursor, statement: str, parameters) -> None:
+        self.connection = self.root_connection = connection
+        self.dialect = connection.dialect
+        self.engine = connection.engine
+        self.execution_options = connection.get_execution_options()
+        self.cursor = cursor
+        self.statement = statement
+        self.parameters = parameters
+
+
 class PlainSql:
     """A hot-path statement as DB-API text, run on a session's own connection.
 
@@ -331,8 +357,8 @@ class PlainSql:
     * the connection's ``before_cursor_execute`` listeners run first, so on
       SQLite a write takes the writer's turn (:func:`_configure_sqlite`)
       and anything watching statements (fault injection, statement counts,
-      ``after_cursor_execute`` timers) sees these too (``context`` is
-      None: there is none);
+      ``after_cursor_execute`` timers, tracing) sees these too, with a
+      :class:`PlainContext` for the execution context;
     * a driver error is raised as SQLAlchemy's own ``DBAPIError`` (an
       outage is still told apart from a bug, :mod:`idp.dbfaults`), and a
       disconnect invalidates the connection;
@@ -359,13 +385,17 @@ class PlainSql:
         assert dbapi_connection is not None, "a live connection has its driver's"
         cursor = dbapi_connection.cursor()
         try:
-            for listener in connection.dispatch.before_cursor_execute:
+            dispatch = connection.dispatch
+            context = None
+            if dispatch.before_cursor_execute or dispatch.after_cursor_execute:
+                context = PlainContext(connection, cursor, statement, parameters)
+            for listener in dispatch.before_cursor_execute:
                 statement, parameters = listener(
-                    connection, cursor, statement, parameters, None, False
+                    connection, cursor, statement, parameters, context, False
                 )
             cursor.execute(statement, parameters)
-            for listener in connection.dispatch.after_cursor_execute:
-                listener(connection, cursor, statement, parameters, None, False)
+            for listener in dispatch.after_cursor_execute:
+                listener(connection, cursor, statement, parameters, context, False)
             rows = cursor.fetchall()
         except dialect.loaded_dbapi.Error as error:
             gone = dialect.is_disconnect(error, dbapi_connection, cursor)

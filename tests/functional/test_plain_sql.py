@@ -256,6 +256,39 @@ def test_statement_listeners_see_a_plain_statement_before_and_after(
     ]
 
 
+@pytest.mark.postgresql
+def test_a_tracing_listener_can_tag_a_plain_statements_context(dbsession, user, sp):
+    """Tracing instrumentations (OpenTelemetry's for SQLAlchemy, for one)
+    keep their span on the execution context between ``before`` and
+    ``after``, and read the engine's URL from the connection. A plain
+    statement gives them a context of its own to tag, with the execution
+    options and the dialect, so turning tracing on cannot make every SSO
+    fail."""
+    from sqlalchemy import event
+
+    connection = dbsession.connection()
+    spans: list[tuple[str, object, str]] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        context._span = statement.split()[0]
+        assert conn.engine.url is not None
+        assert context.execution_options is not None
+
+    def after(conn, cursor, statement, parameters, context, executemany):
+        spans.append((context._span, context.compiled, context.dialect.name))
+
+    event.listen(connection, "before_cursor_execute", before)
+    event.listen(connection, "after_cursor_execute", after)
+    try:
+        may_reach(dbsession, user, sp)
+        record_seen(dbsession, ISSUER, "_traced", LATER)
+    finally:
+        event.remove(connection, "before_cursor_execute", before)
+        event.remove(connection, "after_cursor_execute", after)
+    dialect = connection.dialect.name
+    assert spans == [("SELECT", None, dialect), ("INSERT", None, dialect)]
+
+
 def _unrecorded(sp, request_id: str) -> AuthnRequest:
     """A checked AuthnRequest whose replay record is still to be written."""
     return AuthnRequest(
