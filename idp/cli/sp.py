@@ -341,6 +341,9 @@ def _describe(sp: ServiceProvider, md: SpMetadata) -> list[str]:
     def yes(value: bool) -> str:
         return "yes" if value else "no"
 
+    # What is sent: a stored policy the rules override says so.
+    sign_response, sign_assertion = registry.signing(sp, md)
+
     lines = [
         f"entity ID:            {sp.entity_id}",
         f"module:               {sp.module.code if sp.module else '-'}",
@@ -356,8 +359,14 @@ def _describe(sp: ServiceProvider, md: SpMetadata) -> list[str]:
         + (", ".join(md.requested_attributes) or "-")
         + (f" (subject-id:req {md.subject_id_req})" if md.subject_id_req else "")
         + " (not released unless the policy above names it)",
-        f"sign response:        {yes(sp.sign_response)}",
-        f"sign assertion:       {yes(sp.sign_assertion)}",
+        f"sign response:        {yes(sign_response)}"
+        + ("" if sign_response == bool(sp.sign_response) else " (never unsigned)"),
+        f"sign assertion:       {yes(sign_assertion)}"
+        + (
+            ""
+            if sign_assertion == bool(sp.sign_assertion)
+            else " (the metadata asks: WantAssertionsSigned)"
+        ),
         f"encrypt assertion:    {yes(sp.encrypt_assertion)}",
         "encryption method:    "
         + (sp.encryption_method or "auto (the strongest the metadata lists)"),

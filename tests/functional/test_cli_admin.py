@@ -480,3 +480,19 @@ def test_sp_policy_changes_only_what_is_given_and_is_audited(db, engine, tmp_pat
     assert "attributes released:  uid, displayName, mail, isMemberOf" in ok(
         db, "sp", "show", entity
     )
+    # A row stored before the signing rules: shown as what is sent.
+    from sqlalchemy import update
+
+    from idp.models import ServiceProvider
+
+    with engine.begin() as conn:
+        conn.execute(
+            update(ServiceProvider)
+            .where(ServiceProvider.entity_id == entity)
+            .values(sign_response=False, sign_assertion=False)
+        )
+    shown = ok(db, "sp", "show", entity)
+    assert "sign response:        no\n" in shown
+    assert (
+        "sign assertion:       yes (the metadata asks: WantAssertionsSigned)" in shown
+    )
