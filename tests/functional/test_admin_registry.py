@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import random
 
 import pytest
 from sqlalchemy import select
@@ -344,6 +345,44 @@ def test_sp_policy_never_sends_an_assertion_unsigned(
     dbsession.expire_all()
     assert (registered.sign_response, registered.sign_assertion) == (True, True)
     assert events(dbsession, "sp.policy") == []
+
+
+def test_fuzzed_policy_posts_never_500_and_never_leave_an_assertion_unsigned(
+    app, tm, dbsession, clock, registered
+):
+    """Random policy forms (flags in any mix, values that are no choice,
+    markup, control characters): each is saved (303) or refused (400), and
+    what is stored still signs the assertion its metadata asks signed."""
+    client, _admin = console(app, tm, dbsession, clock, "registry")
+    token = token_of(client)
+    rng = random.Random(16)
+    junk = ["", "transient", "persistent", "email", "x" * 300, "<b>", "\x00", "é‮"]
+    fields = ["sign_response", "sign_assertion", "encrypt_assertion"]
+    statuses = set()
+    for _ in range(60):
+        form = [("csrf_token", token), ("action", "policy")]
+        form += [(name, rng.choice(["y", "", "on", "0"])) for name in fields
+                 if rng.random() < 0.5]  # fmt: skip
+        form += [("name_id_format", rng.choice(junk))] * rng.randint(0, 2)
+        form += [
+            ("attributes", rng.choice(["uid", "mail", "displayName", *junk]))
+            for _ in range(rng.randint(0, 4))
+        ]
+        res = client.post(f"/admin/sp?e={SP_ENTITY_ID}", form, expect_errors=True)
+        assert res.status_int in (303, 400), (form, res.status_int)
+        statuses.add(res.status_int)
+        dbsession.expire_all()
+        assert registered.sign_assertion is True
+    # The control: the same token and form do save a valid policy.
+    valid = [
+        ("csrf_token", token),
+        ("action", "policy"),
+        ("name_id_format", "persistent"),
+        ("attributes", "uid"),
+        ("sign_assertion", "y"),
+    ]
+    client.post(f"/admin/sp?e={SP_ENTITY_ID}", valid, status=303)
+    assert 400 in statuses
 
 
 def test_sp_removal_shows_what_goes_and_needs_the_registration_seen(
