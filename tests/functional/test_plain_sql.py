@@ -223,15 +223,28 @@ def test_values_cross_as_sqlalchemy_stores_them():
     assert utc_from_row(None) is None
 
 
+def _gate_and_record_watched(dbsession, user, sp, before, after) -> None:
+    """The role gate's SELECT and a replay record's INSERT (both plain
+    statements), with ``before`` and ``after`` listening on the connection."""
+    from sqlalchemy import event
+
+    connection = dbsession.connection()
+    event.listen(connection, "before_cursor_execute", before)
+    event.listen(connection, "after_cursor_execute", after)
+    try:
+        may_reach(dbsession, user, sp)
+        record_seen(dbsession, ISSUER, "_" + uuid.uuid4().hex, LATER)
+    finally:
+        event.remove(connection, "before_cursor_execute", before)
+        event.remove(connection, "after_cursor_execute", after)
+
+
 @pytest.mark.postgresql
 def test_statement_listeners_see_a_plain_statement_before_and_after(
     dbsession, user, sp
 ):
     """Timers and counters (bench_sso's breakdown, the statement-count
     tests) see a plain statement start and end, as they see SQLAlchemy's."""
-    from sqlalchemy import event
-
-    connection = dbsession.connection()
     seen: list[tuple[str, str]] = []
 
     def before(conn, cursor, statement, parameters, context, executemany):
@@ -240,14 +253,7 @@ def test_statement_listeners_see_a_plain_statement_before_and_after(
     def after(conn, cursor, statement, parameters, context, executemany):
         seen.append(("after", statement.split()[0]))
 
-    event.listen(connection, "before_cursor_execute", before)
-    event.listen(connection, "after_cursor_execute", after)
-    try:
-        may_reach(dbsession, user, sp)
-        record_seen(dbsession, ISSUER, "_seen", LATER)
-    finally:
-        event.remove(connection, "before_cursor_execute", before)
-        event.remove(connection, "after_cursor_execute", after)
+    _gate_and_record_watched(dbsession, user, sp, before, after)
     assert seen == [
         ("before", "SELECT"),
         ("after", "SELECT"),
@@ -264,9 +270,6 @@ def test_a_tracing_listener_can_tag_a_plain_statements_context(dbsession, user, 
     statement gives them a context of its own to tag, with the execution
     options and the dialect, so turning tracing on cannot make every SSO
     fail."""
-    from sqlalchemy import event
-
-    connection = dbsession.connection()
     spans: list[tuple[str, object, str]] = []
 
     def before(conn, cursor, statement, parameters, context, executemany):
@@ -277,15 +280,8 @@ def test_a_tracing_listener_can_tag_a_plain_statements_context(dbsession, user, 
     def after(conn, cursor, statement, parameters, context, executemany):
         spans.append((context._span, context.compiled, context.dialect.name))
 
-    event.listen(connection, "before_cursor_execute", before)
-    event.listen(connection, "after_cursor_execute", after)
-    try:
-        may_reach(dbsession, user, sp)
-        record_seen(dbsession, ISSUER, "_traced", LATER)
-    finally:
-        event.remove(connection, "before_cursor_execute", before)
-        event.remove(connection, "after_cursor_execute", after)
-    dialect = connection.dialect.name
+    _gate_and_record_watched(dbsession, user, sp, before, after)
+    dialect = dbsession.get_bind().dialect.name
     assert spans == [("SELECT", None, dialect), ("INSERT", None, dialect)]
 
 
